@@ -1,0 +1,158 @@
+//! Command-line interface (clap derive). Parsing only: each subcommand is carried out by a
+//! library module through [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Live speech-to-text on AssemblyAI Universal Streaming v3, with one-time tokens that are
+/// re-minted and sessions that are rotated before they expire.
+#[derive(Debug, Parser)]
+#[command(name = "aai-live", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalOpts {
+    /// Configuration file (default: $XDG_CONFIG_HOME/aai-live/config.toml when present).
+    #[arg(long, global = true, value_name = "FILE", env = "AAI_LIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log level or filter directives, e.g. "debug" or "aai_live=trace" (overrides [log] level).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log to this file instead of the rolling files in [log] dir.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and validate the configuration.
+    Config(ConfigArgs),
+    /// Run a local emulator of the AssemblyAI v3 streaming API (no speech recognition: words come
+    /// from a script or a fixed word list, timed by the voice activity in the audio received).
+    Emulate(Box<EmulateArgs>),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate completions for.
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigArgs {
+    /// Print the commented default configuration (the reference for every key).
+    #[arg(long)]
+    pub print_default: bool,
+
+    /// Validate the effective configuration (defaults, file, environment, flags) and print the
+    /// resolved settings with secrets redacted. Exit 0 if valid, 2 if not.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    pub check: Option<PathBuf>,
+}
+
+/// Options of `aai-live emulate`.
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// API key the emulator accepts (repeatable). Also from AAI_LIVE_EMULATOR_API_KEYS
+    /// (comma-separated).
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+
+    /// TLS certificate (PEM) for https:// and wss://.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Word script (JSON) giving the words of a known recording and their times.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+
+    /// Behaviour generation to emulate.
+    #[arg(long, value_enum, default_value = "current")]
+    pub profile: crate::emulator::Profile,
+
+    /// New sessions allowed per minute and API key (the free tier is 5). Unlimited when unset.
+    #[arg(long, value_name = "N")]
+    pub sessions_per_minute: Option<u32>,
+
+    /// Close code for the new-sessions limit: 3009 (current) or 1008 (legacy servers).
+    #[arg(long, default_value_t = 3009, value_parser = parse_one_of::<3009, 1008>)]
+    pub rate_limit_close_code: u16,
+
+    /// Reject bad credentials with HTTP 401 at the upgrade instead of Error + close 1008.
+    #[arg(long)]
+    pub reject_at_upgrade: bool,
+
+    /// Close code for an expired or already-used temporary token: 1008 (default) or 3008.
+    #[arg(long, default_value_t = 1008, value_parser = parse_one_of::<1008, 3008>)]
+    pub expired_token_close_code: u16,
+
+    /// Audio may arrive at most this many times faster than real time (measured from the first
+    /// audio message) before 3007 "Audio Transmission Rate Exceeded". The real tolerance is not
+    /// documented; see docs/emulator.md.
+    #[arg(long, default_value_t = 1.5, value_name = "FACTOR")]
+    pub max_rate_factor: f64,
+
+    /// Burst allowance on top of the rate factor, in milliseconds of audio.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub rate_burst_ms: u64,
+
+    /// Switch the pacing check off (lets tests stream files faster than real time).
+    #[arg(long)]
+    pub no_pace_check: bool,
+
+    /// Cap every session's duration at this many seconds (default: the token's
+    /// max_session_duration_seconds, or 10800 with an API key). Makes expiry (3008) quick to test.
+    #[arg(long, value_name = "SECONDS")]
+    pub session_limit: Option<u64>,
+
+    /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006).
+    #[arg(long, default_value_t = 3006, value_name = "CODE")]
+    pub inactivity_close_code: u16,
+
+    /// Delay between a word's audio arriving and the emulator reporting it, in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub processing_delay_ms: u64,
+
+    /// Write each session's received audio to DIR/<session id>.pcm.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// Fault to inject (repeatable), e.g. "close:3005@5s", "drop@2s", "stall@3s",
+    /// "close-before-begin", "no-termination", "token:500", "token-delay:2s";
+    /// append "xN" to apply to the next N sessions (default 1). See docs/emulator.md.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+}
+
+/// Accept one of two close codes.
+fn parse_one_of<const A: u16, const B: u16>(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(code) if code == A || code == B => Ok(code),
+        _ => Err(format!("expected {A} or {B}")),
+    }
+}

@@ -1,0 +1,179 @@
+//! Subcommand adapters: each turns parsed arguments into a call on a library module, sets up
+//! logging where the command needs it, and returns the process exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell};
+use crate::config::{self, EnvSource, LoadOptions, Loaded};
+use crate::emulator::{self, EmulatorConfig, FaultRule, Pacing, Script, TlsFiles};
+use crate::logging::{self, LogGuard, LogOptions};
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(args) => Ok(config_command(&args, &cli.global)),
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulate(args) => {
+            let loaded = load_config(&cli.global)?;
+            let _log = init_logging(&cli.global, &loaded)?;
+            runtime()?.block_on(emulate(*args))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Config overrides from global flags.
+fn overrides(global: &GlobalOpts) -> Vec<(String, String)> {
+    let mut o = Vec::new();
+    if let Some(level) = &global.log_level {
+        o.push(("log.level".to_owned(), level.clone()));
+    }
+    o
+}
+
+/// Load the effective configuration, printing its warnings to stderr (before any TUI starts).
+pub fn load_config(global: &GlobalOpts) -> anyhow::Result<Loaded> {
+    let loaded = config::load(&LoadOptions {
+        file: global.config.clone(),
+        use_default_file: true,
+        env: EnvSource::Process,
+        overrides: overrides(global),
+    })?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded)
+}
+
+fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard> {
+    let log = &loaded.config.log;
+    Ok(logging::init(&LogOptions {
+        level: log.level.clone(),
+        dir: log.dir.clone().unwrap_or_else(config::paths::state_dir),
+        file: global.log_file.clone(),
+        max_files: log.max_files as usize,
+    })?)
+}
+
+fn config_command(args: &ConfigArgs, global: &GlobalOpts) -> ExitCode {
+    if args.print_default {
+        print!("{}", config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let file = args
+        .check
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty());
+    let code = config::check_command(
+        file,
+        global.config.as_deref(),
+        overrides(global),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Write a completion script for `shell`.
+pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "aai-live", out);
+    Ok(())
+}
+
+/// Turn `emulate` flags into an emulator configuration.
+pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
+    let mut api_keys = args.api_keys.clone();
+    if let Ok(env) = std::env::var("AAI_LIVE_EMULATOR_API_KEYS") {
+        api_keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned));
+    }
+    let script = match &args.script {
+        Some(path) => Some(std::sync::Arc::new(Script::load(path)?)),
+        None => None,
+    };
+    let faults = args
+        .faults
+        .iter()
+        .map(|spec| spec.parse::<FaultRule>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(args.max_rate_factor >= 1.0 && args.max_rate_factor.is_finite()) {
+        anyhow::bail!(
+            "--max-rate-factor {} is invalid: it must be at least 1.0",
+            args.max_rate_factor
+        );
+    }
+    if let Some(dir) = &args.record {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the --record directory {}", dir.display()))?;
+    }
+    Ok(EmulatorConfig {
+        api_keys,
+        profile: args.profile,
+        script,
+        sessions_per_minute: args.sessions_per_minute,
+        rate_limit_close_code: args.rate_limit_close_code,
+        reject_at_upgrade: args.reject_at_upgrade,
+        expired_token_close_code: args.expired_token_close_code,
+        pacing: (!args.no_pace_check).then_some(Pacing {
+            factor: args.max_rate_factor,
+            burst: Duration::from_millis(args.rate_burst_ms),
+        }),
+        processing_delay: Duration::from_millis(args.processing_delay_ms),
+        record_dir: args.record.clone(),
+        faults,
+        session_limit: args.session_limit.map(Duration::from_secs),
+        inactivity_close_code: args.inactivity_close_code,
+    })
+}
+
+async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
+    let config = emulator_config(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let running = emulator::start(config, &args.listen, tls).await?;
+    // The first stdout line is a contract: scripts and tests read the real port from it.
+    println!("aai-live emulator listening on {}", running.base_url());
+    std::io::stdout().flush().ok();
+    let stop = running.cancel_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    #[cfg(unix)]
+    {
+        let stop = running.cancel_token();
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::spawn(async move {
+                term.recv().await;
+                stop.cancel();
+            });
+        }
+    }
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,479 @@
+//! The validated, typed configuration that the rest of the program reads.
+//!
+//! Values here are already checked (ranges, URL schemes, key syntax), so consumers need no
+//! error handling of their own. The field names follow `config/default.toml` one to one, and
+//! `docs/configuration.md` documents each key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::keys::KeySpec;
+use super::paths;
+
+/// The effective configuration after all layers are merged and validated.
+///
+/// `Config::default()` is `config/default.toml` parsed: the embedded file is the single source of
+/// the default values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub provider: ProviderConfig,
+    pub streaming: StreamingConfig,
+    pub session: SessionConfig,
+    pub audio: AudioConfig,
+    pub transcript: TranscriptConfig,
+    pub ui: UiConfig,
+    pub keys: KeysConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded file is checked by the tests (`default_toml_parses_to_default`), so a
+        // failure here is a build defect, not a user error.
+        super::load::defaults().expect("the embedded config/default.toml is valid")
+    }
+}
+
+/// Defines a closed set of string values with the exact spelling used in the config file; the
+/// spelling drives parsing, `Display` and serde, so they cannot disagree.
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl Choice for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                parse_choice(s)
+            }
+        }
+    };
+}
+
+/// A config value chosen from a fixed list of spellings.
+pub trait Choice: Copy + 'static {
+    /// Every value, in the order the documentation lists them.
+    const ALL: &'static [Self];
+    /// The spelling in the config file.
+    fn as_str(self) -> &'static str;
+
+    /// The allowed spellings, quoted, for error messages: `"a", "b" or "c"`.
+    fn allowed() -> String {
+        let quoted: Vec<String> = Self::ALL.iter().map(|v| format!("{:?}", v.as_str())).collect();
+        match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => quoted.join(""),
+        }
+    }
+}
+
+fn parse_choice<T: Choice>(s: &str) -> Result<T, String> {
+    T::ALL
+        .iter()
+        .copied()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| format!("must be one of {}", T::allowed()))
+}
+
+choice_enum! {
+    /// Where one-time streaming tokens come from (`provider.kind`).
+    pub enum ProviderKind {
+        /// Mint tokens with the user's API key.
+        ApiKey = "api-key",
+        /// Fetch tokens from the user's own token server.
+        Remote = "remote",
+        /// Read tokens from a file another process writes.
+        File = "file",
+    }
+}
+
+choice_enum! {
+    /// Service region (`provider.api_key.region`).
+    pub enum Region {
+        Default = "default",
+        Us = "us",
+        Eu = "eu",
+    }
+}
+
+choice_enum! {
+    /// HTTP method for the remote token server (`provider.remote.method`).
+    pub enum HttpMethod {
+        Get = "GET",
+        Post = "POST",
+    }
+}
+
+choice_enum! {
+    /// Audio encoding sent to the service (`streaming.encoding`).
+    pub enum Encoding {
+        PcmS16le = "pcm_s16le",
+        PcmMulaw = "pcm_mulaw",
+    }
+}
+
+choice_enum! {
+    /// Where the streaming token travels (`streaming.token_in`).
+    pub enum TokenIn {
+        /// `Authorization` header.
+        Header = "header",
+        /// `?token=` query parameter, as browsers must do.
+        Query = "query",
+    }
+}
+
+choice_enum! {
+    /// Transcript export format (`transcript.formats`).
+    pub enum TranscriptFormat {
+        Txt = "txt",
+        Srt = "srt",
+        Vtt = "vtt",
+    }
+}
+
+choice_enum! {
+    /// UI colour theme (`ui.theme`).
+    pub enum Theme {
+        Default = "default",
+        Mono = "mono",
+    }
+}
+
+choice_enum! {
+    /// Sample format of raw PCM on stdin (first part of `audio.stdin_format`).
+    pub enum SampleFormat {
+        S16le = "s16le",
+        F32le = "f32le",
+    }
+}
+
+choice_enum! {
+    /// Synthetic test input (`audio.input = "test:..."`).
+    pub enum TestSignal {
+        Tone = "tone",
+        Noise = "noise",
+        Silence = "silence",
+    }
+}
+
+/// `[provider]`: where tokens come from and what lifetimes they ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Redemption window asked for each token (1-600 s).
+    pub expires_in_seconds: u32,
+    /// Maximum session duration asked for each token (60-10800 s).
+    pub max_session_duration_seconds: u32,
+    /// Upper bound for one token fetch.
+    pub timeout: Duration,
+    pub api_key: ApiKeyConfig,
+    pub remote: RemoteConfig,
+    pub file: FileConfig,
+}
+
+/// `[provider.api_key]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// Environment variable holding the API key.
+    pub key_env: String,
+    /// File holding the API key; preferred over `key_env` when set.
+    pub key_file: Option<PathBuf>,
+    pub region: Region,
+    /// Full token endpoint; overrides `region`.
+    pub token_url: Option<Url>,
+}
+
+/// `[provider.remote]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Token server endpoint; required when `provider.kind = "remote"`.
+    pub url: Option<Url>,
+    pub method: HttpMethod,
+    /// Extra request headers (names as written).
+    pub headers: BTreeMap<String, String>,
+    pub bearer_env: Option<String>,
+    pub bearer_file: Option<PathBuf>,
+    pub pass_lifetimes: bool,
+}
+
+/// `[provider.file]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// Token file; required when `provider.kind = "file"`.
+    pub path: Option<PathBuf>,
+    pub wait: Duration,
+    pub poll_interval: Duration,
+    pub remove_after_use: bool,
+}
+
+/// `[streaming]`: connection parameters of the v3 streaming API. `None` means "not sent; the
+/// service default applies".
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamingConfig {
+    /// WebSocket endpoint overriding the region (`wss://`, or `ws://` on loopback).
+    pub url: Option<Url>,
+    pub speech_model: String,
+    pub sample_rate: u32,
+    pub encoding: Encoding,
+    pub format_turns: bool,
+    pub token_in: TokenIn,
+    pub keyterms_prompt: Vec<String>,
+    pub language_detection: bool,
+    pub speaker_labels: bool,
+    pub end_of_turn_confidence_threshold: Option<f64>,
+    /// Milliseconds.
+    pub min_turn_silence: Option<u32>,
+    /// Milliseconds.
+    pub max_turn_silence: Option<u32>,
+    pub vad_threshold: Option<f64>,
+    /// Seconds.
+    pub inactivity_timeout: Option<u32>,
+    pub filter_profanity: Option<bool>,
+    pub max_speakers: Option<u32>,
+    pub prompt: Option<String>,
+    /// Extra query parameters, passed verbatim.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// `[session]`: rotation, timeouts, reconnect backoff and replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub rotation: bool,
+    pub rotation_lead: Duration,
+    pub begin_timeout: Duration,
+    pub terminate_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub backoff_multiplier: f64,
+    pub rate_limit_backoff: Duration,
+    pub replay_buffer: Duration,
+    pub replay_speed: f64,
+    pub keepalive_interval: Duration,
+}
+
+/// `[audio]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioConfig {
+    pub input: InputSpec,
+    pub device: Option<String>,
+    pub chunk_ms: u32,
+    /// `audio.loop` (a keyword in Rust).
+    pub loop_input: bool,
+    pub stdin_format: StdinFormat,
+}
+
+/// `audio.input`: where audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSpec {
+    Mic,
+    File(PathBuf),
+    Stdin,
+    Test(TestSignal),
+}
+
+impl FromStr for InputSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str =
+            "must be \"mic\", \"stdin\", \"file:PATH\" or \"test:tone\", \"test:noise\", \"test:silence\"";
+        match s {
+            "mic" => Ok(Self::Mic),
+            "stdin" => Ok(Self::Stdin),
+            _ => match s.split_once(':') {
+                Some(("file", "")) => Err("\"file:\" needs a path, e.g. \"file:talk.wav\"".into()),
+                Some(("file", path)) => Ok(Self::File(PathBuf::from(path))),
+                Some(("test", signal)) => signal.parse().map(Self::Test).map_err(|_| EXPECTED.into()),
+                _ => Err(EXPECTED.into()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for InputSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mic => f.write_str("mic"),
+            Self::Stdin => f.write_str("stdin"),
+            Self::File(path) => write!(f, "file:{}", path.display()),
+            Self::Test(signal) => write!(f, "test:{signal}"),
+        }
+    }
+}
+
+/// `audio.stdin_format`: layout of raw PCM read from stdin, `FORMAT:RATE:CHANNELS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdinFormat {
+    pub sample: SampleFormat,
+    /// Hz, 8000-192000.
+    pub rate: u32,
+    /// 1-8.
+    pub channels: u16,
+}
+
+impl FromStr for StdinFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [sample, rate, channels] = parts[..] else {
+            return Err(format!(
+                "must be FORMAT:RATE:CHANNELS with FORMAT {}, e.g. \"s16le:16000:1\"",
+                SampleFormat::allowed()
+            ));
+        };
+        let sample = sample.parse::<SampleFormat>().map_err(|e| format!("sample format {e}"))?;
+        let rate = rate
+            .parse::<u32>()
+            .ok()
+            .filter(|r| (8000..=192_000).contains(r))
+            .ok_or("rate must be an integer between 8000 and 192000")?;
+        let channels = channels
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (1..=8).contains(c))
+            .ok_or("channels must be an integer between 1 and 8")?;
+        Ok(Self { sample, rate, channels })
+    }
+}
+
+impl fmt::Display for StdinFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.sample, self.rate, self.channels)
+    }
+}
+
+/// `[transcript]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptConfig {
+    pub dir: Option<PathBuf>,
+    /// Export formats, duplicates removed, in the order given.
+    pub formats: Vec<TranscriptFormat>,
+}
+
+impl TranscriptConfig {
+    /// `dir`, or `$XDG_DATA_HOME/aai-live/transcripts` when unset.
+    pub fn dir_or_default(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| paths::data_dir().join("transcripts"))
+    }
+}
+
+/// `[ui]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiConfig {
+    pub fps: u32,
+    pub theme: Theme,
+    pub ascii: bool,
+}
+
+/// `[keys]`: action name -> keys bound to it. Every action of `config/default.toml` is present,
+/// and no key is bound to two actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    pub bindings: BTreeMap<String, Vec<KeySpec>>,
+}
+
+impl KeysConfig {
+    /// Keys bound to `action` (empty for an unknown or unbound action).
+    pub fn keys_for(&self, action: &str) -> &[KeySpec] {
+        self.bindings.get(action).map_or(&[], Vec::as_slice)
+    }
+
+    /// The action bound to `key`, if any.
+    pub fn action_for(&self, key: &KeySpec) -> Option<&str> {
+        self.bindings
+            .iter()
+            .find(|(_, keys)| keys.contains(key))
+            .map(|(action, _)| action.as_str())
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Level or `target=level` directives, as `tracing_subscriber::EnvFilter` reads them.
+    pub level: String,
+    pub dir: Option<PathBuf>,
+    pub max_files: u32,
+}
+
+impl LogConfig {
+    /// `dir`, or `$XDG_STATE_HOME/aai-live` when unset.
+    pub fn dir_or_default(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(paths::state_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_spellings_match_serde() {
+        for kind in ProviderKind::ALL {
+            let json = serde_json::to_string(kind).expect("test setup");
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(kind.as_str().parse::<ProviderKind>().expect("test setup"), *kind);
+        }
+        assert_eq!(HttpMethod::allowed(), "\"GET\" or \"POST\"");
+        assert_eq!(Region::allowed(), "\"default\", \"us\" or \"eu\"");
+        assert_eq!("get".parse::<HttpMethod>().expect_err("should fail"), "must be one of \"GET\" or \"POST\"");
+    }
+
+    #[test]
+    fn input_spec() {
+        assert_eq!("mic".parse::<InputSpec>().expect("test setup"), InputSpec::Mic);
+        assert_eq!("stdin".parse::<InputSpec>().expect("test setup"), InputSpec::Stdin);
+        assert_eq!(
+            "file:a:b.wav".parse::<InputSpec>().expect("test setup"),
+            InputSpec::File(PathBuf::from("a:b.wav"))
+        );
+        assert_eq!("test:noise".parse::<InputSpec>().expect("test setup"), InputSpec::Test(TestSignal::Noise));
+        for bad in ["", "file:", "test:", "test:sine", "microphone", "FILE:x"] {
+            assert!(bad.parse::<InputSpec>().is_err(), "{bad:?}");
+        }
+        for s in ["mic", "stdin", "file:x.wav", "test:tone"] {
+            assert_eq!(s.parse::<InputSpec>().expect("test setup").to_string(), s);
+        }
+    }
+
+    #[test]
+    fn stdin_format() {
+        let f: StdinFormat = "f32le:48000:2".parse().expect("test setup");
+        assert_eq!(
+            f,
+            StdinFormat { sample: SampleFormat::F32le, rate: 48000, channels: 2 }
+        );
+        assert_eq!(f.to_string(), "f32le:48000:2");
+        for bad in ["s16le", "s16le:16000", "s8:16000:1", "s16le:7999:1", "s16le:192001:1", "s16le:16000:0", "s16le:16000:9", "s16le:16k:1", "s16le:16000:1:1"] {
+            assert!(bad.parse::<StdinFormat>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! aai-live: live speech-to-text on AssemblyAI Universal Streaming v3 that survives one-time
+//! tokens and session expiry.
+//!
+//! The binary (`src/main.rs`) is a thin adapter: every subcommand calls into a module here, so
+//! tests drive the whole program without a terminal. See `docs/architecture.md` for the map.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod emulator;
+pub mod logging;
+pub mod protocol;
+pub mod secret;

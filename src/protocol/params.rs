@@ -1,0 +1,593 @@
+//! Connection parameters (`StreamingParams`), service endpoints, and the WebSocket URL builder.
+//!
+//! Both directions live here: the client builds a query string, the emulator parses one with the
+//! service's leniency (booleans as `true`/`True`/`1`, lists as JSON arrays, unknown keys ignored,
+//! the old `min_end_of_turn_silence_when_confident` name accepted).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::audio::{AudioFormat, Encoding};
+use crate::secret::{REDACTED, Token};
+
+/// Service regions and their hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    /// Edge-routed (`streaming.assemblyai.com`).
+    #[default]
+    Default,
+    Us,
+    Eu,
+}
+
+impl Region {
+    pub fn host(self) -> &'static str {
+        match self {
+            Self::Default => "streaming.assemblyai.com",
+            Self::Us => "streaming.us.assemblyai.com",
+            Self::Eu => "streaming.eu.assemblyai.com",
+        }
+    }
+
+    pub fn ws_url(self) -> Url {
+        Url::parse(&format!("wss://{}/v3/ws", self.host())).expect("static URL is valid")
+    }
+
+    /// The token endpoint on the same host: tokens are minted where they are redeemed.
+    pub fn token_url(self) -> Url {
+        Url::parse(&format!("https://{}/v3/token", self.host())).expect("static URL is valid")
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "default" => Some(Self::Default),
+            "us" => Some(Self::Us),
+            "eu" => Some(Self::Eu),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::Us => "us",
+            Self::Eu => "eu",
+        })
+    }
+}
+
+/// Where the temporary token travels on connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPlacement {
+    /// `Authorization: <token>` (what the Python SDK does; keeps it out of URLs and proxies' logs).
+    #[default]
+    Header,
+    /// `?token=<token>` (what browsers must do).
+    Query,
+}
+
+/// Every documented connection parameter, typed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamingParams {
+    pub sample_rate: u32,
+    pub encoding: Encoding,
+    pub speech_model: String,
+    pub format_turns: bool,
+    pub end_of_turn_confidence_threshold: Option<f64>,
+    /// Sent as `min_turn_silence` (renamed from `min_end_of_turn_silence_when_confident`).
+    pub min_turn_silence: Option<u32>,
+    pub max_turn_silence: Option<u32>,
+    pub vad_threshold: Option<f64>,
+    pub keyterms_prompt: Vec<String>,
+    pub prompt: Option<String>,
+    pub filter_profanity: Option<bool>,
+    pub language_detection: bool,
+    pub inactivity_timeout: Option<u32>,
+    pub speaker_labels: bool,
+    pub max_speakers: Option<u32>,
+    /// Parameters not modelled here, passed verbatim.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for StreamingParams {
+    fn default() -> Self {
+        Self {
+            sample_rate: 16_000,
+            encoding: Encoding::PcmS16le,
+            speech_model: "universal-streaming-english".into(),
+            format_turns: false,
+            end_of_turn_confidence_threshold: None,
+            min_turn_silence: None,
+            max_turn_silence: None,
+            vad_threshold: None,
+            keyterms_prompt: Vec::new(),
+            prompt: None,
+            filter_profanity: None,
+            language_detection: false,
+            inactivity_timeout: None,
+            speaker_labels: false,
+            max_speakers: None,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// A parameter outside what the service accepts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid streaming parameter `{name}` = {value}: {expected}")]
+pub struct ParamError {
+    pub name: String,
+    pub value: String,
+    pub expected: String,
+}
+
+fn param_error(name: &str, value: impl fmt::Display, expected: &str) -> ParamError {
+    ParamError {
+        name: name.into(),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// Known model names (others are passed through with a warning by the config layer).
+pub const SPEECH_MODELS: &[&str] = &[
+    "universal-streaming-english",
+    "universal-streaming-multilingual",
+    "whisper-rt",
+    "u3-rt-pro",
+    "u3-pro",
+    "universal-3-5-pro",
+    "universal-3-6-pro",
+];
+
+impl StreamingParams {
+    pub fn audio_format(&self) -> AudioFormat {
+        AudioFormat::new(self.sample_rate, self.encoding)
+    }
+
+    /// Whether the model belongs to the U3-Pro family (whole-turn partials, SpeechStarted).
+    pub fn is_u3(&self) -> bool {
+        self.speech_model.starts_with("u3") || self.speech_model.starts_with("universal-3")
+    }
+
+    /// Check every value against the service's documented ranges.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if !(8000..=96_000).contains(&self.sample_rate) {
+            return Err(param_error(
+                "sample_rate",
+                self.sample_rate,
+                "8000 to 96000 Hz",
+            ));
+        }
+        if self.speech_model.trim().is_empty() {
+            return Err(param_error("speech_model", "\"\"", "a model name"));
+        }
+        for (name, value) in [
+            (
+                "end_of_turn_confidence_threshold",
+                self.end_of_turn_confidence_threshold,
+            ),
+            ("vad_threshold", self.vad_threshold),
+        ] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(param_error(name, v, "0.0 to 1.0"));
+            }
+        }
+        for (name, value) in [
+            ("min_turn_silence", self.min_turn_silence),
+            ("max_turn_silence", self.max_turn_silence),
+        ] {
+            if let Some(v) = value
+                && v > 10_000
+            {
+                return Err(param_error(name, v, "0 to 10000 ms"));
+            }
+        }
+        if self.keyterms_prompt.len() > 100 {
+            return Err(param_error(
+                "keyterms_prompt",
+                format!("{} terms", self.keyterms_prompt.len()),
+                "at most 100 terms",
+            ));
+        }
+        if let Some(term) = self.keyterms_prompt.iter().find(|t| t.chars().count() > 50) {
+            return Err(param_error(
+                "keyterms_prompt",
+                format!("{term:?}"),
+                "terms of at most 50 characters",
+            ));
+        }
+        if let Some(p) = &self.prompt
+            && p.chars().count() > 1750
+        {
+            return Err(param_error(
+                "prompt",
+                format!("{} characters", p.chars().count()),
+                "at most 1750 characters",
+            ));
+        }
+        if let Some(t) = self.inactivity_timeout
+            && !(5..=3600).contains(&t)
+        {
+            return Err(param_error("inactivity_timeout", t, "5 to 3600 seconds"));
+        }
+        if let Some(n) = self.max_speakers
+            && !(1..=10).contains(&n)
+        {
+            return Err(param_error("max_speakers", n, "1 to 10"));
+        }
+        Ok(())
+    }
+
+    /// The query pairs, in a stable order. Booleans are `true`/`false`, lists JSON arrays.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let mut q: Vec<(String, String)> = vec![
+            ("sample_rate".into(), self.sample_rate.to_string()),
+            ("encoding".into(), self.encoding.as_str().into()),
+            ("speech_model".into(), self.speech_model.clone()),
+            ("format_turns".into(), self.format_turns.to_string()),
+        ];
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                q.push((k.into(), v));
+            }
+        };
+        push(
+            "end_of_turn_confidence_threshold",
+            self.end_of_turn_confidence_threshold.map(|v| v.to_string()),
+        );
+        push(
+            "min_turn_silence",
+            self.min_turn_silence.map(|v| v.to_string()),
+        );
+        push(
+            "max_turn_silence",
+            self.max_turn_silence.map(|v| v.to_string()),
+        );
+        push("vad_threshold", self.vad_threshold.map(|v| v.to_string()));
+        if !self.keyterms_prompt.is_empty() {
+            push(
+                "keyterms_prompt",
+                serde_json::to_string(&self.keyterms_prompt).ok(),
+            );
+        }
+        push("prompt", self.prompt.clone());
+        push(
+            "filter_profanity",
+            self.filter_profanity.map(|v| v.to_string()),
+        );
+        push(
+            "language_detection",
+            self.language_detection.then(|| "true".into()),
+        );
+        push(
+            "inactivity_timeout",
+            self.inactivity_timeout.map(|v| v.to_string()),
+        );
+        push(
+            "speaker_labels",
+            self.speaker_labels.then(|| "true".into()),
+        );
+        push("max_speakers", self.max_speakers.map(|v| v.to_string()));
+        for (k, v) in &self.extra {
+            q.push((k.clone(), v.clone()));
+        }
+        q
+    }
+
+    /// Parse a connect query the way the service does. Unknown parameters are ignored and
+    /// returned so the caller can log them; a known parameter with an unreadable value is an
+    /// error naming it.
+    pub fn from_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(Self, Vec<String>), ParamError> {
+        let mut p = Self::default();
+        let mut ignored = Vec::new();
+        for (key, value) in pairs {
+            match key {
+                "sample_rate" => p.sample_rate = parse_num(key, value)?,
+                "encoding" => {
+                    p.encoding = Encoding::parse(value)
+                        .ok_or_else(|| param_error(key, value, "pcm_s16le or pcm_mulaw"))?;
+                }
+                "speech_model" => p.speech_model = value.into(),
+                "format_turns" => p.format_turns = parse_bool(key, value)?,
+                "end_of_turn_confidence_threshold" => {
+                    p.end_of_turn_confidence_threshold = Some(parse_num(key, value)?);
+                }
+                "min_turn_silence" | "min_end_of_turn_silence_when_confident" => {
+                    p.min_turn_silence = Some(parse_num(key, value)?);
+                }
+                "max_turn_silence" => p.max_turn_silence = Some(parse_num(key, value)?),
+                "vad_threshold" => p.vad_threshold = Some(parse_num(key, value)?),
+                "keyterms_prompt" | "keyterms" => p.keyterms_prompt = parse_list(key, value)?,
+                "prompt" => p.prompt = Some(value.into()),
+                "filter_profanity" => p.filter_profanity = Some(parse_bool(key, value)?),
+                "language_detection" => p.language_detection = parse_bool(key, value)?,
+                "inactivity_timeout" => p.inactivity_timeout = Some(parse_num(key, value)?),
+                "speaker_labels" => p.speaker_labels = parse_bool(key, value)?,
+                "max_speakers" => p.max_speakers = Some(parse_num(key, value)?),
+                // The credential is not a streaming parameter.
+                "token" => {}
+                other => ignored.push(other.to_owned()),
+            }
+        }
+        Ok((p, ignored))
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ParamError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| param_error(key, value, "a number"))
+}
+
+/// Booleans arrive as `true`/`false` (JS SDK, integrations), `True`/`False` (Python's
+/// `urlencode`), or `1`/`0`.
+pub fn parse_bool(key: &str, value: &str) -> Result<bool, ParamError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(param_error(key, value, "true or false")),
+    }
+}
+
+/// Lists are JSON arrays; Python SDK 0.44–0.45 sent Python reprs (`['a', 'b']`), accepted too.
+fn parse_list(key: &str, value: &str) -> Result<Vec<String>, ParamError> {
+    serde_json::from_str::<Vec<String>>(value)
+        .or_else(|_| serde_json::from_str::<Vec<String>>(&value.replace('\'', "\"")))
+        .map_err(|_| param_error(key, value, "a JSON array of strings"))
+}
+
+/// Errors building a connect URL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UrlError {
+    #[error("streaming URL {url} must use wss:// (ws:// is allowed for loopback addresses only)")]
+    InsecureScheme { url: String },
+    #[error("streaming URL {url} has an unsupported scheme (use wss:// or, for loopback, ws://)")]
+    BadScheme { url: String },
+    #[error(transparent)]
+    Param(#[from] ParamError),
+}
+
+/// Whether a URL's host is a loopback address (where plain ws:// and http:// are acceptable).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Check a streaming endpoint: `wss://` anywhere, `ws://` for loopback only.
+pub fn check_ws_endpoint(url: &Url) -> Result<(), UrlError> {
+    match url.scheme() {
+        "wss" => Ok(()),
+        "ws" if is_loopback(url) => Ok(()),
+        "ws" => Err(UrlError::InsecureScheme {
+            url: url.to_string(),
+        }),
+        _ => Err(UrlError::BadScheme {
+            url: url.to_string(),
+        }),
+    }
+}
+
+/// A connect URL that may contain a token: `Debug`/`Display` show it redacted; the full URL is
+/// exposed only to the connector.
+pub struct WsUrl {
+    full: SecretString,
+    redacted: String,
+}
+
+impl WsUrl {
+    pub fn expose(&self) -> &str {
+        self.full.expose_secret()
+    }
+
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for WsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WsUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for WsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// Build the connect URL for `endpoint` (a region's or a custom one). With
+/// `token_in_query`, the token is appended percent-encoded as `token=` (real tokens contain
+/// `+`, `/` and `=`).
+pub fn build_ws_url(
+    endpoint: &Url,
+    params: &StreamingParams,
+    token_in_query: Option<&Token>,
+) -> Result<WsUrl, UrlError> {
+    check_ws_endpoint(endpoint)?;
+    params.validate()?;
+    let mut url = endpoint.clone();
+    url.set_query(None);
+    url.query_pairs_mut()
+        .extend_pairs(params.query_pairs())
+        .finish();
+    let redacted = if token_in_query.is_some() {
+        let mut r = url.clone();
+        r.query_pairs_mut().append_pair("token", REDACTED).finish();
+        r.to_string()
+    } else {
+        url.to_string()
+    };
+    if let Some(token) = token_in_query {
+        url.query_pairs_mut()
+            .append_pair("token", token.expose())
+            .finish();
+    }
+    Ok(WsUrl {
+        full: SecretString::from(url.to_string()),
+        redacted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Url {
+        Url::parse("ws://127.0.0.1:9999/v3/ws").expect("url")
+    }
+
+    #[test]
+    fn region_endpoints() {
+        assert_eq!(
+            Region::Eu.ws_url().as_str(),
+            "wss://streaming.eu.assemblyai.com/v3/ws"
+        );
+        assert_eq!(
+            Region::Us.token_url().as_str(),
+            "https://streaming.us.assemblyai.com/v3/token"
+        );
+        assert_eq!(
+            Region::Default.ws_url().as_str(),
+            "wss://streaming.assemblyai.com/v3/ws"
+        );
+    }
+
+    #[test]
+    fn token_is_percent_encoded_and_redacted_in_display() {
+        let token = Token::new("AQICAHg+ab/cd==", "test");
+        let url = build_ws_url(&local(), &StreamingParams::default(), Some(&token)).expect("url");
+        assert!(url.expose().ends_with("token=AQICAHg%2Bab%2Fcd%3D%3D"), "{}", url.expose());
+        for shown in [url.to_string(), format!("{url:?}"), url.redacted().to_owned()] {
+            assert!(!shown.contains("AQICAHg"), "{shown}");
+            assert!(shown.contains("REDACTED"), "{shown}");
+        }
+        let parsed = Url::parse(url.expose()).expect("parse");
+        let got = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(got.as_deref(), Some("AQICAHg+ab/cd=="));
+    }
+
+    #[test]
+    fn query_has_booleans_and_json_lists() {
+        let params = StreamingParams {
+            format_turns: true,
+            keyterms_prompt: vec!["AssemblyAI".into(), "aai-live".into()],
+            speaker_labels: true,
+            min_turn_silence: Some(300),
+            extra: BTreeMap::from([("mode".to_owned(), "balanced".to_owned())]),
+            ..StreamingParams::default()
+        };
+        let url = build_ws_url(&local(), &params, None).expect("url");
+        let q = url.expose().split_once('?').expect("query").1.to_owned();
+        assert!(q.contains("format_turns=true"), "{q}");
+        assert!(q.contains("speaker_labels=true"), "{q}");
+        assert!(q.contains("min_turn_silence=300"), "{q}");
+        assert!(q.contains("mode=balanced"), "{q}");
+        assert!(
+            q.contains("keyterms_prompt=%5B%22AssemblyAI%22%2C%22aai-live%22%5D"),
+            "{q}"
+        );
+        assert!(!q.contains("token="));
+    }
+
+    #[test]
+    fn plain_ws_only_for_loopback() {
+        let p = StreamingParams::default();
+        for ok in ["ws://localhost:1/v3/ws", "ws://[::1]:1/v3/ws", "wss://x.example/v3/ws"] {
+            assert!(build_ws_url(&Url::parse(ok).expect("url"), &p, None).is_ok(), "{ok}");
+        }
+        let bad = Url::parse("ws://example.com/v3/ws").expect("url");
+        assert!(matches!(
+            build_ws_url(&bad, &p, None),
+            Err(UrlError::InsecureScheme { .. })
+        ));
+        let http = Url::parse("https://example.com/v3/ws").expect("url");
+        assert!(matches!(
+            build_ws_url(&http, &p, None),
+            Err(UrlError::BadScheme { .. })
+        ));
+    }
+
+    #[test]
+    fn validation_names_the_parameter() {
+        let p = StreamingParams {
+            sample_rate: 4000,
+            ..StreamingParams::default()
+        };
+        let e = p.validate().expect_err("invalid");
+        assert_eq!(e.name, "sample_rate");
+        assert!(e.to_string().contains("4000"));
+        let p = StreamingParams {
+            keyterms_prompt: vec!["x".repeat(51)],
+            ..StreamingParams::default()
+        };
+        assert_eq!(p.validate().expect_err("invalid").name, "keyterms_prompt");
+        let p = StreamingParams {
+            inactivity_timeout: Some(2),
+            ..StreamingParams::default()
+        };
+        assert_eq!(p.validate().expect_err("invalid").name, "inactivity_timeout");
+    }
+
+    #[test]
+    fn from_query_is_lenient_like_the_service() {
+        let (p, ignored) = StreamingParams::from_query([
+            ("sample_rate", "8000"),
+            ("encoding", "pcm_mulaw"),
+            ("format_turns", "True"),
+            ("speaker_labels", "1"),
+            ("min_end_of_turn_silence_when_confident", "250"),
+            ("keyterms_prompt", "['a', 'b']"),
+            ("no_such_param", "x"),
+            ("token", "secret"),
+        ])
+        .expect("parse");
+        assert_eq!(p.sample_rate, 8000);
+        assert_eq!(p.encoding, Encoding::PcmMulaw);
+        assert!(p.format_turns && p.speaker_labels);
+        assert_eq!(p.min_turn_silence, Some(250));
+        assert_eq!(p.keyterms_prompt, vec!["a", "b"]);
+        assert_eq!(ignored, vec!["no_such_param"]);
+        let e = StreamingParams::from_query([("sample_rate", "fast")]).expect_err("bad");
+        assert_eq!(e.name, "sample_rate");
+    }
+
+    #[test]
+    fn query_round_trips_through_the_parser() {
+        let params = StreamingParams {
+            format_turns: true,
+            keyterms_prompt: vec!["x y".into()],
+            vad_threshold: Some(0.5),
+            inactivity_timeout: Some(30),
+            ..StreamingParams::default()
+        };
+        let pairs = params.query_pairs();
+        let (back, ignored) =
+            StreamingParams::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .expect("parse");
+        assert_eq!(back, params);
+        assert!(ignored.is_empty());
+    }
+}

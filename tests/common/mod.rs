@@ -1,0 +1,215 @@
+//! Shared helpers for the integration tests: an in-process emulator on 127.0.0.1, WebSocket
+//! clients, and generated audio.
+#![allow(clippy::mod_module_files, dead_code)]
+
+use std::time::Duration;
+
+use aai_live::emulator::{self, EmulatorConfig, RunningEmulator};
+use aai_live::protocol::ServerMessage;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "test-key-0123456789";
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Start an emulator on a free loopback port.
+pub async fn start(config: EmulatorConfig) -> RunningEmulator {
+    emulator::start(config, "127.0.0.1:0", None)
+        .await
+        .expect("emulator starts")
+}
+
+/// The defaults with our key, no processing delay (tests wait on messages, not on time) and no
+/// pacing check (tests send audio as fast as they can unless they test pacing).
+pub fn config() -> EmulatorConfig {
+    EmulatorConfig {
+        processing_delay: Duration::ZERO,
+        pacing: None,
+        ..EmulatorConfig::with_key(KEY)
+    }
+}
+
+/// Mint a token; returns (status, JSON body).
+pub async fn mint(emu: &RunningEmulator, query: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}?{query}", emu.token_url()))
+        .header("Authorization", KEY)
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub async fn mint_token(emu: &RunningEmulator, query: &str) -> String {
+    let (status, body) = mint(emu, query).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Connect with an Authorization header (or none) and a query string.
+pub async fn connect(
+    emu: &RunningEmulator,
+    auth: Option<&str>,
+    query: &str,
+) -> Result<Ws, tungstenite::Error> {
+    let mut request = format!("{}?{query}", emu.ws_url())
+        .into_client_request()
+        .expect("request");
+    if let Some(auth) = auth {
+        request
+            .headers_mut()
+            .insert("Authorization", auth.parse().expect("header"));
+    }
+    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+}
+
+pub async fn connect_key(emu: &RunningEmulator, query: &str) -> Ws {
+    connect(emu, Some(KEY), query).await.expect("connect")
+}
+
+/// What a connection produced until it closed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub messages: Vec<ServerMessage>,
+    /// `None` when the connection ended without a close frame.
+    pub close: Option<(u16, String)>,
+    pub abnormal: bool,
+}
+
+impl Outcome {
+    pub fn turns(&self) -> Vec<&aai_live::protocol::Turn> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Turn(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn finals(&self) -> Vec<&aai_live::protocol::Turn> {
+        self.turns().into_iter().filter(|t| t.end_of_turn).collect()
+    }
+
+    pub fn error(&self) -> Option<&aai_live::protocol::ErrorMessage> {
+        self.messages.iter().find_map(|m| match m {
+            ServerMessage::Error(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        self.close.as_ref().map(|(c, _)| *c)
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.messages.iter().map(ServerMessage::kind).collect()
+    }
+}
+
+/// Read until the server closes (bounded, so a hang fails the test instead of blocking it).
+pub async fn read_to_close(ws: &mut Ws) -> Outcome {
+    read_for(ws, Duration::from_secs(20)).await
+}
+
+pub async fn read_for(ws: &mut Ws, limit: Duration) -> Outcome {
+    let mut out = Outcome::default();
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(item) = ws.next().await {
+            match item {
+                Ok(Message::Text(t)) => out
+                    .messages
+                    .push(ServerMessage::parse(t.as_str()).expect("server JSON")),
+                Ok(Message::Close(frame)) => {
+                    out.close = Some(frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    out.abnormal = true;
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// Read messages until one matches, returning everything read (bounded).
+pub async fn read_until(ws: &mut Ws, pred: impl Fn(&ServerMessage) -> bool) -> Vec<ServerMessage> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg {
+                let m = ServerMessage::parse(t.as_str()).expect("server JSON");
+                let done = pred(&m);
+                out.push(m);
+                if done {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    out
+}
+
+pub async fn send_json(ws: &mut Ws, json: &str) {
+    ws.send(Message::Text(json.into())).await.expect("send");
+}
+
+pub async fn terminate(ws: &mut Ws) {
+    send_json(ws, r#"{"type":"Terminate"}"#).await;
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
+
+/// 16 kHz mono s16le: a 440 Hz tone for `ms`.
+pub fn tone(ms: u64) -> Vec<u8> {
+    (0..16 * ms)
+        .flat_map(|i| {
+            let s = ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 16_000.0).sin() * 8000.0) as i16;
+            s.to_le_bytes()
+        })
+        .collect()
+}
+
+pub fn silence(ms: u64) -> Vec<u8> {
+    vec![0; (32 * ms) as usize]
+}
+
+/// Three spoken-like "words" (300 ms tone, 100 ms gap) and a second of silence.
+pub fn speech() -> Vec<u8> {
+    let mut a = Vec::new();
+    for _ in 0..3 {
+        a.extend(tone(300));
+        a.extend(silence(100));
+    }
+    a.extend(silence(1000));
+    a
+}
+
+/// Send `audio` in `chunk_ms` messages, paced in real time when `paced`.
+pub async fn stream(ws: &mut Ws, audio: &[u8], chunk_ms: u64, paced: bool) {
+    let chunk = (32 * chunk_ms) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_millis(chunk_ms));
+    for piece in audio.chunks(chunk) {
+        if paced {
+            ticker.tick().await;
+        }
+        ws.send(Message::Binary(piece.to_vec().into()))
+            .await
+            .expect("send audio");
+    }
+}
