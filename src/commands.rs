@@ -74,10 +74,7 @@ fn config_command(args: &ConfigArgs, global: &GlobalOpts) -> ExitCode {
         print!("{}", config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
     }
-    let file = args
-        .check
-        .as_deref()
-        .filter(|p| !p.as_os_str().is_empty());
+    let file = args.check.as_deref().filter(|p| !p.as_os_str().is_empty());
     let code = config::check_command(
         file,
         global.config.as_deref(),
@@ -103,7 +100,12 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
     let mut api_keys = args.api_keys.clone();
     if let Ok(env) = std::env::var("AAI_LIVE_EMULATOR_API_KEYS") {
-        api_keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned));
+        api_keys.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
     }
     let script = match &args.script {
         Some(path) => Some(std::sync::Arc::new(Script::load(path)?)),

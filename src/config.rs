@@ -47,9 +47,17 @@ pub enum ConfigError {
     #[error("config file {} does not exist", .path.display())]
     NotFound { path: PathBuf },
     #[error("cannot read config file {}: {cause}", .path.display())]
-    Read { path: PathBuf, cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{}: TOML syntax error at line {line}, column {column}: {message}", .path.display())]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// Unknown keys, wrong types or invalid values; every one found, in a stable order.
     #[error("{}", ProblemList(.0))]
     Invalid(Vec<Problem>),
@@ -81,7 +89,8 @@ impl fmt::Display for ProblemList<'_> {
             [one] => write!(f, "{one}"),
             many => {
                 write!(f, "{} problems in the configuration:", many.len())?;
-                many.iter().try_for_each(|problem| write!(f, "\n  - {problem}"))
+                many.iter()
+                    .try_for_each(|problem| write!(f, "\n  - {problem}"))
             }
         }
     }
@@ -92,7 +101,13 @@ impl fmt::Display for ProblemList<'_> {
 /// replaced by `"[REDACTED]"`, so the output can be pasted into a bug report.
 pub fn render_resolved(config: &Config) -> String {
     let mut raw = raw::RawConfig::from(config);
-    for (name, value) in raw.provider.remote.headers.iter_mut().chain(raw.streaming.extra.iter_mut()) {
+    for (name, value) in raw
+        .provider
+        .remote
+        .headers
+        .iter_mut()
+        .chain(raw.streaming.extra.iter_mut())
+    {
         if load::looks_secret(name) {
             "[REDACTED]".clone_into(value);
         }
@@ -114,7 +129,10 @@ pub fn check_command(
     err: &mut dyn Write,
 ) -> i32 {
     // clap gives `--check` without FILE as an empty path (its `default_missing_value`).
-    let given = |path: Option<&Path>| path.filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf);
+    let given = |path: Option<&Path>| {
+        path.filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    };
     let opts = LoadOptions {
         file: given(file).or_else(|| given(global_config)),
         use_default_file: true,

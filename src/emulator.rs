@@ -147,7 +147,11 @@ pub struct RunningEmulator {
 impl RunningEmulator {
     /// `http://HOST:PORT` (or https).
     pub fn base_url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     pub fn token_url(&self) -> String {
@@ -155,7 +159,11 @@ impl RunningEmulator {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("{}://{}/v3/ws", if self.tls { "wss" } else { "ws" }, self.addr)
+        format!(
+            "{}://{}/v3/ws",
+            if self.tls { "wss" } else { "ws" },
+            self.addr
+        )
     }
 
     /// Every session so far.
@@ -249,7 +257,8 @@ pub async fn start(
                 stop.cancelled().await;
                 shutdown_handle.graceful_shutdown(Some(Duration::from_secs(1)));
             });
-            let server = axum_server::from_tcp_rustls(std_listener, tls_config).map_err(bind_err)?;
+            let server =
+                axum_server::from_tcp_rustls(std_listener, tls_config).map_err(bind_err)?;
             tokio::spawn(async move {
                 if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
                     tracing::error!("emulator stopped: {e}");

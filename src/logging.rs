@@ -49,43 +49,45 @@ pub struct LogGuard {
 
 /// Install the global subscriber. Returns `None` if one is already installed (tests).
 pub fn init(options: &LogOptions) -> Result<LogGuard, LogError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(&env),
-        _ => EnvFilter::try_new(&options.level),
-    }
-    .map_err(|e| LogError::Level {
-        level: options.level.clone(),
-        reason: e.to_string(),
-    })?;
-    let (writer, location) = match &options.file {
-        Some(file) => {
-            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            create_dir(dir)?;
-            let name = file.file_name().map_or_else(|| "aai-live.log".into(), |n| n.to_owned());
-            let appender = Builder::new()
-                .rotation(Rotation::NEVER)
-                .filename_prefix(name.to_string_lossy())
-                .build(dir)
-                .map_err(|source| LogError::File {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-            (appender, file.clone())
-        }
-        None => {
-            create_dir(&options.dir)?;
-            let appender = Builder::new()
-                .rotation(Rotation::DAILY)
-                .filename_prefix("aai-live")
-                .filename_suffix("log")
-                .max_log_files(options.max_files.max(1))
-                .build(&options.dir)
-                .map_err(|source| LogError::File {
-                    path: options.dir.display().to_string(),
-                    source,
-                })?;
-            (appender, options.dir.clone())
-        }
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|env| !env.trim().is_empty())
+        .map_or_else(|| EnvFilter::try_new(&options.level), EnvFilter::try_new)
+        .map_err(|e| LogError::Level {
+            level: options.level.clone(),
+            reason: e.to_string(),
+        })?;
+    let (writer, location) = if let Some(file) = &options.file {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        create_dir(dir)?;
+        let name = file
+            .file_name()
+            .map_or_else(|| "aai-live.log".into(), std::ffi::OsStr::to_owned);
+        let appender = Builder::new()
+            .rotation(Rotation::NEVER)
+            .filename_prefix(name.to_string_lossy())
+            .build(dir)
+            .map_err(|source| LogError::File {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        (appender, file.clone())
+    } else {
+        create_dir(&options.dir)?;
+        let appender = Builder::new()
+            .rotation(Rotation::DAILY)
+            .filename_prefix("aai-live")
+            .filename_suffix("log")
+            .max_log_files(options.max_files.max(1))
+            .build(&options.dir)
+            .map_err(|source| LogError::File {
+                path: options.dir.display().to_string(),
+                source,
+            })?;
+        (appender, options.dir.clone())
     };
     let (non_blocking, guard) = tracing_appender::non_blocking(writer);
     // A second init (e.g. two commands in one test process) keeps the first subscriber.

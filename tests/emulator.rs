@@ -28,7 +28,11 @@ async fn token_endpoint_validates_key_and_parameters() {
     let client = reqwest::Client::new();
     let url = emu.token_url();
 
-    let no_key = client.get(format!("{url}?expires_in_seconds=60")).send().await.expect("send");
+    let no_key = client
+        .get(format!("{url}?expires_in_seconds=60"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(no_key.status(), 401);
     let body: serde_json::Value = no_key.json().await.expect("json");
     assert!(body["error"].is_string());
@@ -46,12 +50,21 @@ async fn token_endpoint_validates_key_and_parameters() {
         ("expires_in_seconds=0", "expires_in_seconds"),
         ("expires_in_seconds=601", "expires_in_seconds"),
         ("expires_in_seconds=abc", "expires_in_seconds"),
-        ("expires_in_seconds=60&max_session_duration_seconds=59", "max_session_duration_seconds"),
-        ("expires_in_seconds=60&max_session_duration_seconds=10801", "max_session_duration_seconds"),
+        (
+            "expires_in_seconds=60&max_session_duration_seconds=59",
+            "max_session_duration_seconds",
+        ),
+        (
+            "expires_in_seconds=60&max_session_duration_seconds=10801",
+            "max_session_duration_seconds",
+        ),
     ] {
         let (status, body) = mint(&emu, query).await;
         assert_eq!(status, 400, "{query}");
-        assert!(body["error"].as_str().expect("error").contains(name), "{query}: {body}");
+        assert!(
+            body["error"].as_str().expect("error").contains(name),
+            "{query}: {body}"
+        );
     }
 
     let post = client
@@ -63,7 +76,9 @@ async fn token_endpoint_validates_key_and_parameters() {
     assert_eq!(post.status(), 405);
 
     let ok = client
-        .get(format!("{url}?expires_in_seconds=60&max_session_duration_seconds=60"))
+        .get(format!(
+            "{url}?expires_in_seconds=60&max_session_duration_seconds=60"
+        ))
         .header("Authorization", KEY)
         .send()
         .await
@@ -80,7 +95,9 @@ async fn token_endpoint_validates_key_and_parameters() {
 #[tokio::test]
 async fn other_paths_are_403_with_empty_body() {
     let emu = start(config()).await;
-    let response = reqwest::get(format!("{}/v3/stream", emu.base_url())).await.expect("get");
+    let response = reqwest::get(format!("{}/v3/stream", emu.base_url()))
+        .await
+        .expect("get");
     assert_eq!(response.status(), 403);
     assert!(response.text().await.expect("body").is_empty());
     let ws = tokio_tungstenite::connect_async(format!("ws://{}/v2/realtime/ws", emu.addr)).await;
@@ -92,11 +109,18 @@ async fn other_paths_are_403_with_empty_body() {
 #[tokio::test]
 async fn missing_and_invalid_credentials_close_1008_with_an_error_frame() {
     let emu = start(config()).await;
-    let mut ws = connect(&emu, None, "sample_rate=16000").await.expect("upgrade is accepted");
+    let mut ws = connect(&emu, None, "sample_rate=16000")
+        .await
+        .expect("upgrade is accepted");
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(1008));
     assert_eq!(out.error().expect("Error frame").error_code, Some(1008));
-    assert!(out.close.expect("close").1.contains("Missing Authorization"));
+    assert!(
+        out.close
+            .expect("close")
+            .1
+            .contains("Missing Authorization")
+    );
 
     let mut ws = connect(&emu, Some("wrong-key"), "").await.expect("upgrade");
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1008));
@@ -109,31 +133,51 @@ async fn reject_at_upgrade_switch_gives_http_401() {
         ..config()
     })
     .await;
-    let err = connect(&emu, Some("wrong-key"), "").await.expect_err("rejected");
+    let err = connect(&emu, Some("wrong-key"), "")
+        .await
+        .expect_err("rejected");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
         other => panic!("expected HTTP 401, got {other}"),
     }
     // A good key still connects.
     let mut ws = connect_key(&emu, "").await;
-    assert!(matches!(read_until(&mut ws, |_| true).await[0], ServerMessage::Begin(_)));
+    assert!(matches!(
+        read_until(&mut ws, |_| true).await[0],
+        ServerMessage::Begin(_)
+    ));
 }
 
 #[tokio::test]
 async fn temporary_token_in_query_or_header_is_one_time() {
     let emu = start(config()).await;
-    let token = mint_token(&emu, "expires_in_seconds=60&max_session_duration_seconds=120").await;
+    let token = mint_token(
+        &emu,
+        "expires_in_seconds=60&max_session_duration_seconds=120",
+    )
+    .await;
     let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
 
     // ?token= (percent-encoded: real tokens contain + / =)
-    let mut ws = connect(&emu, None, &format!("sample_rate=16000&token={encoded}")).await.expect("connect");
+    let mut ws = connect(&emu, None, &format!("sample_rate=16000&token={encoded}"))
+        .await
+        .expect("connect");
     let first = read_until(&mut ws, |_| true).await;
-    let ServerMessage::Begin(begin) = &first[0] else { panic!("Begin first: {first:?}") };
+    let ServerMessage::Begin(begin) = &first[0] else {
+        panic!("Begin first: {first:?}")
+    };
     uuid::Uuid::parse_str(&begin.id).expect("UUID session id");
     let expected = now_s() + 120;
-    assert!((begin.expires_at - expected).abs() <= 2, "{} vs {expected}", begin.expires_at);
+    assert!(
+        (begin.expires_at - expected).abs() <= 2,
+        "{} vs {expected}",
+        begin.expires_at
+    );
     let configuration = begin.configuration.as_ref().expect("configuration echo");
-    assert_eq!(configuration.model.as_deref(), Some("universal-streaming-english"));
+    assert_eq!(
+        configuration.model.as_deref(),
+        Some("universal-streaming-english")
+    );
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
 
@@ -141,14 +185,22 @@ async fn temporary_token_in_query_or_header_is_one_time() {
     let mut ws = connect(&emu, Some(&token), "").await.expect("connect");
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(1008));
-    assert!(out.error().expect("Error").error.contains("already used"), "{out:?}");
+    assert!(
+        out.error().expect("Error").error.contains("already used"),
+        "{out:?}"
+    );
 
     // A fresh token in the Authorization header (what the Python SDK does) works.
     let token = mint_token(&emu, "expires_in_seconds=60").await;
     let mut ws = connect(&emu, Some(&token), "").await.expect("connect");
     let msgs = read_until(&mut ws, |_| true).await;
-    let ServerMessage::Begin(begin) = &msgs[0] else { panic!("Begin") };
-    assert!((begin.expires_at - (now_s() + 10_800)).abs() <= 2, "default 3 h session");
+    let ServerMessage::Begin(begin) = &msgs[0] else {
+        panic!("Begin")
+    };
+    assert!(
+        (begin.expires_at - (now_s() + 10_800)).abs() <= 2,
+        "default 3 h session"
+    );
 
     let sessions = emu.sessions();
     assert_eq!(sessions.len(), 2);
@@ -186,7 +238,12 @@ async fn chunk_duration_bounds() {
     stream(&mut ws, &tone(40), 20, false).await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(3007));
-    assert!(out.error().expect("Error").error.starts_with("Input duration violation: 20 ms"));
+    assert!(
+        out.error()
+            .expect("Error")
+            .error
+            .starts_with("Input duration violation: 20 ms")
+    );
 
     // 1100 ms: 3007 at once.
     let mut ws = connect_key(&emu, "").await;
@@ -204,11 +261,15 @@ async fn chunk_duration_bounds() {
 
     // 8 kHz mu-law: 400 bytes are 50 ms.
     let mut ws = connect_key(&emu, "sample_rate=8000&encoding=pcm_mulaw").await;
-    ws.send(Message::Binary(vec![0xFF; 400].into())).await.expect("send");
+    ws.send(Message::Binary(vec![0xFF; 400].into()))
+        .await
+        .expect("send");
     terminate(&mut ws).await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(1000));
-    let ServerMessage::Termination(_) = out.messages.last().expect("Termination") else { panic!() };
+    let ServerMessage::Termination(_) = out.messages.last().expect("Termination") else {
+        panic!()
+    };
 }
 
 #[tokio::test]
@@ -225,7 +286,12 @@ async fn faster_than_real_time_is_3007_unless_switched_off() {
     stream(&mut ws, &silence(3000), 100, false).await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(3007));
-    assert!(out.error().expect("Error").error.starts_with("Audio Transmission Rate Exceeded: Received"));
+    assert!(
+        out.error()
+            .expect("Error")
+            .error
+            .starts_with("Audio Transmission Rate Exceeded: Received")
+    );
 
     // Real time (paced) passes.
     let mut ws = connect_key(&emu, "").await;
@@ -246,7 +312,9 @@ async fn oversized_message_is_1009() {
     let emu = start(config()).await;
     let mut ws = connect_key(&emu, "sample_rate=96000").await;
     // 96 kHz s16le: 140 KB is ~730 ms, a legal duration but over the 128 KB read limit.
-    ws.send(Message::Binary(vec![0; 140 * 1024].into())).await.expect("send");
+    ws.send(Message::Binary(vec![0; 140 * 1024].into()))
+        .await
+        .expect("send");
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1009));
 }
 
@@ -262,7 +330,10 @@ async fn invalid_text_messages_are_3006() {
         send_json(&mut ws, text).await;
         let out = read_to_close(&mut ws).await;
         assert_eq!(out.code(), Some(3006), "{text}");
-        assert!(out.error().expect("Error").error.starts_with(expected), "{text}: {out:?}");
+        assert!(
+            out.error().expect("Error").error.starts_with(expected),
+            "{text}: {out:?}"
+        );
     }
 }
 
@@ -300,7 +371,12 @@ async fn terminate_flushes_turns_then_termination_then_1000() {
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(1000));
     let finals = out.finals();
-    assert_eq!(finals.len(), 1, "the open turn is ended by Terminate: {:?}", out.kinds());
+    assert_eq!(
+        finals.len(),
+        1,
+        "the open turn is ended by Terminate: {:?}",
+        out.kinds()
+    );
     assert_eq!(finals[0].transcript, "the quick");
     let ServerMessage::Termination(t) = out.messages.last().expect("last") else {
         panic!("Termination last: {:?}", out.kinds())
@@ -319,12 +395,28 @@ async fn turns_grow_and_end_after_silence() {
     let emu = start(config()).await;
     let mut ws = connect_key(&emu, "").await;
     stream(&mut ws, &speech(), 50, false).await;
-    let msgs = read_until(&mut ws, |m| matches!(m, ServerMessage::Turn(t) if t.end_of_turn)).await;
+    let msgs = read_until(
+        &mut ws,
+        |m| matches!(m, ServerMessage::Turn(t) if t.end_of_turn),
+    )
+    .await;
     let turns: Vec<_> = msgs
         .iter()
-        .filter_map(|m| if let ServerMessage::Turn(t) = m { Some(t) } else { None })
+        .filter_map(|m| {
+            if let ServerMessage::Turn(t) = m {
+                Some(t)
+            } else {
+                None
+            }
+        })
         .collect();
-    assert_eq!(turns.iter().map(|t| t.transcript.as_str()).collect::<Vec<_>>(), ["", "the", "the quick", "the quick brown"]);
+    assert_eq!(
+        turns
+            .iter()
+            .map(|t| t.transcript.as_str())
+            .collect::<Vec<_>>(),
+        ["", "the", "the quick", "the quick brown"]
+    );
     assert!(turns.iter().all(|t| t.turn_order == 0));
     let last = turns.last().expect("final");
     assert_eq!(last.utterance.as_deref(), Some("the quick brown"));
@@ -336,7 +428,11 @@ async fn force_endpoint_and_update_configuration() {
     let emu = start(config()).await;
     let mut ws = connect_key(&emu, "").await;
     // UpdateConfiguration is applied silently: no reply.
-    send_json(&mut ws, r#"{"type":"UpdateConfiguration","min_turn_silence":5000,"max_turn_silence":6000}"#).await;
+    send_json(
+        &mut ws,
+        r#"{"type":"UpdateConfiguration","min_turn_silence":5000,"max_turn_silence":6000}"#,
+    )
+    .await;
     send_json(&mut ws, r#"{"type":"KeepAlive"}"#).await;
     let mut audio = tone(300);
     audio.extend(silence(100));
@@ -344,13 +440,23 @@ async fn force_endpoint_and_update_configuration() {
     audio.extend(silence(1500)); // would end the turn with the default 400 ms
     stream(&mut ws, &audio, 50, false).await;
     send_json(&mut ws, r#"{"type":"ForceEndpoint"}"#).await;
-    let msgs = read_until(&mut ws, |m| matches!(m, ServerMessage::Turn(t) if t.end_of_turn)).await;
-    let ServerMessage::Turn(last) = msgs.last().expect("final") else { panic!() };
+    let msgs = read_until(
+        &mut ws,
+        |m| matches!(m, ServerMessage::Turn(t) if t.end_of_turn),
+    )
+    .await;
+    let ServerMessage::Turn(last) = msgs.last().expect("final") else {
+        panic!()
+    };
     assert!(last.end_of_turn);
     assert_eq!(last.transcript, "the quick");
     // Only Begin and Turns arrived (no acknowledgement of UpdateConfiguration or KeepAlive).
     assert!(matches!(msgs[0], ServerMessage::Begin(_)));
-    assert!(msgs[1..].iter().all(|m| matches!(m, ServerMessage::Turn(_))));
+    assert!(
+        msgs[1..]
+            .iter()
+            .all(|m| matches!(m, ServerMessage::Turn(_)))
+    );
 }
 
 #[tokio::test]
@@ -412,7 +518,10 @@ async fn session_expiry_is_error_3008_then_close_3008() {
     let mut ws = connect_key(&emu, "").await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(3008));
-    assert_eq!(out.close.as_ref().expect("close").1, "Session Expired: Maximum session duration exceeded");
+    assert_eq!(
+        out.close.as_ref().expect("close").1,
+        "Session Expired: Maximum session duration exceeded"
+    );
     assert_eq!(out.error().expect("Error").error_code, Some(3008));
 }
 
@@ -427,12 +536,18 @@ async fn inactivity_timeout_is_reset_by_keepalive() {
     let elapsed = started.elapsed();
     assert_eq!(out.code(), Some(3006));
     assert!(out.error().expect("Error").error.contains("inactivity"));
-    assert!(elapsed >= Duration::from_millis(7900), "KeepAlive reset the timer: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(7900),
+        "KeepAlive reset the timer: {elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn new_sessions_per_minute_limit() {
-    for (code, text) in [(3009, "Too many concurrent sessions"), (1008, "Too many concurrent sessions")] {
+    for (code, text) in [
+        (3009, "Too many concurrent sessions"),
+        (1008, "Too many concurrent sessions"),
+    ] {
         let emu = start(EmulatorConfig {
             sessions_per_minute: Some(2),
             rate_limit_close_code: code,
@@ -460,16 +575,26 @@ async fn close_fault_at_time_and_long_reasons() {
     let mut ws = connect_key(&emu, "").await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(3005));
-    assert_eq!(out.close.expect("close").1, "Session Cancelled: An error occurred");
+    assert_eq!(
+        out.close.expect("close").1,
+        "Session Cancelled: An error occurred"
+    );
 
     let long = "x".repeat(200);
     emu.add_fault(FaultRule {
-        fault: Fault::Close { code: 3005, reason: Some(long.clone()), at_ms: 0 },
+        fault: Fault::Close {
+            code: 3005,
+            reason: Some(long.clone()),
+            at_ms: 0,
+        },
         count: 1,
     });
     let mut ws = connect_key(&emu, "").await;
     let out = read_to_close(&mut ws).await;
-    assert_eq!(out.close.as_ref().expect("close").1, "See Error message for details");
+    assert_eq!(
+        out.close.as_ref().expect("close").1,
+        "See Error message for details"
+    );
     assert_eq!(out.error().expect("Error").error, long);
 
     // 1011 arrives without an Error frame.
@@ -555,14 +680,34 @@ async fn control_api_adds_lists_and_clears_faults_and_lists_sessions() {
         .await
         .expect("post");
     assert_eq!(added.status(), 201);
-    let listed: serde_json::Value = client.get(&faults).send().await.expect("get").json().await.expect("json");
+    let listed: serde_json::Value = client
+        .get(&faults)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(listed.as_array().expect("list").len(), 2);
-    let bad = client.post(&faults).body(r#"{"spec":"explode"}"#).send().await.expect("post");
+    let bad = client
+        .post(&faults)
+        .body(r#"{"spec":"explode"}"#)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(bad.status(), 400);
 
     let mut ws = connect_key(&emu, "").await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(3005));
-    assert_eq!(client.delete(&faults).send().await.expect("delete").status(), 204);
+    assert_eq!(
+        client
+            .delete(&faults)
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        204
+    );
     let mut ws = connect_key(&emu, "").await;
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
@@ -603,7 +748,9 @@ async fn record_writes_received_audio_byte_exactly() {
         })
         .collect();
     for piece in audio.chunks(1600 * 3) {
-        ws.send(Message::Binary(piece.to_vec().into())).await.expect("send");
+        ws.send(Message::Binary(piece.to_vec().into()))
+            .await
+            .expect("send");
     }
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));

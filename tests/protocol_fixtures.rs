@@ -1,10 +1,13 @@
 //! The documented message sequences (protocol.md §3.8, both `format_turns` generations, the
 //! U3-Pro variant and error endings) parse end to end with the protocol types.
 
-use aai_live::protocol::{ClientMessage, ServerMessage, classify, CloseClass};
+use aai_live::protocol::{ClientMessage, CloseClass, ServerMessage, classify};
 
 fn lines(name: &str) -> Vec<(char, String)> {
-    let path = format!("{}/tests/fixtures/sessions/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/sessions/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .lines()
@@ -37,7 +40,9 @@ fn parse(name: &str) -> Vec<ServerMessage> {
 #[test]
 fn current_universal_streaming_sequence() {
     let msgs = parse("us-current.txt");
-    let ServerMessage::Begin(begin) = &msgs[0] else { panic!("first is Begin") };
+    let ServerMessage::Begin(begin) = &msgs[0] else {
+        panic!("first is Begin")
+    };
     assert_eq!(begin.expires_at, 1_772_570_132);
     let config = begin.configuration.as_ref().expect("configuration echo");
     assert_eq!(config.model.as_deref(), Some("universal-streaming-english"));
@@ -53,12 +58,18 @@ fn current_universal_streaming_sequence() {
     // Partials: every word but the last is final.
     let partial = turns[1];
     assert!(!partial.end_of_turn);
-    assert!(partial.words[..partial.words.len() - 1].iter().all(|w| w.word_is_final));
+    assert!(
+        partial.words[..partial.words.len() - 1]
+            .iter()
+            .all(|w| w.word_is_final)
+    );
     assert!(!partial.words.last().expect("word").word_is_final);
     // The utterance boundary can come before the end of the turn.
     assert_eq!(turns[4].utterance.as_deref(), Some("i am a voice agent"));
     assert!(turns[5].end_of_turn && turns[5].utterance.as_deref() == Some(""));
-    assert!(matches!(msgs.last(), Some(ServerMessage::Termination(t)) if t.audio_duration_seconds == 7));
+    assert!(
+        matches!(msgs.last(), Some(ServerMessage::Termination(t)) if t.audio_duration_seconds == 7)
+    );
 }
 
 #[test]
@@ -75,7 +86,9 @@ fn legacy_formatted_final_sequence() {
     assert_eq!(finals[0].turn_order, finals[1].turn_order);
     assert!(!finals[0].turn_is_formatted && finals[1].turn_is_formatted);
     assert_eq!(finals[1].transcript, "Hi, my name is Sonny.");
-    let ServerMessage::Begin(begin) = &msgs[0] else { panic!("Begin") };
+    let ServerMessage::Begin(begin) = &msgs[0] else {
+        panic!("Begin")
+    };
     assert!(begin.configuration.is_none());
 }
 
@@ -98,7 +111,9 @@ fn u3_pro_sequence_and_newer_messages() {
             "Termination"
         ]
     );
-    let ServerMessage::Turn(last) = &msgs[3] else { panic!("Turn") };
+    let ServerMessage::Turn(last) = &msgs[3] else {
+        panic!("Turn")
+    };
     assert!(last.end_of_turn && last.turn_is_formatted);
     assert!((last.end_of_turn_confidence - 1.0).abs() < f64::EPSILON);
     assert_eq!(last.speaker_label.as_deref(), Some("A"));
@@ -107,13 +122,24 @@ fn u3_pro_sequence_and_newer_messages() {
 #[test]
 fn error_endings_parse_and_classify() {
     let msgs = parse("error-ending.txt");
-    let ServerMessage::Error(typed) = &msgs[1] else { panic!("Error") };
+    let ServerMessage::Error(typed) = &msgs[1] else {
+        panic!("Error")
+    };
     assert_eq!(typed.error_code, Some(3007));
-    assert_eq!(classify(Some(3007), "", Some(&typed.error)), CloseClass::ClientBug);
-    let ServerMessage::Error(legacy) = &msgs[2] else { panic!("legacy Error") };
+    assert_eq!(
+        classify(Some(3007), "", Some(&typed.error)),
+        CloseClass::ClientBug
+    );
+    let ServerMessage::Error(legacy) = &msgs[2] else {
+        panic!("legacy Error")
+    };
     assert_eq!(legacy.error_code, None);
     assert_eq!(
-        classify(Some(3005), "See Error message for details", Some(&legacy.error)),
+        classify(
+            Some(3005),
+            "See Error message for details",
+            Some(&legacy.error)
+        ),
         CloseClass::SessionExpired
     );
 }

@@ -86,7 +86,10 @@ impl FromStr for KeySpec {
                 _ => break,
             };
             if *flag {
-                return Err(format!("the modifier {}- is given twice", prefix.to_ascii_lowercase()));
+                return Err(format!(
+                    "the modifier {}- is given twice",
+                    prefix.to_ascii_lowercase()
+                ));
             }
             *flag = true;
             rest = tail;
@@ -158,18 +161,41 @@ mod tests {
         assert_eq!(key("f").code, KeyCode::Char('f'));
         let k = key("ctrl-alt-shift-c");
         assert_eq!(k.code, KeyCode::Char('c'));
-        assert_eq!(k.modifiers, Modifiers { ctrl: true, alt: true, shift: true });
+        assert_eq!(
+            k.modifiers,
+            Modifiers {
+                ctrl: true,
+                alt: true,
+                shift: true
+            }
+        );
         let minus = key("ctrl--");
-        assert_eq!((minus.code, minus.modifiers.ctrl), (KeyCode::Char('-'), true));
+        assert_eq!(
+            (minus.code, minus.modifiers.ctrl),
+            (KeyCode::Char('-'), true)
+        );
     }
 
     #[test]
     fn rejects_bad_specs() {
-        for bad in ["", "ctrl-", "ctrll-c", "f0", "f13", "qq", "ctrl-ctrl-c", "\t", "hyper-x"] {
+        for bad in [
+            "",
+            "ctrl-",
+            "ctrll-c",
+            "f0",
+            "f13",
+            "qq",
+            "ctrl-ctrl-c",
+            "\t",
+            "hyper-x",
+        ] {
             assert!(bad.parse::<KeySpec>().is_err(), "{bad:?} should not parse");
         }
         let err = "ctrll-c".parse::<KeySpec>().expect_err("typo");
-        assert!(err.starts_with("not a key; use a single character"), "{err}");
+        assert!(
+            err.starts_with("not a key; use a single character"),
+            "{err}"
+        );
     }
 
     #[test]

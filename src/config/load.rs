@@ -39,7 +39,12 @@ pub struct LoadOptions {
 impl LoadOptions {
     /// Only the built-in defaults: no file, no environment, no overrides.
     pub fn defaults_only() -> Self {
-        Self { file: None, use_default_file: false, env: EnvSource::Vars(Vec::new()), overrides: Vec::new() }
+        Self {
+            file: None,
+            use_default_file: false,
+            env: EnvSource::Vars(Vec::new()),
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -95,7 +100,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         return Err(ConfigError::Invalid(problems));
     }
     let provenance = Provenance { layers };
-    let config = validate::validate(merge(&provenance.layers)?, &provenance).map_err(ConfigError::Invalid)?;
+    let config = validate::validate(merge(&provenance.layers)?, &provenance)
+        .map_err(ConfigError::Invalid)?;
     Ok(Loaded {
         warnings: warnings(&config),
         layers: provenance.layers.iter().map(ToString::to_string).collect(),
@@ -105,7 +111,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
 /// The built-in defaults, validated (what `Config::default()` returns).
 pub(crate) fn defaults() -> Result<Config, ConfigError> {
-    let provenance = Provenance { layers: vec![Layer::defaults()?] };
+    let provenance = Provenance {
+        layers: vec![Layer::defaults()?],
+    };
     validate::validate(merge(&provenance.layers)?, &provenance).map_err(ConfigError::Invalid)
 }
 
@@ -131,7 +139,9 @@ pub fn secret_file_warning(path: &Path) -> Option<String> {
 /// Whether a header (or query parameter) name suggests its value is a credential.
 pub(crate) fn looks_secret(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["authorization", "cookie", "token", "key", "secret"].iter().any(|word| name.contains(word))
+    ["authorization", "cookie", "token", "key", "secret"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 fn warnings(config: &Config) -> Vec<String> {
@@ -183,9 +193,14 @@ struct Layer {
 
 impl Layer {
     fn defaults() -> Result<Self, ConfigError> {
-        let table = toml::from_str(DEFAULT_TOML)
-            .map_err(|e| ConfigError::Internal(format!("config/default.toml does not parse: {e}")))?;
-        Ok(Self { source: LayerSource::Defaults, table, setters: BTreeMap::new() })
+        let table = toml::from_str(DEFAULT_TOML).map_err(|e| {
+            ConfigError::Internal(format!("config/default.toml does not parse: {e}"))
+        })?;
+        Ok(Self {
+            source: LayerSource::Defaults,
+            table,
+            setters: BTreeMap::new(),
+        })
     }
 
     fn file(path: PathBuf) -> Result<Self, ConfigError> {
@@ -198,13 +213,26 @@ impl Layer {
         };
         let table = toml::from_str(&text).map_err(|e| {
             let (line, column) = line_column(&text, e.span().map_or(0, |span| span.start));
-            ConfigError::Syntax { path: path.clone(), line, column, message: e.message().trim().to_owned() }
+            ConfigError::Syntax {
+                path: path.clone(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
         })?;
-        Ok(Self { source: LayerSource::File(path), table, setters: BTreeMap::new() })
+        Ok(Self {
+            source: LayerSource::File(path),
+            table,
+            setters: BTreeMap::new(),
+        })
     }
 
     fn setter(source: LayerSource) -> Self {
-        Self { source, table: toml::Table::new(), setters: BTreeMap::new() }
+        Self {
+            source,
+            table: toml::Table::new(),
+            setters: BTreeMap::new(),
+        }
     }
 
     /// Whether this layer sets `key` (a dotted path).
@@ -233,7 +261,14 @@ impl Layer {
     }
 
     /// Sets `key` from a string, converting it to the key's type. Used for env and overrides.
-    fn set_str(&mut self, schema: &Schema, key: &str, text: &str, setter: String, problems: &mut Vec<Problem>) {
+    fn set_str(
+        &mut self,
+        schema: &Schema,
+        key: &str,
+        text: &str,
+        setter: String,
+        problems: &mut Vec<Problem>,
+    ) {
         self.setters.insert(key.to_owned(), setter);
         let kind = match schema.lookup(key) {
             Lookup::Unknown => return problems.push(unknown_key(schema, key, &self.origin(key))),
@@ -242,11 +277,16 @@ impl Layer {
         };
         let Some(value) = kind.parse_str(text) else {
             let rule = match kind {
-                Kind::Section | Kind::Map => "is a table: set the keys inside it one by one".to_owned(),
+                Kind::Section | Kind::Map => {
+                    "is a table: set the keys inside it one by one".to_owned()
+                }
                 _ => format!("must be {}", kind.expected()),
             };
             let message = format!("`{key}` = {text:?} (from {}): {rule}", self.origin(key));
-            return problems.push(Problem { key: key.to_owned(), message });
+            return problems.push(Problem {
+                key: key.to_owned(),
+                message,
+            });
         };
         insert_path(&mut self.table, key, value);
     }
@@ -254,7 +294,13 @@ impl Layer {
 
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let setters = || self.setters.values().map(String::as_str).collect::<Vec<_>>().join(", ");
+        let setters = || {
+            self.setters
+                .values()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match &self.source {
             LayerSource::Defaults => f.write_str("built-in defaults (config/default.toml)"),
             LayerSource::File(path) => write!(f, "file {}", path.display()),
@@ -273,7 +319,9 @@ pub(crate) struct Provenance {
 impl Provenance {
     #[cfg(test)]
     pub(crate) fn defaults_only_for_tests() -> Self {
-        Self { layers: vec![Layer::defaults().expect("test setup")] }
+        Self {
+            layers: vec![Layer::defaults().expect("test setup")],
+        }
     }
 
     /// The origin of the effective value of `key`: the highest layer that sets it.
@@ -282,12 +330,21 @@ impl Provenance {
             .iter()
             .rev()
             .find(|layer| layer.sets(key))
-            .map_or_else(|| "the built-in defaults".to_owned(), |layer| layer.origin(key))
+            .map_or_else(
+                || "the built-in defaults".to_owned(),
+                |layer| layer.origin(key),
+            )
     }
 }
 
 /// Checks a parsed file's keys and value types against the schema.
-fn check_table(schema: &Schema, layer: &Layer, table: &toml::Table, prefix: &str, problems: &mut Vec<Problem>) {
+fn check_table(
+    schema: &Schema,
+    layer: &Layer,
+    table: &toml::Table,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) {
     for (name, value) in table {
         let key = schema::join(prefix, name);
         let kind = match schema.lookup(&key) {
@@ -299,7 +356,12 @@ fn check_table(schema: &Schema, layer: &Layer, table: &toml::Table, prefix: &str
             Lookup::Known(kind) => kind,
         };
         if !kind.accepts(value) {
-            let message = format!("`{key}` = {} (from {}): must be {}", show(value), layer.origin(&key), kind.expected());
+            let message = format!(
+                "`{key}` = {} (from {}): must be {}",
+                show(value),
+                layer.origin(&key),
+                kind.expected()
+            );
             problems.push(Problem { key, message });
         } else if let toml::Value::Table(sub) = value {
             check_table(schema, layer, sub, &key, problems);
@@ -320,7 +382,10 @@ fn unknown_key(schema: &Schema, key: &str, origin: &str) -> Problem {
         || "; `aai-live config --print-default` lists every key".to_owned(),
         |near| format!("; did you mean `{near}`?"),
     );
-    Problem { key: key.to_owned(), message: format!("unknown key `{key}` (from {origin}){hint}") }
+    Problem {
+        key: key.to_owned(),
+        message: format!("unknown key `{key}` (from {origin}){hint}"),
+    }
 }
 
 fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> Option<Layer> {
@@ -332,7 +397,8 @@ fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> O
         let Some(name) = name.to_str() else { continue };
         // Matched case-insensitively, as the `config` crate's `Environment` source does.
         let Some(rest) = name.get(ENV_PREFIX.len()..).filter(|_| {
-            name.get(..ENV_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+            name.get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
         }) else {
             continue;
         };
@@ -340,7 +406,9 @@ fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> O
         match value.to_str() {
             Some(value) => layer.set_str(schema, &key, value, name.to_owned(), problems),
             None => problems.push(Problem {
-                message: format!("`{key}` (from environment variable {name}): the value is not valid UTF-8"),
+                message: format!(
+                    "`{key}` (from environment variable {name}): the value is not valid UTF-8"
+                ),
                 key,
             }),
         }
@@ -348,7 +416,11 @@ fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> O
     (!layer.setters.is_empty()).then_some(layer)
 }
 
-fn override_layer(overrides: &[(String, String)], schema: &Schema, problems: &mut Vec<Problem>) -> Option<Layer> {
+fn override_layer(
+    overrides: &[(String, String)],
+    schema: &Schema,
+    problems: &mut Vec<Problem>,
+) -> Option<Layer> {
     let mut layer = Layer::setter(LayerSource::Overrides);
     for (key, value) in overrides {
         layer.set_str(schema, key, value, key.clone(), problems);
@@ -363,7 +435,9 @@ fn insert_path(table: &mut toml::Table, key: &str, value: toml::Value) {
             table.insert(key.to_owned(), value);
         }
         Some((head, rest)) => {
-            let entry = table.entry(head).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(head)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if !entry.is_table() {
                 *entry = toml::Value::Table(toml::Table::new());
             }
@@ -378,14 +452,19 @@ fn insert_path(table: &mut toml::Table, key: &str, value: toml::Value) {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 /// Merges the layers in order with the `config` crate and deserializes the result.
 fn merge(layers: &[Layer]) -> Result<RawConfig, ConfigError> {
     let builder = layers
         .iter()
-        .fold(config::Config::builder(), |builder, layer| builder.add_source(TableSource(layer.table.clone())));
+        .fold(config::Config::builder(), |builder, layer| {
+            builder.add_source(TableSource(layer.table.clone()))
+        });
     // Every layer passed the schema check, so a failure here means `RawConfig` and
     // `default.toml` disagree: a bug, which the tests catch.
     builder
@@ -404,7 +483,11 @@ impl config::Source for TableSource {
     }
 
     fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        Ok(self.0.iter().map(|(key, value)| (key.clone(), to_config_value(value))).collect())
+        Ok(self
+            .0
+            .iter()
+            .map(|(key, value)| (key.clone(), to_config_value(value)))
+            .collect())
     }
 }
 
@@ -417,9 +500,12 @@ fn to_config_value(value: &toml::Value) -> config::Value {
         toml::Value::Boolean(b) => K::Boolean(*b),
         toml::Value::Datetime(d) => K::String(d.to_string()),
         toml::Value::Array(items) => K::Array(items.iter().map(to_config_value).collect()),
-        toml::Value::Table(table) => {
-            K::Table(table.iter().map(|(k, v)| (k.clone(), to_config_value(v))).collect())
-        }
+        toml::Value::Table(table) => K::Table(
+            table
+                .iter()
+                .map(|(k, v)| (k.clone(), to_config_value(v)))
+                .collect(),
+        ),
     };
     config::Value::new(None, kind)
 }
@@ -433,7 +519,10 @@ mod tests {
         let text = "a = 1\nbé = ?\n";
         assert_eq!(line_column(text, 0), (1, 1));
         assert_eq!(line_column(text, 6), (2, 1));
-        assert_eq!(line_column(text, text.find('?').expect("test setup")), (2, 6));
+        assert_eq!(
+            line_column(text, text.find('?').expect("test setup")),
+            (2, 6)
+        );
     }
 
     #[test]
@@ -446,7 +535,13 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        for name in ["Authorization", "Cookie", "X-Api-Key", "x-auth-token", "client_secret"] {
+        for name in [
+            "Authorization",
+            "Cookie",
+            "X-Api-Key",
+            "x-auth-token",
+            "client_secret",
+        ] {
             assert!(looks_secret(name), "{name}");
         }
         for name in ["Accept", "X-Client-Version", "User-Agent"] {
@@ -460,7 +555,10 @@ mod tests {
         let env = EnvSource::Vars(vec![
             ("AAI_LIVE_CONFIG".into(), "/nowhere.toml".into()),
             ("AAI_LIVE_TOKEN_SERVER_CREDENTIAL".into(), "x".into()),
-            ("AAI_LIVE__PROVIDER__API_KEY__KEY_ENV".into(), "MY_KEY".into()),
+            (
+                "AAI_LIVE__PROVIDER__API_KEY__KEY_ENV".into(),
+                "MY_KEY".into(),
+            ),
         ]);
         let mut problems = Vec::new();
         let layer = env_layer(&env, &schema, &mut problems).expect("test setup");

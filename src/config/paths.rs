@@ -22,15 +22,23 @@ pub fn config_file() -> Option<PathBuf> {
 /// Where logs go: `$XDG_STATE_HOME/aai-live` (fallback `~/.local/state/aai-live`, then the
 /// system temporary directory: logs are disposable).
 pub fn state_dir() -> PathBuf {
-    app_dir(&|name| std::env::var_os(name), "XDG_STATE_HOME", ".local/state")
-        .unwrap_or_else(|| std::env::temp_dir().join(APP))
+    app_dir(
+        &|name| std::env::var_os(name),
+        "XDG_STATE_HOME",
+        ".local/state",
+    )
+    .unwrap_or_else(|| std::env::temp_dir().join(APP))
 }
 
 /// Where data such as transcripts goes: `$XDG_DATA_HOME/aai-live` (fallback
 /// `~/.local/share/aai-live`, then `./aai-live`: transcripts must survive, unlike logs).
 pub fn data_dir() -> PathBuf {
-    app_dir(&|name| std::env::var_os(name), "XDG_DATA_HOME", ".local/share")
-        .unwrap_or_else(|| PathBuf::from(APP))
+    app_dir(
+        &|name| std::env::var_os(name),
+        "XDG_DATA_HOME",
+        ".local/share",
+    )
+    .unwrap_or_else(|| PathBuf::from(APP))
 }
 
 pub(crate) fn config_file_with(env: GetEnv<'_>) -> Option<PathBuf> {
@@ -53,15 +61,20 @@ mod tests {
     use super::*;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into())
     }
 
     #[test]
     fn xdg_variable_wins_over_home() {
         let env = env_of(&[("XDG_CONFIG_HOME", "/xdg"), ("HOME", "/home/u")]);
-        assert_eq!(config_file_with(&env), Some(PathBuf::from("/xdg/aai-live/config.toml")));
+        assert_eq!(
+            config_file_with(&env),
+            Some(PathBuf::from("/xdg/aai-live/config.toml"))
+        );
     }
 
     #[test]

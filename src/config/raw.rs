@@ -248,7 +248,12 @@ impl From<&Config> for RawConfig {
             },
             transcript: RawTranscript {
                 dir: path(c.transcript.dir.as_deref()),
-                formats: c.transcript.formats.iter().map(|f| f.as_str().to_owned()).collect(),
+                formats: c
+                    .transcript
+                    .formats
+                    .iter()
+                    .map(|f| f.as_str().to_owned())
+                    .collect(),
             },
             ui: RawUi {
                 fps: c.ui.fps.into(),
@@ -259,7 +264,12 @@ impl From<&Config> for RawConfig {
                 .keys
                 .bindings
                 .iter()
-                .map(|(action, keys)| (action.clone(), keys.iter().map(ToString::to_string).collect()))
+                .map(|(action, keys)| {
+                    (
+                        action.clone(),
+                        keys.iter().map(ToString::to_string).collect(),
+                    )
+                })
                 .collect(),
             log: RawLog {
                 level: c.log.level.clone(),

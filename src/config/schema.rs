@@ -64,11 +64,18 @@ impl Kind {
                 _ => None,
             },
             Self::Int => text.trim().parse().ok().map(V::Integer),
-            Self::Float => text.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(V::Float),
+            Self::Float => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(V::Float),
             Self::Str => Some(V::String(text.to_owned())),
             Self::List if text.is_empty() => Some(V::Array(Vec::new())),
             Self::List => Some(V::Array(
-                text.split(',').map(|item| V::String(item.trim().to_owned())).collect(),
+                text.split(',')
+                    .map(|item| V::String(item.trim().to_owned()))
+                    .collect(),
             )),
         }
     }
@@ -155,7 +162,11 @@ fn collect(table: &toml::Table, prefix: &str, kinds: &mut BTreeMap<String, Kind>
 }
 
 pub(crate) fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// Optional keys: `# key = value` comment lines inside a section.
@@ -167,9 +178,13 @@ fn optional_keys(text: &str) -> Vec<(String, Kind)> {
             section = Some(header.trim().to_owned());
             continue;
         }
-        let (Some(section), Some(comment)) = (&section, line.strip_prefix('#')) else { continue };
+        let (Some(section), Some(comment)) = (&section, line.strip_prefix('#')) else {
+            continue;
+        };
         // Prose comments do not parse as TOML; a commented-out setting does.
-        let Ok(entry) = toml::from_str::<toml::Table>(comment.trim()) else { continue };
+        let Ok(entry) = toml::from_str::<toml::Table>(comment.trim()) else {
+            continue;
+        };
         if entry.len() == 1 {
             let mut one = BTreeMap::new();
             collect(&entry, section, &mut one);
@@ -192,25 +207,56 @@ mod tests {
         let s = schema();
         assert_eq!(s.lookup("provider"), Lookup::Known(Kind::Section));
         assert_eq!(s.lookup("provider.kind"), Lookup::Known(Kind::Str));
-        assert_eq!(s.lookup("provider.api_key.key_file"), Lookup::Known(Kind::Str));
-        assert_eq!(s.lookup("streaming.end_of_turn_confidence_threshold"), Lookup::Known(Kind::Float));
-        assert_eq!(s.lookup("streaming.min_turn_silence"), Lookup::Known(Kind::Int));
-        assert_eq!(s.lookup("streaming.filter_profanity"), Lookup::Known(Kind::Bool));
+        assert_eq!(
+            s.lookup("provider.api_key.key_file"),
+            Lookup::Known(Kind::Str)
+        );
+        assert_eq!(
+            s.lookup("streaming.end_of_turn_confidence_threshold"),
+            Lookup::Known(Kind::Float)
+        );
+        assert_eq!(
+            s.lookup("streaming.min_turn_silence"),
+            Lookup::Known(Kind::Int)
+        );
+        assert_eq!(
+            s.lookup("streaming.filter_profanity"),
+            Lookup::Known(Kind::Bool)
+        );
         assert_eq!(s.lookup("keys.quit"), Lookup::Known(Kind::List));
-        assert_eq!(s.lookup("provider.remote.headers"), Lookup::Known(Kind::Map));
-        assert_eq!(s.lookup("provider.remote.headers.X-Anything"), Lookup::MapEntry);
+        assert_eq!(
+            s.lookup("provider.remote.headers"),
+            Lookup::Known(Kind::Map)
+        );
+        assert_eq!(
+            s.lookup("provider.remote.headers.X-Anything"),
+            Lookup::MapEntry
+        );
         assert_eq!(s.lookup("streaming.extra.foo"), Lookup::MapEntry);
         assert_eq!(s.lookup("streaming.extra.foo.bar"), Lookup::Unknown);
-        assert_eq!(s.lookup("keys.Action"), Lookup::Unknown, "prose comments are not keys");
+        assert_eq!(
+            s.lookup("keys.Action"),
+            Lookup::Unknown,
+            "prose comments are not keys"
+        );
         assert_eq!(s.lookup("lines"), Lookup::Unknown);
     }
 
     #[test]
     fn suggestions() {
         let s = schema();
-        assert_eq!(s.suggest("streaming.sample_rat"), Some("streaming.sample_rate"));
-        assert_eq!(s.suggest("streaming.keytrems_prompt"), Some("streaming.keyterms_prompt"));
-        assert_eq!(s.suggest("streaming.region"), Some("provider.api_key.region"));
+        assert_eq!(
+            s.suggest("streaming.sample_rat"),
+            Some("streaming.sample_rate")
+        );
+        assert_eq!(
+            s.suggest("streaming.keytrems_prompt"),
+            Some("streaming.keyterms_prompt")
+        );
+        assert_eq!(
+            s.suggest("streaming.region"),
+            Some("provider.api_key.region")
+        );
         assert_eq!(s.suggest("streming"), Some("streaming"));
         assert_eq!(s.suggest("keys.quitt"), Some("keys.quit"));
         assert_eq!(s.suggest("ui.colour_scheme"), None);
@@ -218,9 +264,15 @@ mod tests {
 
     #[test]
     fn parse_str_by_kind() {
-        assert_eq!(Kind::Bool.parse_str("TRUE"), Some(toml::Value::Boolean(true)));
+        assert_eq!(
+            Kind::Bool.parse_str("TRUE"),
+            Some(toml::Value::Boolean(true))
+        );
         assert_eq!(Kind::Bool.parse_str("yes"), None);
-        assert_eq!(Kind::Int.parse_str("16000"), Some(toml::Value::Integer(16000)));
+        assert_eq!(
+            Kind::Int.parse_str("16000"),
+            Some(toml::Value::Integer(16000))
+        );
         assert_eq!(Kind::Int.parse_str("1.5"), None);
         assert_eq!(Kind::Float.parse_str("1"), Some(toml::Value::Float(1.0)));
         assert_eq!(Kind::Float.parse_str("NaN"), None);

@@ -85,7 +85,10 @@ pub trait Choice: Copy + 'static {
 
     /// The allowed spellings, quoted, for error messages: `"a", "b" or "c"`.
     fn allowed() -> String {
-        let quoted: Vec<String> = Self::ALL.iter().map(|v| format!("{:?}", v.as_str())).collect();
+        let quoted: Vec<String> = Self::ALL
+            .iter()
+            .map(|v| format!("{:?}", v.as_str()))
+            .collect();
         match quoted.split_last() {
             Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
             _ => quoted.join(""),
@@ -302,15 +305,16 @@ impl FromStr for InputSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str =
-            "must be \"mic\", \"stdin\", \"file:PATH\" or \"test:tone\", \"test:noise\", \"test:silence\"";
+        const EXPECTED: &str = "must be \"mic\", \"stdin\", \"file:PATH\" or \"test:tone\", \"test:noise\", \"test:silence\"";
         match s {
             "mic" => Ok(Self::Mic),
             "stdin" => Ok(Self::Stdin),
             _ => match s.split_once(':') {
                 Some(("file", "")) => Err("\"file:\" needs a path, e.g. \"file:talk.wav\"".into()),
                 Some(("file", path)) => Ok(Self::File(PathBuf::from(path))),
-                Some(("test", signal)) => signal.parse().map(Self::Test).map_err(|_| EXPECTED.into()),
+                Some(("test", signal)) => {
+                    signal.parse().map(Self::Test).map_err(|_| EXPECTED.into())
+                }
                 _ => Err(EXPECTED.into()),
             },
         }
@@ -349,7 +353,9 @@ impl FromStr for StdinFormat {
                 SampleFormat::allowed()
             ));
         };
-        let sample = sample.parse::<SampleFormat>().map_err(|e| format!("sample format {e}"))?;
+        let sample = sample
+            .parse::<SampleFormat>()
+            .map_err(|e| format!("sample format {e}"))?;
         let rate = rate
             .parse::<u32>()
             .ok()
@@ -360,7 +366,11 @@ impl FromStr for StdinFormat {
             .ok()
             .filter(|c| (1..=8).contains(c))
             .ok_or("channels must be an integer between 1 and 8")?;
-        Ok(Self { sample, rate, channels })
+        Ok(Self {
+            sample,
+            rate,
+            channels,
+        })
     }
 }
 
@@ -381,7 +391,9 @@ pub struct TranscriptConfig {
 impl TranscriptConfig {
     /// `dir`, or `$XDG_DATA_HOME/aai-live/transcripts` when unset.
     pub fn dir_or_default(&self) -> PathBuf {
-        self.dir.clone().unwrap_or_else(|| paths::data_dir().join("transcripts"))
+        self.dir
+            .clone()
+            .unwrap_or_else(|| paths::data_dir().join("transcripts"))
     }
 }
 
@@ -440,22 +452,37 @@ mod tests {
         for kind in ProviderKind::ALL {
             let json = serde_json::to_string(kind).expect("test setup");
             assert_eq!(json, format!("\"{kind}\""));
-            assert_eq!(kind.as_str().parse::<ProviderKind>().expect("test setup"), *kind);
+            assert_eq!(
+                kind.as_str().parse::<ProviderKind>().expect("test setup"),
+                *kind
+            );
         }
         assert_eq!(HttpMethod::allowed(), "\"GET\" or \"POST\"");
         assert_eq!(Region::allowed(), "\"default\", \"us\" or \"eu\"");
-        assert_eq!("get".parse::<HttpMethod>().expect_err("should fail"), "must be one of \"GET\" or \"POST\"");
+        assert_eq!(
+            "get".parse::<HttpMethod>().expect_err("should fail"),
+            "must be one of \"GET\" or \"POST\""
+        );
     }
 
     #[test]
     fn input_spec() {
-        assert_eq!("mic".parse::<InputSpec>().expect("test setup"), InputSpec::Mic);
-        assert_eq!("stdin".parse::<InputSpec>().expect("test setup"), InputSpec::Stdin);
+        assert_eq!(
+            "mic".parse::<InputSpec>().expect("test setup"),
+            InputSpec::Mic
+        );
+        assert_eq!(
+            "stdin".parse::<InputSpec>().expect("test setup"),
+            InputSpec::Stdin
+        );
         assert_eq!(
             "file:a:b.wav".parse::<InputSpec>().expect("test setup"),
             InputSpec::File(PathBuf::from("a:b.wav"))
         );
-        assert_eq!("test:noise".parse::<InputSpec>().expect("test setup"), InputSpec::Test(TestSignal::Noise));
+        assert_eq!(
+            "test:noise".parse::<InputSpec>().expect("test setup"),
+            InputSpec::Test(TestSignal::Noise)
+        );
         for bad in ["", "file:", "test:", "test:sine", "microphone", "FILE:x"] {
             assert!(bad.parse::<InputSpec>().is_err(), "{bad:?}");
         }
@@ -469,10 +496,24 @@ mod tests {
         let f: StdinFormat = "f32le:48000:2".parse().expect("test setup");
         assert_eq!(
             f,
-            StdinFormat { sample: SampleFormat::F32le, rate: 48000, channels: 2 }
+            StdinFormat {
+                sample: SampleFormat::F32le,
+                rate: 48000,
+                channels: 2
+            }
         );
         assert_eq!(f.to_string(), "f32le:48000:2");
-        for bad in ["s16le", "s16le:16000", "s8:16000:1", "s16le:7999:1", "s16le:192001:1", "s16le:16000:0", "s16le:16000:9", "s16le:16k:1", "s16le:16000:1:1"] {
+        for bad in [
+            "s16le",
+            "s16le:16000",
+            "s8:16000:1",
+            "s16le:7999:1",
+            "s16le:192001:1",
+            "s16le:16000:0",
+            "s16le:16000:9",
+            "s16le:16k:1",
+            "s16le:16000:1:1",
+        ] {
             assert!(bad.parse::<StdinFormat>().is_err(), "{bad:?}");
         }
     }

@@ -27,7 +27,10 @@ use super::types::{
 
 /// Validates every section; `Err` holds every problem found.
 pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config, Vec<Problem>> {
-    let mut v = Validator { provenance, problems: Vec::new() };
+    let mut v = Validator {
+        provenance,
+        problems: Vec::new(),
+    };
     let provider = validate_provider(&mut v, raw.provider);
     let config = Config {
         streaming: validate_streaming(&mut v, raw.streaming),
@@ -46,21 +49,37 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         log: validate_log(&mut v, raw.log),
         provider,
     };
-    if v.problems.is_empty() { Ok(config) } else { Err(v.problems) }
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(v.problems)
+    }
 }
 
 fn validate_provider(v: &mut Validator<'_>, raw: RawProvider) -> ProviderConfig {
     let kind = v.choice::<ProviderKind>("provider.kind", &raw.kind);
     let (a, r, f) = (raw.api_key, raw.remote, raw.file);
     if a.key_env.is_empty() && a.key_file.is_none() {
-        v.fail("provider.api_key.key_env", &Q(""), "must name an environment variable (or set `provider.api_key.key_file`)");
+        v.fail(
+            "provider.api_key.key_env",
+            &Q(""),
+            "must name an environment variable (or set `provider.api_key.key_file`)",
+        );
     }
     for (name, value) in &r.headers {
         let key = format!("provider.remote.headers.{name}");
         if name.is_empty() || !name.bytes().all(is_header_name_byte) {
-            v.fail(&key, &Q(value), "the header name must be letters, digits and !#$%&'*+-.^_`|~");
+            v.fail(
+                &key,
+                &Q(value),
+                "the header name must be letters, digits and !#$%&'*+-.^_`|~",
+            );
         } else if value.chars().any(|c| c.is_control() && c != '\t') {
-            v.fail(&key, &Q(value), "the header value must not contain control characters");
+            v.fail(
+                &key,
+                &Q(value),
+                "the header value must not contain control characters",
+            );
         }
     }
     // A missing required key is reported against `provider.kind`, which is what made it required.
@@ -75,11 +94,18 @@ fn validate_provider(v: &mut Validator<'_>, raw: RawProvider) -> ProviderConfig 
             kind.as_str(),
             v.provenance.origin("provider.kind")
         );
-        v.problems.push(Problem { key: missing.to_owned(), message });
+        v.problems.push(Problem {
+            key: missing.to_owned(),
+            message,
+        });
     }
     ProviderConfig {
         kind,
-        expires_in_seconds: v.int("provider.expires_in_seconds", raw.expires_in_seconds, 1..=600),
+        expires_in_seconds: v.int(
+            "provider.expires_in_seconds",
+            raw.expires_in_seconds,
+            1..=600,
+        ),
         max_session_duration_seconds: v.int(
             "provider.max_session_duration_seconds",
             raw.max_session_duration_seconds,
@@ -90,10 +116,14 @@ fn validate_provider(v: &mut Validator<'_>, raw: RawProvider) -> ProviderConfig 
             key_env: a.key_env,
             key_file: v.path("provider.api_key.key_file", a.key_file),
             region: v.choice("provider.api_key.region", &a.region),
-            token_url: a.token_url.and_then(|u| v.url("provider.api_key.token_url", &u, Scheme::Http)),
+            token_url: a
+                .token_url
+                .and_then(|u| v.url("provider.api_key.token_url", &u, Scheme::Http)),
         },
         remote: RemoteConfig {
-            url: r.url.and_then(|u| v.url("provider.remote.url", &u, Scheme::Http)),
+            url: r
+                .url
+                .and_then(|u| v.url("provider.remote.url", &u, Scheme::Http)),
             method: v.choice("provider.remote.method", &r.method),
             headers: r.headers,
             bearer_env: v.non_empty("provider.remote.bearer_env", r.bearer_env),
@@ -123,11 +153,23 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
     for term in &raw.keyterms_prompt {
         let len = term.chars().count();
         if !(1..=50).contains(&len) {
-            v.fail(TERMS, &Q(term), &format!("each term must be 1-50 characters long (this one has {len})"));
+            v.fail(
+                TERMS,
+                &Q(term),
+                &format!("each term must be 1-50 characters long (this one has {len})"),
+            );
         }
     }
-    let min_silence = v.opt_int("streaming.min_turn_silence", raw.min_turn_silence, 0..=10_000);
-    let max_silence = v.opt_int("streaming.max_turn_silence", raw.max_turn_silence, 0..=10_000);
+    let min_silence = v.opt_int(
+        "streaming.min_turn_silence",
+        raw.min_turn_silence,
+        0..=10_000,
+    );
+    let max_silence = v.opt_int(
+        "streaming.max_turn_silence",
+        raw.max_turn_silence,
+        0..=10_000,
+    );
     if let (Some(min), Some(max)) = (min_silence, max_silence)
         && min > max
     {
@@ -137,12 +179,20 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
     if let Some(prompt) = &raw.prompt {
         let len = prompt.chars().count();
         if len > 1750 {
-            v.fail("streaming.prompt", &format!("<{len} characters>"), "must be at most 1750 characters");
+            v.fail(
+                "streaming.prompt",
+                &format!("<{len} characters>"),
+                "must be at most 1750 characters",
+            );
         }
     }
     StreamingConfig {
-        url: raw.url.and_then(|u| v.url("streaming.url", &u, Scheme::WebSocket)),
-        speech_model: v.non_empty("streaming.speech_model", Some(raw.speech_model)).unwrap_or_default(),
+        url: raw
+            .url
+            .and_then(|u| v.url("streaming.url", &u, Scheme::WebSocket)),
+        speech_model: v
+            .non_empty("streaming.speech_model", Some(raw.speech_model))
+            .unwrap_or_default(),
         sample_rate: v.int("streaming.sample_rate", raw.sample_rate, 8000..=96_000),
         encoding: v.choice("streaming.encoding", &raw.encoding),
         format_turns: raw.format_turns,
@@ -155,8 +205,14 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
             .map(|t| v.float("streaming.end_of_turn_confidence_threshold", t, 0.0..=1.0)),
         min_turn_silence: min_silence,
         max_turn_silence: max_silence,
-        vad_threshold: raw.vad_threshold.map(|t| v.float("streaming.vad_threshold", t, 0.0..=1.0)),
-        inactivity_timeout: v.opt_int("streaming.inactivity_timeout", raw.inactivity_timeout, 5..=3600),
+        vad_threshold: raw
+            .vad_threshold
+            .map(|t| v.float("streaming.vad_threshold", t, 0.0..=1.0)),
+        inactivity_timeout: v.opt_int(
+            "streaming.inactivity_timeout",
+            raw.inactivity_timeout,
+            5..=3600,
+        ),
         filter_profanity: raw.filter_profanity,
         max_speakers: v.opt_int("streaming.max_speakers", raw.max_speakers, 1..=10),
         prompt: raw.prompt,
@@ -164,7 +220,11 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
     }
 }
 
-fn validate_session(v: &mut Validator<'_>, raw: &RawSession, provider: &ProviderConfig) -> SessionConfig {
+fn validate_session(
+    v: &mut Validator<'_>,
+    raw: &RawSession,
+    provider: &ProviderConfig,
+) -> SessionConfig {
     let rotation_lead = v.duration("session.rotation_lead", &raw.rotation_lead, None);
     let session_max = u64::from(provider.max_session_duration_seconds);
     if rotation_lead >= Duration::from_secs(session_max) {
@@ -177,12 +237,19 @@ fn validate_session(v: &mut Validator<'_>, raw: &RawSession, provider: &Provider
     let backoff_initial = v.duration("session.backoff_initial", &raw.backoff_initial, None);
     let backoff_max = v.duration("session.backoff_max", &raw.backoff_max, None);
     if backoff_initial > backoff_max {
-        let rule = format!("must not exceed `session.backoff_max` ({:?})", raw.backoff_max);
+        let rule = format!(
+            "must not exceed `session.backoff_max` ({:?})",
+            raw.backoff_max
+        );
         v.fail("session.backoff_initial", &Q(&raw.backoff_initial), &rule);
     }
     let backoff_multiplier = raw.backoff_multiplier;
     if !(backoff_multiplier.is_finite() && backoff_multiplier >= 1.0) {
-        v.fail("session.backoff_multiplier", &backoff_multiplier, "must be at least 1.0");
+        v.fail(
+            "session.backoff_multiplier",
+            &backoff_multiplier,
+            "must be at least 1.0",
+        );
     }
     let replay_range = Duration::from_secs(1)..=Duration::from_secs(600);
     SessionConfig {
@@ -195,7 +262,11 @@ fn validate_session(v: &mut Validator<'_>, raw: &RawSession, provider: &Provider
         backoff_max,
         backoff_multiplier,
         rate_limit_backoff: v.duration("session.rate_limit_backoff", &raw.rate_limit_backoff, None),
-        replay_buffer: v.duration("session.replay_buffer", &raw.replay_buffer, Some(replay_range)),
+        replay_buffer: v.duration(
+            "session.replay_buffer",
+            &raw.replay_buffer,
+            Some(replay_range),
+        ),
         // The service rejects audio faster than 1.25x real time (close 3007).
         replay_speed: v.float("session.replay_speed", raw.replay_speed, 1.0..=1.25),
         keepalive_interval: v.duration("session.keepalive_interval", &raw.keepalive_interval, None),
@@ -208,11 +279,13 @@ fn validate_audio(v: &mut Validator<'_>, raw: RawAudio) -> AudioConfig {
         device: v.non_empty("audio.device", raw.device),
         chunk_ms: v.int("audio.chunk_ms", raw.chunk_ms, 50..=1000),
         loop_input: raw.r#loop,
-        stdin_format: v.parse("audio.stdin_format", &raw.stdin_format).unwrap_or(StdinFormat {
-            sample: SampleFormat::S16le,
-            rate: 16_000,
-            channels: 1,
-        }),
+        stdin_format: v
+            .parse("audio.stdin_format", &raw.stdin_format)
+            .unwrap_or(StdinFormat {
+                sample: SampleFormat::S16le,
+                rate: 16_000,
+                channels: 1,
+            }),
     }
 }
 
@@ -223,7 +296,9 @@ fn validate_keys(v: &mut Validator<'_>, raw: BTreeMap<String, Vec<String>>) -> K
         let key = format!("keys.{action}");
         let mut keys: Vec<KeySpec> = Vec::new();
         for spec in &specs {
-            let Some(parsed) = v.parse::<KeySpec>(&key, spec) else { continue };
+            let Some(parsed) = v.parse::<KeySpec>(&key, spec) else {
+                continue;
+            };
             if keys.contains(&parsed) {
                 continue; // listed twice for the same action: harmless
             }
@@ -235,7 +310,10 @@ fn validate_keys(v: &mut Validator<'_>, raw: BTreeMap<String, Vec<String>>) -> K
                     v.provenance.origin(&format!("keys.{other}")),
                     v.provenance.origin(&key),
                 );
-                v.problems.push(Problem { key: key.clone(), message });
+                v.problems.push(Problem {
+                    key: key.clone(),
+                    message,
+                });
                 continue;
             }
             bound.insert(parsed, action.clone());
@@ -263,21 +341,37 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// `target=level` directives. Stricter than `EnvFilter` on purpose: a bare word there means
 /// "trace for that target", which in a config file is almost always a misspelt level.
 fn check_log_filter(filter: &str) -> Result<(), String> {
-    let is_level = |s: &str| LEVELS.iter().any(|level| level.eq_ignore_ascii_case(s.trim()));
+    let is_level = |s: &str| {
+        LEVELS
+            .iter()
+            .any(|level| level.eq_ignore_ascii_case(s.trim()))
+    };
     let levels = LEVELS.join(", ");
     if filter.trim().is_empty() {
-        return Err(format!("must be a level ({levels}) or target=level directives"));
+        return Err(format!(
+            "must be a level ({levels}) or target=level directives"
+        ));
     }
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         match directive.rsplit_once('=') {
             Some((target, level)) if is_level(level) => {
                 if target.trim().is_empty() || target.contains(char::is_whitespace) {
-                    return Err(format!("{directive:?} needs a target before '=', e.g. \"aai_live=debug\""));
+                    return Err(format!(
+                        "{directive:?} needs a target before '=', e.g. \"aai_live=debug\""
+                    ));
                 }
             }
-            Some((_, level)) => return Err(format!("{level:?} in {directive:?} is not a level ({levels})")),
+            Some((_, level)) => {
+                return Err(format!(
+                    "{level:?} in {directive:?} is not a level ({levels})"
+                ));
+            }
             None if is_level(directive) => {}
-            None => return Err(format!("{directive:?} is not a level ({levels}); for a target write \"{directive}=trace\"")),
+            None => {
+                return Err(format!(
+                    "{directive:?} is not a level ({levels}); for a target write \"{directive}=trace\""
+                ));
+            }
         }
     }
     Ok(())
@@ -310,37 +404,59 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn fail(&mut self, key: &str, value: &dyn fmt::Display, rule: &str) {
         let origin = self.provenance.origin(key);
-        self.problems.push(Problem { key: key.to_owned(), message: format!("`{key}` = {value} (from {origin}): {rule}") });
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: format!("`{key}` = {value} (from {origin}): {rule}"),
+        });
     }
 
     fn int(&mut self, key: &str, value: i64, range: RangeInclusive<u32>) -> u32 {
         match u32::try_from(value) {
             Ok(n) if range.contains(&n) => n,
             _ => {
-                self.fail(key, &value, &format!("must be between {} and {}", range.start(), range.end()));
+                self.fail(
+                    key,
+                    &value,
+                    &format!("must be between {} and {}", range.start(), range.end()),
+                );
                 *range.start()
             }
         }
     }
 
-    fn opt_int(&mut self, key: &str, value: Option<i64>, range: RangeInclusive<u32>) -> Option<u32> {
+    fn opt_int(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        range: RangeInclusive<u32>,
+    ) -> Option<u32> {
         value.map(|n| self.int(key, n, range))
     }
 
     fn float(&mut self, key: &str, value: f64, range: RangeInclusive<f64>) -> f64 {
         if !range.contains(&value) {
-            self.fail(key, &value, &format!("must be between {:?} and {:?}", range.start(), range.end()));
+            self.fail(
+                key,
+                &value,
+                &format!("must be between {:?} and {:?}", range.start(), range.end()),
+            );
         }
         value
     }
 
     /// A humantime duration that is positive and, with `range`, within it.
-    fn duration(&mut self, key: &str, text: &str, range: Option<RangeInclusive<Duration>>) -> Duration {
+    fn duration(
+        &mut self,
+        key: &str,
+        text: &str,
+        range: Option<RangeInclusive<Duration>>,
+    ) -> Duration {
         let fallback = Duration::from_secs(1);
         let parsed = match humantime::parse_duration(text) {
             Ok(d) => d,
             Err(e) => {
-                let rule = format!("must be a duration such as \"30s\", \"1m 30s\" or \"500ms\" ({e})");
+                let rule =
+                    format!("must be a duration such as \"30s\", \"1m 30s\" or \"500ms\" ({e})");
                 self.fail(key, &Q(text), &rule);
                 return fallback;
             }
@@ -363,7 +479,11 @@ impl Validator<'_> {
     }
 
     /// A list of choices, duplicates dropped.
-    fn choices<T: Choice + FromStr<Err = String> + PartialEq>(&mut self, key: &str, items: &[String]) -> Vec<T> {
+    fn choices<T: Choice + FromStr<Err = String> + PartialEq>(
+        &mut self,
+        key: &str,
+        items: &[String],
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for item in items {
             if let Some(choice) = self.parse::<T>(key, item)
@@ -376,13 +496,19 @@ impl Validator<'_> {
     }
 
     fn parse<T: FromStr<Err = String>>(&mut self, key: &str, text: &str) -> Option<T> {
-        text.parse().map_err(|rule: String| self.fail(key, &Q(text), &rule)).ok()
+        text.parse()
+            .map_err(|rule: String| self.fail(key, &Q(text), &rule))
+            .ok()
     }
 
     /// Optional strings and paths must not be empty: unsetting is done by removing the key.
     fn non_empty(&mut self, key: &str, value: Option<String>) -> Option<String> {
         if value.as_deref() == Some("") {
-            self.fail(key, &Q(""), "must not be empty (remove the key to leave it unset)");
+            self.fail(
+                key,
+                &Q(""),
+                "must not be empty (remove the key to leave it unset)",
+            );
         }
         value
     }
@@ -449,7 +575,10 @@ mod tests {
 
     fn assert_problem(edit: impl FnOnce(&mut RawConfig), expected: &str) {
         let found = problems(edit);
-        assert!(found.iter().any(|m| m.contains(expected)), "expected {expected:?} in {found:#?}");
+        assert!(
+            found.iter().any(|m| m.contains(expected)),
+            "expected {expected:?} in {found:#?}"
+        );
     }
 
     #[test]
@@ -463,59 +592,150 @@ mod tests {
             |r| r.streaming.sample_rate = 7999,
             "`streaming.sample_rate` = 7999 (from the built-in defaults): must be between 8000 and 96000",
         );
-        assert_problem(|r| r.provider.expires_in_seconds = -1, "must be between 1 and 600");
-        assert_problem(|r| r.streaming.max_speakers = Some(11), "`streaming.max_speakers` = 11");
+        assert_problem(
+            |r| r.provider.expires_in_seconds = -1,
+            "must be between 1 and 600",
+        );
+        assert_problem(
+            |r| r.streaming.max_speakers = Some(11),
+            "`streaming.max_speakers` = 11",
+        );
         assert!(problems(|r| r.streaming.min_turn_silence = Some(0)).is_empty());
     }
 
     #[test]
     fn float_ranges() {
-        assert_problem(|r| r.session.replay_speed = 1.5, "`session.replay_speed` = 1.5 (from the built-in defaults): must be between 1.0 and 1.25");
-        assert_problem(|r| r.streaming.vad_threshold = Some(f64::NAN), "must be between 0.0 and 1.0");
-        assert_problem(|r| r.session.backoff_multiplier = 0.5, "must be at least 1.0");
+        assert_problem(
+            |r| r.session.replay_speed = 1.5,
+            "`session.replay_speed` = 1.5 (from the built-in defaults): must be between 1.0 and 1.25",
+        );
+        assert_problem(
+            |r| r.streaming.vad_threshold = Some(f64::NAN),
+            "must be between 0.0 and 1.0",
+        );
+        assert_problem(
+            |r| r.session.backoff_multiplier = 0.5,
+            "must be at least 1.0",
+        );
     }
 
     #[test]
     fn durations() {
-        assert_problem(|r| r.session.stall_timeout = "20".into(), "`session.stall_timeout` = \"20\"");
-        assert_problem(|r| r.provider.timeout = "0s".into(), "must be longer than 0");
-        assert_problem(|r| r.session.replay_buffer = "11m".into(), "must be between 1s and 10m");
-        assert_problem(|r| r.session.rotation_lead = "3h".into(), "must be shorter than `provider.max_session_duration_seconds` (10800 s");
-        assert_problem(|r| r.session.backoff_initial = "1m".into(), "must not exceed `session.backoff_max`");
+        assert_problem(
+            |r| r.session.stall_timeout = "20".into(),
+            "`session.stall_timeout` = \"20\"",
+        );
+        assert_problem(
+            |r| r.provider.timeout = "0s".into(),
+            "must be longer than 0",
+        );
+        assert_problem(
+            |r| r.session.replay_buffer = "11m".into(),
+            "must be between 1s and 10m",
+        );
+        assert_problem(
+            |r| r.session.rotation_lead = "3h".into(),
+            "must be shorter than `provider.max_session_duration_seconds` (10800 s",
+        );
+        assert_problem(
+            |r| r.session.backoff_initial = "1m".into(),
+            "must not exceed `session.backoff_max`",
+        );
     }
 
     #[test]
     fn urls_require_tls_off_loopback() {
-        for ok in ["wss://example.com/v3/ws", "ws://127.0.0.1:8080/v3/ws", "ws://127.1.2.3/", "ws://[::1]:9/", "ws://LOCALHOST/"] {
-            assert!(problems(|r| r.streaming.url = Some(ok.into())).is_empty(), "{ok}");
+        for ok in [
+            "wss://example.com/v3/ws",
+            "ws://127.0.0.1:8080/v3/ws",
+            "ws://127.1.2.3/",
+            "ws://[::1]:9/",
+            "ws://LOCALHOST/",
+        ] {
+            assert!(
+                problems(|r| r.streaming.url = Some(ok.into())).is_empty(),
+                "{ok}"
+            );
         }
-        assert_problem(|r| r.streaming.url = Some("ws://example.com/v3/ws".into()), "ws:// is allowed only for loopback");
-        assert_problem(|r| r.streaming.url = Some("https://example.com".into()), "must be a wss:// URL");
-        assert_problem(|r| r.streaming.url = Some("not a url".into()), "must be a wss:// URL (relative URL without a base)");
-        assert_problem(|r| r.provider.api_key.token_url = Some("http://10.0.0.1/token".into()), "http:// is allowed only for loopback");
-        assert!(problems(|r| r.provider.remote.url = Some("http://localhost:3000/token".into())).is_empty());
+        assert_problem(
+            |r| r.streaming.url = Some("ws://example.com/v3/ws".into()),
+            "ws:// is allowed only for loopback",
+        );
+        assert_problem(
+            |r| r.streaming.url = Some("https://example.com".into()),
+            "must be a wss:// URL",
+        );
+        assert_problem(
+            |r| r.streaming.url = Some("not a url".into()),
+            "must be a wss:// URL (relative URL without a base)",
+        );
+        assert_problem(
+            |r| r.provider.api_key.token_url = Some("http://10.0.0.1/token".into()),
+            "http:// is allowed only for loopback",
+        );
+        assert!(
+            problems(|r| r.provider.remote.url = Some("http://localhost:3000/token".into()))
+                .is_empty()
+        );
     }
 
     #[test]
     fn provider_kind_requirements() {
-        assert_problem(|r| r.provider.kind = "remote".into(), "`provider.remote.url` is missing: it is required when `provider.kind` = \"remote\"");
-        assert_problem(|r| r.provider.kind = "file".into(), "`provider.file.path` is missing");
-        assert_problem(|r| r.provider.kind = "apikey".into(), "must be one of \"api-key\", \"remote\" or \"file\"");
+        assert_problem(
+            |r| r.provider.kind = "remote".into(),
+            "`provider.remote.url` is missing: it is required when `provider.kind` = \"remote\"",
+        );
+        assert_problem(
+            |r| r.provider.kind = "file".into(),
+            "`provider.file.path` is missing",
+        );
+        assert_problem(
+            |r| r.provider.kind = "apikey".into(),
+            "must be one of \"api-key\", \"remote\" or \"file\"",
+        );
     }
 
     #[test]
     fn headers() {
-        assert_problem(|r| { r.provider.remote.headers.insert("Bad Name".into(), "x".into()); }, "the header name must be");
-        assert_problem(|r| { r.provider.remote.headers.insert("X-Ok".into(), "a\nb".into()); }, "control characters");
+        assert_problem(
+            |r| {
+                r.provider
+                    .remote
+                    .headers
+                    .insert("Bad Name".into(), "x".into());
+            },
+            "the header name must be",
+        );
+        assert_problem(
+            |r| {
+                r.provider
+                    .remote
+                    .headers
+                    .insert("X-Ok".into(), "a\nb".into());
+            },
+            "control characters",
+        );
     }
 
     #[test]
     fn streaming_lists_and_text() {
-        assert_problem(|r| r.streaming.keyterms_prompt = vec!["x".into(); 101], "must have at most 100 terms");
-        assert_problem(|r| r.streaming.keyterms_prompt = vec!["y".repeat(51)], "(this one has 51)");
-        assert_problem(|r| r.streaming.prompt = Some("p".repeat(1751)), "`streaming.prompt` = <1751 characters>");
         assert_problem(
-            |r| (r.streaming.min_turn_silence, r.streaming.max_turn_silence) = (Some(900), Some(800)),
+            |r| r.streaming.keyterms_prompt = vec!["x".into(); 101],
+            "must have at most 100 terms",
+        );
+        assert_problem(
+            |r| r.streaming.keyterms_prompt = vec!["y".repeat(51)],
+            "(this one has 51)",
+        );
+        assert_problem(
+            |r| r.streaming.prompt = Some("p".repeat(1751)),
+            "`streaming.prompt` = <1751 characters>",
+        );
+        assert_problem(
+            |r| {
+                (r.streaming.min_turn_silence, r.streaming.max_turn_silence) =
+                    (Some(900), Some(800))
+            },
             "must not exceed `streaming.max_turn_silence` (800)",
         );
     }
@@ -523,10 +743,19 @@ mod tests {
     #[test]
     fn audio_transcript_ui() {
         assert_problem(|r| r.audio.input = "file:".into(), "needs a path");
-        assert_problem(|r| r.audio.stdin_format = "s16le:4000:1".into(), "rate must be an integer between 8000 and 192000");
+        assert_problem(
+            |r| r.audio.stdin_format = "s16le:4000:1".into(),
+            "rate must be an integer between 8000 and 192000",
+        );
         assert_problem(|r| r.audio.chunk_ms = 20, "must be between 50 and 1000");
-        assert_problem(|r| r.transcript.formats = vec!["pdf".into()], "`transcript.formats` = \"pdf\"");
-        assert_problem(|r| r.ui.theme = "dark".into(), "must be one of \"default\" or \"mono\"");
+        assert_problem(
+            |r| r.transcript.formats = vec!["pdf".into()],
+            "`transcript.formats` = \"pdf\"",
+        );
+        assert_problem(
+            |r| r.ui.theme = "dark".into(),
+            "must be one of \"default\" or \"mono\"",
+        );
     }
 
     #[test]
@@ -540,16 +769,35 @@ mod tests {
     #[test]
     fn key_bindings() {
         assert_problem(
-            |r| { r.keys.insert("help".into(), vec!["q".into()]); },
+            |r| {
+                r.keys.insert("help".into(), vec!["q".into()]);
+            },
             "key \"q\" is bound to both `keys.help` (from the built-in defaults) and `keys.quit`",
         );
-        assert_problem(|r| { r.keys.insert("help".into(), vec!["ctrl-".into()]); }, "not a key");
-        assert!(problems(|r| { r.keys.insert("help".into(), vec!["?".into(), "?".into(), "f1".into()]); }).is_empty());
+        assert_problem(
+            |r| {
+                r.keys.insert("help".into(), vec!["ctrl-".into()]);
+            },
+            "not a key",
+        );
+        assert!(
+            problems(|r| {
+                r.keys
+                    .insert("help".into(), vec!["?".into(), "?".into(), "f1".into()]);
+            })
+            .is_empty()
+        );
     }
 
     #[test]
     fn log_filters() {
-        for ok in ["info", "WARN", "aai_live=debug", "info,aai_live::session=trace", "tokio[span{x=1}]=off"] {
+        for ok in [
+            "info",
+            "WARN",
+            "aai_live=debug",
+            "info,aai_live::session=trace",
+            "tokio[span{x=1}]=off",
+        ] {
             assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
         }
         for bad in ["", "verbose", "aai_live=loud", "=debug", "aai live=debug"] {
@@ -560,8 +808,20 @@ mod tests {
 
     #[test]
     fn optional_strings_must_not_be_empty() {
-        assert_problem(|r| r.audio.device = Some(String::new()), "`audio.device` = \"\" (from the built-in defaults): must not be empty");
-        assert_problem(|r| r.provider.api_key.key_env = String::new(), "must name an environment variable");
-        assert!(problems(|r| (r.provider.api_key.key_env, r.provider.api_key.key_file) = (String::new(), Some("/k".into()))).is_empty());
+        assert_problem(
+            |r| r.audio.device = Some(String::new()),
+            "`audio.device` = \"\" (from the built-in defaults): must not be empty",
+        );
+        assert_problem(
+            |r| r.provider.api_key.key_env = String::new(),
+            "must name an environment variable",
+        );
+        assert!(
+            problems(
+                |r| (r.provider.api_key.key_env, r.provider.api_key.key_file) =
+                    (String::new(), Some("/k".into()))
+            )
+            .is_empty()
+        );
     }
 }

@@ -61,7 +61,10 @@ pub async fn add_faults(AxState(state): AxState<Arc<State>>, body: String) -> Re
         tracing::debug!(fault = %rule.fault, count = rule.count, "fault added");
         inner.faults.add(rule.clone());
     }
-    (StatusCode::CREATED, Json(json!({ "added": rules.len(), "rules": inner.faults.list() })))
+    (
+        StatusCode::CREATED,
+        Json(json!({ "added": rules.len(), "rules": inner.faults.list() })),
+    )
         .into_response()
 }
 

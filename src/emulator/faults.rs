@@ -73,7 +73,9 @@ fn one() -> u32 {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid fault {spec:?}: {reason} (examples: close:3005@5s, drop@2s, stall@3s, close-before-begin, no-termination, token:500, token-delay:2s, and an optional xN suffix)")]
+#[error(
+    "invalid fault {spec:?}: {reason} (examples: close:3005@5s, drop@2s, stall@3s, close-before-begin, no-termination, token:500, token-delay:2s, and an optional xN suffix)"
+)]
 pub struct FaultParseError {
     pub spec: String,
     pub reason: String,
@@ -121,7 +123,10 @@ impl FromStr for FaultRule {
             "no-termination" => Fault::NoTermination,
             "token" => Fault::TokenStatus {
                 status: code(arg1)?,
-                retry_after: arg2.map(str::parse).transpose().map_err(|_| err("bad retry-after"))?,
+                retry_after: arg2
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|_| err("bad retry-after"))?,
             },
             "token-delay" => Fault::TokenDelay {
                 delay_ms: arg1.and_then(parse_ms).ok_or_else(|| err("bad delay"))?,
@@ -239,7 +244,10 @@ mod tests {
             }
         );
         assert_eq!(
-            "close-before-begin".parse::<FaultRule>().expect("parse").fault,
+            "close-before-begin"
+                .parse::<FaultRule>()
+                .expect("parse")
+                .fault,
             Fault::CloseBeforeBegin { code: 1011 }
         );
         assert_eq!(

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::Profile;
 use super::script::{Script, TimedWord};
-use crate::protocol::messages::{ServerMessage, SpeechStarted, Turn, UpdateConfiguration, Word};
 use crate::protocol::StreamingParams;
+use crate::protocol::messages::{ServerMessage, SpeechStarted, Turn, UpdateConfiguration, Word};
 
 /// Voice detection frame.
 const FRAME_MS: u64 = 20;
@@ -309,7 +309,13 @@ impl Recognizer {
         }
     }
 
-    fn add_word(&mut self, start: u64, end: u64, text: Option<String>, out: &mut Vec<ServerMessage>) {
+    fn add_word(
+        &mut self,
+        start: u64,
+        end: u64,
+        text: Option<String>,
+        out: &mut Vec<ServerMessage>,
+    ) {
         let text = text.unwrap_or_else(|| self.next_list_word());
         if self.turn.is_none() {
             let order = self.next_turn_order;
@@ -522,7 +528,11 @@ fn format_words(words: &[Word]) -> Vec<Word> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let mut text = if i == 0 { capitalise(&w.text) } else { w.text.clone() };
+            let mut text = if i == 0 {
+                capitalise(&w.text)
+            } else {
+                w.text.clone()
+            };
             if i + 1 == n && !text.ends_with(['.', '?', '!']) {
                 text.push('.');
             }
@@ -552,13 +562,16 @@ mod tests {
     const RATE: u32 = 16_000;
 
     fn tone(ms: u64) -> Vec<i16> {
-        (0..RATE as u64 * ms / 1000)
-            .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / f64::from(RATE)).sin() * 8000.0) as i16)
+        (0..u64::from(RATE) * ms / 1000)
+            .map(|i| {
+                ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / f64::from(RATE)).sin() * 8000.0)
+                    as i16
+            })
             .collect()
     }
 
     fn silence(ms: u64) -> Vec<i16> {
-        vec![0; (RATE as u64 * ms / 1000) as usize]
+        vec![0; (u64::from(RATE) * ms / 1000) as usize]
     }
 
     fn turns(msgs: &[ServerMessage]) -> Vec<&Turn> {
@@ -647,7 +660,10 @@ mod tests {
             ..StreamingParams::default()
         };
         let msgs = recognizer(&params, Profile::U3Pro).feed(&speech());
-        assert!(matches!(msgs[0], ServerMessage::SpeechStarted(SpeechStarted { timestamp: 0, .. })));
+        assert!(matches!(
+            msgs[0],
+            ServerMessage::SpeechStarted(SpeechStarted { timestamp: 0, .. })
+        ));
         let t = turns(&msgs);
         assert_eq!(t[1].transcript, "the quick");
         assert!(t[1].words.iter().all(|w| !w.word_is_final));
@@ -709,12 +725,17 @@ mod tests {
         audio.extend(silence(800));
         audio.extend(speech().into_iter().take(RATE as usize)); // second loop, 1 s
         let msgs = r.feed(&audio);
-        let finals: Vec<_> = turns(&msgs).into_iter().filter(|t| t.end_of_turn).cloned().collect();
+        let finals: Vec<_> = turns(&msgs)
+            .into_iter()
+            .filter(|t| t.end_of_turn)
+            .cloned()
+            .collect();
         assert_eq!(finals[0].transcript, "hello world");
         assert_eq!(finals[1].transcript, "again");
 
         // A session that starts 2400 ms into the looped stream continues with "world".
-        let cfg = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 2400);
+        let cfg =
+            RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 2400);
         let mut r = Recognizer::new(cfg, Some(&script));
         let msgs = r.feed(&tone(300));
         let t = turns(&msgs);
@@ -725,8 +746,10 @@ mod tests {
     #[test]
     fn script_words_need_voice() {
         let script = Arc::new(
-            serde_json::from_str::<Script>(r#"{"turns":[{"words":[{"text":"hi","start":0,"end":300}]}]}"#)
-                .expect("json"),
+            serde_json::from_str::<Script>(
+                r#"{"turns":[{"words":[{"text":"hi","start":0,"end":300}]}]}"#,
+            )
+            .expect("json"),
         );
         let cfg = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 0);
         let mut r = Recognizer::new(cfg, Some(&script));

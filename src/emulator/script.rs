@@ -89,10 +89,16 @@ impl Script {
                     return Err(format!("{at}: empty text"));
                 }
                 if word.end <= word.start {
-                    return Err(format!("{at}: end {} is not after start {}", word.end, word.start));
+                    return Err(format!(
+                        "{at}: end {} is not after start {}",
+                        word.end, word.start
+                    ));
                 }
                 if word.start < last_end {
-                    return Err(format!("{at}: starts at {} before the previous word ends at {last_end}", word.start));
+                    return Err(format!(
+                        "{at}: starts at {} before the previous word ends at {last_end}",
+                        word.start
+                    ));
                 }
                 if let Some(period) = self.loop_ms
                     && word.end > period
@@ -144,7 +150,12 @@ mod tests {
             r#"{"turns":[{"words":[{"text":"a","start":0,"end":300},{"text":"b","start":200,"end":400}]}]}"#,
         )
         .expect("json");
-        assert!(overlapping.validate().expect_err("invalid").contains("before the previous word"));
+        assert!(
+            overlapping
+                .validate()
+                .expect_err("invalid")
+                .contains("before the previous word")
+        );
         let past_loop: Script = serde_json::from_str(
             r#"{"loop_ms":100,"turns":[{"words":[{"text":"a","start":0,"end":300}]}]}"#,
         )

@@ -35,8 +35,10 @@ pub async fn mint(
             } => {
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut response =
-                    error(status, status.canonical_reason().unwrap_or("Injected failure"));
+                let mut response = error(
+                    status,
+                    status.canonical_reason().unwrap_or("Injected failure"),
+                );
                 if let Some(secs) = retry_after {
                     response
                         .headers_mut()
@@ -134,7 +136,11 @@ mod tests {
     #[test]
     fn tokens_are_padded_base64_with_url_hostile_characters() {
         let tokens: Vec<String> = (0..50).map(|_| super::new_token()).collect();
-        assert!(tokens.iter().all(|t| t.ends_with("==") && t.starts_with("AQICAHg")));
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.ends_with("==") && t.starts_with("AQICAHg"))
+        );
         assert!(tokens.iter().any(|t| t.contains('+')));
         assert!(tokens.iter().any(|t| t.contains('/')));
         let unique: std::collections::HashSet<_> = tokens.iter().collect();

@@ -166,6 +166,34 @@ struct Plan {
     no_termination: bool,
 }
 
+impl Plan {
+    /// The timed faults of a session, or `None` when it must close before Begin.
+    fn from_faults(faults: &[Fault]) -> Option<Self> {
+        let mut plan = Self::default();
+        for fault in faults {
+            match fault {
+                Fault::CloseBeforeBegin { .. } => return None,
+                Fault::Close {
+                    code,
+                    reason,
+                    at_ms,
+                } => {
+                    plan.close = Some((Duration::from_millis(*at_ms), *code, reason.clone()));
+                }
+                Fault::Drop { at_ms } => plan.drop = Some(Duration::from_millis(*at_ms)),
+                Fault::Stall { at_ms } => plan.stall = Some(Duration::from_millis(*at_ms)),
+                Fault::NoTermination => plan.no_termination = true,
+                Fault::TokenStatus { .. } | Fault::TokenDelay { .. } => {}
+            }
+        }
+        Some(plan)
+    }
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear setup: parameters, limits, faults, Begin, then the loop"
+)]
 async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String, String)>) {
     let (params, ignored) =
         match StreamingParams::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
@@ -200,23 +228,20 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         .unwrap_or(0);
 
     let faults = state.lock().faults.take_session_faults();
-    let mut plan = Plan::default();
-    for fault in &faults {
-        match fault {
-            Fault::CloseBeforeBegin { code } => {
-                conn.close(*code, "Closed before Begin (emulator fault)")
-                    .await;
-                return;
-            }
-            Fault::Close { code, reason, at_ms } => {
-                plan.close = Some((Duration::from_millis(*at_ms), *code, reason.clone()));
-            }
-            Fault::Drop { at_ms } => plan.drop = Some(Duration::from_millis(*at_ms)),
-            Fault::Stall { at_ms } => plan.stall = Some(Duration::from_millis(*at_ms)),
-            Fault::NoTermination => plan.no_termination = true,
-            Fault::TokenStatus { .. } | Fault::TokenDelay { .. } => {}
-        }
-    }
+    let Some(plan) = Plan::from_faults(&faults) else {
+        conn.close(
+            faults
+                .iter()
+                .find_map(|f| match f {
+                    Fault::CloseBeforeBegin { code } => Some(*code),
+                    _ => None,
+                })
+                .unwrap_or(1011),
+            "Closed before Begin (emulator fault)",
+        )
+        .await;
+        return;
+    };
 
     let max_session = state
         .config
@@ -279,7 +304,9 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         id: id.clone(),
         record: Arc::clone(&record),
         format: params.audio_format(),
-        inactivity: params.inactivity_timeout.map(|s| Duration::from_secs(s.into())),
+        inactivity: params
+            .inactivity_timeout
+            .map(|s| Duration::from_secs(s.into())),
         recognizer,
         outbox: VecDeque::new(),
         started: Instant::now(),
@@ -294,25 +321,41 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         received: 0,
     };
     let end = session.serve(&mut conn).await;
-    // Flush the recording and publish the outcome *before* the closing handshake, so whoever
-    // sees the close can already read both.
-    if let Some(mut recorder) = session.recorder.take() {
+    let recorder = session.recorder.take();
+    finish(&id, &record, conn, recorder, end).await;
+}
+
+/// Flush the recording and publish the outcome *before* the closing handshake, so whoever sees
+/// the close can already read both; then close.
+async fn finish(
+    id: &str,
+    record: &Mutex<SessionRecord>,
+    mut conn: Conn,
+    recorder: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    end: End,
+) {
+    if let Some(mut recorder) = recorder {
         let _ = recorder.flush().await;
     }
     let (code, reason) = match &end {
         End::Fail(code, text) | End::Close(code, text) => (Some(*code), Some(text.clone())),
-        End::Drop => (None, Some("TCP connection dropped (emulator fault)".to_owned())),
+        End::Drop => (
+            None,
+            Some("TCP connection dropped (emulator fault)".to_owned()),
+        ),
         End::ClientGone(code) => (*code, Some("client closed the connection".into())),
         End::Terminated => (Some(1000), Some(String::new())),
     };
     {
-        let mut r = record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         r.ended_at_ms = Some(unix_ms(SystemTime::now()));
         r.close_code = code;
         r.close_reason = reason;
         // Counts the closing Error frame too, when there is one.
         r.messages_sent = conn.sent + u64::from(matches!(end, End::Fail(..)));
-        tracing::debug!(session = %id, code = ?r.close_code, reason = ?r.close_reason, "session ends");
+        tracing::debug!(session = id, code = ?r.close_code, reason = ?r.close_reason, "session ends");
     }
     match end {
         End::Fail(code, text) => conn.fail(code, &text).await,
@@ -353,9 +396,8 @@ impl Session {
             let deadline = self.next_deadline();
             tokio::select! {
                 incoming = conn.socket.recv() => {
-                    let message = match incoming {
-                        Some(Ok(m)) => m,
-                        Some(Err(_)) | None => return End::ClientGone(None),
+                    let Some(Ok(message)) = incoming else {
+                        return End::ClientGone(None);
                     };
                     self.received += 1;
                     self.last_activity = Instant::now();
@@ -405,7 +447,9 @@ impl Session {
             && now >= self.started + *at
         {
             let code = *code;
-            let text = reason.clone().unwrap_or_else(|| default_reason(code).to_owned());
+            let text = reason
+                .clone()
+                .unwrap_or_else(|| default_reason(code).to_owned());
             // Codes the service documents with an Error frame get one; 1000/1001/1011 do not.
             return Some(if code >= 3000 || code == 1008 || code == 1009 {
                 End::Fail(code, text)
@@ -428,7 +472,10 @@ impl Session {
         {
             return Some(End::Fail(
                 self.state.config.inactivity_close_code,
-                format!("Session terminated due to inactivity: no audio or messages for {} s", limit.as_secs()),
+                format!(
+                    "Session terminated due to inactivity: no audio or messages for {} s",
+                    limit.as_secs()
+                ),
             ));
         }
         if !self.stalled {
@@ -467,7 +514,10 @@ impl Session {
         if bytes.len() > audio::MAX_MESSAGE_BYTES {
             return Some(End::Fail(
                 1009,
-                format!("Message too big: {} bytes (the limit is 128 KB)", bytes.len()),
+                format!(
+                    "Message too big: {} bytes (the limit is 128 KB)",
+                    bytes.len()
+                ),
             ));
         }
         if let Some(ms) = self.short_chunk.take() {
@@ -518,14 +568,12 @@ impl Session {
         if !value.is_object() {
             return Some(End::Fail(3006, reasons::invalid_message(&excerpt(text))));
         }
-        let message: ClientMessage = match serde_json::from_value(value.clone()) {
-            Ok(m) => m,
-            Err(_) => {
-                let kind = value
-                    .get("type")
-                    .map_or_else(|| excerpt(text), |t| t.to_string().trim_matches('"').to_owned());
-                return Some(End::Fail(3006, reasons::invalid_message_type(&kind)));
-            }
+        let Ok(message) = serde_json::from_value::<ClientMessage>(value.clone()) else {
+            let kind = value.get("type").map_or_else(
+                || excerpt(text),
+                |t| t.to_string().trim_matches('"').to_owned(),
+            );
+            return Some(End::Fail(3006, reasons::invalid_message_type(&kind)));
         };
         self.lock_record().messages_received = self.received;
         match message {
@@ -568,8 +616,8 @@ impl Session {
             }
         }
         let termination = ServerMessage::Termination(Termination {
-            audio_duration_seconds: (self.format.millis_of_bytes(self.audio_bytes) / 1000.0)
-                .round() as u64,
+            audio_duration_seconds: (self.format.millis_of_bytes(self.audio_bytes) / 1000.0).round()
+                as u64,
             session_duration_seconds: self.started.elapsed().as_secs_f64().round() as u64,
         });
         let _ = conn.send(&termination).await;

@@ -77,6 +77,10 @@ impl fmt::Display for CloseClass {
 
 /// Classify a WebSocket close. `code` is `None` when the connection ended without a close frame
 /// (1006: TCP drop, reset). `error_text` is the `error` of the last `Error` frame, if any.
+#[expect(
+    clippy::match_same_arms,
+    reason = "one arm per documented code keeps the table readable"
+)]
 pub fn classify(code: Option<u16>, reason: &str, error_text: Option<&str>) -> CloseClass {
     let text = format!("{reason} {}", error_text.unwrap_or_default()).to_ascii_lowercase();
     let has = |needle: &str| text.contains(needle);
@@ -198,7 +202,9 @@ pub mod reasons {
     }
 
     pub fn rate_exceeded(audio_s: f64, wall_s: f64) -> String {
-        format!("Audio Transmission Rate Exceeded: Received {audio_s:.1} sec. audio in {wall_s:.1} sec")
+        format!(
+            "Audio Transmission Rate Exceeded: Received {audio_s:.1} sec. audio in {wall_s:.1} sec"
+        )
     }
 
     pub fn invalid_message_type(t: &str) -> String {
@@ -223,43 +229,104 @@ mod tests {
 
     /// One row per line of protocol.md §5 (current table, history, legacy codes, §5.4).
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table")]
     fn close_table() {
         let rows: &[(Option<u16>, &str, Option<&str>, CloseClass)] = &[
             // §5.1 current table
             (Some(1000), "", None, Normal),
-            (Some(3008), reasons::SESSION_EXPIRED, Some(reasons::SESSION_EXPIRED), SessionExpired),
-            (Some(3007), "Input duration violation: 20 ms. Expected between 50 and 1000 ms", None, ClientBug),
-            (Some(3007), "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec", None, ClientBug),
+            (
+                Some(3008),
+                reasons::SESSION_EXPIRED,
+                Some(reasons::SESSION_EXPIRED),
+                SessionExpired,
+            ),
+            (
+                Some(3007),
+                "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
+                None,
+                ClientBug,
+            ),
+            (
+                Some(3007),
+                "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
+                None,
+                ClientBug,
+            ),
             (Some(3006), "Invalid Message Type: Foo", None, ClientBug),
             (Some(3006), "Invalid JSON: {", None, ClientBug),
             (Some(3006), "Invalid Message: []", None, ClientBug),
             (Some(3005), reasons::SESSION_CANCELLED, None, Transient),
             (Some(3009), reasons::TOO_MANY_SESSIONS, None, RateLimited),
             (Some(1008), reasons::MISSING_AUTH, None, Fatal),
-            (Some(1008), "Unauthorized Connection: Insufficient balance", None, Fatal),
-            (Some(1008), "Unauthorized Connection: Account temporarily disabled", None, Fatal),
-            (Some(1008), "Unauthorized connection: Incorrect padding", None, TokenRejected),
+            (
+                Some(1008),
+                "Unauthorized Connection: Insufficient balance",
+                None,
+                Fatal,
+            ),
+            (
+                Some(1008),
+                "Unauthorized Connection: Account temporarily disabled",
+                None,
+                Fatal,
+            ),
+            (
+                Some(1008),
+                "Unauthorized connection: Incorrect padding",
+                None,
+                TokenRejected,
+            ),
             // [skill] extras
-            (Some(3006), "Session terminated due to inactivity", None, Transient),
+            (
+                Some(3006),
+                "Session terminated due to inactivity",
+                None,
+                Transient,
+            ),
             (Some(1009), "", None, ClientBug),
             (Some(1011), "", None, Transient),
             (Some(1006), "", None, Transient),
             (None, "", None, Transient),
             // §5.2 history: pre-2026 codes, same reasons
             (Some(3005), reasons::SESSION_EXPIRED, None, SessionExpired),
-            (Some(3005), "Input duration violation: 20 ms. Expected between 50 and 1000 ms", None, ClientBug),
-            (Some(3005), "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec", None, ClientBug),
+            (
+                Some(3005),
+                "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
+                None,
+                ClientBug,
+            ),
+            (
+                Some(3005),
+                "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
+                None,
+                ClientBug,
+            ),
             (Some(3005), "Invalid Message Type: Foo", None, ClientBug),
             (Some(3005), "Invalid JSON: {", None, ClientBug),
-            (Some(1008), "Unauthorized connection: Too many concurrent sessions", None, RateLimited),
+            (
+                Some(1008),
+                "Unauthorized connection: Too many concurrent sessions",
+                None,
+                RateLimited,
+            ),
             // The reason can be the long-reason placeholder: the Error frame decides.
-            (Some(3005), LONG_REASON, Some(reasons::SESSION_EXPIRED), SessionExpired),
+            (
+                Some(3005),
+                LONG_REASON,
+                Some(reasons::SESSION_EXPIRED),
+                SessionExpired,
+            ),
             // §5.4 token cases
             (Some(3008), "Temporary token expired", None, TokenRejected),
             (Some(1008), reasons::TOKEN_EXPIRED, None, TokenRejected),
             (Some(1008), reasons::TOKEN_USED, None, TokenRejected),
             // §5.3 legacy v2 codes
-            (Some(4000), "Sample rate must be a positive integer", None, ClientBug),
+            (
+                Some(4000),
+                "Sample rate must be a positive integer",
+                None,
+                ClientBug,
+            ),
             (Some(4001), "Not Authorized", None, Fatal),
             (Some(4002), "Insufficient Funds", None, Fatal),
             (Some(4003), "This feature is paid-only", None, Fatal),
@@ -267,17 +334,47 @@ mod tests {
             (Some(4008), "Session Expired", None, SessionExpired),
             (Some(4010), "Session previously closed", None, Transient),
             (Some(4029), "Client sent audio too fast", None, ClientBug),
-            (Some(4030), "Session is handled by another WebSocket", None, Transient),
+            (
+                Some(4030),
+                "Session is handled by another WebSocket",
+                None,
+                Transient,
+            ),
             (Some(4031), "Session idle for too long", None, Transient),
             (Some(4032), "Audio duration is too short", None, ClientBug),
             (Some(4033), "Audio duration is too long", None, ClientBug),
             (Some(4034), "Audio too small to transcode", None, ClientBug),
             (Some(4100), "", None, ClientBug),
-            (Some(4101), "Endpoint received a message with an invalid schema", None, ClientBug),
-            (Some(4102), "This account has exceeded the number of allowed streams", None, RateLimited),
-            (Some(4103), "This session has been reconnected", None, Transient),
-            (Some(4104), "Could not parse word boost parameter", None, ClientBug),
-            (Some(1013), "Temporary server condition forced blocking client's request", None, Transient),
+            (
+                Some(4101),
+                "Endpoint received a message with an invalid schema",
+                None,
+                ClientBug,
+            ),
+            (
+                Some(4102),
+                "This account has exceeded the number of allowed streams",
+                None,
+                RateLimited,
+            ),
+            (
+                Some(4103),
+                "This session has been reconnected",
+                None,
+                Transient,
+            ),
+            (
+                Some(4104),
+                "Could not parse word boost parameter",
+                None,
+                ClientBug,
+            ),
+            (
+                Some(1013),
+                "Temporary server condition forced blocking client's request",
+                None,
+                Transient,
+            ),
         ];
         for (code, reason, error, expected) in rows {
             assert_eq!(

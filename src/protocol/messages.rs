@@ -56,7 +56,10 @@ impl ServerMessage {
         let Some(object) = value.as_object() else {
             return Err(ParseError::NotAnObject);
         };
-        let kind = object.get("type").and_then(Value::as_str).map(str::to_owned);
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Ok(match kind.as_deref() {
             Some("Begin") => Self::Begin(typed("Begin", value)?),
             Some("Turn") => Self::Turn(typed("Turn", value)?),
@@ -357,17 +360,26 @@ mod tests {
             error: "Session Expired: Maximum session duration exceeded".into(),
         });
         assert!(error.to_json().contains(r#""type":"Error""#));
-        assert_eq!(ServerMessage::parse(&error.to_json()).expect("parse"), error);
+        assert_eq!(
+            ServerMessage::parse(&error.to_json()).expect("parse"),
+            error
+        );
     }
 
     #[test]
     fn client_messages_serialize_as_documented() {
-        assert_eq!(ClientMessage::Terminate.to_json(), r#"{"type":"Terminate"}"#);
+        assert_eq!(
+            ClientMessage::Terminate.to_json(),
+            r#"{"type":"Terminate"}"#
+        );
         assert_eq!(
             ClientMessage::ForceEndpoint.to_json(),
             r#"{"type":"ForceEndpoint"}"#
         );
-        assert_eq!(ClientMessage::KeepAlive.to_json(), r#"{"type":"KeepAlive"}"#);
+        assert_eq!(
+            ClientMessage::KeepAlive.to_json(),
+            r#"{"type":"KeepAlive"}"#
+        );
         let update = ClientMessage::UpdateConfiguration(UpdateConfiguration {
             max_turn_silence: Some(900),
             ..UpdateConfiguration::default()

@@ -275,10 +275,7 @@ impl StreamingParams {
             "inactivity_timeout",
             self.inactivity_timeout.map(|v| v.to_string()),
         );
-        push(
-            "speaker_labels",
-            self.speaker_labels.then(|| "true".into()),
-        );
+        push("speaker_labels", self.speaker_labels.then(|| "true".into()));
         push("max_speakers", self.max_speakers.map(|v| v.to_string()));
         for (k, v) in &self.extra {
             q.push((k.clone(), v.clone()));
@@ -476,8 +473,16 @@ mod tests {
     fn token_is_percent_encoded_and_redacted_in_display() {
         let token = Token::new("AQICAHg+ab/cd==", "test");
         let url = build_ws_url(&local(), &StreamingParams::default(), Some(&token)).expect("url");
-        assert!(url.expose().ends_with("token=AQICAHg%2Bab%2Fcd%3D%3D"), "{}", url.expose());
-        for shown in [url.to_string(), format!("{url:?}"), url.redacted().to_owned()] {
+        assert!(
+            url.expose().ends_with("token=AQICAHg%2Bab%2Fcd%3D%3D"),
+            "{}",
+            url.expose()
+        );
+        for shown in [
+            url.to_string(),
+            format!("{url:?}"),
+            url.redacted().to_owned(),
+        ] {
             assert!(!shown.contains("AQICAHg"), "{shown}");
             assert!(shown.contains("REDACTED"), "{shown}");
         }
@@ -515,8 +520,15 @@ mod tests {
     #[test]
     fn plain_ws_only_for_loopback() {
         let p = StreamingParams::default();
-        for ok in ["ws://localhost:1/v3/ws", "ws://[::1]:1/v3/ws", "wss://x.example/v3/ws"] {
-            assert!(build_ws_url(&Url::parse(ok).expect("url"), &p, None).is_ok(), "{ok}");
+        for ok in [
+            "ws://localhost:1/v3/ws",
+            "ws://[::1]:1/v3/ws",
+            "wss://x.example/v3/ws",
+        ] {
+            assert!(
+                build_ws_url(&Url::parse(ok).expect("url"), &p, None).is_ok(),
+                "{ok}"
+            );
         }
         let bad = Url::parse("ws://example.com/v3/ws").expect("url");
         assert!(matches!(
@@ -548,7 +560,10 @@ mod tests {
             inactivity_timeout: Some(2),
             ..StreamingParams::default()
         };
-        assert_eq!(p.validate().expect_err("invalid").name, "inactivity_timeout");
+        assert_eq!(
+            p.validate().expect_err("invalid").name,
+            "inactivity_timeout"
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub async fn mint(emu: &RunningEmulator, query: &str) -> (u16, serde_json::Value
         .await
         .expect("token request");
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 pub async fn mint_token(emu: &RunningEmulator, query: &str) -> String {
@@ -66,7 +69,9 @@ pub async fn connect(
             .headers_mut()
             .insert("Authorization", auth.parse().expect("header"));
     }
-    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 pub async fn connect_key(emu: &RunningEmulator, query: &str) -> Ws {
@@ -179,7 +184,8 @@ pub fn close_code(code: CloseCode) -> u16 {
 pub fn tone(ms: u64) -> Vec<u8> {
     (0..16 * ms)
         .flat_map(|i| {
-            let s = ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 16_000.0).sin() * 8000.0) as i16;
+            let s =
+                ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 16_000.0).sin() * 8000.0) as i16;
             s.to_le_bytes()
         })
         .collect()
