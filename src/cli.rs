@@ -63,8 +63,12 @@ pub struct ConfigArgs {
 
     /// Validate the effective configuration (defaults, file, environment, flags) and print the
     /// resolved settings with secrets redacted. Exit 0 if valid, 2 if not.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-    pub check: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[expect(
+        clippy::option_option,
+        reason = "absent / `--check` / `--check FILE` are three cases"
+    )]
+    pub check: Option<Option<PathBuf>>,
 }
 
 /// Options of `aai-live emulate`.

@@ -74,7 +74,7 @@ fn config_command(args: &ConfigArgs, global: &GlobalOpts) -> ExitCode {
         print!("{}", config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
     }
-    let file = args.check.as_deref().filter(|p| !p.as_os_str().is_empty());
+    let file = args.check.as_ref().and_then(Option::as_deref);
     let code = config::check_command(
         file,
         global.config.as_deref(),
@@ -92,8 +92,13 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut Cli::command(), "aai-live", out);
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "aai-live", &mut script);
+    match out.write_all(&script) {
+        // `aai-live completions bash | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// Turn `emulate` flags into an emulator configuration.

@@ -1,0 +1,44 @@
+# The README's commands. Each target installs what it needs first (Debian/Ubuntu; sudo when not
+# root), so a fresh machine with only Rust works.
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The official Python SDK used by the interop test (tests/sdk_interop.rs).
+SDK_VENV := $(CURDIR)/target/sdk-venv
+ASSEMBLYAI_SDK := assemblyai==1.0.0
+LISTEN ?= 127.0.0.1:8080
+KEY ?= local-test-key
+
+.PHONY: deps sdk-venv emulate test lint
+
+## System packages: ALSA headers for the microphone (cpal), openssl for the TLS test's
+## certificate, python3-venv for the SDK interop test.
+deps:
+	@missing=""; \
+	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev pkg-config"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	python3 -m venv --help >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+sdk-venv: deps
+	@[ -x $(SDK_VENV)/bin/python ] || python3 -m venv $(SDK_VENV)
+	@$(SDK_VENV)/bin/python -c 'import assemblyai' 2>/dev/null || \
+		$(SDK_VENV)/bin/pip install -q $(ASSEMBLYAI_SDK)
+
+## Run the local AssemblyAI v3 emulator (Ctrl-C to stop).
+emulate: deps
+	cargo run --release -- emulate --listen $(LISTEN) --api-key $(KEY)
+
+## The whole test suite.
+test: deps sdk-venv
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		AAI_LIVE_PYTHON=$(SDK_VENV)/bin/python cargo nextest run --no-fail-fast; \
+	else \
+		AAI_LIVE_PYTHON=$(SDK_VENV)/bin/python cargo test --no-fail-fast; \
+	fi
+
+lint: deps
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,954 @@
+//! Load benchmark of `aai-live emulate`: many concurrent real-time 16 kHz sessions, then the token
+//! endpoint's throughput. It prints figures; it is not a pass/fail test.
+//!
+//! `cargo bench --bench emulator` (see docs/benchmarks.md). The emulator runs as a separate
+//! process (the release binary) so its CPU time and memory can be read from /proc on their own.
+//! Environment: `BENCH_SESSIONS` (500), `BENCH_SECONDS` (20, the measurement window),
+//! `BENCH_TOKEN_SECONDS` (10), `BENCH_TOKEN_CLIENT` (`wrk` or `reqwest`; default wrk when on PATH).
+//! Arguments after `--`: `sessions` or `token` to run only that part.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "bench-key";
+const SAMPLE_RATE: u64 = 16_000;
+const CHUNK_MS: u64 = 50;
+/// 50 ms of 16 kHz s16le mono.
+const CHUNK_BYTES: usize = (SAMPLE_RATE * CHUNK_MS / 1000 * 2) as usize;
+const RAMP: Duration = Duration::from_secs(2);
+const WARMUP: Duration = Duration::from_secs(3);
+const PROCESSING_DELAY_MS: u64 = 200;
+const TOKEN_CONNECTIONS: usize = 64;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test --all-targets` runs harness-less benches without `--bench`: stay cheap there.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("emulator benchmark: skipped (run it with `cargo bench --bench emulator`)");
+        return ExitCode::SUCCESS;
+    }
+    let parts: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let settings = Settings::from_env(&parts);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(&settings))
+}
+
+struct Settings {
+    sessions: usize,
+    window: Duration,
+    token_window: Duration,
+    token_client: TokenClient,
+    run_sessions: bool,
+    run_token: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TokenClient {
+    Wrk,
+    Reqwest,
+}
+
+impl Settings {
+    fn from_env(parts: &[&str]) -> Self {
+        let only = |name: &str| parts.is_empty() || parts.contains(&name);
+        let wrk_available = Command::new("wrk")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        let token_client = match std::env::var("BENCH_TOKEN_CLIENT").as_deref() {
+            Ok("reqwest") => TokenClient::Reqwest,
+            Ok("wrk") if wrk_available => TokenClient::Wrk,
+            Ok("wrk") => {
+                println!("BENCH_TOKEN_CLIENT=wrk but wrk is not on PATH: using reqwest");
+                TokenClient::Reqwest
+            }
+            _ if wrk_available => TokenClient::Wrk,
+            _ => TokenClient::Reqwest,
+        };
+        Self {
+            sessions: env_or("BENCH_SESSIONS", 500),
+            window: Duration::from_secs(env_or("BENCH_SECONDS", 20)),
+            token_window: Duration::from_secs(env_or("BENCH_TOKEN_SECONDS", 10)),
+            token_client,
+            run_sessions: only("sessions"),
+            run_token: only("token"),
+        }
+    }
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("{name}={v:?} is not valid: using the default");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+async fn run(settings: &Settings) -> ExitCode {
+    let clk_tck = clk_tck();
+    if settings.run_sessions && !check_open_files(settings.sessions) {
+        return ExitCode::FAILURE;
+    }
+    let emulator = match Emulator::start() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot start the emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "emulator: pid {} on 127.0.0.1:{} (processing delay {PROCESSING_DELAY_MS} ms); \
+         {} CPU cores; CLK_TCK {clk_tck}",
+        emulator.pid,
+        emulator.port,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+    );
+    println!("note: the bench clients and the emulator share this machine's cores");
+    let mut summary = Vec::new();
+    if settings.run_sessions {
+        let report = sessions_bench(&emulator, settings, clk_tck).await;
+        summary.push(report);
+    }
+    if settings.run_token {
+        let report = token_bench(&emulator, settings, clk_tck).await;
+        summary.push(report);
+    }
+    drop(emulator);
+    println!();
+    println!("==================== summary ====================");
+    for line in &summary {
+        println!("{line}");
+    }
+    println!("=================================================");
+    ExitCode::SUCCESS
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emulator process
+
+/// The emulator child process; dropping it stops it (SIGTERM, then SIGKILL), also on a panic.
+struct Emulator {
+    child: Child,
+    pid: u32,
+    port: u16,
+    _home: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start() -> Result<Self, String> {
+        let home = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let path = home.path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
+            .args([
+                "emulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--api-key",
+                KEY,
+                "--processing-delay-ms",
+                &PROCESSING_DELAY_MS.to_string(),
+            ])
+            .env("HOME", path)
+            .env("XDG_CONFIG_HOME", path.join("config"))
+            .env("XDG_DATA_HOME", path.join("data"))
+            .env("XDG_STATE_HOME", path.join("state"))
+            .env("XDG_CACHE_HOME", path.join("cache"))
+            .env_remove("RUST_LOG")
+            .env_remove("AAI_LIVE_CONFIG")
+            .env_remove("AAI_LIVE_EMULATOR_API_KEYS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_aai-live")))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        // Guard first, so an early return below still stops the process.
+        let mut emulator = Self {
+            child,
+            pid,
+            port: 0,
+            _home: home,
+        };
+        let mut lines = BufReader::new(stdout);
+        let mut first = String::new();
+        lines
+            .read_line(&mut first)
+            .map_err(|e| format!("read the emulator's stdout: {e}"))?;
+        let port = first
+            .trim()
+            .strip_prefix("aai-live emulator listening on http://127.0.0.1:")
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("unexpected first stdout line {first:?}"))?;
+        emulator.port = port;
+        // Keep draining stdout so the emulator can never block on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = lines.read_to_end(&mut sink);
+        });
+        Ok(emulator)
+    }
+
+    fn ws_url(&self) -> String {
+        format!(
+            "ws://127.0.0.1:{}/v3/ws?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le",
+            self.port
+        )
+    }
+
+    fn token_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/v3/token?expires_in_seconds=60",
+            self.port
+        )
+    }
+
+    fn ticks(&self) -> u64 {
+        proc_ticks(&self.pid.to_string()).unwrap_or(0)
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(&self.pid.to_string(), field).unwrap_or(0)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => break,
+            }
+        }
+        eprintln!("the emulator ignored SIGTERM for 5 s: killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// utime + stime of a process (`self` or a pid), in clock ticks.
+fn proc_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 is the state; utime and stime are fields 14 and 15, so 11 and 12 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `VmXxx:` line of /proc/<pid>/status, in KiB.
+fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// (busy, total) ticks of all CPUs together, from /proc/stat.
+fn system_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    // idle + iowait
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// The soft open-file limit must cover the sessions (plus the runtime's own descriptors). Raise
+/// it to the hard limit with `prlimit` when needed; the emulator inherits it.
+fn check_open_files(sessions: usize) -> bool {
+    let needed = sessions as u64 + 256;
+    let read = || -> Option<(u64, u64)> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut values = line["Max open files".len()..].split_whitespace();
+        let parse = |v: Option<&str>| match v? {
+            "unlimited" => Some(u64::MAX),
+            n => n.parse().ok(),
+        };
+        Some((parse(values.next())?, parse(values.next())?))
+    };
+    let Some((soft, hard)) = read() else {
+        println!("warning: cannot read the open-file limit; going on");
+        return true;
+    };
+    if soft >= needed {
+        println!("open-file limit: {soft} (need about {needed})");
+        return true;
+    }
+    let target = if hard == u64::MAX {
+        "unlimited".to_owned()
+    } else {
+        hard.to_string()
+    };
+    let _ = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={target}:{target}"),
+        ])
+        .status();
+    match read() {
+        Some((soft, _)) if soft >= needed => {
+            println!("open-file limit raised to {soft} (need about {needed})");
+            true
+        }
+        _ => {
+            eprintln!(
+                "the open-file limit ({soft}, hard {hard}) is below the ~{needed} sockets that \
+                 {sessions} sessions need; raise it (`ulimit -n {needed}`) or set BENCH_SESSIONS lower"
+            );
+            false
+        }
+    }
+}
+
+/// CPU counters at one instant.
+struct Sample {
+    at: Instant,
+    emulator: u64,
+    bench: u64,
+    system: (u64, u64),
+}
+
+impl Sample {
+    fn take(emulator: &Emulator) -> Self {
+        Self {
+            at: Instant::now(),
+            emulator: emulator.ticks(),
+            bench: proc_ticks("self").unwrap_or(0),
+            system: system_ticks().unwrap_or((0, 0)),
+        }
+    }
+}
+
+/// CPU use between two samples, in % of one core (emulator, bench) and % of the machine.
+struct CpuUse {
+    emulator: f64,
+    bench: f64,
+    system: f64,
+}
+
+impl CpuUse {
+    fn between(a: &Sample, b: &Sample, clk_tck: u64) -> Self {
+        let wall = b.at.duration_since(a.at).as_secs_f64();
+        let pct = |ticks: u64| ticks as f64 / clk_tck as f64 / wall * 100.0;
+        let (busy, total) = (b.system.0 - a.system.0, b.system.1 - a.system.1);
+        Self {
+            emulator: pct(b.emulator - a.emulator),
+            bench: pct(b.bench - a.bench),
+            system: if total == 0 {
+                0.0
+            } else {
+                busy as f64 / total as f64 * 100.0
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "emulator {:.1}% of one core; bench clients {:.1}% of one core; whole machine {:.1}% busy",
+            self.emulator, self.bench, self.system
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/// One cycle of voice-like audio as 50 ms chunks: four "words" (300 ms of a 440 Hz tone at
+/// -12 dBFS peak, then 100 ms of silence) and a 1 s pause, 2.6 s in all. The emulator's voice
+/// detection finds the words and its turn logic ends a turn in every pause.
+fn audio_cycle() -> Vec<Bytes> {
+    let ms_samples = (SAMPLE_RATE / 1000) as usize;
+    let mut samples: Vec<i16> = Vec::new();
+    for _ in 0..4 {
+        samples.extend((0..300 * ms_samples).map(|i| {
+            let t = i as f64 / SAMPLE_RATE as f64;
+            ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8192.0) as i16
+        }));
+        samples.extend(std::iter::repeat_n(0, 100 * ms_samples));
+    }
+    samples.extend(std::iter::repeat_n(0, 1000 * ms_samples));
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    bytes
+        .chunks(CHUNK_BYTES)
+        .map(|c| Bytes::copy_from_slice(c))
+        .collect()
+}
+
+/// Counters shared by every session task.
+#[derive(Default)]
+struct Stats {
+    connected: AtomicU64,
+    failed: AtomicU64,
+    finished: AtomicU64,
+    messages: AtomicU64,
+    turns: AtomicU64,
+    finals: AtomicU64,
+    chunks: AtomicU64,
+    terminations: AtomicU64,
+    clean_closes: AtomicU64,
+    /// Connect errors and unexpected ends, with counts.
+    connect_errors: Mutex<BTreeMap<String, u64>>,
+    unexpected: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    fn note(map: &Mutex<BTreeMap<String, u64>>, what: String) {
+        *map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(what)
+            .or_default() += 1;
+    }
+
+    fn snapshot(map: &Mutex<BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
+        map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn connect(url: &str) -> Result<Ws, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request
+        .headers_mut()
+        .insert("Authorization", KEY.parse().map_err(|_| "header")?);
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out after 10 s".into()),
+    }
+}
+
+/// Count one server message; true for Termination.
+fn count(stats: &Stats, text: &str) -> bool {
+    stats.messages.fetch_add(1, Ordering::Relaxed);
+    if text.contains(r#""type":"Turn""#) {
+        stats.turns.fetch_add(1, Ordering::Relaxed);
+        if text.contains(r#""end_of_turn":true"#) {
+            stats.finals.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    } else {
+        text.contains(r#""type":"Termination""#)
+    }
+}
+
+/// One client: connect, stream audio in real time while reading, then Terminate on `stop` and
+/// read until Termination and the server's close.
+async fn session(
+    url: Arc<str>,
+    phase: usize,
+    chunks: Arc<Vec<Bytes>>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let mut ws = match connect(&url).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            Stats::note(&stats.connect_errors, e);
+            return;
+        }
+    };
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let mut ticker = tokio::time::interval(Duration::from_millis(CHUNK_MS));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = phase;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                let chunk = chunks[next % chunks.len()].clone();
+                next += 1;
+                if let Err(e) = ws.send(Message::Binary(chunk)).await {
+                    Stats::note(&stats.unexpected, format!("send failed while streaming: {e}"));
+                    return;
+                }
+                stats.chunks.fetch_add(1, Ordering::Relaxed);
+            }
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    count(&stats, text.as_str());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    Stats::note(&stats.unexpected, format!("close while streaming: {}", describe_close(frame.as_ref())));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    Stats::note(&stats.unexpected, format!("error while streaming: {e}"));
+                    return;
+                }
+                None => {
+                    Stats::note(&stats.unexpected, "connection ended while streaming".into());
+                    return;
+                }
+            }
+        }
+    }
+    terminate(&mut ws, &stats).await;
+}
+
+fn describe_close(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    frame.map_or_else(
+        || "no close code".to_owned(),
+        |f| format!("{} {:?}", u16::from(f.code), f.reason.as_str()),
+    )
+}
+
+async fn terminate(ws: &mut Ws, stats: &Stats) {
+    if let Err(e) = ws
+        .send(Message::Text(r#"{"type":"Terminate"}"#.into()))
+        .await
+    {
+        Stats::note(&stats.unexpected, format!("cannot send Terminate: {e}"));
+        return;
+    }
+    let mut terminated = false;
+    let outcome = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(item) = ws.next().await {
+            match item {
+                Ok(Message::Text(text)) => {
+                    if count(stats, text.as_str()) {
+                        terminated = true;
+                        stats.terminations.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    match frame.as_ref().map(|f| u16::from(f.code)) {
+                        Some(1000) if terminated => {
+                            stats.clean_closes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => Stats::note(
+                            &stats.unexpected,
+                            format!(
+                                "close after Terminate: {} (Termination seen: {terminated})",
+                                describe_close(frame.as_ref())
+                            ),
+                        ),
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    Stats::note(&stats.unexpected, format!("error after Terminate: {e}"));
+                    return;
+                }
+            }
+        }
+        Stats::note(
+            &stats.unexpected,
+            "connection ended after Terminate without a close frame".into(),
+        );
+    })
+    .await;
+    if outcome.is_err() {
+        Stats::note(
+            &stats.unexpected,
+            "no close within 15 s of Terminate".into(),
+        );
+    }
+    // Finish the closing handshake (tungstenite answered the close; drain until the end).
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    stats.finished.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> String {
+    let n = settings.sessions;
+    println!();
+    println!(
+        "--- sessions: {n} real-time 16 kHz sessions (50 ms chunks), ramp {} s, warm-up {} s, \
+         window {} s ---",
+        RAMP.as_secs(),
+        WARMUP.as_secs(),
+        settings.window.as_secs()
+    );
+    let chunks = Arc::new(audio_cycle());
+    let stats = Arc::new(Stats::default());
+    let stop = CancellationToken::new();
+    let url: Arc<str> = emulator.ws_url().into();
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let at = started + RAMP.mul_f64(i as f64 / n as f64);
+        tokio::time::sleep_until(at.into()).await;
+        tasks.spawn(session(
+            Arc::clone(&url),
+            i % chunks.len(),
+            Arc::clone(&chunks),
+            Arc::clone(&stats),
+            stop.clone(),
+        ));
+    }
+    // Every connect attempt settled (or 10 s more), then the warm-up.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while stats.connected.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n as u64
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connected = stats.connected.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed);
+    println!(
+        "connected {connected}, failed {failed} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (error, count) in Stats::snapshot(&stats.connect_errors) {
+        println!("  connect error ×{count}: {error}");
+    }
+    tokio::time::sleep(WARMUP).await;
+
+    let before = Sample::take(emulator);
+    let (m0, t0, f0, c0) = counters(&stats);
+    tokio::time::sleep(settings.window).await;
+    let after = Sample::take(emulator);
+    let (m1, t1, f1, c1) = counters(&stats);
+    let wall = after.at.duration_since(before.at).as_secs_f64();
+    let cpu = CpuUse::between(&before, &after, clk_tck);
+    let rss = emulator.status_kib("VmRSS");
+    let hwm = emulator.status_kib("VmHWM");
+    let streaming =
+        stats.connected.load(Ordering::Relaxed) - stats.finished.load(Ordering::Relaxed);
+    let expected_chunks = streaming as f64 * wall * 1000.0 / CHUNK_MS as f64;
+    let rate = |a: u64, b: u64| (b - a) as f64 / wall;
+    println!("window {wall:.1} s:");
+    println!("  CPU: {}", cpu.describe());
+    println!(
+        "  emulator memory: RSS {:.1} MiB, peak (VmHWM) {:.1} MiB",
+        mib(rss),
+        mib(hwm)
+    );
+    println!(
+        "  audio sent: {:.0} chunks/s ({:.1}% of the {:.0}/s that {streaming} real-time sessions send)",
+        rate(c0, c1),
+        (c1 - c0) as f64 / expected_chunks * 100.0,
+        expected_chunks / wall
+    );
+    println!(
+        "  received: {:.0} messages/s, of which {:.0} Turns/s ({:.0} final)",
+        rate(m0, m1),
+        rate(t0, t1),
+        rate(f0, f1)
+    );
+    let unexpected_streaming = Stats::snapshot(&stats.unexpected);
+    println!(
+        "  unexpected closes/errors so far: {}",
+        unexpected_streaming.values().sum::<u64>()
+    );
+
+    // Terminate everyone.
+    let term_start = Instant::now();
+    stop.cancel();
+    let joined = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        println!("  some sessions did not finish within 30 s of Terminate; aborting them");
+        tasks.abort_all();
+    }
+    let terminations = stats.terminations.load(Ordering::Relaxed);
+    let clean = stats.clean_closes.load(Ordering::Relaxed);
+    println!(
+        "Terminate sent on {connected}: Termination received on {terminations}, clean close 1000 \
+         on {clean}, in {:.2} s",
+        term_start.elapsed().as_secs_f64()
+    );
+    let unexpected = Stats::snapshot(&stats.unexpected);
+    let unexpected_total: u64 = unexpected.values().sum();
+    for (what, count) in &unexpected {
+        println!("  unexpected ×{count}: {what}");
+    }
+    format!(
+        "emulator: {connected}/{n} sessions connected ({failed} failed), CPU {:.1}% of one core \
+         (bench clients {:.1}%, machine {:.0}% busy), RSS {:.0} MiB (peak {:.0} MiB), \
+         {:.0} messages/s received ({:.0} Turns/s), {unexpected_total} unexpected closes, \
+         Termination {terminations}/{connected}",
+        cpu.emulator,
+        cpu.bench,
+        cpu.system,
+        mib(rss),
+        mib(hwm),
+        rate(m0, m1),
+        rate(t0, t1),
+    )
+}
+
+fn counters(stats: &Stats) -> (u64, u64, u64, u64) {
+    (
+        stats.messages.load(Ordering::Relaxed),
+        stats.turns.load(Ordering::Relaxed),
+        stats.finals.load(Ordering::Relaxed),
+        stats.chunks.load(Ordering::Relaxed),
+    )
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token endpoint
+
+struct TokenResult {
+    requests_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    errors: u64,
+}
+
+async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> String {
+    let method = match settings.token_client {
+        TokenClient::Wrk => "wrk",
+        TokenClient::Reqwest => "reqwest",
+    };
+    println!();
+    println!(
+        "--- token endpoint: GET /v3/token, {TOKEN_CONNECTIONS} keep-alive connections for {} s \
+         ({method}) ---",
+        settings.token_window.as_secs()
+    );
+    let hwm_before = emulator.status_kib("VmHWM");
+    let before = Sample::take(emulator);
+    let result = match settings.token_client {
+        TokenClient::Wrk => wrk(&emulator.token_url(), settings.token_window).await,
+        TokenClient::Reqwest => reqwest_load(&emulator.token_url(), settings.token_window).await,
+    };
+    let after = Sample::take(emulator);
+    let cpu = CpuUse::between(&before, &after, clk_tck);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            println!("token benchmark failed: {e}");
+            return format!("token endpoint: failed ({e})");
+        }
+    };
+    let ms = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} ms"));
+    println!(
+        "{} req/s, p50 {}, p99 {}, {} errors or non-200 responses",
+        group(result.requests_per_s),
+        ms(result.p50_ms),
+        ms(result.p99_ms),
+        result.errors
+    );
+    println!("  CPU: {}", cpu.describe());
+    println!(
+        "  emulator peak RSS {:.1} MiB before, {:.1} MiB after (minted tokens are kept ~11 min)",
+        mib(hwm_before),
+        mib(emulator.status_kib("VmHWM"))
+    );
+    format!(
+        "token endpoint: {} req/s ({method}, {TOKEN_CONNECTIONS} connections), p50 {}, p99 {}, \
+         {} errors; emulator CPU {:.1}% of one core, bench client {:.1}%, machine {:.0}% busy \
+         (client and server share the cores)",
+        group(result.requests_per_s),
+        ms(result.p50_ms),
+        ms(result.p99_ms),
+        result.errors,
+        cpu.emulator,
+        cpu.bench,
+        cpu.system,
+    )
+}
+
+/// `wrk -t2 -c64 -d<secs>s --latency`; a child process, so its CPU is not counted as the bench's.
+async fn wrk(url: &str, window: Duration) -> Result<TokenResult, String> {
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{TOKEN_CONNECTIONS}"),
+            &format!("-d{}s", window.as_secs()),
+            "--latency",
+            "-H",
+            &format!("Authorization: {KEY}"),
+            url,
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for line in text.lines() {
+        println!("  wrk | {line}");
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
+    };
+    let requests_per_s = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or("no Requests/sec in wrk's output")?;
+    let errors = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + field("Socket errors:").map_or(0, |v| {
+            // "connect 0, read 0, write 0, timeout 0"
+            v.split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        });
+    Ok(TokenResult {
+        requests_per_s,
+        p50_ms: field("50%").and_then(wrk_duration_ms),
+        p99_ms: field("99%").and_then(wrk_duration_ms),
+        errors,
+    })
+}
+
+/// wrk's "2.10ms", "850.00us", "1.02s", "1.50m".
+fn wrk_duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        "h" => number * 3_600_000.0,
+        _ => return None,
+    })
+}
+
+/// In-process fallback: `TOKEN_CONNECTIONS` tasks each sending requests back to back on one
+/// keep-alive connection.
+async fn reqwest_load(url: &str, window: Duration) -> Result<TokenResult, String> {
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(TOKEN_CONNECTIONS)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tasks = JoinSet::new();
+    for _ in 0..TOKEN_CONNECTIONS {
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match client.get(&url).header("Authorization", KEY).send().await {
+                    Ok(r) => r.status() == reqwest::StatusCode::OK && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies_us.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (latencies, e) = joined.map_err(|e| e.to_string())?;
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let percentile = |p: f64| {
+        (!all.is_empty()).then(|| {
+            let i = ((all.len() - 1) as f64 * p).round() as usize;
+            f64::from(all[i]) / 1000.0
+        })
+    };
+    Ok(TokenResult {
+        requests_per_s: all.len() as f64 / elapsed,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        errors,
+    })
+}
+
+/// 24310.4 → "24 310".
+fn group(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}

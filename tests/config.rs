@@ -1,0 +1,711 @@
+//! Configuration loading end to end: the defaults contract, valid and invalid fixture files,
+//! layer precedence, error messages, warnings, `config --check`, and docs that cannot drift.
+//!
+//! Invalid fixtures live in `tests/fixtures/configs/invalid/`; each starts with one or more
+//! `# expect: <substring>` lines (`\n` stands for a newline) that the error message must contain,
+//! besides the fixture's own path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aai_live::config::{
+    self, ApiKeyConfig, AudioConfig, Config, ConfigError, EnvSource, FileConfig, HttpMethod,
+    InputSpec, KeysConfig, LoadOptions, LogConfig, ProviderConfig, ProviderKind, Region,
+    RemoteConfig, SampleFormat, SessionConfig, StdinFormat, StreamingConfig, Theme, TokenIn,
+    TranscriptConfig, TranscriptFormat, UiConfig,
+};
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/configs")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixture directory")
+        .map(|entry| entry.expect("fixture entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn opts(file: Option<&Path>, env: &[(&str, &str)], overrides: &[(&str, &str)]) -> LoadOptions {
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    LoadOptions {
+        file: file.map(Path::to_path_buf),
+        use_default_file: false,
+        env: EnvSource::Vars(pairs(env)),
+        overrides: pairs(overrides),
+    }
+}
+
+fn load_ok(opts: &LoadOptions) -> config::Loaded {
+    config::load(opts).unwrap_or_else(|e| panic!("expected a valid configuration, got: {e}"))
+}
+
+fn load_err(opts: &LoadOptions) -> String {
+    match config::load(opts) {
+        Ok(loaded) => panic!("expected an error, got {:#?}", loaded.config),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A user file in a temporary directory (kept alive by the returned guard).
+fn user_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn expected_provider() -> ProviderConfig {
+    ProviderConfig {
+        kind: ProviderKind::ApiKey,
+        expires_in_seconds: 60,
+        max_session_duration_seconds: 10_800,
+        timeout: secs(10),
+        api_key: ApiKeyConfig {
+            key_env: "ASSEMBLYAI_API_KEY".into(),
+            key_file: None,
+            region: Region::Default,
+            token_url: None,
+        },
+        remote: RemoteConfig {
+            url: None,
+            method: HttpMethod::Get,
+            headers: BTreeMap::new(),
+            bearer_env: None,
+            bearer_file: None,
+            pass_lifetimes: false,
+        },
+        file: FileConfig {
+            path: None,
+            wait: secs(30),
+            poll_interval: Duration::from_millis(500),
+            remove_after_use: false,
+        },
+    }
+}
+
+fn expected_streaming() -> StreamingConfig {
+    StreamingConfig {
+        url: None,
+        speech_model: "universal-streaming-english".into(),
+        sample_rate: 16_000,
+        encoding: config::Encoding::PcmS16le,
+        format_turns: false,
+        token_in: TokenIn::Header,
+        keyterms_prompt: Vec::new(),
+        language_detection: false,
+        speaker_labels: false,
+        end_of_turn_confidence_threshold: None,
+        min_turn_silence: None,
+        max_turn_silence: None,
+        vad_threshold: None,
+        inactivity_timeout: None,
+        filter_profanity: None,
+        max_speakers: None,
+        prompt: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+fn expected_defaults() -> Config {
+    let keys = [
+        ("toggle_stream", &["space", "s"][..]),
+        ("pause", &["p"]),
+        ("force_endpoint", &["f"]),
+        ("reconnect", &["r"]),
+        ("mint_token", &["t"]),
+        ("export", &["e"]),
+        ("clear", &["c"]),
+        ("toggle_events", &["l"]),
+        ("help", &["?"]),
+        ("scroll_up", &["up", "k"]),
+        ("scroll_down", &["down", "j"]),
+        ("page_up", &["pgup"]),
+        ("page_down", &["pgdn"]),
+        ("scroll_top", &["home"]),
+        ("scroll_bottom", &["end"]),
+        ("quit", &["q", "ctrl-c"]),
+    ];
+    Config {
+        provider: expected_provider(),
+        streaming: expected_streaming(),
+        session: SessionConfig {
+            rotation: true,
+            rotation_lead: secs(30),
+            begin_timeout: secs(10),
+            terminate_timeout: secs(5),
+            stall_timeout: secs(20),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: secs(30),
+            backoff_multiplier: 2.0,
+            rate_limit_backoff: secs(60),
+            replay_buffer: secs(30),
+            replay_speed: 1.25,
+            keepalive_interval: secs(5),
+        },
+        audio: AudioConfig {
+            input: InputSpec::Mic,
+            device: None,
+            chunk_ms: 50,
+            loop_input: false,
+            stdin_format: StdinFormat {
+                sample: SampleFormat::S16le,
+                rate: 16_000,
+                channels: 1,
+            },
+        },
+        transcript: TranscriptConfig {
+            dir: None,
+            formats: vec![TranscriptFormat::Txt],
+        },
+        ui: UiConfig {
+            fps: 10,
+            theme: Theme::Default,
+            ascii: false,
+        },
+        keys: KeysConfig {
+            bindings: keys
+                .iter()
+                .map(|(action, specs)| {
+                    let specs = specs.iter().map(|s| s.parse().expect("key spec")).collect();
+                    ((*action).to_owned(), specs)
+                })
+                .collect(),
+        },
+        log: LogConfig {
+            level: "info".into(),
+            dir: None,
+            max_files: 7,
+        },
+    }
+}
+
+// --- The defaults contract -------------------------------------------------------------------
+
+#[test]
+fn default_toml_parses_to_default() {
+    assert_eq!(Config::default(), expected_defaults());
+}
+
+#[test]
+fn default_equals_load_without_layers() {
+    let loaded = load_ok(&LoadOptions::defaults_only());
+    assert_eq!(loaded.config, Config::default());
+    assert!(loaded.warnings.is_empty());
+    assert_eq!(loaded.layers, ["built-in defaults (config/default.toml)"]);
+}
+
+/// `default.toml` with every optional `# key = value` line uncommented must still be valid:
+/// the example values shown to users are accepted, and `RawConfig` knows every optional key.
+#[test]
+fn optional_keys_in_default_toml_are_valid_when_uncommented() {
+    let mut in_section = false;
+    let uncommented: String = config::DEFAULT_TOML
+        .lines()
+        .map(|line| {
+            in_section |= line.starts_with('[');
+            match line.strip_prefix("# ") {
+                Some(rest) if in_section && optional_key(rest).is_some() => format!("{rest}\n"),
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect();
+    let (_dir, path) = user_file(&uncommented);
+    let loaded = load_ok(&opts(Some(&path), &[], &[]));
+    let streaming = &loaded.config.streaming;
+    assert_eq!(streaming.end_of_turn_confidence_threshold, Some(0.4));
+    assert_eq!(streaming.max_turn_silence, Some(1280));
+    assert!(loaded.config.provider.api_key.token_url.is_some());
+    assert!(loaded.config.log.dir.is_some());
+}
+
+// --- Fixtures ---------------------------------------------------------------------------------
+
+#[test]
+fn valid_fixtures_load() {
+    for path in fixtures("valid") {
+        if let Err(e) = config::load(&opts(Some(&path), &[], &[])) {
+            panic!("{} should be valid: {e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn valid_fixture_values_arrive() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/valid/everything.toml");
+    let c = load_ok(&opts(Some(&path), &[], &[])).config;
+    assert_eq!(c.streaming.end_of_turn_confidence_threshold, Some(1.0));
+    assert_eq!(
+        c.streaming.extra.get("some_new_param").map(String::as_str),
+        Some("on")
+    );
+    assert_eq!(c.audio.input, InputSpec::File("/tmp/talk.wav".into()));
+    assert_eq!(c.audio.stdin_format.to_string(), "f32le:192000:8");
+    assert_eq!(
+        c.transcript.formats,
+        [
+            TranscriptFormat::Vtt,
+            TranscriptFormat::Srt,
+            TranscriptFormat::Txt
+        ]
+    );
+    let quit: Vec<String> = c
+        .keys
+        .keys_for("quit")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(quit, ["ctrl-q", "esc"]);
+    assert_eq!(
+        c.keys.action_for(&"q".parse().expect("key")),
+        Some("toggle_events")
+    );
+    // Untouched sections keep their defaults.
+    assert_eq!(c.provider, Config::default().provider);
+}
+
+#[test]
+fn invalid_fixtures_fail_with_their_message() {
+    let mut failures = Vec::new();
+    for path in fixtures("invalid") {
+        let text = std::fs::read_to_string(&path).expect("read fixture");
+        let mut expects: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# expect: "))
+            .map(|e| e.replace("\\n", "\n"))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
+        expects.push(path.display().to_string());
+        match config::load(&opts(Some(&path), &[], &[])) {
+            Ok(_) => failures.push(format!("{}: loaded without error", path.display())),
+            Err(e) => {
+                let message = e.to_string();
+                let absent: Vec<&String> = expects
+                    .iter()
+                    .filter(|x| !message.contains(x.as_str()))
+                    .collect();
+                if !absent.is_empty() {
+                    failures.push(format!("{}: {absent:?} not in:\n{message}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn missing_explicit_file_is_an_error_naming_it() {
+    let message = load_err(&opts(
+        Some(Path::new("/nonexistent/aai-live.toml")),
+        &[],
+        &[],
+    ));
+    assert_eq!(
+        message,
+        "config file /nonexistent/aai-live.toml does not exist"
+    );
+}
+
+#[test]
+fn syntax_error_is_a_dedicated_variant() {
+    let (_dir, path) = user_file("[ui]\nfps = = 3\n");
+    match config::load(&opts(Some(&path), &[], &[])) {
+        Err(ConfigError::Syntax { line, column, .. }) => assert_eq!((line, column), (2, 7)),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+// --- Layers and precedence --------------------------------------------------------------------
+
+#[test]
+fn env_overrides_file_and_overrides_win_over_env() {
+    let (_dir, path) = user_file("[ui]\nfps = 20\ntheme = \"mono\"\n");
+    let file_only = load_ok(&opts(Some(&path), &[], &[]));
+    assert_eq!(
+        (file_only.config.ui.fps, file_only.config.ui.theme),
+        (20, Theme::Mono)
+    );
+
+    let env = [("AAI_LIVE__UI__FPS", "30")];
+    let with_env = load_ok(&opts(Some(&path), &env, &[]));
+    assert_eq!(
+        (with_env.config.ui.fps, with_env.config.ui.theme),
+        (30, Theme::Mono)
+    );
+
+    let with_override = load_ok(&opts(Some(&path), &env, &[("ui.fps", "40")]));
+    assert_eq!(with_override.config.ui.fps, 40);
+    assert_eq!(
+        with_override.layers,
+        [
+            "built-in defaults (config/default.toml)".to_owned(),
+            format!("file {}", path.display()),
+            "environment: AAI_LIVE__UI__FPS".to_owned(),
+            "command line: ui.fps".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn env_names_nested_keys_lists_and_maps() {
+    let env = [
+        ("AAI_LIVE__PROVIDER__KIND", "remote"),
+        (
+            "AAI_LIVE__PROVIDER__REMOTE__URL",
+            "https://tokens.example.com/",
+        ),
+        ("AAI_LIVE__PROVIDER__API_KEY__KEY_ENV", "X"),
+        ("AAI_LIVE__TRANSCRIPT__FORMATS", "srt, vtt"),
+        ("AAI_LIVE__STREAMING__EXTRA__NEW_PARAM", "1"),
+        ("AAI_LIVE__STREAMING__FORMAT_TURNS", "true"),
+        ("AAI_LIVE__SESSION__REPLAY_SPEED", "1.1"),
+        // Not config keys: a single underscore after the prefix.
+        ("AAI_LIVE_CONFIG", "/does/not/matter.toml"),
+        ("AAI_LIVE_TOKEN_SERVER_CREDENTIAL", "secret"),
+    ];
+    let c = load_ok(&opts(None, &env, &[])).config;
+    assert_eq!(c.provider.kind, ProviderKind::Remote);
+    assert_eq!(c.provider.api_key.key_env, "X");
+    assert_eq!(
+        c.transcript.formats,
+        [TranscriptFormat::Srt, TranscriptFormat::Vtt]
+    );
+    assert_eq!(
+        c.streaming.extra.get("new_param").map(String::as_str),
+        Some("1")
+    );
+    assert!(c.streaming.format_turns);
+    assert!((c.session.replay_speed - 1.1).abs() < f64::EPSILON);
+}
+
+#[test]
+fn maps_merge_across_layers() {
+    let (_dir, path) = user_file("[provider.remote.headers]\nX-From-File = \"a\"\n");
+    let c = load_ok(&opts(
+        Some(&path),
+        &[("AAI_LIVE__PROVIDER__REMOTE__HEADERS__X_ENV", "b")],
+        &[],
+    ))
+    .config;
+    let names: Vec<&str> = c
+        .provider
+        .remote
+        .headers
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["X-From-File", "x_env"]);
+}
+
+#[test]
+fn unknown_env_key_names_the_variable() {
+    let message = load_err(&opts(None, &[("AAI_LIVE__UI__FPSS", "30")], &[]));
+    assert_eq!(
+        message,
+        "unknown key `ui.fpss` (from environment variable AAI_LIVE__UI__FPSS); did you mean `ui.fps`?"
+    );
+}
+
+#[test]
+fn bad_env_values_name_the_variable() {
+    let message = load_err(&opts(None, &[("AAI_LIVE__UI__FPS", "fast")], &[]));
+    assert_eq!(
+        message,
+        "`ui.fps` = \"fast\" (from environment variable AAI_LIVE__UI__FPS): must be an integer"
+    );
+    let message = load_err(&opts(None, &[("AAI_LIVE__UI__FPS", "100")], &[]));
+    assert_eq!(
+        message,
+        "`ui.fps` = 100 (from environment variable AAI_LIVE__UI__FPS): must be between 1 and 60"
+    );
+    let message = load_err(&opts(None, &[("AAI_LIVE__PROVIDER__REMOTE", "x")], &[]));
+    assert!(
+        message.contains("is a table: set the keys inside it one by one"),
+        "{message}"
+    );
+}
+
+#[test]
+fn override_errors_name_the_override() {
+    let message = load_err(&opts(None, &[], &[("log.levle", "debug")]));
+    assert_eq!(
+        message,
+        "unknown key `log.levle` (from command-line override of `log.levle`); did you mean `log.level`?"
+    );
+    let message = load_err(&opts(None, &[], &[("log.level", "loud")]));
+    assert!(
+        message.starts_with("`log.level` = \"loud\" (from command-line override of `log.level`)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn cross_key_rules_name_each_origin() {
+    let (_dir, path) = user_file("[session]\nrotation_lead = \"90s\"\n");
+    let message = load_err(&opts(
+        Some(&path),
+        &[("AAI_LIVE__PROVIDER__MAX_SESSION_DURATION_SECONDS", "60")],
+        &[],
+    ));
+    assert_eq!(
+        message,
+        format!(
+            "`session.rotation_lead` = \"90s\" (from file {}): must be shorter than \
+             `provider.max_session_duration_seconds` (60 s, from environment variable \
+             AAI_LIVE__PROVIDER__MAX_SESSION_DURATION_SECONDS)",
+            path.display()
+        )
+    );
+    let message = load_err(&opts(None, &[("AAI_LIVE__PROVIDER__KIND", "file")], &[]));
+    assert_eq!(
+        message,
+        "`provider.file.path` is missing: it is required when `provider.kind` = \"file\" (from \
+         environment variable AAI_LIVE__PROVIDER__KIND)"
+    );
+}
+
+#[test]
+fn default_file_is_found_through_xdg_config_home() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("aai-live/config.toml");
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, "[ui]\nfps = 5\n").expect("write");
+    let xdg = dir.path().to_str().expect("utf-8 temp path");
+    let mut options = opts(None, &[("XDG_CONFIG_HOME", xdg)], &[]);
+
+    options.use_default_file = true;
+    let loaded = load_ok(&options);
+    assert_eq!(loaded.config.ui.fps, 5);
+    assert_eq!(loaded.layers[1], format!("file {}", file.display()));
+
+    options.use_default_file = false;
+    assert_eq!(load_ok(&options).config.ui.fps, 10);
+
+    // No file there: the defaults alone, no error.
+    options.use_default_file = true;
+    std::fs::remove_file(&file).expect("rm");
+    assert_eq!(load_ok(&options).layers.len(), 1);
+}
+
+// --- Warnings and rendering ---------------------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn secret_files_readable_by_others_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, "not read by the config module\n").expect("write");
+    let set_mode = |mode| {
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let key_file_str = key_file.to_str().expect("utf-8 temp path");
+    let options = opts(None, &[], &[("provider.api_key.key_file", key_file_str)]);
+
+    set_mode(0o644);
+    let shown = key_file.display();
+    let expected = format!("{shown} is readable by others (mode 0644); run chmod 600 {shown}");
+    assert_eq!(
+        config::secret_file_warning(&key_file),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        load_ok(&options).warnings,
+        [format!("`provider.api_key.key_file`: {expected}")]
+    );
+
+    set_mode(0o600);
+    assert_eq!(config::secret_file_warning(&key_file), None);
+    assert!(load_ok(&options).warnings.is_empty());
+
+    // A missing file is the secret reader's business, not a config warning.
+    let gone = opts(
+        None,
+        &[],
+        &[("provider.remote.bearer_file", "/nonexistent/credential")],
+    );
+    assert!(load_ok(&gone).warnings.is_empty());
+}
+
+#[test]
+fn secret_headers_are_redacted_and_warned_about() {
+    let (_dir, path) = user_file(
+        "[provider.remote.headers]\nAuthorization = \"Bearer hunter2\"\nX-Api-Key = \"k\"\nX-Client = \"aai-live\"\n",
+    );
+    let loaded = load_ok(&opts(Some(&path), &[], &[]));
+    assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0]
+            .starts_with("`provider.remote.headers.Authorization` looks like a credential")
+    );
+    let rendered = config::render_resolved(&loaded.config);
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(
+        rendered.contains("Authorization = \"[REDACTED]\""),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("X-Api-Key = \"[REDACTED]\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("X-Client = \"aai-live\""), "{rendered}");
+}
+
+/// What `config --check` prints is a config file that loads back to the same settings.
+#[test]
+fn render_resolved_round_trips() {
+    for path in fixtures("valid") {
+        let config = load_ok(&opts(Some(&path), &[], &[])).config;
+        let (_dir, rendered) = user_file(&config::render_resolved(&config));
+        assert_eq!(
+            load_ok(&opts(Some(&rendered), &[], &[])).config,
+            config,
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn check_command_reports_layers_and_settings() {
+    let (_dir, path) = user_file("[ui]\nfps = 12\n");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = config::check_command(
+        Some(&path),
+        None,
+        vec![("ui.ascii".into(), "true".into())],
+        &mut out,
+        &mut err,
+    );
+    let (out, err) = (
+        String::from_utf8(out).expect("utf-8"),
+        String::from_utf8(err).expect("utf-8"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty());
+    assert!(
+        out.starts_with("# The configuration is valid. Layers, lowest first:\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("#   2. file {}\n", path.display())),
+        "{out}"
+    );
+    assert!(out.contains("#   3. command line: ui.ascii\n"), "{out}");
+    assert!(
+        out.contains("[ui]\nfps = 12\ntheme = \"default\"\nascii = true\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_command_falls_back_to_the_global_config_and_fails_with_2() {
+    let (_dir, path) = user_file("[ui]\nfps = 0\n");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    // `config --check` without FILE arrives as an empty path.
+    let code = config::check_command(
+        Some(Path::new("")),
+        Some(&path),
+        Vec::new(),
+        &mut out,
+        &mut err,
+    );
+    let err = String::from_utf8(err).expect("utf-8");
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(
+        err,
+        format!(
+            "error: `ui.fps` = 0 (from file {}): must be between 1 and 60\n",
+            path.display()
+        )
+    );
+}
+
+// --- Documentation ------------------------------------------------------------------------------
+
+/// `key` of an optional `key = value` line (the text after `# `), found independently of the
+/// library's own parser so the two cross-check each other.
+fn optional_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once(" = ")?;
+    let mut chars = key.chars();
+    (chars.next()?.is_ascii_lowercase()
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    .then_some(key)
+}
+
+/// Every key path of `default.toml`, active and optional.
+fn default_toml_keys() -> BTreeSet<String> {
+    let mut section = String::new();
+    let mut keys = BTreeSet::new();
+    for line in config::DEFAULT_TOML.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            name.clone_into(&mut section);
+        } else if section.is_empty() {
+            // The file's header comment, before any section.
+        } else if let Some(key) = line.strip_prefix("# ").and_then(optional_key) {
+            keys.insert(format!("{section}.{key}"));
+        } else if let Some((key, _)) = line.split_once(" = ").filter(|_| !line.starts_with('#')) {
+            keys.insert(format!("{section}.{}", key.trim()));
+        }
+    }
+    keys
+}
+
+#[test]
+fn docs_cover_every_key_and_only_real_keys() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let keys = default_toml_keys();
+    assert!(
+        keys.contains("provider.api_key.key_file") && keys.contains("streaming.prompt"),
+        "{keys:?}"
+    );
+    assert!(keys.len() > 70, "found only {} keys", keys.len());
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !docs.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/configuration.md: {missing:?}"
+    );
+
+    // The first cell of each table row names a key.
+    let documented: Vec<&str> = docs
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`').map(|(key, _)| key))
+        .filter(|key| key.contains('.'))
+        .collect();
+    assert!(
+        documented.len() >= keys.len(),
+        "only {} documented rows",
+        documented.len()
+    );
+    let unknown: Vec<&&str> = documented.iter().filter(|k| !keys.contains(**k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md documents keys not in default.toml: {unknown:?}"
+    );
+}

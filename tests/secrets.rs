@@ -1,0 +1,124 @@
+//! Secrets never reach a log line or an error message: the API key, temporary tokens (in the
+//! `Authorization` header or `?token=`) and their percent-encoded forms. Logs are captured at
+//! TRACE for every crate (ours and our dependencies) around token minting, connecting with the
+//! token in the URL and in the header, and the error paths.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use aai_live::protocol::{StreamingParams, build_ws_url};
+use aai_live::secret::{ApiKey, Token};
+use common::*;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+fn encoded(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn assert_clean(haystack: &str, secret: &str, what: &str) {
+    assert!(!haystack.contains(secret), "{what} leaked:\n{haystack}");
+    assert!(
+        !haystack.contains(&encoded(secret)),
+        "{what} leaked percent-encoded:\n{haystack}"
+    );
+}
+
+#[test]
+fn no_secret_in_logs_or_errors_around_mint_and_connect() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    // A current-thread runtime keeps every task on this thread, under this subscriber.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (tokens, fingerprint) = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let emu = start(config()).await;
+            let query_token = mint_token(&emu, "expires_in_seconds=60").await;
+            let header_token = mint_token(&emu, "expires_in_seconds=60").await;
+
+            // Token in the query, through our URL builder; the URL is logged as a real caller would.
+            let token = Token::new(query_token.clone(), "api-key");
+            let fingerprint_q = token.fingerprint();
+            let endpoint = url::Url::parse(&emu.ws_url()).expect("url");
+            let ws_url =
+                build_ws_url(&endpoint, &StreamingParams::default(), Some(&token)).expect("url");
+            tracing::info!(url = %ws_url, ?token, "connecting");
+            tracing::debug!(?ws_url, "connect url");
+            let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.expose())
+                .await
+                .expect("connect");
+            terminate(&mut ws).await;
+            assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
+
+            // Token in the Authorization header.
+            let mut ws = connect(&emu, Some(&header_token), "")
+                .await
+                .expect("connect");
+            terminate(&mut ws).await;
+            assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
+
+            // Error paths: reuse of both tokens, a wrong key, an insecure URL.
+            for reused in [&query_token, &header_token] {
+                let mut ws = connect(&emu, Some(reused), "").await.expect("connect");
+                let out = read_to_close(&mut ws).await;
+                assert_eq!(out.code(), Some(1008));
+                let error = format!("{:?} {:?}", out.error(), out.close);
+                assert_clean(&error, reused, "token in a close/Error");
+            }
+            let insecure = url::Url::parse("ws://example.com/v3/ws").expect("url");
+            let err = build_ws_url(&insecure, &StreamingParams::default(), Some(&token))
+                .expect_err("insecure");
+            tracing::warn!(%err, "refused");
+            let key = ApiKey::new(KEY);
+            tracing::info!(?key, "using key");
+            emu.shutdown().await;
+            (vec![query_token, header_token], fingerprint_q)
+        })
+    });
+    let logs = capture.text();
+    assert!(logs.contains("connecting"), "logs were captured:\n{logs}");
+    assert!(
+        logs.contains(&fingerprint),
+        "tokens are identified by fingerprint"
+    );
+    for token in &tokens {
+        assert_clean(&logs, token, "token");
+    }
+    assert_clean(&logs, KEY, "API key");
+}
