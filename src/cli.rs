@@ -64,10 +64,7 @@ pub struct ConfigArgs {
     /// Validate the effective configuration (defaults, file, environment, flags) and print the
     /// resolved settings with secrets redacted. Exit 0 if valid, 2 if not.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
-    #[expect(
-        clippy::option_option,
-        reason = "absent / `--check` / `--check FILE` are three cases"
-    )]
+    // `None`: no --check; `Some(None)`: --check alone; `Some(Some(FILE))`: --check FILE.
     pub check: Option<Option<PathBuf>>,
 }
 

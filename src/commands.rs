@@ -63,7 +63,7 @@ fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard
     let log = &loaded.config.log;
     Ok(logging::init(&LogOptions {
         level: log.level.clone(),
-        dir: log.dir.clone().unwrap_or_else(config::paths::state_dir),
+        dir: log.dir_or_default(),
         file: global.log_file.clone(),
         max_files: log.max_files as usize,
     })?)

@@ -369,7 +369,7 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
             None if is_level(directive) => {}
             None => {
                 return Err(format!(
-                    "{directive:?} is not a level ({levels}); for a target write \"{directive}=trace\""
+                    "{directive:?} is not a level ({levels}) nor a target=level directive"
                 ));
             }
         }
