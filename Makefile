@@ -4,7 +4,7 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The official Python SDK used by the interop test (tests/sdk_interop.rs).
 SDK_VENV := $(CURDIR)/target/sdk-venv
-ASSEMBLYAI_SDK := assemblyai==1.0.0
+ASSEMBLYAI_SDK := assemblyai==1.8.2
 LISTEN ?= 127.0.0.1:8080
 KEY ?= local-test-key
 

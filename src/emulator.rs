@@ -176,10 +176,11 @@ impl RunningEmulator {
         self.state.lock().faults.add(rule);
     }
 
-    /// Stop accepting connections and end open sessions.
+    /// Stop accepting connections and end open sessions (close 1001 "Going Away"), waiting at
+    /// most a second for their closing handshakes.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        let _ = self.task.await;
+        self.wait().await;
     }
 
     /// Serve until `shutdown` is called elsewhere (used by `aai-live emulate` with Ctrl-C).
@@ -187,8 +188,10 @@ impl RunningEmulator {
         self.cancel.clone()
     }
 
+    /// Serve until cancelled, then let open sessions close (bounded).
     pub async fn wait(self) {
         let _ = self.task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.state.sessions_closed()).await;
     }
 }
 
@@ -225,9 +228,9 @@ pub async fn start(
         .await
         .map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    let state = Arc::new(state::State::new(config));
-    let app = router(Arc::clone(&state));
     let cancel = CancellationToken::new();
+    let state = Arc::new(state::State::new(config, cancel.clone()));
+    let app = router(Arc::clone(&state));
     let is_tls = tls.is_some();
     let task = match tls {
         None => {

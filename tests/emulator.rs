@@ -758,3 +758,17 @@ async fn record_writes_received_audio_byte_exactly() {
     let recorded = std::fs::read(dir.path().join(format!("{id}.pcm"))).expect("recording");
     assert_eq!(recorded, audio);
 }
+
+#[tokio::test]
+async fn shutdown_closes_open_sessions_with_1001() {
+    let emu = start(config()).await;
+    let mut ws = connect_key(&emu, "").await;
+    assert!(matches!(
+        read_until(&mut ws, |_| true).await[0],
+        ServerMessage::Begin(_)
+    ));
+    let reader = tokio::spawn(async move { read_to_close(&mut ws).await });
+    emu.shutdown().await;
+    let out = reader.await.expect("reader");
+    assert_eq!(out.code(), Some(1001), "{out:?}");
+}

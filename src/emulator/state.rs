@@ -2,6 +2,7 @@
 //! the per-key new-session counters, the fault book and the session registry.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,10 +90,25 @@ pub struct Inner {
 pub struct State {
     pub config: EmulatorConfig,
     inner: Mutex<Inner>,
+    /// Cancelled at shutdown: open sessions close with 1001.
+    pub cancel: tokio_util::sync::CancellationToken,
+    active: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts a session as open for as long as it lives.
+pub struct ActiveSession<'a>(&'a State);
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl State {
-    pub fn new(config: EmulatorConfig) -> Self {
+    pub fn new(config: EmulatorConfig, cancel: tokio_util::sync::CancellationToken) -> Self {
         let mut faults = FaultBook::default();
         for rule in &config.faults {
             faults.add(rule.clone());
@@ -106,6 +122,25 @@ impl State {
                 sessions: Vec::new(),
                 last_prune: Instant::now(),
             }),
+            cancel,
+            active: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn enter_session(&self) -> ActiveSession<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveSession(self)
+    }
+
+    /// Wait until no session is open.
+    pub async fn sessions_closed(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -195,6 +195,7 @@ impl Plan {
     reason = "one linear setup: parameters, limits, faults, Begin, then the loop"
 )]
 async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String, String)>) {
+    let _active = state.enter_session();
     let (params, ignored) =
         match StreamingParams::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
             Ok(p) => p,
@@ -410,6 +411,9 @@ impl Session {
                     if let Some(end) = step {
                         return end;
                     }
+                }
+                () = self.state.cancel.cancelled() => {
+                    return End::Close(1001, "Going Away: the emulator is shutting down".into());
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(end) = self.timers(conn).await {

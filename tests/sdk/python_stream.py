@@ -76,7 +76,14 @@ def paced_chunks(audio):
 
 
 def on_begin(_client, event):
-    emit({"type": "Begin", "id": event.id, "expires_at": event.expires_at.isoformat()})
+    emit(
+        {
+            "type": "Begin",
+            "id": event.id,
+            "expires_at": event.expires_at.isoformat(),
+            "expires_at_unix": int(event.expires_at.timestamp()),
+        }
+    )
 
 
 def on_turn(_client, event):

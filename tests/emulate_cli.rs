@@ -1,0 +1,336 @@
+//! `aai-live emulate` as a user runs it: the real binary on 127.0.0.1, its first-line contract,
+//! keys from flags and from the environment, flag errors, `--record`, and SIGTERM.
+//!
+//! Every child runs with HOME and the XDG directories inside a temporary directory and without
+//! the developer's `AAI_LIVE*` variables, so no real configuration is read and no log lands in
+//! the developer's state directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use aai_live::protocol::ServerMessage;
+use common::{Ws, read_to_close, read_until, silence, terminate, tone};
+use futures_util::SinkExt;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const KEY: &str = "cli-key-0123456789";
+const FIRST_LINE: &str = "aai-live emulator listening on http://127.0.0.1:";
+/// Upper bound for anything the binary must do "at once" (start, answer, exit).
+const BOUND: Duration = Duration::from_secs(10);
+
+/// `aai-live` with an isolated environment: HOME and XDG dirs under `home`, no `AAI_LIVE*`
+/// variables (config keys `AAI_LIVE__*`, `AAI_LIVE_CONFIG`, emulator keys) and no `RUST_LOG`.
+fn aai_live(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AAI_LIVE") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running `aai-live emulate` child (killed when dropped).
+struct CliEmulator {
+    child: Child,
+    port: u16,
+    /// Kept open: the emulator may print more, and a closed pipe would turn that into EPIPE.
+    _stdout: Lines<BufReader<ChildStdout>>,
+    _home: TempDir,
+}
+
+impl CliEmulator {
+    /// Spawn `aai-live emulate --listen 127.0.0.1:0 ARGS` and read the port from the first line.
+    async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let home = TempDir::new().expect("tempdir");
+        let mut cmd = aai_live(home.path());
+        cmd.args(["emulate", "--listen", "127.0.0.1:0"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn aai-live");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(BOUND, stdout.next_line()).await;
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = child.start_kill();
+                let stderr = stderr_of(&mut child).await;
+                panic!("no first stdout line within {BOUND:?} ({other:?}); stderr: {stderr}");
+            }
+        };
+        let port = line
+            .strip_prefix(FIRST_LINE)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("first line {line:?} is not \"{FIRST_LINE}PORT\""));
+        assert_ne!(port, 0, "the real port, not the requested 0");
+        Self {
+            child,
+            port,
+            _stdout: stdout,
+            _home: home,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn mint(&self, key: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/v3/token?expires_in_seconds=60",
+                self.base_url()
+            ))
+            .header("Authorization", key)
+            .timeout(BOUND)
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    async fn mint_token(&self, key: &str) -> String {
+        let response = self.mint(key).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("token JSON");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Open `/v3/ws` with `query` and an optional Authorization header.
+    async fn connect(&self, auth: Option<&str>, query: &str) -> Ws {
+        let mut request = format!("ws://127.0.0.1:{}/v3/ws?{query}", self.port)
+            .into_client_request()
+            .expect("request");
+        if let Some(auth) = auth {
+            request
+                .headers_mut()
+                .insert("Authorization", auth.parse().expect("header"));
+        }
+        tokio::time::timeout(BOUND, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("connect")
+            .0
+    }
+
+    /// Send SIGTERM (through the `kill` utility: this crate forbids unsafe code and has no libc).
+    async fn sigterm(&self) {
+        let pid = self.child.id().expect("the child is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+    }
+
+    /// Wait (bounded) for the process to exit.
+    async fn exit_status(&mut self) -> ExitStatus {
+        let Ok(status) = tokio::time::timeout(BOUND, self.child.wait()).await else {
+            let _ = self.child.start_kill();
+            panic!("aai-live did not exit within {BOUND:?}");
+        };
+        status.expect("wait")
+    }
+}
+
+async fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = tokio::time::timeout(BOUND, stderr.read_to_string(&mut text)).await;
+    }
+    text
+}
+
+/// Run a command that must end by itself; returns (status, stdout, stderr).
+async fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let home = TempDir::new().expect("tempdir");
+    let child = aai_live(home.path()).args(args).spawn().expect("spawn");
+    let output = tokio::time::timeout(BOUND, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("aai-live {args:?} did not exit within {BOUND:?}"))
+        .expect("output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn begin_id(messages: &[ServerMessage]) -> String {
+    match messages.first() {
+        Some(ServerMessage::Begin(begin)) => begin.id.clone(),
+        other => panic!("expected Begin first, got {other:?}"),
+    }
+}
+
+/// Terminate, then expect Termination and close 1000.
+async fn terminate_cleanly(ws: &mut Ws) {
+    terminate(ws).await;
+    let out = read_to_close(ws).await;
+    assert!(
+        matches!(out.messages.last(), Some(ServerMessage::Termination(_))),
+        "Termination last: {:?}",
+        out.kinds()
+    );
+    assert_eq!(out.code(), Some(1000), "{out:?}");
+}
+
+#[tokio::test]
+async fn token_over_http_then_session_with_token_in_query() {
+    let emu = CliEmulator::spawn(&["--api-key", KEY], &[]).await;
+
+    let token = emu.mint_token(KEY).await;
+    // Real tokens carry + / =: the query value must be percent-encoded.
+    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let mut ws = emu
+        .connect(None, &format!("sample_rate=16000&token={encoded}"))
+        .await;
+    let first = read_until(&mut ws, |_| true).await;
+    uuid::Uuid::parse_str(&begin_id(&first)).expect("the session id is a UUID");
+    terminate_cleanly(&mut ws).await;
+
+    // The session is on record as a token session closed with 1000.
+    let sessions: serde_json::Value = reqwest::get(format!("{}/emulator/sessions", emu.base_url()))
+        .await
+        .expect("sessions")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(sessions[0]["credential"], "temporary_token", "{sessions}");
+    assert_eq!(sessions[0]["close_code"], 1000, "{sessions}");
+
+    // A wrong key is refused by the token endpoint.
+    assert_eq!(emu.mint("not-the-key").await.status(), 401);
+}
+
+#[tokio::test]
+async fn api_keys_from_the_environment() {
+    let emu = CliEmulator::spawn(&[], &[("AAI_LIVE_EMULATOR_API_KEYS", "key-a, key-b")]).await;
+    for key in ["key-a", "key-b"] {
+        assert_eq!(emu.mint(key).await.status(), 200, "{key}");
+    }
+    for key in ["key-a, key-b", "key-c", ""] {
+        assert_eq!(emu.mint(key).await.status(), 401, "{key:?}");
+    }
+    // The second key also opens a session directly.
+    let mut ws = emu.connect(Some("key-b"), "sample_rate=16000").await;
+    begin_id(&read_until(&mut ws, |_| true).await);
+    terminate_cleanly(&mut ws).await;
+}
+
+#[tokio::test]
+async fn without_any_key_it_refuses_to_start() {
+    let (status, stdout, stderr) = run_to_exit(&["emulate", "--listen", "127.0.0.1:0"]).await;
+    assert!(!status.success(), "{status}");
+    assert!(
+        stdout.is_empty(),
+        "nothing listens, nothing printed: {stdout:?}"
+    );
+    assert!(
+        stderr.contains("--api-key") && stderr.contains("AAI_LIVE_EMULATOR_API_KEYS"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bad_fault_spec_exits_non_zero_naming_it() {
+    let (status, stdout, stderr) = run_to_exit(&[
+        "emulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        KEY,
+        "--fault",
+        "close:3005@1s",
+        "--fault",
+        "explode",
+    ])
+    .await;
+    assert!(!status.success(), "{status}");
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(
+        stderr.contains("\"explode\"") && stderr.contains("invalid fault"),
+        "stderr names the bad spec: {stderr}"
+    );
+    assert!(
+        !stderr.contains("\"close:3005@1s\""),
+        "only the bad spec is named: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn record_writes_the_session_audio_to_dir() {
+    let dir = TempDir::new().expect("tempdir");
+    // A directory that does not exist yet: the emulator creates it.
+    let record: PathBuf = dir.path().join("recordings");
+    let record_arg = record.to_str().expect("UTF-8 path");
+    let emu = CliEmulator::spawn(&["--api-key", KEY, "--record", record_arg], &[]).await;
+
+    let mut audio = tone(500);
+    audio.extend(silence(300));
+    audio.extend(tone(200));
+    let mut ws = emu.connect(Some(KEY), "sample_rate=16000").await;
+    let id = begin_id(&read_until(&mut ws, |_| true).await);
+    for chunk in audio.chunks(3200) {
+        ws.send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .expect("send audio");
+    }
+    terminate_cleanly(&mut ws).await;
+
+    let file = record.join(format!("{id}.pcm"));
+    let recorded =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{} after the close: {e}", file.display()));
+    assert_eq!(recorded.len(), audio.len());
+    assert!(
+        recorded == audio,
+        "the recording is the audio sent, byte for byte"
+    );
+    let files = std::fs::read_dir(&record).expect("record dir").count();
+    assert_eq!(files, 1, "one file per session");
+}
+
+#[tokio::test]
+async fn sigterm_exits_with_status_0() {
+    let mut emu = CliEmulator::spawn(&["--api-key", KEY], &[]).await;
+    // Serving: a request round trip completes before the signal.
+    assert_eq!(emu.mint(KEY).await.status(), 200);
+    emu.sigterm().await;
+    let status = emu.exit_status().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn sigterm_with_an_open_session_still_exits_0_and_ends_it() {
+    let mut emu = CliEmulator::spawn(&["--api-key", KEY], &[]).await;
+    let mut ws = emu.connect(Some(KEY), "sample_rate=16000").await;
+    begin_id(&read_until(&mut ws, |_| true).await);
+    emu.sigterm().await;
+    let status = emu.exit_status().await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    // The client learns that the session is over (bounded read: a hang fails here).
+    let out = common::read_for(&mut ws, BOUND).await;
+    assert!(
+        out.close.is_some() || out.abnormal,
+        "the connection ended: {out:?}"
+    );
+}
