@@ -131,19 +131,40 @@ async fn run(settings: &Settings) -> ExitCode {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     println!("note: the bench clients and the emulator share this machine's cores");
+    let mut emulator = emulator;
     let mut summary = Vec::new();
+    let mut targets = Vec::new();
     if settings.run_sessions {
-        let report = sessions_bench(&emulator, settings, clk_tck).await;
+        let (report, cpu, connected) = sessions_bench(&emulator, settings, clk_tck).await;
         summary.push(report);
+        targets.push(format!(
+            "target ≥ 500 sessions under 1 core: {} ({connected} sessions, {cpu:.1}% of one core)",
+            if connected >= 500 && cpu < 100.0 {
+                "met"
+            } else {
+                "not met"
+            }
+        ));
+        emulator.check_alive();
     }
     if settings.run_token {
-        let report = token_bench(&emulator, settings, clk_tck).await;
+        let (report, requests_per_s) = token_bench(&emulator, settings, clk_tck).await;
         summary.push(report);
+        targets.push(format!(
+            "target ≥ 20 000 token req/s: {} ({} req/s)",
+            if requests_per_s >= 20_000.0 {
+                "met"
+            } else {
+                "not met"
+            },
+            group(requests_per_s)
+        ));
+        emulator.check_alive();
     }
     drop(emulator);
     println!();
     println!("==================== summary ====================");
-    for line in &summary {
+    for line in summary.iter().chain(&targets) {
         println!("{line}");
     }
     println!("=================================================");
@@ -216,6 +237,13 @@ impl Emulator {
         Ok(emulator)
     }
 
+    /// Say so when the emulator has exited (its figures after that are meaningless).
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            println!("warning: the emulator exited during the benchmark ({status})");
+        }
+    }
+
     fn ws_url(&self) -> String {
         format!(
             "ws://127.0.0.1:{}/v3/ws?sample_rate={SAMPLE_RATE}&encoding=pcm_s16le",
@@ -230,8 +258,9 @@ impl Emulator {
         )
     }
 
-    fn ticks(&self) -> u64 {
-        proc_ticks(&self.pid.to_string()).unwrap_or(0)
+    /// (user, system) CPU ticks.
+    fn ticks(&self) -> (u64, u64) {
+        proc_stat_ticks(&self.pid.to_string(), false).unwrap_or((0, 0))
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -263,16 +292,27 @@ impl Drop for Emulator {
 // ---------------------------------------------------------------------------------------------
 // /proc
 
-/// utime + stime of a process (`self` or a pid), in clock ticks.
-fn proc_ticks(pid: &str) -> Option<u64> {
+/// This process's CPU plus that of its waited-for children (wrk), in clock ticks.
+fn own_ticks() -> Option<u64> {
+    proc_stat_ticks("self", true).map(|(user, system)| user + system)
+}
+
+/// (user, system) CPU time of a process (`self` or a pid) in clock ticks, with that of its
+/// waited-for children when `children`.
+fn proc_stat_ticks(pid: &str, children: bool) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Field 3 is the state; utime and stime are fields 14 and 15, so 11 and 12 here.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    // cutime and cstime (fields 16 and 17) count children once they have been waited for.
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    let (user, system) = (field(11)?, field(12)?);
+    if children {
+        Some((user + field(13)?, system + field(14)?))
+    } else {
+        Some((user, system))
+    }
 }
 
 /// A `VmXxx:` line of /proc/<pid>/status, in KiB.
@@ -364,8 +404,10 @@ fn check_open_files(sessions: usize) -> bool {
 /// CPU counters at one instant.
 struct Sample {
     at: Instant,
-    emulator: u64,
+    /// (user, system)
+    emulator: (u64, u64),
     bench: u64,
+    /// (busy, total) of the machine
     system: (u64, u64),
 }
 
@@ -374,7 +416,7 @@ impl Sample {
         Self {
             at: Instant::now(),
             emulator: emulator.ticks(),
-            bench: proc_ticks("self").unwrap_or(0),
+            bench: own_ticks().unwrap_or(0),
             system: system_ticks().unwrap_or((0, 0)),
         }
     }
@@ -383,6 +425,8 @@ impl Sample {
 /// CPU use between two samples, in % of one core (emulator, bench) and % of the machine.
 struct CpuUse {
     emulator: f64,
+    emulator_user: f64,
+    emulator_system: f64,
     bench: f64,
     system: f64,
 }
@@ -391,10 +435,16 @@ impl CpuUse {
     fn between(a: &Sample, b: &Sample, clk_tck: u64) -> Self {
         let wall = b.at.duration_since(a.at).as_secs_f64();
         let pct = |ticks: u64| ticks as f64 / clk_tck as f64 / wall * 100.0;
-        let (busy, total) = (b.system.0 - a.system.0, b.system.1 - a.system.1);
+        // Saturating: a process that died reads as zero.
+        let (busy, total) = (
+            b.system.0.saturating_sub(a.system.0),
+            b.system.1.saturating_sub(a.system.1),
+        );
         Self {
-            emulator: pct(b.emulator - a.emulator),
-            bench: pct(b.bench - a.bench),
+            emulator: pct((b.emulator.0 + b.emulator.1).saturating_sub(a.emulator.0 + a.emulator.1)),
+            emulator_user: pct(b.emulator.0.saturating_sub(a.emulator.0)),
+            emulator_system: pct(b.emulator.1.saturating_sub(a.emulator.1)),
+            bench: pct(b.bench.saturating_sub(a.bench)),
             system: if total == 0 {
                 0.0
             } else {
@@ -405,8 +455,9 @@ impl CpuUse {
 
     fn describe(&self) -> String {
         format!(
-            "emulator {:.1}% of one core; bench clients {:.1}% of one core; whole machine {:.1}% busy",
-            self.emulator, self.bench, self.system
+            "emulator {:.1}% of one core (user {:.1}%, kernel {:.1}%); bench clients (incl. wrk) \
+             {:.1}% of one core; whole machine {:.1}% busy",
+            self.emulator, self.emulator_user, self.emulator_system, self.bench, self.system
         )
     }
 }
@@ -431,7 +482,7 @@ fn audio_cycle() -> Vec<Bytes> {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     bytes
         .chunks(CHUNK_BYTES)
-        .map(|c| Bytes::copy_from_slice(c))
+        .map(Bytes::copy_from_slice)
         .collect()
 }
 
@@ -621,7 +672,12 @@ async fn terminate(ws: &mut Ws, stats: &Stats) {
     stats.finished.fetch_add(1, Ordering::Relaxed);
 }
 
-async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> String {
+/// Returns the summary line, the emulator's CPU (% of one core) and the sessions connected.
+async fn sessions_bench(
+    emulator: &Emulator,
+    settings: &Settings,
+    clk_tck: u64,
+) -> (String, f64, u64) {
     let n = settings.sessions;
     println!();
     println!(
@@ -631,39 +687,11 @@ async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) 
         WARMUP.as_secs(),
         settings.window.as_secs()
     );
-    let chunks = Arc::new(audio_cycle());
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
-    let url: Arc<str> = emulator.ws_url().into();
-    let mut tasks = JoinSet::new();
-    let started = Instant::now();
-    for i in 0..n {
-        let at = started + RAMP.mul_f64(i as f64 / n as f64);
-        tokio::time::sleep_until(at.into()).await;
-        tasks.spawn(session(
-            Arc::clone(&url),
-            i % chunks.len(),
-            Arc::clone(&chunks),
-            Arc::clone(&stats),
-            stop.clone(),
-        ));
-    }
-    // Every connect attempt settled (or 10 s more), then the warm-up.
-    let settle = Instant::now() + Duration::from_secs(10);
-    while stats.connected.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n as u64
-        && Instant::now() < settle
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut tasks = open_sessions(emulator, n, &stats, &stop).await;
     let connected = stats.connected.load(Ordering::Relaxed);
     let failed = stats.failed.load(Ordering::Relaxed);
-    println!(
-        "connected {connected}, failed {failed} after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    for (error, count) in Stats::snapshot(&stats.connect_errors) {
-        println!("  connect error ×{count}: {error}");
-    }
     tokio::time::sleep(WARMUP).await;
 
     let before = Sample::take(emulator);
@@ -675,10 +703,10 @@ async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) 
     let cpu = CpuUse::between(&before, &after, clk_tck);
     let rss = emulator.status_kib("VmRSS");
     let hwm = emulator.status_kib("VmHWM");
-    let streaming =
-        stats.connected.load(Ordering::Relaxed) - stats.finished.load(Ordering::Relaxed);
+    let streaming = (stats.connected.load(Ordering::Relaxed))
+        .saturating_sub(stats.finished.load(Ordering::Relaxed));
     let expected_chunks = streaming as f64 * wall * 1000.0 / CHUNK_MS as f64;
-    let rate = |a: u64, b: u64| (b - a) as f64 / wall;
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / wall;
     println!("window {wall:.1} s:");
     println!("  CPU: {}", cpu.describe());
     println!(
@@ -689,7 +717,7 @@ async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) 
     println!(
         "  audio sent: {:.0} chunks/s ({:.1}% of the {:.0}/s that {streaming} real-time sessions send)",
         rate(c0, c1),
-        (c1 - c0) as f64 / expected_chunks * 100.0,
+        c1.saturating_sub(c0) as f64 / expected_chunks.max(1.0) * 100.0,
         expected_chunks / wall
     );
     println!(
@@ -704,7 +732,71 @@ async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) 
         unexpected_streaming.values().sum::<u64>()
     );
 
-    // Terminate everyone.
+    let (terminations, unexpected_total) = terminate_all(&mut tasks, &stats, &stop).await;
+    let summary = format!(
+        "emulator: {connected}/{n} sessions connected ({failed} failed), CPU {:.1}% of one core \
+         (bench clients {:.1}%, machine {:.0}% busy), RSS {:.0} MiB (peak {:.0} MiB), \
+         {:.0} messages/s received ({:.0} Turns/s), {unexpected_total} unexpected closes, \
+         Termination {terminations}/{connected}",
+        cpu.emulator,
+        cpu.bench,
+        cpu.system,
+        mib(rss),
+        mib(hwm),
+        rate(m0, m1),
+        rate(t0, t1),
+    );
+    (summary, cpu.emulator, connected)
+}
+
+/// Open `n` sessions spread over the ramp; returns once every connect attempt has settled.
+async fn open_sessions(
+    emulator: &Emulator,
+    n: usize,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let chunks = Arc::new(audio_cycle());
+    let url: Arc<str> = emulator.ws_url().into();
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let at = started + RAMP.mul_f64(i as f64 / n as f64);
+        tokio::time::sleep_until(at.into()).await;
+        tasks.spawn(session(
+            Arc::clone(&url),
+            i % chunks.len(),
+            Arc::clone(&chunks),
+            Arc::clone(stats),
+            stop.clone(),
+        ));
+    }
+    // Every connect attempt settled (or 10 s more).
+    let settle = Instant::now() + Duration::from_secs(10);
+    while stats.connected.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n as u64
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "connected {}, failed {} after {:.1} s",
+        stats.connected.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    for (error, count) in Stats::snapshot(&stats.connect_errors) {
+        println!("  connect error ×{count}: {error}");
+    }
+    tasks
+}
+
+/// Send Terminate on every session and wait for them; returns (Terminations, unexpected ends).
+async fn terminate_all(
+    tasks: &mut JoinSet<()>,
+    stats: &Stats,
+    stop: &CancellationToken,
+) -> (u64, u64) {
+    let connected = stats.connected.load(Ordering::Relaxed);
     let term_start = Instant::now();
     stop.cancel();
     let joined = tokio::time::timeout(Duration::from_secs(30), async {
@@ -723,23 +815,10 @@ async fn sessions_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) 
         term_start.elapsed().as_secs_f64()
     );
     let unexpected = Stats::snapshot(&stats.unexpected);
-    let unexpected_total: u64 = unexpected.values().sum();
     for (what, count) in &unexpected {
         println!("  unexpected ×{count}: {what}");
     }
-    format!(
-        "emulator: {connected}/{n} sessions connected ({failed} failed), CPU {:.1}% of one core \
-         (bench clients {:.1}%, machine {:.0}% busy), RSS {:.0} MiB (peak {:.0} MiB), \
-         {:.0} messages/s received ({:.0} Turns/s), {unexpected_total} unexpected closes, \
-         Termination {terminations}/{connected}",
-        cpu.emulator,
-        cpu.bench,
-        cpu.system,
-        mib(rss),
-        mib(hwm),
-        rate(m0, m1),
-        rate(t0, t1),
-    )
+    (terminations, unexpected.values().sum())
 }
 
 fn counters(stats: &Stats) -> (u64, u64, u64, u64) {
@@ -765,7 +844,8 @@ struct TokenResult {
     errors: u64,
 }
 
-async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> String {
+/// Returns the summary line and the requests per second.
+async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> (String, f64) {
     let method = match settings.token_client {
         TokenClient::Wrk => "wrk",
         TokenClient::Reqwest => "reqwest",
@@ -788,7 +868,7 @@ async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> 
         Ok(r) => r,
         Err(e) => {
             println!("token benchmark failed: {e}");
-            return format!("token endpoint: failed ({e})");
+            return (format!("token endpoint: failed ({e})"), 0.0);
         }
     };
     let ms = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} ms"));
@@ -805,7 +885,7 @@ async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> 
         mib(hwm_before),
         mib(emulator.status_kib("VmHWM"))
     );
-    format!(
+    let summary = format!(
         "token endpoint: {} req/s ({method}, {TOKEN_CONNECTIONS} connections), p50 {}, p99 {}, \
          {} errors; emulator CPU {:.1}% of one core, bench client {:.1}%, machine {:.0}% busy \
          (client and server share the cores)",
@@ -816,10 +896,12 @@ async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> 
         cpu.emulator,
         cpu.bench,
         cpu.system,
-    )
+    );
+    (summary, result.requests_per_s)
 }
 
-/// `wrk -t2 -c64 -d<secs>s --latency`; a child process, so its CPU is not counted as the bench's.
+/// `wrk -t2 -c64 -d<secs>s --latency`, as a child process (its CPU counts as the bench's once
+/// it has been waited for).
 async fn wrk(url: &str, window: Duration) -> Result<TokenResult, String> {
     let output = tokio::process::Command::new("wrk")
         .args([

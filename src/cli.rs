@@ -40,11 +40,78 @@ pub enum Command {
     /// Run a local emulator of the AssemblyAI v3 streaming API (no speech recognition: words come
     /// from a script or a fixed word list, timed by the voice activity in the audio received).
     Emulate(Box<EmulateArgs>),
+    /// Stream audio and print the transcript as NDJSON events on stdout (docs/events.md), with
+    /// tokens re-minted and sessions rotated and reconnected as needed.
+    Run(RunArgs),
+    /// List audio input devices (the default marked) with their sample rates and channel counts.
+    Devices,
+    /// Mint one temporary token with the configured provider and print it as JSON (or write it
+    /// atomically with --out, for the file provider).
+    Token(TokenArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
         shell: Shell,
     },
+}
+
+/// Options of `aai-live run`. Input flags override `[audio]`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Write NDJSON events to stdout (the only mode until the dashboard lands; also chosen when
+    /// stdout is not a terminal).
+    #[arg(long)]
+    pub headless: bool,
+
+    /// Audio input: "mic", "file:PATH", "stdin", "test:tone|noise|silence".
+    #[arg(long, value_name = "INPUT")]
+    pub input: Option<String>,
+
+    /// Microphone device as listed by `aai-live devices`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+
+    /// Loop a file input.
+    #[arg(long = "loop")]
+    pub loop_input: bool,
+
+    /// Raw PCM format on stdin: "s16le|f32le:RATE:CHANNELS".
+    #[arg(long, value_name = "FORMAT")]
+    pub stdin_format: Option<String>,
+
+    /// Stop after this long (e.g. "90s", "3m").
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// No rotation before expiry: expiry is handled by re-mint and reconnect.
+    #[arg(long)]
+    pub no_rotation: bool,
+
+    /// Send file audio as fast as possible (only against the emulator with --no-pace-check).
+    #[arg(long, hide = true)]
+    pub unpaced: bool,
+
+    /// Tell the emulator where each session starts in the stream, for word scripts.
+    #[arg(long, hide = true)]
+    pub emulator_hints: bool,
+}
+
+/// Options of `aai-live token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Write the JSON to FILE atomically (mode 0600) instead of printing it; the file provider
+    /// reads such a file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Redemption window in seconds, 1-600 (default: provider.expires_in_seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub expires_in: Option<u32>,
+
+    /// Maximum session duration in seconds, 60-10800 (default:
+    /// provider.max_session_duration_seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(60..=10_800))]
+    pub max_session_duration: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell};
+use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell, TokenArgs};
 use crate::config::{self, EnvSource, LoadOptions, Loaded};
 use crate::emulator::{self, EmulatorConfig, FaultRule, Pacing, Script, TlsFiles};
 use crate::logging::{self, LogGuard, LogOptions};
+use crate::provider;
 
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -21,6 +22,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             completions(shell, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => {
+            let loaded = load_config_with(&cli.global, run_overrides(&args))?;
+            let _log = init_logging(&cli.global, &loaded)?;
+            let options = crate::headless::RunOptions {
+                duration: args.duration,
+                unpaced: args.unpaced,
+                emulator_hints: args.emulator_hints,
+            };
+            let code = runtime()?.block_on(async {
+                let mut out = std::io::stdout();
+                crate::headless::run(&loaded.config, &options, &mut out).await
+            })?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Devices => {
+            let loaded = load_config(&cli.global)?;
+            // alsa-lib's messages go to the log, not the terminal.
+            let _log = init_logging(&cli.global, &loaded)?;
+            devices(&mut std::io::stdout())
+        }
+        Command::Token(args) => token(&args, &cli.global),
         Command::Emulate(args) => {
             let loaded = load_config(&cli.global)?;
             let _log = init_logging(&cli.global, &loaded)?;
@@ -45,13 +67,43 @@ fn overrides(global: &GlobalOpts) -> Vec<(String, String)> {
     o
 }
 
+/// Config overrides from `run` flags.
+fn run_overrides(args: &crate::cli::RunArgs) -> Vec<(String, String)> {
+    let mut o = Vec::new();
+    let mut set = |k: &str, v: Option<&String>| {
+        if let Some(v) = v {
+            o.push((k.to_owned(), v.clone()));
+        }
+    };
+    set("audio.input", args.input.as_ref());
+    set("audio.device", args.device.as_ref());
+    set("audio.stdin_format", args.stdin_format.as_ref());
+    if args.loop_input {
+        o.push(("audio.loop".into(), "true".into()));
+    }
+    if args.no_rotation {
+        o.push(("session.rotation".into(), "false".into()));
+    }
+    o
+}
+
 /// Load the effective configuration, printing its warnings to stderr (before any TUI starts).
 pub fn load_config(global: &GlobalOpts) -> anyhow::Result<Loaded> {
+    load_config_with(global, Vec::new())
+}
+
+/// Like [`load_config`], with extra command-line overrides.
+pub fn load_config_with(
+    global: &GlobalOpts,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<Loaded> {
+    let mut all = overrides(global);
+    all.extend(extra);
     let loaded = config::load(&LoadOptions {
         file: global.config.clone(),
         use_default_file: true,
         env: EnvSource::Process,
-        overrides: overrides(global),
+        overrides: all,
     })?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
@@ -67,6 +119,24 @@ fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard
         file: global.log_file.clone(),
         max_files: log.max_files as usize,
     })?)
+}
+
+/// `aai-live token`: mint one token with the configured provider (`provider::command`).
+fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let loaded = load_config(global)?;
+    let _log = init_logging(global, &loaded)?;
+    let command = provider::command::TokenCommand {
+        out: args.out.clone(),
+        expires_in_seconds: args.expires_in,
+        max_session_duration_seconds: args.max_session_duration,
+    };
+    let code = runtime()?.block_on(provider::command::run(
+        &loaded.config.provider,
+        &command,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ));
+    Ok(ExitCode::from(code))
 }
 
 fn config_command(args: &ConfigArgs, global: &GlobalOpts) -> ExitCode {
@@ -99,6 +169,17 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// `aai-live devices`: the input devices, or a plain statement that there is no sound hardware
+/// (not an error: exit 0).
+pub fn devices(out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let report = crate::audio::device_report()?;
+    match out.write_all(report.render().as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("cannot write the device list")?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Turn `emulate` flags into an emulator configuration.

@@ -4,10 +4,15 @@
 //! The binary (`src/main.rs`) is a thin adapter: every subcommand calls into a module here, so
 //! tests drive the whole program without a terminal. See `docs/architecture.md` for the map.
 
+pub mod audio;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod emulator;
+pub mod headless;
 pub mod logging;
 pub mod protocol;
+pub mod provider;
 pub mod secret;
+pub mod session;
+pub mod transcript;

@@ -207,8 +207,11 @@ impl Recognizer {
     fn frame(&mut self, voiced: bool, out: &mut Vec<ServerMessage>) {
         let frame_start = self.now_ms;
         self.now_ms += FRAME_MS;
-        self.history
-            .push_back((frame_start + self.cfg.offset_ms, voiced));
+        // Only script mode asks whether a word's span was heard.
+        if matches!(self.words, Words::Script(_)) {
+            self.history
+                .push_back((frame_start + self.cfg.offset_ms, voiced));
+        }
         while self
             .history
             .front()

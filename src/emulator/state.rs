@@ -75,14 +75,19 @@ pub struct SessionRecord {
 pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(10_800);
 /// Token records are kept this long after their window closes, so reuse is reported as reuse.
 const TOKEN_RETENTION: Duration = Duration::from_secs(600);
+/// The longest redemption window the service grants.
+const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// At most this many token records are kept (memory stays bounded under a token flood).
+const MAX_TOKENS: usize = 1_000_000;
 
 #[derive(Debug)]
 pub struct Inner {
     pub tokens: HashMap<String, TokenRecord>,
+    /// Tokens in mint order, so pruning looks only at the oldest.
+    minted: VecDeque<(Instant, String)>,
     pub session_starts: HashMap<usize, VecDeque<Instant>>,
     pub faults: FaultBook,
     pub sessions: Vec<Arc<Mutex<SessionRecord>>>,
-    last_prune: Instant,
 }
 
 /// Shared by every handler.
@@ -117,10 +122,10 @@ impl State {
             config,
             inner: Mutex::new(Inner {
                 tokens: HashMap::new(),
+                minted: VecDeque::new(),
                 session_starts: HashMap::new(),
                 faults,
                 sessions: Vec::new(),
-                last_prune: Instant::now(),
             }),
             cancel,
             active: AtomicUsize::new(0),
@@ -160,13 +165,18 @@ impl State {
     pub fn add_token(&self, token: String, record: TokenRecord) {
         let mut inner = self.lock();
         let now = Instant::now();
-        // Prune at most once a second so the token endpoint stays O(1) under load.
-        if now.duration_since(inner.last_prune) > Duration::from_secs(1) {
-            inner
-                .tokens
-                .retain(|_, r| now.duration_since(r.minted) < r.window + TOKEN_RETENTION);
-            inner.last_prune = now;
+        // Prune from the oldest end only (O(1) amortised): a token is forgotten once even the
+        // longest window (600 s) plus the retention has passed, or when the cap is reached.
+        while let Some((minted, _)) = inner.minted.front() {
+            let expired = now.duration_since(*minted) > MAX_WINDOW + TOKEN_RETENTION;
+            if !expired && inner.minted.len() < MAX_TOKENS {
+                break;
+            }
+            if let Some((_, old)) = inner.minted.pop_front() {
+                inner.tokens.remove(&old);
+            }
         }
+        inner.minted.push_back((record.minted, token.clone()));
         inner.tokens.insert(token, record);
     }
 

@@ -60,7 +60,11 @@ pub async fn upgrade(
         return error(StatusCode::UNAUTHORIZED, auth_reason(failure));
     }
     // Generous transport limit: the 128 KB rule is enforced by us, with the documented 1009.
-    ws.max_message_size(16 << 20)
+    // An 8 KiB read buffer instead of the 128 KiB default: tungstenite zero-fills the buffer on
+    // every read, which was the largest CPU item with 500 sessions (docs/benchmarks.md); larger
+    // messages still arrive whole.
+    ws.read_buffer_size(8 * 1024)
+        .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .on_upgrade(move |socket| async move {
             let mut conn = Conn::new(socket);

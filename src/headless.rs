@@ -1,0 +1,150 @@
+//! `aai-live run --headless`: the scripting interface. Streams with the configured provider and
+//! input, writes one JSON event per line to stdout (schema: docs/events.md), human-readable
+//! messages to stderr, and exports the transcript at the end.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::audio::{self, AudioOptions, Pace};
+use crate::config::{Config, TranscriptFormat};
+use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
+use crate::session::{self, Command, SessionEvent, SupervisorOptions};
+use crate::transcript::Transcript;
+
+/// What the command line adds to the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Send file audio as fast as the server allows (only for the emulator with its pacing
+    /// check off).
+    pub unpaced: bool,
+    /// Tell the emulator where each session starts (script alignment across sessions).
+    pub emulator_hints: bool,
+}
+
+/// Run headless until the input ends, `--duration` passes, Ctrl-C, or a fatal failure.
+/// Returns the process exit code: 0 when the run ended normally, 1 when it failed.
+pub async fn run(
+    config: &Config,
+    options: &RunOptions,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<i32> {
+    let provider = provider::build(&config.provider).context("cannot set up the token provider")?;
+    let request = TokenRequest {
+        expires_in_seconds: config.provider.expires_in_seconds,
+        max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
+    };
+    let premint = Arc::new(PreMinter::new(
+        Arc::clone(&provider),
+        request,
+        PreMintOptions::default(),
+    ));
+    let audio_options = AudioOptions {
+        sample_rate: config.streaming.sample_rate,
+        chunk_ms: config.audio.chunk_ms,
+        pace: if options.unpaced {
+            Pace::Unpaced
+        } else {
+            Pace::RealTime
+        },
+        loop_input: config.audio.loop_input,
+        device: config.audio.device.clone(),
+        stdin_format: config.audio.stdin_format,
+        seed: 1,
+    };
+    let input = audio::open(&config.audio.input, &audio_options)
+        .await
+        .context("cannot open the audio input")?;
+    let mut supervisor_options = SupervisorOptions::from_config(config);
+    supervisor_options.emulator_hints = options.emulator_hints;
+
+    let dir = config.transcript.dir_or_default();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "-");
+    let journal = dir.join(format!("aai-live-{stamp}.jsonl"));
+    let transcript = Transcript::with_journal(&journal)?;
+    eprintln!(
+        "aai-live: streaming {} to {}; transcript in {}",
+        input.name,
+        supervisor_options.endpoint,
+        journal.display()
+    );
+
+    let hello = SessionEvent::Hello {
+        schema: session::events::SCHEMA_VERSION,
+        version: env!("CARGO_PKG_VERSION"),
+        input: input.name.clone(),
+        provider: format!("{} ({})", provider.name(), provider.source()),
+        endpoint: supervisor_options.endpoint.to_string(),
+    };
+    writeln!(out, "{}", hello.to_line())?;
+    let mut handle = session::spawn(supervisor_options, premint, transcript, input.chunks);
+    let _ = handle.commands.send(Command::Start);
+
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let stop = handle.commands.clone();
+    let mut stop_sent = false;
+    loop {
+        tokio::select! {
+            event = handle.events.recv() => {
+                let Some(event) = event else { break };
+                writeln!(out, "{}", event.to_line())?;
+                out.flush()?;
+                describe(&event);
+            }
+            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !stop_sent => {
+                stop_sent = true;
+                let _ = stop.send(Command::Stop);
+            }
+            _ = tokio::signal::ctrl_c(), if !stop_sent => {
+                stop_sent = true;
+                eprintln!("aai-live: stopping (waiting for the last turns)...");
+                let _ = stop.send(Command::Stop);
+            }
+        }
+    }
+    let (outcome, transcript) = handle.task.await.context("the session task failed")?;
+    for format in &config.transcript.formats {
+        let (ext, text) = match format {
+            TranscriptFormat::Txt => ("txt", transcript.to_text()),
+            TranscriptFormat::Srt => ("srt", transcript.to_srt()),
+            TranscriptFormat::Vtt => ("vtt", transcript.to_vtt()),
+        };
+        let path = journal.with_extension(ext);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if outcome.failure.is_some() { 1 } else { 0 })
+}
+
+/// Human-readable lines on stderr for the events a person wants to see.
+fn describe(event: &SessionEvent) {
+    match event {
+        SessionEvent::Lost {
+            class,
+            reason,
+            what_now,
+            ..
+        } => {
+            eprintln!(
+                "aai-live: connection lost ({}): {reason}; {what_now}",
+                class.describe()
+            );
+        }
+        SessionEvent::AudioLost { ms, .. } => {
+            eprintln!("aai-live: {ms} ms of audio could not be transcribed")
+        }
+        SessionEvent::Rotation { from, to, .. } => {
+            eprintln!("aai-live: rotated from session {from} to {to}")
+        }
+        SessionEvent::Finished {
+            failure: Some(f), ..
+        } => eprintln!("aai-live: failed: {f}"),
+        SessionEvent::TokenFailed { message, .. } => eprintln!("aai-live: token: {message}"),
+        _ => {}
+    }
+}

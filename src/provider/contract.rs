@@ -1,0 +1,290 @@
+//! The JSON token document: what `aai-live token` writes, what the `file` provider reads and
+//! what the `remote` provider accepts from a token server, plus the plain-text form.
+//!
+//! ```json
+//! {"token": "...", "minted_at": "2026-11-23T10:15:00Z", "expires_at": "2026-11-23T10:16:00Z",
+//!  "expires_in_seconds": 60, "max_session_duration_seconds": 10800}
+//! ```
+//!
+//! Only `token` is required. The redemption deadline is `expires_at` when present (RFC 3339 or
+//! unix seconds), else `expires_in_seconds` counted from `minted_at`, else from a time the reader
+//! knows (when the request was sent, when the file was written). Readers are lenient about extra
+//! fields, strict about the fields they use, and quote no token in their complaints.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use super::time::{format_rfc3339, parse_json_timestamp, seconds_until};
+use crate::secret::{REDACTED, Token};
+
+/// Longest token we accept; AssemblyAI's are about 100 characters.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// What a token document says, before it becomes a [`Token`].
+#[derive(Debug)]
+pub struct TokenDocument {
+    pub secret: String,
+    pub minted_at: Option<SystemTime>,
+    pub expires_at: Option<SystemTime>,
+    pub expires_in: Option<Duration>,
+    pub max_session_duration: Option<Duration>,
+}
+
+impl TokenDocument {
+    /// The redemption deadline: `expires_at`, else `expires_in` from `minted_at` or `base`.
+    pub fn redeem_by(&self, base: SystemTime) -> Option<SystemTime> {
+        self.expires_at
+            .or_else(|| Some(self.minted_at.unwrap_or(base) + self.expires_in?))
+    }
+
+    /// The token, minted at `minted_at` (else `base`), with whatever lifetimes are known.
+    pub fn into_token(self, provider: &'static str, base: SystemTime) -> Token {
+        let redeem_by = self.redeem_by(base);
+        let mut token =
+            Token::new(self.secret, provider).with_minted_at(self.minted_at.unwrap_or(base));
+        if let Some(at) = redeem_by {
+            token = token.with_redeem_by(at);
+        }
+        if let Some(d) = self.max_session_duration {
+            token = token.with_max_session_duration(d);
+        }
+        token
+    }
+}
+
+/// Why a body is not a token document. The messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the JSON has no \"token\" field")]
+    MissingToken,
+    #[error("\"token\" is {0}, not a non-empty string")]
+    BadToken(&'static str),
+    #[error("field \"{field}\" is not {expected}")]
+    BadField {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// Read a token document from a JSON object. `error` bodies are the caller's business (the
+/// remote provider reads them first).
+pub fn parse_object(object: &Map<String, Value>) -> Result<TokenDocument, DocumentError> {
+    let secret = match object.get("token") {
+        None | Some(Value::Null) => return Err(DocumentError::MissingToken),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if !is_token_text(s) {
+                return Err(DocumentError::BadToken(if s.is_empty() {
+                    "empty"
+                } else {
+                    "malformed (whitespace, control characters or too long)"
+                }));
+            }
+            s.to_owned()
+        }
+        Some(other) => return Err(DocumentError::BadToken(json_kind(other))),
+    };
+    let timestamp = |field: &'static str| match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse_json_timestamp(v)
+            .map(Some)
+            .ok_or(DocumentError::BadField {
+                field,
+                expected: "an RFC 3339 time or unix seconds",
+            }),
+    };
+    let seconds = |field: &'static str| match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => json_seconds(v).map(Some).ok_or(DocumentError::BadField {
+            field,
+            expected: "a non-negative number of seconds",
+        }),
+    };
+    Ok(TokenDocument {
+        secret,
+        minted_at: timestamp("minted_at")?,
+        expires_at: timestamp("expires_at")?,
+        expires_in: seconds("expires_in_seconds")?,
+        max_session_duration: seconds("max_session_duration_seconds")?,
+    })
+}
+
+/// Plain-text token: the trimmed body, one word of printable characters.
+pub fn parse_plain(text: &str) -> Option<TokenDocument> {
+    let text = text.trim();
+    is_token_text(text).then(|| TokenDocument {
+        secret: text.to_owned(),
+        minted_at: None,
+        expires_at: None,
+        expires_in: None,
+        max_session_duration: None,
+    })
+}
+
+/// Non-empty, at most [`MAX_TOKEN_LEN`] bytes, printable ASCII without spaces or markup: what
+/// fits an `Authorization` header and cannot be an HTML page or a sentence.
+pub fn is_token_text(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_TOKEN_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'{' | b'}'))
+}
+
+fn json_seconds(v: &Value) -> Option<Duration> {
+    let n = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(n).ok()
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The document `aai-live token` prints: the token and its lifetimes as of `now`. `null` for
+/// what the provider did not say.
+pub fn to_json(token: &Token, now: SystemTime) -> Value {
+    json!({
+        "token": token.expose(),
+        "minted_at": format_rfc3339(token.minted_at),
+        "expires_at": token.redeem_by.map(format_rfc3339),
+        "expires_in_seconds": token.redeem_by.map(|at| seconds_until(at, now)),
+        "max_session_duration_seconds": token.max_session_duration.map(|d| d.as_secs()),
+    })
+}
+
+/// Mask every run of token-like characters of `min_len` or more in `text` (used on bodies we
+/// quote in errors: a token server's page may carry a token we have not parsed).
+pub fn mask_token_like(text: &str, min_len: usize) -> String {
+    let is_token_char = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '%' | '~')
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= min_len {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn object(v: &Value) -> &Map<String, Value> {
+        v.as_object().expect("test JSON is an object")
+    }
+
+    #[test]
+    fn documents_and_deadlines() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let doc = parse_object(object(&json!({"token": "abc", "expires_in_seconds": 60})))
+            .expect("parses");
+        assert_eq!(doc.redeem_by(base), Some(base + Duration::from_secs(60)));
+        let doc = parse_object(object(&json!({
+            "token": "abc", "expires_in_seconds": 60, "minted_at": 1_000_010
+        })))
+        .expect("parses");
+        assert_eq!(doc.redeem_by(base), Some(base + Duration::from_secs(70)));
+        let doc = parse_object(object(&json!({
+            "token": "abc", "expires_at": "1970-01-12T13:46:40Z", "expires_in_seconds": 5
+        })))
+        .expect("parses");
+        assert_eq!(doc.redeem_by(base), Some(base), "expires_at wins");
+        let doc = parse_object(object(&json!({"token": " abc\n"}))).expect("parses");
+        assert_eq!(doc.secret, "abc");
+        assert_eq!(doc.redeem_by(base), None);
+        let token = doc.into_token("file", base);
+        assert_eq!(token.minted_at, base);
+        assert!(token.redeem_by.is_none());
+    }
+
+    #[test]
+    fn bad_documents_say_why_without_the_token() {
+        for (v, want) in [
+            (json!({}), DocumentError::MissingToken),
+            (json!({"token": null}), DocumentError::MissingToken),
+            (json!({"token": 5}), DocumentError::BadToken("a number")),
+            (json!({"token": ""}), DocumentError::BadToken("empty")),
+        ] {
+            assert_eq!(parse_object(object(&v)).expect_err("bad"), want, "{v}");
+        }
+        let err = parse_object(object(
+            &json!({"token": "secret-xyz", "expires_at": "soon"}),
+        ))
+        .expect_err("bad");
+        assert!(matches!(
+            err,
+            DocumentError::BadField {
+                field: "expires_at",
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("secret-xyz"));
+        let err = parse_object(object(&json!({"token": "a b"}))).expect_err("bad");
+        assert!(!err.to_string().contains("a b"));
+    }
+
+    #[test]
+    fn plain_tokens() {
+        assert_eq!(
+            parse_plain("  AQICAHg+/x==\n").expect("token").secret,
+            "AQICAHg+/x=="
+        );
+        for bad in ["", "  ", "two words", "<html>", "{\"token\"}", "a\u{7}b"] {
+            assert!(parse_plain(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn output_document() {
+        let now = SystemTime::now();
+        let token = Token::new("tok", "api-key")
+            .with_minted_at(now)
+            .with_redeem_by(now + Duration::from_secs(60))
+            .with_max_session_duration(Duration::from_secs(600));
+        let v = to_json(&token, now);
+        assert_eq!(v["token"], "tok");
+        assert_eq!(v["expires_in_seconds"], 60);
+        assert_eq!(v["max_session_duration_seconds"], 600);
+        let back = parse_object(object(&v)).expect("round trip");
+        assert_eq!(back.secret, "tok");
+        let bare = to_json(&Token::new("tok", "file"), now);
+        assert!(bare["expires_at"].is_null() && bare["expires_in_seconds"].is_null());
+    }
+
+    #[test]
+    fn masking() {
+        let tok = "AQICAHgXk3+abcdefghijklmnopqrstuv/w==";
+        let text = format!("<p>token {tok} failed</p> short-word ok");
+        let masked = mask_token_like(&text, 24);
+        assert!(!masked.contains("AQICAHg"), "{masked}");
+        assert!(masked.contains("short-word ok"));
+        assert!(masked.contains(REDACTED));
+    }
+}

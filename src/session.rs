@@ -1,0 +1,127 @@
+//! The session supervisor: streams audio to the service, re-mints and reconnects when a session
+//! ends, rotates to a successor session before expiry, and replays audio after unplanned drops,
+//! so no audio and no words are lost.
+//!
+//! `machine` decides (pure); `supervisor` carries out its effects (sockets, timers, audio);
+//! `connection` is one WebSocket; `replay` the audio buffer; `events` what is reported.
+
+pub mod backoff;
+pub mod connection;
+pub mod events;
+pub mod machine;
+pub mod replay;
+pub mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use url::Url;
+
+pub use events::SessionEvent;
+pub use supervisor::{Command, Outcome, Supervisor, SupervisorOptions};
+
+use crate::audio::AudioChunk;
+use crate::config::{self, Config};
+use crate::protocol::{Encoding, Region, StreamingParams, TokenPlacement};
+use crate::provider::PreMinter;
+use crate::transcript::Transcript;
+
+/// The streaming endpoint: `[streaming] url`, else the provider's region.
+pub fn endpoint(config: &Config) -> Url {
+    config.streaming.url.clone().unwrap_or_else(|| {
+        match config.provider.api_key.region {
+            config::Region::Default => Region::Default,
+            config::Region::Us => Region::Us,
+            config::Region::Eu => Region::Eu,
+        }
+        .ws_url()
+    })
+}
+
+/// Connection parameters from `[streaming]`.
+pub fn params(config: &Config) -> StreamingParams {
+    let s = &config.streaming;
+    StreamingParams {
+        sample_rate: s.sample_rate,
+        encoding: match s.encoding {
+            config::Encoding::PcmS16le => Encoding::PcmS16le,
+            config::Encoding::PcmMulaw => Encoding::PcmMulaw,
+        },
+        speech_model: s.speech_model.clone(),
+        format_turns: s.format_turns,
+        end_of_turn_confidence_threshold: s.end_of_turn_confidence_threshold,
+        min_turn_silence: s.min_turn_silence,
+        max_turn_silence: s.max_turn_silence,
+        vad_threshold: s.vad_threshold,
+        keyterms_prompt: s.keyterms_prompt.clone(),
+        prompt: s.prompt.clone(),
+        filter_profanity: s.filter_profanity,
+        language_detection: s.language_detection,
+        inactivity_timeout: s.inactivity_timeout,
+        speaker_labels: s.speaker_labels,
+        max_speakers: s.max_speakers,
+        extra: s.extra.clone(),
+    }
+}
+
+impl SupervisorOptions {
+    pub fn from_config(config: &Config) -> Self {
+        let s = &config.session;
+        Self {
+            endpoint: endpoint(config),
+            params: params(config),
+            token_in: match config.streaming.token_in {
+                config::TokenIn::Header => TokenPlacement::Header,
+                config::TokenIn::Query => TokenPlacement::Query,
+            },
+            machine: machine::MachineConfig {
+                rotation: s.rotation,
+                rotation_lead: s.rotation_lead,
+                // Force a turn boundary with a third of the lead left (at least 3 s).
+                handover_margin: (s.rotation_lead / 3).max(Duration::from_secs(3)),
+                handover_grace: Duration::from_millis(1500),
+                begin_timeout: s.begin_timeout,
+                drain_timeout: s.terminate_timeout,
+                healthy_after: Duration::from_secs(30),
+                backoff: backoff::BackoffPolicy {
+                    initial: s.backoff_initial,
+                    max: s.backoff_max,
+                    multiplier: s.backoff_multiplier,
+                    rate_limited: s.rate_limit_backoff,
+                },
+            },
+            replay_buffer: s.replay_buffer,
+            replay_speed: s.replay_speed,
+            stall_timeout: s.stall_timeout,
+            chunk_ms: config.audio.chunk_ms,
+            emulator_hints: false,
+            seed: rand::random(),
+        }
+    }
+}
+
+/// A running supervisor.
+pub struct SessionHandle {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    pub task: tokio::task::JoinHandle<(Outcome, Transcript)>,
+}
+
+/// Spawn the supervisor on the current runtime. It waits for [`Command::Start`].
+pub fn spawn(
+    options: SupervisorOptions,
+    premint: Arc<PreMinter>,
+    transcript: Transcript,
+    audio: mpsc::Receiver<AudioChunk>,
+) -> SessionHandle {
+    let (event_tx, events) = mpsc::unbounded_channel();
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let supervisor = Supervisor::new(options, premint, transcript, event_tx);
+    let task = tokio::spawn(supervisor.run(audio, command_rx));
+    SessionHandle {
+        commands,
+        events,
+        task,
+    }
+}

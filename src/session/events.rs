@@ -1,0 +1,174 @@
+//! The event stream: everything the supervisor reports, as one enum that serializes to one JSON
+//! object per line (`aai-live run --headless`) with an `"event"` field. Schema in docs/events.md;
+//! bump [`SCHEMA_VERSION`] on any incompatible change.
+
+use serde::Serialize;
+
+use super::machine::{Cause, Gen, Notice, View};
+use crate::protocol::CloseClass;
+use crate::transcript::{FinalTurn, PartialTurn};
+
+/// Version of the NDJSON schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// First line of every stream.
+    Hello {
+        schema: u32,
+        version: &'static str,
+        input: String,
+        provider: String,
+        endpoint: String,
+    },
+    /// A state change.
+    State {
+        #[serde(flatten)]
+        view: View,
+    },
+    /// A token was obtained for a connection.
+    Token {
+        generation: Gen,
+        fingerprint: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        redeem_in_ms: Option<u64>,
+    },
+    /// Getting a token failed.
+    TokenFailed {
+        generation: Gen,
+        class: CloseClass,
+        message: String,
+    },
+    /// A session began.
+    Begin {
+        generation: Gen,
+        session_id: String,
+        /// Unix seconds.
+        expires_at: i64,
+        /// Stream position of the session's first sample, in ms.
+        stream_offset_ms: u64,
+        cause: Cause,
+    },
+    Partial(PartialTurn),
+    Final(FinalTurn),
+    /// A planned hand-over to a successor session.
+    Rotation {
+        from: Gen,
+        to: Gen,
+        forced: bool,
+        /// Audio not sent to either session during the hand-over, in ms (0 by design).
+        gap_ms: u64,
+    },
+    /// A connection was lost unexpectedly.
+    Lost {
+        generation: Gen,
+        class: CloseClass,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        reason: String,
+        what_now: &'static str,
+    },
+    /// After a loss, the new session is fed from `replay_from_ms`; `gap_ms` is how long no
+    /// session received live audio.
+    Reconnected {
+        generation: Gen,
+        replay_from_ms: u64,
+        replay_ms: u64,
+        gap_ms: u64,
+    },
+    /// Audio that will never be transcribed (the outage outgrew the replay buffer).
+    AudioLost {
+        from_ms: u64,
+        to_ms: u64,
+        ms: u64,
+    },
+    /// A retired session did not finish its Terminate handshake in time.
+    DrainTimedOut {
+        generation: Gen,
+    },
+    Termination {
+        generation: Gen,
+        audio_duration_seconds: u64,
+        session_duration_seconds: u64,
+    },
+    /// Something the user should know that is not a state change.
+    Warning {
+        message: String,
+    },
+    /// The run ended.
+    Finished {
+        finals: usize,
+        rotations: u32,
+        reconnects: u32,
+        audio_lost_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_p50_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_p95_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+    },
+}
+
+impl SessionEvent {
+    pub fn from_notice(notice: &Notice) -> Option<Self> {
+        match notice {
+            Notice::Rotated { from, to, forced } => Some(Self::Rotation {
+                from: *from,
+                to: *to,
+                forced: *forced,
+                gap_ms: 0,
+            }),
+            Notice::Lost {
+                generation,
+                class,
+                code,
+                reason,
+            } => Some(Self::Lost {
+                generation: *generation,
+                class: *class,
+                code: *code,
+                reason: reason.clone(),
+                what_now: class.advice(),
+            }),
+            Notice::DrainTimedOut { generation } => Some(Self::DrainTimedOut {
+                generation: *generation,
+            }),
+            Notice::RetryingToken { .. } => None,
+        }
+    }
+
+    /// One NDJSON line.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_the_event_name() {
+        let e = SessionEvent::State {
+            view: View::Streaming {
+                generation: 2,
+                session_id: "abc".into(),
+            },
+        };
+        assert_eq!(
+            e.to_line(),
+            r#"{"event":"state","state":"streaming","generation":2,"session_id":"abc"}"#
+        );
+        let e = SessionEvent::AudioLost {
+            from_ms: 1,
+            to_ms: 3,
+            ms: 2,
+        };
+        assert_eq!(
+            e.to_line(),
+            r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2}"#
+        );
+    }
+}

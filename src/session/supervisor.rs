@@ -1,0 +1,710 @@
+//! The supervisor task: carries out the machine's effects. It owns the connections (one per
+//! generation), the replay buffer and the audio routing, the timers, the token fetches and the
+//! transcript, and turns everything into [`SessionEvent`]s.
+//!
+//! Audio routing: live chunks go into the replay buffer and, from `cursor`, to the routed
+//! connection. After an unplanned loss the cursor moves back to the end of the last finalized
+//! word, and the backlog is sent at `replay_speed` × real time (the service closes with 3007 on
+//! faster audio) until it catches up with the live head.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use url::Url;
+
+use super::connection::{self, ConnEvent, Connection, Ended, Outgoing};
+use super::events::SessionEvent;
+use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig, Timer, View};
+use super::replay::ReplayBuffer;
+use crate::audio::{self, AudioChunk};
+use crate::protocol::messages::{ClientMessage, ServerMessage, UpdateConfiguration};
+use crate::protocol::{CloseClass, StreamingParams, TokenPlacement, build_ws_url};
+use crate::provider::{PreMinter, ProviderError};
+use crate::secret::Token;
+use crate::transcript::{Change, Transcript};
+
+/// Commands from the UI or the headless runner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Start,
+    Stop,
+    Reconnect,
+    ForceEndpoint,
+    KeepAlive,
+    Update(UpdateConfiguration),
+    /// While muted, silence is sent instead of the input: the session stays alive and its
+    /// timeline stays continuous (the service bills wall-clock time either way).
+    SetMuted(bool),
+    /// Drop the pre-minted token and fetch a fresh one now.
+    MintNow,
+}
+
+/// Everything the supervisor needs besides its collaborators.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub endpoint: Url,
+    pub params: StreamingParams,
+    pub token_in: TokenPlacement,
+    pub machine: MachineConfig,
+    pub replay_buffer: Duration,
+    /// 1.0–1.25.
+    pub replay_speed: f64,
+    /// Voice sent and no reply for this long: the session is considered dropped.
+    pub stall_timeout: Duration,
+    pub chunk_ms: u32,
+    /// Tell the emulator where each session starts in the stream (a query parameter the real
+    /// service ignores), so a word script stays aligned across sessions.
+    pub emulator_hints: bool,
+    /// Seed for backoff jitter.
+    pub seed: u64,
+}
+
+/// Per-generation bookkeeping.
+#[derive(Debug)]
+struct Conn {
+    connection: Connection,
+    session_id: String,
+    /// Stream offset (samples) of the first sample this session received.
+    base: Option<u64>,
+    /// End (samples, stream offset) of the last finalized word.
+    last_final_end: Option<u64>,
+    /// Voice was sent at this time and nothing came back since.
+    unanswered_since: Option<Instant>,
+    cause: super::machine::Cause,
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub failure: Option<String>,
+    pub rotations: u32,
+    pub reconnects: u32,
+    pub audio_lost_ms: u64,
+}
+
+pub struct Supervisor {
+    opts: SupervisorOptions,
+    machine: Machine,
+    premint: Arc<PreMinter>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    conns: HashMap<Gen, Conn>,
+    conn_tx: mpsc::UnboundedSender<(Gen, ConnEvent)>,
+    conn_rx: mpsc::UnboundedReceiver<(Gen, ConnEvent)>,
+    mints: JoinSet<(Gen, Result<Token, ProviderError>)>,
+    tokens: HashMap<Gen, Token>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    buffer: ReplayBuffer,
+    route: Option<Gen>,
+    cursor: u64,
+    next_replay_send: Instant,
+    /// When live audio stopped reaching any session (for gap reporting).
+    unrouted_since: Option<Instant>,
+    muted: bool,
+    transcript: Transcript,
+    latencies: Vec<u64>,
+    outcome: Outcome,
+    input_done: bool,
+    pending_cause: super::machine::Cause,
+}
+
+impl Supervisor {
+    pub fn new(
+        opts: SupervisorOptions,
+        premint: Arc<PreMinter>,
+        transcript: Transcript,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Self {
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        let samples =
+            u64::from(opts.params.sample_rate) * opts.replay_buffer.as_millis() as u64 / 1000;
+        Self {
+            machine: Machine::new(opts.machine.clone(), opts.seed),
+            buffer: ReplayBuffer::new(samples),
+            opts,
+            premint,
+            events,
+            conns: HashMap::new(),
+            conn_tx,
+            conn_rx,
+            mints: JoinSet::new(),
+            tokens: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            route: None,
+            cursor: 0,
+            next_replay_send: Instant::now(),
+            unrouted_since: None,
+            muted: false,
+            transcript,
+            latencies: Vec::new(),
+            outcome: Outcome::default(),
+            input_done: false,
+            pending_cause: super::machine::Cause::Start,
+        }
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn ms(&self, samples: u64) -> u64 {
+        samples * 1000 / u64::from(self.opts.params.sample_rate.max(1))
+    }
+
+    fn samples(&self, ms: u64) -> u64 {
+        ms * u64::from(self.opts.params.sample_rate) / 1000
+    }
+
+    /// Run until stopped or failed. `audio` ends → graceful stop.
+    pub async fn run(
+        mut self,
+        mut audio: mpsc::Receiver<AudioChunk>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> (Outcome, Transcript) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.machine.is_done() && self.conns.is_empty() {
+                break;
+            }
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let replay_due =
+                (self.route.is_some() && self.backlog()).then_some(self.next_replay_send);
+            tokio::select! {
+                chunk = audio.recv(), if !self.input_done => match chunk {
+                    Some(chunk) => self.on_chunk(chunk),
+                    None => {
+                        self.input_done = true;
+                        tracing::info!("the audio input ended; stopping");
+                        self.input(Input::Stop);
+                    }
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => self.input(Input::Stop),
+                },
+                Some((generation, event)) = self.conn_rx.recv() => self.on_conn(generation, event),
+                Some(joined) = self.mints.join_next(), if !self.mints.is_empty() => {
+                    if let Ok((generation, result)) = joined {
+                        self.on_token(generation, result);
+                    }
+                }
+                () = sleep_until_opt(next_timer) => self.fire_timers(),
+                () = sleep_until_opt(replay_due) => self.pump(),
+                _ = tick.tick() => self.check_stalls(),
+            }
+        }
+        let failure = match self.machine.view() {
+            View::Failed { reason, .. } => Some(reason),
+            _ => None,
+        };
+        self.outcome.failure = failure.clone();
+        let (p50, p95) = percentiles(&self.latencies);
+        self.emit(SessionEvent::Finished {
+            finals: self.transcript.finals().len(),
+            rotations: self.outcome.rotations,
+            reconnects: self.outcome.reconnects,
+            audio_lost_ms: self.outcome.audio_lost_ms,
+            latency_p50_ms: p50,
+            latency_p95_ms: p95,
+            failure,
+        });
+        (self.outcome, self.transcript)
+    }
+
+    fn input(&mut self, input: Input) {
+        let effects = self.machine.handle(Instant::now(), input);
+        for effect in effects {
+            self.apply(effect);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start => self.input(Input::Start),
+            Command::Stop => self.input(Input::Stop),
+            Command::Reconnect => self.input(Input::Reconnect),
+            Command::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
+            Command::KeepAlive => self.control(ClientMessage::KeepAlive),
+            Command::Update(u) => self.control(ClientMessage::UpdateConfiguration(u)),
+            Command::SetMuted(m) => self.muted = m,
+            Command::MintNow => self.premint.refresh_now(),
+        }
+    }
+
+    fn control(&self, message: ClientMessage) {
+        if let Some(conn) = self.route.and_then(|g| self.conns.get(&g)) {
+            conn.connection.send(Outgoing::Control(message));
+        }
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Mint { generation } => {
+                let premint = Arc::clone(&self.premint);
+                self.mints
+                    .spawn(async move { (generation, premint.take().await) });
+            }
+            Effect::Connect { generation } => self.connect(generation),
+            Effect::Route { to, replay_from } => self.route_to(to, replay_from),
+            Effect::Terminate { generation } => {
+                if let Some(c) = self.conns.get(&generation) {
+                    c.connection
+                        .send(Outgoing::Control(ClientMessage::Terminate));
+                }
+            }
+            Effect::ForceEndpoint { generation } => {
+                if let Some(c) = self.conns.get(&generation) {
+                    c.connection
+                        .send(Outgoing::Control(ClientMessage::ForceEndpoint));
+                }
+            }
+            Effect::Drop { generation } => {
+                self.conns.remove(&generation);
+            }
+            Effect::Schedule { timer, at } => {
+                self.timer_seq += 1;
+                self.timers.insert((at, self.timer_seq), timer);
+            }
+            Effect::PrepareToken { by } => self.premint.prepare_by(by),
+            Effect::Changed(view) => {
+                tracing::info!(?view, "session state");
+                match &view {
+                    View::Minting { cause, .. } | View::Connecting { cause, .. } => {
+                        self.pending_cause = *cause;
+                    }
+                    _ => {}
+                }
+                self.emit(SessionEvent::State { view });
+            }
+            Effect::Notice(notice) => {
+                tracing::info!(?notice, "session notice");
+                match &notice {
+                    super::machine::Notice::Rotated { .. } => self.outcome.rotations += 1,
+                    super::machine::Notice::Lost { .. } => self.outcome.reconnects += 1,
+                    _ => {}
+                }
+                if let Some(event) = SessionEvent::from_notice(&notice) {
+                    self.emit(event);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, generation: Gen) {
+        let Some(token) = self.tokens.remove(&generation) else {
+            tracing::error!(generation, "no token for the connection");
+            return;
+        };
+        let mut params = self.opts.params.clone();
+        if self.opts.emulator_hints {
+            // Where this session's audio will most likely start: a replay start if one is
+            // pending, else the live head.
+            let start = self.buffer.head().unwrap_or(0);
+            params.extra.insert(
+                crate::emulator::ws::OFFSET_PARAM.into(),
+                self.ms(start).to_string(),
+            );
+        }
+        let (url, header): (_, Option<SecretString>) = match self.opts.token_in {
+            TokenPlacement::Query => (
+                build_ws_url(&self.opts.endpoint, &params, Some(&token)),
+                None,
+            ),
+            TokenPlacement::Header => (
+                build_ws_url(&self.opts.endpoint, &params, None),
+                Some(token.into_secret()),
+            ),
+        };
+        match url {
+            Ok(url) => {
+                let connection = connection::spawn(generation, url, header, self.conn_tx.clone());
+                self.conns.insert(
+                    generation,
+                    Conn {
+                        connection,
+                        session_id: String::new(),
+                        base: None,
+                        last_final_end: None,
+                        unanswered_since: None,
+                        cause: self.pending_cause,
+                    },
+                );
+            }
+            Err(e) => self.input(Input::Closed {
+                generation,
+                closed: Closed {
+                    code: None,
+                    reason: e.to_string(),
+                    class: CloseClass::ClientBug,
+                    after_begin: false,
+                },
+            }),
+        }
+    }
+
+    fn route_to(&mut self, to: Option<Gen>, replay_from: Option<Gen>) {
+        let now = Instant::now();
+        let Some(to) = to else {
+            if self.route.take().is_some() {
+                self.unrouted_since = Some(now);
+            }
+            return;
+        };
+        let head = self.buffer.head().unwrap_or(self.cursor);
+        let mut start = head;
+        if let Some(from) = replay_from {
+            // Resume after the last finalized word of the lost session (what was not final is
+            // transcribed again), else from that session's own start.
+            let wanted = self
+                .conns
+                .get(&from)
+                .and_then(|c| c.last_final_end.or(c.base))
+                .or(self.last_final_of(from))
+                .unwrap_or(self.cursor);
+            let oldest = self.buffer.oldest().unwrap_or(head);
+            if wanted < oldest {
+                let (from_ms, to_ms) = (self.ms(wanted), self.ms(oldest));
+                self.outcome.audio_lost_ms += to_ms - from_ms;
+                tracing::warn!(
+                    from_ms,
+                    to_ms,
+                    "audio outgrew the replay buffer and will not be transcribed"
+                );
+                self.emit(SessionEvent::AudioLost {
+                    from_ms,
+                    to_ms,
+                    ms: to_ms - from_ms,
+                });
+            }
+            start = self.buffer.chunk_start(wanted.max(oldest)).unwrap_or(head);
+            let gap_ms = self
+                .unrouted_since
+                .map_or(0, |t| now.duration_since(t).as_millis() as u64);
+            self.emit(SessionEvent::Reconnected {
+                generation: to,
+                replay_from_ms: self.ms(start),
+                replay_ms: self.ms(head.saturating_sub(start)),
+                gap_ms,
+            });
+        }
+        self.unrouted_since = None;
+        self.route = Some(to);
+        self.cursor = start;
+        self.next_replay_send = now;
+        if let Some(c) = self.conns.get_mut(&to) {
+            c.base = Some(start);
+        }
+        self.pump();
+    }
+
+    /// The last finalized word end of a generation already removed (its connection closed).
+    fn last_final_of(&self, generation: Gen) -> Option<u64> {
+        self.transcript
+            .finals()
+            .iter()
+            .rev()
+            .find(|t| t.generation == generation)
+            .map(|t| self.samples(t.end_ms))
+    }
+
+    fn backlog(&self) -> bool {
+        // More than the newest chunk is waiting: we are replaying.
+        self.buffer
+            .at_or_after(self.cursor)
+            .is_some_and(|c| c.end() < self.buffer.head().unwrap_or(0))
+    }
+
+    fn on_chunk(&mut self, chunk: AudioChunk) {
+        let samples = if self.muted {
+            vec![0; chunk.samples.len()]
+        } else {
+            chunk.samples
+        };
+        self.buffer.push(chunk.offset, samples);
+        self.pump();
+    }
+
+    /// Send what is due: the live chunk at once, a backlog at `replay_speed`.
+    fn pump(&mut self) {
+        let Some(generation) = self.route else {
+            return;
+        };
+        let now = Instant::now();
+        let chunk_time = Duration::from_millis(u64::from(self.opts.chunk_ms));
+        loop {
+            let Some(chunk) = self.buffer.at_or_after(self.cursor) else {
+                return;
+            };
+            let is_live = Some(chunk.end()) == self.buffer.head();
+            if !is_live {
+                if now < self.next_replay_send {
+                    return;
+                }
+                self.next_replay_send = self.next_replay_send.max(now - chunk_time)
+                    + chunk_time.div_f64(self.opts.replay_speed.clamp(1.0, 1.25));
+            }
+            let (offset, end) = (chunk.offset, chunk.end());
+            let voiced = level_is_voice(&chunk.samples);
+            let bytes = audio::encode(&chunk.samples, self.opts.params.encoding);
+            let Some(conn) = self.conns.get_mut(&generation) else {
+                return;
+            };
+            if !conn.connection.send(Outgoing::Audio(bytes)) {
+                return;
+            }
+            if voiced && conn.unanswered_since.is_none() {
+                conn.unanswered_since = Some(now);
+            }
+            self.buffer.mark_sent(offset, now);
+            self.cursor = end;
+            if is_live {
+                return;
+            }
+        }
+    }
+
+    fn on_token(&mut self, generation: Gen, result: Result<Token, ProviderError>) {
+        match result {
+            Ok(token) => {
+                let redeem_in_ms = token.redeem_by.and_then(|t| {
+                    t.duration_since(SystemTime::now())
+                        .ok()
+                        .map(|d| d.as_millis() as u64)
+                });
+                self.emit(SessionEvent::Token {
+                    generation,
+                    fingerprint: token.fingerprint(),
+                    redeem_in_ms,
+                });
+                self.tokens.insert(generation, token);
+                self.input(Input::TokenMinted { generation });
+            }
+            Err(e) => {
+                let failure = failure_of(&e);
+                self.emit(SessionEvent::TokenFailed {
+                    generation,
+                    class: failure.class,
+                    message: e.to_string(),
+                });
+                self.input(Input::TokenFailed {
+                    generation,
+                    failure,
+                });
+            }
+        }
+    }
+
+    fn on_conn(&mut self, generation: Gen, event: ConnEvent) {
+        match event {
+            ConnEvent::Message(message) => {
+                if let Some(c) = self.conns.get_mut(&generation) {
+                    c.unanswered_since = None;
+                }
+                self.on_message(generation, message);
+            }
+            ConnEvent::Closed(ended) => {
+                self.conns.remove(&generation);
+                self.input(Input::Closed {
+                    generation,
+                    closed: closed_of(&ended),
+                });
+            }
+        }
+    }
+
+    fn on_message(&mut self, generation: Gen, message: ServerMessage) {
+        match message {
+            ServerMessage::Begin(begin) => {
+                let now_unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let expires_in =
+                    Duration::from_secs(begin.expires_at.saturating_sub(now_unix).max(0) as u64);
+                let cause = self
+                    .conns
+                    .get(&generation)
+                    .map_or(self.pending_cause, |c| c.cause);
+                if let Some(c) = self.conns.get_mut(&generation) {
+                    c.session_id.clone_from(&begin.id);
+                }
+                tracing::info!(generation, session = %begin.id, expires_at = begin.expires_at, "session began");
+                self.input(Input::Begin {
+                    generation,
+                    session_id: begin.id.clone(),
+                    expires_in,
+                });
+                let base = self.conns.get(&generation).and_then(|c| c.base);
+                self.emit(SessionEvent::Begin {
+                    generation,
+                    session_id: begin.id,
+                    expires_at: begin.expires_at,
+                    stream_offset_ms: base.map_or(0, |b| self.ms(b)),
+                    cause,
+                });
+            }
+            ServerMessage::Turn(turn) => {
+                let Some(conn) = self.conns.get(&generation) else {
+                    return;
+                };
+                let Some(base) = conn.base else {
+                    return;
+                };
+                let base_ms = self.ms(base);
+                let session_id = conn.session_id.clone();
+                let latency = turn.end_of_turn.then(|| {
+                    turn.words.last().and_then(|w| {
+                        let at = base + self.samples(w.end.saturating_sub(1));
+                        self.buffer
+                            .sent_at(at)
+                            .map(|t| t.elapsed().as_millis() as u64)
+                    })
+                });
+                let latency = latency.flatten();
+                let change =
+                    self.transcript
+                        .apply(generation, &session_id, base_ms, &turn, latency);
+                match change {
+                    Change::Partial(p) => self.emit(SessionEvent::Partial(p)),
+                    Change::Final { turn: f, replaced } => {
+                        if !replaced {
+                            if let Some(l) = f.latency_ms {
+                                self.latencies.push(l);
+                            }
+                            let end = self.samples(f.end_ms);
+                            if let Some(c) = self.conns.get_mut(&generation) {
+                                c.last_final_end = Some(end);
+                            }
+                        }
+                        self.emit(SessionEvent::Final(f));
+                    }
+                }
+                self.input(Input::Turn {
+                    generation,
+                    end_of_turn: turn.end_of_turn,
+                });
+            }
+            ServerMessage::Termination(t) => {
+                self.emit(SessionEvent::Termination {
+                    generation,
+                    audio_duration_seconds: t.audio_duration_seconds,
+                    session_duration_seconds: t.session_duration_seconds,
+                });
+                self.input(Input::Termination { generation });
+            }
+            ServerMessage::Error(e) => {
+                tracing::warn!(generation, code = ?e.error_code, error = %e.error, "the service reported an error");
+            }
+            ServerMessage::Warning(w) => self.emit(SessionEvent::Warning { message: w.warning }),
+            other => tracing::debug!(generation, kind = other.kind(), "server message"),
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            self.input(Input::Timer(timer));
+        }
+    }
+
+    fn check_stalls(&mut self) {
+        let now = Instant::now();
+        let stalled: Vec<Gen> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.unanswered_since
+                    .is_some_and(|t| now.duration_since(t) > self.opts.stall_timeout)
+            })
+            .map(|(g, _)| *g)
+            .collect();
+        for generation in stalled {
+            tracing::warn!(
+                generation,
+                "no reply to voice for {:?}: treating the session as dropped",
+                self.opts.stall_timeout
+            );
+            self.conns.remove(&generation);
+            self.input(Input::Closed {
+                generation,
+                closed: Closed {
+                    code: None,
+                    reason: format!(
+                        "stalled: no reply for {} s while audio was sent",
+                        self.opts.stall_timeout.as_secs()
+                    ),
+                    class: CloseClass::Transient,
+                    after_begin: true,
+                },
+            });
+        }
+    }
+}
+
+fn closed_of(ended: &Ended) -> Closed {
+    Closed {
+        code: ended.code,
+        reason: match (&ended.error, ended.reason.is_empty()) {
+            (Some(e), _)
+                if ended.reason.is_empty()
+                    || ended.reason == crate::protocol::close::LONG_REASON =>
+            {
+                e.clone()
+            }
+            _ => ended.reason.clone(),
+        },
+        class: ended.class,
+        after_begin: ended.after_begin,
+    }
+}
+
+/// How the machine should treat a token failure.
+pub fn failure_of(e: &ProviderError) -> Failure {
+    let class = match e {
+        ProviderError::RateLimited { .. } => CloseClass::RateLimited,
+        ProviderError::Transient { .. } | ProviderError::Exhausted { .. } => CloseClass::Transient,
+        _ => CloseClass::Fatal,
+    };
+    Failure {
+        class,
+        message: e.to_string(),
+        retry_after: e.retry_after(),
+    }
+}
+
+/// Whether a chunk carries voice (−40 dBFS RMS), for stall detection.
+fn level_is_voice(samples: &[i16]) -> bool {
+    if samples.is_empty() {
+        return false;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt() > 327.0
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// p50 and p95 of the latencies seen.
+pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (Some(at(0.5)), Some(at(0.95)))
+}

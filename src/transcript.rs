@@ -1,0 +1,362 @@
+//! The transcript: turns keyed by (session generation, turn order), partials replaced in place,
+//! finals kept (a later formatted final for the same turn replaces the unformatted one — the
+//! pre-2026 servers' duplicate), a JSONL journal flushed on every final so a crash loses nothing,
+//! and exports to plain text, SRT and WebVTT.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::protocol::Turn;
+
+/// A word with times in ms from the start of the stream (not of its session).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AbsWord {
+    pub text: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub confidence: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+}
+
+/// A finished turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FinalTurn {
+    pub generation: u64,
+    pub session_id: String,
+    pub turn_order: u64,
+    pub text: String,
+    pub formatted: bool,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+    pub words: Vec<AbsWord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+/// The turn being spoken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartialTurn {
+    pub generation: u64,
+    pub turn_order: u64,
+    pub text: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// What applying a Turn changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Partial(PartialTurn),
+    Final { turn: FinalTurn, replaced: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("transcript file {path}: {source}")]
+pub struct TranscriptError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// All turns of a run.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    finals: Vec<FinalTurn>,
+    index: HashMap<(u64, u64), usize>,
+    partial: Option<PartialTurn>,
+    journal: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl Transcript {
+    /// A transcript that appends every final to `path` (JSON Lines).
+    pub fn with_journal(path: &Path) -> Result<Self, TranscriptError> {
+        let err = |source| TranscriptError {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        Ok(Self {
+            journal: Some((path.to_owned(), std::io::BufWriter::new(file))),
+            ..Self::default()
+        })
+    }
+
+    pub fn finals(&self) -> &[FinalTurn] {
+        &self.finals
+    }
+
+    pub fn partial(&self) -> Option<&PartialTurn> {
+        self.partial.as_ref()
+    }
+
+    pub fn journal_path(&self) -> Option<&Path> {
+        self.journal.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Apply a Turn from session `generation`, whose audio starts `base_ms` into the stream.
+    pub fn apply(
+        &mut self,
+        generation: u64,
+        session_id: &str,
+        base_ms: u64,
+        turn: &Turn,
+        latency_ms: Option<u64>,
+    ) -> Change {
+        let words: Vec<AbsWord> = turn
+            .words
+            .iter()
+            .map(|w| AbsWord {
+                text: w.text.clone(),
+                start_ms: base_ms + w.start,
+                end_ms: base_ms + w.end,
+                confidence: w.confidence,
+                speaker: w.speaker.clone(),
+            })
+            .collect();
+        let start_ms = words.first().map_or(base_ms, |w| w.start_ms);
+        let end_ms = words.last().map_or(base_ms, |w| w.end_ms);
+        if !turn.end_of_turn {
+            // Universal-Streaming partials carry the final words in `transcript` and the newest
+            // (not final) word only in `words`; show all of them.
+            let text = if turn.words.is_empty() {
+                turn.transcript.clone()
+            } else {
+                turn.words
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let partial = PartialTurn {
+                generation,
+                turn_order: turn.turn_order,
+                text,
+                start_ms,
+                end_ms,
+            };
+            self.partial = Some(partial.clone());
+            return Change::Partial(partial);
+        }
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.generation == generation && p.turn_order == turn.turn_order)
+        {
+            self.partial = None;
+        }
+        let text = if turn.transcript.is_empty() {
+            turn.utterance.clone().unwrap_or_default()
+        } else {
+            turn.transcript.clone()
+        };
+        let key = (generation, turn.turn_order);
+        let previous = self.index.get(&key).copied();
+        let mut final_turn = FinalTurn {
+            generation,
+            session_id: session_id.to_owned(),
+            turn_order: turn.turn_order,
+            text,
+            formatted: turn.turn_is_formatted,
+            start_ms,
+            end_ms,
+            speaker: turn.speaker_label.clone(),
+            words,
+            latency_ms,
+        };
+        let replaced = if let Some(i) = previous {
+            // Keep the first latency: the duplicate formatted final comes later by design.
+            final_turn.latency_ms = self.finals[i].latency_ms.or(latency_ms);
+            self.finals[i] = final_turn.clone();
+            true
+        } else {
+            self.index.insert(key, self.finals.len());
+            self.finals.push(final_turn.clone());
+            false
+        };
+        self.journal(&final_turn, replaced);
+        Change::Final {
+            turn: final_turn,
+            replaced,
+        }
+    }
+
+    fn journal(&mut self, turn: &FinalTurn, replaced: bool) {
+        let Some((path, writer)) = &mut self.journal else {
+            return;
+        };
+        let mut line = serde_json::to_value(turn).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut line {
+            map.insert("replaces_previous".into(), replaced.into());
+        }
+        let written = writeln!(writer, "{line}").and_then(|()| writer.flush());
+        if let Err(e) = written {
+            tracing::error!(
+                "cannot write the transcript journal {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Plain text, one final turn per line with its start time.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for t in &self.finals {
+            let speaker = t
+                .speaker
+                .as_deref()
+                .map(|s| format!("{s}: "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "[{}] {speaker}{}",
+                clock(t.start_ms, ':', false),
+                t.text
+            );
+        }
+        out
+    }
+
+    pub fn to_srt(&self) -> String {
+        let mut out = String::new();
+        for (i, t) in self.finals.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{}\n{} --> {}\n{}\n",
+                i + 1,
+                clock(t.start_ms, ',', true),
+                clock(t.end_ms.max(t.start_ms + 1), ',', true),
+                t.text
+            );
+        }
+        out
+    }
+
+    pub fn to_vtt(&self) -> String {
+        let mut out = String::from("WEBVTT\n\n");
+        for t in &self.finals {
+            let _ = writeln!(
+                out,
+                "{} --> {}\n{}\n",
+                clock(t.start_ms, '.', true),
+                clock(t.end_ms.max(t.start_ms + 1), '.', true),
+                t.text
+            );
+        }
+        out
+    }
+}
+
+/// `hh:mm:ss` (and `,mmm` / `.mmm` with `millis`).
+fn clock(ms: u64, separator: char, millis: bool) -> String {
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    if millis {
+        format!("{h:02}:{m:02}:{s:02}{separator}{:03}", ms % 1000)
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Word;
+
+    fn turn(order: u64, end: bool, formatted: bool, text: &str) -> Turn {
+        Turn {
+            turn_order: order,
+            end_of_turn: end,
+            turn_is_formatted: formatted,
+            transcript: text.into(),
+            words: text
+                .split_whitespace()
+                .enumerate()
+                .map(|(i, w)| Word {
+                    start: i as u64 * 400,
+                    end: i as u64 * 400 + 300,
+                    text: w.into(),
+                    word_is_final: true,
+                    ..Word::default()
+                })
+                .collect(),
+            ..Turn::default()
+        }
+    }
+
+    #[test]
+    fn partials_are_replaced_and_finals_rebased() {
+        let mut t = Transcript::default();
+        let c = t.apply(1, "s", 0, &turn(0, false, false, "hi"), None);
+        assert!(matches!(c, Change::Partial(p) if p.text == "hi"));
+        t.apply(1, "s", 0, &turn(0, false, false, "hi there"), None);
+        assert_eq!(t.partial().expect("partial").text, "hi there");
+        t.apply(
+            2,
+            "s2",
+            60_000,
+            &turn(0, true, false, "hi there"),
+            Some(120),
+        );
+        // A final from another generation does not clear this generation's partial.
+        assert!(t.partial().is_some());
+        let f = &t.finals()[0];
+        assert_eq!((f.start_ms, f.end_ms), (60_000, 60_700));
+        assert_eq!(f.words[1].start_ms, 60_400);
+    }
+
+    #[test]
+    fn legacy_formatted_final_replaces_not_duplicates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.jsonl");
+        let mut t = Transcript::with_journal(&path).expect("journal");
+        t.apply(1, "s", 0, &turn(0, false, false, "hi my"), None);
+        t.apply(1, "s", 0, &turn(0, true, false, "hi my name"), Some(200));
+        assert!(t.partial().is_none());
+        let c = t.apply(1, "s", 0, &turn(0, true, true, "Hi, my name."), None);
+        assert!(matches!(c, Change::Final { replaced: true, .. }));
+        assert_eq!(t.finals().len(), 1);
+        assert_eq!(t.finals()[0].text, "Hi, my name.");
+        assert_eq!(t.finals()[0].latency_ms, Some(200));
+        let journal = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            journal.lines().count(),
+            2,
+            "each final is journaled at once"
+        );
+        assert!(
+            journal
+                .lines()
+                .last()
+                .expect("line")
+                .contains("\"replaces_previous\":true")
+        );
+    }
+
+    #[test]
+    fn exports() {
+        let mut t = Transcript::default();
+        t.apply(1, "s", 61_000, &turn(0, true, true, "Hello world."), None);
+        assert_eq!(t.to_text(), "[00:01:01] Hello world.\n");
+        assert_eq!(
+            t.to_srt(),
+            "1\n00:01:01,000 --> 00:01:01,700\nHello world.\n\n"
+        );
+        assert_eq!(
+            t.to_vtt(),
+            "WEBVTT\n\n00:01:01.000 --> 00:01:01.700\nHello world.\n\n"
+        );
+    }
+}
