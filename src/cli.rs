@@ -57,6 +57,10 @@ pub enum Command {
 
 /// Options of `aai-live run`. Input flags override `[audio]`.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 pub struct RunArgs {
     /// Write NDJSON events to stdout (the only mode until the dashboard lands; also chosen when
     /// stdout is not a terminal).

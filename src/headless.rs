@@ -118,7 +118,7 @@ pub async fn run(
         let path = journal.with_extension(ext);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(if outcome.failure.is_some() { 1 } else { 0 })
+    Ok(i32::from(outcome.failure.is_some()))
 }
 
 /// Human-readable lines on stderr for the events a person wants to see.
@@ -136,10 +136,10 @@ fn describe(event: &SessionEvent) {
             );
         }
         SessionEvent::AudioLost { ms, .. } => {
-            eprintln!("aai-live: {ms} ms of audio could not be transcribed")
+            eprintln!("aai-live: {ms} ms of audio could not be transcribed");
         }
         SessionEvent::Rotation { from, to, .. } => {
-            eprintln!("aai-live: rotated from session {from} to {to}")
+            eprintln!("aai-live: rotated from session {from} to {to}");
         }
         SessionEvent::Finished {
             failure: Some(f), ..

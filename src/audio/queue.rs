@@ -30,8 +30,14 @@ struct Ring {
 }
 
 impl Ring {
-    fn index(&self, position: usize) -> usize {
-        position % self.samples.len()
+    /// The `len` slots from stream position `position`, as the runs before and after the wrap.
+    fn slots(&self, position: usize, len: usize) -> (&[AtomicU32], &[AtomicU32]) {
+        let start = position % self.samples.len();
+        let first = len.min(self.samples.len() - start);
+        (
+            &self.samples[start..start + first],
+            &self.samples[..len - first],
+        )
     }
 }
 
@@ -97,9 +103,10 @@ impl FrameProducer {
         let free_frames = (capacity - (head - tail)) / self.channels;
         let fit = frames.min(free_frames);
         let samples = fit * self.channels;
-        for (offset, &sample) in data[..samples].iter().enumerate() {
-            ring.samples[ring.index(head + offset)]
-                .store(to_f32(sample).to_bits(), Ordering::Relaxed);
+        // Two contiguous runs (before and after the wrap), so no division per sample.
+        let (first, second) = ring.slots(head, samples);
+        for (slot, &sample) in first.iter().chain(second).zip(&data[..samples]) {
+            slot.store(to_f32(sample).to_bits(), Ordering::Relaxed);
         }
         // Publishes the samples stored above to the consumer.
         ring.head.store(head + samples, Ordering::Release);
@@ -152,9 +159,13 @@ impl FrameConsumer {
         // Pairs with the producer's release: the samples before `head` are visible.
         let head = ring.head.load(Ordering::Acquire);
         let samples = (head - tail).min(max_frames * self.channels);
-        out.extend((tail..tail + samples).map(|position| {
-            f32::from_bits(ring.samples[ring.index(position)].load(Ordering::Relaxed))
-        }));
+        let (first, second) = ring.slots(tail, samples);
+        out.extend(
+            first
+                .iter()
+                .chain(second)
+                .map(|slot| f32::from_bits(slot.load(Ordering::Relaxed))),
+        );
         // Hands the slots back to the producer.
         ring.tail.store(tail + samples, Ordering::Release);
         samples / self.channels

@@ -31,10 +31,13 @@ pub enum Fault {
         #[serde(default)]
         at_ms: u64,
     },
-    /// Close with `code` before sending Begin.
+    /// Close with `code` (and `reason`) before sending Begin — how the service refuses an
+    /// expired or used token.
     CloseBeforeBegin {
         #[serde(default = "default_before_begin_code")]
         code: u16,
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Never send `Termination` after `Terminate` (and keep the socket open).
     NoTermination,
@@ -119,6 +122,7 @@ impl FromStr for FaultRule {
             "stall" => Fault::Stall { at_ms },
             "close-before-begin" => Fault::CloseBeforeBegin {
                 code: arg1.map_or(Ok(default_before_begin_code()), |c| code(Some(c)))?,
+                reason: arg2.map(str::to_owned),
             },
             "no-termination" => Fault::NoTermination,
             "token" => Fault::TokenStatus {
@@ -155,7 +159,7 @@ impl fmt::Display for Fault {
             Self::Close { code, at_ms, .. } => write!(f, "close {code} at {at_ms} ms"),
             Self::Drop { at_ms } => write!(f, "TCP drop at {at_ms} ms"),
             Self::Stall { at_ms } => write!(f, "stall at {at_ms} ms"),
-            Self::CloseBeforeBegin { code } => write!(f, "close {code} before Begin"),
+            Self::CloseBeforeBegin { code, .. } => write!(f, "close {code} before Begin"),
             Self::NoTermination => f.write_str("no Termination"),
             Self::TokenStatus { status, .. } => write!(f, "token endpoint status {status}"),
             Self::TokenDelay { delay_ms } => write!(f, "token endpoint delay {delay_ms} ms"),
@@ -248,7 +252,10 @@ mod tests {
                 .parse::<FaultRule>()
                 .expect("parse")
                 .fault,
-            Fault::CloseBeforeBegin { code: 1011 }
+            Fault::CloseBeforeBegin {
+                code: 1011,
+                reason: None
+            }
         );
         assert_eq!(
             "token-delay:2s".parse::<FaultRule>().expect("parse").fault,

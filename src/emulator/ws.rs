@@ -234,17 +234,21 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
 
     let faults = state.lock().faults.take_session_faults();
     let Some(plan) = Plan::from_faults(&faults) else {
-        conn.close(
-            faults
-                .iter()
-                .find_map(|f| match f {
-                    Fault::CloseBeforeBegin { code } => Some(*code),
-                    _ => None,
-                })
-                .unwrap_or(1011),
-            "Closed before Begin (emulator fault)",
-        )
-        .await;
+        let (code, reason) = faults
+            .iter()
+            .find_map(|f| match f {
+                Fault::CloseBeforeBegin { code, reason } => Some((*code, reason.clone())),
+                _ => None,
+            })
+            .unwrap_or((1011, None));
+        match reason {
+            // With a reason, refuse the way the service refuses a credential: Error, then close.
+            Some(reason) => conn.fail(code, &reason).await,
+            None => {
+                conn.close(code, "Closed before Begin (emulator fault)")
+                    .await
+            }
+        }
         return;
     };
 

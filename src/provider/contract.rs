@@ -20,6 +20,9 @@ use crate::secret::{REDACTED, Token};
 
 /// Longest token we accept; AssemblyAI's are about 100 characters.
 pub const MAX_TOKEN_LEN: usize = 4096;
+/// Shortest *plain-text* token we accept: a body of "OK" or "ready" is not a token, and taking
+/// it for one would burn a connect attempt. JSON documents name their token, so any length goes.
+pub const MIN_PLAIN_TOKEN_LEN: usize = 16;
 
 /// What a token document says, before it becomes a [`Token`].
 #[derive(Debug)]
@@ -110,10 +113,11 @@ pub fn parse_object(object: &Map<String, Value>) -> Result<TokenDocument, Docume
     })
 }
 
-/// Plain-text token: the trimmed body, one word of printable characters.
+/// Plain-text token: the trimmed body, one word of at least [`MIN_PLAIN_TOKEN_LEN`] printable
+/// characters.
 pub fn parse_plain(text: &str) -> Option<TokenDocument> {
     let text = text.trim();
-    is_token_text(text).then(|| TokenDocument {
+    (text.len() >= MIN_PLAIN_TOKEN_LEN && is_token_text(text)).then(|| TokenDocument {
         secret: text.to_owned(),
         minted_at: None,
         expires_at: None,
@@ -253,10 +257,20 @@ mod tests {
     #[test]
     fn plain_tokens() {
         assert_eq!(
-            parse_plain("  AQICAHg+/x==\n").expect("token").secret,
-            "AQICAHg+/x=="
+            parse_plain("  AQICAHg+/x0123456789==\n")
+                .expect("token")
+                .secret,
+            "AQICAHg+/x0123456789=="
         );
-        for bad in ["", "  ", "two words", "<html>", "{\"token\"}", "a\u{7}b"] {
+        for bad in [
+            "",
+            "  ",
+            "OK",
+            "two words and more",
+            "<html></html><html>",
+            "{\"token\":\"abcdefghijklmnop\"}",
+            "abcdefgh\u{7}ijklmnopq",
+        ] {
             assert!(parse_plain(bad).is_none(), "{bad:?}");
         }
     }

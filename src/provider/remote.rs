@@ -349,7 +349,7 @@ mod tests {
         );
         assert_eq!(ok(&format!("{TOKEN}\n")).secret, TOKEN);
         assert_eq!(ok(&format!("\"{TOKEN}\"")).secret, TOKEN);
-        assert_eq!(ok("1234567890").secret, "1234567890");
+        assert_eq!(ok("12345678901234567890").secret, "12345678901234567890");
     }
 
     #[test]
@@ -364,6 +364,7 @@ mod tests {
         let e = err(&format!(r#"{{"access_token":"{TOKEN}"}}"#));
         assert!(e.contains("no \"token\" field"), "{e}");
         assert!(!e.contains("AQICAHg"), "{e}");
+        assert!(err("OK").contains("neither"));
         let e = err("[1,2]");
         assert!(e.contains("not an object"), "{e}");
         let e = err(r#"{"token": 12}"#);

@@ -59,6 +59,8 @@ pub enum SessionEvent {
         forced: bool,
         /// Audio not sent to either session during the hand-over, in ms (0 by design).
         gap_ms: u64,
+        /// Stream position of the successor's first sample.
+        stream_offset_ms: u64,
     },
     /// A connection was lost unexpectedly.
     Lost {
@@ -73,6 +75,7 @@ pub enum SessionEvent {
     /// session received live audio.
     Reconnected {
         generation: Gen,
+        /// Where the new session's audio starts (= `replay_from_ms`).
         replay_from_ms: u64,
         replay_ms: u64,
         gap_ms: u64,
@@ -119,6 +122,7 @@ impl SessionEvent {
                 to: *to,
                 forced: *forced,
                 gap_ms: 0,
+                stream_offset_ms: 0,
             }),
             Notice::Lost {
                 generation,

@@ -28,6 +28,9 @@ use crate::provider::{PreMinter, ProviderError};
 use crate::secret::Token;
 use crate::transcript::{Change, Transcript};
 
+/// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
+const FINISH_LIMIT: Duration = Duration::from_secs(60);
+
 /// Commands from the UI or the headless runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -110,6 +113,8 @@ pub struct Supervisor {
     latencies: Vec<u64>,
     outcome: Outcome,
     input_done: bool,
+    /// The input ended: stop once the backlog is sent (bounded by this deadline).
+    finish_by: Option<Instant>,
     pending_cause: super::machine::Cause,
 }
 
@@ -145,6 +150,7 @@ impl Supervisor {
             latencies: Vec::new(),
             outcome: Outcome::default(),
             input_done: false,
+            finish_by: None,
             pending_cause: super::machine::Cause::Start,
         }
     }
@@ -177,14 +183,17 @@ impl Supervisor {
             let replay_due =
                 (self.route.is_some() && self.backlog()).then_some(self.next_replay_send);
             tokio::select! {
-                chunk = audio.recv(), if !self.input_done => match chunk {
-                    Some(chunk) => self.on_chunk(chunk),
-                    None => {
+                chunk = audio.recv(), if !self.input_done => {
+                    if let Some(chunk) = chunk {
+                        self.on_chunk(chunk);
+                    } else {
                         self.input_done = true;
-                        tracing::info!("the audio input ended; stopping");
-                        self.input(Input::Stop);
+                        // Send what is still buffered (a replay in progress) before stopping,
+                        // so the end of a file is transcribed too; bounded.
+                        tracing::info!("the audio input ended; stopping once the backlog is sent");
+                        self.finish_by = Some(Instant::now() + FINISH_LIMIT);
                     }
-                },
+                }
                 command = commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => self.input(Input::Stop),
@@ -199,12 +208,14 @@ impl Supervisor {
                 () = sleep_until_opt(replay_due) => self.pump(),
                 _ = tick.tick() => self.check_stalls(),
             }
+            self.maybe_finish();
         }
-        let failure = match self.machine.view() {
-            View::Failed { reason, .. } => Some(reason),
-            _ => None,
+        let failure = if let View::Failed { reason, .. } = self.machine.view() {
+            Some(reason)
+        } else {
+            None
         };
-        self.outcome.failure = failure.clone();
+        self.outcome.failure.clone_from(&failure);
         let (p50, p95) = percentiles(&self.latencies);
         self.emit(SessionEvent::Finished {
             finals: self.transcript.finals().len(),
@@ -218,6 +229,37 @@ impl Supervisor {
         (self.outcome, self.transcript)
     }
 
+    /// After the input ended: stop when every buffered sample was sent (or at the deadline).
+    fn maybe_finish(&mut self) {
+        let Some(deadline) = self.finish_by else {
+            return;
+        };
+        let caught_up =
+            self.route.is_some() && self.buffer.head().is_none_or(|head| self.cursor >= head);
+        let idle = matches!(self.machine.view(), View::Idle);
+        if caught_up || idle || Instant::now() >= deadline || self.machine.is_done() {
+            self.finish_by = None;
+            self.report_unsent();
+            self.input(Input::Stop);
+        }
+    }
+
+    /// Audio captured but never sent (a stop during a replay): report it, never silently.
+    fn report_unsent(&mut self) {
+        let Some(head) = self.buffer.head() else {
+            return;
+        };
+        if self.cursor < head && self.route.is_some() {
+            let (from_ms, to_ms) = (self.ms(self.cursor), self.ms(head));
+            self.outcome.audio_lost_ms += to_ms - from_ms;
+            self.emit(SessionEvent::AudioLost {
+                from_ms,
+                to_ms,
+                ms: to_ms - from_ms,
+            });
+        }
+    }
+
     fn input(&mut self, input: Input) {
         let effects = self.machine.handle(Instant::now(), input);
         for effect in effects {
@@ -228,7 +270,10 @@ impl Supervisor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Start => self.input(Input::Start),
-            Command::Stop => self.input(Input::Stop),
+            Command::Stop => {
+                self.report_unsent();
+                self.input(Input::Stop);
+            }
             Command::Reconnect => self.input(Input::Reconnect),
             Command::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
             Command::KeepAlive => self.control(ClientMessage::KeepAlive),
@@ -290,7 +335,16 @@ impl Supervisor {
                     super::machine::Notice::Lost { .. } => self.outcome.reconnects += 1,
                     _ => {}
                 }
-                if let Some(event) = SessionEvent::from_notice(&notice) {
+                if let Some(mut event) = SessionEvent::from_notice(&notice) {
+                    if let SessionEvent::Rotation {
+                        to,
+                        stream_offset_ms,
+                        ..
+                    } = &mut event
+                    {
+                        let base = self.conns.get(to).and_then(|c| c.base).unwrap_or(0);
+                        *stream_offset_ms = self.ms(base);
+                    }
                     self.emit(event);
                 }
             }
