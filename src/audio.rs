@@ -463,7 +463,7 @@ impl Outputs {
     pub(crate) fn end(&self, end: InputEnd) {
         match &end {
             InputEnd::Failed(reason) => {
-                tracing::warn!(target: "aai_live::audio", %reason, "audio input failed")
+                tracing::warn!(target: "aai_live::audio", %reason, "audio input failed");
             }
             InputEnd::Finished => tracing::info!(target: "aai_live::audio", "audio input finished"),
             InputEnd::Stopped => tracing::debug!(target: "aai_live::audio", "audio input stopped"),

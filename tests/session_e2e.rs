@@ -460,3 +460,31 @@ async fn failures_end_in_their_documented_state() {
     ));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The issue's own numbers: sessions of 60 s (the token's `max_session_duration_seconds`, no
+/// emulator cap), 3 minutes of input. Takes 3 minutes, so it is opt-in:
+/// `cargo nextest run --test session_e2e --run-ignored only`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "3 minutes of real-time audio"]
+async fn full_scale_three_minutes_with_60_second_sessions() {
+    let setup = setup(common::config(), |c| {
+        c.provider.max_session_duration_seconds = 60;
+    })
+    .await;
+    let input = utterances(82);
+    let run = run(&setup, &input, Duration::from_secs(240)).await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let rotations = count(&run, |e| matches!(e, SessionEvent::Rotation { .. }));
+    assert!(
+        rotations >= 2,
+        "at least two planned rotations, got {rotations}"
+    );
+    assert_eq!(count(&run, |e| matches!(e, SessionEvent::Lost { .. })), 0);
+    assert_lossless(&received(&setup, &run.events), &input);
+    assert_one_final_per_utterance(&run, 82);
+    eprintln!(
+        "full scale: {rotations} rotations, {} finals, {} sessions, 0 samples missing",
+        run.transcript.finals().len(),
+        setup.emu.sessions().len()
+    );
+}

@@ -372,7 +372,7 @@ fn enumerate(host: &cpal::Host) -> (Vec<DeviceInfo>, Vec<cpal::Device>) {
             }
         }
         Err(e) => {
-            tracing::warn!(target: "aai_live::audio", error = %e, "cannot list input devices")
+            tracing::warn!(target: "aai_live::audio", error = %e, "cannot list input devices");
         }
     }
     (infos, devices)

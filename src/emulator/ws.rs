@@ -294,10 +294,8 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         return;
     }
 
-    let recognizer = Recognizer::new(
-        RecognizerConfig::from_params(&params, state.config.profile, offset_ms),
-        state.config.script.as_ref(),
-    );
+    let recognizer_config = RecognizerConfig::from_params(&params, state.config.profile, offset_ms);
+    let recognizer = Recognizer::new(recognizer_config.clone(), state.config.script.as_ref());
     let recorder = match &state.config.record_dir {
         Some(dir) => match tokio::fs::File::create(dir.join(format!("{id}.pcm"))).await {
             Ok(f) => Some(tokio::io::BufWriter::new(f)),
@@ -317,6 +315,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             .inactivity_timeout
             .map(|s| Duration::from_secs(s.into())),
         recognizer,
+        recognizer_config,
         outbox: VecDeque::new(),
         started: Instant::now(),
         expires: Instant::now() + max_session,
@@ -383,6 +382,7 @@ struct Session {
     format: AudioFormat,
     inactivity: Option<Duration>,
     recognizer: Recognizer,
+    recognizer_config: RecognizerConfig,
     /// Messages waiting for their processing delay, in due order.
     outbox: VecDeque<(Instant, ServerMessage)>,
     started: Instant,
@@ -591,6 +591,18 @@ impl Session {
         match message {
             ClientMessage::KeepAlive => None,
             ClientMessage::UpdateConfiguration(update) => {
+                // aai-live's emulator hint (ignored by the service): where in the stream this
+                // session's audio starts, sent before the first audio of a hand-over.
+                if let Some(offset) = update
+                    .other
+                    .get(OFFSET_PARAM)
+                    .and_then(serde_json::Value::as_u64)
+                    && self.audio_bytes == 0
+                {
+                    let mut cfg = self.recognizer_config.clone();
+                    cfg.offset_ms = offset;
+                    self.recognizer = Recognizer::new(cfg, self.state.config.script.as_ref());
+                }
                 self.recognizer.update(&update);
                 None
             }

@@ -558,6 +558,12 @@ impl Machine {
             return;
         }
         self.attempt += 1;
+        if self.attempt == 1 && class == CloseClass::Transient {
+            // The first loss after a healthy stretch is most likely a blip: reconnect at once
+            // (the replay covers the gap). Back off only if it keeps failing.
+            self.mint(Cause::Dropped, out);
+            return;
+        }
         let unit = self.random_unit();
         let delay = if class == CloseClass::RateLimited {
             self.cfg.backoff.rate_limited_delay(unit, retry_after)
@@ -1220,6 +1226,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine(true);
         streaming(&mut m, t0, 3600 * S);
+        // The first drop after a healthy session reconnects at once.
         let fx = m.handle(
             t0,
             Input::Closed {
@@ -1227,22 +1234,11 @@ mod tests {
                 closed: closed(None, "", None, true),
             },
         );
-        let Some(Effect::Schedule {
-            timer: Timer::BackoffDone(1),
-            at,
-        }) = fx
-            .iter()
-            .find(|e| matches!(e, Effect::Schedule { .. }))
-            .cloned()
-        else {
-            panic!("backoff scheduled: {fx:?}")
-        };
-        assert!(at >= t0 && at <= t0 + Duration::from_millis(500));
-        let fx = m.handle(at, Input::Timer(Timer::BackoffDone(1)));
         assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        // A second failure before any healthy session: the ceiling doubles.
-        m.handle(
-            at,
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Schedule { .. })));
+        // It fails again: now a jittered backoff, at most 1 s (the ceiling of attempt 2).
+        let fx = m.handle(
+            t0,
             Input::TokenFailed {
                 generation: 2,
                 failure: Failure {
@@ -1252,10 +1248,22 @@ mod tests {
                 },
             },
         );
+        let Some(Effect::Schedule {
+            timer: Timer::BackoffDone(2),
+            at,
+        }) = fx
+            .iter()
+            .find(|e| matches!(e, Effect::Schedule { .. }))
+            .cloned()
+        else {
+            panic!("backoff scheduled: {fx:?}")
+        };
+        assert!(at >= t0 && at <= t0 + S);
         assert!(matches!(m.view(), View::Backoff { attempt: 2, .. }));
-        m.handle(at + S, Input::Timer(Timer::BackoffDone(2)));
-        m.handle(at + S, Input::TokenMinted { generation: 3 });
-        m.handle(at + S, begin(3, "s3", 3600 * S));
+        let fx = m.handle(at, Input::Timer(Timer::BackoffDone(2)));
+        assert!(has(&fx, &Effect::Mint { generation: 3 }));
+        m.handle(at, Input::TokenMinted { generation: 3 });
+        m.handle(at, begin(3, "s3", 3600 * S));
         m.handle(at + 31 * S, Input::Timer(Timer::Healthy(3)));
         assert_eq!(m.attempt, 0, "a healthy session resets the backoff");
     }
@@ -1382,7 +1390,10 @@ mod tests {
         m.handle(t0, Input::TokenMinted { generation: 1 });
         let fx = m.handle(t0 + 10 * S, Input::Timer(Timer::BeginTimeout(1)));
         assert!(has(&fx, &Effect::Drop { generation: 1 }));
-        assert!(matches!(m.view(), View::Backoff { .. }));
+        assert!(
+            has(&fx, &Effect::Mint { generation: 2 }),
+            "first failure: at once"
+        );
         // A stale timer for an old generation does nothing.
         assert!(
             m.handle(t0 + 11 * S, Input::Timer(Timer::BeginTimeout(1)))
@@ -1399,7 +1410,15 @@ mod tests {
                 closed: closed(Some(1011), "", None, false),
             },
         );
-        assert!(matches!(m.view(), View::Backoff { .. }));
+        m.handle(t0, Input::TokenMinted { generation: 2 });
+        m.handle(
+            t0,
+            Input::Closed {
+                generation: 2,
+                closed: closed(Some(1011), "", None, false),
+            },
+        );
+        assert!(matches!(m.view(), View::Backoff { attempt: 2, .. }));
     }
 
     #[test]

@@ -452,8 +452,21 @@ impl Supervisor {
         self.route = Some(to);
         self.cursor = start;
         self.next_replay_send = now;
+        let hint = self.opts.emulator_hints.then(|| self.ms(start));
         if let Some(c) = self.conns.get_mut(&to) {
             c.base = Some(start);
+            if let Some(offset_ms) = hint {
+                // The emulator's script alignment; only ever sent to the emulator.
+                let mut update = UpdateConfiguration::default();
+                update.other.insert(
+                    crate::emulator::ws::OFFSET_PARAM.into(),
+                    serde_json::Value::from(offset_ms),
+                );
+                c.connection
+                    .send(Outgoing::Control(ClientMessage::UpdateConfiguration(
+                        update,
+                    )));
+            }
         }
         self.pump();
     }

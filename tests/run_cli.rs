@@ -1,0 +1,140 @@
+//! `aai-live run --headless`, the real binary against the emulator: the NDJSON contract
+//! (docs/events.md), the transcript files, and the exit status.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::KEY;
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_run_streams_and_writes_ndjson_and_transcripts() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let emu_ref = &emu;
+    let home_path = home.path().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let token_url = emu_ref.token_url();
+        let ws_url = emu_ref.ws_url();
+        move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+            cmd.args([
+                "run",
+                "--headless",
+                "--input",
+                "test:tone",
+                "--duration",
+                "3s",
+            ])
+            .env("HOME", &home_path)
+            .env("XDG_CONFIG_HOME", home_path.join("config"))
+            .env("XDG_STATE_HOME", home_path.join("state"))
+            .env("XDG_DATA_HOME", home_path.join("data"))
+            .env("ASSEMBLYAI_API_KEY", KEY)
+            .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+            .env("AAI_LIVE__STREAMING__URL", ws_url)
+            .env("AAI_LIVE__TRANSCRIPT__FORMATS", "txt,srt,vtt")
+            .env_remove("AAI_LIVE_CONFIG")
+            .env_remove("RUST_LOG");
+            cmd.output().expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = lines(&out);
+    assert_eq!(events[0]["event"], "hello");
+    assert_eq!(events[0]["schema"], 1);
+    assert!(
+        !events[0]["provider"]
+            .as_str()
+            .expect("provider")
+            .contains(KEY)
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().expect("event"))
+        .collect();
+    for wanted in ["state", "token", "begin", "partial", "final", "termination"] {
+        assert!(kinds.contains(&wanted), "{wanted} in {kinds:?}");
+    }
+    let last = events.last().expect("last");
+    assert_eq!(last["event"], "finished");
+    assert!(last["failure"].is_null());
+    assert!(last["finals"].as_u64().expect("finals") >= 1);
+    // No token in the stream (only fingerprints).
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("AQICAHg"),
+        "a token leaked into the event stream"
+    );
+
+    let dir = home.path().join("data/aai-live/transcripts");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("transcripts dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let exts: Vec<&str> = names.iter().filter_map(|n| n.rsplit('.').next()).collect();
+    assert_eq!(exts, ["jsonl", "srt", "txt", "vtt"], "{names:?}");
+    let jsonl = names
+        .iter()
+        .find(|n| n.ends_with(".jsonl"))
+        .expect("journal");
+    let journal = std::fs::read_to_string(dir.join(jsonl)).expect("journal");
+    assert!(journal.lines().count() >= 1);
+    assert!(journal.contains("\"text\":\"the quick"), "{journal}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_fails_with_exit_1_and_a_clear_message() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = {
+        let emu = &emu;
+        let home = home.path().to_owned();
+        let token_url = emu.token_url();
+        let ws_url = emu.ws_url();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_aai-live"))
+                .args(["run", "--input", "test:silence", "--duration", "10s"])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("ASSEMBLYAI_API_KEY", "wrong-key")
+                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+                .env("AAI_LIVE__STREAMING__URL", ws_url)
+                .env_remove("AAI_LIVE_CONFIG")
+                .output()
+                .expect("run")
+        })
+        .await
+        .expect("join")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-key"),
+        "the key must not be echoed: {stderr}"
+    );
+    let events = lines(&out);
+    let last = events.last().expect("last");
+    assert_eq!(last["event"], "finished");
+    assert!(
+        last["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("not retrying"))
+    );
+    assert!(emu.sessions().is_empty());
+}
