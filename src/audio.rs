@@ -11,8 +11,8 @@
 //!  test:* signals     ─┘   (pull.rs)
 //! ```
 //!
-//! The microphone runs on its own thread: the cpal callback only copies into pre-allocated
-//! buffers ([`queue`]) and counts what it cannot queue, never blocking and never allocating.
+//! The microphone runs on its own thread: the cpal callback only copies into a pre-allocated
+//! ring ([`queue`]) and counts what it cannot queue, never blocking and never allocating.
 //! Files, stdin and test signals are pulled by one async task that releases each chunk when its
 //! audio would have finished arriving live, so the service (which rejects audio faster than real
 //! time) sees a live-like stream, and tests can check the timing under tokio's paused clock.
@@ -60,8 +60,9 @@ pub struct AudioChunk {
     /// and microphone overflows alike, so offsets are the service's audio clock.
     pub offset: u64,
     pub samples: Vec<i16>,
-    /// When the chunk was complete: for a live source, when its last sample was captured; for a
-    /// paced file or signal, when it was released.
+    /// When the chunk was complete: for the microphone, when its last sample came out of the
+    /// conversion (a few milliseconds after capture); for a paced file, stdin or test signal,
+    /// when it was released.
     pub captured_at: tokio::time::Instant,
 }
 
@@ -241,6 +242,9 @@ impl AudioStats {
 
 /// A running input. Chunks arrive on `chunks`; dropping the `AudioInput` (or just the chunk
 /// receiver) stops the source: the microphone is closed, files and stdin stop being read.
+///
+/// The fields can be moved out (`session::spawn(…, input.chunks)`); the source then runs for as
+/// long as the rest of the `AudioInput` is alive, and stops when it is dropped.
 pub struct AudioInput {
     /// Bounded; closes at the end of a finite input, on failure, or when stopped. Check
     /// `stats.borrow().ended` for the reason.

@@ -48,6 +48,9 @@ pub enum Command {
     /// Mint one temporary token with the configured provider and print it as JSON (or write it
     /// atomically with --out, for the file provider).
     Token(TokenArgs),
+    /// Run a token server: mint one-time tokens with the API key held here for authenticated
+    /// clients (the remote provider, browser pages), rate limited (docs/server.md).
+    Serve(Box<crate::server::command::ServeArgs>),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.

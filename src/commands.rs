@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             devices(&mut std::io::stdout())
         }
         Command::Token(args) => token(&args, &cli.global),
+        Command::Serve(args) => serve(&args, &cli.global),
         Command::Emulate(args) => {
             let loaded = load_config(&cli.global)?;
             let _log = init_logging(&cli.global, &loaded)?;
@@ -137,6 +138,31 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         &mut std::io::stderr(),
     ));
     Ok(ExitCode::from(code))
+}
+
+/// `aai-live serve`: the token server (`server::command`), or `--hash-credential`.
+fn serve(
+    args: &crate::server::command::ServeArgs,
+    global: &GlobalOpts,
+) -> anyhow::Result<ExitCode> {
+    use crate::server::command;
+    if args.hash_credential {
+        let code = command::hash_credential_command(
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        );
+        return Ok(ExitCode::from(code));
+    }
+    let loaded = load_config_with(global, args.config_overrides())?;
+    let _log = init_logging(global, &loaded)?;
+    runtime()?.block_on(command::run(
+        args,
+        &loaded.config,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_command(args: &ConfigArgs, global: &GlobalOpts) -> ExitCode {

@@ -82,7 +82,7 @@ pub async fn run(
         provider: format!("{} ({})", provider.name(), provider.source()),
         endpoint: supervisor_options.endpoint.to_string(),
     };
-    writeln!(out, "{}", hello.to_line())?;
+    writeln!(out, "{}", hello.to_line_at(std::time::SystemTime::now()))?;
     let mut handle = session::spawn(supervisor_options, premint, transcript, input.chunks);
     let _ = handle.commands.send(Command::Start);
 
@@ -93,7 +93,7 @@ pub async fn run(
         tokio::select! {
             event = handle.events.recv() => {
                 let Some(event) = event else { break };
-                writeln!(out, "{}", event.to_line())?;
+                writeln!(out, "{}", event.to_line_at(std::time::SystemTime::now()))?;
                 out.flush()?;
                 describe(&event);
             }

@@ -14,5 +14,6 @@ pub mod logging;
 pub mod protocol;
 pub mod provider;
 pub mod secret;
+pub mod server;
 pub mod session;
 pub mod transcript;

@@ -552,3 +552,64 @@ async fn without_the_mic_feature_the_microphone_is_refused_plainly() {
     assert!(e.contains("no microphone support"), "{e}");
     assert!(audio::list_devices().is_err());
 }
+
+/// The microphone path without the driver: callbacks of odd, varying sizes go through the
+/// callback queue, the converter and the chunker, and the chunks come out exactly as if the
+/// whole recording had been converted at once.
+#[test]
+fn chunks_are_exact_whatever_the_callback_sizes() {
+    use aai_live::audio::Chunker;
+    use aai_live::audio::convert::Converter;
+    use aai_live::audio::queue::frame_queue;
+
+    let rate = 48_000;
+    let frames = 48_000 * 3 + 17;
+    let tone = sine(rate, 440.0, 0.4, frames);
+    let interleaved: Vec<f32> = tone
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &x)| [x as f32, (x * 0.5) as f32 + (i % 7) as f32 * 1e-3])
+        .collect();
+
+    let convert_all = |pieces: &[usize]| -> Vec<(u64, Vec<i16>)> {
+        let mut converter = Converter::new(rate, 2, 16_000).expect("converter");
+        let mut chunker = Chunker::new(800);
+        let (mut producer, consumer) = frame_queue(2, rate, std::time::Duration::from_secs(10));
+        let mut native = Vec::new();
+        let mut mono16 = Vec::new();
+        let mut at = 0;
+        let mut turn = 0;
+        while at < frames {
+            let n = pieces[turn % pieces.len()].min(frames - at);
+            turn += 1;
+            producer.push(&interleaved[at * 2..(at + n) * 2], |s| s);
+            at += n;
+            native.clear();
+            consumer.read(&mut native, usize::MAX / 4);
+            converter.push(&native, &mut mono16).expect("convert");
+            chunker.push(&mono16);
+            mono16.clear();
+        }
+        converter.finish(&mut mono16).expect("finish");
+        chunker.push(&mono16);
+        chunker.finish();
+        assert_eq!(consumer.dropped_frames(), 0);
+        std::iter::from_fn(|| chunker.pop()).collect()
+    };
+
+    let reference = convert_all(&[frames]);
+    assert_eq!(
+        reference.len(),
+        61,
+        "3 s + 17 frames at 16 kHz: 60 chunks and a short one"
+    );
+    assert_eq!(reference[60].1.len(), 6);
+    for pieces in [&[1_usize][..], &[441, 1, 96, 1023], &[480], &[4099, 3]] {
+        let got = convert_all(pieces);
+        assert_eq!(got.len(), reference.len(), "{pieces:?}");
+        for ((offset, chunk), (want_offset, want)) in got.iter().zip(&reference) {
+            assert_eq!(offset, want_offset);
+            assert_eq!(chunk, want, "{pieces:?}: chunk at {offset}");
+        }
+    }
+}

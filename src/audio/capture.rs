@@ -30,6 +30,8 @@ const QUEUE_DEPTH: Duration = Duration::from_secs(1);
 const READ_FRAMES: usize = 4096;
 /// How long the conversion thread waits for audio before checking for stop and errors.
 const POLL: Duration = Duration::from_millis(100);
+/// Overflows are reported (and alsa-lib's messages logged) at most this often.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A device that delivers nothing for this long after starting is reported in the log.
 const SILENT_DEVICE_WARNING: Duration = Duration::from_secs(3);
 /// Time given to the backend to open a stream.
@@ -39,9 +41,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) async fn open(options: &AudioOptions) -> Result<AudioInput, AudioError> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let thread_options = options.clone();
+    // The capture thread waits for room in the chunk channel through this runtime, so that a
+    // stop request interrupts the wait.
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("aai-live-mic".into())
-        .spawn(move || capture_thread(&thread_options, ready_tx))
+        .spawn(move || capture_thread(&thread_options, &runtime, ready_tx))
         .map_err(|e| AudioError::DeviceUnavailable {
             device: device_label(options.device.as_deref()),
             reason: format!("cannot start the capture thread: {e}"),
@@ -67,7 +72,11 @@ struct Running {
     name: String,
 }
 
-fn capture_thread(options: &AudioOptions, ready: oneshot::Sender<Result<AudioInput, AudioError>>) {
+fn capture_thread(
+    options: &AudioOptions,
+    runtime: &tokio::runtime::Handle,
+    ready: oneshot::Sender<Result<AudioInput, AudioError>>,
+) {
     let mut alsa = AlsaLog::install();
     let started = start_stream(options);
     let alsa_said = alsa.flush(tracing::Level::DEBUG);
@@ -117,7 +126,7 @@ fn capture_thread(options: &AudioOptions, ready: oneshot::Sender<Result<AudioInp
         frames: Vec::new(),
         samples: Vec::new(),
     };
-    let end = conversion.run(&running, &outputs, &mut alsa);
+    let end = conversion.run(&running, &outputs, runtime, &mut alsa);
     drop(running.stream);
     alsa.flush(tracing::Level::WARN);
     outputs.end(end);
@@ -240,11 +249,17 @@ struct Conversion {
 }
 
 impl Conversion {
-    fn run(&mut self, running: &Running, out: &Outputs, alsa: &mut AlsaLog) -> InputEnd {
+    fn run(
+        &mut self,
+        running: &Running,
+        out: &Outputs,
+        runtime: &tokio::runtime::Handle,
+        alsa: &mut AlsaLog,
+    ) -> InputEnd {
         let started = std::time::Instant::now();
         let mut warned_silent = false;
-        let mut last_report = std::time::Instant::now();
-        let mut reported_dropped = 0;
+        let mut overflow = OverflowReport::default();
+        let mut alsa_flushed = std::time::Instant::now();
         loop {
             if out.stop.is_cancelled() {
                 return InputEnd::Stopped;
@@ -269,9 +284,24 @@ impl Conversion {
                         captured_at: Instant::now(),
                     };
                     out.account(&chunk);
-                    // Blocks while the consumer is busy; meanwhile the callback keeps
+                    // Waits while the consumer is busy; meanwhile the callback keeps
                     // queueing, and counts drops once the queue is full.
-                    if out.chunks.blocking_send(chunk).is_err() {
+                    // Overflows keep being reported during the wait.
+                    let sent = runtime.block_on(async {
+                        let send = out.chunks.send(chunk);
+                        tokio::pin!(send);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                () = out.stop.cancelled() => break false,
+                                result = &mut send => break result.is_ok(),
+                                () = tokio::time::sleep(REPORT_INTERVAL) => {
+                                    overflow.check(running, out);
+                                }
+                            }
+                        }
+                    });
+                    if !sent {
                         return InputEnd::Stopped;
                     }
                 }
@@ -297,27 +327,44 @@ impl Conversion {
                 }
                 tracing::warn!(target: "aai_live::audio", device = %running.name, error = %e, "audio stream error");
             }
-            let dropped = running.consumer.dropped_frames();
-            if dropped != reported_dropped && last_report.elapsed() >= Duration::from_secs(1) {
-                let overflows = running.consumer.overflows();
-                tracing::warn!(
-                    target: "aai_live::audio",
-                    dropped_frames = dropped,
-                    overflows,
-                    "audio overflow: the conversion fell behind the microphone and {} frames \
-                     ({:.2} s) were dropped so far",
-                    dropped,
-                    dropped as f64 / f64::from(running.native.sample_rate.max(1))
-                );
-                out.stats.send_modify(|s| {
-                    s.dropped_frames = dropped;
-                    s.overflows = overflows;
-                });
-                reported_dropped = dropped;
-                last_report = std::time::Instant::now();
+            overflow.check(running, out);
+            if alsa_flushed.elapsed() >= REPORT_INTERVAL {
                 alsa.flush(tracing::Level::WARN);
+                alsa_flushed = std::time::Instant::now();
             }
         }
+    }
+}
+
+/// Turns the queue's drop counter into statistics and log lines, at most once per
+/// [`REPORT_INTERVAL`] (the first drop at once).
+#[derive(Default)]
+struct OverflowReport {
+    reported: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl OverflowReport {
+    fn check(&mut self, running: &Running, out: &Outputs) {
+        let dropped = running.consumer.dropped_frames();
+        if dropped == self.reported || self.last.is_some_and(|t| t.elapsed() < REPORT_INTERVAL) {
+            return;
+        }
+        let overflows = running.consumer.overflows();
+        tracing::warn!(
+            target: "aai_live::audio",
+            dropped_frames = dropped,
+            overflows,
+            "audio overflow: the conversion fell behind the microphone; {dropped} frames ({:.2} s) \
+             dropped so far",
+            dropped as f64 / f64::from(running.native.sample_rate.max(1))
+        );
+        out.stats.send_modify(|s| {
+            s.dropped_frames = dropped;
+            s.overflows = overflows;
+        });
+        self.reported = dropped;
+        self.last = Some(std::time::Instant::now());
     }
 }
 

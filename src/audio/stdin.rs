@@ -36,26 +36,20 @@ impl RawSource {
     pub fn spawn<R: Read + Send + 'static>(reader: R, format: StdinFormat, name: &str) -> Self {
         // A few blocks of slack; beyond that the reader waits, and the pipe's writer with it.
         let (tx, rx) = mpsc::channel(4);
+        let error_tx = tx.clone();
         let spawned = std::thread::Builder::new()
             .name("aai-live-stdin".into())
             .spawn(move || read_blocks(reader, &tx));
-        let (blocks, error) = match spawned {
-            Ok(_) => (rx, None),
-            Err(e) => (rx, Some(e)),
-        };
-        let mut source = Self {
-            blocks,
+        if let Err(e) = spawned {
+            // The thread's sender went with the closure: report the failure as the first read.
+            let _ = error_tx.try_send(Err(e));
+        }
+        Self {
+            blocks: rx,
             format,
             partial: Vec::new(),
             name: name.to_owned(),
-        };
-        if let Some(e) = error {
-            // The sender went with the closure; report the failure as the first read's.
-            let (tx, rx) = mpsc::channel(1);
-            let _ = tx.try_send(Err(e));
-            source.blocks = rx;
         }
-        source
     }
 
     pub fn format(&self) -> SourceFormat {

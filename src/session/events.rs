@@ -147,6 +147,18 @@ impl SessionEvent {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// One NDJSON line with `ts_ms`, the wall-clock time (unix milliseconds) it was written.
+    pub fn to_line_at(&self, at: std::time::SystemTime) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut value {
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            map.insert("ts_ms".into(), ms.into());
+        }
+        value.to_string()
+    }
 }
 
 #[cfg(test)]

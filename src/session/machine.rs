@@ -115,6 +115,10 @@ pub enum Input {
     Termination {
         generation: Gen,
     },
+    /// The audio being sent has been silent for a while (`true`) or carries voice (`false`).
+    /// A hand-over waits for silence so no word is cut between two sessions: the service
+    /// reports a turn only after its first word, so its turn state lags the audio.
+    Quiet(bool),
     Closed {
         generation: Gen,
         closed: Closed,
@@ -285,6 +289,8 @@ pub struct Machine {
     replay_from: Option<Gen>,
     /// xorshift state for backoff jitter (deterministic per seed).
     rng: u64,
+    /// The audio currently sent is silent (see [`Input::Quiet`]).
+    quiet: bool,
 }
 
 impl Machine {
@@ -297,6 +303,7 @@ impl Machine {
             token_retry_used: false,
             replay_from: None,
             rng: seed | 1,
+            quiet: true,
         }
     }
 
@@ -404,6 +411,14 @@ impl Machine {
                 end_of_turn,
             } => self.turn(now, generation, end_of_turn, &mut out),
             Input::Termination { generation } => self.termination(generation, &mut out),
+            Input::Quiet(quiet) => {
+                self.quiet = quiet;
+                if quiet
+                    && matches!(&self.state, State::Rotating { old, new_ready: Some(_), .. } if !old.turn_open)
+                {
+                    self.hand_over(now, false, &mut out);
+                }
+            }
             Input::Closed { generation, closed } => self.closed(now, generation, &closed, &mut out),
             Input::Timer(timer) => self.timer(now, timer, &mut out),
         }
@@ -619,7 +634,7 @@ impl Machine {
             } if *new == generation => {
                 let old_turn_open = old.turn_open;
                 *new_ready = Some(live);
-                if old_turn_open {
+                if old_turn_open || !self.quiet {
                     out.push(Effect::Changed(self.view()));
                 } else {
                     // Nothing is being said: hand over at once.
@@ -659,7 +674,7 @@ impl Machine {
             }
             State::Rotating { old, new_ready, .. } if old.generation == generation => {
                 old.turn_open = !end_of_turn;
-                if end_of_turn && new_ready.is_some() {
+                if end_of_turn && new_ready.is_some() && self.quiet {
                     self.hand_over(now, false, out);
                 }
             }
@@ -1140,6 +1155,27 @@ mod tests {
             m.handle(t0 + 38 * S, Input::Timer(Timer::Drain(1))),
             [Effect::Drop { generation: 1 }]
         );
+    }
+
+    #[test]
+    fn hand_over_waits_for_silent_audio() {
+        let t0 = Instant::now();
+        let mut m = machine(true);
+        streaming(&mut m, t0, 60 * S);
+        m.handle(t0, Input::Quiet(false));
+        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
+        m.handle(t0 + 30 * S, Input::TokenMinted { generation: 2 });
+        // No turn reported yet, but voice is being sent: wait.
+        let fx = m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Route { .. })));
+        let fx = m.handle(t0 + 32 * S, Input::Quiet(true));
+        assert!(has(
+            &fx,
+            &Effect::Route {
+                to: Some(2),
+                replay_from: None
+            }
+        ));
     }
 
     #[test]

@@ -31,6 +31,10 @@ use crate::transcript::{Change, Transcript};
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
 
+/// Silence needed before a hand-over may move the audio (shorter than the service's 400 ms
+/// default turn silence, longer than the gaps between words).
+const QUIET_AFTER_MS: u64 = 300;
+
 /// Commands from the UI or the headless runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -115,6 +119,9 @@ pub struct Supervisor {
     input_done: bool,
     /// The input ended: stop once the backlog is sent (bounded by this deadline).
     finish_by: Option<Instant>,
+    /// Milliseconds of silence at the end of the audio sent live (for hand-overs).
+    silent_ms: u64,
+    quiet: bool,
     pending_cause: super::machine::Cause,
 }
 
@@ -151,6 +158,8 @@ impl Supervisor {
             outcome: Outcome::default(),
             input_done: false,
             finish_by: None,
+            silent_ms: 0,
+            quiet: true,
             pending_cause: super::machine::Cause::Start,
         }
     }
@@ -532,8 +541,19 @@ impl Supervisor {
             self.buffer.mark_sent(offset, now);
             self.cursor = end;
             if is_live {
+                self.track_quiet(voiced, self.ms(end - offset));
                 return;
             }
+        }
+    }
+
+    /// Tell the machine when the live audio turns quiet (300 ms of silence) or voiced again.
+    fn track_quiet(&mut self, voiced: bool, chunk_ms: u64) {
+        self.silent_ms = if voiced { 0 } else { self.silent_ms + chunk_ms };
+        let quiet = self.silent_ms >= QUIET_AFTER_MS;
+        if quiet != self.quiet {
+            self.quiet = quiet;
+            self.input(Input::Quiet(quiet));
         }
     }
 

@@ -1,0 +1,3 @@
+//! Frame render time of the dashboard (placeholder while the dashboard lands).
+
+fn main() {}

@@ -1,0 +1,65 @@
+//! What `update` asks the runtime to do ([`Command`]), and what the runtime and the background
+//! tasks tell `update` ([`Msg`]). `update` itself does no I/O.
+
+use std::path::PathBuf;
+
+use super::action::Action;
+use crate::audio::{AudioStats, Level};
+use crate::provider::TokenState;
+use crate::session::{self, SessionEvent};
+
+/// An input to `update`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    /// The user asked for something (a key, the mouse wheel).
+    Action(Action),
+    /// The supervisor reported something.
+    Session(SessionEvent),
+    /// The pre-mint scheduler's state changed.
+    Token(TokenState),
+    Level(Level),
+    AudioStats(AudioStats),
+    /// The terminal is now this big (columns, rows).
+    Resize(u16, u16),
+    /// Time passed (a frame): deadlines, notices, KeepAlive while muted.
+    Tick,
+    /// Esc: close the help overlay.
+    Dismiss,
+    /// The audio input was opened (again); its display name.
+    AudioOpened(String),
+    /// A session could not be started: why, and what is missing.
+    StartFailed(StartFailure),
+    /// A finished run's transcript was written (the files), or could not be.
+    Saved(Result<Vec<PathBuf>, String>),
+    /// An export was written, or could not be.
+    Exported(Result<Vec<PathBuf>, String>),
+    /// The supervisor task ended without saying `Finished` (it panicked).
+    SessionCrashed(String),
+    /// Something to show in the events pane (e.g. a provider warning).
+    Warning(String),
+}
+
+/// Why the runtime could not start a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFailure {
+    /// No token provider (it failed to build); the message says why.
+    Provider(String),
+    /// The audio input cannot be opened.
+    Audio(String),
+}
+
+/// An effect for the runtime to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send a command to the running supervisor.
+    Session(session::Command),
+    /// Spawn a supervisor for run `run` (reopening the audio input if it ended), apply `muted`,
+    /// and start it.
+    StartSession { run: u32, muted: bool },
+    /// Drop the ready token and mint a fresh one now.
+    MintToken,
+    /// Write the whole transcript in the configured formats.
+    Export,
+    /// Leave: restore the terminal and return.
+    Quit,
+}

@@ -1,0 +1,244 @@
+//! The transcript as the dashboard holds it: every final turn since the dashboard started (across
+//! stops and restarts), the live partial, and the scroll position.
+//!
+//! Scrolling is by turns, anchored to a turn index: new turns arriving while the user reads
+//! history do not move the view, and the count of turns below is a subtraction. Rendering walks
+//! back from the anchor only as far as the pane is tall, so its cost does not grow with history.
+
+use std::time::SystemTime;
+
+use crate::transcript::{FinalTurn, PartialTurn};
+
+/// How far back a formatted duplicate of a final can arrive (older servers send one right after
+/// the unformatted final): only that many recent turns are searched for a replacement.
+const REPLACE_WINDOW: usize = 16;
+
+/// A final turn as the screen shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    /// Which start of streaming (1, 2, ...) produced it: generations restart with each run.
+    pub run: u32,
+    pub generation: u64,
+    pub turn_order: u64,
+    /// Stream time of its first and last word, in ms.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub speaker: Option<String>,
+    pub text: String,
+    pub words: usize,
+    pub received_at: SystemTime,
+}
+
+/// The turn being spoken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    pub run: u32,
+    pub generation: u64,
+    pub turn_order: u64,
+    pub start_ms: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TranscriptView {
+    turns: Vec<Turn>,
+    /// Turns before this index were cleared from the screen (`c`); they are still exported.
+    visible_from: usize,
+    partial: Option<Partial>,
+    /// `None`: following the newest turn. `Some(i)`: turn `i` is at the bottom of the pane.
+    anchor: Option<usize>,
+}
+
+impl TranscriptView {
+    /// Every final turn, cleared ones included (what an export writes).
+    pub fn all(&self) -> &[Turn] {
+        &self.turns
+    }
+
+    /// The turns on screen (after the last clear).
+    pub fn visible(&self) -> &[Turn] {
+        &self.turns[self.visible_from..]
+    }
+
+    pub fn visible_from(&self) -> usize {
+        self.visible_from
+    }
+
+    pub fn partial(&self) -> Option<&Partial> {
+        self.partial.as_ref()
+    }
+
+    pub fn is_following(&self) -> bool {
+        self.anchor.is_none()
+    }
+
+    /// The index of the turn at the bottom of the pane (`None` when there is none).
+    pub fn bottom(&self) -> Option<usize> {
+        match self.anchor {
+            Some(i) => Some(i),
+            None => self.turns.len().checked_sub(1).filter(|&i| i >= self.visible_from),
+        }
+    }
+
+    /// Turns below the view while scrolled back.
+    pub fn below(&self) -> usize {
+        self.anchor.map_or(0, |i| self.turns.len() - 1 - i)
+    }
+
+    pub fn set_partial(&mut self, run: u32, p: &PartialTurn) {
+        self.partial = Some(Partial {
+            run,
+            generation: p.generation,
+            turn_order: p.turn_order,
+            start_ms: p.start_ms,
+            text: p.text.clone(),
+        });
+    }
+
+    pub fn clear_partial(&mut self) {
+        self.partial = None;
+    }
+
+    /// Add a final turn, or replace the recent one with the same generation and order (a
+    /// formatted duplicate). Returns whether it replaced one.
+    pub fn push_final(&mut self, run: u32, f: &FinalTurn, now: SystemTime) -> bool {
+        // A final from another session (the retiring one, during a hand-over) leaves the
+        // successor's partial alone.
+        if self.partial.as_ref().is_some_and(|p| {
+            p.run == run && p.generation == f.generation && p.turn_order <= f.turn_order
+        }) {
+            self.partial = None;
+        }
+        let turn = Turn {
+            run,
+            generation: f.generation,
+            turn_order: f.turn_order,
+            start_ms: f.start_ms,
+            end_ms: f.end_ms,
+            speaker: f.speaker.clone(),
+            text: f.text.clone(),
+            words: if f.words.is_empty() {
+                f.text.split_whitespace().count()
+            } else {
+                f.words.len()
+            },
+            received_at: now,
+        };
+        let start = self
+            .turns
+            .len()
+            .saturating_sub(REPLACE_WINDOW)
+            .max(self.visible_from);
+        if let Some(existing) = self.turns[start..].iter_mut().rev().find(|t| {
+            t.run == run && t.generation == f.generation && t.turn_order == f.turn_order
+        }) {
+            *existing = turn;
+            return true;
+        }
+        self.turns.push(turn);
+        false
+    }
+
+    /// Hide everything on screen so far (the saved files keep it), and follow again.
+    pub fn clear(&mut self) {
+        self.visible_from = self.turns.len();
+        self.partial = None;
+        self.anchor = None;
+    }
+
+    /// Scroll back `n` turns (stops following).
+    pub fn scroll_up(&mut self, n: usize) {
+        let Some(bottom) = self.bottom() else {
+            return;
+        };
+        self.anchor = Some(bottom.saturating_sub(n).max(self.visible_from));
+    }
+
+    /// Scroll forward `n` turns; reaching the newest turn follows again.
+    pub fn scroll_down(&mut self, n: usize) {
+        if let Some(i) = self.anchor {
+            let last = self.turns.len().saturating_sub(1);
+            self.anchor = if i + n >= last { None } else { Some(i + n) };
+        }
+    }
+
+    pub fn scroll_top(&mut self) {
+        if self.turns.len() > self.visible_from {
+            self.anchor = Some(self.visible_from);
+            if self.turns.len() - 1 == self.visible_from {
+                // A single turn: the top is the bottom.
+                self.anchor = None;
+            }
+        }
+    }
+
+    pub fn follow(&mut self) {
+        self.anchor = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fin(generation: u64, order: u64, text: &str) -> FinalTurn {
+        FinalTurn {
+            generation,
+            session_id: "s".into(),
+            turn_order: order,
+            text: text.into(),
+            formatted: false,
+            start_ms: order * 1000,
+            end_ms: order * 1000 + 500,
+            speaker: None,
+            words: Vec::new(),
+            latency_ms: None,
+        }
+    }
+
+    #[test]
+    fn scrolling_anchors_and_counts_turns_below() {
+        let mut t = TranscriptView::default();
+        let now = SystemTime::UNIX_EPOCH;
+        for i in 0..10 {
+            t.push_final(1, &fin(1, i, "x"), now);
+        }
+        assert_eq!(t.bottom(), Some(9));
+        t.scroll_up(3);
+        assert_eq!((t.bottom(), t.below()), (Some(6), 3));
+        t.push_final(1, &fin(1, 10, "y"), now);
+        assert_eq!((t.bottom(), t.below()), (Some(6), 4));
+        t.scroll_down(100);
+        assert!(t.is_following());
+        t.scroll_top();
+        assert_eq!(t.bottom(), Some(0));
+        t.clear();
+        assert!(t.visible().is_empty());
+        assert_eq!(t.all().len(), 11);
+        t.scroll_up(1);
+        assert!(t.is_following(), "nothing to scroll");
+    }
+
+    #[test]
+    fn a_duplicate_final_replaces_and_clears_the_partial() {
+        let mut t = TranscriptView::default();
+        let now = SystemTime::UNIX_EPOCH;
+        t.set_partial(
+            1,
+            &PartialTurn {
+                generation: 1,
+                turn_order: 0,
+                text: "hi".into(),
+                start_ms: 0,
+                end_ms: 10,
+            },
+        );
+        assert!(!t.push_final(1, &fin(1, 0, "hi there"), now));
+        assert!(t.partial().is_none());
+        assert!(t.push_final(1, &fin(1, 0, "Hi there."), now));
+        assert_eq!(t.all().len(), 1);
+        assert_eq!(t.all()[0].text, "Hi there.");
+        // Same generation and order in another run is another turn.
+        assert!(!t.push_final(2, &fin(1, 0, "again"), now));
+    }
+}
