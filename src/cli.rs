@@ -40,9 +40,12 @@ pub enum Command {
     /// Run a local emulator of the AssemblyAI v3 streaming API (no speech recognition: words come
     /// from a script or a fixed word list, timed by the voice activity in the audio received).
     Emulate(Box<EmulateArgs>),
-    /// Stream audio and print the transcript as NDJSON events on stdout (docs/events.md), with
-    /// tokens re-minted and sessions rotated and reconnected as needed.
+    /// Stream audio with tokens re-minted and sessions rotated and reconnected as needed: a live
+    /// dashboard on a terminal, NDJSON events on stdout with --headless (docs/events.md).
     Run(RunArgs),
+    /// The offline demo: the dashboard streaming a bundled recording through an in-process
+    /// emulator (no key, no network), with a session rotation within the first minute.
+    Demo(DemoArgs),
     /// List audio input devices (the default marked) with their sample rates and channel counts.
     Devices,
     /// Mint one temporary token with the configured provider and print it as JSON (or write it
@@ -65,8 +68,8 @@ pub enum Command {
     reason = "independent command-line switches"
 )]
 pub struct RunArgs {
-    /// Write NDJSON events to stdout (the only mode until the dashboard lands; also chosen when
-    /// stdout is not a terminal).
+    /// Write NDJSON events to stdout instead of showing the dashboard (docs/events.md); also
+    /// chosen when stdout is not a terminal.
     #[arg(long)]
     pub headless: bool,
 
@@ -101,6 +104,14 @@ pub struct RunArgs {
     /// Tell the emulator where each session starts in the stream, for word scripts.
     #[arg(long, hide = true)]
     pub emulator_hints: bool,
+}
+
+/// Options of `aai-live demo`: those of `run`. `--input` replaces the bundled recording (e.g.
+/// `--input mic` to talk to the emulator, which then answers with its fixed word list).
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Options of `aai-live token`.

@@ -25,6 +25,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let loaded = load_config_with(&cli.global, run_overrides(&args))?;
             let _log = init_logging(&cli.global, &loaded)?;
+            if wants_dashboard(&args) {
+                let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
+                return runtime()?.block_on(show_dashboard(setup));
+            }
             let options = crate::headless::RunOptions {
                 duration: args.duration,
                 unpaced: args.unpaced,
@@ -35,6 +39,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::headless::run(&loaded.config, &options, &mut out).await
             })?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Demo(args) => {
+            let loaded = load_config_with(&cli.global, run_overrides(&args.run))?;
+            let _log = init_logging(&cli.global, &loaded)?;
+            demo(loaded.config, &args.run)
         }
         Command::Devices => {
             let loaded = load_config(&cli.global)?;
@@ -294,4 +303,77 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     std::io::stdout().flush().ok();
     running.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run` and `demo` show the dashboard unless --headless, or stdout is not a terminal (a pipe
+/// gets NDJSON).
+fn wants_dashboard(args: &crate::cli::RunArgs) -> bool {
+    use std::io::IsTerminal;
+    !args.headless && std::io::stdout().is_terminal()
+}
+
+/// The dashboard's setup for `run` flags, with the provider built from `env`.
+fn dashboard_setup(
+    config: &config::Config,
+    args: &crate::cli::RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> crate::app::Setup {
+    // A provider that cannot be built is shown on the dashboard, not fatal here.
+    let built = provider::build_with(&config.provider, env);
+    let mut setup = crate::app::Setup::from_config(config, built, &provider::process_env);
+    setup.duration = args.duration;
+    setup.supervisor.emulator_hints = args.emulator_hints;
+    if args.unpaced {
+        setup.audio.pace = crate::audio::Pace::Unpaced;
+    }
+    setup
+}
+
+/// Run the dashboard; once the terminal is restored, say where the transcripts went.
+async fn show_dashboard(setup: crate::app::Setup) -> anyhow::Result<ExitCode> {
+    let report = crate::app::run(setup).await?;
+    for path in &report.saved {
+        eprintln!("aai-live: saved {}", path.display());
+    }
+    if let Some(failure) = &report.failure {
+        eprintln!("aai-live: the last run failed: {failure}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aai-live demo`: the emulator in-process, the configuration pointed at it, then the dashboard
+/// (or NDJSON with --headless).
+fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
+    use crate::demo::{Demo, INPUT_LABEL};
+    let bundled = args.input.is_none();
+    runtime()?.block_on(async move {
+        let demo = Demo::start(bundled).await?;
+        demo.configure(&mut config);
+        let code = if wants_dashboard(args) {
+            let mut setup = dashboard_setup(&config, args, &Demo::env);
+            setup.supervisor.emulator_hints = true;
+            setup.info.demo = Some(demo.emulator.addr.to_string());
+            if bundled {
+                setup.info.input = INPUT_LABEL.to_owned();
+                setup.input_label = Some(INPUT_LABEL.to_owned());
+            }
+            show_dashboard(setup).await
+        } else {
+            // The headless runner builds its provider from files and the process environment:
+            // give it the demo key as a private key file.
+            config.provider.api_key.key_file = Some(demo.files.key());
+            let options = crate::headless::RunOptions {
+                duration: args.duration,
+                unpaced: args.unpaced,
+                emulator_hints: true,
+            };
+            let mut out = std::io::stdout();
+            crate::headless::run(&config, &options, &mut out)
+                .await
+                .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        };
+        demo.shutdown().await;
+        code
+    })
 }

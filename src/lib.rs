@@ -4,10 +4,12 @@
 //! The binary (`src/main.rs`) is a thin adapter: every subcommand calls into a module here, so
 //! tests drive the whole program without a terminal. See `docs/architecture.md` for the map.
 
+pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod emulator;
 pub mod headless;
 pub mod logging;
@@ -17,3 +19,5 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod transcript;
+pub mod tui;
+pub mod ui;

@@ -82,12 +82,12 @@ impl Action {
     /// What it does, for the help overlay and docs/keybindings.md.
     pub fn describe(self) -> &'static str {
         match self {
-            Self::ToggleStream => "start or stop streaming (stop waits for the last turns)",
+            Self::ToggleStream => "start or stop streaming",
             Self::Pause => "mute or unmute: silence is sent, the session stays open",
             Self::ForceEndpoint => "end the current turn now (ForceEndpoint)",
-            Self::Reconnect => "open a fresh session now (new token, replay from the last final)",
+            Self::Reconnect => "open a fresh session now (replays from the last final)",
             Self::MintToken => "drop the ready token and mint a fresh one now",
-            Self::Export => "export the whole transcript to the transcript directory",
+            Self::Export => "export the whole transcript (transcript.dir)",
             Self::Clear => "clear the screen (saved files keep everything)",
             Self::ToggleEvents => "show or hide the events pane",
             Self::Help => "show or hide this help",
@@ -97,7 +97,7 @@ impl Action {
             Self::PageDown => "scroll forward a page",
             Self::ScrollTop => "go to the first turn",
             Self::ScrollBottom => "go to the newest turn and follow again",
-            Self::Quit => "quit: stop, wait for the last turns, save, restore the terminal",
+            Self::Quit => "quit: stop, wait for the last turns, save",
         }
     }
 
@@ -213,9 +213,7 @@ impl Keymap {
             // the config writes them without "shift-". Try that first, then the literal spec.
             let literal = spec;
             spec.modifiers.shift = false;
-            return self
-                .action_for(&spec)
-                .or_else(|| self.action_for(&literal));
+            return self.action_for(&spec).or_else(|| self.action_for(&literal));
         }
         self.action_for(&spec)
     }

@@ -46,6 +46,8 @@ pub enum StartFailure {
     Provider(String),
     /// The audio input cannot be opened.
     Audio(String),
+    /// The transcript journal cannot be created.
+    Transcript(String),
 }
 
 /// An effect for the runtime to carry out.

@@ -76,7 +76,11 @@ impl TranscriptView {
     pub fn bottom(&self) -> Option<usize> {
         match self.anchor {
             Some(i) => Some(i),
-            None => self.turns.len().checked_sub(1).filter(|&i| i >= self.visible_from),
+            None => self
+                .turns
+                .len()
+                .checked_sub(1)
+                .filter(|&i| i >= self.visible_from),
         }
     }
 
@@ -129,9 +133,11 @@ impl TranscriptView {
             .len()
             .saturating_sub(REPLACE_WINDOW)
             .max(self.visible_from);
-        if let Some(existing) = self.turns[start..].iter_mut().rev().find(|t| {
-            t.run == run && t.generation == f.generation && t.turn_order == f.turn_order
-        }) {
+        if let Some(existing) = self.turns[start..]
+            .iter_mut()
+            .rev()
+            .find(|t| t.run == run && t.generation == f.generation && t.turn_order == f.turn_order)
+        {
             *existing = turn;
             return true;
         }

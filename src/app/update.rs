@@ -144,7 +144,11 @@ impl AppState {
                     out.push(Command::Session(session::Command::ForceEndpoint));
                     self.notify(now, Severity::Info, "asked the service to end the turn now");
                 } else {
-                    self.notify(now, Severity::Warn, "not streaming: there is no turn to end");
+                    self.notify(
+                        now,
+                        Severity::Warn,
+                        "not streaming: there is no turn to end",
+                    );
                 }
             }
             Action::Reconnect => {
@@ -207,7 +211,8 @@ impl AppState {
             out.push(Command::Session(session::Command::Stop));
             self.lifecycle.start_pending = false;
             self.notify(now, Severity::Info, "stopping: waiting for the last turns");
-            self.events.push(now, Severity::Info, "stop asked for by the user");
+            self.events
+                .push(now, Severity::Info, "stop asked for by the user");
         } else {
             // Draining, or stopped and about to finish: start again once it has.
             self.lifecycle.start_pending = true;
@@ -258,7 +263,8 @@ impl AppState {
                 self.key_hint(Action::Quit)
             );
             self.notify(now, Severity::Info, text);
-            self.events.push(now, Severity::Info, "quit asked for by the user");
+            self.events
+                .push(now, Severity::Info, "quit asked for by the user");
             return;
         }
         self.should_quit = true;
@@ -293,6 +299,15 @@ impl AppState {
                        and start aai-live again, or try `aai-live demo`."
                     .into(),
             },
+            StartFailure::Transcript(detail) => Problem {
+                kind: ProblemKind::Session,
+                title: "Cannot write the transcript: streaming cannot start".into(),
+                detail,
+                hint: format!(
+                    "Check that transcript.dir is writable (or set another one), then press \
+                     {again} to try again."
+                ),
+            },
             StartFailure::Audio(detail) => {
                 self.audio.open = false;
                 Problem {
@@ -317,7 +332,8 @@ impl AppState {
 
     fn on_token(&mut self, token: TokenState, now: SystemTime) {
         if let TokenState::Failed { class, message, .. } = &token {
-            let changed = !matches!(&self.token, TokenState::Failed { message: m, .. } if m == message);
+            let changed =
+                !matches!(&self.token, TokenState::Failed { message: m, .. } if m == message);
             if changed {
                 self.events.push(
                     now,

@@ -246,7 +246,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             Some(reason) => conn.fail(code, &reason).await,
             None => {
                 conn.close(code, "Closed before Begin (emulator fault)")
-                    .await
+                    .await;
             }
         }
         return;

@@ -150,6 +150,14 @@ impl ServeArgs {
     pub fn server_config(&self) -> Result<ServerConfig, ServerError> {
         let auth = match (&self.credentials, self.no_auth) {
             (Some(path), _) => Auth::Bearer(Credentials::load(path)?),
+            // Checked again by `start`; here it fails before the key is looked for.
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return Err(ServerError::InvalidConfig(format!(
+                    "--no-auth is allowed only on a loopback address, not {}: give clients \
+                     credentials (--credentials FILE) or listen on 127.0.0.1",
+                    self.listen
+                )));
+            }
             (None, true) => Auth::None,
             (None, false) => {
                 return Err(ServerError::InvalidConfig(

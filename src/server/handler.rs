@@ -297,33 +297,24 @@ fn authenticate(
     headers: &HeaderMap,
     ctx: &mut Ctx,
 ) -> Result<Arc<str>, ApiError> {
-    let client: Arc<str> = match &state.auth {
-        Auth::None => Arc::from(ANONYMOUS),
-        Auth::Bearer(credentials) => {
-            let found = match presented(headers) {
-                Presented::Bearer(credential) => credentials.verify(credential),
-                Presented::Missing | Presented::Malformed => None,
-            };
-            let Some(client) = found else {
-                let message = match presented(headers) {
-                    Presented::Missing => {
-                        "a credential is required: Authorization: Bearer <credential>"
-                    }
-                    Presented::Malformed => "the Authorization header must be Bearer <credential>",
-                    Presented::Bearer(_) => "the credential is not valid",
-                };
-                return Err(refuse(
-                    state,
-                    peer,
-                    ctx,
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
-                        .denied(Denial::Unauthenticated),
-                ));
-            };
-            client
-        }
+    let Auth::Bearer(credentials) = &state.auth else {
+        return Ok(Arc::from(ANONYMOUS));
     };
-    Ok(client)
+    let message = match presented(headers) {
+        Presented::Bearer(credential) => match credentials.verify(credential) {
+            Some(client) => return Ok(client),
+            None => "the credential is not valid",
+        },
+        Presented::Missing => "a credential is required: Authorization: Bearer <credential>",
+        Presented::Malformed => "the Authorization header must be Bearer <credential>",
+    };
+    Err(refuse(
+        state,
+        peer,
+        ctx,
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+            .denied(Denial::Unauthenticated),
+    ))
 }
 
 /// A request refused before its client is known counts against its address; when the address

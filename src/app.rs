@@ -1,0 +1,582 @@
+//! The dashboard (`aai-live run` on a terminal, `aai-live demo`): an Elm-like loop.
+//!
+//! ```text
+//!  terminal (crossterm EventStream) ─┐
+//!  signals (TERM, HUP, INT) ─────────┤
+//!  session events (mpsc, drained) ───┤          ┌──────────────┐   Vec<Command>   ┌──────────┐
+//!  token state (watch) ──────────────┼─ Msg ──▶ │ state.update │ ───────────────▶ │ execute  │
+//!  audio level, stats (watch) ───────┤          └──────────────┘                  └────┬─────┘
+//!  background results (JoinSet) ─────┤                 │                             │
+//!  frame tick (ui.fps) ──────────────┘                 ▼                             ▼
+//!                                       ui::render(&state, now)      supervisor commands (mpsc),
+//!                                       when something changed       spawn supervisor, mint now,
+//!                                                                    save / export (blocking pool)
+//! ```
+//!
+//! One task owns the terminal and the state; background work talks to it only by message. The
+//! audio input outlives sessions: a relay task forwards its chunks to whichever supervisor is
+//! running (a supervisor ends when it stops, so starting again spawns a new one), and the level
+//! meter keeps working while nothing streams. Every failure becomes state on screen; the
+//! dashboard stays open until the user quits.
+
+pub mod action;
+pub mod command;
+pub mod export;
+pub mod state;
+pub mod transcript;
+pub mod update;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use ratatui::crossterm::event::Event;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::audio::{self, AudioChunk, AudioInput, AudioOptions, AudioStats, Level};
+use crate::config::{Config, InputSpec, TranscriptFormat};
+use crate::provider::{
+    self, PreMintOptions, PreMinter, ProviderError, TokenProvider, TokenRequest, TokenState,
+};
+use crate::session::{self, SessionEvent, SupervisorOptions};
+use crate::transcript::Transcript;
+use action::Action;
+pub use command::{Command, Msg, StartFailure};
+use state::{AppState, Info, UiOptions};
+
+/// Session events handled per loop turn at most (then the screen gets a chance to draw).
+const EVENT_BATCH: usize = 256;
+
+/// Everything the dashboard needs, prepared before the terminal is taken over.
+pub struct Setup {
+    pub config: Config,
+    /// The token provider, or why there is none (shown as a panel, not a crash).
+    pub provider: Result<Arc<dyn TokenProvider>, ProviderError>,
+    /// Things to show in the events pane at once (e.g. a readable token file).
+    pub warnings: Vec<String>,
+    pub info: Info,
+    pub ui: UiOptions,
+    pub supervisor: SupervisorOptions,
+    pub input: InputSpec,
+    pub audio: AudioOptions,
+    /// How the input is shown (`None`: the input's own name).
+    pub input_label: Option<String>,
+    /// Start streaming at once.
+    pub autostart: bool,
+    /// Quit (gracefully) after this long.
+    pub duration: Option<Duration>,
+}
+
+impl Setup {
+    /// The usual setup for `aai-live run` from a validated configuration and a provider build.
+    pub fn from_config(
+        config: &Config,
+        built: Result<provider::Built, ProviderError>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let supervisor = SupervisorOptions::from_config(config);
+        let (provider, warnings) = match built {
+            Ok(b) => (Ok(b.provider), b.warnings),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let (kind, source) = match &provider {
+            Ok(p) => (p.name().to_owned(), p.source()),
+            Err(e) => (e.provider().to_owned(), "(not available)".to_owned()),
+        };
+        let region = config
+            .streaming
+            .url
+            .is_none()
+            .then(|| config.provider.api_key.region.to_string());
+        Self {
+            info: Info {
+                provider: kind,
+                source,
+                endpoint: supervisor.endpoint.to_string(),
+                region,
+                input: config.audio.input.to_string(),
+                demo: None,
+            },
+            ui: UiOptions::from_config(config, env),
+            supervisor,
+            input: config.audio.input.clone(),
+            audio: AudioOptions::from_config(config),
+            input_label: None,
+            autostart: true,
+            duration: None,
+            config: config.clone(),
+            provider,
+            warnings,
+        }
+    }
+}
+
+/// How the dashboard ended.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Transcript files written (journals, exports).
+    pub saved: Vec<PathBuf>,
+    /// The last run's failure, if it ended in one.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot use the terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    #[error("cannot draw the dashboard: {0}")]
+    Draw(String),
+}
+
+/// Run the dashboard on the process's terminal until the user quits. The terminal is restored
+/// before this returns, whatever happened.
+pub async fn run(setup: Setup) -> Result<Report, AppError> {
+    let mut signals = crate::tui::Signals::new()?;
+    let mut guard = crate::tui::TerminalGuard::new()?;
+    let events = ratatui::crossterm::event::EventStream::new();
+    let result = Runtime::new(setup)
+        .run(guard.terminal_mut(), events, &mut signals)
+        .await;
+    drop(guard);
+    result
+}
+
+/// The dashboard on any backend and event stream (tests drive it with a `TestBackend`).
+pub async fn run_with<B, S>(
+    setup: Setup,
+    terminal: &mut Terminal<B>,
+    events: S,
+) -> Result<Report, AppError>
+where
+    B: Backend,
+    S: Stream<Item = std::io::Result<Event>> + Unpin,
+{
+    let mut signals = crate::tui::Signals::new()?;
+    Runtime::new(setup)
+        .run(terminal, events, &mut signals)
+        .await
+}
+
+/// The open audio input and the relay feeding supervisors from it.
+struct Audio {
+    level: Option<watch::Receiver<Level>>,
+    stats: Option<watch::Receiver<AudioStats>>,
+    /// Attach the next supervisor's audio channel.
+    attach: mpsc::UnboundedSender<mpsc::Sender<AudioChunk>>,
+    /// Keeps the source running (dropping it stops the source).
+    _input: AudioInput,
+}
+
+/// A running supervisor.
+struct Running {
+    commands: mpsc::UnboundedSender<session::Command>,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+    task: tokio::task::JoinHandle<(session::Outcome, Transcript)>,
+    journal: PathBuf,
+}
+
+struct Runtime {
+    state: AppState,
+    config: Config,
+    supervisor: SupervisorOptions,
+    input: InputSpec,
+    audio_options: AudioOptions,
+    input_label: Option<String>,
+    autostart: bool,
+    duration: Option<Duration>,
+    provider_error: Option<String>,
+    warnings: Vec<String>,
+    premint: Option<Arc<PreMinter>>,
+    provider: Option<Arc<dyn TokenProvider>>,
+    token: Option<watch::Receiver<TokenState>>,
+    audio: Option<Audio>,
+    session: Option<Running>,
+    background: JoinSet<Msg>,
+    queue: VecDeque<Msg>,
+}
+
+impl Runtime {
+    fn new(setup: Setup) -> Self {
+        let state = AppState::from_config(&setup.config, setup.info, setup.ui);
+        let (provider, provider_error) = match setup.provider {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Self {
+            state,
+            supervisor: setup.supervisor,
+            input: setup.input,
+            audio_options: setup.audio,
+            input_label: setup.input_label,
+            autostart: setup.autostart,
+            duration: setup.duration,
+            provider_error,
+            warnings: setup.warnings,
+            premint: None,
+            provider,
+            token: None,
+            audio: None,
+            session: None,
+            background: JoinSet::new(),
+            queue: VecDeque::new(),
+            config: setup.config,
+        }
+    }
+
+    async fn run<B, S>(
+        mut self,
+        terminal: &mut Terminal<B>,
+        mut events: S,
+        signals: &mut crate::tui::Signals,
+    ) -> Result<Report, AppError>
+    where
+        B: Backend,
+        S: Stream<Item = std::io::Result<Event>> + Unpin,
+    {
+        let size = terminal.size().map_err(|e| AppError::Draw(e.to_string()))?;
+        self.post(Msg::Resize(size.width, size.height));
+        self.startup().await;
+        self.draw(terminal)?;
+
+        let fps = self.state.ui.fps.max(1);
+        let mut frame = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+        frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let deadline = self.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut batch: Vec<SessionEvent> = Vec::with_capacity(EVENT_BATCH);
+        let mut terminal_open = true;
+        let mut dirty = false;
+        let mut last_second = 0;
+
+        while !self.state.should_quit {
+            let mut draw_now = false;
+            let (level_rx, stats_rx) = match self.audio.as_mut() {
+                Some(a) => (a.level.as_mut(), a.stats.as_mut()),
+                None => (None, None),
+            };
+            tokio::select! {
+                event = events.next(), if terminal_open => match event {
+                    Some(Ok(event)) => {
+                        if let Some(msg) = crate::tui::to_msg(&event, &self.state.keymap) {
+                            self.post(msg);
+                            // Answer the user at once rather than at the next frame.
+                            draw_now = true;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("cannot read the terminal: {e}; quitting");
+                        terminal_open = false;
+                        self.post(Msg::Action(Action::Quit));
+                    }
+                    None => {
+                        terminal_open = false;
+                        self.post(Msg::Action(Action::Quit));
+                    }
+                },
+                received = session_events(self.session.as_mut(), &mut batch) => {
+                    if received == 0 {
+                        self.session_ended();
+                    }
+                    for event in batch.drain(..) {
+                        self.post(Msg::Session(event));
+                    }
+                }
+                token = changed(self.token.as_mut()) => self.post(Msg::Token(token)),
+                level = changed(level_rx) => self.post(Msg::Level(level)),
+                stats = changed(stats_rx) => self.post(Msg::AudioStats(stats)),
+                Some(joined) = self.background.join_next(), if !self.background.is_empty() => {
+                    match joined {
+                        Ok(msg) => self.post(msg),
+                        Err(e) => self.post(Msg::Warning(format!("a background task failed: {e}"))),
+                    }
+                }
+                () = signals.recv() => self.post(Msg::Action(Action::Quit)),
+                () = sleep_until(deadline) => {
+                    self.post(Msg::Action(Action::Quit));
+                }
+                _ = frame.tick() => {
+                    self.post(Msg::Tick);
+                    // Countdowns change every second even when nothing else does.
+                    let second = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if dirty || second != last_second {
+                        draw_now = true;
+                        last_second = second;
+                    }
+                }
+            }
+            let changed_state = self.process().await;
+            dirty |= changed_state;
+            if draw_now {
+                self.draw(terminal)?;
+                dirty = false;
+            }
+        }
+        self.shutdown();
+        Ok(Report {
+            saved: std::mem::take(&mut self.state.saved),
+            failure: self.state.last_failure.take(),
+        })
+    }
+
+    fn post(&mut self, msg: Msg) {
+        self.queue.push_back(msg);
+    }
+
+    /// Run queued messages through `update` and carry out the commands (which may queue more).
+    /// Returns whether anything was processed.
+    async fn process(&mut self) -> bool {
+        let mut changed = false;
+        while let Some(msg) = self.queue.pop_front() {
+            // A tick alone is not worth a frame: the second-boundary check redraws countdowns.
+            changed |= !matches!(msg, Msg::Tick);
+            let commands = self.state.update(msg, SystemTime::now());
+            for command in commands {
+                self.execute(command).await;
+            }
+        }
+        changed
+    }
+
+    fn draw<B: Backend>(&mut self, terminal: &mut Terminal<B>) -> Result<(), AppError> {
+        let state = &self.state;
+        terminal
+            .draw(|frame| crate::ui::render(frame, state, SystemTime::now()))
+            .map_err(|e| AppError::Draw(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Before the first frame: provider, pre-minter, audio, then autostart.
+    async fn startup(&mut self) {
+        for warning in std::mem::take(&mut self.warnings) {
+            self.post(Msg::Warning(warning));
+        }
+        if let Some(provider) = &self.provider {
+            let request = TokenRequest::from_config(&self.config.provider);
+            let premint = Arc::new(PreMinter::new(
+                Arc::clone(provider),
+                request,
+                PreMintOptions::default(),
+            ));
+            self.token = Some(premint.state());
+            self.premint = Some(premint);
+        } else if let Some(e) = self.provider_error.clone() {
+            self.post(Msg::StartFailed(StartFailure::Provider(e)));
+        }
+        if let Err(e) = self.open_audio().await {
+            self.post(Msg::StartFailed(StartFailure::Audio(e)));
+        }
+        let ready = self.premint.is_some() && self.audio.is_some();
+        if self.autostart && ready {
+            self.post(Msg::Action(Action::ToggleStream));
+        }
+        self.process().await;
+    }
+
+    /// Open the audio input and start its relay.
+    async fn open_audio(&mut self) -> Result<(), String> {
+        self.audio = None;
+        let mut input = audio::open(&self.input, &self.audio_options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = self
+            .input_label
+            .clone()
+            .unwrap_or_else(|| input.name.clone());
+        let (_, closed) = mpsc::channel(1);
+        let chunks = std::mem::replace(&mut input.chunks, closed);
+        let (attach, attach_rx) = mpsc::unbounded_channel();
+        tokio::spawn(relay(chunks, attach_rx));
+        self.audio = Some(Audio {
+            level: Some(input.level.clone()),
+            stats: Some(input.stats.clone()),
+            attach,
+            _input: input,
+        });
+        self.post(Msg::AudioOpened(name));
+        Ok(())
+    }
+
+    async fn execute(&mut self, command: Command) {
+        match command {
+            Command::Session(c) => {
+                if let Some(s) = &self.session {
+                    let _ = s.commands.send(c);
+                }
+            }
+            Command::StartSession { run, muted } => self.start_session(run, muted).await,
+            Command::MintToken => match &self.premint {
+                Some(p) => p.refresh_now(),
+                None => self.post(Msg::Warning(
+                    "no token provider: nothing to mint with".to_owned(),
+                )),
+            },
+            Command::Export => {
+                let turns = self.state.transcript.all().to_vec();
+                let dir = self.config.transcript.dir_or_default();
+                let formats = self.config.transcript.formats.clone();
+                self.background.spawn(async move {
+                    let written = tokio::task::spawn_blocking(move || {
+                        export::export(&turns, &dir, &formats, SystemTime::now())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    Msg::Exported(written)
+                });
+            }
+            Command::Quit => {}
+        }
+    }
+
+    async fn start_session(&mut self, run: u32, muted: bool) {
+        let Some(premint) = self.premint.clone() else {
+            let why = self
+                .provider_error
+                .clone()
+                .unwrap_or_else(|| "no token provider".to_owned());
+            self.post(Msg::StartFailed(StartFailure::Provider(why)));
+            return;
+        };
+        let input_ended = self
+            .audio
+            .as_ref()
+            .is_none_or(|a| a.stats.as_ref().is_none_or(|s| s.borrow().ended.is_some()));
+        if input_ended && let Err(e) = self.open_audio().await {
+            self.post(Msg::StartFailed(StartFailure::Audio(e)));
+            return;
+        }
+        let dir = self.config.transcript.dir_or_default();
+        let journal = dir.join(format!(
+            "aai-live-{}.jsonl",
+            export::stamp(SystemTime::now())
+        ));
+        let transcript = match Transcript::with_journal(&journal) {
+            Ok(t) => t,
+            Err(e) => {
+                self.post(Msg::StartFailed(StartFailure::Transcript(e.to_string())));
+                return;
+            }
+        };
+        let (audio_tx, audio_rx) = mpsc::channel(64);
+        let attached = self
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.attach.send(audio_tx).is_ok());
+        if !attached {
+            self.post(Msg::StartFailed(StartFailure::Audio(
+                "the audio input has stopped".to_owned(),
+            )));
+            return;
+        }
+        let mut options = self.supervisor.clone();
+        options.seed = rand::random();
+        let handle = session::spawn(options, premint, transcript, audio_rx);
+        if muted {
+            let _ = handle.commands.send(session::Command::SetMuted(true));
+        }
+        let _ = handle.commands.send(session::Command::Start);
+        tracing::info!(run, journal = %journal.display(), "session supervisor started");
+        self.session = Some(Running {
+            commands: handle.commands,
+            events: handle.events,
+            task: handle.task,
+            journal,
+        });
+    }
+
+    /// The supervisor's event stream closed: join it and save its transcript in the background.
+    fn session_ended(&mut self) {
+        let Some(running) = self.session.take() else {
+            return;
+        };
+        if let Some(p) = &self.premint {
+            // A token held for nobody only lapses; the next start mints its own.
+            p.cancel();
+        }
+        let formats: Vec<TranscriptFormat> = self.config.transcript.formats.clone();
+        let journal = running.journal;
+        self.background.spawn(async move {
+            match running.task.await {
+                Ok((_, transcript)) => {
+                    let saved = tokio::task::spawn_blocking(move || {
+                        export::save_run(&transcript, &journal, &formats)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    Msg::Saved(saved)
+                }
+                Err(e) => Msg::SessionCrashed(format!("the session supervisor stopped: {e}")),
+            }
+        });
+    }
+
+    /// Leaving: stop what still runs (finals are already in the journal on disk).
+    fn shutdown(&mut self) {
+        if let Some(running) = self.session.take() {
+            let _ = running.commands.send(session::Command::Stop);
+            running.task.abort();
+        }
+        self.background.abort_all();
+        self.audio = None;
+    }
+}
+
+/// Forward audio chunks to the attached supervisor; between supervisors, drop them (the meter
+/// still sees the input). Ends with the input, which closes the attached supervisor's audio so
+/// it finishes its backlog and stops.
+async fn relay(
+    mut chunks: mpsc::Receiver<AudioChunk>,
+    mut attach: mpsc::UnboundedReceiver<mpsc::Sender<AudioChunk>>,
+) {
+    let mut target: Option<mpsc::Sender<AudioChunk>> = None;
+    loop {
+        tokio::select! {
+            next = attach.recv() => match next {
+                Some(tx) => target = Some(tx),
+                None => return,
+            },
+            chunk = chunks.recv() => {
+                let Some(chunk) = chunk else { return };
+                if let Some(tx) = &target
+                    && tx.send(chunk).await.is_err()
+                {
+                    // That supervisor has ended.
+                    target = None;
+                }
+            }
+        }
+    }
+}
+
+/// Drain up to a batch of session events; 0 means the channel closed. Pending forever when no
+/// supervisor runs.
+async fn session_events(running: Option<&mut Running>, batch: &mut Vec<SessionEvent>) -> usize {
+    match running {
+        Some(r) => r.events.recv_many(batch, EVENT_BATCH).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next value of a watch channel. Pending forever when there is none or it closed, so
+/// `select!` waits on the other branches instead of spinning.
+async fn changed<T: Clone>(rx: Option<&mut watch::Receiver<T>>) -> T {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,274 @@
+//! The audio panel (level meter with RMS and peak, clipping, muted, input name, dropped frames)
+//! and the throughput figures (latency p50/p95, words per minute).
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::header::clip;
+use super::{Theme, bar};
+use crate::app::state::AppState;
+
+const LABEL_W: usize = 8;
+/// Room kept after the peak meter for the clipping tag.
+const CLIP_W: usize = 7;
+/// The meter's scale: -60 dBFS (empty) to 0 dBFS (full).
+const FLOOR_DB: f32 = -60.0;
+
+pub fn render(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &AppState,
+    now: SystemTime,
+    t: Theme,
+    with_throughput: bool,
+) {
+    let block = t.block(" audio ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let w = usize::from(inner.width);
+    let mut lines = vec![
+        meter_line("rms", state.audio.level.rms_dbfs, state, t, w.saturating_sub(CLIP_W)),
+        peak_line(state, t, w),
+        input_line(state, t, w),
+    ];
+    if with_throughput {
+        lines.push(latency_line(state, now, t, w));
+    } else {
+        lines.push(dropped_line(state, t, w));
+        let native = &state.audio.stats.native;
+        if native.sample_rate > 0 {
+            lines.push(clip(
+                vec![
+                    label("source", t),
+                    Span::styled(native.to_string(), t.dim()),
+                ],
+                w,
+                t,
+            ));
+        }
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// Latency, pace and totals (the wide layout's third panel).
+pub fn render_throughput(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &AppState,
+    now: SystemTime,
+    t: Theme,
+) {
+    let block = t.block(" throughput ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let w = usize::from(inner.width);
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    let wpm = state
+        .rate
+        .per_minute(now, state.session.run_started)
+        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let finals = state.transcript.all().len();
+    let lines = vec![
+        clip(
+            vec![
+                label("p50", t),
+                Span::styled(ms(state.latency.p50), t.text()),
+            ],
+            w,
+            t,
+        ),
+        clip(
+            vec![
+                label("p95", t),
+                Span::styled(ms(state.latency.p95), t.text()),
+            ],
+            w,
+            t,
+        ),
+        clip(
+            vec![
+                label("pace", t),
+                Span::styled(format!("{wpm} wpm"), t.text()),
+            ],
+            w,
+            t,
+        ),
+        clip(
+            vec![
+                label("finals", t),
+                Span::styled(format!("{finals} turns"), t.text()),
+            ],
+            w,
+            t,
+        ),
+        clip(
+            vec![
+                label("audio", t),
+                Span::styled(
+                    format!("{:.0} s captured", state.audio.stats.seconds()),
+                    t.text(),
+                ),
+            ],
+            w,
+            t,
+        ),
+    ];
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn label(text: &str, t: Theme) -> Span<'static> {
+    Span::styled(format!("{text:<LABEL_W$}"), t.label())
+}
+
+fn ratio(db: f32) -> f64 {
+    f64::from(((db - FLOOR_DB) / -FLOOR_DB).clamp(0.0, 1.0))
+}
+
+fn db_text(db: f32) -> String {
+    if db <= FLOOR_DB {
+        " -inf dB".to_owned()
+    } else {
+        format!(" {db:>4.0} dB")
+    }
+}
+
+fn meter_line(name: &str, db: f32, state: &AppState, t: Theme, w: usize) -> Line<'static> {
+    let text = db_text(db);
+    let cells = w.saturating_sub(LABEL_W + text.len()).min(40);
+    let (full, empty) = bar(ratio(db), cells, t);
+    let style = if state.audio.muted {
+        t.dim()
+    } else if db > -6.0 {
+        t.warn()
+    } else {
+        t.ok()
+    };
+    clip(
+        vec![
+            label(name, t),
+            Span::styled(full, style),
+            Span::styled(empty, t.dim()),
+            Span::styled(text, t.text()),
+        ],
+        w,
+        t,
+    )
+}
+
+fn peak_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+    let level = &state.audio.level;
+    let mut line = meter_line("peak", level.peak_dbfs, state, t, w.saturating_sub(CLIP_W));
+    if level.clipping {
+        line.spans.push(Span::raw(" "));
+        line.spans.push(Span::styled(
+            if t.ascii { "[CLIP]" } else { " CLIP " },
+            t.tag(Color::Red),
+        ));
+    }
+    line
+}
+
+fn input_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+    let mut spans = vec![label("input", t)];
+    if state.audio.muted {
+        spans.push(Span::styled(
+            if t.ascii { "[MUTED]" } else { " MUTED " },
+            t.tag(Color::Yellow),
+        ));
+        spans.push(Span::raw(" "));
+    } else if !state.audio.open {
+        spans.push(Span::styled("closed ", t.error()));
+    }
+    spans.push(Span::styled(state.info.input.clone(), t.text()));
+    let dropped = state.audio.stats.dropped_frames;
+    if dropped > 0 {
+        spans.push(Span::styled(
+            format!("{}{dropped} dropped", t.dot()),
+            t.warn(),
+        ));
+    }
+    clip(spans, w, t)
+}
+
+fn dropped_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+    let stats = &state.audio.stats;
+    let style = if stats.dropped_frames > 0 {
+        t.warn()
+    } else {
+        t.text()
+    };
+    clip(
+        vec![
+            label("dropped", t),
+            Span::styled(
+                format!(
+                    "{} frames ({} overflows)",
+                    stats.dropped_frames, stats.overflows
+                ),
+                style,
+            ),
+        ],
+        w,
+        t,
+    )
+}
+
+fn latency_line(state: &AppState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    let wpm = state
+        .rate
+        .per_minute(now, state.session.run_started)
+        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+    clip(
+        vec![
+            Span::styled("p50 ", t.label()),
+            Span::styled(ms(state.latency.p50), t.text()),
+            Span::styled(format!("{}p95 ", t.dot()), t.label()),
+            Span::styled(ms(state.latency.p95), t.text()),
+            Span::styled(format!("{}{wpm} wpm", t.dot()), t.text()),
+        ],
+        w,
+        t,
+    )
+}
+
+/// The second status row of the compact layout.
+pub fn compact_line(state: &AppState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
+    let mut line = meter_line("level", state.audio.level.rms_dbfs, state, t, w.min(30));
+    let s = &state.session;
+    let p50 = state
+        .latency
+        .p50
+        .map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    let wpm = state
+        .rate
+        .per_minute(now, s.run_started)
+        .map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let mut extra = Vec::new();
+    if state.audio.muted {
+        extra.push(Span::raw(" "));
+        extra.push(Span::styled(
+            if t.ascii { "[MUTED]" } else { " MUTED " },
+            t.tag(Color::Yellow),
+        ));
+    }
+    extra.push(Span::styled(
+        format!(
+            "{}{} rot{}{} rec{}p50 {p50}{}{wpm} wpm",
+            t.dot(),
+            s.rotations,
+            t.dot(),
+            s.reconnects,
+            t.dot(),
+            t.dot()
+        ),
+        t.text(),
+    ));
+    line.spans.extend(extra);
+    clip(line.spans, w, t)
+}

@@ -1,0 +1,92 @@
+//! The footer: the main keys from the live keymap (as many as fit, help and quit always), or a
+//! short notice after an action.
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::Span;
+use ratatui::widgets::Paragraph;
+
+use super::Theme;
+use super::header::join_left_right;
+use crate::app::action::Action;
+use crate::app::state::{AppState, Severity};
+
+/// Footer keys, most important first; shown in `Action::ALL` order.
+const PRIORITY: [Action; 10] = [
+    Action::Help,
+    Action::Quit,
+    Action::ToggleStream,
+    Action::Pause,
+    Action::ForceEndpoint,
+    Action::ToggleEvents,
+    Action::Reconnect,
+    Action::MintToken,
+    Action::Export,
+    Action::Clear,
+];
+
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+    let width = usize::from(area.width);
+    let notice = if state.lifecycle.quitting.is_some() {
+        Some((
+            format!(
+                "quitting: waiting for the last turns and saving{}",
+                t.ellipsis()
+            ),
+            Severity::Info,
+        ))
+    } else {
+        state
+            .notice
+            .as_ref()
+            .filter(|n| n.until > now)
+            .map(|n| (n.text.clone(), n.level))
+    };
+    let line = if let Some((text, level)) = notice {
+        let right = key_spans(state, &[Action::Help, Action::Quit], t);
+        join_left_right(
+            vec![Span::styled(format!(" {text}"), t.severity(level))],
+            right,
+            width,
+            t,
+        )
+    } else {
+        let mut chosen: Vec<Action> = Vec::new();
+        let mut used = 1;
+        for action in PRIORITY {
+            let w = item_width(state, action);
+            if w > 0 && used + w <= width {
+                used += w;
+                chosen.push(action);
+            }
+        }
+        let ordered: Vec<Action> = Action::ALL
+            .into_iter()
+            .filter(|a| chosen.contains(a))
+            .collect();
+        let mut spans = vec![Span::raw(" ")];
+        spans.extend(key_spans(state, &ordered, t));
+        ratatui::text::Line::from(spans)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// Columns of `key label  ` (0 when the action has no key).
+fn item_width(state: &AppState, action: Action) -> usize {
+    state.keymap.first_key(action).map_or(0, |k| {
+        k.to_string().chars().count() + 1 + action.label().chars().count() + 2
+    })
+}
+
+fn key_spans(state: &AppState, actions: &[Action], t: Theme) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    for &action in actions {
+        if let Some(key) = state.keymap.first_key(action) {
+            spans.push(Span::styled(key.to_string(), t.key()));
+            spans.push(Span::styled(format!(" {}  ", action.label()), t.label()));
+        }
+    }
+    spans
+}

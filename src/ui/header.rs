@@ -1,0 +1,157 @@
+//! The header: the state badge, the session, elapsed time, muted and demo tags; then where tokens
+//! come from and where audio goes (kind and URL or path, never a secret).
+
+use std::time::SystemTime;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::{Theme, clock, display_width, since, truncate};
+use crate::app::state::AppState;
+use crate::app::update::short_id;
+
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+    let width = usize::from(area.width);
+    let mut lines = vec![first_line(state, now, t, width)];
+    if area.height > 1 {
+        lines.push(second_line(state, t, width));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+fn first_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+    let mut left = vec![
+        Span::styled(" aai-live ", t.strong()),
+        t.badge(&state.session.view),
+    ];
+    if let Some(life) = state.session.active_life() {
+        let id = if width >= 120 {
+            life.session_id.as_str()
+        } else {
+            short_id(&life.session_id)
+        };
+        left.push(Span::styled("  session ", t.label()));
+        left.push(Span::styled(id.to_owned(), t.text()));
+        left.push(Span::styled(
+            format!("{}conn {}", t.dot(), life.generation),
+            t.dim(),
+        ));
+    }
+    let elapsed = match (state.session.run_started, state.session.run_ended) {
+        (Some(start), Some(end)) => format!("  ran {}", clock(since(start, end))),
+        (Some(start), None) => format!("  {} elapsed", clock(since(start, now))),
+        _ => String::new(),
+    };
+    left.push(Span::styled(elapsed, t.label()));
+
+    let mut right = Vec::new();
+    if state.audio.muted {
+        right.push(Span::styled(
+            if t.ascii { "[MUTED]" } else { " MUTED " },
+            t.tag(Color::Yellow),
+        ));
+        right.push(Span::raw(" "));
+    }
+    if state.info.demo.is_some() {
+        right.push(Span::styled(
+            if t.ascii {
+                "[OFFLINE DEMO]"
+            } else {
+                " OFFLINE DEMO "
+            },
+            t.tag(Color::Magenta),
+        ));
+        right.push(Span::raw(" "));
+    }
+    join_left_right(left, right, width, t)
+}
+
+fn second_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
+    let info = &state.info;
+    let mut spans = vec![Span::raw(" ")];
+    if let Some(addr) = &info.demo {
+        // Token and streaming URLs share the emulator's address: say it once, plainly.
+        spans.push(Span::styled(
+            format!("offline emulator at {addr}, not AssemblyAI"),
+            t.warn(),
+        ));
+        spans.push(Span::styled(t.dot(), t.dim()));
+        spans.push(Span::styled("tokens ", t.label()));
+        spans.push(Span::styled(info.provider.clone(), t.accent()));
+        spans.push(Span::styled(
+            format!(" {} {} {}", url_path(&info.source), t.arrow(), url_path(&info.endpoint)),
+            t.text(),
+        ));
+        return clip(spans, width, t);
+    }
+    // Narrow: the secure schemes go without saying; http:// and ws:// stay visible.
+    let shown = |url: &str| {
+        if width < 120 {
+            url.strip_prefix("https://")
+                .or_else(|| url.strip_prefix("wss://"))
+                .unwrap_or(url)
+                .to_owned()
+        } else {
+            url.to_owned()
+        }
+    };
+    spans.push(Span::styled("tokens ", t.label()));
+    spans.push(Span::styled(info.provider.clone(), t.accent()));
+    spans.push(Span::styled(format!(" {}", shown(&info.source)), t.text()));
+    spans.push(Span::styled(format!(" {} ", t.arrow()), t.dim()));
+    spans.push(Span::styled(shown(&info.endpoint), t.text()));
+    if let Some(region) = &info.region {
+        spans.push(Span::styled(format!("{}region {region}", t.dot()), t.label()));
+    }
+    clip(spans, width, t)
+}
+
+/// The path of a URL (`http://h:1/v3/token` → `/v3/token`); other text as it is.
+fn url_path(s: &str) -> &str {
+    s.split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(s)
+}
+
+/// `left` then `right` flush with the right edge; `left` is cut when both do not fit.
+pub fn join_left_right(
+    left: Vec<Span<'static>>,
+    right: Vec<Span<'static>>,
+    width: usize,
+    t: Theme,
+) -> Line<'static> {
+    let right_w: usize = right.iter().map(Span::width).sum();
+    let mut spans = clip(left, width.saturating_sub(right_w), t).spans;
+    let left_w: usize = spans.iter().map(Span::width).sum();
+    if left_w + right_w <= width {
+        spans.push(Span::raw(" ".repeat(width - left_w - right_w)));
+        spans.extend(right);
+    }
+    Line::from(spans)
+}
+
+/// Cut a line of spans to `width` columns, with an ellipsis on the last one cut.
+pub fn clip(spans: Vec<Span<'static>>, width: usize, t: Theme) -> Line<'static> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for span in spans {
+        let w = span.width();
+        if used + w <= width {
+            used += w;
+            out.push(span);
+            continue;
+        }
+        let room = width - used;
+        if room > 0 {
+            let cut = truncate(&span.content, room, t.ellipsis());
+            if display_width(&cut) <= room {
+                out.push(Span::styled(cut, span.style));
+            }
+        }
+        break;
+    }
+    Line::from(out)
+}

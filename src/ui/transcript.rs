@@ -1,0 +1,184 @@
+//! The transcript pane: final turns with their stream time and speaker, and the live partial
+//! below them, styled apart. Lines are built from the bottom turn upwards only until the pane is
+//! full, so a frame costs the same with 100 or 100 000 turns in history.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::{Theme, display_width, wrap};
+use crate::app::action::Action;
+use crate::app::state::AppState;
+use crate::app::transcript::Turn;
+
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
+    let view = &state.transcript;
+    let title = if state.info.demo.is_some() {
+        " transcript (offline demo: the emulator knows the recording's words) "
+    } else {
+        " transcript "
+    };
+    let mut block = t.block(title);
+    if !view.is_following() {
+        let follow = state
+            .keymap
+            .first_key(Action::ScrollBottom)
+            .map_or_else(String::new, |k| format!(" {k} follows"));
+        let n = view.below();
+        block = block.title_bottom(Line::styled(
+            format!(
+                " {} {n} new turn{} below{follow} ",
+                t.down(),
+                if n == 1 { "" } else { "s" }
+            ),
+            t.warn(),
+        ));
+    }
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let lines = visible_lines(
+        state,
+        t,
+        usize::from(inner.width),
+        usize::from(inner.height),
+    );
+    let lines = if lines.is_empty() {
+        placeholder(state, t, usize::from(inner.width))
+    } else {
+        lines
+    };
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The lines that fit, bottom-aligned: from the bottom turn (and the partial, when following)
+/// upwards, stopping once `height` lines are collected.
+pub fn visible_lines(
+    state: &AppState,
+    t: Theme,
+    width: usize,
+    height: usize,
+) -> Vec<Line<'static>> {
+    let view = &state.transcript;
+    let mut up: Vec<Line<'static>> = Vec::with_capacity(height);
+    if height == 0 || width == 0 {
+        return up;
+    }
+    if view.is_following()
+        && let Some(p) = view.partial()
+    {
+        let text = format!("{}{}", p.text, t.ellipsis());
+        for line in stamped(p.start_ms, None, &text, width, t, t.partial())
+            .into_iter()
+            .rev()
+        {
+            up.push(line);
+        }
+    }
+    if let Some(bottom) = view.bottom() {
+        let all = view.all();
+        let mut i = bottom + 1;
+        while i > view.visible_from() && up.len() < height {
+            i -= 1;
+            let turn: &Turn = &all[i];
+            let lines = stamped(
+                turn.start_ms,
+                turn.speaker.as_deref(),
+                &turn.text,
+                width,
+                t,
+                t.text(),
+            );
+            up.extend(lines.into_iter().rev());
+        }
+    }
+    up.truncate(height);
+    up.reverse();
+    up
+}
+
+/// A turn's lines: `mm:ss ` then the (speaker and) text, wrapped with a hanging indent.
+fn stamped(
+    start_ms: u64,
+    speaker: Option<&str>,
+    text: &str,
+    width: usize,
+    t: Theme,
+    style: ratatui::style::Style,
+) -> Vec<Line<'static>> {
+    let stamp = format!("{} ", stamp(start_ms));
+    let indent = display_width(&stamp);
+    let speaker = speaker.map(|s| format!("{s}: "));
+    let body = format!("{}{text}", speaker.as_deref().unwrap_or(""));
+    let room = width.saturating_sub(indent).max(1);
+    let mut out = Vec::new();
+    for (n, piece) in wrap(&body, room).into_iter().enumerate() {
+        let mut spans = if n == 0 {
+            vec![Span::styled(stamp.clone(), t.dim())]
+        } else {
+            vec![Span::raw(" ".repeat(indent))]
+        };
+        match (&speaker, n) {
+            (Some(sp), 0) if piece.starts_with(sp.as_str()) => {
+                spans.push(Span::styled(sp.clone(), t.strong()));
+                spans.push(Span::styled(piece[sp.len()..].to_owned(), style));
+            }
+            _ => spans.push(Span::styled(piece, style)),
+        }
+        out.push(Line::from(spans));
+    }
+    out
+}
+
+/// Stream time as `mm:ss`, or `h:mm:ss` from an hour.
+fn stamp(ms: u64) -> String {
+    crate::app::update::mm_ss(std::time::Duration::from_millis(ms))
+}
+
+fn placeholder(state: &AppState, t: Theme, width: usize) -> Vec<Line<'static>> {
+    let start = state
+        .keymap
+        .first_key(Action::ToggleStream)
+        .map_or_else(|| "the start key".to_owned(), |k| k.to_string());
+    let help = state
+        .keymap
+        .first_key(Action::Help)
+        .map_or_else(String::new, |k| format!(" {k} lists every key."));
+    let mut paragraphs = Vec::new();
+    if state.lifecycle.running {
+        paragraphs.push((
+            format!(
+                "Listening{} final turns appear here, the turn being spoken below them.",
+                t.ellipsis()
+            ),
+            t.dim(),
+        ));
+    } else {
+        paragraphs.push((
+            format!("Press {start} to start streaming.{help}"),
+            t.strong(),
+        ));
+    }
+    if state.info.demo.is_some() {
+        paragraphs.push((
+            "This is the offline demo: a recording of five sentences loops through a local \
+             emulator of the streaming API, which knows the recording's words. Sessions last 60 s \
+             here, so within the first minute you see a token minted ahead of need, the session \
+             gauge turn amber, and a rotation to a fresh session with no words lost."
+                .to_owned(),
+            t.dim(),
+        ));
+    }
+    let mut lines = Vec::new();
+    for (text, style) in paragraphs {
+        if !lines.is_empty() {
+            lines.push(Line::raw(""));
+        }
+        lines.extend(
+            wrap(&text, width)
+                .into_iter()
+                .map(|l| Line::styled(l, style)),
+        );
+    }
+    lines
+}

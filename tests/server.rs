@@ -1,0 +1,983 @@
+//! `aai-live serve` in-process on 127.0.0.1 against the emulator: the token endpoint and its
+//! lifetime policy, authentication, the origin and host checks, exact rate limits under
+//! concurrent requests, upstream failures and the retry, size and time limits, health, metrics,
+//! TLS and graceful shutdown. Every refusal is checked to have made no upstream call.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aai_live::emulator::RunningEmulator;
+use aai_live::protocol::ServerMessage;
+use aai_live::provider::api_key::ApiKeyProvider;
+use aai_live::provider::{ProviderError, Token, TokenProvider, TokenRequest};
+use aai_live::secret::ApiKey;
+use aai_live::server::{
+    self, Auth, Credentials, RunningServer, ServerConfig, ServerError, hash_credential,
+};
+use common::KEY;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ALICE: &str = "alice-credential-0123456789abcdef";
+const BOB: &str = "bob-credential-0123456789abcdef";
+const CAROL: &str = "carol-credential-0123456789abcdef";
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Counts the fetches that reach the upstream.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn TokenProvider>,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenProvider for Counting {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn source(&self) -> String {
+        self.inner.source()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<Token, ProviderError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.fetch(request)
+    }
+}
+
+/// A provider that announces each fetch and answers only when released (or never).
+#[derive(Debug)]
+struct Gate {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: tokio::sync::Semaphore,
+}
+
+impl TokenProvider for Gate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+
+    fn source(&self) -> String {
+        "gate".into()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<Token, ProviderError>> {
+        async move {
+            let _ = self.entered.send(());
+            self.release.acquire().await.expect("open").forget();
+            Ok(Token::new("gated-token-0123456789abcdefghij", "gate"))
+        }
+        .boxed()
+    }
+}
+
+fn gate() -> (Arc<Gate>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (entered, rx) = tokio::sync::mpsc::unbounded_channel();
+    (
+        Arc::new(Gate {
+            entered,
+            release: tokio::sync::Semaphore::new(0),
+        }),
+        rx,
+    )
+}
+
+fn api_key_provider(key: &str, url: &str, timeout: Duration) -> Arc<dyn TokenProvider> {
+    Arc::new(
+        ApiKeyProvider::new(
+            ApiKey::new(key),
+            "the test key",
+            url.parse().expect("url"),
+            timeout,
+        )
+        .expect("provider"),
+    )
+}
+
+fn counting(inner: Arc<dyn TokenProvider>) -> Arc<Counting> {
+    Arc::new(Counting {
+        inner,
+        calls: AtomicUsize::new(0),
+    })
+}
+
+fn credentials() -> Credentials {
+    let text = [("alice", ALICE), ("bob", BOB), ("carol", CAROL)]
+        .iter()
+        .map(|(name, c)| format!("{name}:{}\n", hash_credential(c)))
+        .collect::<String>();
+    Credentials::parse(&text, "test credentials").expect("credentials")
+}
+
+/// Bearer auth with three clients, limits off unless `tweak` sets them.
+fn base_config() -> ServerConfig {
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        Auth::Bearer(credentials()),
+    );
+    config.client_limit = None;
+    config.global_limit = None;
+    config.refusal_limit = None;
+    config
+}
+
+async fn serve(
+    provider: Arc<dyn TokenProvider>,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> RunningServer {
+    let mut config = base_config();
+    tweak(&mut config);
+    server::start(config, provider)
+        .await
+        .expect("server starts")
+}
+
+struct Setup {
+    emu: RunningEmulator,
+    upstream: Arc<Counting>,
+    server: RunningServer,
+}
+
+async fn setup(tweak: impl FnOnce(&mut ServerConfig)) -> Setup {
+    let emu = common::start(common::config()).await;
+    let upstream = counting(api_key_provider(KEY, &emu.token_url(), BOUND));
+    let server = serve(upstream.clone(), tweak).await;
+    Setup {
+        emu,
+        upstream,
+        server,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(BOUND)
+        .build()
+        .expect("client")
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn rate(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
+        let n = |h: &str| self.header(h).and_then(|v| v.parse().ok());
+        (
+            n("x-ratelimit-limit"),
+            n("x-ratelimit-remaining"),
+            n("x-ratelimit-reset"),
+        )
+    }
+
+    fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+
+    fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(server: &RunningServer, query: &str, credential: Option<&str>) -> Answer {
+    let mut request = client().get(format!("{}?{query}", server.token_url()));
+    if let Some(c) = credential {
+        request = request.bearer_auth(c);
+    }
+    answer(request).await
+}
+
+/// The token opens a session on the emulator.
+async fn redeem(emu: &RunningEmulator, token: &str) {
+    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let mut ws = common::connect(emu, None, &format!("sample_rate=16000&token={encoded}"))
+        .await
+        .expect("connects");
+    let first = common::read_until(&mut ws, |_| true).await;
+    assert!(
+        matches!(first.first(), Some(ServerMessage::Begin(_))),
+        "{first:?}"
+    );
+    common::terminate(&mut ws).await;
+    common::read_to_close(&mut ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_post_mint_tokens_within_the_policy() {
+    let s = setup(|c| {
+        c.policy.expires_in = 60;
+        c.policy.min_expires_in = 10;
+        c.policy.max_session = 3600;
+        c.policy.min_session = 120;
+    })
+    .await;
+
+    let a = get(&s.server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(a.header("cache-control"), Some("no-store"));
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    assert_eq!(a.body["expires_in_seconds"], 60);
+    assert_eq!(a.body["max_session_duration_seconds"], 3600);
+    let expires_at = aai_live::provider::time::parse_json_timestamp(&a.body["expires_at"])
+        .expect("RFC 3339 expires_at");
+    let left = expires_at
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(
+        left <= Duration::from_secs(60) && left > Duration::from_secs(50),
+        "{left:?}"
+    );
+    let token = a.body["token"].as_str().expect("token");
+    redeem(&s.emu, token).await;
+
+    // Shorter on request, in the query (GET) or a JSON or form body (POST).
+    let a = get(
+        &s.server,
+        "expires_in_seconds=20&max_session_duration_seconds=600",
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(
+        (
+            a.body["expires_in_seconds"].clone(),
+            a.body["max_session_duration_seconds"].clone()
+        ),
+        (json!(20), json!(600))
+    );
+    let a = answer(
+        client()
+            .post(s.server.token_url())
+            .bearer_auth(BOB)
+            .json(&json!({"expires_in_seconds": 15, "max_session_duration_seconds": 300})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(
+        (
+            a.body["expires_in_seconds"].clone(),
+            a.body["max_session_duration_seconds"].clone()
+        ),
+        (json!(15), json!(300))
+    );
+    let a = answer(
+        client()
+            .post(format!("{}?expires_in_seconds=40", s.server.token_url()))
+            .bearer_auth(BOB)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("expires_in_seconds=25"),
+    )
+    .await;
+    assert_eq!(
+        a.body["expires_in_seconds"], 25,
+        "the body wins over the query"
+    );
+    let a = answer(client().post(s.server.token_url()).bearer_auth(BOB)).await;
+    assert_eq!(
+        a.body["expires_in_seconds"], 60,
+        "an empty POST gets the defaults"
+    );
+
+    // Never longer: clamped to the policy.
+    let a = get(
+        &s.server,
+        "expires_in_seconds=600&max_session_duration_seconds=10800",
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(
+        (
+            a.body["expires_in_seconds"].clone(),
+            a.body["max_session_duration_seconds"].clone()
+        ),
+        (json!(60), json!(3600))
+    );
+
+    let calls = s.upstream.calls();
+    // Below the minimum, not a number, a body that is neither JSON nor a form: 400.
+    for (query, body, want) in [
+        (
+            "expires_in_seconds=5",
+            None,
+            "below this server's minimum of 10",
+        ),
+        (
+            "max_session_duration_seconds=60",
+            None,
+            "below this server's minimum of 120",
+        ),
+        ("expires_in_seconds=soon", None, "whole number"),
+        (
+            "",
+            Some("expires_in_seconds: 5"),
+            "must be empty, a JSON object or a form",
+        ),
+        ("", Some("[1, 2]"), "must be empty, a JSON object or a form"),
+    ] {
+        let mut request = client()
+            .post(format!("{}?{query}", s.server.token_url()))
+            .bearer_auth(ALICE);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let a = answer(request).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{query} {body:?}: {a:?}");
+        assert_eq!(a.error(), "invalid_request");
+        assert!(a.message().contains(want), "{a:?}");
+    }
+    // Too large, by Content-Length or by a chunked stream.
+    let a = answer(
+        client()
+            .post(s.server.token_url())
+            .bearer_auth(ALICE)
+            .body(vec![b' '; 5000]),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
+    assert_eq!(a.error(), "payload_too_large");
+    // A chunked body (no Content-Length) is cut off at the limit as it arrives.
+    let mut socket = tokio::net::TcpStream::connect(s.server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    for _ in 0..5 {
+        let chunk = format!("3e8\r\n{}\r\n", " ".repeat(1000));
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut reply = vec![0; 1024];
+    let n = tokio::time::timeout(BOUND, socket.read(&mut reply))
+        .await
+        .expect("answer")
+        .expect("read");
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("payload_too_large"), "{reply}");
+    assert_eq!(
+        s.upstream.calls(),
+        calls,
+        "no upstream call for a bad request"
+    );
+
+    let metrics = s.server.metrics_text();
+    assert!(
+        metrics.contains("aai_live_serve_tokens_minted_total{client=\"alice\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aai_live_serve_tokens_minted_total{client=\"bob\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aai_live_serve_requests_denied_total{reason=\"invalid_request\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aai_live_serve_requests_denied_total{reason=\"payload_too_large\"} 2"),
+        "{metrics}"
+    );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_refused_without_an_upstream_call() {
+    let s = setup(|c| c.refusal_limit = Some("3/h".parse().expect("spec"))).await;
+    for (auth, want) in [
+        (None, "a credential is required"),
+        (Some("Basic YWxpY2U6eA=="), "must be Bearer"),
+        (
+            Some("Bearer not-a-known-credential-0123456789"),
+            "not valid",
+        ),
+    ] {
+        let mut request = client().get(s.server.token_url());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let a = answer(request).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{a:?}");
+        assert_eq!(a.error(), "unauthenticated");
+        assert!(a.message().contains(want), "{a:?}");
+        assert_eq!(
+            a.header("www-authenticate"),
+            Some("Bearer realm=\"aai-live\"")
+        );
+        assert_eq!(a.rate().0, Some(3), "the refusal budget is reported: {a:?}");
+    }
+    // The address has used up its refusals: 429, still without an upstream call.
+    let a = get(&s.server, "", Some("wrong-credential-0123456789")).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{a:?}");
+    assert!(a.message().contains("too many refused requests"), "{a:?}");
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(a.rate().1, Some(0));
+    assert_eq!(s.upstream.calls(), 0);
+    // A valid credential from the same address is not held back by others' failures.
+    let a = get(&s.server, "", Some(CAROL)).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(s.upstream.calls(), 1);
+    let metrics = s.server.metrics_text();
+    assert!(
+        metrics.contains("reason=\"unauthenticated\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reason=\"refusal_rate_limit\"} 1"),
+        "{metrics}"
+    );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_is_loopback_only_and_answers_loopback_names_only() {
+    let emu = common::start(common::config()).await;
+    let upstream = counting(api_key_provider(KEY, &emu.token_url(), BOUND));
+    let mut config = base_config();
+    config.auth = Auth::None;
+    config.listen = "0.0.0.0:0".parse().expect("addr");
+    let e = server::start(config.clone(), upstream.clone())
+        .await
+        .expect_err("not loopback");
+    assert!(matches!(e, ServerError::InvalidConfig(_)), "{e}");
+    assert!(e.to_string().contains("only on a loopback address"), "{e}");
+
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let server = server::start(config, upstream.clone())
+        .await
+        .expect("starts");
+    let a = get(&server, "", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    // DNS rebinding: a page of evil.example resolving to 127.0.0.1 is refused.
+    let a = answer(
+        client()
+            .get(server.token_url())
+            .header("host", "evil.example"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{a:?}");
+    assert!(a.message().contains("localhost only"), "{a:?}");
+    // By name, pinned to 127.0.0.1 (whatever a resolver says about localhost).
+    let by_name = reqwest::Client::builder()
+        .resolve("localhost", server.addr)
+        .timeout(BOUND)
+        .build()
+        .expect("client");
+    let a = answer(by_name.get(format!("http://localhost:{}/token", server.addr.port()))).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(upstream.calls(), 2);
+    assert!(server.metrics_text().contains("client=\"anonymous\"} 2"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_from_listed_origins_only() {
+    let s = setup(|c| c.cors_origins = vec!["https://app.example.com".into()]).await;
+    // The preflight a browser sends before a GET with Authorization.
+    let preflight = answer(
+        client()
+            .request(reqwest::Method::OPTIONS, s.server.token_url())
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization"),
+    )
+    .await;
+    assert!(preflight.status.is_success(), "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("authorization"))
+    );
+
+    let a = answer(
+        client()
+            .get(s.server.token_url())
+            .bearer_auth(ALICE)
+            .header("origin", "https://app.example.com"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = a
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_owned();
+    for h in ["x-ratelimit-remaining", "retry-after"] {
+        assert!(exposed.contains(h), "{exposed}");
+    }
+
+    let calls = s.upstream.calls();
+    let a = answer(
+        client()
+            .get(s.server.token_url())
+            .bearer_auth(ALICE)
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{a:?}");
+    assert_eq!(a.error(), "forbidden");
+    assert!(a.header("access-control-allow-origin").is_none());
+    assert_eq!(s.upstream.calls(), calls, "a foreign origin costs no mint");
+    s.server.shutdown().await;
+}
+
+/// Fire `n` requests for each credential at once; statuses per credential, and the remaining
+/// counts of the successes.
+async fn burst(
+    server: &RunningServer,
+    who: &[&str],
+    n: usize,
+) -> (BTreeMap<String, Vec<u16>>, Vec<Answer>) {
+    let http = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for credential in who {
+        for _ in 0..n {
+            let request = http.get(server.token_url()).bearer_auth(credential);
+            let credential = (*credential).to_owned();
+            tasks.spawn(async move { (credential, answer(request).await) });
+        }
+    }
+    let mut statuses: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    let mut answers = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (credential, a) = joined.expect("task");
+        statuses
+            .entry(credential)
+            .or_default()
+            .push(a.status.as_u16());
+        answers.push(a);
+    }
+    (statuses, answers)
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_exact_under_concurrent_requests() {
+    // Per client: a budget of 5 an hour lets exactly 5 of 40 simultaneous requests through.
+    let s = setup(|c| c.client_limit = Some("5/h".parse().expect("spec"))).await;
+    let (statuses, answers) = burst(&s.server, &[ALICE], 40).await;
+    assert_eq!(count(&statuses[ALICE], 200), 5, "{statuses:?}");
+    assert_eq!(count(&statuses[ALICE], 429), 35, "{statuses:?}");
+    let mut remaining: Vec<u64> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK)
+        .filter_map(|a| a.rate().1)
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(
+        remaining,
+        [0, 1, 2, 3, 4],
+        "each success saw its own place in the budget"
+    );
+    for a in answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        assert_eq!(a.error(), "rate_limited");
+        assert!(
+            a.message()
+                .contains("client alice is over its rate limit (5/h)"),
+            "{a:?}"
+        );
+        assert_eq!(a.rate().0, Some(5));
+        assert_eq!(a.rate().1, Some(0));
+        // One request back every 12 minutes; the whole budget within the hour.
+        let retry: u64 = a
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((700..=720).contains(&retry), "{retry}");
+        assert!(
+            a.rate().2.is_some_and(|r| (3500..=3600).contains(&r)),
+            "{a:?}"
+        );
+    }
+    assert_eq!(
+        s.upstream.calls(),
+        5,
+        "refused requests made no upstream call"
+    );
+    // Another client has its own budget.
+    assert_eq!(get(&s.server, "", Some(BOB)).await.status, StatusCode::OK);
+    s.server.shutdown().await;
+
+    // Global: 8 an hour in all, however the 3 clients (5 each) race for it.
+    let s = setup(|c| {
+        c.client_limit = Some("5/h".parse().expect("spec"));
+        c.global_limit = Some("8/h".parse().expect("spec"));
+    })
+    .await;
+    let (statuses, answers) = burst(&s.server, &[ALICE, BOB, CAROL], 10).await;
+    let ok: usize = statuses.values().map(|v| count(v, 200)).sum();
+    assert_eq!(ok, 8, "{statuses:?}");
+    for v in statuses.values() {
+        assert!(count(v, 200) <= 5, "{statuses:?}");
+    }
+    assert_eq!(s.upstream.calls(), 8);
+    let global_refusals = answers
+        .iter()
+        .filter(|a| {
+            a.message()
+                .contains("this server is over its rate limit (8/h)")
+        })
+        .count();
+    let client_refusals = answers
+        .iter()
+        .filter(|a| {
+            a.message().contains("is over its rate limit (5/h)") && !a.message().contains("server")
+        })
+        .count();
+    // Each client passes exactly 5 through its own limit; 8 of those 15 pass the global one.
+    assert_eq!((global_refusals, client_refusals), (7, 15));
+    let metrics = s.server.metrics_text();
+    assert!(
+        metrics.contains(&format!("reason=\"global_rate_limit\"}} {global_refusals}")),
+        "{metrics}"
+    );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_become_clear_errors() {
+    // A wrong API key: 502, said plainly, the key nowhere.
+    let emu = common::start(common::config()).await;
+    let wrong = "wrong-api-key-fedcba9876543210";
+    let server = serve(api_key_provider(wrong, &emu.token_url(), BOUND), |_| {}).await;
+    let a = get(&server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{a:?}");
+    assert_eq!(a.error(), "upstream_rejected");
+    assert!(
+        a.message()
+            .contains("upstream rejected the API key (HTTP 401)"),
+        "{a:?}"
+    );
+    assert!(!format!("{:?} {}", a.headers, a.body).contains(wrong));
+    server.shutdown().await;
+
+    let s = setup(|_| {}).await;
+    // One transient failure: retried, and the caller never knows.
+    s.emu.add_fault("token:500".parse().expect("fault"));
+    let a = get(&s.server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(s.upstream.calls(), 2);
+    // Two: 502 naming the upstream status.
+    s.emu.add_fault("token:503x2".parse().expect("fault"));
+    let a = get(&s.server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{a:?}");
+    assert_eq!(a.error(), "upstream_unavailable");
+    assert!(a.message().contains("upstream failed (HTTP 503)"), "{a:?}");
+    assert_eq!(s.upstream.calls(), 4);
+    // Rate limited upstream: 503 with its Retry-After, not retried.
+    s.emu.add_fault("token:429:7".parse().expect("fault"));
+    let a = get(&s.server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{a:?}");
+    assert_eq!(a.error(), "upstream_rate_limited");
+    assert_eq!(a.header("retry-after"), Some("7"));
+    assert_eq!(s.upstream.calls(), 5);
+    let metrics = s.server.metrics_text();
+    for line in [
+        "aai_live_serve_upstream_failures_total{class=\"transient\"} 3",
+        "aai_live_serve_upstream_failures_total{class=\"rate_limited\"} 1",
+        "aai_live_serve_upstream_retries_total 2",
+        "aai_live_serve_upstream_request_duration_seconds_count 5",
+        "aai_live_serve_responses_total{code=\"502\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    s.server.shutdown().await;
+
+    // Slower than the upstream timeout, twice: 502 after the retry.
+    let emu = common::start(common::config()).await;
+    emu.add_fault("token-delay:3sx2".parse().expect("fault"));
+    let server = serve(
+        api_key_provider(KEY, &emu.token_url(), Duration::from_millis(300)),
+        |_| {},
+    )
+    .await;
+    let a = get(&server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{a:?}");
+    assert!(a.message().contains("did not answer"), "{a:?}");
+    server.shutdown().await;
+
+    // Nothing listening upstream.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let server = serve(
+        api_key_provider(KEY, &format!("http://127.0.0.1:{port}/v3/token"), BOUND),
+        |_| {},
+    )
+    .await;
+    let a = get(&server, "", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{a:?}");
+    assert_eq!(a.error(), "upstream_unavailable");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_and_timed_out_requests_get_503() {
+    let (gate, mut entered) = gate();
+    let server = serve(gate.clone(), |c| {
+        c.max_in_flight = 1;
+        c.request_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let url = server.token_url();
+    let first = tokio::spawn(answer(client().get(url).bearer_auth(ALICE)));
+    entered
+        .recv()
+        .await
+        .expect("the first request reached the upstream");
+    // The only upstream slot is taken.
+    let a = get(&server, "", Some(BOB)).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{a:?}");
+    assert_eq!(a.error(), "busy");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    // The first one never gets its token: the request deadline answers for it.
+    let a = first.await.expect("task");
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{a:?}");
+    assert_eq!(a.error(), "timeout");
+    let metrics = server.metrics_text();
+    assert!(
+        metrics.contains("reason=\"busy\"} 1") && metrics.contains("reason=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aai_live_serve_upstream_in_flight 0"),
+        "the timed-out fetch was dropped: {metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_json_errors() {
+    let s = setup(|c| c.client_limit = Some("10/min".parse().expect("spec"))).await;
+    let a = answer(client().get(format!("{}/healthz", s.server.base_url()))).await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let a = get(&s.server, "", Some(ALICE)).await;
+    assert_eq!(a.rate(), (Some(10), Some(9), Some(6)), "{a:?}");
+    let a = answer(client().get(format!("{}/nowhere", s.server.base_url()))).await;
+    assert_eq!((a.status, a.error()), (StatusCode::NOT_FOUND, "not_found"));
+    let a = answer(client().delete(s.server.token_url())).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+
+    let response = client()
+        .get(format!("{}/metrics", s.server.base_url()))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.expect("text");
+    for line in [
+        "aai_live_serve_tokens_minted_total{client=\"alice\"} 1",
+        "aai_live_serve_tokens_minted_total{client=\"carol\"} 0",
+        "aai_live_serve_responses_total{code=\"200\"} 2",
+        "aai_live_serve_responses_total{code=\"404\"} 1",
+        "aai_live_serve_token_request_duration_seconds_count 2",
+        "# TYPE aai_live_serve_token_request_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert_eq!(s.upstream.calls(), 1, "health and metrics cost no mint");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_under_way_finish() {
+    let (gate, mut entered) = gate();
+    let server = serve(gate.clone(), |_| {}).await;
+    let addr = server.addr;
+    let request = tokio::spawn(answer(client().get(server.token_url()).bearer_auth(ALICE)));
+    entered
+        .recv()
+        .await
+        .expect("the request reached the upstream");
+    let stopping = tokio::spawn(server.shutdown());
+    // New connections are refused once the accept loop has stopped...
+    tokio::time::timeout(BOUND, async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the listener closes");
+    assert!(
+        !stopping.is_finished(),
+        "the request under way holds the shutdown"
+    );
+    // ...while the request under way gets its token.
+    gate.release.add_permits(1);
+    let a = request.await.expect("task");
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    tokio::time::timeout(BOUND, stopping)
+        .await
+        .expect("stops")
+        .expect("task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    let (gate, _entered) = gate();
+    let server = serve(gate, |c| c.header_timeout = Duration::from_millis(300)).await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(BOUND, socket.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server closes a connection whose headers never end"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_self_signed_certificate() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let output = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(dir.path())
+        .output()
+        .expect("this test needs the openssl command-line tool");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let emu = common::start(common::config()).await;
+    let files = server::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    let server = serve(api_key_provider(KEY, &emu.token_url(), BOUND), |c| {
+        c.tls = Some(files)
+    })
+    .await;
+    assert!(server.tls);
+    assert_eq!(server.token_url(), format!("https://{}/token", server.addr));
+    let pem = std::fs::read(dir.path().join("cert.pem")).expect("cert");
+    let https = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("PEM")])
+        .timeout(BOUND)
+        .build()
+        .expect("client");
+    let a = answer(https.get(server.token_url()).bearer_auth(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    redeem(&emu, a.body["token"].as_str().expect("token")).await;
+    // A client that does not trust the certificate gets no answer at all.
+    assert!(client().get(server.token_url()).send().await.is_err());
+    server.shutdown().await;
+
+    // Unreadable TLS files are a start error, not a panic.
+    let mut config = base_config();
+    config.tls = Some(server::TlsFiles {
+        cert: dir.path().join("missing.pem"),
+        key: dir.path().join("key.pem"),
+    });
+    let e = server::start(config, api_key_provider(KEY, &emu.token_url(), BOUND))
+        .await
+        .expect_err("no certificate");
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_settings_fail_at_start() {
+    let (gate, _entered) = gate();
+    let mut config = base_config();
+    config.policy.min_expires_in = 90;
+    let e = server::start(config, gate.clone())
+        .await
+        .expect_err("policy");
+    assert!(e.to_string().contains("token window"), "{e}");
+    let mut config = base_config();
+    config.cors_origins = vec!["*".into()];
+    let e = server::start(config, gate.clone())
+        .await
+        .expect_err("wildcard");
+    assert!(e.to_string().contains("every web page"), "{e}");
+    // The port is taken.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = base_config();
+    config.listen = taken.local_addr().expect("addr");
+    let e = server::start(config, gate).await.expect_err("taken");
+    assert!(matches!(e, ServerError::Bind { .. }), "{e}");
+}

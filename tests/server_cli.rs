@@ -1,0 +1,296 @@
+//! `aai-live serve` as a user runs it: the real binary on 127.0.0.1 with the emulator upstream,
+//! its first-line contract, the key from a file or the environment, `--hash-credential`, flag
+//! and start errors, SIGTERM, and a log file that names clients but holds no secret.
+//!
+//! Every child runs with HOME and the XDG directories inside a temporary directory and without
+//! the developer's `AAI_LIVE*` variables, `ASSEMBLYAI_API_KEY` and `RUST_LOG`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use aai_live::server::hash_credential;
+use common::KEY;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const FIRST_LINE: &str = "aai-live serve listening on http://127.0.0.1:";
+const CREDENTIAL: &str = "cli-credential-0123456789abcdef";
+const BOUND: Duration = Duration::from_secs(10);
+
+fn aai_live(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AAI_LIVE") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env_remove("ASSEMBLYAI_API_KEY")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn secret_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// A running `aai-live serve` child (killed when dropped).
+struct CliServer {
+    child: Child,
+    port: u16,
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl CliServer {
+    async fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = aai_live(home);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn aai-live");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = match tokio::time::timeout(BOUND, stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = child.start_kill();
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = tokio::time::timeout(BOUND, e.read_to_string(&mut stderr)).await;
+                }
+                panic!("no first stdout line ({other:?}); stderr: {stderr}");
+            }
+        };
+        let port = line
+            .strip_prefix(FIRST_LINE)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("first line {line:?} is not \"{FIRST_LINE}PORT\""));
+        assert_ne!(port, 0);
+        Self {
+            child,
+            port,
+            _stdout: stdout,
+        }
+    }
+
+    async fn mint(&self) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/token", self.port))
+            .bearer_auth(CREDENTIAL)
+            .timeout(BOUND)
+            .send()
+            .await
+            .expect("token request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
+    /// SIGTERM (through `kill`: this crate forbids unsafe code and has no libc), then the exit.
+    async fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success());
+        let Ok(status) = tokio::time::timeout(BOUND, self.child.wait()).await else {
+            let _ = self.child.start_kill();
+            panic!("aai-live serve did not exit within {BOUND:?}");
+        };
+        status.expect("wait")
+    }
+}
+
+async fn run_to_exit(
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (ExitStatus, String, String) {
+    let mut cmd = aai_live(home);
+    cmd.args(args);
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(text.as_bytes()).await.expect("write stdin");
+    }
+    let output = tokio::time::timeout(BOUND, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("aai-live {args:?} did not exit"))
+        .expect("output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_mints_logs_without_secrets_and_stops_on_sigterm() {
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let creds = home.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("# clients\nlaptop:{}\n", hash_credential(CREDENTIAL)),
+    )
+    .expect("write");
+    let key_file = home.path().join("key");
+    secret_file(&key_file, KEY);
+    let log = home.path().join("serve.log");
+    let server = CliServer::spawn(
+        home.path(),
+        &[
+            "--credentials",
+            &creds.display().to_string(),
+            "--key-file",
+            &key_file.display().to_string(),
+            "--upstream",
+            &emu.base_url(),
+            "--expires-in",
+            "30",
+            "--log-file",
+            &log.display().to_string(),
+            "--log-level",
+            "trace",
+        ],
+        &[],
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = server.mint().await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["expires_in_seconds"], 30);
+        tokens.push(body["token"].as_str().expect("token").to_owned());
+    }
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", server.port))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let status = server.stop().await;
+    assert!(status.success(), "a clean exit on SIGTERM: {status}");
+
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(text.contains("token server listening"), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("aai_live::server::access")
+                && l.contains("client=\"laptop\"")
+                && l.contains("status=200"))
+            .count()
+            >= 2,
+        "{text}"
+    );
+    assert!(
+        text.contains("token server stopped"),
+        "graceful shutdown logged: {text}"
+    );
+    for secret in [KEY, CREDENTIAL]
+        .iter()
+        .copied()
+        .chain(tokens.iter().map(String::as_str))
+    {
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        assert!(
+            !text.contains(secret) && !text.contains(&encoded),
+            "a secret in the log:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_from_the_environment_and_no_auth_on_loopback() {
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let server = CliServer::spawn(
+        home.path(),
+        &[
+            "--no-auth",
+            "--upstream",
+            &emu.token_url(),
+            "--key-env",
+            "MY_AAI_KEY",
+        ],
+        &[("MY_AAI_KEY", KEY)],
+    )
+    .await;
+    let response = reqwest::get(format!("http://127.0.0.1:{}/token", server.port))
+        .await
+        .expect("token");
+    assert_eq!(response.status(), 200);
+    assert!(server.stop().await.success());
+}
+
+#[tokio::test]
+async fn hash_credential_and_start_errors() {
+    let home = TempDir::new().expect("tempdir");
+    let (status, out, _) = run_to_exit(
+        home.path(),
+        &["serve", "--hash-credential"],
+        Some(&format!("{CREDENTIAL}\n")),
+    )
+    .await;
+    assert!(status.success());
+    assert_eq!(out, format!("{}\n", hash_credential(CREDENTIAL)));
+
+    // No authentication chosen: a usage error.
+    let (status, _, err) = run_to_exit(home.path(), &["serve"], None).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--credentials"), "{err}");
+    // No authentication off loopback.
+    let (status, _, err) = run_to_exit(
+        home.path(),
+        &["serve", "--no-auth", "--listen", "0.0.0.0:0"],
+        Some(""),
+    )
+    .await;
+    assert!(!status.success());
+    assert!(err.contains("only on a loopback address"), "{err}");
+    // No key.
+    let (status, _, err) = run_to_exit(home.path(), &["serve", "--no-auth"], None).await;
+    assert!(!status.success());
+    assert!(err.contains("ASSEMBLYAI_API_KEY is not set"), "{err}");
+    // A credentials file holding a plain credential: the line is named, never quoted.
+    let creds = home.path().join("credentials");
+    std::fs::write(&creds, format!("laptop:{CREDENTIAL}\n")).expect("write");
+    let (status, _, err) = run_to_exit(
+        home.path(),
+        &["serve", "--credentials", &creds.display().to_string()],
+        None,
+    )
+    .await;
+    assert!(!status.success());
+    assert!(
+        err.contains("line 1") && err.contains("--hash-credential"),
+        "{err}"
+    );
+    assert!(!err.contains(CREDENTIAL), "{err}");
+    // A bad rate.
+    let (status, _, err) = run_to_exit(
+        home.path(),
+        &["serve", "--no-auth", "--rate-limit", "fast"],
+        None,
+    )
+    .await;
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("N/PERIOD"), "{err}");
+}

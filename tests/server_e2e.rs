@@ -1,0 +1,182 @@
+//! End to end: the `remote` provider fetches every token from `aai-live serve` (bearer
+//! credential from a file, lifetimes passed), which mints them with the API key at the emulator;
+//! the session supervisor streams a recording through a planned rotation to the final
+//! Termination. The client side never holds the API key.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aai_live::audio::{self, AudioOptions, Pace};
+use aai_live::config::{Config, InputSpec, ProviderKind};
+use aai_live::emulator::EmulatorConfig;
+use aai_live::provider::api_key::ApiKeyProvider;
+use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
+use aai_live::secret::ApiKey;
+use aai_live::server::{self, Auth, Credentials, ServerConfig, hash_credential};
+use aai_live::session::{self, Command, SessionEvent, SupervisorOptions};
+use aai_live::transcript::Transcript;
+use common::KEY;
+
+const RATE: u32 = 16_000;
+const CREDENTIAL: &str = "laptop-credential-0123456789abcdef";
+
+/// `n` utterances: three 300 ms "words" 100 ms apart, then 1 s of silence (2.2 s each).
+fn utterances(n: usize) -> Vec<i16> {
+    let mut out = Vec::new();
+    let mut phase = 0.0_f64;
+    for u in 0..n {
+        for w in 0..3 {
+            let freq = 300.0 + 40.0 * (u * 3 + w) as f64;
+            for _ in 0..RATE * 3 / 10 {
+                phase += 2.0 * std::f64::consts::PI * freq / f64::from(RATE);
+                out.push((phase.sin() * 9000.0) as i16);
+            }
+            out.extend(std::iter::repeat_n(0, (RATE / 10) as usize));
+        }
+        out.extend(std::iter::repeat_n(0, RATE as usize));
+    }
+    out
+}
+
+fn write_wav(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for s in samples {
+        w.write_sample(*s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+fn secret_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_provider_streams_through_serve_with_a_rotation() {
+    let emu = common::start(EmulatorConfig {
+        session_limit: Some(Duration::from_secs(5)),
+        ..common::config()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The token server, holding the key.
+    let creds = Credentials::parse(
+        &format!("laptop:{}\n", hash_credential(CREDENTIAL)),
+        "credentials",
+    )
+    .expect("credentials");
+    let mut server_config =
+        ServerConfig::new("127.0.0.1:0".parse().expect("addr"), Auth::Bearer(creds));
+    server_config.policy.max_session = 3600;
+    let upstream = ApiKeyProvider::new(
+        ApiKey::new(KEY),
+        "the test key",
+        emu.token_url().parse().expect("url"),
+        Duration::from_secs(5),
+    )
+    .expect("upstream");
+    let server = server::start(server_config, Arc::new(upstream))
+        .await
+        .expect("server starts");
+
+    // The client: the remote provider, a bearer file, no key anywhere.
+    let bearer = dir.path().join("credential");
+    secret_file(&bearer, CREDENTIAL);
+    let mut config = Config::default();
+    config.provider.kind = ProviderKind::Remote;
+    config.provider.remote.url = Some(server.token_url().parse().expect("url"));
+    config.provider.remote.bearer_file = Some(bearer);
+    config.provider.remote.pass_lifetimes = true;
+    config.streaming.url = Some(emu.ws_url().parse().expect("url"));
+    config.session.rotation_lead = Duration::from_secs(2);
+    config.session.begin_timeout = Duration::from_secs(5);
+    config.session.terminate_timeout = Duration::from_secs(2);
+    config.session.backoff_initial = Duration::from_millis(100);
+    config.session.backoff_max = Duration::from_millis(500);
+
+    let wav = dir.path().join("input.wav");
+    write_wav(&wav, &utterances(4));
+    let provider = provider::build(&config.provider).expect("remote provider");
+    assert_eq!(provider.name(), "remote");
+    let request = TokenRequest::from_config(&config.provider);
+    let premint = Arc::new(PreMinter::new(provider, request, PreMintOptions::default()));
+    let options = AudioOptions {
+        pace: Pace::RealTime,
+        ..AudioOptions::from_config(&config)
+    };
+    let input = audio::open(&InputSpec::File(wav), &options)
+        .await
+        .expect("audio");
+    let mut handle = session::spawn(
+        SupervisorOptions::from_config(&config),
+        premint,
+        Transcript::default(),
+        input.chunks,
+    );
+    handle.commands.send(Command::Start).expect("start");
+    let mut events = Vec::new();
+    let collected = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(e) = handle.events.recv().await {
+            events.push(e);
+        }
+    })
+    .await;
+    assert!(collected.is_ok(), "the run ends by itself: {events:#?}");
+    let (outcome, transcript) = handle.task.await.expect("task");
+
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    let finals = transcript.finals();
+    assert_eq!(finals.len(), 4, "one final per utterance: {finals:#?}");
+    assert!(
+        finals
+            .iter()
+            .all(|f| f.text.split_whitespace().count() == 3),
+        "{finals:#?}"
+    );
+    let rotations = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Rotation { .. }))
+        .count();
+    assert!(
+        rotations >= 1,
+        "a planned rotation, with a second token: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Termination { .. })),
+        "the last session ended with Termination"
+    );
+    assert!(matches!(events.last(), Some(SessionEvent::Finished { .. })));
+
+    // Every session ran on a token from the server, with the server's session limit.
+    let sessions = emu.sessions();
+    assert!(sessions.len() >= 2, "{sessions:?}");
+    assert!(server.minted() >= sessions.len() as u64);
+    for s in &sessions {
+        assert_eq!(s.close_code, Some(1000), "{s:?}");
+    }
+    // Each token used came from serve (one more may have been pre-minted for a rotation that
+    // the end of the input made unnecessary).
+    let used = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Token { .. }))
+        .count() as u64;
+    assert!(
+        used >= 2 && used <= server.minted(),
+        "{used} used, {} minted",
+        server.minted()
+    );
+    server.shutdown().await;
+}

@@ -1,0 +1,490 @@
+//! Snapshots of the whole dashboard (ratatui `TestBackend` + insta), rendered at a fixed `now`,
+//! for every state at 80×24 and at a wide size, plus the help overlay, the events pane, failure
+//! panels, scrolling, tiny terminals, mono and ASCII. States are reached by feeding messages to
+//! `AppState::update`, as the running dashboard does.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aai_live::app::Msg;
+use aai_live::app::action::Action;
+use aai_live::app::state::{AppState, Info, UiOptions};
+use aai_live::audio::{AudioStats, Level, SourceFormat};
+use aai_live::config::Config;
+use aai_live::protocol::CloseClass;
+use aai_live::provider::{ProviderErrorClass, TokenState};
+use aai_live::session::SessionEvent;
+use aai_live::session::machine::{Cause, View};
+use aai_live::transcript::{FinalTurn, PartialTurn};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const SESSION_ID: &str = "3207b601-0f4e-4c63-9f5f-6f0f4b8f2a11";
+const NEXT_ID: &str = "9c41e2d0-77aa-4b1e-8d3f-0a5b6c7d8e9f";
+/// Sessions last 10 minutes in these scenes.
+const SESSION_S: u64 = 600;
+
+/// A fixed wall-clock origin, so every countdown renders the same.
+fn at(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+}
+
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms)
+}
+
+fn unix(s: u64) -> i64 {
+    (1_800_000_000 + s) as i64
+}
+
+fn screen(state: &AppState, width: u16, height: u16, now: SystemTime) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|frame| aai_live::ui::render(frame, state, now))
+        .expect("draw");
+    terminal.backend().to_string()
+}
+
+fn ui(mono: bool, ascii: bool) -> UiOptions {
+    UiOptions {
+        fps: 10,
+        mono,
+        ascii,
+    }
+}
+
+fn idle_with(ui: UiOptions) -> AppState {
+    let info = Info {
+        provider: "api-key".into(),
+        source: "https://streaming.assemblyai.com/v3/token".into(),
+        endpoint: "wss://streaming.assemblyai.com/v3/ws".into(),
+        region: Some("default".into()),
+        input: "microphone: default".into(),
+        demo: None,
+    };
+    let mut s = AppState::from_config(&Config::default(), info, ui);
+    s.update(Msg::AudioOpened("microphone: default".into()), at(0));
+    s.update(
+        Msg::AudioStats(AudioStats {
+            input: "microphone: default".into(),
+            native: SourceFormat {
+                sample_rate: 48_000,
+                channels: 2,
+                sample: "f32".into(),
+            },
+            sample_rate: 16_000,
+            chunks: 20,
+            samples: 16_000,
+            ..AudioStats::default()
+        }),
+        at(0),
+    );
+    s.update(
+        Msg::Level(Level {
+            rms_dbfs: -24.0,
+            peak_dbfs: -9.0,
+            clipping: false,
+        }),
+        at(0),
+    );
+    s.update(Msg::Resize(80, 24), at(0));
+    s
+}
+
+fn idle() -> AppState {
+    idle_with(ui(false, false))
+}
+
+fn session(s: &mut AppState, e: SessionEvent, t: SystemTime) {
+    s.update(Msg::Session(e), t);
+}
+
+fn view(s: &mut AppState, view: View, t: SystemTime) {
+    session(s, SessionEvent::State { view }, t);
+}
+
+fn minting(s: &mut AppState) {
+    s.update(Msg::Action(Action::ToggleStream), at(0));
+    view(
+        s,
+        View::Minting {
+            generation: 1,
+            cause: Cause::Start,
+        },
+        at(0),
+    );
+    s.update(Msg::Token(TokenState::Fetching { since: at(0) }), at(0));
+}
+
+const SENTENCES: [&str; 6] = [
+    "Tokens are minted once and used once.",
+    "Sessions rotate before they expire.",
+    "When a connection drops, the audio is replayed.",
+    "No words are lost along the way.",
+    "This dashboard shows the session's time left, the token waiting for the next connect, \
+     and every close in plain words.",
+    "Scroll back with the arrow keys or the mouse wheel.",
+];
+
+fn final_turn(generation: u64, order: u64, text: &str, start_ms: u64) -> FinalTurn {
+    FinalTurn {
+        generation,
+        session_id: SESSION_ID.into(),
+        turn_order: order,
+        text: text.into(),
+        formatted: true,
+        start_ms,
+        end_ms: start_ms + 2500,
+        speaker: None,
+        words: Vec::new(),
+        latency_ms: Some(280 + order * 37),
+    }
+}
+
+/// Streaming on session 1 since 0:01, with finals and a partial.
+fn streaming() -> AppState {
+    let mut s = idle();
+    minting(&mut s);
+    session(
+        &mut s,
+        SessionEvent::Token {
+            generation: 1,
+            fingerprint: "3fa91c0e27d1".into(),
+            redeem_in_ms: Some(59_000),
+        },
+        at(1),
+    );
+    s.update(Msg::Token(TokenState::None), at(1));
+    view(
+        &mut s,
+        View::Connecting {
+            generation: 1,
+            cause: Cause::Start,
+        },
+        at(1),
+    );
+    view(
+        &mut s,
+        View::Streaming {
+            generation: 1,
+            session_id: SESSION_ID.into(),
+        },
+        at(1),
+    );
+    session(
+        &mut s,
+        SessionEvent::Begin {
+            generation: 1,
+            session_id: SESSION_ID.into(),
+            expires_at: unix(1 + SESSION_S),
+            stream_offset_ms: 0,
+            cause: Cause::Start,
+        },
+        at(1),
+    );
+    for (i, text) in SENTENCES.iter().enumerate() {
+        let start = 2000 + i as u64 * 4000;
+        session(
+            &mut s,
+            SessionEvent::Final(final_turn(1, i as u64, text, start)),
+            at_ms(1000 + start + 2800),
+        );
+    }
+    session(
+        &mut s,
+        SessionEvent::Partial(PartialTurn {
+            generation: 1,
+            turn_order: 6,
+            text: "and the partial is updated in".into(),
+            start_ms: 26_000,
+            end_ms: 27_500,
+        }),
+        at(29),
+    );
+    s.update(
+        Msg::Token(TokenState::Ready {
+            provider: "api-key",
+            fingerprint: "b7d2e8a1c4f0".into(),
+            minted_at: at(25),
+            redeem_by: Some(at(85)),
+            discard_at: at(82),
+        }),
+        at(25),
+    );
+    s
+}
+
+fn near_expiry() -> AppState {
+    let mut s = streaming();
+    s.update(
+        Msg::Token(TokenState::Ready {
+            provider: "api-key",
+            fingerprint: "c0ffee123456".into(),
+            minted_at: at(SESSION_S - 40),
+            redeem_by: Some(at(SESSION_S + 20)),
+            discard_at: at(SESSION_S + 17),
+        }),
+        at(SESSION_S - 40),
+    );
+    s
+}
+
+fn rotating() -> AppState {
+    let mut s = near_expiry();
+    let t = SESSION_S - 28;
+    view(
+        &mut s,
+        View::Rotating {
+            old: 1,
+            new: 2,
+            new_ready: false,
+        },
+        at(t),
+    );
+    session(
+        &mut s,
+        SessionEvent::Token {
+            generation: 2,
+            fingerprint: "c0ffee123456".into(),
+            redeem_in_ms: Some(20_000),
+        },
+        at(t),
+    );
+    s.update(Msg::Token(TokenState::None), at(t));
+    session(
+        &mut s,
+        SessionEvent::Begin {
+            generation: 2,
+            session_id: NEXT_ID.into(),
+            expires_at: unix(t + 1 + SESSION_S),
+            stream_offset_ms: 0,
+            cause: Cause::Rotation,
+        },
+        at(t + 1),
+    );
+    view(
+        &mut s,
+        View::Rotating {
+            old: 1,
+            new: 2,
+            new_ready: true,
+        },
+        at(t + 1),
+    );
+    s
+}
+
+fn backoff() -> AppState {
+    let mut s = streaming();
+    session(
+        &mut s,
+        SessionEvent::Lost {
+            generation: 1,
+            class: CloseClass::Transient,
+            code: Some(1011),
+            reason: "Internal error".into(),
+            what_now: CloseClass::Transient.advice(),
+        },
+        at(40),
+    );
+    view(
+        &mut s,
+        View::Backoff {
+            attempt: 2,
+            retry_in_ms: 4000,
+            class: CloseClass::Transient,
+        },
+        at(40),
+    );
+    s.update(
+        Msg::Token(TokenState::Failed {
+            class: ProviderErrorClass::Transient,
+            message: "api-key token provider (GET https://streaming.assemblyai.com/v3/token): \
+                      HTTP 503"
+                .into(),
+            retry_at: Some(at(43)),
+        }),
+        at(40),
+    );
+    s
+}
+
+fn failed() -> AppState {
+    let mut s = streaming();
+    session(
+        &mut s,
+        SessionEvent::Lost {
+            generation: 1,
+            class: CloseClass::Fatal,
+            code: Some(1008),
+            reason: "Unauthorized connection: invalid API key".into(),
+            what_now: CloseClass::Fatal.advice(),
+        },
+        at(40),
+    );
+    view(
+        &mut s,
+        View::Failed {
+            class: CloseClass::Fatal,
+            reason: "connection 1 closed: 1008 Unauthorized connection: invalid API key".into(),
+        },
+        at(40),
+    );
+    session(
+        &mut s,
+        SessionEvent::Finished {
+            finals: 6,
+            rotations: 0,
+            reconnects: 0,
+            audio_lost_ms: 0,
+            latency_p50_ms: Some(370),
+            latency_p95_ms: Some(465),
+            failure: Some("connection 1 closed: 1008 Unauthorized connection".into()),
+        },
+        at(40),
+    );
+    s
+}
+
+/// Both sizes of one scene.
+fn both(name: &str, state: &AppState, now: SystemTime) {
+    insta::assert_snapshot!(format!("{name}_80x24"), screen(state, 80, 24, now));
+    insta::assert_snapshot!(format!("{name}_200x60"), screen(state, 200, 60, now));
+}
+
+#[test]
+fn idle_screen() {
+    both("idle", &idle(), at(0));
+}
+
+#[test]
+fn minting_screen() {
+    let mut s = idle();
+    minting(&mut s);
+    both("minting", &s, at(1));
+}
+
+#[test]
+fn streaming_with_a_partial() {
+    both("streaming", &streaming(), at(30));
+}
+
+#[test]
+fn near_expiry_turns_amber_with_a_token_ready() {
+    // 25 s left: inside the 30 s rotation lead.
+    both("near_expiry", &near_expiry(), at(SESSION_S - 24));
+}
+
+#[test]
+fn rotating_shows_the_handover() {
+    both("rotating", &rotating(), at(SESSION_S - 26));
+}
+
+#[test]
+fn backoff_counts_down_to_the_next_attempt() {
+    both("backoff", &backoff(), at(41));
+}
+
+#[test]
+fn failed_keeps_the_transcript_and_says_what_to_do() {
+    both("failed", &failed(), at(45));
+}
+
+#[test]
+fn help_overlay_lists_the_live_keymap() {
+    let mut s = streaming();
+    s.update(Msg::Action(Action::Help), at(30));
+    both("help", &s, at(30));
+}
+
+#[test]
+fn events_pane() {
+    let mut s = rotating();
+    session(
+        &mut s,
+        SessionEvent::Rotation {
+            from: 1,
+            to: 2,
+            forced: false,
+            gap_ms: 0,
+            stream_offset_ms: 596_000,
+        },
+        at(SESSION_S - 25),
+    );
+    view(
+        &mut s,
+        View::Streaming {
+            generation: 2,
+            session_id: NEXT_ID.into(),
+        },
+        at(SESSION_S - 25),
+    );
+    s.update(Msg::Action(Action::ToggleEvents), at(SESSION_S - 25));
+    both("events", &s, at(SESSION_S - 20));
+}
+
+#[test]
+fn scrolled_back_shows_new_turns_below() {
+    let mut s = streaming();
+    s.update(Msg::Action(Action::ScrollUp), at(30));
+    s.update(Msg::Action(Action::ScrollUp), at(30));
+    session(
+        &mut s,
+        SessionEvent::Final(final_turn(1, 6, "And the partial is updated in place.", 26_000)),
+        at(31),
+    );
+    insta::assert_snapshot!("scrolled_80x24", screen(&s, 80, 24, at(31)));
+}
+
+#[test]
+fn a_failed_provider_is_a_panel_not_a_crash() {
+    let mut s = idle();
+    s.update(
+        Msg::StartFailed(aai_live::app::StartFailure::Provider(
+            "api-key token provider is not configured: the environment variable \
+             ASSEMBLYAI_API_KEY is not set; export it with your AssemblyAI API key, or set \
+             provider.api_key.key_file (or choose another provider.kind)"
+                .into(),
+        )),
+        at(0),
+    );
+    insta::assert_snapshot!("provider_failed_80x24", screen(&s, 80, 24, at(0)));
+}
+
+#[test]
+fn a_lost_device_is_a_panel_and_the_transcript_stays() {
+    let mut s = streaming();
+    s.update(
+        Msg::AudioStats(AudioStats {
+            ended: Some(aai_live::audio::InputEnd::Failed(
+                "the microphone alsa:default disappeared (unplugged?)".into(),
+            )),
+            ..AudioStats::default()
+        }),
+        at(30),
+    );
+    insta::assert_snapshot!("device_lost_80x24", screen(&s, 80, 24, at(30)));
+}
+
+#[test]
+fn mono_and_ascii() {
+    let mut ascii = streaming();
+    ascii.ui = ui(true, true);
+    insta::assert_snapshot!("ascii_80x24", screen(&ascii, 80, 24, at(30)));
+}
+
+#[test]
+fn small_and_tiny_terminals() {
+    let s = streaming();
+    insta::assert_snapshot!("compact_60x16", screen(&s, 60, 16, at(30)));
+    insta::assert_snapshot!("tiny_30x8", screen(&s, 30, 8, at(30)));
+}
+
+#[test]
+fn demo_header_says_it_is_the_offline_emulator() {
+    let mut s = streaming();
+    s.info.demo = Some("127.0.0.1:41235".into());
+    s.info.source = "http://127.0.0.1:41235/v3/token".into();
+    s.info.endpoint = "ws://127.0.0.1:41235/v3/ws".into();
+    s.info.input = "demo.wav (bundled recording, looping)".into();
+    insta::assert_snapshot!("demo_100x30", screen(&s, 100, 30, at(30)));
+}
