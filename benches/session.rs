@@ -17,7 +17,12 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg(self.0.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.0.wait();
     }
 }
