@@ -87,7 +87,11 @@ async fn headless_run_streams_and_writes_ndjson_and_transcripts() {
     assert_eq!(exts, ["jsonl", "srt", "txt", "vtt"], "{names:?}");
     let jsonl = names
         .iter()
-        .find(|n| n.ends_with(".jsonl"))
+        .find(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e == "jsonl")
+        })
         .expect("journal");
     let journal = std::fs::read_to_string(dir.join(jsonl)).expect("journal");
     assert!(journal.lines().count() >= 1);

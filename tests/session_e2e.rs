@@ -312,7 +312,7 @@ async fn unplanned_drops_reconnect_and_replay_from_the_last_final_word() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_counts_as_a_drop() {
     let setup = setup(common::config(), |c| {
-        c.session.stall_timeout = Duration::from_secs(1)
+        c.session.stall_timeout = Duration::from_secs(1);
     })
     .await;
     setup.emu.add_fault("stall@3000ms".parse().expect("fault"));
@@ -420,7 +420,7 @@ async fn failures_end_in_their_documented_state() {
 
     // 3009: backs off (briefly here) and streams again.
     let s = setup(common::config(), |c| {
-        c.session.rate_limit_backoff = Duration::from_millis(300)
+        c.session.rate_limit_backoff = Duration::from_millis(300);
     })
     .await;
     s.emu.add_fault("close:3009@0".parse().expect("fault"));
