@@ -8,15 +8,16 @@ ASSEMBLYAI_SDK := assemblyai==1.8.2
 LISTEN ?= 127.0.0.1:8080
 KEY ?= local-test-key
 
-.PHONY: deps sdk-venv emulate test lint
+.PHONY: deps sdk-venv demo emulate test lint
 
 ## System packages: ALSA headers for the microphone (cpal), openssl for the TLS test's
-## certificate, python3-venv for the SDK interop test.
+## certificate, python3-venv for the SDK interop test, tmux for the dashboard's terminal test.
 deps:
 	@missing=""; \
 	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev pkg-config"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	python3 -m venv --help >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
@@ -26,6 +27,11 @@ sdk-venv: deps
 	@[ -x $(SDK_VENV)/bin/python ] || python3 -m venv $(SDK_VENV)
 	@$(SDK_VENV)/bin/python -c 'import assemblyai' 2>/dev/null || \
 		$(SDK_VENV)/bin/pip install -q $(ASSEMBLYAI_SDK)
+
+## The offline demo: the dashboard streaming a bundled recording through the in-process
+## emulator, with a session rotation in the first minute (q to quit).
+demo: deps
+	cargo run --release -- demo
 
 ## Run the local AssemblyAI v3 emulator (Ctrl-C to stop).
 emulate: deps

@@ -434,6 +434,11 @@ impl Runtime {
     }
 
     async fn start_session(&mut self, run: u32, muted: bool) {
+        // A restart queued behind a stop arrives with the old supervisor's `Finished`, before
+        // its event stream is seen closed: join and save that one first.
+        if self.session.is_some() {
+            self.session_ended();
+        }
         let Some(premint) = self.premint.clone() else {
             let why = self
                 .provider_error

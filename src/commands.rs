@@ -355,7 +355,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
             setup.supervisor.emulator_hints = true;
             setup.info.demo = Some(demo.emulator.addr.to_string());
             if bundled {
-                setup.info.input = INPUT_LABEL.to_owned();
+                INPUT_LABEL.clone_into(&mut setup.info.input);
                 setup.input_label = Some(INPUT_LABEL.to_owned());
             }
             show_dashboard(setup).await

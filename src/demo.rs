@@ -32,7 +32,7 @@ pub const TOKEN_SECONDS: u32 = 30;
 /// The successor is prepared this long before expiry (at 0:40 of each session).
 pub const ROTATION_LEAD: Duration = Duration::from_secs(20);
 /// How the bundled input is shown.
-pub const INPUT_LABEL: &str = "demo.wav (bundled recording, looping)";
+pub const INPUT_LABEL: &str = "demo.wav (bundled, looping)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -170,7 +170,7 @@ pub fn configure(config: &mut Config, token_url: &str, ws_url: &str, wav: Option
     let provider = &mut config.provider;
     provider.kind = ProviderKind::ApiKey;
     provider.api_key.key_file = None;
-    provider.api_key.key_env = DEMO_KEY_ENV.to_owned();
+    DEMO_KEY_ENV.clone_into(&mut provider.api_key.key_env);
     provider.api_key.token_url = Url::parse(token_url).ok();
     provider.expires_in_seconds = TOKEN_SECONDS;
     provider.max_session_duration_seconds = MAX_SESSION_SECONDS;

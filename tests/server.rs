@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -122,10 +123,10 @@ fn counting(inner: Arc<dyn TokenProvider>) -> Arc<Counting> {
 }
 
 fn credentials() -> Credentials {
-    let text = [("alice", ALICE), ("bob", BOB), ("carol", CAROL)]
-        .iter()
-        .map(|(name, c)| format!("{name}:{}\n", hash_credential(c)))
-        .collect::<String>();
+    let mut text = String::new();
+    for (name, credential) in [("alice", ALICE), ("bob", BOB), ("carol", CAROL)] {
+        let _ = writeln!(text, "{name}:{}", hash_credential(credential));
+    }
     Credentials::parse(&text, "test credentials").expect("credentials")
 }
 
@@ -194,6 +195,14 @@ impl Answer {
             n("x-ratelimit-limit"),
             n("x-ratelimit-remaining"),
             n("x-ratelimit-reset"),
+        )
+    }
+
+    /// (`expires_in_seconds`, `max_session_duration_seconds`).
+    fn lifetimes(&self) -> (Value, Value) {
+        (
+            self.body["expires_in_seconds"].clone(),
+            self.body["max_session_duration_seconds"].clone(),
         )
     }
 
@@ -277,13 +286,7 @@ async fn get_and_post_mint_tokens_within_the_policy() {
         Some(ALICE),
     )
     .await;
-    assert_eq!(
-        (
-            a.body["expires_in_seconds"].clone(),
-            a.body["max_session_duration_seconds"].clone()
-        ),
-        (json!(20), json!(600))
-    );
+    assert_eq!(a.lifetimes(), (json!(20), json!(600)));
     let a = answer(
         client()
             .post(s.server.token_url())
@@ -292,13 +295,7 @@ async fn get_and_post_mint_tokens_within_the_policy() {
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{a:?}");
-    assert_eq!(
-        (
-            a.body["expires_in_seconds"].clone(),
-            a.body["max_session_duration_seconds"].clone()
-        ),
-        (json!(15), json!(300))
-    );
+    assert_eq!(a.lifetimes(), (json!(15), json!(300)));
     let a = answer(
         client()
             .post(format!("{}?expires_in_seconds=40", s.server.token_url()))
@@ -324,14 +321,22 @@ async fn get_and_post_mint_tokens_within_the_policy() {
         Some(ALICE),
     )
     .await;
-    assert_eq!(
-        (
-            a.body["expires_in_seconds"].clone(),
-            a.body["max_session_duration_seconds"].clone()
-        ),
-        (json!(60), json!(3600))
-    );
+    assert_eq!(a.lifetimes(), (json!(60), json!(3600)));
+    let metrics = s.server.metrics_text();
+    for client in ["alice", "bob"] {
+        let line = format!("aai_live_serve_tokens_minted_total{{client=\"{client}\"}} 3");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    s.server.shutdown().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_the_upstream() {
+    let s = setup(|c| {
+        c.policy.min_expires_in = 10;
+        c.policy.min_session = 120;
+    })
+    .await;
     let calls = s.upstream.calls();
     // Below the minimum, not a number, a body that is neither JSON nor a form: 400.
     for (query, body, want) in [
@@ -408,11 +413,7 @@ async fn get_and_post_mint_tokens_within_the_policy() {
 
     let metrics = s.server.metrics_text();
     assert!(
-        metrics.contains("aai_live_serve_tokens_minted_total{client=\"alice\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("aai_live_serve_tokens_minted_total{client=\"bob\"} 3"),
+        metrics.contains("aai_live_serve_tokens_minted_total{client=\"alice\"} 0"),
         "{metrics}"
     );
     assert!(
@@ -927,7 +928,7 @@ async fn tls_with_a_self_signed_certificate() {
         key: dir.path().join("key.pem"),
     };
     let server = serve(api_key_provider(KEY, &emu.token_url(), BOUND), |c| {
-        c.tls = Some(files)
+        c.tls = Some(files);
     })
     .await;
     assert!(server.tls);

@@ -195,7 +195,8 @@ async fn serve_mints_logs_without_secrets_and_stops_on_sigterm() {
         text.lines()
             .filter(|l| l.contains("aai_live::server::access")
                 && l.contains("client=\"laptop\"")
-                && l.contains("status=200"))
+                && l.contains("status=200")
+                && l.contains("latency_ms="))
             .count()
             >= 2,
         "{text}"
@@ -293,4 +294,63 @@ async fn hash_credential_and_start_errors() {
     .await;
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("N/PERIOD"), "{err}");
+}
+
+/// `--region` and `--upstream` choose where the server mints, through the same configuration
+/// keys as the `api-key` provider (no process needed: the flags become config overrides).
+#[test]
+fn region_and_upstream_flags_pick_the_token_endpoint() {
+    use aai_live::config::{LoadOptions, load};
+    use aai_live::server::command::{ServeArgs, upstream_provider};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let home = TempDir::new().expect("tempdir");
+    let key_file = home.path().join("key");
+    secret_file(&key_file, KEY);
+    let key_file = key_file.display().to_string();
+    for (flags, endpoint) in [
+        (vec![], "https://streaming.assemblyai.com/v3/token"),
+        (
+            vec!["--region", "eu"],
+            "https://streaming.eu.assemblyai.com/v3/token",
+        ),
+        (
+            vec!["--region", "us"],
+            "https://streaming.us.assemblyai.com/v3/token",
+        ),
+        (
+            vec!["--region", "eu", "--upstream", "http://127.0.0.1:8080"],
+            "http://127.0.0.1:8080/v3/token",
+        ),
+    ] {
+        let args = Cli::try_parse_from(
+            ["serve", "--no-auth", "--key-file", &key_file]
+                .into_iter()
+                .chain(flags.iter().copied()),
+        )
+        .expect("flags")
+        .serve;
+        let loaded = load(&LoadOptions {
+            overrides: args.config_overrides(),
+            ..LoadOptions::defaults_only()
+        })
+        .expect("config");
+        let provider = upstream_provider(&loaded.config).expect("upstream");
+        assert_eq!(provider.source(), endpoint, "{flags:?}");
+    }
+    // A bad region is the configuration's error, naming the flag.
+    let args = Cli::try_parse_from(["serve", "--no-auth", "--region", "mars"])
+        .expect("flags")
+        .serve;
+    let e = load(&LoadOptions {
+        overrides: args.config_overrides(),
+        ..LoadOptions::defaults_only()
+    })
+    .expect_err("mars");
+    assert!(e.to_string().contains("provider.api_key.region"), "{e}");
 }

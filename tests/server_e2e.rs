@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use aai_live::audio::{self, AudioOptions, Pace};
 use aai_live::config::{Config, InputSpec, ProviderKind};
-use aai_live::emulator::EmulatorConfig;
+use aai_live::emulator::{EmulatorConfig, RunningEmulator};
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use aai_live::secret::ApiKey;
-use aai_live::server::{self, Auth, Credentials, ServerConfig, hash_credential};
+use aai_live::server::{self, Auth, Credentials, RunningServer, ServerConfig, hash_credential};
 use aai_live::session::{self, Command, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::KEY;
@@ -61,24 +61,14 @@ fn secret_file(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_provider_streams_through_serve_with_a_rotation() {
-    let emu = common::start(EmulatorConfig {
-        session_limit: Some(Duration::from_secs(5)),
-        ..common::config()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-
-    // The token server, holding the key.
+/// The token server, holding the key, minting at the emulator.
+async fn token_server(emu: &RunningEmulator) -> RunningServer {
     let creds = Credentials::parse(
         &format!("laptop:{}\n", hash_credential(CREDENTIAL)),
         "credentials",
     )
     .expect("credentials");
-    let mut server_config =
-        ServerConfig::new("127.0.0.1:0".parse().expect("addr"), Auth::Bearer(creds));
-    server_config.policy.max_session = 3600;
+    let config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), Auth::Bearer(creds));
     let upstream = ApiKeyProvider::new(
         ApiKey::new(KEY),
         "the test key",
@@ -86,12 +76,14 @@ async fn remote_provider_streams_through_serve_with_a_rotation() {
         Duration::from_secs(5),
     )
     .expect("upstream");
-    let server = server::start(server_config, Arc::new(upstream))
+    server::start(config, Arc::new(upstream))
         .await
-        .expect("server starts");
+        .expect("server starts")
+}
 
-    // The client: the remote provider, a bearer file, no key anywhere.
-    let bearer = dir.path().join("credential");
+/// The client: the remote provider with a bearer file, no key anywhere.
+fn client_config(dir: &Path, server: &RunningServer, emu: &RunningEmulator) -> Config {
+    let bearer = dir.join("credential");
     secret_file(&bearer, CREDENTIAL);
     let mut config = Config::default();
     config.provider.kind = ProviderKind::Remote;
@@ -104,6 +96,20 @@ async fn remote_provider_streams_through_serve_with_a_rotation() {
     config.session.terminate_timeout = Duration::from_secs(2);
     config.session.backoff_initial = Duration::from_millis(100);
     config.session.backoff_max = Duration::from_millis(500);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_provider_streams_through_serve_with_a_rotation() {
+    let emu = common::start(EmulatorConfig {
+        session_limit: Some(Duration::from_secs(5)),
+        ..common::config()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let server = token_server(&emu).await;
+    let config = client_config(dir.path(), &server, &emu);
 
     let wav = dir.path().join("input.wav");
     write_wav(&wav, &utterances(4));

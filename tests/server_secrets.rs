@@ -7,11 +7,12 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aai_live::config::{Config, ProviderKind};
+use aai_live::config::{Config, ProviderConfig, ProviderKind};
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{self, TokenProvider, TokenRequest};
 use aai_live::secret::ApiKey;
@@ -74,10 +75,11 @@ impl Responses {
         let status = response.status().as_u16();
         let mut text = format!("{status}\n");
         for (name, value) in response.headers() {
-            text.push_str(&format!(
-                "{name}: {}\n",
+            let _ = writeln!(
+                text,
+                "{name}: {}",
                 String::from_utf8_lossy(value.as_bytes())
-            ));
+            );
         }
         let body = response.text().await.expect("body");
         text.push_str(&body);
@@ -121,6 +123,24 @@ async fn serve(provider: Arc<dyn TokenProvider>) -> RunningServer {
     server::start(config, provider).await.expect("server")
 }
 
+/// The `remote` provider pointed at the server, with bob's credential from a file (read once,
+/// when it is built).
+fn remote_provider(url: &str) -> (Arc<dyn TokenProvider>, ProviderConfig) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bearer = dir.path().join("credential");
+    std::fs::write(&bearer, BOB).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bearer, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let mut config = Config::default().provider;
+    config.kind = ProviderKind::Remote;
+    config.remote.url = Some(url.parse().expect("url"));
+    config.remote.bearer_file = Some(bearer);
+    config.remote.pass_lifetimes = true;
+    (provider::build(&config).expect("remote"), config)
+}
+
 async fn every_path(responses: &mut Responses, remote_tokens: &mut Vec<String>) {
     let emu = common::start(common::config()).await;
     let server = serve(upstream(KEY, &emu.token_url())).await;
@@ -154,19 +174,7 @@ async fn every_path(responses: &mut Responses, remote_tokens: &mut Vec<String>) 
         200
     );
     // The remote provider through the server.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bearer = dir.path().join("credential");
-    std::fs::write(&bearer, BOB).expect("write");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&bearer, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    let mut config = Config::default().provider;
-    config.kind = ProviderKind::Remote;
-    config.remote.url = Some(url.parse().expect("url"));
-    config.remote.bearer_file = Some(bearer);
-    config.remote.pass_lifetimes = true;
-    let remote = provider::build(&config).expect("remote");
+    let (remote, config) = remote_provider(&url);
     let request = TokenRequest::from_config(&config);
     let token = remote.fetch(&request).await.expect("token via serve");
     tracing::info!(?token, %token, "the remote provider got a token");

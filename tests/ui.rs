@@ -429,7 +429,12 @@ fn scrolled_back_shows_new_turns_below() {
     s.update(Msg::Action(Action::ScrollUp), at(30));
     session(
         &mut s,
-        SessionEvent::Final(final_turn(1, 6, "And the partial is updated in place.", 26_000)),
+        SessionEvent::Final(final_turn(
+            1,
+            6,
+            "And the partial is updated in place.",
+            26_000,
+        )),
         at(31),
     );
     insta::assert_snapshot!("scrolled_80x24", screen(&s, 80, 24, at(31)));
@@ -485,6 +490,6 @@ fn demo_header_says_it_is_the_offline_emulator() {
     s.info.demo = Some("127.0.0.1:41235".into());
     s.info.source = "http://127.0.0.1:41235/v3/token".into();
     s.info.endpoint = "ws://127.0.0.1:41235/v3/ws".into();
-    s.info.input = "demo.wav (bundled recording, looping)".into();
+    s.info.input = "demo.wav (bundled, looping)".into();
     insta::assert_snapshot!("demo_100x30", screen(&s, 100, 30, at(30)));
 }

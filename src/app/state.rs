@@ -334,12 +334,14 @@ pub struct Notice {
 pub struct Lifecycle {
     /// A supervisor is running (spawned and not yet finished).
     pub running: bool,
+    /// Stop was sent to the running supervisor (its state may not say so yet).
+    pub stopping: bool,
     /// Start again as soon as the running supervisor has finished.
     pub start_pending: bool,
     /// Quitting: stop, wait for the last turns and the save, then leave (by this deadline).
     pub quitting: Option<SystemTime>,
-    /// Waiting for the finished run's transcript to be written.
-    pub saving: bool,
+    /// Finished runs whose transcript is still being written.
+    pub saving: u32,
     /// Runs started so far (1-based id of the current one).
     pub run: u32,
     /// When the last KeepAlive was sent while muted.

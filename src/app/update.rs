@@ -36,7 +36,7 @@ impl AppState {
             }
             Msg::StartFailed(failure) => self.on_start_failed(failure, now, &mut out),
             Msg::Saved(result) => {
-                self.lifecycle.saving = false;
+                self.lifecycle.saving = self.lifecycle.saving.saturating_sub(1);
                 match result {
                     Ok(paths) => {
                         for p in &paths {
@@ -81,8 +81,11 @@ impl AppState {
                 }
             },
             Msg::SessionCrashed(reason) => {
+                if !self.lifecycle.running {
+                    // It had said `Finished` (and a save was counted) before failing to join.
+                    self.lifecycle.saving = self.lifecycle.saving.saturating_sub(1);
+                }
                 self.lifecycle.running = false;
-                self.lifecycle.saving = false;
                 self.session.view = View::Failed {
                     class: CloseClass::ClientBug,
                     reason: reason.clone(),
@@ -207,26 +210,31 @@ impl AppState {
             self.start(now, out);
             return;
         }
-        if self.session.is_active() || matches!(self.session.view, View::Idle) {
+        let can_stop = self.session.is_active() || matches!(self.session.view, View::Idle);
+        if can_stop && !self.lifecycle.stopping {
             out.push(Command::Session(session::Command::Stop));
+            self.lifecycle.stopping = true;
             self.lifecycle.start_pending = false;
             self.notify(now, Severity::Info, "stopping: waiting for the last turns");
             self.events
                 .push(now, Severity::Info, "stop asked for by the user");
         } else {
-            // Draining, or stopped and about to finish: start again once it has.
-            self.lifecycle.start_pending = true;
-            self.notify(
-                now,
-                Severity::Info,
-                "starting again once the last session has finished",
-            );
+            // Stopping (even if its state does not show it yet), draining, or stopped and about
+            // to finish: start again once it has (pressed once more: don't).
+            self.lifecycle.start_pending = !self.lifecycle.start_pending;
+            let text = if self.lifecycle.start_pending {
+                "starting again once the last session has finished"
+            } else {
+                "stopping: waiting for the last turns"
+            };
+            self.notify(now, Severity::Info, text);
         }
     }
 
     fn start(&mut self, now: SystemTime, out: &mut Vec<Command>) {
         self.lifecycle.run += 1;
         self.lifecycle.running = true;
+        self.lifecycle.stopping = false;
         self.lifecycle.start_pending = false;
         self.session.view = View::Idle;
         self.session.since = now;
@@ -250,11 +258,13 @@ impl AppState {
             out.push(Command::Quit);
             return;
         }
-        if self.lifecycle.running || self.lifecycle.saving {
+        if self.lifecycle.running || self.lifecycle.saving > 0 {
             if self.lifecycle.running
                 && (self.session.is_active() || matches!(self.session.view, View::Idle))
+                && !self.lifecycle.stopping
             {
                 out.push(Command::Session(session::Command::Stop));
+                self.lifecycle.stopping = true;
             }
             self.lifecycle.start_pending = false;
             self.lifecycle.quitting = Some(now + self.limits.quit_grace);
@@ -275,7 +285,7 @@ impl AppState {
     fn quit_if_done(&mut self, out: &mut Vec<Command>) {
         if self.lifecycle.quitting.is_some()
             && !self.lifecycle.running
-            && !self.lifecycle.saving
+            && self.lifecycle.saving == 0
             && !self.should_quit
         {
             self.should_quit = true;
@@ -492,6 +502,26 @@ impl AppState {
                     self.rate.push(now, words);
                 }
             }
+            SessionEvent::Finished { failure, .. } => {
+                self.lifecycle.running = false;
+                self.lifecycle.saving += 1;
+                self.session.run_ended = Some(now);
+                self.transcript.clear_partial();
+                if failure.is_some() {
+                    self.last_failure = failure;
+                }
+                if self.lifecycle.start_pending && self.lifecycle.quitting.is_none() {
+                    self.start(now, out);
+                }
+            }
+            SessionEvent::Hello { .. } => {}
+            other => self.on_notice(other, now),
+        }
+    }
+
+    /// Session events that only count or inform: rotations, losses, replays, warnings.
+    fn on_notice(&mut self, event: SessionEvent, now: SystemTime) {
+        match event {
             SessionEvent::Rotation {
                 from, to, forced, ..
             } => {
@@ -585,19 +615,7 @@ impl AppState {
                 self.events
                     .push(now, Severity::Warn, format!("the service warns: {message}"));
             }
-            SessionEvent::Finished { failure, .. } => {
-                self.lifecycle.running = false;
-                self.lifecycle.saving = true;
-                self.session.run_ended = Some(now);
-                self.transcript.clear_partial();
-                if failure.is_some() {
-                    self.last_failure = failure;
-                }
-                if self.lifecycle.start_pending && self.lifecycle.quitting.is_none() {
-                    self.start(now, out);
-                }
-            }
-            SessionEvent::Hello { .. } => {}
+            _ => {}
         }
     }
 

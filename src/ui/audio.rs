@@ -32,7 +32,13 @@ pub fn render(
     frame.render_widget(block, area);
     let w = usize::from(inner.width);
     let mut lines = vec![
-        meter_line("rms", state.audio.level.rms_dbfs, state, t, w.saturating_sub(CLIP_W)),
+        meter_line(
+            "rms",
+            state.audio.level.rms_dbfs,
+            state,
+            t,
+            w.saturating_sub(CLIP_W),
+        ),
         peak_line(state, t, w),
         input_line(state, t, w),
     ];
@@ -182,7 +188,7 @@ fn input_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
         ));
         spans.push(Span::raw(" "));
     } else if !state.audio.open {
-        spans.push(Span::styled("closed ", t.error()));
+        spans.push(Span::styled(format!("closed{}", t.dot()), t.error()));
     }
     spans.push(Span::styled(state.info.input.clone(), t.text()));
     let dropped = state.audio.stats.dropped_frames;
@@ -196,8 +202,8 @@ fn input_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
 }
 
 fn dropped_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
-    let stats = &state.audio.stats;
-    let style = if stats.dropped_frames > 0 {
+    let counts = &state.audio.stats;
+    let style = if counts.dropped_frames > 0 {
         t.warn()
     } else {
         t.text()
@@ -208,7 +214,7 @@ fn dropped_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
             Span::styled(
                 format!(
                     "{} frames ({} overflows)",
-                    stats.dropped_frames, stats.overflows
+                    counts.dropped_frames, counts.overflows
                 ),
                 style,
             ),

@@ -82,7 +82,12 @@ fn second_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
         spans.push(Span::styled("tokens ", t.label()));
         spans.push(Span::styled(info.provider.clone(), t.accent()));
         spans.push(Span::styled(
-            format!(" {} {} {}", url_path(&info.source), t.arrow(), url_path(&info.endpoint)),
+            format!(
+                " {} {} {}",
+                url_path(&info.source),
+                t.arrow(),
+                url_path(&info.endpoint)
+            ),
             t.text(),
         ));
         return clip(spans, width, t);
@@ -102,11 +107,29 @@ fn second_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
     spans.push(Span::styled(info.provider.clone(), t.accent()));
     spans.push(Span::styled(format!(" {}", shown(&info.source)), t.text()));
     spans.push(Span::styled(format!(" {} ", t.arrow()), t.dim()));
-    spans.push(Span::styled(shown(&info.endpoint), t.text()));
+    // The streaming endpoint usually shares the token endpoint's host: then its path says it.
+    let endpoint = if same_origin(&info.source, &info.endpoint) {
+        url_path(&info.endpoint).to_owned()
+    } else {
+        shown(&info.endpoint)
+    };
+    spans.push(Span::styled(endpoint, t.text()));
     if let Some(region) = &info.region {
-        spans.push(Span::styled(format!("{}region {region}", t.dot()), t.label()));
+        spans.push(Span::styled(
+            format!("{}region {region}", t.dot()),
+            t.label(),
+        ));
     }
     clip(spans, width, t)
+}
+
+/// Whether two URLs name the same host and port, whatever their schemes (https and wss).
+fn same_origin(a: &str, b: &str) -> bool {
+    let host = |s: &str| {
+        s.split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_owned())
+    };
+    host(a).is_some() && host(a) == host(b)
 }
 
 /// The path of a URL (`http://h:1/v3/token` → `/v3/token`); other text as it is.

@@ -128,7 +128,7 @@ fn rotation_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> L
             }
         }
         View::Streaming { .. } => {
-            spans.push(Span::styled("rotation off: expiry reconnects", t.dim()))
+            spans.push(Span::styled("rotation off: expiry reconnects", t.dim()));
         }
         _ => spans.push(Span::styled("none", t.dim())),
     }
@@ -228,7 +228,11 @@ fn counters_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
         label("count", t),
         Span::styled(plural(u64::from(s.rotations), "rotation"), t.text()),
         Span::styled(
-            format!("{}{}", t.dot(), plural(u64::from(s.reconnects), "reconnect")),
+            format!(
+                "{}{}",
+                t.dot(),
+                plural(u64::from(s.reconnects), "reconnect")
+            ),
             t.text(),
         ),
     ];

@@ -24,7 +24,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
         let follow = state
             .keymap
             .first_key(Action::ScrollBottom)
-            .map_or_else(String::new, |k| format!(" {k} follows"));
+            .map_or_else(String::new, |k| format!("{}{k} to follow", t.dot()));
         let n = view.below();
         block = block.title_bottom(Line::styled(
             format!(
@@ -161,10 +161,10 @@ fn placeholder(state: &AppState, t: Theme, width: usize) -> Vec<Line<'static>> {
     }
     if state.info.demo.is_some() {
         paragraphs.push((
-            "This is the offline demo: a recording of five sentences loops through a local \
-             emulator of the streaming API, which knows the recording's words. Sessions last 60 s \
-             here, so within the first minute you see a token minted ahead of need, the session \
-             gauge turn amber, and a rotation to a fresh session with no words lost."
+            "This is the offline demo: audio goes to a local emulator of the streaming API, which \
+             knows the words of the bundled recording. Sessions last 60 s here, so within the \
+             first minute you see a token minted ahead of need, the session gauge turn amber, \
+             and a rotation to a fresh session with no words lost."
                 .to_owned(),
             t.dim(),
         ));

@@ -1,0 +1,573 @@
+//! Load benchmark of `aai-live serve`: `/token` throughput and p50/p99 latency on loopback with
+//! the emulator as the upstream, in three set-ups: no rate limiting, rate limits that never bind
+//! (the limiter's cost), and a per-client limit that refuses most requests (the cost of a
+//! refusal). It prints figures; it is not a pass/fail test.
+//!
+//! `cargo bench --bench server` (see docs/benchmarks.md). The emulator and the server run as
+//! separate processes (the bench-profile binary), so each one's CPU can be read from /proc.
+//! Environment: `BENCH_SECONDS` (10, per set-up), `BENCH_CLIENT` (`wrk` or `reqwest`; default
+//! wrk when on PATH). Arguments after `--`: `off`, `on`, `binding`, `limiter` to run only those parts.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+const KEY: &str = "bench-key";
+const CREDENTIAL: &str = "bench-credential-0123456789abcdef";
+const CONNECTIONS: usize = 64;
+const BINDING_LIMIT: &str = "100/s";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test --all-targets` runs harness-less benches without `--bench`: stay cheap there.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("server benchmark: skipped (run it with `cargo bench --bench server`)");
+        return ExitCode::SUCCESS;
+    }
+    let only: Vec<String> = args.into_iter().filter(|a| !a.starts_with("--")).collect();
+    let seconds = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(10);
+    let wrk_available = Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let client = match std::env::var("BENCH_CLIENT").as_deref() {
+        Ok("reqwest") => Client::Reqwest,
+        Ok("wrk") if !wrk_available => {
+            println!("BENCH_CLIENT=wrk but wrk is not on PATH: using reqwest");
+            Client::Reqwest
+        }
+        _ if wrk_available => Client::Wrk,
+        _ => Client::Reqwest,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(Duration::from_secs(seconds), client, &only))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Wrk,
+    Reqwest,
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wrk => "wrk",
+            Self::Reqwest => "reqwest",
+        }
+    }
+}
+
+/// One set-up: a name for `--` selection, a label, and the `serve` flags.
+const SETUPS: [(&str, &str, &[&str]); 3] = [
+    (
+        "off",
+        "no rate limiting",
+        &["--rate-limit", "off", "--global-rate-limit", "off"],
+    ),
+    (
+        "on",
+        "rate limits on, never binding",
+        &[
+            "--rate-limit",
+            "1000000/s",
+            "--global-rate-limit",
+            "1000000/s",
+        ],
+    ),
+    (
+        "binding",
+        "per-client limit 100/s, binding",
+        &["--rate-limit", BINDING_LIMIT, "--global-rate-limit", "off"],
+    ),
+];
+
+async fn run(window: Duration, client: Client, only: &[String]) -> ExitCode {
+    let home = tempfile::tempdir().expect("temp dir");
+    let credentials = home.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!("bench:{}\n", aai_live::server::hash_credential(CREDENTIAL)),
+    )
+    .expect("write the credentials file");
+    let clk_tck = clk_tck();
+    println!(
+        "server benchmark: GET /token with a bearer credential, {CONNECTIONS} keep-alive \
+         connections for {} s per set-up ({}); upstream: a fresh emulator per set-up; serve, \
+         the emulator and the load generator share the machine's {} cores",
+        window.as_secs(),
+        client.name(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
+    );
+    let mut summary = Vec::new();
+    for (id, label, flags) in SETUPS {
+        if !only.is_empty() && !only.iter().any(|o| o == id) {
+            continue;
+        }
+        // A fresh emulator per set-up: it keeps every token it mints for ten minutes, and its
+        // token map growing (and rehashing under its lock) would show up in the next set-up's
+        // tail latency (docs/benchmarks.md, the emulator's token endpoint).
+        let emulator = match Proc::start(
+            "emulator",
+            &["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY],
+            "aai-live emulator listening on http://127.0.0.1:",
+            home.path(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("cannot start the emulator: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let upstream = format!("http://127.0.0.1:{}", emulator.port);
+        let credentials = credentials.display().to_string();
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--credentials",
+            &credentials,
+            "--upstream",
+            &upstream,
+            "--key-env",
+            "BENCH_AAI_KEY",
+            "--max-in-flight",
+            "1024",
+        ];
+        args.extend_from_slice(flags);
+        let serve = match Proc::start(
+            "serve",
+            &args,
+            "aai-live serve listening on http://127.0.0.1:",
+            home.path(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("cannot start aai-live serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!();
+        println!("--- {label} ---");
+        let line = setup_run(&serve, &emulator, window, client, clk_tck).await;
+        summary.push(format!("{label}: {line}"));
+    }
+    if only.is_empty() || only.iter().any(|o| o == "limiter") {
+        summary.push(limiter_cost());
+    }
+    println!();
+    println!("=== summary ===");
+    for line in summary {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn setup_run(
+    serve: &Proc,
+    emulator: &Proc,
+    window: Duration,
+    client: Client,
+    clk_tck: u64,
+) -> String {
+    let url = format!("http://127.0.0.1:{}/token", serve.port);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", serve.port);
+    // A short warm-up fills the upstream connection pool.
+    let _ = load(Client::Reqwest, &url, Duration::from_millis(300)).await;
+    let before = (
+        responses(&metrics_url).await,
+        serve.ticks(),
+        emulator.ticks(),
+        Instant::now(),
+    );
+    let machine_before = system_ticks();
+    let result = load(client, &url, window).await;
+    let after = (
+        responses(&metrics_url).await,
+        serve.ticks(),
+        emulator.ticks(),
+        Instant::now(),
+    );
+    let machine_after = system_ticks();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            println!("failed: {e}");
+            return format!("failed ({e})");
+        }
+    };
+    let wall = after.3.duration_since(before.3).as_secs_f64();
+    let cpu = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / clk_tck as f64 / wall * 100.0;
+    let count = |code: u16| after.0.get(code).saturating_sub(before.0.get(code));
+    let (ok, limited) = (count(200), count(429));
+    let other = after
+        .0
+        .total()
+        .saturating_sub(before.0.total())
+        .saturating_sub(ok + limited);
+    let ms = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} ms"));
+    let line = format!(
+        "{} req/s, p50 {}, p99 {}; {} × 200 ({} tokens/s), {} × 429, {} other, {} transport errors; \
+         serve CPU {:.0}% of one core, emulator {:.0}%, machine {:.0}% busy",
+        group(result.requests_per_s),
+        ms(result.p50_ms),
+        ms(result.p99_ms),
+        group(ok as f64),
+        group(ok as f64 / result.seconds),
+        group(limited as f64),
+        other,
+        result.errors,
+        cpu(before.1, after.1),
+        cpu(before.2, after.2),
+        match (machine_before, machine_after) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 =>
+                (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0,
+            _ => f64::NAN,
+        },
+    );
+    println!("{line}");
+    line
+}
+
+/// The limiter's own cost, in process: one decision on a per-client (keyed by name) and on the
+/// global budget, as `/token` makes them.
+fn limiter_cost() -> String {
+    use aai_live::server::limit::Limiter;
+    const N: u32 = 2_000_000;
+    let spec: aai_live::server::RateSpec = "1000000/s".parse().expect("spec");
+    let keyed: Limiter<std::sync::Arc<str>> = Limiter::new(spec);
+    let global: Limiter<()> = Limiter::new(spec);
+    let name: std::sync::Arc<str> = std::sync::Arc::from("bench");
+    let started = Instant::now();
+    let mut allowed = 0_u32;
+    for _ in 0..N {
+        allowed += u32::from(keyed.check(std::hint::black_box(&name)).allowed);
+        allowed += u32::from(global.check(&()).allowed);
+    }
+    let per_request = started.elapsed().as_secs_f64() * 1e9 / f64::from(N);
+    let line = format!(
+        "limiter: {per_request:.0} ns per request for the client and the global decision \
+         together ({allowed} of {} allowed), on one thread",
+        2 * N
+    );
+    println!();
+    println!("--- limiter cost ---");
+    println!("{line}");
+    line
+}
+
+/// Status counts from `/metrics` (`aai_live_serve_responses_total{code="..."}`).
+struct Counts(Vec<(u16, u64)>);
+
+impl Counts {
+    fn get(&self, code: u16) -> u64 {
+        self.0
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+async fn responses(metrics_url: &str) -> Counts {
+    let text = match reqwest::get(metrics_url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Counts(
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("aai_live_serve_responses_total{code=\"")?;
+                let (code, n) = rest.split_once("\"} ")?;
+                Some((code.parse().ok()?, n.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+struct LoadResult {
+    requests_per_s: f64,
+    seconds: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    errors: u64,
+}
+
+async fn load(client: Client, url: &str, window: Duration) -> Result<LoadResult, String> {
+    match client {
+        Client::Wrk => wrk(url, window).await,
+        Client::Reqwest => reqwest_load(url, window).await,
+    }
+}
+
+/// `wrk -t2 -c64 -d<secs>s --latency` with the bearer credential.
+async fn wrk(url: &str, window: Duration) -> Result<LoadResult, String> {
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{}s", window.as_secs()),
+            "--latency",
+            "-H",
+            &format!("Authorization: Bearer {CREDENTIAL}"),
+            url,
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for line in text.lines() {
+        println!("  wrk | {line}");
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
+    };
+    let requests_per_s = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or("no Requests/sec in wrk's output")?;
+    let errors = field("Socket errors:").map_or(0, |v| {
+        // "connect 0, read 0, write 0, timeout 0"
+        v.split(',')
+            .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    });
+    Ok(LoadResult {
+        requests_per_s,
+        seconds: window.as_secs_f64(),
+        p50_ms: field("50%").and_then(wrk_duration_ms),
+        p99_ms: field("99%").and_then(wrk_duration_ms),
+        errors,
+    })
+}
+
+/// wrk's "2.10ms", "850.00us", "1.02s", "1.50m".
+fn wrk_duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        _ => return None,
+    })
+}
+
+/// In-process fallback: `CONNECTIONS` tasks each sending requests back to back on one
+/// keep-alive connection; the latency of every answer (429s included, as wrk counts them).
+async fn reqwest_load(url: &str, window: Duration) -> Result<LoadResult, String> {
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tasks = JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 14);
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let answered = match client.get(&url).bearer_auth(CREDENTIAL).send().await {
+                    Ok(r) => r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if answered {
+                    latencies_us.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (latencies, e) = joined.map_err(|e| e.to_string())?;
+        all.extend(latencies);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let percentile = |p: f64| {
+        (!all.is_empty()).then(|| {
+            let i = ((all.len() - 1) as f64 * p).round() as usize;
+            f64::from(all[i]) / 1000.0
+        })
+    };
+    Ok(LoadResult {
+        requests_per_s: all.len() as f64 / seconds,
+        seconds,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        errors,
+    })
+}
+
+/// A child `aai-live` process, stopped with SIGTERM when dropped (SIGKILL after 5 s).
+struct Proc {
+    name: &'static str,
+    child: Child,
+    pid: u32,
+    port: u16,
+}
+
+impl Proc {
+    fn start(
+        name: &'static str,
+        args: &[&str],
+        first_line: &str,
+        home: &std::path::Path,
+    ) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
+            .args(args)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("BENCH_AAI_KEY", KEY)
+            .env_remove("RUST_LOG")
+            .env_remove("AAI_LIVE_CONFIG")
+            .env_remove("AAI_LIVE_EMULATOR_API_KEYS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_aai-live")))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        // Guard first, so an early return below still stops the process.
+        let mut proc = Self {
+            name,
+            child,
+            pid,
+            port: 0,
+        };
+        let mut lines = BufReader::new(stdout);
+        let mut first = String::new();
+        lines
+            .read_line(&mut first)
+            .map_err(|e| format!("read {name}'s stdout: {e}"))?;
+        proc.port = first
+            .trim()
+            .strip_prefix(first_line)
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("unexpected first stdout line of {name}: {first:?}"))?;
+        // Keep draining stdout so the process can never block on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = lines.read_to_end(&mut sink);
+        });
+        Ok(proc)
+    }
+
+    /// User + system CPU ticks.
+    fn ticks(&self) -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return 0;
+        };
+        // The command name may hold spaces and parentheses: fields count from the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            return 0;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+        field(11) + field(12)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => break,
+            }
+        }
+        eprintln!("{} ignored SIGTERM for 5 s: killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (busy, total) ticks of all CPUs together, from /proc/stat: how busy the whole machine was,
+/// other processes included.
+fn system_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    // idle + iowait
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// 24310.4 → "24 310".
+fn group(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}

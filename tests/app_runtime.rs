@@ -1,0 +1,172 @@
+//! The dashboard's runtime loop end to end, without a terminal: `app::run_with` on a ratatui
+//! `TestBackend` with scripted key events, against the demo's in-process emulator. Checks that
+//! streaming starts by itself, the transcript is journaled and saved on quit, and that a missing
+//! provider becomes a panel rather than an error.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aai_live::app::{self, Setup};
+use aai_live::config::Config;
+use aai_live::demo::{Demo, INPUT_LABEL};
+use aai_live::provider;
+use futures_util::Stream;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use tokio::sync::mpsc;
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Event>> + Send>>;
+
+fn keys() -> (mpsc::UnboundedSender<std::io::Result<Event>>, Events) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    (tx, Box::pin(stream))
+}
+
+fn press(c: char) -> Event {
+    Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Poll until a journal in `dir` holds `text` (bounded).
+async fn wait_for_journal(dir: &Path, text: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = std::fs::read_dir(dir).ok().is_some_and(|entries| {
+            entries.flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "jsonl")
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(text))
+            })
+        });
+        if found {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no journal with {text:?} in {} after {within:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Poll until `dir` holds `n` files ending in `ext` (bounded).
+async fn wait_for_files(dir: &Path, ext: &str, n: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+                .count()
+        });
+        if found >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{found} of {n} .{ext} files in {} after {within:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_streams_journals_and_saves_on_quit() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let demo = Demo::start(true).await.expect("demo");
+    let mut config = Config::default();
+    demo.configure(&mut config);
+    config.transcript.dir = Some(data.path().to_owned());
+    let mut setup = Setup::from_config(
+        &config,
+        provider::build_with(&config.provider, &Demo::env),
+        &no_env,
+    );
+    setup.supervisor.emulator_hints = true;
+    setup.info.demo = Some(demo.emulator.addr.to_string());
+    setup.input_label = Some(INPUT_LABEL.to_owned());
+
+    let (tx, events) = keys();
+    let dir = data.path().to_owned();
+    let driver = tokio::spawn(async move {
+        // The first sentence ends 4.1 s into the recording.
+        wait_for_journal(&dir, "Tokens are minted once", Duration::from_secs(30)).await;
+        // Stop and, at once, start again: the restart waits for the first run to finish, and
+        // both runs' transcripts are saved.
+        let _ = tx.send(Ok(press(' ')));
+        let _ = tx.send(Ok(press(' ')));
+        wait_for_files(&dir, "jsonl", 2, Duration::from_secs(30)).await;
+        let _ = tx.send(Ok(press('?')));
+        let _ = tx.send(Ok(press('q')));
+        tx
+    });
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).expect("terminal");
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        app::run_with(setup, &mut terminal, events),
+    )
+    .await
+    .expect("the dashboard quits")
+    .expect("no error");
+    let _tx = driver.await.expect("driver");
+    demo.shutdown().await;
+
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    let has = |ext: &str| {
+        report
+            .saved
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == ext))
+    };
+    assert!(has("jsonl").is_some(), "{:?}", report.saved);
+    let count = |ext: &str| {
+        report
+            .saved
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .count()
+    };
+    assert_eq!((count("jsonl"), count("txt")), (2, 2), "{:?}", report.saved);
+    let plain = has("txt").expect("a txt transcript");
+    let text = std::fs::read_to_string(plain).expect("read");
+    assert!(
+        text.contains("Tokens are minted once and used once."),
+        "{text}"
+    );
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("OFFLINE DEMO"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_api_key_is_a_panel_and_quit_still_works() {
+    let mut config = Config::default();
+    config.provider.api_key.key_env = "AAI_LIVE_TEST_SURELY_UNSET".into();
+    config.audio.input = "test:silence".parse().expect("input");
+    let setup = Setup::from_config(
+        &config,
+        provider::build_with(&config.provider, &no_env),
+        &no_env,
+    );
+    let (tx, events) = keys();
+    // Queued before the start: the first frame is drawn before keys are read.
+    tx.send(Ok(press('q'))).expect("send");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        app::run_with(setup, &mut terminal, events),
+    )
+    .await
+    .expect("quits");
+    let report = report.expect("no error");
+    assert!(report.saved.is_empty());
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("No token provider"), "{screen}");
+    assert!(screen.contains("AAI_LIVE_TEST_SURELY_UNSET"), "{screen}");
+}

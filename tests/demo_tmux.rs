@@ -1,0 +1,248 @@
+//! `aai-live demo` as a person runs it: inside tmux (a real terminal), keys sent with
+//! `send-keys`, the screen read with `capture-pane`. Start/stop, mute, force endpoint, help and
+//! quit, then the shell must be usable again (raw mode and the alternate screen left).
+//!
+//! Every wait polls the screen until the text appears, with a deadline; nothing sleeps to
+//! synchronise. Skipped when tmux is not installed, except under CI (`make deps` installs it).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SENTENCE_ENDS: [&str; 5] = [
+    "used once.",
+    "they expire.",
+    "is replayed.",
+    "the way.",
+    "your machine.",
+];
+
+struct Tmux {
+    socket: String,
+    home: tempfile::TempDir,
+}
+
+impl Tmux {
+    /// A tmux server of its own (`name` keeps parallel tests apart) running an interactive bash.
+    fn start(name: &str, width: u16, height: u16) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is required under CI (make deps installs it)"
+            );
+            eprintln!("skipping: tmux is not installed");
+            return None;
+        }
+        let tmux = Self {
+            socket: format!("aai-live-test-{}-{name}", std::process::id()),
+            home: tempfile::tempdir().expect("tempdir"),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "demo",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "bash",
+            "--noprofile",
+            "--norc",
+        ]);
+        assert!(out.status.success(), "tmux: {out:?}");
+        Some(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let home = self.home.path();
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            // The server (started by the first command) passes this environment to the shell.
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("LANG", "C.UTF-8")
+            .env("PS1", "test$ ")
+            .env_remove("TMUX")
+            .env_remove("AAI_LIVE_CONFIG")
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "demo"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "send-keys: {out:?}");
+    }
+
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "demo"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Poll the screen until `ok` holds; panics with the screen after `within`.
+    fn wait(&self, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {within:?} for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, text: &str, within: Duration) -> String {
+        self.wait(&format!("{text:?}"), within, |s| s.contains(text))
+    }
+
+    fn wait_gone(&self, text: &str, within: Duration) -> String {
+        self.wait(&format!("{text:?} to go"), within, |s| !s.contains(text))
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.home.path().join("data/aai-live/transcripts")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn demo_in_tmux_start_pause_endpoint_help_quit() {
+    let Some(tmux) = Tmux::start("keys", 100, 30) else {
+        return;
+    };
+    let long = Duration::from_secs(40);
+    let short = Duration::from_secs(10);
+    tmux.wait_for("test$", short);
+    let bin = env!("CARGO_BIN_EXE_aai-live");
+    tmux.send(&[&format!("{bin} demo; echo SHELL-OK"), "Enter"]);
+
+    // It starts streaming by itself, and says plainly that this is the offline emulator.
+    let screen = tmux.wait_for("STREAMING", long);
+    assert!(screen.contains("OFFLINE DEMO"), "{screen}");
+    assert!(
+        screen.contains("offline emulator at 127.0.0.1:"),
+        "{screen}"
+    );
+    tmux.wait("a final turn", long, |s| {
+        SENTENCE_ENDS.iter().any(|end| s.contains(end))
+    });
+
+    // Stop, then start again (a fresh supervisor).
+    tmux.send(&["Space"]);
+    tmux.wait_for("STOPPED", long);
+    tmux.send(&["Space"]);
+    tmux.wait_for("STREAMING", long);
+
+    // Mute and unmute.
+    tmux.send(&["p"]);
+    tmux.wait_for("MUTED", short);
+    tmux.send(&["p"]);
+    tmux.wait_gone("MUTED", short);
+
+    // Force the end of the turn.
+    tmux.send(&["f"]);
+    tmux.wait_for("asked the service to end the turn now", short);
+
+    // Help overlay, from the live keymap; Esc closes it.
+    tmux.send(&["?"]);
+    let help = tmux.wait_for("keys (rebind them", short);
+    assert!(help.contains("space/s"), "{help}");
+    assert!(help.contains("q/ctrl-c"), "{help}");
+    tmux.send(&["Escape"]);
+    tmux.wait_gone("keys (rebind them", short);
+
+    // Quit: stop, wait for the last turns, save, restore the terminal.
+    tmux.send(&["q"]);
+    let after = tmux.wait_for("SHELL-OK", long);
+    assert!(
+        !after.contains("OFFLINE DEMO"),
+        "the alternate screen was left:\n{after}"
+    );
+    assert!(after.contains("aai-live: saved"), "{after}");
+
+    // The shell works: echo and line editing are back (raw mode is off).
+    tmux.send(&["echo typed-$((40+2))", "Enter"]);
+    tmux.wait_for("typed-42", short);
+
+    // Two runs: two journals and two text transcripts, with the demo's words.
+    let journals = files_with(&tmux.data_dir(), "jsonl");
+    let texts = files_with(&tmux.data_dir(), "txt");
+    assert_eq!(
+        (journals.len(), texts.len()),
+        (2, 2),
+        "{journals:?} {texts:?}"
+    );
+    let all: String = texts
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read"))
+        .collect();
+    assert!(SENTENCE_ENDS.iter().any(|end| all.contains(end)), "{all}");
+}
+
+/// The pid of the shell's child (the dashboard), once it has one.
+fn dashboard_pid(tmux: &Tmux) -> u32 {
+    let out = tmux.run(&["display", "-p", "-t", "demo", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the shell's children");
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the dashboard runs under the shell")
+}
+
+#[test]
+fn sigterm_quits_gracefully_and_restores_the_terminal() {
+    let Some(tmux) = Tmux::start("term", 80, 24) else {
+        return;
+    };
+    let long = Duration::from_secs(40);
+    tmux.wait_for("test$", Duration::from_secs(10));
+    let bin = env!("CARGO_BIN_EXE_aai-live");
+    tmux.send(&[&format!("{bin} demo; echo EXIT-$?"), "Enter"]);
+    // 80x24: the full layout at its smallest.
+    let screen = tmux.wait_for("STREAMING", long);
+    assert!(
+        screen.contains("lifetimes") && screen.contains("transcript"),
+        "{screen}"
+    );
+    let pid = dashboard_pid(&tmux);
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let after = tmux.wait_for("EXIT-0", long);
+    assert!(!after.contains("OFFLINE DEMO"), "{after}");
+    tmux.send(&["echo typed-$((40+2))", "Enter"]);
+    tmux.wait_for("typed-42", Duration::from_secs(10));
+}
