@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +13,7 @@ use aai_live::provider::{self, PreMintOptions, PreMinter, ProviderError, TokenRe
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::{KEY, config as emulator_config, start};
-use tracing_subscriber::fmt::MakeWriter;
+use common::{Capture, KEY, assert_clean, config as emulator_config, start};
 
 const BEARER: &str = "bearer-credential-0123456789abcdef";
 const WRONG_KEY: &str = "wrong-api-key-fedcba9876543210";
@@ -23,40 +21,6 @@ const REQUEST: TokenRequest = TokenRequest {
     expires_in_seconds: 60,
     max_session_duration_seconds: Some(600),
 };
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-fn encoded(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn assert_clean(haystack: &str, secret: &str, what: &str) {
-    assert!(!haystack.contains(secret), "{what} leaked:\n{haystack}");
-    assert!(
-        !haystack.contains(&encoded(secret)),
-        "{what} leaked percent-encoded:\n{haystack}"
-    );
-}
 
 /// The token our fake token server hands out, and echoes in its error pages.
 const SERVER_TOKEN: &str = "AQICAHgSERVERtoken+/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH==";
@@ -253,11 +217,5 @@ fn no_secret_in_logs_or_errors_of_any_provider() {
         for token in &tokens {
             assert_clean(text, token, &format!("token in a {what}"));
         }
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
     }
 }

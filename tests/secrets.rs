@@ -5,53 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use aai_live::protocol::{StreamingParams, build_ws_url};
 use aai_live::secret::{ApiKey, Token};
 use common::*;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-fn encoded(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn assert_clean(haystack: &str, secret: &str, what: &str) {
-    assert!(!haystack.contains(secret), "{what} leaked:\n{haystack}");
-    assert!(
-        !haystack.contains(&encoded(secret)),
-        "{what} leaked percent-encoded:\n{haystack}"
-    );
-}
 
 #[test]
 fn no_secret_in_logs_or_errors_around_mint_and_connect() {

@@ -8,8 +8,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aai_live::config::{Config, ProviderConfig, ProviderKind};
@@ -17,45 +16,12 @@ use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{self, TokenProvider, TokenRequest};
 use aai_live::secret::ApiKey;
 use aai_live::server::{self, Auth, Credentials, RunningServer, ServerConfig, hash_credential};
-use common::KEY;
-use tracing_subscriber::fmt::MakeWriter;
+use common::{Capture, KEY, encoded};
 
 const ALICE: &str = "alice-credential-0123456789abcdef";
 const BOB: &str = "bob-credential-0123456789abcdef";
 const WRONG_KEY: &str = "wrong-api-key-fedcba9876543210";
 const WRONG_CREDENTIAL: &str = "mallory-guess-0123456789abcdef";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-fn encoded(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 fn occurrences(haystack: &str, secret: &str) -> usize {
     haystack.matches(secret).count() + haystack.matches(&encoded(secret)).count()

@@ -219,3 +219,46 @@ pub async fn stream(ws: &mut Ws, audio: &[u8], chunk_ms: u64, paced: bool) {
             .expect("send audio");
     }
 }
+
+/// A log writer that keeps everything written, for the secret-leak tests.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+/// A secret as it appears in a URL query.
+pub fn encoded(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Fail if `secret` (plain or percent-encoded) is in `haystack`.
+pub fn assert_clean(haystack: &str, secret: &str, what: &str) {
+    assert!(!haystack.contains(secret), "{what} leaked:\n{haystack}");
+    assert!(
+        !haystack.contains(&encoded(secret)),
+        "{what} leaked percent-encoded:\n{haystack}"
+    );
+}
