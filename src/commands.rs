@@ -277,27 +277,8 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let running = emulator::start(config, &args.listen, tls).await?;
-    // Install the signal handlers *before* announcing readiness, so a supervisor that signals
-    // right after reading the line gets a clean exit.
-    let stop = running.cancel_token();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            stop.cancel();
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
+    crate::signals::cancel_on_signals(running.cancel_token())
+        .context("cannot install the signal handlers")?;
     // The first stdout line is a contract: scripts and tests read the real port from it.
     println!("aai-live emulator listening on {}", running.base_url());
     std::io::stdout().flush().ok();

@@ -18,6 +18,7 @@ pub mod provider;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod transcript;
 pub mod tui;
 pub mod ui;

@@ -290,30 +290,10 @@ pub async fn run(
 }
 
 fn watch_signals(running: &RunningServer) -> Result<(), ServerError> {
-    let stop = running.cancel_token();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let io = |what: &str| {
-            let what = what.to_owned();
-            move |source| ServerError::Io { what, source }
-        };
-        let mut term = signal(SignalKind::terminate()).map_err(io("cannot handle SIGTERM"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(io("cannot handle SIGINT"))?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            stop.cancel();
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
-    Ok(())
+    crate::signals::cancel_on_signals(running.cancel_token()).map_err(|source| ServerError::Io {
+        what: "cannot handle SIGINT/SIGTERM".into(),
+        source,
+    })
 }
 
 #[cfg(test)]
