@@ -16,7 +16,7 @@ deps:
 	@missing=""; \
 	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev pkg-config"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
-	python3 -m venv --help >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
+	python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
