@@ -18,42 +18,9 @@ use aai_live::secret::ApiKey;
 use aai_live::server::{self, Auth, Credentials, RunningServer, ServerConfig, hash_credential};
 use aai_live::session::{self, Command, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
-use common::KEY;
+use common::{KEY, utterances, write_wav};
 
-const RATE: u32 = 16_000;
 const CREDENTIAL: &str = "laptop-credential-0123456789abcdef";
-
-/// `n` utterances: three 300 ms "words" 100 ms apart, then 1 s of silence (2.2 s each).
-fn utterances(n: usize) -> Vec<i16> {
-    let mut out = Vec::new();
-    let mut phase = 0.0_f64;
-    for u in 0..n {
-        for w in 0..3 {
-            let freq = 300.0 + 40.0 * (u * 3 + w) as f64;
-            for _ in 0..RATE * 3 / 10 {
-                phase += 2.0 * std::f64::consts::PI * freq / f64::from(RATE);
-                out.push((phase.sin() * 9000.0) as i16);
-            }
-            out.extend(std::iter::repeat_n(0, (RATE / 10) as usize));
-        }
-        out.extend(std::iter::repeat_n(0, RATE as usize));
-    }
-    out
-}
-
-fn write_wav(path: &Path, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
-    for s in samples {
-        w.write_sample(*s).expect("sample");
-    }
-    w.finalize().expect("finalize");
-}
 
 fn secret_file(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
