@@ -8,6 +8,10 @@
 //! Environment: `BENCH_SECONDS` (10, per set-up), `BENCH_CLIENT` (`wrk` or `reqwest`; default
 //! wrk when on PATH). Arguments after `--`: `off`, `on`, `binding`, `limiter` to run only those parts.
 
+mod common;
+
+use common::{clk_tck, group, system_ticks, wrk_duration_ms};
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -362,20 +366,6 @@ async fn wrk(url: &str, window: Duration) -> Result<LoadResult, String> {
     })
 }
 
-/// wrk's "2.10ms", "850.00us", "1.02s", "1.50m".
-fn wrk_duration_ms(v: &str) -> Option<f64> {
-    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = v.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    Some(match unit {
-        "us" => number / 1000.0,
-        "ms" => number,
-        "s" => number * 1000.0,
-        "m" => number * 60_000.0,
-        _ => return None,
-    })
-}
-
 /// In-process fallback: `CONNECTIONS` tasks each sending requests back to back on one
 /// keep-alive connection; the latency of every answer (429s included, as wrk counts them).
 async fn reqwest_load(url: &str, window: Duration) -> Result<LoadResult, String> {
@@ -531,43 +521,4 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// (busy, total) ticks of all CPUs together, from /proc/stat: how busy the whole machine was,
-/// other processes included.
-fn system_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    let values: Vec<u64> = cpu
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = values.iter().take(8).sum();
-    // idle + iowait
-    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-fn clk_tck() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
-}
-
-/// 24310.4 → "24 310".
-fn group(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
 }

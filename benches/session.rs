@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const KEY: &str = "bench-key";
 
 struct Proc(Child);
@@ -99,15 +101,6 @@ fn events(mut cmd: Command) -> Vec<(Instant, serde_json::Value)> {
     }
     let _ = child.wait();
     out
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// utime + stime of a process, in seconds.
@@ -280,7 +273,7 @@ fn client_cost() {
             .expect("client"),
     );
     let pid = child.0.id();
-    let ticks = clock_ticks();
+    let ticks = common::clk_tck() as f64;
     std::thread::sleep(Duration::from_secs(3));
     let (c0, t0) = (cpu_seconds(pid, ticks), Instant::now());
     std::thread::sleep(Duration::from_secs(seconds));
