@@ -13,6 +13,7 @@ KEY ?= local-test-key
 ## System packages: ALSA headers for the microphone (cpal), openssl for the TLS test's
 ## certificate, python3-venv for the SDK interop test, tmux for the dashboard's terminal test.
 deps:
+	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
 	@missing=""; \
 	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev pkg-config"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \

@@ -164,25 +164,23 @@ fn rotation_gap() {
     // Stream offsets of each session, and the bytes each received.
     let mut starts: Vec<(u64, String)> = Vec::new();
     let mut ids = std::collections::HashMap::new();
+    // Session ids first: a successor's `rotation` can precede its `begin` (docs/events.md).
     for (_, e) in &events {
-        match e["event"].as_str() {
-            Some("begin") => {
-                ids.insert(
-                    e["generation"].as_u64().unwrap_or(0),
-                    e["session_id"].as_str().unwrap_or("").to_owned(),
-                );
-                if e["generation"] == 1 {
-                    starts.push((0, e["session_id"].as_str().unwrap_or("").to_owned()));
-                }
+        if e["event"] == "begin" {
+            let id = e["session_id"].as_str().unwrap_or("").to_owned();
+            if e["generation"] == 1 {
+                starts.push((0, id.clone()));
             }
-            Some("rotation") => {
-                let to = e["to"].as_u64().unwrap_or(0);
-                let offset = e["stream_offset_ms"].as_u64().unwrap_or(0) * 32;
-                if let Some(id) = ids.get(&to) {
-                    starts.push((offset, id.clone()));
-                }
+            ids.insert(e["generation"].as_u64().unwrap_or(0), id);
+        }
+    }
+    for (_, e) in &events {
+        if e["event"] == "rotation" {
+            let to = e["to"].as_u64().unwrap_or(0);
+            let offset = e["stream_offset_ms"].as_u64().unwrap_or(0) * 32;
+            if let Some(id) = ids.get(&to) {
+                starts.push((offset, id.clone()));
             }
-            _ => {}
         }
     }
     starts.sort();

@@ -88,6 +88,10 @@ pub async fn run(
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = handle.commands.clone();
+    // SIGINT and SIGTERM (systemd, docker stop) end the run gracefully: Terminate, the last
+    // turns, the exports.
+    let signalled = tokio_util::sync::CancellationToken::new();
+    crate::signals::cancel_on_signals(signalled.clone()).context("cannot handle signals")?;
     let mut stop_sent = false;
     loop {
         tokio::select! {
@@ -101,7 +105,7 @@ pub async fn run(
                 stop_sent = true;
                 let _ = stop.send(Command::Stop);
             }
-            _ = tokio::signal::ctrl_c(), if !stop_sent => {
+            () = signalled.cancelled(), if !stop_sent => {
                 stop_sent = true;
                 eprintln!("aai-live: stopping (waiting for the last turns)...");
                 let _ = stop.send(Command::Stop);

@@ -78,8 +78,9 @@ impl SupervisorOptions {
             machine: machine::MachineConfig {
                 rotation: s.rotation,
                 rotation_lead: s.rotation_lead,
-                // Force a turn boundary with a third of the lead left (at least 3 s).
-                handover_margin: (s.rotation_lead / 3).max(Duration::from_secs(3)),
+                // Force a turn boundary with a third of the lead left, so a natural boundary has
+                // two thirds of the lead to come.
+                handover_margin: s.rotation_lead / 3,
                 handover_grace: Duration::from_millis(1500),
                 begin_timeout: s.begin_timeout,
                 drain_timeout: s.terminate_timeout,

@@ -275,6 +275,27 @@ async fn unplanned_drops_reconnect_and_replay_from_the_last_final_word() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_before_any_final_replays_the_whole_session() {
+    let setup = setup(common::config(), |_| {}).await;
+    // 1 s into the first utterance: nothing of this session was finalized yet.
+    setup.emu.add_fault("drop@1000ms".parse().expect("fault"));
+    let input = utterances(2);
+    let run = run(&setup, &input, Duration::from_secs(30)).await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let replay = run.events.iter().find_map(|e| match e {
+        SessionEvent::Reconnected { replay_from_ms, .. } => Some(*replay_from_ms),
+        _ => None,
+    });
+    assert_eq!(
+        replay,
+        Some(0),
+        "replayed from the lost session's first sample"
+    );
+    assert_lossless(&received(&setup, &run.events), &input);
+    assert_one_final_per_utterance(&run, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_counts_as_a_drop() {
     let setup = setup(common::config(), |c| {
         c.session.stall_timeout = Duration::from_secs(1);

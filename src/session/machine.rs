@@ -258,6 +258,9 @@ enum State {
         old: Live,
         new: Gen,
         new_ready: Option<Live>,
+        /// The successor's token arrived and it is connecting.
+        new_connecting: bool,
+        /// The hand-over deadline passed: hand over as soon as the successor is ready.
         forced: bool,
     },
     Draining {
@@ -506,7 +509,7 @@ impl Machine {
     }
 
     fn token_minted(&mut self, now: Instant, generation: Gen, out: &mut Vec<Effect>) {
-        match &self.state {
+        match &mut self.state {
             State::Minting {
                 generation: g,
                 cause,
@@ -515,7 +518,14 @@ impl Machine {
                 self.set(State::Connecting { generation, cause }, out);
                 self.connect(now, generation, out);
             }
-            State::Rotating { new, .. } if *new == generation => self.connect(now, generation, out),
+            State::Rotating {
+                new,
+                new_connecting,
+                ..
+            } if *new == generation => {
+                *new_connecting = true;
+                self.connect(now, generation, out);
+            }
             _ => {}
         }
     }
@@ -630,11 +640,17 @@ impl Machine {
                 old,
                 new,
                 new_ready,
+                forced,
                 ..
             } if *new == generation => {
                 let old_turn_open = old.turn_open;
+                let old_generation = old.generation;
+                let deadline_passed = *forced;
                 *new_ready = Some(live);
-                if old_turn_open || !self.quiet {
+                if deadline_passed {
+                    out.push(Effect::Changed(self.view()));
+                    self.force_hand_over(now, old_generation, out);
+                } else if old_turn_open || !self.quiet {
                     out.push(Effect::Changed(self.view()));
                 } else {
                     // Nothing is being said: hand over at once.
@@ -643,6 +659,19 @@ impl Machine {
             }
             _ => {}
         }
+    }
+
+    /// Ask the old session to end its turn now and hand over after a short grace, bounded so
+    /// it happens before the old session expires.
+    fn force_hand_over(&self, now: Instant, old_generation: Gen, out: &mut Vec<Effect>) {
+        let grace = self.cfg.handover_grace.min(self.cfg.handover_margin / 2);
+        out.push(Effect::ForceEndpoint {
+            generation: old_generation,
+        });
+        out.push(Effect::Schedule {
+            timer: Timer::HandoverGrace(old_generation),
+            at: now + grace,
+        });
     }
 
     fn schedule_session_timers(&self, now: Instant, live: &Live, out: &mut Vec<Effect>) {
@@ -752,6 +781,7 @@ impl Machine {
                 old,
                 new,
                 new_ready,
+                new_connecting,
                 ..
             } => {
                 if old.generation == generation {
@@ -775,13 +805,20 @@ impl Machine {
                             replay_from: None,
                         });
                         self.replay_from = Some(generation);
-                        self.set(
+                        // The successor carries on from where it is: connecting (its Begin
+                        // timeout is armed) or still waiting for its token.
+                        let state = if new_connecting {
                             State::Connecting {
                                 generation: new,
                                 cause: Cause::Expired,
-                            },
-                            out,
-                        );
+                            }
+                        } else {
+                            State::Minting {
+                                generation: new,
+                                cause: Cause::Expired,
+                            }
+                        };
+                        self.set(state, out);
                     }
                 } else if new == generation {
                     // The successor failed: keep streaming on the old one; expiry is still handled.
@@ -835,16 +872,13 @@ impl Machine {
                     ..
                 } = &mut self.state
                     && old.generation == generation
-                    && new_ready.is_some()
                 {
-                    // No turn boundary came in time: ask the old session to end the turn now,
-                    // and hand over after a short grace whatever happens.
+                    // No turn boundary came in time: from now on the hand-over is forced (at
+                    // once if the successor is ready, else as soon as it is).
                     *forced = true;
-                    out.push(Effect::ForceEndpoint { generation });
-                    out.push(Effect::Schedule {
-                        timer: Timer::HandoverGrace(generation),
-                        at: now + self.cfg.handover_grace,
-                    });
+                    if new_ready.is_some() {
+                        self.force_hand_over(now, generation, out);
+                    }
                 }
             }
             Timer::HandoverGrace(generation) => {
@@ -917,6 +951,7 @@ impl Machine {
                 old,
                 new,
                 new_ready: None,
+                new_connecting: false,
                 forced: false,
             },
             out,
@@ -1493,6 +1528,70 @@ mod tests {
                 session_id: "s2".into()
             }
         );
+    }
+
+    #[test]
+    fn old_session_lost_while_the_successor_mints_carries_on_minting() {
+        let t0 = Instant::now();
+        let mut m = machine(true);
+        streaming(&mut m, t0, 60 * S);
+        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
+        let lost = closed(None, "", None, true);
+        m.handle(
+            t0 + 31 * S,
+            Input::Closed {
+                generation: 1,
+                closed: lost,
+            },
+        );
+        assert_eq!(
+            m.view(),
+            View::Minting {
+                generation: 2,
+                cause: Cause::Expired
+            }
+        );
+        // The token arrives: connect, then Begin routes with a replay of what 1 did not finalize.
+        let fx = m.handle(t0 + 32 * S, Input::TokenMinted { generation: 2 });
+        assert!(has(&fx, &Effect::Connect { generation: 2 }));
+        let fx = m.handle(t0 + 32 * S, begin(2, "s2", 60 * S));
+        assert!(has(
+            &fx,
+            &Effect::Route {
+                to: Some(2),
+                replay_from: Some(1)
+            }
+        ));
+    }
+
+    #[test]
+    fn a_successor_ready_after_the_deadline_is_handed_over_at_once() {
+        let t0 = Instant::now();
+        let mut m = machine(true);
+        streaming(&mut m, t0, 60 * S);
+        m.handle(
+            t0,
+            Input::Turn {
+                generation: 1,
+                end_of_turn: false,
+            },
+        );
+        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
+        assert!(
+            m.handle(t0 + 52 * S, Input::Timer(Timer::HandoverDeadline(1)))
+                .iter()
+                .all(|e| !matches!(e, Effect::ForceEndpoint { .. }))
+        );
+        m.handle(t0 + 55 * S, Input::TokenMinted { generation: 2 });
+        let fx = m.handle(t0 + 55 * S, begin(2, "s2", 60 * S));
+        assert!(has(&fx, &Effect::ForceEndpoint { generation: 1 }));
+        assert!(has(
+            &fx,
+            &Effect::Schedule {
+                timer: Timer::HandoverGrace(1),
+                at: t0 + 55 * S + S + S / 2
+            }
+        ));
     }
 
     #[test]

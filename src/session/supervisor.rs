@@ -31,6 +31,9 @@ use crate::transcript::{Change, Transcript};
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
 
+/// Voiced audio that must go unanswered before a session counts as stalled.
+const STALL_MIN_VOICE_MS: u64 = 2000;
+
 /// Silence needed before a hand-over may move the audio (shorter than the service's 400 ms
 /// default turn silence, longer than the gaps between words).
 const QUIET_AFTER_MS: u64 = 300;
@@ -82,6 +85,8 @@ struct Conn {
     last_final_end: Option<u64>,
     /// Voice was sent at this time and nothing came back since.
     unanswered_since: Option<Instant>,
+    /// Voiced audio (ms) sent since the last server message.
+    unanswered_voice_ms: u64,
     cause: super::machine::Cause,
 }
 
@@ -100,6 +105,9 @@ pub struct Supervisor {
     premint: Arc<PreMinter>,
     events: mpsc::UnboundedSender<SessionEvent>,
     conns: HashMap<Gen, Conn>,
+    /// Where closed connections' audio started and their last final word ended (samples), so a
+    /// replay can start at the right place after the socket is gone.
+    retired: HashMap<Gen, (Option<u64>, Option<u64>)>,
     conn_tx: mpsc::UnboundedSender<(Gen, ConnEvent)>,
     conn_rx: mpsc::UnboundedReceiver<(Gen, ConnEvent)>,
     mints: JoinSet<(Gen, Result<Token, ProviderError>)>,
@@ -142,6 +150,7 @@ impl Supervisor {
             premint,
             events,
             conns: HashMap::new(),
+            retired: HashMap::new(),
             conn_tx,
             conn_rx,
             mints: JoinSet::new(),
@@ -182,6 +191,7 @@ impl Supervisor {
         mut audio: mpsc::Receiver<AudioChunk>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> (Outcome, Transcript) {
+        let mut commands_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -203,10 +213,15 @@ impl Supervisor {
                         self.finish_by = Some(Instant::now() + FINISH_LIMIT);
                     }
                 }
-                command = commands.recv() => match command {
-                    Some(c) => self.on_command(c),
-                    None => self.input(Input::Stop),
-                },
+                command = commands.recv(), if commands_open => {
+                    if let Some(c) = command {
+                        self.on_command(c);
+                    } else {
+                        // Every sender is gone: stop once, and stop polling the closed channel.
+                        commands_open = false;
+                        self.input(Input::Stop);
+                    }
+                }
                 Some((generation, event)) = self.conn_rx.recv() => self.on_conn(generation, event),
                 Some(joined) = self.mints.join_next(), if !self.mints.is_empty() => {
                     if let Ok((generation, result)) = joined {
@@ -319,9 +334,7 @@ impl Supervisor {
                         .send(Outgoing::Control(ClientMessage::ForceEndpoint));
                 }
             }
-            Effect::Drop { generation } => {
-                self.conns.remove(&generation);
-            }
+            Effect::Drop { generation } => self.retire(generation),
             Effect::Schedule { timer, at } => {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), timer);
@@ -333,6 +346,7 @@ impl Supervisor {
                     View::Minting { cause, .. } | View::Connecting { cause, .. } => {
                         self.pending_cause = *cause;
                     }
+                    View::Rotating { .. } => self.pending_cause = super::machine::Cause::Rotation,
                     _ => {}
                 }
                 self.emit(SessionEvent::State { view });
@@ -396,6 +410,7 @@ impl Supervisor {
                         base: None,
                         last_final_end: None,
                         unanswered_since: None,
+                        unanswered_voice_ms: 0,
                         cause: self.pending_cause,
                     },
                 );
@@ -421,16 +436,16 @@ impl Supervisor {
             return;
         };
         let head = self.buffer.head().unwrap_or(self.cursor);
-        let mut start = head;
+        // A hand-over continues exactly where the previous session stopped (the cursor, which
+        // is the live head unless a replay is still under way); a first session starts live.
+        let handing_over = self.route.is_some();
+        let mut start = if handing_over { self.cursor } else { head };
         if let Some(from) = replay_from {
             // Resume after the last finalized word of the lost session (what was not final is
             // transcribed again), else from that session's own start.
-            let wanted = self
-                .conns
-                .get(&from)
-                .and_then(|c| c.last_final_end.or(c.base))
-                .or(self.last_final_of(from))
-                .unwrap_or(self.cursor);
+            // A session that never received audio (lost before the hand-over) leaves the
+            // cursor where it is: nothing was sent past it.
+            let wanted = self.replay_start(from).unwrap_or(self.cursor);
             let oldest = self.buffer.oldest().unwrap_or(head);
             if wanted < oldest {
                 let (from_ms, to_ms) = (self.ms(wanted), self.ms(oldest));
@@ -480,14 +495,22 @@ impl Supervisor {
         self.pump();
     }
 
-    /// The last finalized word end of a generation already removed (its connection closed).
-    fn last_final_of(&self, generation: Gen) -> Option<u64> {
-        self.transcript
-            .finals()
-            .iter()
-            .rev()
-            .find(|t| t.generation == generation)
-            .map(|t| self.samples(t.end_ms))
+    /// Close a connection (dropping it ends the socket) and remember what a replay needs.
+    fn retire(&mut self, generation: Gen) {
+        if let Some(c) = self.conns.remove(&generation) {
+            self.retired.insert(generation, (c.base, c.last_final_end));
+        }
+    }
+
+    /// Where a replay after losing `generation` starts: the end of its last final word, else
+    /// the start of its audio.
+    fn replay_start(&self, generation: Gen) -> Option<u64> {
+        let (base, last_final) = self
+            .conns
+            .get(&generation)
+            .map(|c| (c.base, c.last_final_end))
+            .or_else(|| self.retired.get(&generation).copied())?;
+        last_final.or(base)
     }
 
     fn backlog(&self) -> bool {
@@ -515,10 +538,23 @@ impl Supervisor {
         let now = Instant::now();
         let chunk_time = Duration::from_millis(u64::from(self.opts.chunk_ms));
         loop {
+            let Some(is_live) = self
+                .buffer
+                .at_or_after(self.cursor)
+                .map(|c| Some(c.end()) == self.buffer.head())
+            else {
+                return;
+            };
+            if !is_live && self.quiet {
+                // While a backlog is replayed the audio being sent is not "now": never hand
+                // over in the middle of it on the strength of an old silence.
+                self.quiet = false;
+                self.silent_ms = 0;
+                self.input(Input::Quiet(false));
+            }
             let Some(chunk) = self.buffer.at_or_after(self.cursor) else {
                 return;
             };
-            let is_live = Some(chunk.end()) == self.buffer.head();
             if !is_live {
                 if now < self.next_replay_send {
                     return;
@@ -535,8 +571,9 @@ impl Supervisor {
             if !conn.connection.send(Outgoing::Audio(bytes)) {
                 return;
             }
-            if voiced && conn.unanswered_since.is_none() {
-                conn.unanswered_since = Some(now);
+            if voiced {
+                conn.unanswered_since.get_or_insert(now);
+                conn.unanswered_voice_ms += u64::from(self.opts.chunk_ms);
             }
             self.buffer.mark_sent(offset, now);
             self.cursor = end;
@@ -572,6 +609,11 @@ impl Supervisor {
                 });
                 self.tokens.insert(generation, token);
                 self.input(Input::TokenMinted { generation });
+                // Connecting consumed it; one still here was minted for a connection that is
+                // no longer wanted (stopped, or superseded): drop it, never reuse it.
+                if self.tokens.remove(&generation).is_some() {
+                    tracing::debug!(generation, "dropping a token nobody waits for");
+                }
             }
             Err(e) => {
                 let failure = failure_of(&e);
@@ -593,11 +635,12 @@ impl Supervisor {
             ConnEvent::Message(message) => {
                 if let Some(c) = self.conns.get_mut(&generation) {
                     c.unanswered_since = None;
+                    c.unanswered_voice_ms = 0;
                 }
                 self.on_message(generation, message);
             }
             ConnEvent::Closed(ended) => {
-                self.conns.remove(&generation);
+                self.retire(generation);
                 self.input(Input::Closed {
                     generation,
                     closed: closed_of(&ended),
@@ -710,8 +753,11 @@ impl Supervisor {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.unanswered_since
-                    .is_some_and(|t| now.duration_since(t) > self.opts.stall_timeout)
+                // Sustained voice with no reply: a cough or a click followed by silence is not
+                // a stall (the service says nothing about non-speech).
+                c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
+                    && c.unanswered_since
+                        .is_some_and(|t| now.duration_since(t) > self.opts.stall_timeout)
             })
             .map(|(g, _)| *g)
             .collect();
@@ -721,7 +767,7 @@ impl Supervisor {
                 "no reply to voice for {:?}: treating the session as dropped",
                 self.opts.stall_timeout
             );
-            self.conns.remove(&generation);
+            self.retire(generation);
             self.input(Input::Closed {
                 generation,
                 closed: Closed {
