@@ -79,7 +79,8 @@ impl SupervisorOptions {
                 rotation: s.rotation,
                 rotation_lead: s.rotation_lead,
                 // Force a turn boundary with a third of the lead left, so a natural boundary has
-                // two thirds of the lead to come.
+                // two thirds of the lead to come (the supervisor already plans with a second of
+                // safety before `expires_at`).
                 handover_margin: s.rotation_lead / 3,
                 handover_grace: Duration::from_millis(1500),
                 begin_timeout: s.begin_timeout,

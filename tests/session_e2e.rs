@@ -240,6 +240,36 @@ async fn planned_rotations_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speaker_who_never_pauses_is_handed_over_by_force_before_expiry() {
+    let setup = setup(
+        EmulatorConfig {
+            session_limit: Some(Duration::from_secs(6)),
+            ..common::config()
+        },
+        |c| c.session.rotation_lead = Duration::from_secs(3),
+    )
+    .await;
+    // 14 s of uninterrupted voice: no turn boundary, no quiet moment.
+    let input: Vec<i16> = (0..16_000 * 14)
+        .map(|i| {
+            ((f64::from(i) * 2.0 * std::f64::consts::PI * 220.0 / 16_000.0).sin() * 9000.0) as i16
+        })
+        .collect();
+    let run = run(&setup, &input, Duration::from_secs(40)).await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let forced = count(&run, |e| {
+        matches!(e, SessionEvent::Rotation { forced: true, .. })
+    });
+    assert!(forced >= 1, "forced hand-overs: {forced}");
+    assert_eq!(
+        count(&run, |e| matches!(e, SessionEvent::Lost { .. })),
+        0,
+        "no session reached its expiry"
+    );
+    assert_lossless(&received(&setup, &run.events), &input);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplanned_drops_reconnect_and_replay_from_the_last_final_word() {
     for fault in ["drop@3300ms", "close:1011@3300ms", "close:3005@3300ms"] {
         let setup = setup(common::config(), |_| {}).await;

@@ -31,6 +31,10 @@ use crate::transcript::{Change, Transcript};
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
 
+/// How much earlier than `Begin.expires_at` (whole seconds) the supervisor assumes the session
+/// ends.
+const EXPIRY_SAFETY_MS: i64 = 1000;
+
 /// Voiced audio that must go unanswered before a session counts as stalled.
 const STALL_MIN_VOICE_MS: u64 = 2000;
 
@@ -652,11 +656,15 @@ impl Supervisor {
     fn on_message(&mut self, generation: Gen, message: ServerMessage) {
         match message {
             ServerMessage::Begin(begin) => {
-                let now_unix = SystemTime::now()
+                // `expires_at` is whole seconds and may be rounded either way: plan as if the
+                // session ended a second early.
+                let now_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                let expires_in =
-                    Duration::from_secs(begin.expires_at.saturating_sub(now_unix).max(0) as u64);
+                    .map_or(0, |d| d.as_millis() as i64);
+                let expires_in = Duration::from_millis(
+                    (begin.expires_at.saturating_mul(1000) - now_ms - EXPIRY_SAFETY_MS).max(0)
+                        as u64,
+                );
                 let cause = self
                     .conns
                     .get(&generation)
