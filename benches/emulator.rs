@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{clk_tck, group, system_ticks, wrk_duration_ms};
+use common::{clk_tck, group, system_ticks};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -879,54 +879,20 @@ async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> 
     (summary, result.requests_per_s)
 }
 
-/// `wrk -t2 -c64 -d<secs>s --latency`, as a child process (its CPU counts as the bench's once
-/// it has been waited for).
+/// The token endpoint under wrk (socket errors and non-2xx answers both count as errors).
 async fn wrk(url: &str, window: Duration) -> Result<TokenResult, String> {
-    let output = tokio::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{TOKEN_CONNECTIONS}"),
-            &format!("-d{}s", window.as_secs()),
-            "--latency",
-            "-H",
-            &format!("Authorization: {KEY}"),
-            url,
-        ])
-        .output()
-        .await
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "wrk failed ({}): {text}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    for line in text.lines() {
-        println!("  wrk | {line}");
-    }
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
-    };
-    let requests_per_s = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no Requests/sec in wrk's output")?;
-    let errors = field("Non-2xx or 3xx responses:")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + field("Socket errors:").map_or(0, |v| {
-            // "connect 0, read 0, write 0, timeout 0"
-            v.split(',')
-                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum()
-        });
+    let r = common::run_wrk(
+        url,
+        TOKEN_CONNECTIONS,
+        &format!("Authorization: {KEY}"),
+        window,
+    )
+    .await?;
     Ok(TokenResult {
-        requests_per_s,
-        p50_ms: field("50%").and_then(wrk_duration_ms),
-        p99_ms: field("99%").and_then(wrk_duration_ms),
-        errors,
+        requests_per_s: r.requests_per_s,
+        p50_ms: r.p50_ms,
+        p99_ms: r.p99_ms,
+        errors: r.non_2xx + r.socket_errors,
     })
 }
 

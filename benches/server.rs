@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{clk_tck, group, system_ticks, wrk_duration_ms};
+use common::{clk_tck, group, system_ticks};
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -318,51 +318,16 @@ async fn load(client: Client, url: &str, window: Duration) -> Result<LoadResult,
     }
 }
 
-/// `wrk -t2 -c64 -d<secs>s --latency` with the bearer credential.
+/// `/token` under wrk with the bearer credential (429s are answers here, not errors).
 async fn wrk(url: &str, window: Duration) -> Result<LoadResult, String> {
-    let output = tokio::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{}s", window.as_secs()),
-            "--latency",
-            "-H",
-            &format!("Authorization: Bearer {CREDENTIAL}"),
-            url,
-        ])
-        .output()
-        .await
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "wrk failed ({}): {text}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    for line in text.lines() {
-        println!("  wrk | {line}");
-    }
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
-    };
-    let requests_per_s = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no Requests/sec in wrk's output")?;
-    let errors = field("Socket errors:").map_or(0, |v| {
-        // "connect 0, read 0, write 0, timeout 0"
-        v.split(',')
-            .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum()
-    });
+    let header = format!("Authorization: Bearer {CREDENTIAL}");
+    let r = common::run_wrk(url, CONNECTIONS, &header, window).await?;
     Ok(LoadResult {
-        requests_per_s,
+        requests_per_s: r.requests_per_s,
         seconds: window.as_secs_f64(),
-        p50_ms: field("50%").and_then(wrk_duration_ms),
-        p99_ms: field("99%").and_then(wrk_duration_ms),
-        errors,
+        p50_ms: r.p50_ms,
+        p99_ms: r.p99_ms,
+        errors: r.socket_errors,
     })
 }
 

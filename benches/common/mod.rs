@@ -56,3 +56,68 @@ pub fn group(v: f64) -> String {
     }
     out
 }
+
+/// What `wrk --latency` reports.
+pub struct WrkReport {
+    pub requests_per_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Responses other than 2xx/3xx.
+    pub non_2xx: u64,
+    /// connect + read + write + timeout errors.
+    pub socket_errors: u64,
+}
+
+/// `wrk -t2 -c<connections> -d<secs>s --latency -H <header> <url>`, echoing its output. As a
+/// child process, its CPU counts as the bench's once it has been waited for.
+pub async fn run_wrk(
+    url: &str,
+    connections: usize,
+    header: &str,
+    window: std::time::Duration,
+) -> Result<WrkReport, String> {
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{}s", window.as_secs()),
+            "--latency",
+            "-H",
+            header,
+            url,
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for line in text.lines() {
+        println!("  wrk | {line}");
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
+    };
+    Ok(WrkReport {
+        requests_per_s: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .ok_or("no Requests/sec in wrk's output")?,
+        p50_ms: field("50%").and_then(wrk_duration_ms),
+        p99_ms: field("99%").and_then(wrk_duration_ms),
+        non_2xx: field("Non-2xx or 3xx responses:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        // "connect 0, read 0, write 0, timeout 0"
+        socket_errors: field("Socket errors:").map_or(0, |v| {
+            v.split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        }),
+    })
+}
