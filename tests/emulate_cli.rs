@@ -7,8 +7,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use aai_live::protocol::ServerMessage;
@@ -25,28 +25,7 @@ const FIRST_LINE: &str = "aai-live emulator listening on http://127.0.0.1:";
 /// Upper bound for anything the binary must do "at once" (start, answer, exit).
 const BOUND: Duration = Duration::from_secs(10);
 
-/// `aai-live` with an isolated environment: HOME and XDG dirs under `home`, no `AAI_LIVE*`
-/// variables (config keys `AAI_LIVE__*`, `AAI_LIVE_CONFIG`, emulator keys) and no `RUST_LOG`.
-fn aai_live(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AAI_LIVE") {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd.env_remove("RUST_LOG")
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+use common::aai_live;
 
 /// A running `aai-live emulate` child (killed when dropped).
 struct CliEmulator {

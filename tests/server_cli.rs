@@ -21,27 +21,7 @@ const FIRST_LINE: &str = "aai-live serve listening on http://127.0.0.1:";
 const CREDENTIAL: &str = "cli-credential-0123456789abcdef";
 const BOUND: Duration = Duration::from_secs(10);
 
-fn aai_live(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AAI_LIVE") {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd.env_remove("RUST_LOG")
-        .env_remove("ASSEMBLYAI_API_KEY")
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+use common::aai_live;
 
 fn secret_file(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;

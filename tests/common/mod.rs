@@ -297,3 +297,29 @@ pub fn write_wav(path: &std::path::Path, samples: &[i16]) {
     }
     w.finalize().expect("finalize");
 }
+
+/// The real `aai-live` binary as a tokio child with an isolated environment: HOME and XDG dirs
+/// under `home` (also the working directory), no `AAI_LIVE*` variables, no `RUST_LOG`, no
+/// `ASSEMBLYAI_API_KEY`; stdout and stderr piped, killed when dropped.
+pub fn aai_live(home: &std::path::Path) -> tokio::process::Command {
+    use std::process::Stdio;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AAI_LIVE") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env_remove("ASSEMBLYAI_API_KEY")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
