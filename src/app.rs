@@ -21,7 +21,6 @@
 
 pub mod action;
 pub mod command;
-pub mod export;
 pub mod state;
 pub mod transcript;
 pub mod update;
@@ -45,6 +44,7 @@ use crate::provider::{
 };
 use crate::session::{self, SessionEvent, SupervisorOptions};
 use crate::transcript::Transcript;
+use crate::deadline::sleep_until;
 use action::Action;
 pub use command::{Command, Msg, StartFailure};
 use state::{AppState, Info, UiOptions};
@@ -136,7 +136,7 @@ pub enum AppError {
 /// Run the dashboard on the process's terminal until the user quits. The terminal is restored
 /// before this returns, whatever happened.
 pub async fn run(setup: Setup) -> Result<Report, AppError> {
-    let mut signals = crate::tui::Signals::new()?;
+    let mut signals = crate::signals::Signals::dashboard()?;
     let mut guard = crate::tui::TerminalGuard::new()?;
     let events = ratatui::crossterm::event::EventStream::new();
     let result = Runtime::new(setup)
@@ -156,7 +156,7 @@ where
     B: Backend,
     S: Stream<Item = std::io::Result<Event>> + Unpin,
 {
-    let mut signals = crate::tui::Signals::new()?;
+    let mut signals = crate::signals::Signals::dashboard()?;
     Runtime::new(setup)
         .run(terminal, events, &mut signals)
         .await
@@ -232,7 +232,7 @@ impl Runtime {
         mut self,
         terminal: &mut Terminal<B>,
         mut events: S,
-        signals: &mut crate::tui::Signals,
+        signals: &mut crate::signals::Signals,
     ) -> Result<Report, AppError>
     where
         B: Backend,
@@ -261,7 +261,7 @@ impl Runtime {
             tokio::select! {
                 event = events.next(), if terminal_open => match event {
                     Some(Ok(event)) => {
-                        if let Some(msg) = crate::tui::to_msg(&event, &self.state.keymap) {
+                        if let Some(msg) = action::to_msg(&event, &self.state.keymap) {
                             self.post(msg);
                             // Answer the user at once rather than at the next frame.
                             draw_now = true;
@@ -422,7 +422,9 @@ impl Runtime {
                 let formats = self.config.transcript.formats.clone();
                 self.background.spawn(async move {
                     let written = tokio::task::spawn_blocking(move || {
-                        export::export(&turns, &dir, &formats, SystemTime::now())
+                        transcript::to_transcript(&turns)
+                            .export_to(&dir, &formats, SystemTime::now())
+                            .map_err(|e| e.to_string())
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
@@ -456,10 +458,7 @@ impl Runtime {
             return;
         }
         let dir = self.config.transcript.dir_or_default();
-        let journal = dir.join(format!(
-            "aai-live-{}.jsonl",
-            export::stamp(SystemTime::now())
-        ));
+        let journal = crate::transcript::journal_path(&dir, SystemTime::now());
         let transcript = match Transcript::with_journal(&journal) {
             Ok(t) => t,
             Err(e) => {
@@ -509,7 +508,9 @@ impl Runtime {
             match running.task.await {
                 Ok((_, transcript)) => {
                     let saved = tokio::task::spawn_blocking(move || {
-                        export::save_run(&transcript, &journal, &formats)
+                        transcript
+                            .write_beside(&journal, &formats)
+                            .map_err(|e| e.to_string())
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
@@ -579,9 +580,4 @@ async fn changed<T: Clone>(rx: Option<&mut watch::Receiver<T>>) -> T {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
+

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audio::{self, AudioOptions, Pace};
-use crate::config::{Config, TranscriptFormat};
+use crate::config::Config;
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use crate::session::{self, Command, SessionEvent, SupervisorOptions};
-use crate::transcript::Transcript;
+use crate::strings;
+use crate::transcript::{self, Transcript};
 
 /// What the command line adds to the configuration.
 #[derive(Debug, Clone, Default)]
@@ -62,17 +63,18 @@ pub async fn run(
     let mut supervisor_options = SupervisorOptions::from_config(config);
     supervisor_options.emulator_hints = options.emulator_hints;
 
-    let dir = config.transcript.dir_or_default();
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(':', "-");
-    let journal = dir.join(format!("aai-live-{stamp}.jsonl"));
+    let journal = transcript::journal_path(
+        &config.transcript.dir_or_default(),
+        std::time::SystemTime::now(),
+    );
     let transcript = Transcript::with_journal(&journal)?;
     eprintln!(
-        "aai-live: streaming {} to {}; transcript in {}",
-        input.name,
-        supervisor_options.endpoint,
-        journal.display()
+        "aai-live: {}",
+        strings::streaming_to(
+            &input.name,
+            supervisor_options.endpoint.as_str(),
+            &journal
+        )
     );
 
     let hello = SessionEvent::Hello {
@@ -107,48 +109,42 @@ pub async fn run(
             }
             () = signalled.cancelled(), if !stop_sent => {
                 stop_sent = true;
-                eprintln!("aai-live: stopping (waiting for the last turns)...");
+                eprintln!("aai-live: {}", strings::STOPPING);
                 let _ = stop.send(Command::Stop);
             }
         }
     }
     let (outcome, transcript) = handle.task.await.context("the session task failed")?;
-    for format in &config.transcript.formats {
-        let (ext, text) = match format {
-            TranscriptFormat::Txt => ("txt", transcript.to_text()),
-            TranscriptFormat::Srt => ("srt", transcript.to_srt()),
-            TranscriptFormat::Vtt => ("vtt", transcript.to_vtt()),
-        };
-        let path = journal.with_extension(ext);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    transcript
+        .write_beside(&journal, &config.transcript.formats)
+        .context("cannot write the transcript")?;
     Ok(i32::from(outcome.failure.is_some()))
 }
 
-/// Human-readable lines on stderr for the events a person wants to see.
+/// Human-readable lines on stderr for the events a person wants to see (the dashboard's events
+/// pane says the same words).
 fn describe(event: &SessionEvent) {
-    match event {
+    let line = match event {
         SessionEvent::Lost {
+            generation,
             class,
+            code,
             reason,
             what_now,
-            ..
-        } => {
-            eprintln!(
-                "aai-live: connection lost ({}): {reason}; {what_now}",
-                class.describe()
-            );
-        }
-        SessionEvent::AudioLost { ms, .. } => {
-            eprintln!("aai-live: {ms} ms of audio could not be transcribed");
-        }
-        SessionEvent::Rotation { from, to, .. } => {
-            eprintln!("aai-live: rotated from session {from} to {to}");
-        }
+        } => strings::lost(*generation, *class, *code, reason, what_now),
+        SessionEvent::AudioLost { ms, .. } => strings::audio_lost(*ms),
+        SessionEvent::Rotation {
+            from, to, forced, ..
+        } => strings::rotated(*from, *to, *forced),
         SessionEvent::Finished {
             failure: Some(f), ..
-        } => eprintln!("aai-live: failed: {f}"),
-        SessionEvent::TokenFailed { message, .. } => eprintln!("aai-live: token: {message}"),
-        _ => {}
-    }
+        } => strings::run_failed(f),
+        SessionEvent::TokenFailed {
+            generation,
+            message,
+            ..
+        } => strings::token_failed(*generation, message),
+        _ => return,
+    };
+    eprintln!("aai-live: {line}");
 }

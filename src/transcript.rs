@@ -1,16 +1,32 @@
 //! The transcript: turns keyed by (session generation, turn order), partials replaced in place,
 //! finals kept (a later formatted final for the same turn replaces the unformatted one — the
 //! pre-2026 servers' duplicate), a JSONL journal flushed on every final so a crash loses nothing,
-//! and exports to plain text, SRT and WebVTT.
+//! and exports to plain text, SRT and WebVTT. The transcript files' names and writing live here
+//! too, so the headless runner and the dashboard produce the same files.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::config::TranscriptFormat;
 use crate::protocol::Turn;
+
+/// A file name stamp: RFC 3339 UTC to the second, with `-` for `:` (portable file names).
+fn stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(':', "-")
+}
+
+/// The journal of a run started at `at`: `dir/aai-live-<stamp>.jsonl`. Its exports go beside it
+/// with the same name ([`Transcript::write_beside`]).
+pub fn journal_path(dir: &Path, at: SystemTime) -> PathBuf {
+    dir.join(format!("aai-live-{}.jsonl", stamp(at)))
+}
 
 /// A word with times in ms from the start of the stream (not of its session).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -211,6 +227,69 @@ impl Transcript {
         }
     }
 
+    /// The transcript in `format`, with the file extension that goes with it.
+    pub fn render(&self, format: TranscriptFormat) -> (&'static str, String) {
+        match format {
+            TranscriptFormat::Txt => ("txt", self.to_text()),
+            TranscriptFormat::Srt => ("srt", self.to_srt()),
+            TranscriptFormat::Vtt => ("vtt", self.to_vtt()),
+        }
+    }
+
+    /// Write the transcript in each of `formats` to `base` with the format's extension.
+    /// Blocking file I/O.
+    fn write_formats(
+        &self,
+        base: &Path,
+        formats: &[TranscriptFormat],
+    ) -> Result<Vec<PathBuf>, TranscriptError> {
+        let mut written = Vec::new();
+        for format in formats {
+            let (ext, text) = self.render(*format);
+            let path = base.with_extension(ext);
+            std::fs::write(&path, text).map_err(|source| TranscriptError {
+                path: path.display().to_string(),
+                source,
+            })?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// A finished run's files: the exports in `formats` beside `journal` (same name, other
+    /// extensions). Returns the journal (when this transcript keeps one) and the files written.
+    /// Blocking file I/O.
+    pub fn write_beside(
+        &self,
+        journal: &Path,
+        formats: &[TranscriptFormat],
+    ) -> Result<Vec<PathBuf>, TranscriptError> {
+        let mut files: Vec<PathBuf> = self.journal_path().map(Path::to_owned).into_iter().collect();
+        files.extend(self.write_formats(journal, formats)?);
+        Ok(files)
+    }
+
+    /// A copy of the whole transcript, taken at `at`: `dir/aai-live-<stamp>-export.*` in
+    /// `formats` (plain text when none). Blocking file I/O.
+    pub fn export_to(
+        &self,
+        dir: &Path,
+        formats: &[TranscriptFormat],
+        at: SystemTime,
+    ) -> Result<Vec<PathBuf>, TranscriptError> {
+        std::fs::create_dir_all(dir).map_err(|source| TranscriptError {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let base = dir.join(format!("aai-live-{}-export", stamp(at)));
+        let formats = if formats.is_empty() {
+            &[TranscriptFormat::Txt][..]
+        } else {
+            formats
+        };
+        self.write_formats(&base, formats)
+    }
+
     /// Plain text, one final turn per line with its start time.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -358,5 +437,34 @@ mod tests {
             t.to_vtt(),
             "WEBVTT\n\n00:01:01.000 --> 00:01:01.700\nHello world.\n\n"
         );
+    }
+
+    #[test]
+    fn files_are_named_by_start_and_written_beside_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = journal_path(dir.path(), SystemTime::UNIX_EPOCH);
+        assert!(journal.ends_with("aai-live-1970-01-01T00-00-00Z.jsonl"));
+        let mut t = Transcript::with_journal(&journal).expect("journal");
+        t.apply(1, "s", 0, &turn(0, true, true, "Hello."), None);
+        let files = t
+            .write_beside(&journal, &[TranscriptFormat::Txt, TranscriptFormat::Srt])
+            .expect("write");
+        assert_eq!(
+            files,
+            [
+                journal.clone(),
+                journal.with_extension("txt"),
+                journal.with_extension("srt")
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(journal.with_extension("txt")).expect("txt"),
+            t.to_text()
+        );
+        let exported = t
+            .export_to(&dir.path().join("x"), &[], SystemTime::UNIX_EPOCH)
+            .expect("export");
+        assert_eq!(exported.len(), 1);
+        assert!(exported[0].ends_with("x/aai-live-1970-01-01T00-00-00Z-export.txt"));
     }
 }

@@ -1,6 +1,5 @@
 //! The terminal: a guard that enters raw mode, the alternate screen and mouse capture and
-//! restores all three on every exit path (drop, error, panic), the mapping from terminal events
-//! to dashboard messages, and the signals that ask for a graceful quit.
+//! restores all three on every exit path (drop, error, panic).
 
 use std::io::{self, Stdout};
 use std::sync::Arc;
@@ -9,14 +8,10 @@ use std::thread::{self, ThreadId};
 
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{
-    DisableMouseCapture, EnableMouseCapture, Event, KeyCode, MouseEventKind,
-};
+use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{EnterAlternateScreen, enable_raw_mode};
 
-use crate::app::action::{Action, Keymap};
-use crate::app::command::Msg;
 
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
@@ -77,60 +72,4 @@ fn install_panic_hook(ui_thread: ThreadId, active: Arc<AtomicBool>) {
         }
         previous(info);
     }));
-}
-
-/// A terminal event as a dashboard message: keys through the keymap, the mouse wheel as
-/// scrolling, Esc to close the help, resizes.
-pub fn to_msg(event: &Event, keymap: &Keymap) -> Option<Msg> {
-    match event {
-        Event::Key(key) => keymap.action_for_event(key).map(Msg::Action).or_else(|| {
-            (key.code == KeyCode::Esc
-                && key.kind != ratatui::crossterm::event::KeyEventKind::Release)
-                .then_some(Msg::Dismiss)
-        }),
-        Event::Mouse(mouse) => match mouse.kind {
-            MouseEventKind::ScrollUp => Some(Msg::Action(Action::ScrollUp)),
-            MouseEventKind::ScrollDown => Some(Msg::Action(Action::ScrollDown)),
-            _ => None,
-        },
-        Event::Resize(w, h) => Some(Msg::Resize(*w, *h)),
-        _ => None,
-    }
-}
-
-/// SIGTERM, SIGHUP (the terminal went away) and SIGINT ask for a graceful quit. In raw mode
-/// Ctrl-C is a key, so SIGINT only comes from `kill`.
-pub struct Signals {
-    #[cfg(unix)]
-    signals: Vec<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    pub fn new() -> io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let signals = vec![
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::hangup())?,
-                signal(SignalKind::interrupt())?,
-            ];
-            Ok(Self { signals })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// The next signal.
-    pub async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            let futures = self.signals.iter_mut().map(|s| Box::pin(s.recv()));
-            let _ = futures_util::future::select_all(futures).await;
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

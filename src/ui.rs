@@ -207,11 +207,6 @@ pub fn truncate(s: &str, width: usize, ellipsis: &str) -> String {
     out
 }
 
-/// `mm:ss` (or `h:mm:ss`).
-pub fn clock(d: Duration) -> String {
-    crate::app::update::mm_ss(d)
-}
-
 /// Time from `now` until `at` (zero once passed).
 pub fn until(at: SystemTime, now: SystemTime) -> Duration {
     at.duration_since(now).unwrap_or_default()

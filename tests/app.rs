@@ -541,7 +541,7 @@ fn every_configured_action_is_known() {
             "[keys] {name} has no action"
         );
     }
-    assert_eq!(config.keys.bindings.len(), Action::ALL.len());
+    assert_eq!(config.keys.bindings.len(), Action::COUNT);
 }
 
 #[test]
@@ -557,19 +557,19 @@ fn mouse_wheel_scrolls_and_resize_is_seen() {
         })
     };
     assert_eq!(
-        aai_live::tui::to_msg(&wheel(MouseEventKind::ScrollUp), &keys),
+        aai_live::app::action::to_msg(&wheel(MouseEventKind::ScrollUp), &keys),
         Some(Msg::Action(Action::ScrollUp))
     );
     assert_eq!(
-        aai_live::tui::to_msg(&wheel(MouseEventKind::ScrollDown), &keys),
+        aai_live::app::action::to_msg(&wheel(MouseEventKind::ScrollDown), &keys),
         Some(Msg::Action(Action::ScrollDown))
     );
     assert_eq!(
-        aai_live::tui::to_msg(&Event::Resize(120, 40), &keys),
+        aai_live::app::action::to_msg(&Event::Resize(120, 40), &keys),
         Some(Msg::Resize(120, 40))
     );
     assert_eq!(
-        aai_live::tui::to_msg(&Event::Key(key(KeyCode::Esc, KeyModifiers::NONE)), &keys),
+        aai_live::app::action::to_msg(&Event::Key(key(KeyCode::Esc, KeyModifiers::NONE)), &keys),
         Some(Msg::Dismiss)
     );
 }
@@ -605,7 +605,7 @@ fn keybindings_doc_lists_every_action_with_its_default_keys() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/keybindings.md"))
         .expect("docs/keybindings.md");
     let keys = Keymap::from_config(&Config::default().keys);
-    for action in Action::ALL {
+    for action in Action::all() {
         let row = doc
             .lines()
             .find(|l| l.starts_with(&format!("| `{}` |", action.name())))

@@ -1,4 +1,5 @@
-//! User intents ([`Action`]) and the live keymap that turns key presses into them.
+//! User intents ([`Action`]), the live keymap that turns key presses into them, and the mapping
+//! of every terminal event to a dashboard message ([`to_msg`]).
 //!
 //! The actions are the keybinding vocabulary of `[keys]` in the configuration: each one has a
 //! config name (`toggle_stream`), a description for the help overlay, and a short label for the
@@ -7,120 +8,111 @@
 
 use std::collections::HashMap;
 
-use ratatui::crossterm::event::{KeyCode as TermKey, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{
+    Event, KeyCode as TermKey, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
+};
+
+use super::command::Msg;
 
 use crate::config::{KeyCode, KeySpec, KeysConfig, Modifiers};
 
-/// Something the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Something the user asked for: the `[keys]` vocabulary. The config name is the variant in
+/// snake_case (`toggle_stream`), the doc comment is the description the help overlay shows (and
+/// docs/keybindings.md repeats), the message is the footer label; the declaration order is the
+/// help overlay's order.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::EnumIter,
+    strum::EnumCount,
+    strum::EnumMessage,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
+    /// start or stop streaming
+    #[strum(message = "start/stop")]
     ToggleStream,
+    /// mute or unmute: silence is sent, the session stays open
+    #[strum(message = "mute")]
     Pause,
+    /// end the current turn now (ForceEndpoint)
+    #[strum(message = "end turn")]
     ForceEndpoint,
+    /// open a fresh session now (replays from the last final)
+    #[strum(message = "reconnect")]
     Reconnect,
+    /// drop the ready token and mint a fresh one now
+    #[strum(message = "new token")]
     MintToken,
+    /// export the whole transcript (transcript.dir)
+    #[strum(message = "export")]
     Export,
+    /// clear the screen (saved files keep everything)
+    #[strum(message = "clear")]
     Clear,
+    /// show or hide the events pane
+    #[strum(message = "events")]
     ToggleEvents,
+    /// show or hide this help
+    #[strum(message = "help")]
     Help,
+    /// scroll back one turn (stops following)
+    #[strum(message = "up")]
     ScrollUp,
+    /// scroll forward one turn
+    #[strum(message = "down")]
     ScrollDown,
+    /// scroll back a page
+    #[strum(message = "page up")]
     PageUp,
+    /// scroll forward a page
+    #[strum(message = "page down")]
     PageDown,
+    /// go to the first turn
+    #[strum(message = "top")]
     ScrollTop,
+    /// go to the newest turn and follow again
+    #[strum(message = "follow")]
     ScrollBottom,
+    /// quit: stop, wait for the last turns, save
+    #[strum(message = "quit")]
     Quit,
 }
 
 impl Action {
+    /// How many actions there are.
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+
     /// Every action, in the order the help overlay lists them.
-    pub const ALL: [Self; 16] = [
-        Self::ToggleStream,
-        Self::Pause,
-        Self::ForceEndpoint,
-        Self::Reconnect,
-        Self::MintToken,
-        Self::Export,
-        Self::Clear,
-        Self::ToggleEvents,
-        Self::Help,
-        Self::ScrollUp,
-        Self::ScrollDown,
-        Self::PageUp,
-        Self::PageDown,
-        Self::ScrollTop,
-        Self::ScrollBottom,
-        Self::Quit,
-    ];
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     /// The name in `[keys]`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::ToggleStream => "toggle_stream",
-            Self::Pause => "pause",
-            Self::ForceEndpoint => "force_endpoint",
-            Self::Reconnect => "reconnect",
-            Self::MintToken => "mint_token",
-            Self::Export => "export",
-            Self::Clear => "clear",
-            Self::ToggleEvents => "toggle_events",
-            Self::Help => "help",
-            Self::ScrollUp => "scroll_up",
-            Self::ScrollDown => "scroll_down",
-            Self::PageUp => "page_up",
-            Self::PageDown => "page_down",
-            Self::ScrollTop => "scroll_top",
-            Self::ScrollBottom => "scroll_bottom",
-            Self::Quit => "quit",
-        }
+        self.into()
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
+        name.parse().ok()
     }
 
-    /// What it does, for the help overlay and docs/keybindings.md.
+    /// What it does, for the help overlay and docs/keybindings.md: the variant's doc comment.
     pub fn describe(self) -> &'static str {
-        match self {
-            Self::ToggleStream => "start or stop streaming",
-            Self::Pause => "mute or unmute: silence is sent, the session stays open",
-            Self::ForceEndpoint => "end the current turn now (ForceEndpoint)",
-            Self::Reconnect => "open a fresh session now (replays from the last final)",
-            Self::MintToken => "drop the ready token and mint a fresh one now",
-            Self::Export => "export the whole transcript (transcript.dir)",
-            Self::Clear => "clear the screen (saved files keep everything)",
-            Self::ToggleEvents => "show or hide the events pane",
-            Self::Help => "show or hide this help",
-            Self::ScrollUp => "scroll back one turn (stops following)",
-            Self::ScrollDown => "scroll forward one turn",
-            Self::PageUp => "scroll back a page",
-            Self::PageDown => "scroll forward a page",
-            Self::ScrollTop => "go to the first turn",
-            Self::ScrollBottom => "go to the newest turn and follow again",
-            Self::Quit => "quit: stop, wait for the last turns, save",
-        }
+        strum::EnumMessage::get_documentation(&self).unwrap_or_default()
     }
 
     /// A word or two for the footer.
     pub fn label(self) -> &'static str {
-        match self {
-            Self::ToggleStream => "start/stop",
-            Self::Pause => "mute",
-            Self::ForceEndpoint => "end turn",
-            Self::Reconnect => "reconnect",
-            Self::MintToken => "new token",
-            Self::Export => "export",
-            Self::Clear => "clear",
-            Self::ToggleEvents => "events",
-            Self::Help => "help",
-            Self::ScrollUp => "up",
-            Self::ScrollDown => "down",
-            Self::PageUp => "page up",
-            Self::PageDown => "page down",
-            Self::ScrollTop => "top",
-            Self::ScrollBottom => "follow",
-            Self::Quit => "quit",
-        }
+        strum::EnumMessage::get_message(&self).unwrap_or_default()
     }
 }
 
@@ -128,7 +120,7 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keymap {
     by_key: HashMap<KeySpec, Action>,
-    /// Keys per action, in `Action::ALL` order (for help and footer).
+    /// Keys per action, in `Action::all()` order (for help and footer).
     keys: Vec<(Action, Vec<KeySpec>)>,
 }
 
@@ -138,7 +130,7 @@ impl Keymap {
     pub fn from_config(config: &KeysConfig) -> Self {
         let mut by_key = HashMap::new();
         let mut keys = Vec::new();
-        for action in Action::ALL {
+        for action in Action::all() {
             let bound = config.keys_for(action.name()).to_vec();
             for key in &bound {
                 by_key.entry(*key).or_insert(action);
@@ -219,15 +211,70 @@ impl Keymap {
     }
 }
 
+/// A terminal event as a dashboard message: keys through the keymap, the mouse wheel as
+/// scrolling, Esc to close the help, resizes.
+pub fn to_msg(event: &Event, keymap: &Keymap) -> Option<Msg> {
+    match event {
+        Event::Key(key) => keymap.action_for_event(key).map(Msg::Action).or_else(|| {
+            (key.code == TermKey::Esc && key.kind != KeyEventKind::Release).then_some(Msg::Dismiss)
+        }),
+        Event::Mouse(mouse) => match mouse.kind {
+            MouseEventKind::ScrollUp => Some(Msg::Action(Action::ScrollUp)),
+            MouseEventKind::ScrollDown => Some(Msg::Action(Action::ScrollDown)),
+            _ => None,
+        },
+        Event::Resize(w, h) => Some(Msg::Resize(*w, *h)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        for a in Action::ALL {
+        for a in Action::all() {
             assert_eq!(Action::from_name(a.name()), Some(a));
         }
         assert_eq!(Action::from_name("nope"), None);
+        assert_eq!(Action::ToggleStream.name(), "toggle_stream");
+        assert_eq!(Action::all().count(), Action::COUNT);
+    }
+
+    #[test]
+    fn every_action_has_a_description_and_a_label() {
+        for a in Action::all() {
+            let (text, label) = (a.describe(), a.label());
+            assert!(!text.is_empty() && !text.contains('\n'), "{a:?}: {text:?}");
+            assert!(!label.is_empty(), "{a:?}");
+        }
+        assert_eq!(Action::Help.describe(), "show or hide this help");
+        assert_eq!(Action::ScrollBottom.label(), "follow");
+    }
+
+    #[test]
+    fn terminal_events_become_messages() {
+        use ratatui::crossterm::event::{Event, MouseEvent, MouseEventKind};
+        let keys = Keymap::from_config(&crate::config::Config::default().keys);
+        let wheel = |kind| {
+            Event::Mouse(MouseEvent {
+                kind,
+                column: 0,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            })
+        };
+        assert_eq!(
+            to_msg(&wheel(MouseEventKind::ScrollUp), &keys),
+            Some(Msg::Action(Action::ScrollUp))
+        );
+        assert_eq!(to_msg(&wheel(MouseEventKind::Moved), &keys), None);
+        assert_eq!(
+            to_msg(&Event::Resize(120, 40), &keys),
+            Some(Msg::Resize(120, 40))
+        );
+        let esc = KeyEvent::new(TermKey::Esc, KeyModifiers::NONE);
+        assert_eq!(to_msg(&Event::Key(esc), &keys), Some(Msg::Dismiss));
     }
 }

@@ -7,7 +7,8 @@
 
 use std::time::SystemTime;
 
-use crate::transcript::{FinalTurn, PartialTurn};
+use crate::protocol::{Turn as WireTurn, Word};
+use crate::transcript::{FinalTurn, PartialTurn, Transcript};
 
 /// How far back a formatted duplicate of a final can arrive (older servers send one right after
 /// the unformatted final): only that many recent turns are searched for a replacement.
@@ -183,9 +184,36 @@ impl TranscriptView {
     }
 }
 
+/// The dashboard's turns as a [`Transcript`], so exports use its formatting. Each turn goes in
+/// as a final with one word spanning it (the exports need only its text, times and speaker),
+/// keyed by its position so turns of different runs never replace one another.
+pub fn to_transcript(turns: &[Turn]) -> Transcript {
+    let mut transcript = Transcript::default();
+    for (i, turn) in turns.iter().enumerate() {
+        let wire = WireTurn {
+            turn_order: 0,
+            end_of_turn: true,
+            turn_is_formatted: true,
+            transcript: turn.text.clone(),
+            words: vec![Word {
+                start: turn.start_ms,
+                end: turn.end_ms.max(turn.start_ms),
+                text: turn.text.clone(),
+                word_is_final: true,
+                ..Word::default()
+            }],
+            speaker_label: turn.speaker.clone(),
+            ..WireTurn::default()
+        };
+        transcript.apply(i as u64, "", 0, &wire, None);
+    }
+    transcript
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TranscriptFormat;
 
     fn fin(generation: u64, order: u64, text: &str) -> FinalTurn {
         FinalTurn {
@@ -246,5 +274,47 @@ mod tests {
         assert_eq!(t.all()[0].text, "Hi there.");
         // Same generation and order in another run is another turn.
         assert!(!t.push_final(2, &fin(1, 0, "again"), now));
+    }
+
+    #[test]
+    fn exports_keep_times_text_and_speaker() {
+        let turn = |start_ms, text: &str, speaker: Option<&str>| Turn {
+            run: 1,
+            generation: 1,
+            turn_order: 0,
+            start_ms,
+            end_ms: start_ms + 700,
+            speaker: speaker.map(str::to_owned),
+            text: text.into(),
+            words: 2,
+            received_at: SystemTime::UNIX_EPOCH,
+        };
+        let t = to_transcript(&[
+            turn(61_000, "Hello world.", None),
+            turn(62_000, "Again.", Some("B")),
+        ]);
+        assert_eq!(
+            t.to_text(),
+            "[00:01:01] Hello world.\n[00:01:02] B: Again.\n"
+        );
+        assert!(
+            t.to_srt()
+                .starts_with("1\n00:01:01,000 --> 00:01:01,700\nHello world.\n")
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = to_transcript(&[turn(0, "x", None)])
+            .export_to(
+                dir.path(),
+                &[TranscriptFormat::Txt, TranscriptFormat::Vtt],
+                SystemTime::UNIX_EPOCH,
+            )
+            .expect("export");
+        assert_eq!(files.len(), 2);
+        assert!(
+            files[0]
+                .display()
+                .to_string()
+                .ends_with("aai-live-1970-01-01T00-00-00Z-export.txt")
+        );
     }
 }

@@ -9,8 +9,9 @@ use super::state::{AppState, CloseInfo, Life, Problem, ProblemKind, Severity};
 use crate::audio::{AudioStats, InputEnd};
 use crate::protocol::CloseClass;
 use crate::provider::TokenState;
-use crate::session::machine::{Cause, View};
+use crate::session::machine::View;
 use crate::session::{self, SessionEvent};
+use crate::strings;
 
 /// Sessions kept for the lifetime gauge (the live one, its successor, a retired one).
 const LIVES_KEPT: usize = 4;
@@ -92,21 +93,15 @@ impl AppState {
                 };
                 self.session.since = now;
                 self.last_failure = Some(reason.clone());
-                let hint = format!(
-                    "This is a bug in aai-live; the log file has details. Press {} to start again.",
-                    self.key_hint(Action::ToggleStream)
-                );
+                let hint = strings::crash_hint(&self.key_hint(Action::ToggleStream));
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
-                    title: "The session task stopped unexpectedly".into(),
+                    title: strings::CRASH_TITLE.into(),
                     detail: reason.clone(),
                     hint,
                 });
-                self.events.push(
-                    now,
-                    Severity::Error,
-                    format!("the session task stopped: {reason}"),
-                );
+                self.events
+                    .push(now, Severity::Error, strings::crashed(&reason));
                 self.quit_if_done(&mut out);
             }
             Msg::Warning(text) => self.events.push(now, Severity::Warn, text),
@@ -303,31 +298,23 @@ impl AppState {
         let problem = match failure {
             StartFailure::Provider(detail) => Problem {
                 kind: ProblemKind::Provider,
-                title: "No token provider: streaming cannot start".into(),
+                title: strings::NO_PROVIDER_TITLE.into(),
                 detail,
-                hint: "Fix [provider] in the configuration (`aai-live config --check` shows it) \
-                       and start aai-live again, or try `aai-live demo`."
-                    .into(),
+                hint: strings::NO_PROVIDER_HINT.into(),
             },
             StartFailure::Transcript(detail) => Problem {
                 kind: ProblemKind::Session,
-                title: "Cannot write the transcript: streaming cannot start".into(),
+                title: strings::NO_TRANSCRIPT_TITLE.into(),
                 detail,
-                hint: format!(
-                    "Check that transcript.dir is writable (or set another one), then press \
-                     {again} to try again."
-                ),
+                hint: strings::no_transcript_hint(&again),
             },
             StartFailure::Audio(detail) => {
                 self.audio.open = false;
                 Problem {
                     kind: ProblemKind::Audio,
-                    title: "No audio input: streaming cannot start".into(),
+                    title: strings::NO_AUDIO_TITLE.into(),
                     detail,
-                    hint: format!(
-                        "Check the input (`aai-live devices` lists microphones; --input \
-                         file:PATH streams a WAV file), then press {again} to try again."
-                    ),
+                    hint: strings::no_audio_hint(&again),
                 }
             }
         };
@@ -361,38 +348,26 @@ impl AppState {
             self.events.push(
                 now,
                 Severity::Warn,
-                format!(
-                    "the audio input fell behind: {} frames dropped so far",
-                    stats.dropped_frames
-                ),
+                strings::audio_fell_behind(stats.dropped_frames),
             );
         }
         if stats.ended.is_some() && before.ended.is_none() {
             self.audio.open = false;
             match &stats.ended {
                 Some(InputEnd::Failed(reason)) => {
-                    let hint = format!(
-                        "Check the device (`aai-live devices`), then press {} to open it again \
-                         and stream. The transcript so far is kept.",
-                        self.key_hint(Action::ToggleStream)
-                    );
-                    self.events.push(
-                        now,
-                        Severity::Error,
-                        format!("the audio input failed: {reason}"),
-                    );
+                    let hint = strings::audio_lost_hint(&self.key_hint(Action::ToggleStream));
+                    self.events
+                        .push(now, Severity::Error, strings::audio_failed(reason));
                     self.set_problem(Problem {
                         kind: ProblemKind::Audio,
-                        title: "The audio input was lost".into(),
+                        title: strings::AUDIO_LOST_TITLE.into(),
                         detail: reason.clone(),
                         hint,
                     });
                 }
-                Some(InputEnd::Finished) => self.events.push(
-                    now,
-                    Severity::Info,
-                    "the audio input ended; streaming stops after the last turns",
-                ),
+                Some(InputEnd::Finished) => {
+                    self.events.push(now, Severity::Info, strings::AUDIO_ENDED);
+                }
                 Some(InputEnd::Stopped) | None => {}
             }
         }
@@ -444,7 +419,7 @@ impl AppState {
                 self.events.push(
                     now,
                     Severity::Info,
-                    format!("token {fingerprint} obtained for connection {generation}"),
+                    strings::token_obtained(generation, &fingerprint),
                 );
                 self.session.last_token = Some((generation, fingerprint));
             }
@@ -458,11 +433,8 @@ impl AppState {
                 } else {
                     Severity::Error
                 };
-                self.events.push(
-                    now,
-                    level,
-                    format!("no token for connection {generation}: {message}"),
-                );
+                self.events
+                    .push(now, level, strings::token_failed(generation, &message));
             }
             SessionEvent::Begin {
                 generation,
@@ -475,11 +447,7 @@ impl AppState {
                 self.events.push(
                     now,
                     Severity::Info,
-                    format!(
-                        "session {} began (connection {generation}); it ends in {}",
-                        short_id(&session_id),
-                        mm_ss(left)
-                    ),
+                    strings::session_began(generation, &session_id, left),
                 );
                 self.session.lives.push(Life {
                     run,
@@ -526,16 +494,8 @@ impl AppState {
                 from, to, forced, ..
             } => {
                 self.session.rotations += 1;
-                let how = if forced {
-                    "at a forced turn boundary near the deadline"
-                } else {
-                    "at a turn boundary"
-                };
-                self.events.push(
-                    now,
-                    Severity::Info,
-                    format!("rotated: audio moved from connection {from} to {to} {how}, no gap"),
-                );
+                self.events
+                    .push(now, Severity::Info, strings::rotated(from, to, forced));
             }
             SessionEvent::Lost {
                 generation,
@@ -544,7 +504,6 @@ impl AppState {
                 reason,
                 what_now,
             } => {
-                let code_text = code.map_or_else(|| "no close code".to_owned(), |c| c.to_string());
                 self.events.push(
                     now,
                     if class.retryable() {
@@ -552,10 +511,7 @@ impl AppState {
                     } else {
                         Severity::Error
                     },
-                    format!(
-                        "connection {generation} lost: {} ({code_text}: {reason}); {what_now}",
-                        class.describe()
-                    ),
+                    strings::lost(generation, class, code, &reason, what_now),
                 );
                 self.session.last_close = Some(CloseInfo {
                     code,
@@ -574,30 +530,18 @@ impl AppState {
                 self.events.push(
                     now,
                     Severity::Info,
-                    format!(
-                        "reconnected on connection {generation}: replaying {:.1} s of buffered \
-                         audio (no live session for {:.1} s)",
-                        replay_ms as f64 / 1000.0,
-                        gap_ms as f64 / 1000.0
-                    ),
+                    strings::reconnected(generation, replay_ms, gap_ms),
                 );
             }
             SessionEvent::AudioLost { ms, .. } => {
                 self.session.audio_lost_ms += ms;
-                self.events.push(
-                    now,
-                    Severity::Error,
-                    format!(
-                        "{:.1} s of audio could not be transcribed (the outage outgrew the \
-                         replay buffer)",
-                        ms as f64 / 1000.0
-                    ),
-                );
+                self.events
+                    .push(now, Severity::Error, strings::audio_lost(ms));
             }
             SessionEvent::DrainTimedOut { generation } => self.events.push(
                 now,
                 Severity::Warn,
-                format!("connection {generation} did not confirm its end in time; closed it"),
+                strings::drain_timed_out(generation),
             ),
             SessionEvent::Termination {
                 generation,
@@ -606,14 +550,15 @@ impl AppState {
             } => self.events.push(
                 now,
                 Severity::Info,
-                format!(
-                    "connection {generation} ended normally after {session_duration_seconds} s \
-                     ({audio_duration_seconds} s of audio)"
+                strings::terminated(
+                    generation,
+                    audio_duration_seconds,
+                    session_duration_seconds,
                 ),
             ),
             SessionEvent::Warning { message } => {
                 self.events
-                    .push(now, Severity::Warn, format!("the service warns: {message}"));
+                    .push(now, Severity::Warn, strings::service_warning(&message));
             }
             _ => {}
         }
@@ -624,18 +569,22 @@ impl AppState {
             View::Backoff { retry_in_ms, .. } => Some(now + Duration::from_millis(*retry_in_ms)),
             _ => None,
         };
-        let (level, text) = describe_view(&view);
-        if let Some(text) = text {
+        if let Some(text) = strings::view(&view) {
+            let level = match view {
+                View::Backoff { .. } => Severity::Warn,
+                View::Failed { .. } => Severity::Error,
+                _ => Severity::Info,
+            };
             self.events.push(now, level, text);
         }
         match &view {
             View::Streaming { .. } => self.clear_problem(ProblemKind::Session),
             View::Failed { class, reason } => {
                 self.last_failure = Some(reason.clone());
-                let hint = failure_hint(*class, &self.key_hint(Action::ToggleStream));
+                let hint = strings::stopped_hint(*class, &self.key_hint(Action::ToggleStream));
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
-                    title: format!("Streaming stopped: {}", class.describe()),
+                    title: strings::stopped_title(*class),
                     detail: reason.clone(),
                     hint,
                 });
@@ -644,115 +593,5 @@ impl AppState {
         }
         self.session.view = view;
         self.session.since = now;
-    }
-}
-
-/// What to do about a failure of `class`; `again` is the start key.
-fn failure_hint(class: CloseClass, again: &str) -> String {
-    match class {
-        CloseClass::Fatal => format!(
-            "Check the API key, the account balance and its access to streaming, then press \
-             {again} to try again."
-        ),
-        CloseClass::ClientBug => format!(
-            "aai-live sent something the service refused (audio format, chunk size or pacing); \
-             the log file has details. Press {again} to try again."
-        ),
-        CloseClass::TokenRejected => format!(
-            "The service refused a fresh token too: check the token provider's clock and \
-             settings, then press {again}."
-        ),
-        CloseClass::RateLimited => {
-            format!("Too many new sessions this minute: wait a minute, then press {again}.")
-        }
-        CloseClass::Transient => {
-            format!("The service or the network is unreachable: press {again} to try again.")
-        }
-        CloseClass::Normal | CloseClass::SessionExpired => {
-            format!("Press {again} to start again.")
-        }
-    }
-}
-
-/// A state change in plain words, for the events pane.
-fn describe_view(view: &View) -> (Severity, Option<String>) {
-    let text = match view {
-        View::Idle => return (Severity::Info, None),
-        View::Minting { generation, cause } => {
-            format!(
-                "getting a token for connection {generation} ({})",
-                cause_words(*cause)
-            )
-        }
-        View::Connecting { generation, .. } => format!("connecting (connection {generation})"),
-        View::Streaming {
-            generation,
-            session_id,
-        } => format!(
-            "streaming on session {} (connection {generation})",
-            short_id(session_id)
-        ),
-        View::Rotating {
-            old,
-            new,
-            new_ready: false,
-        } => format!("rotation: opening connection {new} before connection {old} expires"),
-        View::Rotating {
-            new,
-            new_ready: true,
-            ..
-        } => format!("rotation: connection {new} is ready; handing over at the next turn boundary"),
-        View::Draining { generation } => {
-            format!("finishing: waiting for the last turns of connection {generation}")
-        }
-        View::Stopped => "stopped".to_owned(),
-        View::Backoff {
-            attempt,
-            retry_in_ms,
-            class,
-        } => {
-            return (
-                Severity::Warn,
-                Some(format!(
-                    "{}: attempt {attempt} in {:.1} s",
-                    class.describe(),
-                    *retry_in_ms as f64 / 1000.0
-                )),
-            );
-        }
-        View::Failed { class, reason } => {
-            return (
-                Severity::Error,
-                Some(format!("failed ({}): {reason}", class.describe())),
-            );
-        }
-    };
-    (Severity::Info, Some(text))
-}
-
-/// Why a connection is being made, in words.
-pub fn cause_words(cause: Cause) -> &'static str {
-    match cause {
-        Cause::Start => "starting",
-        Cause::Rotation => "the next session, before this one expires",
-        Cause::Expired => "the session expired",
-        Cause::Dropped => "the connection dropped",
-        Cause::TokenRejected => "the token was refused; one fresh try",
-        Cause::User => "asked for",
-    }
-}
-
-/// The first 8 characters of a session id.
-pub fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
-
-/// `mm:ss` (or `h:mm:ss` from an hour).
-pub fn mm_ss(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{:02}:{:02}", s / 60, s % 60)
     }
 }

@@ -42,18 +42,15 @@ pub fn measure(samples: &[i16]) -> Level {
     if samples.is_empty() {
         return Level::SILENT;
     }
-    let mut sum_squares = 0.0_f64;
     let mut peak = 0_i32;
     let mut clipping = false;
     for &s in samples {
         let v = i32::from(s);
-        sum_squares += f64::from(v * v);
         peak = peak.max(v.abs());
         clipping |= s == i16::MAX || s == i16::MIN;
     }
-    let rms = (sum_squares / samples.len() as f64).sqrt() / 32_768.0;
     Level {
-        rms_dbfs: dbfs(rms),
+        rms_dbfs: dbfs(crate::protocol::audio::rms(samples)),
         peak_dbfs: dbfs(f64::from(peak) / 32_768.0),
         clipping,
     }

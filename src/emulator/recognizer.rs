@@ -546,11 +546,7 @@ fn format_words(words: &[Word]) -> Vec<Word> {
 
 /// RMS level of a frame in dBFS (−∞ for digital silence is reported as −120).
 pub fn rms_dbfs(frame: &[i16]) -> f64 {
-    if frame.is_empty() {
-        return -120.0;
-    }
-    let sum: f64 = frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    let rms = (sum / frame.len() as f64).sqrt() / 32_768.0;
+    let rms = crate::protocol::audio::rms(frame);
     if rms <= 1e-6 {
         -120.0
     } else {

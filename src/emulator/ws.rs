@@ -21,11 +21,8 @@ use crate::protocol::close::{self, reasons};
 use crate::protocol::messages::{
     Begin, BeginConfiguration, ClientMessage, ErrorMessage, ServerMessage, Termination,
 };
+use crate::protocol::params::OFFSET_PARAM;
 use crate::protocol::{API_VERSION, AudioFormat, Encoding, StreamingParams, audio};
-
-/// Query parameter (ignored by the real service, like any unknown one) telling the emulator
-/// where in the stream this session's audio starts, so a script stays aligned after reconnects.
-pub const OFFSET_PARAM: &str = "emulator_stream_offset_ms";
 
 /// How long the handler waits for the client's close reply before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);

@@ -1,4 +1,6 @@
-//! Audio arithmetic for the wire formats: bytes ↔ duration for `pcm_s16le` and `pcm_mulaw`.
+//! Audio arithmetic for the wire formats: bytes ↔ duration for `pcm_s16le` and `pcm_mulaw`,
+//! the µ-law codec, and the signal level of a block of samples (shared by the level meter, the
+//! emulator's voice detector and the client's stall detection).
 
 use std::fmt;
 use std::time::Duration;
@@ -145,6 +147,16 @@ pub fn mulaw_decode(byte: u8) -> i16 {
     (if sign == 0 { magnitude } else { -magnitude }) as i16
 }
 
+/// Root-mean-square level of `samples` relative to full scale (0.0 for silence or no samples,
+/// 1.0 for a full-scale square wave).
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt() / 32_768.0
+}
+
 /// Decode a little-endian s16 buffer (a trailing odd byte is ignored).
 pub fn s16le_samples(bytes: &[u8]) -> impl Iterator<Item = i16> + '_ {
     bytes
@@ -155,6 +167,17 @@ pub fn s16le_samples(bytes: &[u8]) -> impl Iterator<Item = i16> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rms_of_silence_square_and_sine() {
+        assert!(rms(&[]).abs() < f64::EPSILON);
+        assert!(rms(&[0; 160]).abs() < f64::EPSILON);
+        assert!((rms(&[i16::MIN; 160]) - 1.0).abs() < 1e-9);
+        let sine: Vec<i16> = (0..1600)
+            .map(|i| (16_384.0 * (f64::from(i) * std::f64::consts::TAU / 16.0).sin()) as i16)
+            .collect();
+        assert!((rms(&sine) - 0.5 / 2_f64.sqrt()).abs() < 1e-3, "{}", rms(&sine));
+    }
 
     #[test]
     fn s16le_at_16k_matches_the_documented_sizes() {

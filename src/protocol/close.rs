@@ -60,6 +60,25 @@ impl CloseClass {
         }
     }
 
+    /// What a person can do once aai-live has stopped on this class (the dashboard's problem
+    /// panel ends it with the key that starts again).
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Self::Normal | Self::SessionExpired => "Nothing needs fixing",
+            Self::TokenRejected => {
+                "The service refused a fresh token too: check the token provider's clock and \
+                 settings"
+            }
+            Self::RateLimited => "Too many new sessions this minute: wait a minute",
+            Self::Transient => "The service or the network is unreachable: check the connection",
+            Self::ClientBug => {
+                "aai-live sent something the service refused (audio format, chunk size or \
+                 pacing; the log file has details)"
+            }
+            Self::Fatal => "Check the API key, the account balance and its access to streaming",
+        }
+    }
+
     /// Whether reconnecting automatically makes sense.
     pub fn retryable(self) -> bool {
         matches!(

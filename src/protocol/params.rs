@@ -15,6 +15,12 @@ use url::Url;
 use super::audio::{AudioFormat, Encoding};
 use crate::secret::{REDACTED, Token};
 
+/// Query parameter (and `UpdateConfiguration` key) telling the emulator where in the stream a
+/// session's audio starts, so a word script stays aligned after reconnects. The real service
+/// ignores it like any unknown parameter; the client sends it only when asked to
+/// (`--emulator-hints`), and the emulator reads it.
+pub const OFFSET_PARAM: &str = "emulator_stream_offset_ms";
+
 /// Service regions and their hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::{ProviderError, ProviderErrorClass, TokenProvider, TokenRequest};
 use crate::secret::Token;
+use crate::deadline::sleep_until;
 
 /// Timing of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,12 +521,7 @@ async fn fetched(fetch: &mut Option<Fetch>) -> Result<Token, ProviderError> {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
+
 
 /// A tokio instant as wall-clock time, for display.
 fn to_system(at: Instant, now: Instant) -> SystemTime {

@@ -23,10 +23,12 @@ use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig
 use super::replay::ReplayBuffer;
 use crate::audio::{self, AudioChunk};
 use crate::protocol::messages::{ClientMessage, ServerMessage, UpdateConfiguration};
+use crate::protocol::params::OFFSET_PARAM;
 use crate::protocol::{CloseClass, StreamingParams, TokenPlacement, build_ws_url};
 use crate::provider::{PreMinter, ProviderError};
 use crate::secret::Token;
 use crate::transcript::{Change, Transcript};
+use crate::deadline::sleep_until;
 
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
@@ -37,6 +39,9 @@ const EXPIRY_SAFETY_MS: i64 = 1000;
 
 /// Voiced audio that must go unanswered before a session counts as stalled.
 const STALL_MIN_VOICE_MS: u64 = 2000;
+
+/// −40 dBFS as an RMS relative to full scale: louder chunks count as voice.
+const VOICE_RMS: f64 = 327.0 / 32_768.0;
 
 /// Silence needed before a hand-over may move the audio (shorter than the service's 400 ms
 /// default turn silence, longer than the gaps between words).
@@ -232,8 +237,8 @@ impl Supervisor {
                         self.on_token(generation, result);
                     }
                 }
-                () = sleep_until_opt(next_timer) => self.fire_timers(),
-                () = sleep_until_opt(replay_due) => self.pump(),
+                () = sleep_until(next_timer) => self.fire_timers(),
+                () = sleep_until(replay_due) => self.pump(),
                 _ = tick.tick() => self.check_stalls(),
             }
             self.maybe_finish();
@@ -389,7 +394,7 @@ impl Supervisor {
             // pending, else the live head.
             let start = self.buffer.head().unwrap_or(0);
             params.extra.insert(
-                crate::emulator::ws::OFFSET_PARAM.into(),
+                OFFSET_PARAM.into(),
                 self.ms(start).to_string(),
             );
         }
@@ -487,7 +492,7 @@ impl Supervisor {
                 // The emulator's script alignment; only ever sent to the emulator.
                 let mut update = UpdateConfiguration::default();
                 update.other.insert(
-                    crate::emulator::ws::OFFSET_PARAM.into(),
+                    OFFSET_PARAM.into(),
                     serde_json::Value::from(offset_ms),
                 );
                 c.connection
@@ -823,21 +828,12 @@ pub fn failure_of(e: &ProviderError) -> Failure {
     }
 }
 
-/// Whether a chunk carries voice (−40 dBFS RMS), for stall detection.
+/// Whether a chunk carries voice (above −40 dBFS RMS), for stall detection.
 fn level_is_voice(samples: &[i16]) -> bool {
-    if samples.is_empty() {
-        return false;
-    }
-    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    (sum / samples.len() as f64).sqrt() > 327.0
+    crate::protocol::audio::rms(samples) > VOICE_RMS
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
+
 
 /// p50 and p95 of the latencies seen.
 pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {

@@ -13,7 +13,7 @@ use super::header::join_left_right;
 use crate::app::action::Action;
 use crate::app::state::{AppState, Severity};
 
-/// Footer keys, most important first; shown in `Action::ALL` order.
+/// Footer keys, most important first; shown in `Action::all()` order.
 const PRIORITY: [Action; 10] = [
     Action::Help,
     Action::Quit,
@@ -62,7 +62,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTi
                 chosen.push(action);
             }
         }
-        let ordered: Vec<Action> = Action::ALL
+        let ordered: Vec<Action> = Action::all()
             .into_iter()
             .filter(|a| chosen.contains(a))
             .collect();

@@ -9,9 +9,9 @@ use ratatui::style::Color;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, clock, display_width, since, truncate};
+use super::{Theme, display_width, since, truncate};
 use crate::app::state::AppState;
-use crate::app::update::short_id;
+use crate::strings::{mm_ss, short_id};
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
     let width = usize::from(area.width);
@@ -41,8 +41,8 @@ fn first_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line
         ));
     }
     let elapsed = match (state.session.run_started, state.session.run_ended) {
-        (Some(start), Some(end)) => format!("  ran {}", clock(since(start, end))),
-        (Some(start), None) => format!("  {} elapsed", clock(since(start, now))),
+        (Some(start), Some(end)) => format!("  ran {}", mm_ss(since(start, end))),
+        (Some(start), None) => format!("  {} elapsed", mm_ss(since(start, now))),
         _ => String::new(),
     };
     left.push(Span::styled(elapsed, t.label()));

@@ -12,7 +12,7 @@ use crate::app::action::Action;
 use crate::app::state::AppState;
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
-    let keys: Vec<(String, &str)> = Action::ALL
+    let keys: Vec<(String, &str)> = Action::all()
         .into_iter()
         .map(|a| (state.keymap.keys_text(a), a.describe()))
         .chain([

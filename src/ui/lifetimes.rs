@@ -10,10 +10,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::header::clip;
-use super::{Theme, bar, clock, since, until};
+use super::{Theme, bar, since, until};
 use crate::app::state::AppState;
 use crate::provider::TokenState;
 use crate::session::machine::View;
+use crate::strings::mm_ss;
 
 const LABEL_W: usize = 9;
 
@@ -71,7 +72,7 @@ pub fn session_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -
         } else {
             t.ok()
         };
-        let text = format!(" {} left", clock(left));
+        let text = format!(" {} left", mm_ss(left));
         let cells = width.saturating_sub(LABEL_W + text.len()).min(40);
         let (full, empty) = bar(ratio, cells, t);
         spans.push(Span::styled(full, style));
@@ -90,7 +91,7 @@ pub fn session_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -
         View::Backoff { attempt, class, .. } => {
             let wait = s
                 .retry_at
-                .map_or_else(String::new, |at| format!(" in {}", clock(until(at, now))));
+                .map_or_else(String::new, |at| format!(" in {}", mm_ss(until(at, now))));
             (
                 format!("retry {attempt}{wait} ({})", class.describe()),
                 t.warn(),
@@ -122,7 +123,7 @@ fn rotation_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> L
                     .checked_sub(state.limits.rotation_lead)
                     .unwrap_or(life.expires_at);
                 spans.push(Span::styled(
-                    format!("next rotation in {}", clock(until(at, now))),
+                    format!("next rotation in {}", mm_ss(until(at, now))),
                     t.dim(),
                 ));
             }
@@ -141,7 +142,7 @@ pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> 
     match &state.token {
         TokenState::None => spans.push(Span::styled("none held (minted when needed)", t.dim())),
         TokenState::Fetching { since: at } => spans.push(Span::styled(
-            format!("minting{} {}", t.ellipsis(), clock(since(*at, now))),
+            format!("minting{} {}", t.ellipsis(), mm_ss(since(*at, now))),
             t.accent(),
         )),
         TokenState::Ready {
@@ -157,7 +158,7 @@ pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> 
                 spans.push(Span::styled(
                     format!(
                         "file token {} old{}",
-                        clock(since(*minted_at, now)),
+                        mm_ss(since(*minted_at, now)),
                         t.dot()
                     ),
                     t.text(),
@@ -165,7 +166,7 @@ pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> 
             }
             let style = if left.as_secs() < 5 { t.warn() } else { t.ok() };
             spans.push(Span::styled(
-                format!("ready, redeem in {}", clock(left)),
+                format!("ready, redeem in {}", mm_ss(left)),
                 style,
             ));
             spans.push(Span::styled(
@@ -179,7 +180,7 @@ pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> 
             retry_at,
         } => {
             let retry = retry_at.map_or_else(String::new, |at| {
-                format!("; retry in {}", clock(until(at, now)))
+                format!("; retry in {}", mm_ss(until(at, now)))
             });
             let style = if class.is_fatal() {
                 t.error()

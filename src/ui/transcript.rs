@@ -132,7 +132,7 @@ fn stamped(
 
 /// Stream time as `mm:ss`, or `h:mm:ss` from an hour.
 fn stamp(ms: u64) -> String {
-    crate::app::update::mm_ss(std::time::Duration::from_millis(ms))
+    crate::strings::mm_ss(std::time::Duration::from_millis(ms))
 }
 
 fn placeholder(state: &AppState, t: Theme, width: usize) -> Vec<Line<'static>> {

@@ -1,0 +1,306 @@
+//! The words aai-live says to people about a streaming run, in one place: the dashboard's events
+//! pane and problem panel and the headless runner's stderr lines use the same sentences for the
+//! same events, so both clients describe a run the same way.
+//!
+//! What each close class *means* and what aai-live does about it (`CloseClass::describe`,
+//! `CloseClass::advice`, `CloseClass::remedy`) lives with the classification in
+//! `protocol::close`, because the session machine and the event stream use those words too;
+//! this module builds the sentences around them. gitui's `strings.rs` is the model: plain
+//! functions of the values a sentence needs, no formatting at the call sites.
+
+use std::time::Duration;
+
+use crate::protocol::CloseClass;
+use crate::session::machine::{Cause, View};
+
+// --- Formatting helpers --------------------------------------------------------------------
+
+/// The first 8 characters of a session id (enough to tell sessions apart on screen).
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// `mm:ss` (or `h:mm:ss` from an hour).
+pub fn mm_ss(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Milliseconds as seconds with one decimal ("1.5").
+fn secs(ms: u64) -> String {
+    format!("{:.1}", ms as f64 / 1000.0)
+}
+
+// --- Session states and causes -------------------------------------------------------------
+
+/// Why a connection is being made, in words.
+pub fn cause(cause: Cause) -> &'static str {
+    match cause {
+        Cause::Start => "starting",
+        Cause::Rotation => "the next session, before this one expires",
+        Cause::Expired => "the session expired",
+        Cause::Dropped => "the connection dropped",
+        Cause::TokenRejected => "the token was refused; one fresh try",
+        Cause::User => "asked for",
+    }
+}
+
+/// A state change in plain words (`None` for states not worth a line).
+pub fn view(view: &View) -> Option<String> {
+    Some(match view {
+        View::Idle => return None,
+        View::Minting { generation, cause: c } => {
+            format!("getting a token for connection {generation} ({})", cause(*c))
+        }
+        View::Connecting { generation, .. } => format!("connecting (connection {generation})"),
+        View::Streaming {
+            generation,
+            session_id,
+        } => format!(
+            "streaming on session {} (connection {generation})",
+            short_id(session_id)
+        ),
+        View::Rotating {
+            old,
+            new,
+            new_ready: false,
+        } => format!("rotation: opening connection {new} before connection {old} expires"),
+        View::Rotating {
+            new,
+            new_ready: true,
+            ..
+        } => format!("rotation: connection {new} is ready; handing over at the next turn boundary"),
+        View::Draining { generation } => {
+            format!("finishing: waiting for the last turns of connection {generation}")
+        }
+        View::Stopped => "stopped".to_owned(),
+        View::Backoff {
+            attempt,
+            retry_in_ms,
+            class,
+        } => format!(
+            "{}: attempt {attempt} in {} s",
+            class.describe(),
+            secs(*retry_in_ms)
+        ),
+        View::Failed { class, reason } => format!("failed ({}): {reason}", class.describe()),
+    })
+}
+
+/// The problem panel's title when streaming stopped for good.
+pub fn stopped_title(class: CloseClass) -> String {
+    format!("Streaming stopped: {}", class.describe())
+}
+
+/// What to do after streaming stopped with `class`; `key` starts streaming again.
+pub fn stopped_hint(class: CloseClass, key: &str) -> String {
+    match class {
+        CloseClass::Normal | CloseClass::SessionExpired => format!("Press {key} to start again."),
+        CloseClass::TokenRejected
+        | CloseClass::RateLimited
+        | CloseClass::Transient
+        | CloseClass::ClientBug
+        | CloseClass::Fatal => format!("{}, then press {key} to try again.", class.remedy()),
+    }
+}
+
+// --- Session events ------------------------------------------------------------------------
+
+pub fn token_obtained(generation: u64, fingerprint: &str) -> String {
+    format!("token {fingerprint} obtained for connection {generation}")
+}
+
+pub fn token_failed(generation: u64, message: &str) -> String {
+    format!("no token for connection {generation}: {message}")
+}
+
+/// A session began; `left` is the time until it expires.
+pub fn session_began(generation: u64, session_id: &str, left: Duration) -> String {
+    format!(
+        "session {} began (connection {generation}); it ends in {}",
+        short_id(session_id),
+        mm_ss(left)
+    )
+}
+
+pub fn rotated(from: u64, to: u64, forced: bool) -> String {
+    let how = if forced {
+        "at a forced turn boundary near the deadline"
+    } else {
+        "at a turn boundary"
+    };
+    format!("rotated: audio moved from connection {from} to {to} {how}, no gap")
+}
+
+pub fn lost(
+    generation: u64,
+    class: CloseClass,
+    code: Option<u16>,
+    reason: &str,
+    what_now: &str,
+) -> String {
+    let code_text = code.map_or_else(|| "no close code".to_owned(), |c| c.to_string());
+    format!(
+        "connection {generation} lost: {} ({code_text}: {reason}); {what_now}",
+        class.describe()
+    )
+}
+
+pub fn reconnected(generation: u64, replay_ms: u64, gap_ms: u64) -> String {
+    format!(
+        "reconnected on connection {generation}: replaying {} s of buffered audio (no live \
+         session for {} s)",
+        secs(replay_ms),
+        secs(gap_ms)
+    )
+}
+
+pub fn audio_lost(ms: u64) -> String {
+    format!(
+        "{} s of audio could not be transcribed (the outage outgrew the replay buffer)",
+        secs(ms)
+    )
+}
+
+pub fn drain_timed_out(generation: u64) -> String {
+    format!("connection {generation} did not confirm its end in time; closed it")
+}
+
+pub fn terminated(generation: u64, audio_seconds: u64, session_seconds: u64) -> String {
+    format!(
+        "connection {generation} ended normally after {session_seconds} s ({audio_seconds} s of \
+         audio)"
+    )
+}
+
+pub fn service_warning(message: &str) -> String {
+    format!("the service warns: {message}")
+}
+
+/// The run ended with a failure.
+pub fn run_failed(reason: &str) -> String {
+    format!("failed: {reason}")
+}
+
+// --- The run as a whole --------------------------------------------------------------------
+
+/// Headless: where the audio goes and where the transcript is written.
+pub fn streaming_to(input: &str, endpoint: &str, journal: &std::path::Path) -> String {
+    format!(
+        "streaming {input} to {endpoint}; transcript in {}",
+        journal.display()
+    )
+}
+
+pub const STOPPING: &str = "stopping (waiting for the last turns)...";
+
+/// The supervisor task died without finishing its run.
+pub const CRASH_TITLE: &str = "The session task stopped unexpectedly";
+
+pub fn crash_hint(key: &str) -> String {
+    format!("This is a bug in aai-live; the log file has details. Press {key} to start again.")
+}
+
+pub fn crashed(reason: &str) -> String {
+    format!("the session task stopped: {reason}")
+}
+
+// --- Why a run cannot start ----------------------------------------------------------------
+
+pub const NO_PROVIDER_TITLE: &str = "No token provider: streaming cannot start";
+pub const NO_PROVIDER_HINT: &str = "Fix [provider] in the configuration (`aai-live config \
+                                    --check` shows it) and start aai-live again, or try \
+                                    `aai-live demo`.";
+pub const NO_TRANSCRIPT_TITLE: &str = "Cannot write the transcript: streaming cannot start";
+
+pub fn no_transcript_hint(key: &str) -> String {
+    format!(
+        "Check that transcript.dir is writable (or set another one), then press {key} to try \
+         again."
+    )
+}
+
+pub const NO_AUDIO_TITLE: &str = "No audio input: streaming cannot start";
+
+pub fn no_audio_hint(key: &str) -> String {
+    format!(
+        "Check the input (`aai-live devices` lists microphones; --input file:PATH streams a WAV \
+         file), then press {key} to try again."
+    )
+}
+
+pub const AUDIO_LOST_TITLE: &str = "The audio input was lost";
+
+pub fn audio_lost_hint(key: &str) -> String {
+    format!(
+        "Check the device (`aai-live devices`), then press {key} to open it again and stream. \
+         The transcript so far is kept."
+    )
+}
+
+pub fn audio_failed(reason: &str) -> String {
+    format!("the audio input failed: {reason}")
+}
+
+pub fn audio_fell_behind(dropped_frames: u64) -> String {
+    format!("the audio input fell behind: {dropped_frames} frames dropped so far")
+}
+
+pub const AUDIO_ENDED: &str = "the audio input ended; streaming stops after the last turns";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_and_ids() {
+        assert_eq!(mm_ss(Duration::from_secs(0)), "00:00");
+        assert_eq!(mm_ss(Duration::from_secs(599)), "09:59");
+        assert_eq!(mm_ss(Duration::from_secs(3600 + 62)), "1:01:02");
+        assert_eq!(short_id("0123456789abcdef"), "01234567");
+        assert_eq!(short_id("abc"), "abc");
+    }
+
+    #[test]
+    fn every_class_has_a_stopped_hint_naming_the_key() {
+        for class in [
+            CloseClass::Normal,
+            CloseClass::SessionExpired,
+            CloseClass::TokenRejected,
+            CloseClass::RateLimited,
+            CloseClass::Transient,
+            CloseClass::ClientBug,
+            CloseClass::Fatal,
+        ] {
+            let hint = stopped_hint(class, "space");
+            assert!(hint.contains("press space") || hint.contains("Press space"), "{hint}");
+            assert!(hint.ends_with('.'), "{hint}");
+        }
+        assert_eq!(
+            stopped_hint(CloseClass::Fatal, "space"),
+            "Check the API key, the account balance and its access to streaming, then press \
+             space to try again."
+        );
+    }
+
+    #[test]
+    fn events_read_the_same_everywhere() {
+        assert_eq!(
+            lost(3, CloseClass::Transient, None, "reset", "reconnecting with backoff"),
+            "connection 3 lost: connection lost or server error (no close code: reset); \
+             reconnecting with backoff"
+        );
+        assert_eq!(
+            rotated(1, 2, false),
+            "rotated: audio moved from connection 1 to 2 at a turn boundary, no gap"
+        );
+        assert_eq!(
+            audio_lost(1500),
+            "1.5 s of audio could not be transcribed (the outage outgrew the replay buffer)"
+        );
+    }
+}
