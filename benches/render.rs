@@ -14,7 +14,7 @@ use std::process::{Command, ExitCode, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aai_live::app::Msg;
-use aai_live::app::state::{AppState, Info, UiOptions};
+use aai_live::app::state::{DashboardState, Info, UiOptions};
 use aai_live::audio::Level;
 use aai_live::config::Config;
 use aai_live::provider::TokenState;
@@ -36,8 +36,8 @@ fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms)
 }
 
-fn state_with(turns: u64) -> AppState {
-    let mut s = AppState::from_config(
+fn state_with(turns: u64) -> DashboardState {
+    let mut s = DashboardState::from_config(
         &Config::default(),
         Info {
             provider: "api-key".into(),
@@ -128,7 +128,7 @@ fn state_with(turns: u64) -> AppState {
 }
 
 /// Mean and p99 of one frame, in µs.
-fn time_frames(state: &mut AppState, width: u16, height: u16, frames: usize) -> (f64, f64) {
+fn time_frames(state: &mut DashboardState, width: u16, height: u16, frames: usize) -> (f64, f64) {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
     let base = state.transcript.all().last().map_or(0, |t| t.end_ms) + 2000;
     let mut samples = Vec::with_capacity(frames);

@@ -3,7 +3,7 @@
 //! ```text
 //!  terminal (crossterm EventStream) ─┐
 //!  signals (TERM, HUP, INT) ─────────┤
-//!  session events (mpsc, drained) ───┤          ┌──────────────┐   Vec<Command>   ┌──────────┐
+//!  session events (mpsc, drained) ───┤          ┌──────────────┐   Vec<DashboardCommand>   ┌──────────┐
 //!  token state (watch) ──────────────┼─ Msg ──▶ │ state.update │ ───────────────▶ │ execute  │
 //!  audio level, stats (watch) ───────┤          └──────────────┘                  └────┬─────┘
 //!  background results (JoinSet) ─────┤                 │                             │
@@ -20,7 +20,7 @@
 //! dashboard stays open until the user quits.
 
 pub mod action;
-pub mod command;
+pub mod msg;
 pub mod state;
 pub mod transcript;
 pub mod update;
@@ -46,8 +46,8 @@ use crate::session::{self, SessionEvent, SupervisorOptions};
 use crate::transcript::Transcript;
 use crate::deadline::sleep_until;
 use action::Action;
-pub use command::{Command, Msg, StartFailure};
-use state::{AppState, Info, UiOptions};
+pub use msg::{DashboardCommand, Msg, StartFailure};
+use state::{DashboardState, Info, UiOptions};
 
 /// Session events handled per loop turn at most (then the screen gets a chance to draw).
 const EVENT_BATCH: usize = 256;
@@ -174,14 +174,14 @@ struct Audio {
 
 /// A running supervisor.
 struct Running {
-    commands: mpsc::UnboundedSender<session::Command>,
+    commands: mpsc::UnboundedSender<session::SessionCommand>,
     events: mpsc::UnboundedReceiver<SessionEvent>,
     task: tokio::task::JoinHandle<(session::Outcome, Transcript)>,
     journal: PathBuf,
 }
 
 struct Runtime {
-    state: AppState,
+    state: DashboardState,
     config: Config,
     supervisor: SupervisorOptions,
     input: InputSpec,
@@ -202,7 +202,7 @@ struct Runtime {
 
 impl Runtime {
     fn new(setup: Setup) -> Self {
-        let state = AppState::from_config(&setup.config, setup.info, setup.ui);
+        let state = DashboardState::from_config(&setup.config, setup.info, setup.ui);
         let (provider, provider_error) = match setup.provider {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(e.to_string())),
@@ -402,21 +402,21 @@ impl Runtime {
         Ok(())
     }
 
-    async fn execute(&mut self, command: Command) {
+    async fn execute(&mut self, command: DashboardCommand) {
         match command {
-            Command::Session(c) => {
+            DashboardCommand::Session(c) => {
                 if let Some(s) = &self.session {
                     let _ = s.commands.send(c);
                 }
             }
-            Command::StartSession { run, muted } => self.start_session(run, muted).await,
-            Command::MintToken => match &self.premint {
+            DashboardCommand::StartSession { run, muted } => self.start_session(run, muted).await,
+            DashboardCommand::MintToken => match &self.premint {
                 Some(p) => p.refresh_now(),
                 None => self.post(Msg::Warning(
                     "no token provider: nothing to mint with".to_owned(),
                 )),
             },
-            Command::Export => {
+            DashboardCommand::Export => {
                 let turns = self.state.transcript.all().to_vec();
                 let dir = self.config.transcript.dir_or_default();
                 let formats = self.config.transcript.formats.clone();
@@ -431,7 +431,7 @@ impl Runtime {
                     Msg::Exported(written)
                 });
             }
-            Command::Quit => {}
+            DashboardCommand::Quit => {}
         }
     }
 
@@ -481,9 +481,9 @@ impl Runtime {
         options.seed = rand::random();
         let handle = session::spawn(options, premint, transcript, audio_rx);
         if muted {
-            let _ = handle.commands.send(session::Command::SetMuted(true));
+            let _ = handle.commands.send(session::SessionCommand::SetMuted(true));
         }
-        let _ = handle.commands.send(session::Command::Start);
+        let _ = handle.commands.send(session::SessionCommand::Start);
         tracing::info!(run, journal = %journal.display(), "session supervisor started");
         self.session = Some(Running {
             commands: handle.commands,
@@ -524,7 +524,7 @@ impl Runtime {
     /// Leaving: stop what still runs (finals are already in the journal on disk).
     fn shutdown(&mut self) {
         if let Some(running) = self.session.take() {
-            let _ = running.commands.send(session::Command::Stop);
+            let _ = running.commands.send(session::SessionCommand::Stop);
             running.task.abort();
         }
         self.background.abort_all();

@@ -131,16 +131,16 @@ fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard
     })?)
 }
 
-/// `aai-live token`: mint one token with the configured provider (`provider::command`).
+/// `aai-live token`: mint one token with the configured provider (`provider::token_cli`).
 fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let loaded = load_config(global)?;
     let _log = init_logging(global, &loaded)?;
-    let command = provider::command::TokenCommand {
+    let command = provider::token_cli::TokenOptions {
         out: args.out.clone(),
         expires_in_seconds: args.expires_in,
         max_session_duration_seconds: args.max_session_duration,
     };
-    let code = runtime()?.block_on(provider::command::run(
+    let code = runtime()?.block_on(provider::token_cli::run(
         &loaded.config.provider,
         &command,
         &mut std::io::stdout(),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::audio::{self, AudioOptions, Pace};
 use crate::config::Config;
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
-use crate::session::{self, Command, SessionEvent, SupervisorOptions};
+use crate::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
 use crate::strings;
 use crate::transcript::{self, Transcript};
 
@@ -86,7 +86,7 @@ pub async fn run(
     };
     writeln!(out, "{}", hello.to_line_at(std::time::SystemTime::now()))?;
     let mut handle = session::spawn(supervisor_options, premint, transcript, input.chunks);
-    let _ = handle.commands.send(Command::Start);
+    let _ = handle.commands.send(SessionCommand::Start);
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = handle.commands.clone();
@@ -105,12 +105,12 @@ pub async fn run(
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !stop_sent => {
                 stop_sent = true;
-                let _ = stop.send(Command::Stop);
+                let _ = stop.send(SessionCommand::Stop);
             }
             () = signalled.cancelled(), if !stop_sent => {
                 stop_sent = true;
                 eprintln!("aai-live: {}", strings::STOPPING);
-                let _ = stop.send(Command::Stop);
+                let _ = stop.send(SessionCommand::Stop);
             }
         }
     }

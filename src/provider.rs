@@ -15,7 +15,7 @@
 //! secret in play. `docs/providers.md` documents the providers and how to write a new one.
 
 pub mod api_key;
-pub mod command;
+pub mod token_cli;
 pub mod contract;
 pub mod file;
 mod http;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use url::Url;
 
 pub use events::SessionEvent;
-pub use supervisor::{Command, Outcome, Supervisor, SupervisorOptions};
+pub use supervisor::{Outcome, SessionCommand, Supervisor, SupervisorOptions};
 
 use crate::audio::AudioChunk;
 use crate::config::{self, Config};
@@ -105,12 +105,12 @@ impl SupervisorOptions {
 
 /// A running supervisor.
 pub struct SessionHandle {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: mpsc::UnboundedSender<SessionCommand>,
     pub events: mpsc::UnboundedReceiver<SessionEvent>,
     pub task: tokio::task::JoinHandle<(Outcome, Transcript)>,
 }
 
-/// Spawn the supervisor on the current runtime. It waits for [`Command::Start`].
+/// Spawn the supervisor on the current runtime. It waits for [`SessionCommand::Start`].
 pub fn spawn(
     options: SupervisorOptions,
     premint: Arc<PreMinter>,

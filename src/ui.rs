@@ -36,7 +36,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 pub use theme::Theme;
 
 /// Smaller than this, only a "too small" message is drawn.
@@ -47,7 +47,7 @@ pub const FULL_SIZE: (u16, u16) = (70, 20);
 pub const WIDE_SIZE: (u16, u16) = (140, 36);
 
 /// Draw the whole dashboard.
-pub fn render(frame: &mut Frame<'_>, state: &AppState, now: SystemTime) {
+pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
     let area = frame.area();
     let theme = Theme::new(state.ui);
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
@@ -133,7 +133,7 @@ fn too_small(frame: &mut Frame<'_>, area: Rect, theme: Theme) {
 }
 
 /// The two status rows of the compact layout.
-fn compact_status(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+fn compact_status(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
     let width = usize::from(area.width);
     let first = lifetimes::session_line(state, now, t, width);
     let second = audio::compact_line(state, now, t, width);

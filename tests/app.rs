@@ -1,11 +1,11 @@
-//! The dashboard's update logic: feed actions and session events to `AppState::update` and
+//! The dashboard's update logic: feed actions and session events to `DashboardState::update` and
 //! check the state and the commands it emits. No terminal, no tasks, no clock.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aai_live::app::action::{Action, Keymap};
-use aai_live::app::state::{AppState, Info, ProblemKind, UiOptions, locale_is_utf8};
-use aai_live::app::{Command, Msg, StartFailure};
+use aai_live::app::state::{DashboardState, Info, ProblemKind, UiOptions, locale_is_utf8};
+use aai_live::app::{DashboardCommand, Msg, StartFailure};
 use aai_live::audio::{AudioStats, InputEnd};
 use aai_live::config::{Config, KeySpec};
 use aai_live::protocol::CloseClass;
@@ -18,8 +18,8 @@ fn at(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
 }
 
-fn state() -> AppState {
-    AppState::from_config(
+fn state() -> DashboardState {
+    DashboardState::from_config(
         &Config::default(),
         Info::default(),
         UiOptions {
@@ -30,22 +30,22 @@ fn state() -> AppState {
     )
 }
 
-fn act(s: &mut AppState, action: Action, t: u64) -> Vec<Command> {
+fn act(s: &mut DashboardState, action: Action, t: u64) -> Vec<DashboardCommand> {
     s.update(Msg::Action(action), at(t))
 }
 
-fn event(s: &mut AppState, e: SessionEvent, t: u64) -> Vec<Command> {
+fn event(s: &mut DashboardState, e: SessionEvent, t: u64) -> Vec<DashboardCommand> {
     s.update(Msg::Session(e), at(t))
 }
 
-fn view(s: &mut AppState, v: View, t: u64) -> Vec<Command> {
+fn view(s: &mut DashboardState, v: View, t: u64) -> Vec<DashboardCommand> {
     event(s, SessionEvent::State { view: v }, t)
 }
 
-fn streaming(s: &mut AppState) {
+fn streaming(s: &mut DashboardState) {
     assert_eq!(
         act(s, Action::ToggleStream, 0),
-        vec![Command::StartSession {
+        vec![DashboardCommand::StartSession {
             run: 1,
             muted: false
         }]
@@ -113,7 +113,7 @@ fn start_stop_and_start_again_spawns_a_new_supervisor() {
     assert!(s.lifecycle.running);
     assert_eq!(
         act(&mut s, Action::ToggleStream, 5),
-        vec![Command::Session(session::Command::Stop)]
+        vec![DashboardCommand::Session(session::SessionCommand::Stop)]
     );
     view(&mut s, View::Draining { generation: 1 }, 5);
     // Pressed again while draining: start once the supervisor has finished.
@@ -123,7 +123,7 @@ fn start_stop_and_start_again_spawns_a_new_supervisor() {
     let out = event(&mut s, finished(None), 6);
     assert_eq!(
         out,
-        vec![Command::StartSession {
+        vec![DashboardCommand::StartSession {
             run: 2,
             muted: false
         }]
@@ -142,7 +142,7 @@ fn after_a_stop_the_next_start_is_immediate() {
     assert!(!s.lifecycle.running);
     assert_eq!(
         act(&mut s, Action::ToggleStream, 7),
-        vec![Command::StartSession {
+        vec![DashboardCommand::StartSession {
             run: 2,
             muted: false
         }]
@@ -157,14 +157,14 @@ fn mute_is_sent_and_remembered_for_the_next_run() {
     assert!(s.audio.muted);
     assert_eq!(
         act(&mut s, Action::ToggleStream, 0),
-        vec![Command::StartSession {
+        vec![DashboardCommand::StartSession {
             run: 1,
             muted: true
         }]
     );
     assert_eq!(
         act(&mut s, Action::Pause, 1),
-        vec![Command::Session(session::Command::SetMuted(false))]
+        vec![DashboardCommand::Session(session::SessionCommand::SetMuted(false))]
     );
     assert!(!s.audio.muted);
 }
@@ -177,7 +177,7 @@ fn keepalive_is_sent_while_muted_and_streaming() {
     assert!(s.update(Msg::Tick, at(3)).is_empty(), "not due yet");
     assert_eq!(
         s.update(Msg::Tick, at(8)),
-        vec![Command::Session(session::Command::KeepAlive)]
+        vec![DashboardCommand::Session(session::SessionCommand::KeepAlive)]
     );
     assert!(s.update(Msg::Tick, at(9)).is_empty());
 }
@@ -191,13 +191,13 @@ fn force_endpoint_and_reconnect_only_while_streaming() {
     streaming(&mut s);
     assert_eq!(
         act(&mut s, Action::ForceEndpoint, 2),
-        vec![Command::Session(session::Command::ForceEndpoint)]
+        vec![DashboardCommand::Session(session::SessionCommand::ForceEndpoint)]
     );
     assert_eq!(
         act(&mut s, Action::Reconnect, 2),
-        vec![Command::Session(session::Command::Reconnect)]
+        vec![DashboardCommand::Session(session::SessionCommand::Reconnect)]
     );
-    assert_eq!(act(&mut s, Action::MintToken, 2), vec![Command::MintToken]);
+    assert_eq!(act(&mut s, Action::MintToken, 2), vec![DashboardCommand::MintToken]);
 }
 
 #[test]
@@ -264,7 +264,7 @@ fn clear_hides_the_screen_but_export_keeps_everything() {
     event(&mut s, fin(1, 0, "one", None), 2);
     act(&mut s, Action::Clear, 3);
     assert!(s.transcript.visible().is_empty());
-    assert_eq!(act(&mut s, Action::Export, 4), vec![Command::Export]);
+    assert_eq!(act(&mut s, Action::Export, 4), vec![DashboardCommand::Export]);
     assert_eq!(s.transcript.all().len(), 1);
     let out = s.update(
         Msg::Exported(Ok(vec!["/tmp/t/aai-live-x-export.txt".into()])),
@@ -285,7 +285,7 @@ fn quit_while_streaming_stops_waits_for_the_save_then_quits() {
     streaming(&mut s);
     assert_eq!(
         act(&mut s, Action::Quit, 10),
-        vec![Command::Session(session::Command::Stop)]
+        vec![DashboardCommand::Session(session::SessionCommand::Stop)]
     );
     assert!(s.lifecycle.quitting.is_some() && !s.should_quit);
     // Start is refused while quitting.
@@ -299,7 +299,7 @@ fn quit_while_streaming_stops_waits_for_the_save_then_quits() {
     );
     assert_eq!(s.lifecycle.saving, 1);
     let out = s.update(Msg::Saved(Ok(vec!["/tmp/t/run.jsonl".into()])), at(11));
-    assert_eq!(out, vec![Command::Quit]);
+    assert_eq!(out, vec![DashboardCommand::Quit]);
     assert!(s.should_quit);
     assert_eq!(s.transcript.all().len(), 1, "the last final made it");
 }
@@ -309,20 +309,20 @@ fn quit_twice_leaves_at_once_and_a_deadline_bounds_the_wait() {
     let mut s = state();
     streaming(&mut s);
     act(&mut s, Action::Quit, 10);
-    assert_eq!(act(&mut s, Action::Quit, 11), vec![Command::Quit]);
+    assert_eq!(act(&mut s, Action::Quit, 11), vec![DashboardCommand::Quit]);
 
     let mut s = state();
     streaming(&mut s);
     act(&mut s, Action::Quit, 10);
     assert!(s.update(Msg::Tick, at(12)).is_empty());
     // Default terminate_timeout 5 s + 5 s for the save.
-    assert_eq!(s.update(Msg::Tick, at(21)), vec![Command::Quit]);
+    assert_eq!(s.update(Msg::Tick, at(21)), vec![DashboardCommand::Quit]);
 }
 
 #[test]
 fn quit_when_idle_is_immediate() {
     let mut s = state();
-    assert_eq!(act(&mut s, Action::Quit, 0), vec![Command::Quit]);
+    assert_eq!(act(&mut s, Action::Quit, 0), vec![DashboardCommand::Quit]);
     assert!(s.should_quit);
 }
 
@@ -626,7 +626,7 @@ fn stop_then_start_before_the_state_changes_queues_a_restart() {
     streaming(&mut s);
     assert_eq!(
         act(&mut s, Action::ToggleStream, 5),
-        vec![Command::Session(session::Command::Stop)]
+        vec![DashboardCommand::Session(session::SessionCommand::Stop)]
     );
     // Pressed again before the supervisor reported Draining: no second Stop, a queued start.
     assert!(act(&mut s, Action::ToggleStream, 5).is_empty());
@@ -638,7 +638,7 @@ fn stop_then_start_before_the_state_changes_queues_a_restart() {
     view(&mut s, View::Stopped, 6);
     assert_eq!(
         event(&mut s, finished(None), 6),
-        vec![Command::StartSession {
+        vec![DashboardCommand::StartSession {
             run: 2,
             muted: false
         }]

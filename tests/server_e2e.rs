@@ -16,7 +16,7 @@ use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use aai_live::secret::ApiKey;
 use aai_live::server::{self, Auth, Credentials, RunningServer, ServerConfig, hash_credential};
-use aai_live::session::{self, Command, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::{KEY, utterances, write_wav};
 
@@ -97,7 +97,7 @@ async fn remote_provider_streams_through_serve_with_a_rotation() {
         Transcript::default(),
         input.chunks,
     );
-    handle.commands.send(Command::Start).expect("start");
+    handle.commands.send(SessionCommand::Start).expect("start");
     let mut events = Vec::new();
     let collected = tokio::time::timeout(Duration::from_secs(40), async {
         while let Some(e) = handle.events.recv().await {

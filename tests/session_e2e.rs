@@ -15,7 +15,7 @@ use aai_live::emulator::{EmulatorConfig, RunningEmulator};
 use aai_live::protocol::CloseClass;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use aai_live::session::machine::View;
-use aai_live::session::{self, Command, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::{KEY, utterances, write_wav};
 
@@ -85,7 +85,7 @@ async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
         Transcript::default(),
         input.chunks,
     );
-    handle.commands.send(Command::Start).expect("start");
+    handle.commands.send(SessionCommand::Start).expect("start");
     let mut events = Vec::new();
     let collect = async {
         while let Some(e) = handle.events.recv().await {
@@ -93,7 +93,7 @@ async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
         }
     };
     if tokio::time::timeout(limit, collect).await.is_err() {
-        let _ = handle.commands.send(Command::Stop);
+        let _ = handle.commands.send(SessionCommand::Stop);
         while let Ok(Some(e)) =
             tokio::time::timeout(Duration::from_secs(10), handle.events.recv()).await
         {

@@ -1,13 +1,13 @@
 //! Snapshots of the whole dashboard (ratatui `TestBackend` + insta), rendered at a fixed `now`,
 //! for every state at 80×24 and at a wide size, plus the help overlay, the events pane, failure
 //! panels, scrolling, tiny terminals, mono and ASCII. States are reached by feeding messages to
-//! `AppState::update`, as the running dashboard does.
+//! `DashboardState::update`, as the running dashboard does.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aai_live::app::Msg;
 use aai_live::app::action::Action;
-use aai_live::app::state::{AppState, Info, UiOptions};
+use aai_live::app::state::{DashboardState, Info, UiOptions};
 use aai_live::audio::{AudioStats, Level, SourceFormat};
 use aai_live::config::Config;
 use aai_live::protocol::CloseClass;
@@ -36,7 +36,7 @@ fn unix(s: u64) -> i64 {
     (1_800_000_000 + s) as i64
 }
 
-fn screen(state: &AppState, width: u16, height: u16, now: SystemTime) -> String {
+fn screen(state: &DashboardState, width: u16, height: u16, now: SystemTime) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
     terminal
         .draw(|frame| aai_live::ui::render(frame, state, now))
@@ -52,7 +52,7 @@ fn ui(mono: bool, ascii: bool) -> UiOptions {
     }
 }
 
-fn idle_with(ui: UiOptions) -> AppState {
+fn idle_with(ui: UiOptions) -> DashboardState {
     let info = Info {
         provider: "api-key".into(),
         source: "https://streaming.assemblyai.com/v3/token".into(),
@@ -61,7 +61,7 @@ fn idle_with(ui: UiOptions) -> AppState {
         input: "microphone: default".into(),
         demo: None,
     };
-    let mut s = AppState::from_config(&Config::default(), info, ui);
+    let mut s = DashboardState::from_config(&Config::default(), info, ui);
     s.update(Msg::AudioOpened("microphone: default".into()), at(0));
     s.update(
         Msg::AudioStats(AudioStats {
@@ -90,19 +90,19 @@ fn idle_with(ui: UiOptions) -> AppState {
     s
 }
 
-fn idle() -> AppState {
+fn idle() -> DashboardState {
     idle_with(ui(false, false))
 }
 
-fn session(s: &mut AppState, e: SessionEvent, t: SystemTime) {
+fn session(s: &mut DashboardState, e: SessionEvent, t: SystemTime) {
     s.update(Msg::Session(e), t);
 }
 
-fn view(s: &mut AppState, view: View, t: SystemTime) {
+fn view(s: &mut DashboardState, view: View, t: SystemTime) {
     session(s, SessionEvent::State { view }, t);
 }
 
-fn minting(s: &mut AppState) {
+fn minting(s: &mut DashboardState) {
     s.update(Msg::Action(Action::ToggleStream), at(0));
     view(
         s,
@@ -141,7 +141,7 @@ fn final_turn(generation: u64, order: u64, text: &str, start_ms: u64) -> FinalTu
 }
 
 /// Streaming on session 1 since 0:01, with finals and a partial.
-fn streaming() -> AppState {
+fn streaming() -> DashboardState {
     let mut s = idle();
     minting(&mut s);
     session(
@@ -213,7 +213,7 @@ fn streaming() -> AppState {
     s
 }
 
-fn near_expiry() -> AppState {
+fn near_expiry() -> DashboardState {
     let mut s = streaming();
     s.update(
         Msg::Token(TokenState::Ready {
@@ -228,7 +228,7 @@ fn near_expiry() -> AppState {
     s
 }
 
-fn rotating() -> AppState {
+fn rotating() -> DashboardState {
     let mut s = near_expiry();
     let t = SESSION_S - 28;
     view(
@@ -273,7 +273,7 @@ fn rotating() -> AppState {
     s
 }
 
-fn backoff() -> AppState {
+fn backoff() -> DashboardState {
     let mut s = streaming();
     session(
         &mut s,
@@ -308,7 +308,7 @@ fn backoff() -> AppState {
     s
 }
 
-fn failed() -> AppState {
+fn failed() -> DashboardState {
     let mut s = streaming();
     session(
         &mut s,
@@ -346,7 +346,7 @@ fn failed() -> AppState {
 }
 
 /// Both sizes of one scene.
-fn both(name: &str, state: &AppState, now: SystemTime) {
+fn both(name: &str, state: &DashboardState, now: SystemTime) {
     insta::assert_snapshot!(format!("{name}_80x24"), screen(state, 80, 24, now));
     insta::assert_snapshot!(format!("{name}_200x60"), screen(state, 200, 60, now));
 }

@@ -12,7 +12,7 @@ use ratatui::crossterm::event::{
     Event, KeyCode as TermKey, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
 
-use super::command::Msg;
+use super::msg::Msg;
 
 use crate::config::{KeyCode, KeySpec, KeysConfig, Modifiers};
 

@@ -350,7 +350,7 @@ pub struct Lifecycle {
 
 /// Everything on the screen.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AppState {
+pub struct DashboardState {
     pub info: Info,
     pub ui: UiOptions,
     pub keymap: Keymap,
@@ -377,7 +377,7 @@ pub struct AppState {
     pub should_quit: bool,
 }
 
-impl AppState {
+impl DashboardState {
     pub fn new(info: Info, ui: UiOptions, keymap: Keymap, limits: Limits) -> Self {
         Self {
             info,

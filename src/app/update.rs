@@ -1,11 +1,11 @@
-//! `AppState::update`: the one place the model changes. `(state, msg, now) → commands`, with no
+//! `DashboardState::update`: the one place the model changes. `(state, msg, now) → commands`, with no
 //! I/O, so every behaviour of the dashboard is testable by feeding messages.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::action::Action;
-use super::command::{Command, Msg, StartFailure};
-use super::state::{AppState, CloseInfo, Life, Problem, ProblemKind, Severity};
+use super::msg::{DashboardCommand, Msg, StartFailure};
+use super::state::{DashboardState, CloseInfo, Life, Problem, ProblemKind, Severity};
 use crate::audio::{AudioStats, InputEnd};
 use crate::protocol::CloseClass;
 use crate::provider::TokenState;
@@ -16,9 +16,9 @@ use crate::strings;
 /// Sessions kept for the lifetime gauge (the live one, its successor, a retired one).
 const LIVES_KEPT: usize = 4;
 
-impl AppState {
+impl DashboardState {
     /// Apply one message; returns what the runtime must do.
-    pub fn update(&mut self, msg: Msg, now: SystemTime) -> Vec<Command> {
+    pub fn update(&mut self, msg: Msg, now: SystemTime) -> Vec<DashboardCommand> {
         let mut out = Vec::new();
         match msg {
             Msg::Action(action) => self.on_action(action, now, &mut out),
@@ -116,7 +116,7 @@ impl AppState {
             .map_or_else(|| action.name().to_owned(), |k| k.to_string())
     }
 
-    fn on_action(&mut self, action: Action, now: SystemTime, out: &mut Vec<Command>) {
+    fn on_action(&mut self, action: Action, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         match action {
             Action::ToggleStream => self.toggle_stream(now, out),
             Action::Pause => {
@@ -124,7 +124,7 @@ impl AppState {
                 self.audio.muted = muted;
                 self.lifecycle.last_keepalive = Some(now);
                 if self.lifecycle.running {
-                    out.push(Command::Session(session::Command::SetMuted(muted)));
+                    out.push(DashboardCommand::Session(session::SessionCommand::SetMuted(muted)));
                 }
                 let text = if muted {
                     "muted: silence is sent, the session stays open"
@@ -139,7 +139,7 @@ impl AppState {
                     self.session.view,
                     View::Streaming { .. } | View::Rotating { .. }
                 ) {
-                    out.push(Command::Session(session::Command::ForceEndpoint));
+                    out.push(DashboardCommand::Session(session::SessionCommand::ForceEndpoint));
                     self.notify(now, Severity::Info, "asked the service to end the turn now");
                 } else {
                     self.notify(
@@ -151,7 +151,7 @@ impl AppState {
             }
             Action::Reconnect => {
                 if self.lifecycle.running && self.session.is_active() {
-                    out.push(Command::Session(session::Command::Reconnect));
+                    out.push(DashboardCommand::Session(session::SessionCommand::Reconnect));
                     self.notify(now, Severity::Info, "opening a fresh session now");
                     self.events
                         .push(now, Severity::Info, "reconnect asked for by the user");
@@ -164,7 +164,7 @@ impl AppState {
                 }
             }
             Action::MintToken => {
-                out.push(Command::MintToken);
+                out.push(DashboardCommand::MintToken);
                 self.notify(now, Severity::Info, "minting a fresh token now");
                 self.events
                     .push(now, Severity::Info, "fresh token asked for by the user");
@@ -173,7 +173,7 @@ impl AppState {
                 if self.transcript.all().is_empty() {
                     self.notify(now, Severity::Warn, "nothing to export yet");
                 } else {
-                    out.push(Command::Export);
+                    out.push(DashboardCommand::Export);
                     self.notify(now, Severity::Info, "exporting the transcript...");
                 }
             }
@@ -197,7 +197,7 @@ impl AppState {
         }
     }
 
-    fn toggle_stream(&mut self, now: SystemTime, out: &mut Vec<Command>) {
+    fn toggle_stream(&mut self, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         if self.lifecycle.quitting.is_some() {
             return;
         }
@@ -207,7 +207,7 @@ impl AppState {
         }
         let can_stop = self.session.is_active() || matches!(self.session.view, View::Idle);
         if can_stop && !self.lifecycle.stopping {
-            out.push(Command::Session(session::Command::Stop));
+            out.push(DashboardCommand::Session(session::SessionCommand::Stop));
             self.lifecycle.stopping = true;
             self.lifecycle.start_pending = false;
             self.notify(now, Severity::Info, "stopping: waiting for the last turns");
@@ -226,7 +226,7 @@ impl AppState {
         }
     }
 
-    fn start(&mut self, now: SystemTime, out: &mut Vec<Command>) {
+    fn start(&mut self, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         self.lifecycle.run += 1;
         self.lifecycle.running = true;
         self.lifecycle.stopping = false;
@@ -240,17 +240,17 @@ impl AppState {
         self.last_failure = None;
         self.clear_problem(ProblemKind::Session);
         self.events.push(now, Severity::Info, "starting to stream");
-        out.push(Command::StartSession {
+        out.push(DashboardCommand::StartSession {
             run: self.lifecycle.run,
             muted: self.audio.muted,
         });
     }
 
-    fn quit(&mut self, now: SystemTime, out: &mut Vec<Command>) {
+    fn quit(&mut self, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         if self.lifecycle.quitting.is_some() {
             // Asked twice: leave now. Finals are already in the journal on disk.
             self.should_quit = true;
-            out.push(Command::Quit);
+            out.push(DashboardCommand::Quit);
             return;
         }
         if self.lifecycle.running || self.lifecycle.saving > 0 {
@@ -258,7 +258,7 @@ impl AppState {
                 && (self.session.is_active() || matches!(self.session.view, View::Idle))
                 && !self.lifecycle.stopping
             {
-                out.push(Command::Session(session::Command::Stop));
+                out.push(DashboardCommand::Session(session::SessionCommand::Stop));
                 self.lifecycle.stopping = true;
             }
             self.lifecycle.start_pending = false;
@@ -273,22 +273,22 @@ impl AppState {
             return;
         }
         self.should_quit = true;
-        out.push(Command::Quit);
+        out.push(DashboardCommand::Quit);
     }
 
     /// While quitting: leave once nothing is running or being saved.
-    fn quit_if_done(&mut self, out: &mut Vec<Command>) {
+    fn quit_if_done(&mut self, out: &mut Vec<DashboardCommand>) {
         if self.lifecycle.quitting.is_some()
             && !self.lifecycle.running
             && self.lifecycle.saving == 0
             && !self.should_quit
         {
             self.should_quit = true;
-            out.push(Command::Quit);
+            out.push(DashboardCommand::Quit);
         }
     }
 
-    fn on_start_failed(&mut self, failure: StartFailure, now: SystemTime, out: &mut Vec<Command>) {
+    fn on_start_failed(&mut self, failure: StartFailure, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         self.lifecycle.running = false;
         self.lifecycle.start_pending = false;
         self.session.view = View::Idle;
@@ -374,7 +374,7 @@ impl AppState {
         self.audio.stats = stats;
     }
 
-    fn on_tick(&mut self, now: SystemTime, out: &mut Vec<Command>) {
+    fn on_tick(&mut self, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         if self.notice.as_ref().is_some_and(|n| n.until <= now) {
             self.notice = None;
         }
@@ -389,7 +389,7 @@ impl AppState {
                 "the last turns did not arrive in time; leaving anyway",
             );
             self.should_quit = true;
-            out.push(Command::Quit);
+            out.push(DashboardCommand::Quit);
             return;
         }
         let streaming = matches!(
@@ -402,12 +402,12 @@ impl AppState {
             });
             if due {
                 self.lifecycle.last_keepalive = Some(now);
-                out.push(Command::Session(session::Command::KeepAlive));
+                out.push(DashboardCommand::Session(session::SessionCommand::KeepAlive));
             }
         }
     }
 
-    fn on_session(&mut self, event: SessionEvent, now: SystemTime, out: &mut Vec<Command>) {
+    fn on_session(&mut self, event: SessionEvent, now: SystemTime, out: &mut Vec<DashboardCommand>) {
         let run = self.lifecycle.run;
         match event {
             SessionEvent::State { view } => self.on_view(view, now),

@@ -49,7 +49,7 @@ const QUIET_AFTER_MS: u64 = 300;
 
 /// Commands from the UI or the headless runner.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub enum SessionCommand {
     Start,
     Stop,
     Reconnect,
@@ -198,7 +198,7 @@ impl Supervisor {
     pub async fn run(
         mut self,
         mut audio: mpsc::Receiver<AudioChunk>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::UnboundedReceiver<SessionCommand>,
     ) -> (Outcome, Transcript) {
         let mut commands_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -300,19 +300,19 @@ impl Supervisor {
         }
     }
 
-    fn on_command(&mut self, command: Command) {
+    fn on_command(&mut self, command: SessionCommand) {
         match command {
-            Command::Start => self.input(Input::Start),
-            Command::Stop => {
+            SessionCommand::Start => self.input(Input::Start),
+            SessionCommand::Stop => {
                 self.report_unsent();
                 self.input(Input::Stop);
             }
-            Command::Reconnect => self.input(Input::Reconnect),
-            Command::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
-            Command::KeepAlive => self.control(ClientMessage::KeepAlive),
-            Command::Update(u) => self.control(ClientMessage::UpdateConfiguration(u)),
-            Command::SetMuted(m) => self.muted = m,
-            Command::MintNow => self.premint.refresh_now(),
+            SessionCommand::Reconnect => self.input(Input::Reconnect),
+            SessionCommand::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
+            SessionCommand::KeepAlive => self.control(ClientMessage::KeepAlive),
+            SessionCommand::Update(u) => self.control(ClientMessage::UpdateConfiguration(u)),
+            SessionCommand::SetMuted(m) => self.muted = m,
+            SessionCommand::MintNow => self.premint.refresh_now(),
         }
     }
 

@@ -11,7 +11,7 @@ use ratatui::widgets::Paragraph;
 
 use super::header::clip;
 use super::{Theme, bar};
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 
 const LABEL_W: usize = 8;
 /// Room kept after the peak meter for the clipping tag.
@@ -22,7 +22,7 @@ const FLOOR_DB: f32 = -60.0;
 pub fn render(
     frame: &mut Frame<'_>,
     area: Rect,
-    state: &AppState,
+    state: &DashboardState,
     now: SystemTime,
     t: Theme,
     with_throughput: bool,
@@ -65,7 +65,7 @@ pub fn render(
 pub fn render_throughput(
     frame: &mut Frame<'_>,
     area: Rect,
-    state: &AppState,
+    state: &DashboardState,
     now: SystemTime,
     t: Theme,
 ) {
@@ -143,7 +143,7 @@ fn db_text(db: f32) -> String {
     }
 }
 
-fn meter_line(name: &str, db: f32, state: &AppState, t: Theme, w: usize) -> Line<'static> {
+fn meter_line(name: &str, db: f32, state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     let text = db_text(db);
     let cells = w.saturating_sub(LABEL_W + text.len()).min(40);
     let (full, empty) = bar(ratio(db), cells, t);
@@ -166,7 +166,7 @@ fn meter_line(name: &str, db: f32, state: &AppState, t: Theme, w: usize) -> Line
     )
 }
 
-fn peak_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+fn peak_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     let level = &state.audio.level;
     let mut line = meter_line("peak", level.peak_dbfs, state, t, w.saturating_sub(CLIP_W));
     if level.clipping {
@@ -179,7 +179,7 @@ fn peak_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
     line
 }
 
-fn input_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+fn input_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     let mut spans = vec![label("input", t)];
     if state.audio.muted {
         spans.push(Span::styled(
@@ -201,7 +201,7 @@ fn input_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
     clip(spans, w, t)
 }
 
-fn dropped_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
+fn dropped_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     let counts = &state.audio.stats;
     let style = if counts.dropped_frames > 0 {
         t.warn()
@@ -224,7 +224,7 @@ fn dropped_line(state: &AppState, t: Theme, w: usize) -> Line<'static> {
     )
 }
 
-fn latency_line(state: &AppState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
+fn latency_line(state: &DashboardState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
     let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
     let wpm = state
         .rate
@@ -244,7 +244,7 @@ fn latency_line(state: &AppState, now: SystemTime, t: Theme, w: usize) -> Line<'
 }
 
 /// The second status row of the compact layout.
-pub fn compact_line(state: &AppState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
+pub fn compact_line(state: &DashboardState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
     let mut line = meter_line("level", state.audio.level.rms_dbfs, state, t, w.min(30));
     let s = &state.session;
     let p50 = state

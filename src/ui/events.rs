@@ -9,12 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{Theme, since, wrap};
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 
 /// Width of the age column ("12s ", "3m  ").
 const AGE_W: usize = 4;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
     let block = t.block(" events ");
     let inner = block.inner(area);
     frame.render_widget(block, area);

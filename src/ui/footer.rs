@@ -11,7 +11,7 @@ use ratatui::widgets::Paragraph;
 use super::Theme;
 use super::header::join_left_right;
 use crate::app::action::Action;
-use crate::app::state::{AppState, Severity};
+use crate::app::state::{DashboardState, Severity};
 
 /// Footer keys, most important first; shown in `Action::all()` order.
 const PRIORITY: [Action; 10] = [
@@ -27,7 +27,7 @@ const PRIORITY: [Action; 10] = [
     Action::Clear,
 ];
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
     let width = usize::from(area.width);
     let notice = if state.lifecycle.quitting.is_some() {
         Some((
@@ -74,13 +74,13 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTi
 }
 
 /// Columns of `key label  ` (0 when the action has no key).
-fn item_width(state: &AppState, action: Action) -> usize {
+fn item_width(state: &DashboardState, action: Action) -> usize {
     state.keymap.first_key(action).map_or(0, |k| {
         k.to_string().chars().count() + 1 + action.label().chars().count() + 2
     })
 }
 
-fn key_spans(state: &AppState, actions: &[Action], t: Theme) -> Vec<Span<'static>> {
+fn key_spans(state: &DashboardState, actions: &[Action], t: Theme) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     for &action in actions {
         if let Some(key) = state.keymap.first_key(action) {

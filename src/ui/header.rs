@@ -10,10 +10,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{Theme, display_width, since, truncate};
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 use crate::strings::{mm_ss, short_id};
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTime, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
     let width = usize::from(area.width);
     let mut lines = vec![first_line(state, now, t, width)];
     if area.height > 1 {
@@ -22,7 +22,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, now: SystemTi
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-fn first_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn first_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
     let mut left = vec![
         Span::styled(" aai-live ", t.strong()),
         t.badge(&state.session.view),
@@ -69,7 +69,7 @@ fn first_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line
     join_left_right(left, right, width, t)
 }
 
-fn second_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
+fn second_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
     let info = &state.info;
     let mut spans = vec![Span::raw(" ")];
     if let Some(addr) = &info.demo {

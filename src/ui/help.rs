@@ -9,9 +9,9 @@ use ratatui::widgets::{Clear, Paragraph};
 use super::header::clip;
 use super::{Theme, display_width};
 use crate::app::action::Action;
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
     let keys: Vec<(String, &str)> = Action::all()
         .into_iter()
         .map(|a| (state.keymap.keys_text(a), a.describe()))

@@ -11,7 +11,7 @@ use ratatui::widgets::Paragraph;
 
 use super::header::clip;
 use super::{Theme, bar, since, until};
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 use crate::provider::TokenState;
 use crate::session::machine::View;
 use crate::strings::mm_ss;
@@ -21,7 +21,7 @@ const LABEL_W: usize = 9;
 pub fn render(
     frame: &mut Frame<'_>,
     area: Rect,
-    state: &AppState,
+    state: &DashboardState,
     now: SystemTime,
     t: Theme,
     detailed: bool,
@@ -50,7 +50,7 @@ fn label(text: &str, t: Theme) -> Span<'static> {
 }
 
 /// The session gauge (also the first status row of the compact layout).
-pub fn session_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+pub fn session_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
     let s = &state.session;
     let mut spans = vec![label("session", t)];
     if let Some(life) = s.active_life() {
@@ -104,7 +104,7 @@ pub fn session_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -
 }
 
 /// While rotating: the hand-over; otherwise when the next rotation starts.
-fn rotation_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn rotation_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
     let s = &state.session;
     let mut spans = vec![label("handover", t)];
     match &s.view {
@@ -137,7 +137,7 @@ fn rotation_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> L
 }
 
 /// The ready token's window, or what the pre-minter is doing.
-pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+pub fn token_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
     let mut spans = vec![label("token", t)];
     match &state.token {
         TokenState::None => spans.push(Span::styled("none held (minted when needed)", t.dim())),
@@ -196,7 +196,7 @@ pub fn token_line(state: &AppState, now: SystemTime, t: Theme, width: usize) -> 
 }
 
 /// The ready token's window as a gauge (wide layout).
-fn token_gauge(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn token_gauge(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
     let mut spans = vec![label("window", t)];
     if let TokenState::Ready {
         minted_at,
@@ -223,7 +223,7 @@ fn token_gauge(state: &AppState, now: SystemTime, t: Theme, width: usize) -> Lin
     clip(spans, width, t)
 }
 
-fn counters_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
+fn counters_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
     let s = &state.session;
     let mut spans = vec![
         label("count", t),
@@ -246,7 +246,7 @@ fn counters_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
     clip(spans, width, t)
 }
 
-fn last_close_line(state: &AppState, t: Theme, width: usize) -> Line<'static> {
+fn last_close_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
     let mut spans = vec![label("closed", t)];
     match &state.session.last_close {
         None => spans.push(Span::styled("no unexpected close", t.dim())),

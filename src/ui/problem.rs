@@ -7,10 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{Theme, wrap};
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 
 /// Rows the panel needs at `width`, at most `max` (0 when there is no problem).
-pub fn height(state: &AppState, width: u16, max: u16) -> u16 {
+pub fn height(state: &DashboardState, width: u16, max: u16) -> u16 {
     let Some(problem) = state.problems.first() else {
         return 0;
     };
@@ -22,7 +22,7 @@ pub fn height(state: &AppState, width: u16, max: u16) -> u16 {
     (lines as u16 + 2).min(max)
 }
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
     let Some(problem) = state.problems.first() else {
         return;
     };

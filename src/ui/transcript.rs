@@ -9,10 +9,10 @@ use ratatui::widgets::Paragraph;
 
 use super::{Theme, display_width, wrap};
 use crate::app::action::Action;
-use crate::app::state::AppState;
+use crate::app::state::DashboardState;
 use crate::app::transcript::Turn;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
     let view = &state.transcript;
     let title = if state.info.demo.is_some() {
         " transcript (offline demo: the emulator knows the recording's words) "
@@ -54,7 +54,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &AppState, t: Theme) {
 /// The lines that fit, bottom-aligned: from the bottom turn (and the partial, when following)
 /// upwards, stopping once `height` lines are collected.
 pub fn visible_lines(
-    state: &AppState,
+    state: &DashboardState,
     t: Theme,
     width: usize,
     height: usize,
@@ -135,7 +135,7 @@ fn stamp(ms: u64) -> String {
     crate::strings::mm_ss(std::time::Duration::from_millis(ms))
 }
 
-fn placeholder(state: &AppState, t: Theme, width: usize) -> Vec<Line<'static>> {
+fn placeholder(state: &DashboardState, t: Theme, width: usize) -> Vec<Line<'static>> {
     let start = state
         .keymap
         .first_key(Action::ToggleStream)

@@ -24,7 +24,7 @@ pub const EXIT_CANT_CREATE: u8 = 73;
 
 /// What `aai-live token` was asked.
 #[derive(Debug, Clone, Default)]
-pub struct TokenCommand {
+pub struct TokenOptions {
     /// Write the JSON here instead of printing it.
     pub out: Option<PathBuf>,
     /// Overrides `provider.expires_in_seconds`.
@@ -48,7 +48,7 @@ pub fn exit_code(class: ProviderErrorClass) -> u8 {
 /// JSON to `stdout` (or the file).
 pub async fn run(
     config: &ProviderConfig,
-    command: &TokenCommand,
+    command: &TokenOptions,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> u8 {

@@ -1,4 +1,4 @@
-//! What `update` asks the runtime to do ([`Command`]), and what the runtime and the background
+//! What `update` asks the runtime to do ([`DashboardCommand`]), and what the runtime and the background
 //! tasks tell `update` ([`Msg`]). `update` itself does no I/O.
 
 use std::path::PathBuf;
@@ -52,9 +52,9 @@ pub enum StartFailure {
 
 /// An effect for the runtime to carry out.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub enum DashboardCommand {
     /// Send a command to the running supervisor.
-    Session(session::Command),
+    Session(session::SessionCommand),
     /// Spawn a supervisor for run `run` (reopening the audio input if it ended), apply `muted`,
     /// and start it.
     StartSession { run: u32, muted: bool },
