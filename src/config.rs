@@ -13,12 +13,23 @@
 //! Every error names the key, the value, the rule and where the value came from, because a config
 //! error is read by a person who has to find the line to fix.
 //!
+//! The submodules import each other in one direction only ("A ← B": B imports A):
+//! `types` ← `raw` ← `validate` ← `load`, with `provenance` (which layer set a key) under both
+//! `validate` and `load`; `keys`, `paths` and `schema` are leaves. `types` reads nothing of the
+//! loader: `Config::default()` is plain values, checked against `default.toml` by a test.
+//!
+//! Of the crate's other modules `config` uses only `protocol` (which itself uses only `secret`):
+//! the region, the audio encoding and the token placement are `protocol::{Region, Encoding,
+//! TokenPlacement}` themselves, so the session and the providers use the configured values
+//! without mapping them.
+//!
 //! Secrets are never read here: the config only says where they live (an environment variable or
 //! a file), and [`secret_file_warning`] checks such a file's permissions without opening it.
 
 mod keys;
 mod load;
 pub mod paths;
+mod provenance;
 mod raw;
 mod schema;
 mod types;
@@ -31,10 +42,9 @@ use std::path::{Path, PathBuf};
 pub use keys::{KEY_SYNTAX, KeyCode, KeySpec, Modifiers};
 pub use load::{EnvSource, LoadOptions, Loaded, load, secret_file_warning};
 pub use types::{
-    ApiKeyConfig, AudioConfig, Choice, Config, Encoding, FileConfig, HttpMethod, InputSpec,
-    KeysConfig, LogConfig, ProviderConfig, ProviderKind, Region, RemoteConfig, SampleFormat,
-    SessionConfig, StdinFormat, StreamingConfig, TestSignal, Theme, TokenIn, TranscriptConfig,
-    TranscriptFormat, UiConfig,
+    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec, KeysConfig,
+    LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, SessionConfig,
+    StdinFormat, StreamingConfig, TestSignal, Theme, TranscriptConfig, TranscriptFormat, UiConfig,
 };
 
 /// The built-in defaults and the reference for every key: the lowest layer, printed by

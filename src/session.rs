@@ -22,21 +22,18 @@ pub use events::SessionEvent;
 pub use supervisor::{Outcome, SessionCommand, Supervisor, SupervisorOptions};
 
 use crate::audio::AudioChunk;
-use crate::config::{self, Config};
-use crate::protocol::{Encoding, Region, StreamingParams, TokenPlacement};
+use crate::config::Config;
+use crate::protocol::StreamingParams;
 use crate::provider::PreMinter;
 use crate::transcript::Transcript;
 
 /// The streaming endpoint: `[streaming] url`, else the provider's region.
 pub fn endpoint(config: &Config) -> Url {
-    config.streaming.url.clone().unwrap_or_else(|| {
-        match config.provider.api_key.region {
-            config::Region::Default => Region::Default,
-            config::Region::Us => Region::Us,
-            config::Region::Eu => Region::Eu,
-        }
-        .ws_url()
-    })
+    config
+        .streaming
+        .url
+        .clone()
+        .unwrap_or_else(|| config.provider.api_key.region.ws_url())
 }
 
 /// Connection parameters from `[streaming]`.
@@ -44,10 +41,7 @@ pub fn params(config: &Config) -> StreamingParams {
     let s = &config.streaming;
     StreamingParams {
         sample_rate: s.sample_rate,
-        encoding: match s.encoding {
-            config::Encoding::PcmS16le => Encoding::PcmS16le,
-            config::Encoding::PcmMulaw => Encoding::PcmMulaw,
-        },
+        encoding: s.encoding,
         speech_model: s.speech_model.clone(),
         format_turns: s.format_turns,
         end_of_turn_confidence_threshold: s.end_of_turn_confidence_threshold,
@@ -71,10 +65,7 @@ impl SupervisorOptions {
         Self {
             endpoint: endpoint(config),
             params: params(config),
-            token_in: match config.streaming.token_in {
-                config::TokenIn::Header => TokenPlacement::Header,
-                config::TokenIn::Query => TokenPlacement::Query,
-            },
+            token_in: config.streaming.token_in,
             machine: machine::MachineConfig {
                 rotation: s.rotation,
                 rotation_lead: s.rotation_lead,

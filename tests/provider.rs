@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aai_live::config::{Config, HttpMethod, ProviderConfig, ProviderKind, Region};
-use aai_live::protocol::ServerMessage;
+use aai_live::config::{Config, HttpMethod, ProviderConfig, ProviderKind};
+use aai_live::protocol::{Region, ServerMessage};
 use aai_live::provider::file::{FileProvider, FileSettings};
 use aai_live::provider::{
     self, ProviderError, ProviderErrorClass, TokenProvider, TokenRequest, build_with,

@@ -7,11 +7,10 @@
 //! key's type here (from the schema), so the merged tree is typed no matter where a value came
 //! from.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::provenance::{Layer, LayerSource, Provenance};
 use super::raw::RawConfig;
 use super::schema::{self, Kind, Lookup, Schema};
 use super::types::Config;
@@ -87,10 +86,10 @@ pub struct Loaded {
 /// Loads, merges and validates every layer.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let schema = Schema::from_default_toml(DEFAULT_TOML).map_err(ConfigError::Internal)?;
-    let mut layers = vec![Layer::defaults()?];
+    let mut layers = vec![defaults_layer()?];
     let mut problems = Vec::new();
     if let Some(path) = user_file(opts) {
-        let layer = Layer::file(path)?;
+        let layer = file_layer(path)?;
         check_table(&schema, &layer, &layer.table, "", &mut problems);
         layers.push(layer);
     }
@@ -99,22 +98,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    let provenance = Provenance { layers };
-    let config = validate::validate(merge(&provenance.layers)?, &provenance)
+    let provenance = Provenance::new(layers);
+    let config = validate::validate(merge(provenance.layers())?, &provenance)
         .map_err(ConfigError::Invalid)?;
     Ok(Loaded {
         warnings: warnings(&config),
-        layers: provenance.layers.iter().map(ToString::to_string).collect(),
+        layers: provenance
+            .layers()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         config,
     })
-}
-
-/// The built-in defaults, validated (what `Config::default()` returns).
-pub(crate) fn defaults() -> Result<Config, ConfigError> {
-    let provenance = Provenance {
-        layers: vec![Layer::defaults()?],
-    };
-    validate::validate(merge(&provenance.layers)?, &provenance).map_err(ConfigError::Invalid)
 }
 
 /// Warns when a file holding a secret is accessible by group or others, like ssh does for keys.
@@ -173,168 +168,62 @@ fn user_file(opts: &LoadOptions) -> Option<PathBuf> {
     paths::config_file_with(&|name| opts.env.var(name)).filter(|path| path.exists())
 }
 
-/// Where a layer comes from.
-#[derive(Debug, Clone)]
-enum LayerSource {
-    Defaults,
-    File(PathBuf),
-    Env,
-    Overrides,
+/// The built-in defaults layer.
+fn defaults_layer() -> Result<Layer, ConfigError> {
+    let table = toml::from_str(DEFAULT_TOML)
+        .map_err(|e| ConfigError::Internal(format!("config/default.toml does not parse: {e}")))?;
+    Ok(Layer::new(LayerSource::Defaults, table))
 }
 
-/// One configuration layer as a TOML table, plus what set each key.
-#[derive(Debug, Clone)]
-struct Layer {
-    source: LayerSource,
-    table: toml::Table,
-    /// Env and override layers: key path -> the variable or override that set it.
-    setters: BTreeMap<String, String>,
+/// The user file's layer; a missing file or bad TOML is an error of its own.
+fn file_layer(path: PathBuf) -> Result<Layer, ConfigError> {
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound { path });
+        }
+        Err(cause) => return Err(ConfigError::Read { path, cause }),
+    };
+    let table = toml::from_str(&text).map_err(|e| {
+        let (line, column) = line_column(&text, e.span().map_or(0, |span| span.start));
+        ConfigError::Syntax {
+            path: path.clone(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    Ok(Layer::new(LayerSource::File(path), table))
 }
 
-impl Layer {
-    fn defaults() -> Result<Self, ConfigError> {
-        let table = toml::from_str(DEFAULT_TOML).map_err(|e| {
-            ConfigError::Internal(format!("config/default.toml does not parse: {e}"))
-        })?;
-        Ok(Self {
-            source: LayerSource::Defaults,
-            table,
-            setters: BTreeMap::new(),
-        })
-    }
-
-    fn file(path: PathBuf) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ConfigError::NotFound { path });
-            }
-            Err(cause) => return Err(ConfigError::Read { path, cause }),
+/// Sets `key` in `layer` from a string, converting it to the key's type. Used for env and
+/// overrides.
+fn set_str(
+    layer: &mut Layer,
+    schema: &Schema,
+    key: &str,
+    text: &str,
+    setter: String,
+    problems: &mut Vec<Problem>,
+) {
+    layer.setters.insert(key.to_owned(), setter);
+    let kind = match schema.lookup(key) {
+        Lookup::Unknown => return problems.push(unknown_key(schema, key, &layer.origin(key))),
+        Lookup::MapEntry => Kind::Str,
+        Lookup::Known(kind) => kind,
+    };
+    let Some(value) = kind.parse_str(text) else {
+        let rule = match kind {
+            Kind::Section | Kind::Map => "is a table: set the keys inside it one by one".to_owned(),
+            _ => format!("must be {}", kind.expected()),
         };
-        let table = toml::from_str(&text).map_err(|e| {
-            let (line, column) = line_column(&text, e.span().map_or(0, |span| span.start));
-            ConfigError::Syntax {
-                path: path.clone(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
-        })?;
-        Ok(Self {
-            source: LayerSource::File(path),
-            table,
-            setters: BTreeMap::new(),
-        })
-    }
-
-    fn setter(source: LayerSource) -> Self {
-        Self {
-            source,
-            table: toml::Table::new(),
-            setters: BTreeMap::new(),
-        }
-    }
-
-    /// Whether this layer sets `key` (a dotted path).
-    fn sets(&self, key: &str) -> bool {
-        let mut table = &self.table;
-        let mut segments = key.split('.').peekable();
-        while let Some(segment) = segments.next() {
-            match (table.get(segment), segments.peek()) {
-                (Some(_), None) => return true,
-                (Some(toml::Value::Table(sub)), Some(_)) => table = sub,
-                _ => return false,
-            }
-        }
-        false
-    }
-
-    /// Where `key` came from in this layer, for messages: "(from <origin>)".
-    fn origin(&self, key: &str) -> String {
-        let setter = self.setters.get(key).map_or("?", String::as_str);
-        match &self.source {
-            LayerSource::Defaults => "the built-in defaults".to_owned(),
-            LayerSource::File(path) => format!("file {}", path.display()),
-            LayerSource::Env => format!("environment variable {setter}"),
-            LayerSource::Overrides => format!("command-line override of `{setter}`"),
-        }
-    }
-
-    /// Sets `key` from a string, converting it to the key's type. Used for env and overrides.
-    fn set_str(
-        &mut self,
-        schema: &Schema,
-        key: &str,
-        text: &str,
-        setter: String,
-        problems: &mut Vec<Problem>,
-    ) {
-        self.setters.insert(key.to_owned(), setter);
-        let kind = match schema.lookup(key) {
-            Lookup::Unknown => return problems.push(unknown_key(schema, key, &self.origin(key))),
-            Lookup::MapEntry => Kind::Str,
-            Lookup::Known(kind) => kind,
-        };
-        let Some(value) = kind.parse_str(text) else {
-            let rule = match kind {
-                Kind::Section | Kind::Map => {
-                    "is a table: set the keys inside it one by one".to_owned()
-                }
-                _ => format!("must be {}", kind.expected()),
-            };
-            let message = format!("`{key}` = {text:?} (from {}): {rule}", self.origin(key));
-            return problems.push(Problem {
-                key: key.to_owned(),
-                message,
-            });
-        };
-        insert_path(&mut self.table, key, value);
-    }
-}
-
-impl fmt::Display for Layer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let setters = || {
-            self.setters
-                .values()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match &self.source {
-            LayerSource::Defaults => f.write_str("built-in defaults (config/default.toml)"),
-            LayerSource::File(path) => write!(f, "file {}", path.display()),
-            LayerSource::Env => write!(f, "environment: {}", setters()),
-            LayerSource::Overrides => write!(f, "command line: {}", setters()),
-        }
-    }
-}
-
-/// All layers of one load, to answer "where did this value come from?".
-#[derive(Debug, Clone)]
-pub(crate) struct Provenance {
-    layers: Vec<Layer>,
-}
-
-impl Provenance {
-    #[cfg(test)]
-    pub(crate) fn defaults_only_for_tests() -> Self {
-        Self {
-            layers: vec![Layer::defaults().expect("test setup")],
-        }
-    }
-
-    /// The origin of the effective value of `key`: the highest layer that sets it.
-    pub(crate) fn origin(&self, key: &str) -> String {
-        self.layers
-            .iter()
-            .rev()
-            .find(|layer| layer.sets(key))
-            .map_or_else(
-                || "the built-in defaults".to_owned(),
-                |layer| layer.origin(key),
-            )
-    }
+        let message = format!("`{key}` = {text:?} (from {}): {rule}", layer.origin(key));
+        return problems.push(Problem {
+            key: key.to_owned(),
+            message,
+        });
+    };
+    insert_path(&mut layer.table, key, value);
 }
 
 /// Checks a parsed file's keys and value types against the schema.
@@ -389,7 +278,7 @@ fn unknown_key(schema: &Schema, key: &str, origin: &str) -> Problem {
 }
 
 fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> Option<Layer> {
-    let mut layer = Layer::setter(LayerSource::Env);
+    let mut layer = Layer::new(LayerSource::Env, toml::Table::new());
     let mut vars = env.vars();
     vars.sort();
     for (name, value) in vars {
@@ -404,7 +293,7 @@ fn env_layer(env: &EnvSource, schema: &Schema, problems: &mut Vec<Problem>) -> O
         };
         let key = rest.to_ascii_lowercase().replace(ENV_SEPARATOR, ".");
         match value.to_str() {
-            Some(value) => layer.set_str(schema, &key, value, name.to_owned(), problems),
+            Some(value) => set_str(&mut layer, schema, &key, value, name.to_owned(), problems),
             None => problems.push(Problem {
                 message: format!(
                     "`{key}` (from environment variable {name}): the value is not valid UTF-8"
@@ -421,9 +310,9 @@ fn override_layer(
     schema: &Schema,
     problems: &mut Vec<Problem>,
 ) -> Option<Layer> {
-    let mut layer = Layer::setter(LayerSource::Overrides);
+    let mut layer = Layer::new(LayerSource::Overrides, toml::Table::new());
     for (key, value) in overrides {
-        layer.set_str(schema, key, value, key.clone(), problems);
+        set_str(&mut layer, schema, key, value, key.clone(), problems);
     }
     (!layer.setters.is_empty()).then_some(layer)
 }

@@ -3,6 +3,10 @@
 //! Values here are already checked (ranges, URL schemes, key syntax), so consumers need no
 //! error handling of their own. The field names follow `config/default.toml` one to one, and
 //! `docs/configuration.md` documents each key.
+//!
+//! The region, the audio encoding and the token placement are the `protocol` enums themselves
+//! (`config`'s one edge to another crate module, see `config.rs`): the config only adds their
+//! file spellings ([`Choice`]), so nothing maps one enum onto a copy of it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,14 +17,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::keys::KeySpec;
+use super::keys::{KeyCode, KeySpec, Modifiers};
 use super::paths;
+use crate::protocol::{Encoding, Region, TokenPlacement};
 
 /// The effective configuration after all layers are merged and validated.
 ///
-/// `Config::default()` is `config/default.toml` parsed: the embedded file is the single source of
-/// the default values.
-#[derive(Debug, Clone, PartialEq)]
+/// `Config::default()` holds the values of `config/default.toml`, written out as plain Rust so
+/// that it is cheap and cannot fail (it does not run the loader). `config/default.toml` stays the
+/// source: the test `default_toml_parses_to_default` (tests/config.rs) fails when what the loader
+/// builds from that file alone differs from `Config::default()` in any field.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     pub provider: ProviderConfig,
     pub streaming: StreamingConfig,
@@ -32,12 +39,20 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        // The embedded file is checked by the tests (`default_toml_parses_to_default`), so a
-        // failure here is a build defect, not a user error.
-        super::load::defaults().expect("the embedded config/default.toml is valid")
-    }
+/// Gives an existing enum its config-file spellings as a [`Choice`]. The `match` in `as_str`
+/// is exhaustive, so a new variant is a compile error here until it has a spelling.
+macro_rules! impl_choice {
+    ($name:ty { $($variant:ident = $text:literal,)+ }) => {
+        impl Choice for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+    };
 }
 
 /// Defines a closed set of string values with the exact spelling used in the config file; the
@@ -50,15 +65,7 @@ macro_rules! choice_enum {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
 
-        impl Choice for $name {
-            const ALL: &'static [Self] = &[$(Self::$variant,)+];
-
-            fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text,)+
-                }
-            }
-        }
+        impl_choice!($name { $($variant = $text,)+ });
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,7 +77,7 @@ macro_rules! choice_enum {
             type Err = String;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                parse_choice(s)
+                Self::parse_choice(s)
             }
         }
     };
@@ -94,14 +101,15 @@ pub trait Choice: Copy + 'static {
             _ => quoted.join(""),
         }
     }
-}
 
-fn parse_choice<T: Choice>(s: &str) -> Result<T, String> {
-    T::ALL
-        .iter()
-        .copied()
-        .find(|v| v.as_str() == s)
-        .ok_or_else(|| format!("must be one of {}", T::allowed()))
+    /// The value spelt `text`, or the rule it breaks: `must be one of "a", "b" or "c"`.
+    fn parse_choice(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| format!("must be one of {}", Self::allowed()))
+    }
 }
 
 choice_enum! {
@@ -116,38 +124,35 @@ choice_enum! {
     }
 }
 
-choice_enum! {
-    /// Service region (`provider.api_key.region`).
-    pub enum Region {
-        Default = "default",
-        Us = "us",
-        Eu = "eu",
-    }
-}
+// The protocol's own enums, spelt as in the config file. These are also their serde names, which
+// the wire code uses; `protocol_choices_are_spelt_as_on_the_wire` keeps the two equal.
+
+// `provider.api_key.region`
+impl_choice!(Region {
+    Default = "default",
+    Us = "us",
+    Eu = "eu",
+});
+
+// `streaming.encoding`
+impl_choice!(Encoding {
+    PcmS16le = "pcm_s16le",
+    PcmMulaw = "pcm_mulaw",
+});
+
+// `streaming.token_in`
+impl_choice!(TokenPlacement {
+    Header = "header",
+    Query = "query",
+});
 
 choice_enum! {
     /// HTTP method for the remote token server (`provider.remote.method`).
+    #[derive(Default)]
     pub enum HttpMethod {
+        #[default]
         Get = "GET",
         Post = "POST",
-    }
-}
-
-choice_enum! {
-    /// Audio encoding sent to the service (`streaming.encoding`).
-    pub enum Encoding {
-        PcmS16le = "pcm_s16le",
-        PcmMulaw = "pcm_mulaw",
-    }
-}
-
-choice_enum! {
-    /// Where the streaming token travels (`streaming.token_in`).
-    pub enum TokenIn {
-        /// `Authorization` header.
-        Header = "header",
-        /// `?token=` query parameter, as browsers must do.
-        Query = "query",
     }
 }
 
@@ -200,6 +205,20 @@ pub struct ProviderConfig {
     pub file: FileConfig,
 }
 
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: ProviderKind::ApiKey,
+            expires_in_seconds: 60,
+            max_session_duration_seconds: 10_800,
+            timeout: Duration::from_secs(10),
+            api_key: ApiKeyConfig::default(),
+            remote: RemoteConfig::default(),
+            file: FileConfig::default(),
+        }
+    }
+}
+
 /// `[provider.api_key]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyConfig {
@@ -212,8 +231,19 @@ pub struct ApiKeyConfig {
     pub token_url: Option<Url>,
 }
 
-/// `[provider.remote]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Default for ApiKeyConfig {
+    fn default() -> Self {
+        Self {
+            key_env: "ASSEMBLYAI_API_KEY".to_owned(),
+            key_file: None,
+            region: Region::Default,
+            token_url: None,
+        }
+    }
+}
+
+/// `[provider.remote]`. Every default is the type's own (`GET`, no headers, nothing unset).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RemoteConfig {
     /// Token server endpoint; required when `provider.kind = "remote"`.
     pub url: Option<Url>,
@@ -235,6 +265,17 @@ pub struct FileConfig {
     pub remove_after_use: bool,
 }
 
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            wait: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            remove_after_use: false,
+        }
+    }
+}
+
 /// `[streaming]`: connection parameters of the v3 streaming API. `None` means "not sent; the
 /// service default applies".
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +286,7 @@ pub struct StreamingConfig {
     pub sample_rate: u32,
     pub encoding: Encoding,
     pub format_turns: bool,
-    pub token_in: TokenIn,
+    pub token_in: TokenPlacement,
     pub keyterms_prompt: Vec<String>,
     pub language_detection: bool,
     pub speaker_labels: bool,
@@ -262,6 +303,31 @@ pub struct StreamingConfig {
     pub prompt: Option<String>,
     /// Extra query parameters, passed verbatim.
     pub extra: BTreeMap<String, String>,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            speech_model: "universal-streaming-english".to_owned(),
+            sample_rate: 16_000,
+            encoding: Encoding::PcmS16le,
+            format_turns: false,
+            token_in: TokenPlacement::Header,
+            keyterms_prompt: Vec::new(),
+            language_detection: false,
+            speaker_labels: false,
+            end_of_turn_confidence_threshold: None,
+            min_turn_silence: None,
+            max_turn_silence: None,
+            vad_threshold: None,
+            inactivity_timeout: None,
+            filter_profanity: None,
+            max_speakers: None,
+            prompt: None,
+            extra: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[session]`: rotation, timeouts, reconnect backoff and replay.
@@ -281,6 +347,25 @@ pub struct SessionConfig {
     pub keepalive_interval: Duration,
 }
 
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            rotation: true,
+            rotation_lead: Duration::from_secs(30),
+            begin_timeout: Duration::from_secs(10),
+            terminate_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(20),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            backoff_multiplier: 2.0,
+            rate_limit_backoff: Duration::from_secs(60),
+            replay_buffer: Duration::from_secs(30),
+            replay_speed: 1.25,
+            keepalive_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `[audio]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioConfig {
@@ -292,9 +377,22 @@ pub struct AudioConfig {
     pub stdin_format: StdinFormat,
 }
 
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            input: InputSpec::default(),
+            device: None,
+            chunk_ms: 50,
+            loop_input: false,
+            stdin_format: StdinFormat::default(),
+        }
+    }
+}
+
 /// `audio.input`: where audio comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum InputSpec {
+    #[default]
     Mic,
     File(PathBuf),
     Stdin,
@@ -340,6 +438,17 @@ pub struct StdinFormat {
     pub rate: u32,
     /// 1-8.
     pub channels: u16,
+}
+
+impl Default for StdinFormat {
+    /// `s16le:16000:1`.
+    fn default() -> Self {
+        Self {
+            sample: SampleFormat::S16le,
+            rate: 16_000,
+            channels: 1,
+        }
+    }
 }
 
 impl FromStr for StdinFormat {
@@ -388,6 +497,15 @@ pub struct TranscriptConfig {
     pub formats: Vec<TranscriptFormat>,
 }
 
+impl Default for TranscriptConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            formats: vec![TranscriptFormat::Txt],
+        }
+    }
+}
+
 impl TranscriptConfig {
     /// `dir`, or `$XDG_DATA_HOME/aai-live/transcripts` when unset.
     pub fn dir_or_default(&self) -> PathBuf {
@@ -405,11 +523,62 @@ pub struct UiConfig {
     pub ascii: bool,
 }
 
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            fps: 10,
+            theme: Theme::Default,
+            ascii: false,
+        }
+    }
+}
+
 /// `[keys]`: action name -> keys bound to it. Every action of `config/default.toml` is present,
 /// and no key is bound to two actions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
     pub bindings: BTreeMap<String, Vec<KeySpec>>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        let key = |code| KeySpec {
+            code,
+            modifiers: Modifiers::default(),
+        };
+        let char = |c| key(KeyCode::Char(c));
+        let ctrl = |c| KeySpec {
+            code: KeyCode::Char(c),
+            modifiers: Modifiers {
+                ctrl: true,
+                ..Modifiers::default()
+            },
+        };
+        let bindings = [
+            ("toggle_stream", vec![char(' '), char('s')]),
+            ("pause", vec![char('p')]),
+            ("force_endpoint", vec![char('f')]),
+            ("reconnect", vec![char('r')]),
+            ("mint_token", vec![char('t')]),
+            ("export", vec![char('e')]),
+            ("clear", vec![char('c')]),
+            ("toggle_events", vec![char('l')]),
+            ("help", vec![char('?')]),
+            ("scroll_up", vec![key(KeyCode::Up), char('k')]),
+            ("scroll_down", vec![key(KeyCode::Down), char('j')]),
+            ("page_up", vec![key(KeyCode::PageUp)]),
+            ("page_down", vec![key(KeyCode::PageDown)]),
+            ("scroll_top", vec![key(KeyCode::Home)]),
+            ("scroll_bottom", vec![key(KeyCode::End)]),
+            ("quit", vec![char('q'), ctrl('c')]),
+        ];
+        Self {
+            bindings: bindings
+                .into_iter()
+                .map(|(action, keys)| (action.to_owned(), keys))
+                .collect(),
+        }
+    }
 }
 
 impl KeysConfig {
@@ -436,6 +605,16 @@ pub struct LogConfig {
     pub max_files: u32,
 }
 
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            dir: None,
+            max_files: 7,
+        }
+    }
+}
+
 impl LogConfig {
     /// `dir`, or `$XDG_STATE_HOME/aai-live` when unset.
     pub fn dir_or_default(&self) -> PathBuf {
@@ -458,10 +637,40 @@ mod tests {
             );
         }
         assert_eq!(HttpMethod::allowed(), "\"GET\" or \"POST\"");
-        assert_eq!(Region::allowed(), "\"default\", \"us\" or \"eu\"");
         assert_eq!(
             "get".parse::<HttpMethod>().expect_err("should fail"),
             "must be one of \"GET\" or \"POST\""
+        );
+    }
+
+    /// The config spells the protocol enums as their serde (wire) names, and as their `Display`
+    /// where they have one; the allowed lists keep the order of `docs/configuration.md`.
+    #[test]
+    fn protocol_choices_are_spelt_as_on_the_wire() {
+        fn same_as_serde<T: Choice + Serialize + PartialEq + fmt::Debug>() {
+            for value in T::ALL {
+                let json = serde_json::to_string(value).expect("test setup");
+                assert_eq!(json, format!("{:?}", value.as_str()), "{value:?}");
+                assert_eq!(T::parse_choice(value.as_str()), Ok(*value));
+            }
+        }
+        same_as_serde::<Region>();
+        same_as_serde::<Encoding>();
+        same_as_serde::<TokenPlacement>();
+        for region in Region::ALL {
+            assert_eq!(region.to_string(), region.as_str());
+            assert_eq!(Region::parse(region.as_str()), Some(*region));
+        }
+        for encoding in Encoding::ALL {
+            assert_eq!(encoding.to_string(), encoding.as_str());
+            assert_eq!(Encoding::parse(encoding.as_str()), Some(*encoding));
+        }
+        assert_eq!(Region::allowed(), "\"default\", \"us\" or \"eu\"");
+        assert_eq!(Encoding::allowed(), "\"pcm_s16le\" or \"pcm_mulaw\"");
+        assert_eq!(TokenPlacement::allowed(), "\"header\" or \"query\"");
+        assert_eq!(
+            TokenPlacement::parse_choice("Header"),
+            Err("must be one of \"header\" or \"query\"".to_owned())
         );
     }
 

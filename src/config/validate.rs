@@ -17,12 +17,11 @@ use url::{Host, Url};
 
 use super::Problem;
 use super::keys::KeySpec;
-use super::load::Provenance;
+use super::provenance::Provenance;
 use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawSession, RawStreaming};
 use super::types::{
-    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, InputSpec, KeysConfig, LogConfig,
-    ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, SessionConfig, StdinFormat,
-    StreamingConfig, TranscriptConfig, UiConfig,
+    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, KeysConfig, LogConfig, ProviderConfig,
+    ProviderKind, RemoteConfig, SessionConfig, StreamingConfig, TranscriptConfig, UiConfig,
 };
 
 /// Validates every section; `Err` holds every problem found.
@@ -275,17 +274,13 @@ fn validate_session(
 
 fn validate_audio(v: &mut Validator<'_>, raw: RawAudio) -> AudioConfig {
     AudioConfig {
-        input: v.parse("audio.input", &raw.input).unwrap_or(InputSpec::Mic),
+        input: v.parse("audio.input", &raw.input).unwrap_or_default(),
         device: v.non_empty("audio.device", raw.device),
         chunk_ms: v.int("audio.chunk_ms", raw.chunk_ms, 50..=1000),
         loop_input: raw.r#loop,
         stdin_format: v
             .parse("audio.stdin_format", &raw.stdin_format)
-            .unwrap_or(StdinFormat {
-                sample: SampleFormat::S16le,
-                rate: 16_000,
-                channels: 1,
-            }),
+            .unwrap_or_default(),
     }
 }
 
@@ -474,19 +469,16 @@ impl Validator<'_> {
         fallback
     }
 
-    fn choice<T: Choice + FromStr<Err = String>>(&mut self, key: &str, text: &str) -> T {
-        self.parse(key, text).unwrap_or(T::ALL[0])
+    fn choice<T: Choice>(&mut self, key: &str, text: &str) -> T {
+        self.accept(key, text, T::parse_choice(text))
+            .unwrap_or(T::ALL[0])
     }
 
     /// A list of choices, duplicates dropped.
-    fn choices<T: Choice + FromStr<Err = String> + PartialEq>(
-        &mut self,
-        key: &str,
-        items: &[String],
-    ) -> Vec<T> {
+    fn choices<T: Choice + PartialEq>(&mut self, key: &str, items: &[String]) -> Vec<T> {
         let mut out = Vec::new();
         for item in items {
-            if let Some(choice) = self.parse::<T>(key, item)
+            if let Some(choice) = self.accept(key, item, T::parse_choice(item))
                 && !out.contains(&choice)
             {
                 out.push(choice);
@@ -496,9 +488,12 @@ impl Validator<'_> {
     }
 
     fn parse<T: FromStr<Err = String>>(&mut self, key: &str, text: &str) -> Option<T> {
-        text.parse()
-            .map_err(|rule: String| self.fail(key, &Q(text), &rule))
-            .ok()
+        self.accept(key, text, text.parse())
+    }
+
+    /// The parsed value, or `None` after recording the parser's rule as a problem.
+    fn accept<T>(&mut self, key: &str, text: &str, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|rule| self.fail(key, &Q(text), &rule)).ok()
     }
 
     /// Optional strings and paths must not be empty: unsetting is done by removing the key.

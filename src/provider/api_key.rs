@@ -17,8 +17,7 @@ use url::Url;
 
 use super::http::{self, Hints, Origin};
 use super::{ProviderError, TokenProvider, TokenRequest, contract};
-use crate::config::{ProviderConfig, Region as ConfigRegion};
-use crate::protocol::Region;
+use crate::config::ProviderConfig;
 use crate::secret::{ApiKey, SecretFileError, Token, read_secret_file};
 
 const NAME: &str = "api-key";
@@ -90,14 +89,10 @@ impl ApiKeyProvider {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ProviderError> {
         let section = &config.api_key;
-        let endpoint = section.token_url.clone().unwrap_or_else(|| {
-            match section.region {
-                ConfigRegion::Default => Region::Default,
-                ConfigRegion::Us => Region::Us,
-                ConfigRegion::Eu => Region::Eu,
-            }
-            .token_url()
-        });
+        let endpoint = section
+            .token_url
+            .clone()
+            .unwrap_or_else(|| section.region.token_url());
         let (key, key_source) = if let Some(path) = &section.key_file {
             (
                 read_key_file(path)?,
