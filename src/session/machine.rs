@@ -76,6 +76,18 @@ pub struct Closed {
     pub after_begin: bool,
 }
 
+impl Closed {
+    /// The notice that connection `generation` ended this way.
+    fn lost(&self, generation: Gen) -> Effect {
+        Effect::Notice(Notice::Lost {
+            generation,
+            class: self.class,
+            code: self.code,
+            reason: self.reason.clone(),
+        })
+    }
+}
+
 /// Timers the machine schedules; a timer whose situation has passed is ignored when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -461,8 +473,16 @@ impl Machine {
 
     /// Stop routing audio, send Terminate and wait (bounded) for the trailing turns.
     fn drain(&mut self, now: Instant, generation: Gen, out: &mut Vec<Effect>) {
+        self.retire(now, generation, None, out);
+        self.set(State::Draining { generation }, out);
+    }
+
+    /// Retire `generation` (on stop, a user's reconnect and a hand-over): send live audio to
+    /// `route_to` instead (the successor, or nobody), ask it to end with Terminate so its
+    /// trailing turns still arrive, and bound that wait with a Drain timer.
+    fn retire(&self, now: Instant, generation: Gen, route_to: Option<Gen>, out: &mut Vec<Effect>) {
         out.push(Effect::Route {
-            to: None,
+            to: route_to,
             replay_from: None,
         });
         out.push(Effect::Terminate { generation });
@@ -470,7 +490,6 @@ impl Machine {
             timer: Timer::Drain(generation),
             at: now + self.cfg.drain_timeout,
         });
-        self.set(State::Draining { generation }, out);
     }
 
     fn reconnect(&mut self, now: Instant, out: &mut Vec<Effect>) {
@@ -492,15 +511,7 @@ impl Machine {
         if let Some(generation) = lost {
             // Make-before-break is for planned rotations; a user's "reconnect now" breaks first,
             // and replays what was not finalized.
-            out.push(Effect::Route {
-                to: None,
-                replay_from: None,
-            });
-            out.push(Effect::Terminate { generation });
-            out.push(Effect::Schedule {
-                timer: Timer::Drain(generation),
-                at: now + self.cfg.drain_timeout,
-            });
+            self.retire(now, generation, None, out);
             self.replay_from = Some(generation);
         }
         if !matches!(self.state, State::Minting { .. }) {
@@ -722,17 +733,7 @@ impl Machine {
         else {
             return;
         };
-        out.push(Effect::Route {
-            to: Some(new.generation),
-            replay_from: None,
-        });
-        out.push(Effect::Terminate {
-            generation: old.generation,
-        });
-        out.push(Effect::Schedule {
-            timer: Timer::Drain(old.generation),
-            at: now + self.cfg.drain_timeout,
-        });
+        self.retire(now, old.generation, Some(new.generation), out);
         out.push(Effect::Notice(Notice::Rotated {
             from: old.generation,
             to: new.generation,
@@ -754,12 +755,7 @@ impl Machine {
         match self.state.clone() {
             State::Draining { generation: g } if g == generation => self.set(State::Stopped, out),
             State::Connecting { generation: g, .. } if g == generation => {
-                out.push(Effect::Notice(Notice::Lost {
-                    generation,
-                    class: closed.class,
-                    code: closed.code,
-                    reason: closed.reason.clone(),
-                }));
+                out.push(closed.lost(generation));
                 self.after_loss(now, closed, out);
             }
             State::Streaming(live) if live.generation == generation => {
@@ -767,12 +763,7 @@ impl Machine {
                     to: None,
                     replay_from: None,
                 });
-                out.push(Effect::Notice(Notice::Lost {
-                    generation,
-                    class: closed.class,
-                    code: closed.code,
-                    reason: closed.reason.clone(),
-                }));
+                out.push(closed.lost(generation));
                 // Whatever comes next replays what this session had not finalized.
                 self.replay_from = Some(generation);
                 self.after_loss(now, closed, out);
@@ -786,12 +777,7 @@ impl Machine {
             } => {
                 if old.generation == generation {
                     // The old session died before the handover.
-                    out.push(Effect::Notice(Notice::Lost {
-                        generation,
-                        class: closed.class,
-                        code: closed.code,
-                        reason: closed.reason.clone(),
-                    }));
+                    out.push(closed.lost(generation));
                     if let Some(new_live) = new_ready {
                         out.push(Effect::Route {
                             to: Some(new_live.generation),
