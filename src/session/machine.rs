@@ -583,25 +583,36 @@ impl Machine {
         retry_after: Option<Duration>,
         out: &mut Vec<Effect>,
     ) {
-        if !class.retryable() && class != CloseClass::Normal {
-            self.set(
-                State::Failed {
-                    class,
-                    reason: format!("{reason} ({}; {})", class.describe(), class.advice()),
-                },
-                out,
-            );
-            return;
-        }
+        // One arm per class, no catch-all: a new class must be decided here.
+        let rate_limited = match class {
+            CloseClass::ClientBug | CloseClass::Fatal => {
+                self.set(
+                    State::Failed {
+                        class,
+                        reason: format!("{reason} ({}; {})", class.describe(), class.advice()),
+                    },
+                    out,
+                );
+                return;
+            }
+            CloseClass::Transient if self.attempt == 0 => {
+                // The first loss after a healthy stretch is most likely a blip: reconnect at once
+                // (the replay covers the gap). Back off only if it keeps failing.
+                self.attempt = 1;
+                self.mint(Cause::Dropped, out);
+                return;
+            }
+            CloseClass::RateLimited => true,
+            // Normal, SessionExpired and TokenRejected come here only from a failed token (a
+            // lost session's are decided in `after_loss`): back off like any failure.
+            CloseClass::Transient
+            | CloseClass::Normal
+            | CloseClass::SessionExpired
+            | CloseClass::TokenRejected => false,
+        };
         self.attempt += 1;
-        if self.attempt == 1 && class == CloseClass::Transient {
-            // The first loss after a healthy stretch is most likely a blip: reconnect at once
-            // (the replay covers the gap). Back off only if it keeps failing.
-            self.mint(Cause::Dropped, out);
-            return;
-        }
         let unit = self.random_unit();
-        let delay = if class == CloseClass::RateLimited {
+        let delay = if rate_limited {
             self.cfg.backoff.rate_limited_delay(unit, retry_after)
         } else {
             self.cfg.backoff.delay(self.attempt, unit)
@@ -816,6 +827,7 @@ impl Machine {
     }
 
     /// After losing the current connection: decide between re-mint now, backoff, or failure.
+    /// One arm per class, no catch-all: a new class must be decided here.
     fn after_loss(&mut self, now: Instant, closed: &Closed, out: &mut Vec<Effect>) {
         match closed.class {
             CloseClass::SessionExpired => {
@@ -842,7 +854,12 @@ impl Machine {
             CloseClass::Normal => {
                 self.fail_or_back_off(now, CloseClass::Transient, &closed.reason, None, out);
             }
-            class => self.fail_or_back_off(now, class, &describe_close(closed), None, out),
+            CloseClass::RateLimited
+            | CloseClass::Transient
+            | CloseClass::ClientBug
+            | CloseClass::Fatal => {
+                self.fail_or_back_off(now, closed.class, &describe_close(closed), None, out);
+            }
         }
     }
 
@@ -1863,6 +1880,29 @@ mod tests {
                 "Message too big",
                 CloseClass::ClientBug,
             ),
+            Row::new("a_token_refused_for_good_fails_with_advice").then([
+                at(0, start()),
+                at(
+                    0,
+                    token_failed(1, CloseClass::Fatal, "the API key was refused"),
+                ),
+                view(is_failed(
+                    CloseClass::Fatal,
+                    ["the API key was refused", "not retrying"],
+                )),
+                done(),
+            ]),
+            Row::new("an_unrequested_normal_close_reconnects_at_once")
+                .given(streaming(60))
+                .then([
+                    at(0, closes(1, 1000, "")),
+                    effects([
+                        route_nowhere(),
+                        lost(1, CloseClass::Normal, Some(1000), ""),
+                        changed(is_minting(2, Cause::Dropped)),
+                        mint(2),
+                    ]),
+                ]),
             Row::new("rate_limit_waits_a_minute")
                 .given(streaming(60))
                 .then([
