@@ -79,12 +79,15 @@ impl CloseClass {
         }
     }
 
-    /// Whether reconnecting automatically makes sense.
+    /// Whether reconnecting automatically makes sense. One arm per class, no catch-all: a new
+    /// class must be decided here.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Self::SessionExpired | Self::TokenRejected | Self::RateLimited | Self::Transient
-        )
+        match self {
+            Self::SessionExpired | Self::TokenRejected | Self::RateLimited | Self::Transient => {
+                true
+            }
+            Self::Normal | Self::ClientBug | Self::Fatal => false,
+        }
     }
 }
 

@@ -76,6 +76,18 @@ pub struct Closed {
     pub after_begin: bool,
 }
 
+impl Closed {
+    /// The notice that connection `generation` ended this way.
+    fn lost(&self, generation: Gen) -> Effect {
+        Effect::Notice(Notice::Lost {
+            generation,
+            class: self.class,
+            code: self.code,
+            reason: self.reason.clone(),
+        })
+    }
+}
+
 /// Timers the machine schedules; a timer whose situation has passed is ignored when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -461,8 +473,16 @@ impl Machine {
 
     /// Stop routing audio, send Terminate and wait (bounded) for the trailing turns.
     fn drain(&mut self, now: Instant, generation: Gen, out: &mut Vec<Effect>) {
+        self.retire(now, generation, None, out);
+        self.set(State::Draining { generation }, out);
+    }
+
+    /// Retire `generation` (on stop, a user's reconnect and a hand-over): send live audio to
+    /// `route_to` instead (the successor, or nobody), ask it to end with Terminate so its
+    /// trailing turns still arrive, and bound that wait with a Drain timer.
+    fn retire(&self, now: Instant, generation: Gen, route_to: Option<Gen>, out: &mut Vec<Effect>) {
         out.push(Effect::Route {
-            to: None,
+            to: route_to,
             replay_from: None,
         });
         out.push(Effect::Terminate { generation });
@@ -470,7 +490,6 @@ impl Machine {
             timer: Timer::Drain(generation),
             at: now + self.cfg.drain_timeout,
         });
-        self.set(State::Draining { generation }, out);
     }
 
     fn reconnect(&mut self, now: Instant, out: &mut Vec<Effect>) {
@@ -492,15 +511,7 @@ impl Machine {
         if let Some(generation) = lost {
             // Make-before-break is for planned rotations; a user's "reconnect now" breaks first,
             // and replays what was not finalized.
-            out.push(Effect::Route {
-                to: None,
-                replay_from: None,
-            });
-            out.push(Effect::Terminate { generation });
-            out.push(Effect::Schedule {
-                timer: Timer::Drain(generation),
-                at: now + self.cfg.drain_timeout,
-            });
+            self.retire(now, generation, None, out);
             self.replay_from = Some(generation);
         }
         if !matches!(self.state, State::Minting { .. }) {
@@ -572,25 +583,36 @@ impl Machine {
         retry_after: Option<Duration>,
         out: &mut Vec<Effect>,
     ) {
-        if !class.retryable() && class != CloseClass::Normal {
-            self.set(
-                State::Failed {
-                    class,
-                    reason: format!("{reason} ({}; {})", class.describe(), class.advice()),
-                },
-                out,
-            );
-            return;
-        }
+        // One arm per class, no catch-all: a new class must be decided here.
+        let rate_limited = match class {
+            CloseClass::ClientBug | CloseClass::Fatal => {
+                self.set(
+                    State::Failed {
+                        class,
+                        reason: format!("{reason} ({}; {})", class.describe(), class.advice()),
+                    },
+                    out,
+                );
+                return;
+            }
+            CloseClass::Transient if self.attempt == 0 => {
+                // The first loss after a healthy stretch is most likely a blip: reconnect at once
+                // (the replay covers the gap). Back off only if it keeps failing.
+                self.attempt = 1;
+                self.mint(Cause::Dropped, out);
+                return;
+            }
+            CloseClass::RateLimited => true,
+            // Normal, SessionExpired and TokenRejected come here only from a failed token (a
+            // lost session's are decided in `after_loss`): back off like any failure.
+            CloseClass::Transient
+            | CloseClass::Normal
+            | CloseClass::SessionExpired
+            | CloseClass::TokenRejected => false,
+        };
         self.attempt += 1;
-        if self.attempt == 1 && class == CloseClass::Transient {
-            // The first loss after a healthy stretch is most likely a blip: reconnect at once
-            // (the replay covers the gap). Back off only if it keeps failing.
-            self.mint(Cause::Dropped, out);
-            return;
-        }
         let unit = self.random_unit();
-        let delay = if class == CloseClass::RateLimited {
+        let delay = if rate_limited {
             self.cfg.backoff.rate_limited_delay(unit, retry_after)
         } else {
             self.cfg.backoff.delay(self.attempt, unit)
@@ -722,17 +744,7 @@ impl Machine {
         else {
             return;
         };
-        out.push(Effect::Route {
-            to: Some(new.generation),
-            replay_from: None,
-        });
-        out.push(Effect::Terminate {
-            generation: old.generation,
-        });
-        out.push(Effect::Schedule {
-            timer: Timer::Drain(old.generation),
-            at: now + self.cfg.drain_timeout,
-        });
+        self.retire(now, old.generation, Some(new.generation), out);
         out.push(Effect::Notice(Notice::Rotated {
             from: old.generation,
             to: new.generation,
@@ -754,12 +766,7 @@ impl Machine {
         match self.state.clone() {
             State::Draining { generation: g } if g == generation => self.set(State::Stopped, out),
             State::Connecting { generation: g, .. } if g == generation => {
-                out.push(Effect::Notice(Notice::Lost {
-                    generation,
-                    class: closed.class,
-                    code: closed.code,
-                    reason: closed.reason.clone(),
-                }));
+                out.push(closed.lost(generation));
                 self.after_loss(now, closed, out);
             }
             State::Streaming(live) if live.generation == generation => {
@@ -767,12 +774,7 @@ impl Machine {
                     to: None,
                     replay_from: None,
                 });
-                out.push(Effect::Notice(Notice::Lost {
-                    generation,
-                    class: closed.class,
-                    code: closed.code,
-                    reason: closed.reason.clone(),
-                }));
+                out.push(closed.lost(generation));
                 // Whatever comes next replays what this session had not finalized.
                 self.replay_from = Some(generation);
                 self.after_loss(now, closed, out);
@@ -786,12 +788,7 @@ impl Machine {
             } => {
                 if old.generation == generation {
                     // The old session died before the handover.
-                    out.push(Effect::Notice(Notice::Lost {
-                        generation,
-                        class: closed.class,
-                        code: closed.code,
-                        reason: closed.reason.clone(),
-                    }));
+                    out.push(closed.lost(generation));
                     if let Some(new_live) = new_ready {
                         out.push(Effect::Route {
                             to: Some(new_live.generation),
@@ -830,6 +827,7 @@ impl Machine {
     }
 
     /// After losing the current connection: decide between re-mint now, backoff, or failure.
+    /// One arm per class, no catch-all: a new class must be decided here.
     fn after_loss(&mut self, now: Instant, closed: &Closed, out: &mut Vec<Effect>) {
         match closed.class {
             CloseClass::SessionExpired => {
@@ -856,7 +854,12 @@ impl Machine {
             CloseClass::Normal => {
                 self.fail_or_back_off(now, CloseClass::Transient, &closed.reason, None, out);
             }
-            class => self.fail_or_back_off(now, class, &describe_close(closed), None, out),
+            CloseClass::RateLimited
+            | CloseClass::Transient
+            | CloseClass::ClientBug
+            | CloseClass::Fatal => {
+                self.fail_or_back_off(now, closed.class, &describe_close(closed), None, out);
+            }
         }
     }
 
@@ -975,675 +978,1038 @@ fn describe_close(closed: &Closed) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! The machine's scenarios as one table (in the spirit of trippy's state scenario files):
+    //! each [`Row`] is a name, config tweaks, and steps — inputs at instants after t0, and
+    //! expectations about the effects of the input just fed or the state after it. A new path or
+    //! close class is one more row in [`rows`]; [`scenarios`] plays them all and names every
+    //! failing row and step.
+    //!
+    //! Times are milliseconds after t0 (`30 * S`). Effects are matched exactly where the order is
+    //! the point (`effects`), or by inclusion (`has`) / kind (`lacks`) where the rest is noise;
+    //! a backoff view matches by attempt and class, because its `retry_in_ms` is read off the
+    //! real clock.
+
+    use std::collections::{HashMap, HashSet};
+
     use super::*;
+    use Timer::{
+        BackoffDone, BeginTimeout, Drain, HandoverDeadline, HandoverGrace, Healthy, Rotate,
+    };
 
-    const S: Duration = Duration::from_secs(1);
+    /// One second, in the table's milliseconds.
+    const S: u64 = 1000;
+    /// The jitter seed every row plays with.
+    const SEED: u64 = 42;
 
-    fn machine(rotation: bool) -> Machine {
-        Machine::new(
-            MachineConfig {
-                rotation,
-                ..MachineConfig::default()
-            },
-            42,
-        )
+    /// A scenario: a name, config tweaks, the steps that set it up and the steps it is about.
+    struct Row {
+        name: &'static str,
+        tweak: fn(&mut MachineConfig),
+        given: Vec<Step>,
+        then: Vec<Step>,
     }
 
-    fn closed(code: Option<u16>, reason: &str, error: Option<&str>, after_begin: bool) -> Closed {
-        Closed {
-            code,
-            reason: reason.into(),
-            class: crate::protocol::classify(code, reason, error),
-            after_begin,
+    #[derive(Debug)]
+    enum Step {
+        /// Feed an input at an instant.
+        Input(When, Input),
+        /// Check the effects of the last input, or the state after it.
+        Expect(Expect),
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum When {
+        /// This many ms after t0.
+        At(u64),
+        /// This many ms after the previous input.
+        After(u64),
+        /// When the machine last scheduled this timer.
+        Scheduled(Timer),
+    }
+
+    #[derive(Debug)]
+    enum Expect {
+        /// The last input's effects are exactly these, in this order.
+        Effects(Vec<Fx>),
+        /// The last input's effects include each of these.
+        Has(Vec<Fx>),
+        /// The last input had no effect of this kind.
+        Lacks(Kind),
+        /// The state changes among the last input's effects are exactly these.
+        Changes(Vec<V>),
+        /// The state now.
+        View(V),
+        /// The machine is finished (stopped or failed).
+        Done,
+        /// Consecutive failed attempts, which the backoff counts.
+        Attempts(u32),
+    }
+
+    /// An expected effect.
+    #[derive(Debug)]
+    enum Fx {
+        /// This effect (one without an instant).
+        Is(Effect),
+        /// `timer` scheduled for `from..=to` ms after t0.
+        Schedule { timer: Timer, from: u64, to: u64 },
+        /// A token wanted by this many ms after t0.
+        PrepareToken(u64),
+        /// A state change to a view that matches.
+        Changed(V),
+    }
+
+    /// An expected view.
+    #[derive(Debug)]
+    enum V {
+        Is(View),
+        /// Any `retry_in_ms`.
+        Backoff {
+            attempt: u32,
+            class: CloseClass,
+        },
+        /// A reason containing each of these.
+        Failed {
+            class: CloseClass,
+            containing: Vec<&'static str>,
+        },
+    }
+
+    /// The kinds of effect, for "no effect of this kind".
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Mint,
+        Connect,
+        Route,
+        Terminate,
+        ForceEndpoint,
+        Drop,
+        Schedule,
+        PrepareToken,
+        Changed,
+        Notice,
+    }
+
+    impl Kind {
+        fn of(effect: &Effect) -> Self {
+            match effect {
+                Effect::Mint { .. } => Self::Mint,
+                Effect::Connect { .. } => Self::Connect,
+                Effect::Route { .. } => Self::Route,
+                Effect::Terminate { .. } => Self::Terminate,
+                Effect::ForceEndpoint { .. } => Self::ForceEndpoint,
+                Effect::Drop { .. } => Self::Drop,
+                Effect::Schedule { .. } => Self::Schedule,
+                Effect::PrepareToken { .. } => Self::PrepareToken,
+                Effect::Changed(_) => Self::Changed,
+                Effect::Notice(_) => Self::Notice,
+            }
         }
     }
 
-    fn views(effects: &[Effect]) -> Vec<View> {
-        effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Changed(v) => Some(v.clone()),
-                _ => None,
-            })
-            .collect()
+    fn ms_after(t0: Instant, at: Instant) -> u64 {
+        at.saturating_duration_since(t0).as_millis() as u64
     }
 
-    fn has(effects: &[Effect], wanted: &Effect) -> bool {
-        effects.contains(wanted)
+    impl Fx {
+        fn matches(&self, effect: &Effect, t0: Instant) -> bool {
+            match (self, effect) {
+                (Self::Is(want), got) => want == got,
+                (Self::Schedule { timer, from, to }, Effect::Schedule { timer: t, at }) => {
+                    timer == t && (*from..=*to).contains(&ms_after(t0, *at))
+                }
+                (Self::PrepareToken(by), Effect::PrepareToken { by: at }) => {
+                    *by == ms_after(t0, *at)
+                }
+                (Self::Changed(want), Effect::Changed(got)) => want.matches(got),
+                _ => false,
+            }
+        }
     }
 
-    fn begin(generation: Gen, id: &str, expires_in: Duration) -> Input {
+    impl V {
+        fn matches(&self, view: &View) -> bool {
+            match (self, view) {
+                (Self::Is(want), got) => want == got,
+                (
+                    Self::Backoff { attempt, class },
+                    View::Backoff {
+                        attempt: a,
+                        class: c,
+                        ..
+                    },
+                ) => attempt == a && class == c,
+                (Self::Failed { class, containing }, View::Failed { class: c, reason }) => {
+                    class == c && containing.iter().all(|part| reason.contains(part))
+                }
+                _ => false,
+            }
+        }
+    }
+
+    /// Every `want` matches its effect, and there are as many of each.
+    fn all_match(want: &[Fx], got: &[Effect], t0: Instant) -> bool {
+        want.len() == got.len() && want.iter().zip(got).all(|(w, e)| w.matches(e, t0))
+    }
+
+    impl Expect {
+        /// `Err` says what was found instead.
+        fn check(&self, m: &Machine, fx: &[Effect], t0: Instant) -> Result<(), String> {
+            match self {
+                Self::Effects(want) if !all_match(want, fx, t0) => {
+                    Err("the effects are not exactly these".into())
+                }
+                Self::Has(want) => match want.iter().find(|w| !fx.iter().any(|e| w.matches(e, t0)))
+                {
+                    Some(missing) => Err(format!("no effect matches {missing:?}")),
+                    None => Ok(()),
+                },
+                Self::Lacks(kind) if fx.iter().any(|e| Kind::of(e) == *kind) => {
+                    Err(format!("there is a {kind:?} effect"))
+                }
+                Self::Changes(want) => {
+                    let got: Vec<&View> = fx
+                        .iter()
+                        .filter_map(|e| match e {
+                            Effect::Changed(v) => Some(v),
+                            _ => None,
+                        })
+                        .collect();
+                    if want.len() == got.len() && want.iter().zip(&got).all(|(w, v)| w.matches(v)) {
+                        Ok(())
+                    } else {
+                        Err(format!("the state changes are {got:?}"))
+                    }
+                }
+                Self::View(want) if !want.matches(&m.view()) => {
+                    Err(format!("the view is {:?}", m.view()))
+                }
+                Self::Done if !m.is_done() => Err(format!("not done: {:?}", m.view())),
+                Self::Attempts(n) if m.attempt != *n => {
+                    Err(format!("{} attempts, not {n}", m.attempt))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    impl Row {
+        fn new(name: &'static str) -> Self {
+            Self {
+                name,
+                tweak: |_| {},
+                given: Vec::new(),
+                then: Vec::new(),
+            }
+        }
+
+        fn config(self, tweak: fn(&mut MachineConfig)) -> Self {
+            Self { tweak, ..self }
+        }
+
+        fn given(self, given: Vec<Step>) -> Self {
+            Self { given, ..self }
+        }
+
+        fn then(self, then: impl IntoIterator<Item = Step>) -> Self {
+            Self {
+                then: then.into_iter().collect(),
+                ..self
+            }
+        }
+
+        /// Play the row on a fresh machine; `Err` names the row and the first step that failed.
+        fn run(&self) -> Result<(), String> {
+            let mut cfg = MachineConfig::default();
+            (self.tweak)(&mut cfg);
+            let mut m = Machine::new(cfg, SEED);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut last: Vec<Effect> = Vec::new();
+            let mut scheduled: HashMap<Timer, Instant> = HashMap::new();
+            for (i, step) in self.given.iter().chain(&self.then).enumerate() {
+                let checked = match step {
+                    Step::Input(when, input) => {
+                        let at = match *when {
+                            When::At(ms) => Ok(t0 + Duration::from_millis(ms)),
+                            When::After(ms) => Ok(now + Duration::from_millis(ms)),
+                            When::Scheduled(timer) => scheduled
+                                .get(&timer)
+                                .copied()
+                                .ok_or_else(|| format!("{timer:?} was never scheduled")),
+                        };
+                        at.and_then(|at| {
+                            if at < now {
+                                return Err("the row goes back in time".to_owned());
+                            }
+                            now = at;
+                            last = m.handle(now, input.clone());
+                            for effect in &last {
+                                if let Effect::Schedule { timer, at } = effect {
+                                    scheduled.insert(*timer, *at);
+                                }
+                            }
+                            Ok(())
+                        })
+                    }
+                    Step::Expect(expect) => expect.check(&m, &last, t0),
+                };
+                checked.map_err(|why| {
+                    let place = match i.checked_sub(self.given.len()) {
+                        None => format!("given step {i}"),
+                        Some(j) => format!("step {j}"),
+                    };
+                    format!(
+                        "row `{}`, {place} {step:?} at +{} ms: {why}\neffects of the last input: {last:#?}",
+                        self.name,
+                        ms_after(t0, now)
+                    )
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    // Steps.
+
+    fn at(ms: u64, input: Input) -> Step {
+        Step::Input(When::At(ms), input)
+    }
+
+    fn after(ms: u64, input: Input) -> Step {
+        Step::Input(When::After(ms), input)
+    }
+
+    /// The timer fires when the machine scheduled it.
+    fn fire(timer: Timer) -> Step {
+        Step::Input(When::Scheduled(timer), Input::Timer(timer))
+    }
+
+    // Inputs.
+
+    fn start() -> Input {
+        Input::Start
+    }
+
+    fn stop() -> Input {
+        Input::Stop
+    }
+
+    fn reconnect() -> Input {
+        Input::Reconnect
+    }
+
+    fn minted(generation: Gen) -> Input {
+        Input::TokenMinted { generation }
+    }
+
+    fn token_failed(generation: Gen, class: CloseClass, message: &str) -> Input {
+        Input::TokenFailed {
+            generation,
+            failure: Failure {
+                class,
+                message: message.into(),
+                retry_after: None,
+            },
+        }
+    }
+
+    fn begin(generation: Gen, session_id: &str, expires_in_secs: u64) -> Input {
         Input::Begin {
             generation,
-            session_id: id.into(),
-            expires_in,
+            session_id: session_id.into(),
+            expires_in: Duration::from_secs(expires_in_secs),
         }
     }
 
-    /// Drive a fresh machine to Streaming on generation 1.
-    fn streaming(m: &mut Machine, t0: Instant, expires_in: Duration) {
-        assert_eq!(
-            m.handle(t0, Input::Start)[1],
-            Effect::Mint { generation: 1 }
-        );
-        let fx = m.handle(t0, Input::TokenMinted { generation: 1 });
-        assert!(has(&fx, &Effect::Connect { generation: 1 }));
-        let fx = m.handle(t0, begin(1, "s1", expires_in));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(1),
-                replay_from: None
-            }
-        ));
-        assert_eq!(
-            m.view(),
-            View::Streaming {
-                generation: 1,
-                session_id: "s1".into()
-            }
-        );
+    fn turn_opens(generation: Gen) -> Input {
+        Input::Turn {
+            generation,
+            end_of_turn: false,
+        }
     }
 
-    #[test]
-    fn start_mint_connect_begin_stream() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        let fx = m.handle(t0, Input::Start);
-        assert_eq!(
-            views(&fx),
-            [View::Minting {
-                generation: 1,
-                cause: Cause::Start
-            }]
-        );
-        let fx = m.handle(t0, Input::TokenMinted { generation: 1 });
-        assert!(has(
-            &fx,
-            &Effect::Schedule {
-                timer: Timer::BeginTimeout(1),
-                at: t0 + 10 * S
-            }
-        ));
-        let fx = m.handle(t0, begin(1, "s1", 60 * S));
-        // Rotation prepared 30 s before expiry.
-        assert!(has(
-            &fx,
-            &Effect::Schedule {
-                timer: Timer::Rotate(1),
-                at: t0 + 30 * S
-            }
-        ));
-        assert!(has(&fx, &Effect::PrepareToken { by: t0 + 30 * S }));
+    fn turn_ends(generation: Gen) -> Input {
+        Input::Turn {
+            generation,
+            end_of_turn: true,
+        }
     }
 
-    #[test]
-    fn stop_terminates_and_waits_bounded() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        let fx = m.handle(t0, Input::Stop);
-        assert!(has(&fx, &Effect::Terminate { generation: 1 }));
-        assert_eq!(views(&fx), [View::Draining { generation: 1 }]);
-        // Termination ends it...
-        let fx = m.handle(t0, Input::Termination { generation: 1 });
-        assert_eq!(views(&fx), [View::Stopped]);
-        assert!(m.is_done());
-
-        // ...or the drain timeout does, with a notice.
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(t0, Input::Stop);
-        let fx = m.handle(t0 + 5 * S, Input::Timer(Timer::Drain(1)));
-        assert!(has(&fx, &Effect::Drop { generation: 1 }));
-        assert!(has(
-            &fx,
-            &Effect::Notice(Notice::DrainTimedOut { generation: 1 })
-        ));
-        assert_eq!(m.view(), View::Stopped);
+    fn voice() -> Input {
+        Input::Quiet(false)
     }
 
-    #[test]
-    fn planned_rotation_hands_over_at_end_of_turn() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(
-            t0,
-            Input::Turn {
-                generation: 1,
-                end_of_turn: false,
-            },
-        );
-        let fx = m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        assert!(has(
-            &fx,
-            &Effect::Schedule {
-                timer: Timer::HandoverDeadline(1),
-                at: t0 + 52 * S
-            }
-        ));
-        m.handle(t0 + 31 * S, Input::TokenMinted { generation: 2 });
-        let fx = m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
-        // A turn is open on the old session: wait for its end.
-        assert!(!fx.iter().any(|e| matches!(e, Effect::Route { .. })));
-        assert_eq!(
-            m.view(),
-            View::Rotating {
-                old: 1,
-                new: 2,
-                new_ready: true
-            }
-        );
-        let fx = m.handle(
-            t0 + 33 * S,
-            Input::Turn {
-                generation: 1,
-                end_of_turn: true,
-            },
-        );
-        assert_eq!(
-            fx[..3],
-            [
-                Effect::Route {
-                    to: Some(2),
-                    replay_from: None
-                },
-                Effect::Terminate { generation: 1 },
-                Effect::Schedule {
-                    timer: Timer::Drain(1),
-                    at: t0 + 38 * S
-                }
-            ]
-        );
-        assert!(has(
-            &fx,
-            &Effect::Notice(Notice::Rotated {
-                from: 1,
-                to: 2,
-                forced: false
-            })
-        ));
-        assert_eq!(
-            m.view(),
-            View::Streaming {
-                generation: 2,
-                session_id: "s2".into()
-            }
-        );
-        // The retired session's close and Termination do not disturb the new one.
-        assert!(
-            m.handle(t0 + 34 * S, Input::Termination { generation: 1 })
-                .is_empty()
-        );
-        let fx = m.handle(
-            t0 + 34 * S,
-            Input::Closed {
-                generation: 1,
-                closed: closed(Some(1000), "", None, true),
-            },
-        );
-        assert!(fx.is_empty());
-        // The drain timer only drops the retired socket.
-        assert_eq!(
-            m.handle(t0 + 38 * S, Input::Timer(Timer::Drain(1))),
-            [Effect::Drop { generation: 1 }]
-        );
+    fn silence() -> Input {
+        Input::Quiet(true)
     }
 
-    #[test]
-    fn hand_over_waits_for_silent_audio() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(t0, Input::Quiet(false));
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        m.handle(t0 + 30 * S, Input::TokenMinted { generation: 2 });
-        // No turn reported yet, but voice is being sent: wait.
-        let fx = m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
-        assert!(!fx.iter().any(|e| matches!(e, Effect::Route { .. })));
-        let fx = m.handle(t0 + 32 * S, Input::Quiet(true));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: None
-            }
-        ));
+    fn termination(generation: Gen) -> Input {
+        Input::Termination { generation }
     }
 
-    #[test]
-    fn rotation_is_immediate_in_silence_and_forced_near_the_deadline() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        m.handle(t0 + 30 * S, Input::TokenMinted { generation: 2 });
-        let fx = m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: None
-            }
-        ));
-
-        // A speaker who never pauses: forced endpoint at the deadline, handover after grace.
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(
-            t0,
-            Input::Turn {
-                generation: 1,
-                end_of_turn: false,
-            },
-        );
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        m.handle(t0 + 30 * S, Input::TokenMinted { generation: 2 });
-        m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
-        let fx = m.handle(t0 + 52 * S, Input::Timer(Timer::HandoverDeadline(1)));
-        assert!(has(&fx, &Effect::ForceEndpoint { generation: 1 }));
-        let fx = m.handle(t0 + 53 * S + S / 2, Input::Timer(Timer::HandoverGrace(1)));
-        assert!(has(
-            &fx,
-            &Effect::Notice(Notice::Rotated {
-                from: 1,
-                to: 2,
-                forced: true
-            })
-        ));
+    /// A timer at an instant of the row's choosing (a stale one, say).
+    fn timer(timer: Timer) -> Input {
+        Input::Timer(timer)
     }
 
-    #[test]
-    fn expiry_without_rotation_remints_and_replays() {
-        let t0 = Instant::now();
-        let mut m = machine(false);
-        streaming(&mut m, t0, 60 * S);
-        let expired = closed(
-            Some(3008),
-            "Session Expired: Maximum session duration exceeded",
-            None,
-            true,
-        );
-        let fx = m.handle(
-            t0 + 60 * S,
-            Input::Closed {
-                generation: 1,
-                closed: expired,
+    /// A close classified as the client classifies it.
+    fn close(generation: Gen, code: Option<u16>, reason: &str, after_begin: bool) -> Input {
+        Input::Closed {
+            generation,
+            closed: Closed {
+                code,
+                reason: reason.into(),
+                class: crate::protocol::classify(code, reason, None),
+                after_begin,
             },
-        );
-        assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        assert_eq!(
-            m.view(),
-            View::Minting {
-                generation: 2,
-                cause: Cause::Expired
-            }
-        );
-        m.handle(t0 + 60 * S, Input::TokenMinted { generation: 2 });
-        let fx = m.handle(t0 + 60 * S, begin(2, "s2", 60 * S));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: Some(1)
-            }
-        ));
+        }
     }
 
-    #[test]
-    fn transient_losses_back_off_with_jitter_and_reset_when_healthy() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 3600 * S);
-        // The first drop after a healthy session reconnects at once.
-        let fx = m.handle(
-            t0,
-            Input::Closed {
-                generation: 1,
-                closed: closed(None, "", None, true),
-            },
-        );
-        assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        assert!(!fx.iter().any(|e| matches!(e, Effect::Schedule { .. })));
-        // It fails again: now a jittered backoff, at most 1 s (the ceiling of attempt 2).
-        let fx = m.handle(
-            t0,
-            Input::TokenFailed {
-                generation: 2,
-                failure: Failure {
-                    class: CloseClass::Transient,
-                    message: "connection refused".into(),
-                    retry_after: None,
-                },
-            },
-        );
-        let Some(Effect::Schedule {
-            timer: Timer::BackoffDone(2),
-            at,
-        }) = fx
-            .iter()
-            .find(|e| matches!(e, Effect::Schedule { .. }))
-            .cloned()
-        else {
-            panic!("backoff scheduled: {fx:?}")
-        };
-        assert!(at >= t0 && at <= t0 + S);
-        assert!(matches!(m.view(), View::Backoff { attempt: 2, .. }));
-        let fx = m.handle(at, Input::Timer(Timer::BackoffDone(2)));
-        assert!(has(&fx, &Effect::Mint { generation: 3 }));
-        m.handle(at, Input::TokenMinted { generation: 3 });
-        m.handle(at, begin(3, "s3", 3600 * S));
-        m.handle(at + 31 * S, Input::Timer(Timer::Healthy(3)));
-        assert_eq!(m.attempt, 0, "a healthy session resets the backoff");
+    /// A close frame after Begin.
+    fn closes(generation: Gen, code: u16, reason: &str) -> Input {
+        close(generation, Some(code), reason, true)
     }
 
-    #[test]
-    fn token_rejected_is_retried_once() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        m.handle(t0, Input::Start);
-        m.handle(t0, Input::TokenMinted { generation: 1 });
-        let rejected = closed(
-            Some(1008),
-            "Unauthorized Connection: Temporary token expired",
-            None,
-            false,
-        );
-        let fx = m.handle(
-            t0,
-            Input::Closed {
-                generation: 1,
-                closed: rejected.clone(),
-            },
-        );
-        assert!(has(
-            &fx,
-            &Effect::Notice(Notice::RetryingToken { generation: 2 })
-        ));
-        assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        m.handle(t0, Input::TokenMinted { generation: 2 });
-        m.handle(
-            t0,
-            Input::Closed {
-                generation: 2,
-                closed: rejected,
-            },
-        );
-        assert!(matches!(
-            m.view(),
-            View::Failed {
-                class: CloseClass::TokenRejected,
-                ..
-            }
-        ));
+    fn closes_before_begin(generation: Gen, code: u16, reason: &str) -> Input {
+        close(generation, Some(code), reason, false)
     }
 
-    #[test]
-    fn fatal_and_client_bugs_fail_with_advice() {
-        let t0 = Instant::now();
-        for (code, reason, class) in [
-            (
+    /// The connection ends after Begin without a close frame.
+    fn drops(generation: Gen) -> Input {
+        close(generation, None, "", true)
+    }
+
+    // Expectations.
+
+    fn effects(fx: impl IntoIterator<Item = Fx>) -> Step {
+        Step::Expect(Expect::Effects(fx.into_iter().collect()))
+    }
+
+    fn nothing() -> Step {
+        effects([])
+    }
+
+    fn has(fx: impl IntoIterator<Item = Fx>) -> Step {
+        Step::Expect(Expect::Has(fx.into_iter().collect()))
+    }
+
+    fn lacks(kind: Kind) -> Step {
+        Step::Expect(Expect::Lacks(kind))
+    }
+
+    fn changes(views: impl IntoIterator<Item = V>) -> Step {
+        Step::Expect(Expect::Changes(views.into_iter().collect()))
+    }
+
+    fn view(view: V) -> Step {
+        Step::Expect(Expect::View(view))
+    }
+
+    fn done() -> Step {
+        Step::Expect(Expect::Done)
+    }
+
+    fn attempts(n: u32) -> Step {
+        Step::Expect(Expect::Attempts(n))
+    }
+
+    // Effects.
+
+    fn mint(generation: Gen) -> Fx {
+        Fx::Is(Effect::Mint { generation })
+    }
+
+    fn connect(generation: Gen) -> Fx {
+        Fx::Is(Effect::Connect { generation })
+    }
+
+    fn route(to: Gen) -> Fx {
+        Fx::Is(Effect::Route {
+            to: Some(to),
+            replay_from: None,
+        })
+    }
+
+    fn route_replaying(to: Gen, replay_from: Gen) -> Fx {
+        Fx::Is(Effect::Route {
+            to: Some(to),
+            replay_from: Some(replay_from),
+        })
+    }
+
+    fn route_nowhere() -> Fx {
+        Fx::Is(Effect::Route {
+            to: None,
+            replay_from: None,
+        })
+    }
+
+    fn terminate(generation: Gen) -> Fx {
+        Fx::Is(Effect::Terminate { generation })
+    }
+
+    fn force_endpoint(generation: Gen) -> Fx {
+        Fx::Is(Effect::ForceEndpoint { generation })
+    }
+
+    fn drop_socket(generation: Gen) -> Fx {
+        Fx::Is(Effect::Drop { generation })
+    }
+
+    fn schedule(timer: Timer, ms: u64) -> Fx {
+        schedule_within(timer, ms, ms)
+    }
+
+    fn schedule_within(timer: Timer, from: u64, to: u64) -> Fx {
+        Fx::Schedule { timer, from, to }
+    }
+
+    fn prepare_token(ms: u64) -> Fx {
+        Fx::PrepareToken(ms)
+    }
+
+    fn changed(view: V) -> Fx {
+        Fx::Changed(view)
+    }
+
+    fn rotated(from: Gen, to: Gen) -> Fx {
+        Fx::Is(Effect::Notice(Notice::Rotated {
+            from,
+            to,
+            forced: false,
+        }))
+    }
+
+    fn rotated_forced(from: Gen, to: Gen) -> Fx {
+        Fx::Is(Effect::Notice(Notice::Rotated {
+            from,
+            to,
+            forced: true,
+        }))
+    }
+
+    fn lost(generation: Gen, class: CloseClass, code: Option<u16>, reason: &str) -> Fx {
+        Fx::Is(Effect::Notice(Notice::Lost {
+            generation,
+            class,
+            code,
+            reason: reason.into(),
+        }))
+    }
+
+    fn drain_timed_out(generation: Gen) -> Fx {
+        Fx::Is(Effect::Notice(Notice::DrainTimedOut { generation }))
+    }
+
+    fn retrying_token(generation: Gen) -> Fx {
+        Fx::Is(Effect::Notice(Notice::RetryingToken { generation }))
+    }
+
+    // Views.
+
+    fn is_minting(generation: Gen, cause: Cause) -> V {
+        V::Is(View::Minting { generation, cause })
+    }
+
+    fn is_connecting(generation: Gen, cause: Cause) -> V {
+        V::Is(View::Connecting { generation, cause })
+    }
+
+    fn is_streaming(generation: Gen, session_id: &str) -> V {
+        V::Is(View::Streaming {
+            generation,
+            session_id: session_id.into(),
+        })
+    }
+
+    fn is_rotating(old: Gen, new: Gen, new_ready: bool) -> V {
+        V::Is(View::Rotating {
+            old,
+            new,
+            new_ready,
+        })
+    }
+
+    fn is_draining(generation: Gen) -> V {
+        V::Is(View::Draining { generation })
+    }
+
+    fn is_stopped() -> V {
+        V::Is(View::Stopped)
+    }
+
+    fn is_backoff(attempt: u32, class: CloseClass) -> V {
+        V::Backoff { attempt, class }
+    }
+
+    fn is_failed(class: CloseClass, containing: impl IntoIterator<Item = &'static str>) -> V {
+        V::Failed {
+            class,
+            containing: containing.into_iter().collect(),
+        }
+    }
+
+    /// Start and stream on generation 1 (session "s1", expiring after `expires_in_secs`) at t0.
+    fn streaming(expires_in_secs: u64) -> Vec<Step> {
+        vec![
+            at(0, start()),
+            effects([changed(is_minting(1, Cause::Start)), mint(1)]),
+            at(0, minted(1)),
+            has([connect(1)]),
+            at(0, begin(1, "s1", expires_in_secs)),
+            has([route(1)]),
+            view(is_streaming(1, "s1")),
+        ]
+    }
+
+    /// A close that a retry cannot cure: the machine fails, and says why and what to do.
+    fn fails_with_advice(
+        name: &'static str,
+        code: u16,
+        reason: &'static str,
+        class: CloseClass,
+    ) -> Row {
+        Row::new(name).given(streaming(60)).then([
+            at(0, closes(1, code, reason)),
+            view(is_failed(class, [reason, "not retrying"])),
+            done(),
+        ])
+    }
+
+    #[expect(clippy::too_many_lines, reason = "the table: one row per scenario")]
+    fn rows() -> Vec<Row> {
+        vec![
+            Row::new("start_mint_connect_begin_stream").then([
+                at(0, start()),
+                changes([is_minting(1, Cause::Start)]),
+                at(0, minted(1)),
+                effects([
+                    changed(is_connecting(1, Cause::Start)),
+                    connect(1),
+                    schedule(BeginTimeout(1), 10 * S),
+                ]),
+                at(0, begin(1, "s1", 60)),
+                // Rotation prepared 30 s before expiry.
+                effects([
+                    route(1),
+                    schedule(Healthy(1), 30 * S),
+                    prepare_token(30 * S),
+                    schedule(Rotate(1), 30 * S),
+                    changed(is_streaming(1, "s1")),
+                ]),
+            ]),
+            Row::new("stop_terminates_and_termination_ends_it")
+                .given(streaming(60))
+                .then([
+                    at(0, stop()),
+                    effects([
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 5 * S),
+                        changed(is_draining(1)),
+                    ]),
+                    at(0, termination(1)),
+                    changes([is_stopped()]),
+                    done(),
+                ]),
+            Row::new("stop_waits_for_termination_at_most_the_drain_timeout")
+                .given(streaming(60))
+                .then([
+                    at(0, stop()),
+                    fire(Drain(1)),
+                    effects([drop_socket(1), drain_timed_out(1), changed(is_stopped())]),
+                    view(is_stopped()),
+                ]),
+            Row::new("stop_during_rotation_drops_the_successor_and_drains_the_old")
+                .given(streaming(60))
+                .then([
+                    fire(Rotate(1)),
+                    at(30 * S, minted(2)),
+                    at(31 * S, stop()),
+                    effects([
+                        drop_socket(2),
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 36 * S),
+                        changed(is_draining(1)),
+                    ]),
+                ]),
+            Row::new("planned_rotation_hands_over_at_end_of_turn")
+                .given(streaming(60))
+                .then([
+                    at(0, turn_opens(1)),
+                    fire(Rotate(1)),
+                    has([mint(2), schedule(HandoverDeadline(1), 52 * S)]),
+                    at(31 * S, minted(2)),
+                    at(31 * S, begin(2, "s2", 60)),
+                    // A turn is open on the old session: wait for its end.
+                    lacks(Kind::Route),
+                    view(is_rotating(1, 2, true)),
+                    at(33 * S, turn_ends(1)),
+                    effects([
+                        route(2),
+                        terminate(1),
+                        schedule(Drain(1), 38 * S),
+                        rotated(1, 2),
+                        schedule(Healthy(2), 63 * S),
+                        prepare_token(61 * S),
+                        schedule(Rotate(2), 61 * S),
+                        changed(is_streaming(2, "s2")),
+                    ]),
+                    view(is_streaming(2, "s2")),
+                    // The retired session's close and Termination do not disturb the new one.
+                    at(34 * S, termination(1)),
+                    nothing(),
+                    at(34 * S, closes(1, 1000, "")),
+                    nothing(),
+                    // The drain timer only drops the retired socket.
+                    fire(Drain(1)),
+                    effects([drop_socket(1)]),
+                ]),
+            Row::new("hand_over_waits_for_silent_audio")
+                .given(streaming(60))
+                .then([
+                    at(0, voice()),
+                    fire(Rotate(1)),
+                    at(30 * S, minted(2)),
+                    // No turn reported yet, but voice is being sent: wait.
+                    at(31 * S, begin(2, "s2", 60)),
+                    lacks(Kind::Route),
+                    at(32 * S, silence()),
+                    has([route(2)]),
+                ]),
+            Row::new("rotation_is_immediate_in_silence")
+                .given(streaming(60))
+                .then([
+                    fire(Rotate(1)),
+                    at(30 * S, minted(2)),
+                    at(31 * S, begin(2, "s2", 60)),
+                    has([route(2)]),
+                ]),
+            Row::new("rotation_is_forced_near_the_deadline_for_a_speaker_who_never_pauses")
+                .given(streaming(60))
+                .then([
+                    at(0, turn_opens(1)),
+                    fire(Rotate(1)),
+                    at(30 * S, minted(2)),
+                    at(31 * S, begin(2, "s2", 60)),
+                    fire(HandoverDeadline(1)),
+                    effects([
+                        force_endpoint(1),
+                        schedule(HandoverGrace(1), 53 * S + S / 2),
+                    ]),
+                    fire(HandoverGrace(1)),
+                    has([rotated_forced(1, 2)]),
+                ]),
+            Row::new("a_successor_ready_after_the_deadline_is_handed_over_at_once")
+                .given(streaming(60))
+                .then([
+                    at(0, turn_opens(1)),
+                    fire(Rotate(1)),
+                    fire(HandoverDeadline(1)),
+                    lacks(Kind::ForceEndpoint),
+                    at(55 * S, minted(2)),
+                    at(55 * S, begin(2, "s2", 60)),
+                    has([
+                        force_endpoint(1),
+                        schedule(HandoverGrace(1), 56 * S + S / 2),
+                    ]),
+                ]),
+            Row::new("successor_failure_keeps_the_live_session")
+                .given(streaming(60))
+                .then([
+                    fire(Rotate(1)),
+                    at(30 * S, token_failed(2, CloseClass::Transient, "timeout")),
+                    view(is_streaming(1, "s1")),
+                ]),
+            Row::new("old_session_lost_during_rotation_switches_with_replay")
+                .given(streaming(60))
+                .then([
+                    at(0, turn_opens(1)),
+                    fire(Rotate(1)),
+                    at(30 * S, minted(2)),
+                    at(31 * S, begin(2, "s2", 60)),
+                    at(32 * S, drops(1)),
+                    effects([
+                        lost(1, CloseClass::Transient, None, ""),
+                        route_replaying(2, 1),
+                        schedule(Healthy(2), 62 * S),
+                        prepare_token(61 * S),
+                        schedule(Rotate(2), 61 * S),
+                        changed(is_streaming(2, "s2")),
+                    ]),
+                    view(is_streaming(2, "s2")),
+                ]),
+            Row::new("old_session_lost_while_the_successor_mints_carries_on_minting")
+                .given(streaming(60))
+                .then([
+                    fire(Rotate(1)),
+                    at(31 * S, drops(1)),
+                    effects([
+                        lost(1, CloseClass::Transient, None, ""),
+                        route_nowhere(),
+                        changed(is_minting(2, Cause::Expired)),
+                    ]),
+                    view(is_minting(2, Cause::Expired)),
+                    // The token arrives: connect, then Begin routes with a replay of what 1 did
+                    // not finalize.
+                    at(32 * S, minted(2)),
+                    has([connect(2)]),
+                    at(32 * S, begin(2, "s2", 60)),
+                    has([route_replaying(2, 1)]),
+                ]),
+            Row::new("expiry_without_rotation_remints_and_replays")
+                .config(|c| c.rotation = false)
+                .given(streaming(60))
+                .then([
+                    at(
+                        60 * S,
+                        closes(
+                            1,
+                            3008,
+                            "Session Expired: Maximum session duration exceeded",
+                        ),
+                    ),
+                    effects([
+                        route_nowhere(),
+                        lost(
+                            1,
+                            CloseClass::SessionExpired,
+                            Some(3008),
+                            "Session Expired: Maximum session duration exceeded",
+                        ),
+                        changed(is_minting(2, Cause::Expired)),
+                        mint(2),
+                    ]),
+                    view(is_minting(2, Cause::Expired)),
+                    at(60 * S, minted(2)),
+                    at(60 * S, begin(2, "s2", 60)),
+                    has([route_replaying(2, 1)]),
+                ]),
+            Row::new("transient_losses_back_off_with_jitter_and_reset_when_healthy")
+                .given(streaming(3600))
+                .then([
+                    // The first drop after a healthy session reconnects at once.
+                    at(0, drops(1)),
+                    effects([
+                        route_nowhere(),
+                        lost(1, CloseClass::Transient, None, ""),
+                        changed(is_minting(2, Cause::Dropped)),
+                        mint(2),
+                    ]),
+                    // It fails again: now a jittered backoff, at most 1 s (the ceiling of
+                    // attempt 2).
+                    at(
+                        0,
+                        token_failed(2, CloseClass::Transient, "connection refused"),
+                    ),
+                    effects([
+                        changed(is_backoff(2, CloseClass::Transient)),
+                        schedule_within(BackoffDone(2), 0, S),
+                    ]),
+                    view(is_backoff(2, CloseClass::Transient)),
+                    fire(BackoffDone(2)),
+                    has([mint(3)]),
+                    after(0, minted(3)),
+                    after(0, begin(3, "s3", 3600)),
+                    fire(Healthy(3)),
+                    // A healthy session resets the backoff...
+                    attempts(0),
+                    // ...so the next drop reconnects at once again.
+                    after(0, drops(3)),
+                    has([mint(4)]),
+                    lacks(Kind::Schedule),
+                ]),
+            Row::new("token_rejected_is_retried_once").then([
+                at(0, start()),
+                at(0, minted(1)),
+                at(
+                    0,
+                    closes_before_begin(
+                        1,
+                        1008,
+                        "Unauthorized Connection: Temporary token expired",
+                    ),
+                ),
+                effects([
+                    lost(
+                        1,
+                        CloseClass::TokenRejected,
+                        Some(1008),
+                        "Unauthorized Connection: Temporary token expired",
+                    ),
+                    retrying_token(2),
+                    changed(is_minting(2, Cause::TokenRejected)),
+                    mint(2),
+                ]),
+                at(0, minted(2)),
+                at(
+                    0,
+                    closes_before_begin(
+                        2,
+                        1008,
+                        "Unauthorized Connection: Temporary token expired",
+                    ),
+                ),
+                view(is_failed(
+                    CloseClass::TokenRejected,
+                    ["a fresh token was rejected too"],
+                )),
+            ]),
+            fails_with_advice(
+                "fatal_and_client_bugs_fail_with_advice: missing authorization",
                 1008,
                 "Unauthorized Connection: Missing Authorization header",
                 CloseClass::Fatal,
             ),
-            (
+            fails_with_advice(
+                "fatal_and_client_bugs_fail_with_advice: input duration",
                 3007,
                 "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
                 CloseClass::ClientBug,
             ),
-            (3006, "Invalid JSON: {", CloseClass::ClientBug),
-            (1009, "Message too big", CloseClass::ClientBug),
-        ] {
-            let mut m = machine(true);
-            streaming(&mut m, t0, 60 * S);
-            m.handle(
-                t0,
-                Input::Closed {
-                    generation: 1,
-                    closed: closed(Some(code), reason, None, true),
-                },
-            );
-            let View::Failed {
-                class: got,
-                reason: text,
-            } = m.view()
-            else {
-                panic!("{code}")
-            };
-            assert_eq!(got, class);
-            assert!(
-                text.contains(reason) && text.contains("not retrying"),
-                "{text}"
-            );
-            assert!(m.is_done());
+            fails_with_advice(
+                "fatal_and_client_bugs_fail_with_advice: invalid json",
+                3006,
+                "Invalid JSON: {",
+                CloseClass::ClientBug,
+            ),
+            fails_with_advice(
+                "fatal_and_client_bugs_fail_with_advice: message too big",
+                1009,
+                "Message too big",
+                CloseClass::ClientBug,
+            ),
+            Row::new("a_token_refused_for_good_fails_with_advice").then([
+                at(0, start()),
+                at(
+                    0,
+                    token_failed(1, CloseClass::Fatal, "the API key was refused"),
+                ),
+                view(is_failed(
+                    CloseClass::Fatal,
+                    ["the API key was refused", "not retrying"],
+                )),
+                done(),
+            ]),
+            Row::new("an_unrequested_normal_close_reconnects_at_once")
+                .given(streaming(60))
+                .then([
+                    at(0, closes(1, 1000, "")),
+                    effects([
+                        route_nowhere(),
+                        lost(1, CloseClass::Normal, Some(1000), ""),
+                        changed(is_minting(2, Cause::Dropped)),
+                        mint(2),
+                    ]),
+                ]),
+            Row::new("rate_limit_waits_a_minute")
+                .given(streaming(60))
+                .then([
+                    at(
+                        0,
+                        closes(
+                            1,
+                            3009,
+                            "Unauthorized Connection: Too many concurrent sessions",
+                        ),
+                    ),
+                    has([schedule_within(BackoffDone(1), 60 * S, 75 * S)]),
+                    view(is_backoff(1, CloseClass::RateLimited)),
+                ]),
+            Row::new("no_begin_in_time_reconnects_at_once").then([
+                at(0, start()),
+                at(0, minted(1)),
+                fire(BeginTimeout(1)),
+                // The first failure: at once.
+                effects([
+                    drop_socket(1),
+                    lost(
+                        1,
+                        CloseClass::Transient,
+                        None,
+                        "no Begin within the timeout",
+                    ),
+                    changed(is_minting(2, Cause::Dropped)),
+                    mint(2),
+                ]),
+                // A stale timer for an old generation does nothing.
+                at(11 * S, timer(BeginTimeout(1))),
+                nothing(),
+            ]),
+            Row::new("close_before_begin_twice_backs_off").then([
+                at(0, start()),
+                at(0, minted(1)),
+                at(0, closes_before_begin(1, 1011, "")),
+                at(0, minted(2)),
+                at(0, closes_before_begin(2, 1011, "")),
+                view(is_backoff(2, CloseClass::Transient)),
+            ]),
+            Row::new("user_reconnect_breaks_and_replays")
+                .given(streaming(60))
+                .then([
+                    at(0, reconnect()),
+                    effects([
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 5 * S),
+                        changed(is_minting(2, Cause::User)),
+                        mint(2),
+                    ]),
+                    at(0, minted(2)),
+                    at(0, begin(2, "s2", 60)),
+                    has([route_replaying(2, 1)]),
+                ]),
+            Row::new("user_reconnect_during_rotation_drops_the_successor")
+                .given(streaming(60))
+                .then([
+                    fire(Rotate(1)),
+                    at(31 * S, reconnect()),
+                    effects([
+                        drop_socket(2),
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 36 * S),
+                        changed(is_minting(3, Cause::User)),
+                        mint(3),
+                    ]),
+                    at(31 * S, minted(3)),
+                    at(31 * S, begin(3, "s3", 60)),
+                    has([route_replaying(3, 1)]),
+                ]),
+        ]
+    }
+
+    #[test]
+    fn scenarios() {
+        let rows = rows();
+        let mut names = HashSet::new();
+        for row in &rows {
+            assert!(names.insert(row.name), "two rows are named {}", row.name);
         }
-    }
-
-    #[test]
-    fn rate_limit_waits_a_minute() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        let limited = closed(
-            Some(3009),
-            "Unauthorized Connection: Too many concurrent sessions",
-            None,
-            true,
-        );
-        let fx = m.handle(
-            t0,
-            Input::Closed {
-                generation: 1,
-                closed: limited,
-            },
-        );
-        let at = fx
-            .iter()
-            .find_map(|e| match e {
-                Effect::Schedule {
-                    timer: Timer::BackoffDone(_),
-                    at,
-                } => Some(*at),
-                _ => None,
-            })
-            .expect("scheduled");
-        assert!(at >= t0 + 60 * S && at <= t0 + 75 * S);
-    }
-
-    #[test]
-    fn no_begin_in_time_or_close_before_begin_is_handled() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        m.handle(t0, Input::Start);
-        m.handle(t0, Input::TokenMinted { generation: 1 });
-        let fx = m.handle(t0 + 10 * S, Input::Timer(Timer::BeginTimeout(1)));
-        assert!(has(&fx, &Effect::Drop { generation: 1 }));
+        let failures: Vec<String> = rows.iter().filter_map(|row| row.run().err()).collect();
         assert!(
-            has(&fx, &Effect::Mint { generation: 2 }),
-            "first failure: at once"
+            failures.is_empty(),
+            "{} of {} rows failed:\n\n{}",
+            failures.len(),
+            rows.len(),
+            failures.join("\n\n")
         );
-        // A stale timer for an old generation does nothing.
+    }
+
+    /// The table can fail, and says where: a wrong expectation fails its row at its step.
+    #[test]
+    fn a_wrong_expectation_names_its_row_and_step() {
+        let row = Row::new("wrong")
+            .given(streaming(60))
+            .then([at(0, stop()), view(is_stopped())]);
+        let err = row.run().expect_err("the view is Draining, not Stopped");
         assert!(
-            m.handle(t0 + 11 * S, Input::Timer(Timer::BeginTimeout(1)))
-                .is_empty()
+            err.starts_with("row `wrong`, step 1 ") && err.contains("Draining"),
+            "{err}"
         );
-
-        let mut m = machine(true);
-        m.handle(t0, Input::Start);
-        m.handle(t0, Input::TokenMinted { generation: 1 });
-        m.handle(
-            t0,
-            Input::Closed {
-                generation: 1,
-                closed: closed(Some(1011), "", None, false),
-            },
-        );
-        m.handle(t0, Input::TokenMinted { generation: 2 });
-        m.handle(
-            t0,
-            Input::Closed {
-                generation: 2,
-                closed: closed(Some(1011), "", None, false),
-            },
-        );
-        assert!(matches!(m.view(), View::Backoff { attempt: 2, .. }));
-    }
-
-    #[test]
-    fn old_session_lost_during_rotation_switches_with_replay() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(
-            t0,
-            Input::Turn {
-                generation: 1,
-                end_of_turn: false,
-            },
-        );
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        m.handle(t0 + 30 * S, Input::TokenMinted { generation: 2 });
-        m.handle(t0 + 31 * S, begin(2, "s2", 60 * S));
-        let fx = m.handle(
-            t0 + 32 * S,
-            Input::Closed {
-                generation: 1,
-                closed: closed(None, "", None, true),
-            },
-        );
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: Some(1)
-            }
-        ));
-        assert_eq!(
-            m.view(),
-            View::Streaming {
-                generation: 2,
-                session_id: "s2".into()
-            }
-        );
-    }
-
-    #[test]
-    fn old_session_lost_while_the_successor_mints_carries_on_minting() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        let lost = closed(None, "", None, true);
-        m.handle(
-            t0 + 31 * S,
-            Input::Closed {
-                generation: 1,
-                closed: lost,
-            },
-        );
-        assert_eq!(
-            m.view(),
-            View::Minting {
-                generation: 2,
-                cause: Cause::Expired
-            }
-        );
-        // The token arrives: connect, then Begin routes with a replay of what 1 did not finalize.
-        let fx = m.handle(t0 + 32 * S, Input::TokenMinted { generation: 2 });
-        assert!(has(&fx, &Effect::Connect { generation: 2 }));
-        let fx = m.handle(t0 + 32 * S, begin(2, "s2", 60 * S));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: Some(1)
-            }
-        ));
-    }
-
-    #[test]
-    fn a_successor_ready_after_the_deadline_is_handed_over_at_once() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(
-            t0,
-            Input::Turn {
-                generation: 1,
-                end_of_turn: false,
-            },
-        );
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        assert!(
-            m.handle(t0 + 52 * S, Input::Timer(Timer::HandoverDeadline(1)))
-                .iter()
-                .all(|e| !matches!(e, Effect::ForceEndpoint { .. }))
-        );
-        m.handle(t0 + 55 * S, Input::TokenMinted { generation: 2 });
-        let fx = m.handle(t0 + 55 * S, begin(2, "s2", 60 * S));
-        assert!(has(&fx, &Effect::ForceEndpoint { generation: 1 }));
-        assert!(has(
-            &fx,
-            &Effect::Schedule {
-                timer: Timer::HandoverGrace(1),
-                at: t0 + 55 * S + S + S / 2
-            }
-        ));
-    }
-
-    #[test]
-    fn successor_failure_keeps_the_live_session() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        m.handle(t0 + 30 * S, Input::Timer(Timer::Rotate(1)));
-        let failure = Failure {
-            class: CloseClass::Transient,
-            message: "timeout".into(),
-            retry_after: None,
-        };
-        m.handle(
-            t0 + 30 * S,
-            Input::TokenFailed {
-                generation: 2,
-                failure,
-            },
-        );
-        assert_eq!(
-            m.view(),
-            View::Streaming {
-                generation: 1,
-                session_id: "s1".into()
-            }
-        );
-    }
-
-    #[test]
-    fn user_reconnect_breaks_and_replays() {
-        let t0 = Instant::now();
-        let mut m = machine(true);
-        streaming(&mut m, t0, 60 * S);
-        let fx = m.handle(t0, Input::Reconnect);
-        assert!(has(&fx, &Effect::Terminate { generation: 1 }));
-        assert!(has(
-            &fx,
-            &Effect::Schedule {
-                timer: Timer::Drain(1),
-                at: t0 + 5 * S
-            }
-        ));
-        assert!(has(&fx, &Effect::Mint { generation: 2 }));
-        m.handle(t0, Input::TokenMinted { generation: 2 });
-        let fx = m.handle(t0, begin(2, "s2", 60 * S));
-        assert!(has(
-            &fx,
-            &Effect::Route {
-                to: Some(2),
-                replay_from: Some(1)
-            }
-        ));
+        let row = Row::new("never").then([fire(Drain(1))]);
+        let err = row.run().expect_err("no Drain timer was scheduled");
+        assert!(err.contains("never scheduled"), "{err}");
     }
 }
