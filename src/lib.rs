@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod headless;
+pub mod listener;
 pub mod logging;
 pub mod protocol;
 pub mod provider;

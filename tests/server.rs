@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aai_live::emulator::RunningEmulator;
+use aai_live::listener::{ListenError, TlsFiles};
 use aai_live::protocol::ServerMessage;
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{ProviderError, Token, TokenProvider, TokenRequest};
@@ -923,7 +924,7 @@ async fn tls_with_a_self_signed_certificate() {
         String::from_utf8_lossy(&output.stderr)
     );
     let emu = common::start(common::config()).await;
-    let files = server::TlsFiles {
+    let files = TlsFiles {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),
     };
@@ -948,7 +949,7 @@ async fn tls_with_a_self_signed_certificate() {
 
     // Unreadable TLS files are a start error, not a panic.
     let mut config = base_config();
-    config.tls = Some(server::TlsFiles {
+    config.tls = Some(TlsFiles {
         cert: dir.path().join("missing.pem"),
         key: dir.path().join("key.pem"),
     });
@@ -980,5 +981,8 @@ async fn bad_settings_fail_at_start() {
     let mut config = base_config();
     config.listen = taken.local_addr().expect("addr");
     let e = server::start(config, gate).await.expect_err("taken");
-    assert!(matches!(e, ServerError::Bind { .. }), "{e}");
+    assert!(
+        matches!(e, ServerError::Listen(ListenError::Bind { .. })),
+        "{e}"
+    );
 }
