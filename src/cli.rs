@@ -53,7 +53,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Run a token server: mint one-time tokens with the API key held here for authenticated
     /// clients (the remote provider, browser pages), rate limited (docs/server.md).
-    Serve(Box<crate::server::command::ServeArgs>),
+    Serve(Box<crate::server::serve_cli::ServeArgs>),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -155,6 +155,8 @@ pub struct ConfigArgs {
 
 /// Options of `aai-live emulate`.
 #[derive(Debug, Args)]
+// The emulator's certificate also serves wss://; the rest of `TlsArgs` is as `serve` has it.
+#[command(mut_arg("tls_cert", |arg| arg.help("TLS certificate (PEM) for https:// and wss://")))]
 pub struct EmulateArgs {
     /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -165,13 +167,8 @@ pub struct EmulateArgs {
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_keys: Vec<String>,
 
-    /// TLS certificate (PEM) for https:// and wss://.
-    #[arg(long, requires = "tls_key", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM).
-    #[arg(long, requires = "tls_cert", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::listener::TlsArgs,
 
     /// Word script (JSON) giving the words of a known recording and their times.
     #[arg(long, value_name = "FILE")]

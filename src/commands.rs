@@ -10,7 +10,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell, TokenArgs};
 use crate::config::{self, EnvSource, LoadOptions, Loaded};
-use crate::emulator::{self, EmulatorConfig, FaultRule, Pacing, Script, TlsFiles};
+use crate::emulator::{self, EmulatorConfig, FaultRule, Pacing, Script};
 use crate::logging::{self, LogGuard, LogOptions};
 use crate::provider;
 
@@ -149,14 +149,14 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// `aai-live serve`: the token server (`server::command`), or `--hash-credential`.
+/// `aai-live serve`: the token server (`server::serve_cli`), or `--hash-credential`.
 fn serve(
-    args: &crate::server::command::ServeArgs,
+    args: &crate::server::serve_cli::ServeArgs,
     global: &GlobalOpts,
 ) -> anyhow::Result<ExitCode> {
-    use crate::server::command;
+    use crate::server::serve_cli;
     if args.hash_credential {
-        let code = command::hash_credential_command(
+        let code = serve_cli::hash_credential_command(
             &mut std::io::stdin().lock(),
             &mut std::io::stdout(),
             &mut std::io::stderr(),
@@ -165,7 +165,7 @@ fn serve(
     }
     let loaded = load_config_with(global, args.config_overrides())?;
     let _log = init_logging(global, &loaded)?;
-    runtime()?.block_on(command::run(
+    runtime()?.block_on(serve_cli::run(
         args,
         &loaded.config,
         &mut std::io::stdout(),
@@ -269,14 +269,7 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
 
 async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     let config = emulator_config(&args)?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    let running = emulator::start(config, &args.listen, tls).await?;
+    let running = emulator::start(config, &args.listen, args.tls.files()).await?;
     crate::signals::cancel_on_signals(running.cancel_token())
         .context("cannot install the signal handlers")?;
     // The first stdout line is a contract: scripts and tests read the real port from it.

@@ -22,8 +22,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
 
 pub use faults::{Fault, FaultRule};
 pub use script::Script;
@@ -108,28 +109,10 @@ impl EmulatorConfig {
     }
 }
 
-/// TLS certificate and key files (PEM).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot load TLS certificate {cert} / key {key}: {source}")]
-    Tls {
-        cert: String,
-        key: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("the emulator needs at least one API key (--api-key or AAI_LIVE_EMULATOR_API_KEYS)")]
     NoKeys,
 }
@@ -140,18 +123,13 @@ pub struct RunningEmulator {
     pub addr: SocketAddr,
     pub tls: bool,
     state: Arc<state::State>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
+    listener: listener::Running,
 }
 
 impl RunningEmulator {
     /// `http://HOST:PORT` (or https).
     pub fn base_url(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.addr
-        )
+        self.listener.base_url()
     }
 
     pub fn token_url(&self) -> String {
@@ -179,19 +157,19 @@ impl RunningEmulator {
     /// Stop accepting connections and end open sessions (close 1001 "Going Away"), waiting at
     /// most a second for their closing handshakes.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
+        self.listener.cancel_token().cancel();
         self.wait().await;
     }
 
     /// Serve until `shutdown` is called elsewhere (used by `aai-live emulate` with Ctrl-C).
     pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.listener.cancel_token()
     }
 
     /// Serve until cancelled, then let open sessions close (bounded).
     pub async fn wait(self) {
-        let _ = self.task.await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.state.sessions_closed()).await;
+        self.listener.wait().await;
+        let _ = tokio::time::timeout(SESSIONS_CLOSE_GRACE, self.state.sessions_closed()).await;
     }
 }
 
@@ -211,6 +189,10 @@ fn router(state: Arc<state::State>) -> Router {
         .with_state(state)
 }
 
+/// How long a shutdown waits for open sessions' closing handshakes, and for HTTP requests under
+/// way.
+const SESSIONS_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Start the emulator on `listen` (port 0 picks a free port).
 pub async fn start(
     config: EmulatorConfig,
@@ -220,61 +202,20 @@ pub async fn start(
     if config.api_keys.is_empty() {
         return Err(EmulatorError::NoKeys);
     }
-    let bind_err = |source| EmulatorError::Bind {
-        addr: listen.to_owned(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(bind_err)?;
-    let addr = listener.local_addr().map_err(bind_err)?;
+    // The sessions watch the same token as the listener: cancelling it ends them with 1001.
     let cancel = CancellationToken::new();
     let state = Arc::new(state::State::new(config, cancel.clone()));
-    let app = router(Arc::clone(&state));
-    let is_tls = tls.is_some();
-    let task = match tls {
-        None => {
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = served.await {
-                    tracing::error!("emulator stopped: {e}");
-                }
-            })
-        }
-        Some(files) => {
-            let tls_config =
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                    .await
-                    .map_err(|source| EmulatorError::Tls {
-                        cert: files.cert.display().to_string(),
-                        key: files.key.display().to_string(),
-                        source,
-                    })?;
-            let std_listener = listener.into_std().map_err(bind_err)?;
-            let handle = axum_server::Handle::new();
-            let stop = cancel.clone();
-            let shutdown_handle = handle.clone();
-            tokio::spawn(async move {
-                stop.cancelled().await;
-                shutdown_handle.graceful_shutdown(Some(Duration::from_secs(1)));
-            });
-            let server =
-                axum_server::from_tcp_rustls(std_listener, tls_config).map_err(bind_err)?;
-            tokio::spawn(async move {
-                if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
-                    tracing::error!("emulator stopped: {e}");
-                }
-            })
-        }
+    let options = ListenOptions {
+        tls,
+        shutdown_grace: SESSIONS_CLOSE_GRACE,
+        ..ListenOptions::new("emulator")
     };
-    tracing::info!(%addr, tls = is_tls, "emulator listening");
+    let listener = listener::serve(listen, router(Arc::clone(&state)), options, cancel).await?;
+    tracing::info!(addr = %listener.addr, tls = listener.tls, "emulator listening");
     Ok(RunningEmulator {
-        addr,
-        tls: is_tls,
+        addr: listener.addr,
+        tls: listener.tls,
         state,
-        cancel,
-        task,
+        listener,
     })
 }

@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod demo;
 pub mod emulator;
 pub mod headless;
+pub mod listener;
 pub mod logging;
 pub mod protocol;
 pub mod provider;

@@ -9,25 +9,24 @@
 //! concurrency ([`upstream`]), Prometheus metrics ([`metrics`]) and an access log without
 //! secrets ([`handler`]). Optional TLS; graceful shutdown. See `docs/server.md`.
 //!
-//! [`start`] runs it in-process (tests, embedding); [`command`] is the `aai-live serve` adapter.
+//! [`start`] runs it in-process (tests, embedding) on a [`crate::listener`]; [`serve_cli`] is the
+//! `aai-live serve` command line.
 
 pub mod auth;
-pub mod command;
 pub mod handler;
 pub mod limit;
 pub mod metrics;
 pub mod policy;
+pub mod serve_cli;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::get;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -36,17 +35,11 @@ pub use limit::{LimitSetting, RateSpec};
 pub use policy::LifetimePolicy;
 pub use upstream::RetryPolicy;
 
+use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
 use crate::provider::{ProviderError, TokenProvider};
-use handler::AppState;
+use handler::ServerState;
 use limit::Limiter;
 use metrics::Metrics;
-
-/// TLS certificate chain and private key files (PEM).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// Everything the server can be told. [`ServerConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -120,19 +113,8 @@ pub enum ServerError {
     Credentials(#[from] CredentialsError),
     #[error("cannot mint tokens: {0}")]
     Provider(#[from] ProviderError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot load the TLS certificate {cert} / key {key}: {source}")]
-    Tls {
-        cert: String,
-        key: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -146,19 +128,14 @@ pub enum ServerError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub tls: bool,
-    state: Arc<AppState>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
+    state: Arc<ServerState>,
+    listener: listener::Running,
 }
 
 impl RunningServer {
     /// `http://HOST:PORT` (or https).
     pub fn base_url(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.addr
-        )
+        self.listener.base_url()
     }
 
     pub fn token_url(&self) -> String {
@@ -177,19 +154,18 @@ impl RunningServer {
 
     /// Cancelling it starts a graceful shutdown (the command's signal handlers use it).
     pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.listener.cancel_token()
     }
 
     /// Stop accepting connections, let requests under way finish (within the grace period),
     /// and return when the server has stopped.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
-        self.wait().await;
+        self.listener.shutdown().await;
     }
 
     /// Serve until cancelled, then until the graceful shutdown has finished.
     pub async fn wait(self) {
-        let _ = self.task.await;
+        self.listener.wait().await;
     }
 }
 
@@ -218,63 +194,20 @@ pub async fn start(
     let state = Arc::new(build_state(&config, upstream, origins.clone()));
     let app = router(Arc::clone(&state), &origins);
 
-    let bind = |source| ServerError::Bind {
-        addr: config.listen,
-        source,
+    let options = ListenOptions {
+        tls: config.tls.clone(),
+        header_timeout: Some(config.header_timeout),
+        shutdown_grace: config.shutdown_grace,
+        ..ListenOptions::new("token server")
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(bind)?;
-    let addr = listener.local_addr().map_err(bind)?;
-    let std_listener = listener.into_std().map_err(bind)?;
-    let handle = axum_server::Handle::new();
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let cancel = CancellationToken::new();
-    let serving: futures_util::future::BoxFuture<'static, std::io::Result<()>> = match &config.tls {
-        None => {
-            let mut server = axum_server::from_tcp(std_listener).map_err(bind)?;
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(config.header_timeout));
-            Box::pin(
-                server
-                    .first_request_timeout(config.header_timeout)
-                    .handle(handle.clone())
-                    .serve(make_service),
-            )
-        }
-        Some(files) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                .await
-                .map_err(|source| ServerError::Tls {
-                    cert: files.cert.display().to_string(),
-                    key: files.key.display().to_string(),
-                    source,
-                })?;
-            let mut server = axum_server::from_tcp_rustls(std_listener, tls).map_err(bind)?;
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(config.header_timeout));
-            Box::pin(
-                server
-                    .first_request_timeout(config.header_timeout)
-                    .handle(handle.clone())
-                    .serve(make_service),
-            )
-        }
-    };
-    let task = tokio::spawn(run(
-        serving,
-        handle,
-        cancel.clone(),
-        config.shutdown_grace,
+    let listener = listener::serve(config.listen, app, options, CancellationToken::new()).await?;
+    tokio::spawn(forget_idle_keys(
         Arc::clone(&state),
+        listener.cancel_token(),
     ));
     tracing::info!(
-        %addr,
-        tls = config.tls.is_some(),
+        addr = %listener.addr,
+        tls = listener.tls,
         upstream = %state.upstream.source(),
         auth = match &config.auth {
             Auth::None => "none".to_owned(),
@@ -283,34 +216,21 @@ pub async fn start(
         "token server listening"
     );
     Ok(RunningServer {
-        addr,
-        tls: config.tls.is_some(),
+        addr: listener.addr,
+        tls: listener.tls,
         state,
-        cancel,
-        task,
+        listener,
     })
 }
 
-/// Serve until cancelled, then shut down gracefully; meanwhile forget idle rate-limit keys.
-async fn run(
-    serving: futures_util::future::BoxFuture<'static, std::io::Result<()>>,
-    handle: axum_server::Handle<SocketAddr>,
-    cancel: CancellationToken,
-    grace: Duration,
-    state: Arc<AppState>,
-) {
-    let mut serving = serving;
+/// Until the server stops, forget rate-limit keys idle long enough to be full again, so the
+/// per-address and per-client tables do not grow without bound.
+async fn forget_idle_keys(state: Arc<ServerState>, cancel: CancellationToken) {
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            result = &mut serving => {
-                if let Err(e) = result {
-                    tracing::error!("token server stopped: {e}");
-                }
-                return;
-            }
-            () = cancel.cancelled() => break,
+            () = cancel.cancelled() => return,
             _ = sweep.tick() => {
                 if let Some(limiter) = &state.refusal_limit {
                     limiter.retain_recent();
@@ -321,34 +241,19 @@ async fn run(
             }
         }
     }
-    tracing::info!("token server shutting down");
-    // axum-server signals shutdown with `notify_waiters`, which reaches only a loop already
-    // waiting for it; repeat until the accept loop has seen it and the connections are done.
-    loop {
-        handle.graceful_shutdown(Some(grace));
-        match tokio::time::timeout(Duration::from_millis(50), &mut serving).await {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => {
-                tracing::error!("token server stopped: {e}");
-                break;
-            }
-            Err(_) => {}
-        }
-    }
-    tracing::info!("token server stopped");
 }
 
 fn build_state(
     config: &ServerConfig,
     upstream: Arc<dyn TokenProvider>,
     origins: Vec<HeaderValue>,
-) -> AppState {
+) -> ServerState {
     let anonymous: Arc<str> = Arc::from(auth::ANONYMOUS);
     let clients: Vec<Arc<str>> = match &config.auth {
         Auth::None => vec![anonymous],
         Auth::Bearer(credentials) => credentials.names().cloned().collect(),
     };
-    AppState {
+    ServerState {
         auth: config.auth.clone(),
         policy: config.policy,
         client_limit: config.client_limit.map(Limiter::new),
@@ -364,7 +269,7 @@ fn build_state(
     }
 }
 
-fn router(state: Arc<AppState>, origins: &[HeaderValue]) -> Router {
+fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
     let mut router = Router::new()
         .route("/token", get(handler::token).post(handler::token))
         .route("/healthz", get(handler::healthz))

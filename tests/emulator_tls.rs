@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aai_live::emulator::{self, RunningEmulator, TlsFiles};
+use aai_live::emulator::{self, RunningEmulator};
+use aai_live::listener::TlsFiles;
 use aai_live::protocol::ServerMessage;
 use common::{KEY, Ws, read_to_close, read_until, speech, stream, terminate};
 use rustls::pki_types::CertificateDer;

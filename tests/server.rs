@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aai_live::emulator::RunningEmulator;
+use aai_live::listener::{ListenError, TlsFiles};
 use aai_live::protocol::ServerMessage;
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{ProviderError, Token, TokenProvider, TokenRequest};
@@ -852,6 +853,209 @@ async fn health_metrics_and_json_errors() {
     s.server.shutdown().await;
 }
 
+/// One row of the `GET /metrics` table in docs/server.md.
+#[derive(Debug)]
+struct DocumentedSeries {
+    name: String,
+    labels: Vec<String>,
+    kind: String,
+    /// The backticked words of the meaning column: the label values a labelled series takes.
+    values: Vec<String>,
+}
+
+fn documented_series() -> Vec<DocumentedSeries> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/server.md"))
+        .expect("docs/server.md");
+    let section = doc
+        .split("### `GET /metrics`")
+        .nth(1)
+        .expect("a GET /metrics section");
+    let rows: Vec<DocumentedSeries> = section
+        .lines()
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with("| `aai_live_serve"))
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let series = cells[0].trim_matches('`');
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (
+                    name,
+                    labels
+                        .trim_end_matches('}')
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                None => (series, Vec::new()),
+            };
+            let values = cells[2]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            DocumentedSeries {
+                name: name.to_owned(),
+                labels,
+                kind: cells[1].to_owned(),
+                values,
+            }
+        })
+        .collect();
+    assert_eq!(rows.len(), 9, "the documented series: {rows:?}");
+    rows
+}
+
+/// The label names and values of a sample line `name{a="x",b="y"} 1`.
+fn sample_labels(line: &str) -> Vec<(String, String)> {
+    let Some((_, rest)) = line.split_once('{') else {
+        return Vec::new();
+    };
+    let inside = rest.rsplit_once('}').map_or(rest, |(inside, _)| inside);
+    inside
+        .split("\",")
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
+            (key.to_owned(), value.trim_end_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// `text` has a TYPE and HELP line for every series docs/server.md documents and no other, the
+/// documented label names, the documented label values, and every histogram bucket.
+fn assert_documented_series(text: &str) {
+    let documented = documented_series();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    assert_eq!(
+        typed.len(),
+        documented.len(),
+        "one TYPE line per documented series:\n{text}"
+    );
+    for series in &documented {
+        let name = &series.name;
+        let type_line = format!("{name} {}", series.kind);
+        assert!(
+            typed.contains(&type_line.as_str()),
+            "# TYPE {type_line} in\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "# HELP {name} in\n{text}"
+        );
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.split(['{', ' ']).next().is_some_and(|n| {
+                    n == name || (series.kind == "histogram" && n.starts_with(name.as_str()))
+                })
+            })
+            .collect();
+        assert!(!samples.is_empty(), "samples of {name} in\n{text}");
+        if series.kind == "histogram" {
+            for le in [
+                "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+                "0.5", "1", "2.5", "5", "10", "+Inf",
+            ] {
+                let bucket = format!("{name}_bucket{{le=\"{le}\"}} ");
+                assert!(
+                    samples.iter().any(|l| l.starts_with(&bucket)),
+                    "{bucket} in\n{text}"
+                );
+            }
+            for part in ["_sum ", "_count "] {
+                let line = format!("{name}{part}");
+                assert!(
+                    samples.iter().any(|l| l.starts_with(&line)),
+                    "{line} in\n{text}"
+                );
+            }
+            continue;
+        }
+        for sample in &samples {
+            let keys: Vec<String> = sample_labels(sample).into_iter().map(|(k, _)| k).collect();
+            assert_eq!(keys, series.labels, "labels of {sample}");
+        }
+        // A label whose values the docs list takes exactly those values (pre-created at 0).
+        if series.labels.len() == 1 && !series.values.is_empty() {
+            let mut seen: Vec<String> = samples
+                .iter()
+                .flat_map(|l| sample_labels(l))
+                .map(|(_, v)| v)
+                .collect();
+            let mut listed = series.values.clone();
+            seen.sort();
+            listed.sort();
+            assert_eq!(seen, listed, "values of {name}");
+        }
+    }
+}
+
+/// A scrape of `/metrics` over HTTP shows exactly the series docs/server.md documents, with
+/// their types, labels and label values, in the content type a Prometheus server expects, and
+/// counts what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_scrape_has_the_documented_series_and_counts() {
+    let s = setup(|_| {}).await;
+    for credential in [ALICE, ALICE, BOB] {
+        let a = get(&s.server, "", Some(credential)).await;
+        assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    }
+    for credential in [None, Some("not-a-credential-0123456789abcdef")] {
+        let a = get(&s.server, "", credential).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{a:?}");
+    }
+    let a = get(&s.server, "expires_in_seconds=soon", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{a:?}");
+    let a = answer(client().get(format!("{}/healthz", s.server.base_url()))).await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let response = client()
+        .get(format!("{}/metrics", s.server.base_url()))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.expect("text");
+    assert!(text.ends_with('\n') && !text.contains("# EOF"), "{text}");
+
+    assert_documented_series(&text);
+
+    let version = env!("CARGO_PKG_VERSION");
+    for line in [
+        format!("aai_live_serve_info{{version=\"{version}\"}} 1"),
+        "aai_live_serve_tokens_minted_total{client=\"alice\"} 2".into(),
+        "aai_live_serve_tokens_minted_total{client=\"bob\"} 1".into(),
+        "aai_live_serve_tokens_minted_total{client=\"carol\"} 0".into(),
+        "aai_live_serve_requests_denied_total{reason=\"unauthenticated\"} 2".into(),
+        "aai_live_serve_requests_denied_total{reason=\"invalid_request\"} 1".into(),
+        "aai_live_serve_requests_denied_total{reason=\"client_rate_limit\"} 0".into(),
+        "aai_live_serve_upstream_failures_total{class=\"transient\"} 0".into(),
+        "aai_live_serve_upstream_retries_total 0".into(),
+        "aai_live_serve_upstream_in_flight 0".into(),
+        // The scrape itself is counted once its answer is written.
+        "aai_live_serve_responses_total{code=\"200\"} 4".into(),
+        "aai_live_serve_responses_total{code=\"401\"} 2".into(),
+        "aai_live_serve_responses_total{code=\"400\"} 1".into(),
+        "aai_live_serve_token_request_duration_seconds_count 6".into(),
+        "aai_live_serve_token_request_duration_seconds_bucket{le=\"+Inf\"} 6".into(),
+        "aai_live_serve_upstream_request_duration_seconds_count 3".into(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert_eq!(s.server.minted(), 3);
+    s.server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_requests_under_way_finish() {
     let (gate, mut entered) = gate();
@@ -923,7 +1127,7 @@ async fn tls_with_a_self_signed_certificate() {
         String::from_utf8_lossy(&output.stderr)
     );
     let emu = common::start(common::config()).await;
-    let files = server::TlsFiles {
+    let files = TlsFiles {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),
     };
@@ -948,7 +1152,7 @@ async fn tls_with_a_self_signed_certificate() {
 
     // Unreadable TLS files are a start error, not a panic.
     let mut config = base_config();
-    config.tls = Some(server::TlsFiles {
+    config.tls = Some(TlsFiles {
         cert: dir.path().join("missing.pem"),
         key: dir.path().join("key.pem"),
     });
@@ -980,5 +1184,8 @@ async fn bad_settings_fail_at_start() {
     let mut config = base_config();
     config.listen = taken.local_addr().expect("addr");
     let e = server::start(config, gate).await.expect_err("taken");
-    assert!(matches!(e, ServerError::Bind { .. }), "{e}");
+    assert!(
+        matches!(e, ServerError::Listen(ListenError::Bind { .. })),
+        "{e}"
+    );
 }

@@ -281,7 +281,7 @@ async fn hash_credential_and_start_errors() {
 #[test]
 fn region_and_upstream_flags_pick_the_token_endpoint() {
     use aai_live::config::{LoadOptions, load};
-    use aai_live::server::command::{ServeArgs, upstream_provider};
+    use aai_live::server::serve_cli::{ServeArgs, upstream_provider};
     use clap::Parser;
 
     #[derive(Parser)]

@@ -35,7 +35,7 @@ const MAX_LOGGED_PATH: usize = 96;
 
 /// Everything the handlers share.
 #[derive(Debug)]
-pub struct AppState {
+pub struct ServerState {
     pub auth: Auth,
     pub policy: LifetimePolicy,
     pub client_limit: Option<Limiter<Arc<str>>>,
@@ -133,7 +133,7 @@ struct Ctx {
 
 /// `GET /token`, `POST /token`.
 pub async fn token(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
@@ -183,7 +183,7 @@ pub async fn token(
 }
 
 async fn serve_token(
-    state: &AppState,
+    state: &ServerState,
     peer: IpAddr,
     uri: &Uri,
     headers: &HeaderMap,
@@ -292,7 +292,7 @@ fn minted(client: &str, token: &Token, request: &TokenRequest) -> Response {
 
 /// The caller's client name, or the refusal.
 fn authenticate(
-    state: &AppState,
+    state: &ServerState,
     peer: IpAddr,
     headers: &HeaderMap,
     ctx: &mut Ctx,
@@ -319,7 +319,7 @@ fn authenticate(
 
 /// A request refused before its client is known counts against its address; when the address
 /// has used up its refusals, the answer becomes a 429.
-fn refuse(state: &AppState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> ApiError {
+fn refuse(state: &ServerState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> ApiError {
     let Some(limiter) = &state.refusal_limit else {
         return error;
     };
@@ -343,7 +343,7 @@ fn refuse(state: &AppState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> Api
 
 /// The client's budget first, then the server's. A request the global limit refuses has still
 /// spent its client's budget: a client retrying into a saturated server is still retrying.
-fn admit(state: &AppState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), ApiError> {
+fn admit(state: &ServerState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), ApiError> {
     let limited = |who: String, spec: String, decision: Decision, denial: Denial| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -392,7 +392,7 @@ fn admit(state: &AppState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), ApiEr
 
 /// The lifetimes asked for: query parameters, overridden by a JSON or form body.
 async fn read_params(
-    state: &AppState,
+    state: &ServerState,
     headers: &HeaderMap,
     query: Option<String>,
     body: Body,
@@ -489,7 +489,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /metrics`: the Prometheus exposition, to loopback peers unless `public_metrics`.
 pub async fn metrics(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     if !state.public_metrics && !peer.ip().is_loopback() {
@@ -503,7 +503,7 @@ pub async fn metrics(
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(super::metrics::CONTENT_TYPE),
         )],
         state.metrics.render(),
     )
@@ -534,7 +534,7 @@ pub async fn method_not_allowed() -> Response {
 /// access log line (target `aai_live::server::access`) with the client's name, never a
 /// credential or a token.
 pub async fn access_log(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,

@@ -1,16 +1,31 @@
-//! Counters and histograms of the token server, rendered in the Prometheus text format for
-//! `GET /metrics`.
+//! Counters and histograms of the token server, exposed for `GET /metrics` in the Prometheus
+//! text format (version 0.0.4) by `prometheus-client`.
 //!
-//! Everything is a relaxed atomic: a scrape may see one counter a request ahead of another, which
-//! Prometheus tolerates, and the hot path takes no lock. Client names are known at start (the
-//! credentials file), so per-client series are allocated once and never grow.
+//! Each server has its own [`Registry`]: nothing is process-global, so several servers can run
+//! in one process (the tests do). The hot path takes no lock: client names are known at start
+//! (the credentials file), so the per-client, per-reason and per-class counters are created once
+//! and kept as handles (a counter is one relaxed atomic), and the latency histograms are this
+//! module's lock-free [`Histogram`] (prometheus-client's own takes a mutex per observation). Only
+//! responses by status code are looked up per request (a read lock; which codes occur is not
+//! known in advance). A scrape may see one counter a request ahead of another, which Prometheus
+//! tolerates.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s text: the classic Prometheus text format.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// Why a request was refused before a token was minted (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
@@ -101,9 +116,13 @@ const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A fixed-bucket latency histogram.
+/// A fixed-bucket latency histogram of relaxed atomics; clones share the counts (one clone
+/// lives in the registry).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram(Arc<HistogramCells>);
+
 #[derive(Debug, Default)]
-pub struct Histogram {
+struct HistogramCells {
     /// Per bucket (not cumulative); the last is +Inf.
     buckets: [AtomicU64; BOUNDS.len() + 1],
     sum_micros: AtomicU64,
@@ -117,198 +136,225 @@ impl Histogram {
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BOUNDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_micros.fetch_add(
             u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in BOUNDS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[BOUNDS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        // The buckets were read one by one; +Inf is the count as they saw it.
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        self.0.count.load(Ordering::Relaxed)
     }
 }
 
-/// Everything `GET /metrics` reports.
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(f64::INFINITY, 0); BOUNDS.len() + 1];
+        for (i, bucket) in buckets.iter_mut().enumerate() {
+            *bucket = (
+                BOUNDS.get(i).copied().unwrap_or(f64::INFINITY),
+                self.0.buckets[i].load(Ordering::Relaxed),
+            );
+        }
+        // The buckets were read one by one; the count is their total as they saw it, so
+        // +Inf and _count agree.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabel {
+    client: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// Everything `GET /metrics` reports (the series are listed in docs/server.md).
 #[derive(Debug)]
 pub struct Metrics {
-    minted: BTreeMap<Arc<str>, AtomicU64>,
-    denied: [AtomicU64; Denial::ALL.len()],
-    upstream_failures: [AtomicU64; UpstreamFailure::ALL.len()],
-    upstream_retries: AtomicU64,
-    /// Responses by status code: a handful of codes, so a small map behind a lock held for
-    /// one increment.
-    responses: std::sync::Mutex<BTreeMap<u16, u64>>,
+    registry: Registry,
+    minted: BTreeMap<Arc<str>, Counter>,
+    denied: [Counter; Denial::ALL.len()],
+    upstream_failures: [Counter; UpstreamFailure::ALL.len()],
+    upstream_retries: Counter,
+    responses: Family<CodeLabel, Counter>,
     pub token_latency: Histogram,
     pub upstream_latency: Histogram,
-    in_flight: AtomicU64,
+    in_flight: Gauge,
 }
 
 impl Metrics {
     /// Metrics for these clients (their names label the minted counter).
+    ///
+    /// Names are registered without the `_total` that prometheus-client appends to counters;
+    /// help texts without the full stop it appends.
     pub fn new<'a>(clients: impl IntoIterator<Item = &'a Arc<str>>) -> Self {
+        let mut registry = Registry::default();
+
+        let info = Family::<VersionLabel, Gauge>::default();
+        info.get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+        registry.register("aai_live_serve_info", "The token server's version", info);
+
+        let minted_family = Family::<ClientLabel, Counter>::default();
+        let minted = clients
+            .into_iter()
+            .map(|name| {
+                let label = ClientLabel {
+                    client: Arc::clone(name),
+                };
+                (Arc::clone(name), minted_family.get_or_create_owned(&label))
+            })
+            .collect();
+        registry.register(
+            "aai_live_serve_tokens_minted",
+            "Tokens handed out, by client",
+            minted_family,
+        );
+
+        let denied_family = Family::<ReasonLabel, Counter>::default();
+        let denied = Denial::ALL.map(|reason| {
+            denied_family.get_or_create_owned(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+        });
+        registry.register(
+            "aai_live_serve_requests_denied",
+            "Token requests refused before minting, by reason",
+            denied_family,
+        );
+
+        let failures_family = Family::<ClassLabel, Counter>::default();
+        let upstream_failures = UpstreamFailure::ALL.map(|class| {
+            failures_family.get_or_create_owned(&ClassLabel {
+                class: class.as_str(),
+            })
+        });
+        registry.register(
+            "aai_live_serve_upstream_failures",
+            "Failed attempts at the upstream token endpoint, by class",
+            failures_family,
+        );
+
+        let upstream_retries = Counter::default();
+        registry.register(
+            "aai_live_serve_upstream_retries",
+            "Upstream attempts repeated after a transient failure",
+            upstream_retries.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "aai_live_serve_upstream_in_flight",
+            "Upstream token requests under way",
+            in_flight.clone(),
+        );
+        let responses = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "aai_live_serve_responses",
+            "HTTP responses, by status code",
+            responses.clone(),
+        );
+        let token_latency = Histogram::default();
+        registry.register(
+            "aai_live_serve_token_request_duration_seconds",
+            "Time to answer a token request, refusals included",
+            token_latency.clone(),
+        );
+        let upstream_latency = Histogram::default();
+        registry.register(
+            "aai_live_serve_upstream_request_duration_seconds",
+            "Time of one attempt at the upstream token endpoint",
+            upstream_latency.clone(),
+        );
+
         Self {
-            minted: clients
-                .into_iter()
-                .map(|name| (Arc::clone(name), AtomicU64::new(0)))
-                .collect(),
-            denied: Default::default(),
-            upstream_failures: Default::default(),
-            upstream_retries: AtomicU64::new(0),
-            responses: std::sync::Mutex::default(),
-            token_latency: Histogram::default(),
-            upstream_latency: Histogram::default(),
-            in_flight: AtomicU64::new(0),
+            registry,
+            minted,
+            denied,
+            upstream_failures,
+            upstream_retries,
+            responses,
+            token_latency,
+            upstream_latency,
+            in_flight,
         }
     }
 
+    /// Count a token for `client`; a name not given at start is not counted (it cannot
+    /// authenticate, so this does not happen).
     pub fn minted(&self, client: &str) {
         if let Some(counter) = self.minted.get(client) {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
     }
 
     pub fn denied(&self, reason: Denial) {
-        self.denied[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.denied[reason.index()].inc();
     }
 
     pub fn upstream_failure(&self, class: UpstreamFailure) {
-        self.upstream_failures[class.index()].fetch_add(1, Ordering::Relaxed);
+        self.upstream_failures[class.index()].inc();
     }
 
     pub fn upstream_retry(&self) {
-        self.upstream_retries.fetch_add(1, Ordering::Relaxed);
+        self.upstream_retries.inc();
     }
 
     pub fn response(&self, status: u16) {
-        if let Ok(mut map) = self.responses.lock() {
-            *map.entry(status).or_default() += 1;
-        }
+        self.responses
+            .get_or_create(&CodeLabel { code: status })
+            .inc();
     }
 
     pub fn in_flight(&self, delta: i64) {
-        if delta >= 0 {
-            self.in_flight
-                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.in_flight
-                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        }
+        self.in_flight.inc_by(delta);
     }
 
     /// Total tokens minted, all clients.
     pub fn minted_total(&self) -> u64 {
-        self.minted
-            .values()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.minted.values().map(Counter::get).sum()
     }
 
     pub fn denied_count(&self, reason: Denial) -> u64 {
-        self.denied[reason.index()].load(Ordering::Relaxed)
+        self.denied[reason.index()].get()
     }
 
-    /// The Prometheus text exposition (version 0.0.4).
+    /// The Prometheus text exposition (version 0.0.4, [`CONTENT_TYPE`]). prometheus-client's
+    /// classic-format encoder is used rather than its OpenMetrics one, so there is no `# EOF`
+    /// line and no `_created` series, and a metric family with no series yet (responses before
+    /// the first one) is left out, as the Go client does.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_info The token server's version.\n\
-             # TYPE aai_live_serve_info gauge\n\
-             aai_live_serve_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_tokens_minted_total Tokens handed out, by client.\n\
-             # TYPE aai_live_serve_tokens_minted_total counter"
-        );
-        for (client, count) in &self.minted {
-            let _ = writeln!(
-                out,
-                "aai_live_serve_tokens_minted_total{{client=\"{client}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_requests_denied_total Token requests refused before minting, by reason.\n\
-             # TYPE aai_live_serve_requests_denied_total counter"
-        );
-        for reason in Denial::ALL {
-            let _ = writeln!(
-                out,
-                "aai_live_serve_requests_denied_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                self.denied_count(reason)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_upstream_failures_total Failed attempts at the upstream token endpoint, by class.\n\
-             # TYPE aai_live_serve_upstream_failures_total counter"
-        );
-        for class in UpstreamFailure::ALL {
-            let _ = writeln!(
-                out,
-                "aai_live_serve_upstream_failures_total{{class=\"{}\"}} {}",
-                class.as_str(),
-                self.upstream_failures[class.index()].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_upstream_retries_total Upstream attempts repeated after a transient failure.\n\
-             # TYPE aai_live_serve_upstream_retries_total counter\n\
-             aai_live_serve_upstream_retries_total {}",
-            self.upstream_retries.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_upstream_in_flight Upstream token requests under way.\n\
-             # TYPE aai_live_serve_upstream_in_flight gauge\n\
-             aai_live_serve_upstream_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP aai_live_serve_responses_total HTTP responses, by status code.\n\
-             # TYPE aai_live_serve_responses_total counter"
-        );
-        if let Ok(map) = self.responses.lock() {
-            for (code, count) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "aai_live_serve_responses_total{{code=\"{code}\"}} {count}"
-                );
-            }
-        }
-        self.token_latency.render(
-            &mut out,
-            "aai_live_serve_token_request_duration_seconds",
-            "Time to answer a token request, refusals included.",
-        );
-        self.upstream_latency.render(
-            &mut out,
-            "aai_live_serve_upstream_request_duration_seconds",
-            "Time of one attempt at the upstream token endpoint.",
-        );
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -354,6 +400,8 @@ mod tests {
             );
         }
         assert!(!text.contains("mallory"));
+        assert!(!text.contains("# EOF"), "classic format, not OpenMetrics");
         assert_eq!(m.minted_total(), 2);
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
     }
 }

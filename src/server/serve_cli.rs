@@ -1,6 +1,7 @@
-//! `aai-live serve`: the command-line face of the token server. Turns flags and the
-//! `[provider.api_key]` settings into a [`ServerConfig`] and an upstream provider, starts the
-//! server, announces it on stdout, and shuts it down gracefully on SIGINT or SIGTERM.
+//! `aai-live serve`'s command line: [`ServeArgs`] and the adapter that runs the token server.
+//! Turns flags and the `[provider.api_key]` settings into a [`ServerConfig`] and an upstream
+//! provider, starts the server, announces it on stdout, and shuts it down gracefully on SIGINT
+//! or SIGTERM.
 //!
 //! The API key is read the way the `api-key` provider reads it (`provider.api_key.key_env` or
 //! `key_file`, overridable with `--key-env` / `--key-file`); it is never a flag's value.
@@ -16,8 +17,9 @@ use clap::Args;
 use super::auth::{Auth, Credentials, MIN_CREDENTIAL_LEN, hash_credential};
 use super::limit::LimitSetting;
 use super::policy::LifetimePolicy;
-use super::{DEFAULT_LISTEN, RunningServer, ServerConfig, ServerError, TlsFiles};
+use super::{DEFAULT_LISTEN, RunningServer, ServerConfig, ServerError};
 use crate::config::Config;
+use crate::listener::TlsArgs;
 use crate::provider::{self, TokenProvider};
 
 /// Options of `aai-live serve`.
@@ -108,13 +110,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: u32,
 
-    /// TLS certificate chain (PEM): serve https://.
-    #[arg(long, requires = "tls_key", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM).
-    #[arg(long, requires = "tls_cert", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Serve /metrics to every address, not only loopback.
     #[arg(long)]
@@ -182,13 +179,7 @@ impl ServeArgs {
         config.shutdown_grace = self.request_timeout;
         config.max_in_flight = self.max_in_flight as usize;
         config.public_metrics = self.public_metrics;
-        config.tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        };
+        config.tls = self.tls.files();
         Ok(config)
     }
 }
