@@ -39,12 +39,12 @@ use tokio::task::JoinSet;
 
 use crate::audio::{self, AudioChunk, AudioInput, AudioOptions, AudioStats, Level};
 use crate::config::{Config, InputSpec, TranscriptFormat};
+use crate::deadline::sleep_until;
 use crate::provider::{
     self, PreMintOptions, PreMinter, ProviderError, TokenProvider, TokenRequest, TokenState,
 };
 use crate::session::{self, SessionEvent, SupervisorOptions};
 use crate::transcript::Transcript;
-use crate::deadline::sleep_until;
 use action::Action;
 pub use msg::{DashboardCommand, Msg, StartFailure};
 use state::{DashboardState, Info, UiOptions};
@@ -481,7 +481,9 @@ impl Runtime {
         options.seed = rand::random();
         let handle = session::spawn(options, premint, transcript, audio_rx);
         if muted {
-            let _ = handle.commands.send(session::SessionCommand::SetMuted(true));
+            let _ = handle
+                .commands
+                .send(session::SessionCommand::SetMuted(true));
         }
         let _ = handle.commands.send(session::SessionCommand::Start);
         tracing::info!(run, journal = %journal.display(), "session supervisor started");
@@ -579,5 +581,3 @@ async fn changed<T: Clone>(rx: Option<&mut watch::Receiver<T>>) -> T {
         None => std::future::pending().await,
     }
 }
-
-

@@ -1,5 +1,5 @@
 //! Command-line interface (clap derive). Parsing only: each subcommand is carried out by a
-//! library module through [`crate::commands`].
+//! library module through [`crate::subcommands`].
 
 use std::path::PathBuf;
 

@@ -70,11 +70,7 @@ pub async fn run(
     let transcript = Transcript::with_journal(&journal)?;
     eprintln!(
         "aai-live: {}",
-        strings::streaming_to(
-            &input.name,
-            supervisor_options.endpoint.as_str(),
-            &journal
-        )
+        strings::streaming_to(&input.name, supervisor_options.endpoint.as_str(), &journal)
     );
 
     let hello = SessionEvent::Hello {

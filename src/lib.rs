@@ -7,7 +7,6 @@
 pub mod app;
 pub mod audio;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod deadline;
 pub mod demo;
@@ -22,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod signals;
 pub mod strings;
+pub mod subcommands;
 pub mod transcript;
 pub mod tui;
 pub mod ui;

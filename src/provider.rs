@@ -15,13 +15,13 @@
 //! secret in play. `docs/providers.md` documents the providers and how to write a new one.
 
 pub mod api_key;
-pub mod token_cli;
 pub mod contract;
 pub mod file;
 mod http;
 pub mod premint;
 pub mod remote;
 pub mod time;
+pub mod token_cli;
 
 use std::fmt;
 use std::sync::Arc;

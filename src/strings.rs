@@ -53,8 +53,14 @@ pub fn cause(cause: Cause) -> &'static str {
 pub fn view(view: &View) -> Option<String> {
     Some(match view {
         View::Idle => return None,
-        View::Minting { generation, cause: c } => {
-            format!("getting a token for connection {generation} ({})", cause(*c))
+        View::Minting {
+            generation,
+            cause: c,
+        } => {
+            format!(
+                "getting a token for connection {generation} ({})",
+                cause(*c)
+            )
         }
         View::Connecting { generation, .. } => format!("connecting (connection {generation})"),
         View::Streaming {
@@ -277,7 +283,10 @@ mod tests {
             CloseClass::Fatal,
         ] {
             let hint = stopped_hint(class, "space");
-            assert!(hint.contains("press space") || hint.contains("Press space"), "{hint}");
+            assert!(
+                hint.contains("press space") || hint.contains("Press space"),
+                "{hint}"
+            );
             assert!(hint.ends_with('.'), "{hint}");
         }
         assert_eq!(
@@ -290,7 +299,13 @@ mod tests {
     #[test]
     fn events_read_the_same_everywhere() {
         assert_eq!(
-            lost(3, CloseClass::Transient, None, "reset", "reconnecting with backoff"),
+            lost(
+                3,
+                CloseClass::Transient,
+                None,
+                "reset",
+                "reconnecting with backoff"
+            ),
             "connection 3 lost: connection lost or server error (no close code: reset); \
              reconnecting with backoff"
         );

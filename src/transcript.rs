@@ -264,7 +264,11 @@ impl Transcript {
         journal: &Path,
         formats: &[TranscriptFormat],
     ) -> Result<Vec<PathBuf>, TranscriptError> {
-        let mut files: Vec<PathBuf> = self.journal_path().map(Path::to_owned).into_iter().collect();
+        let mut files: Vec<PathBuf> = self
+            .journal_path()
+            .map(Path::to_owned)
+            .into_iter()
+            .collect();
         files.extend(self.write_formats(journal, formats)?);
         Ok(files)
     }

@@ -12,7 +12,6 @@ use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{EnterAlternateScreen, enable_raw_mode};
 
-
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
 /// Owns the terminal while the dashboard runs. Dropping it restores the terminal.

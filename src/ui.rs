@@ -133,7 +133,13 @@ fn too_small(frame: &mut Frame<'_>, area: Rect, theme: Theme) {
 }
 
 /// The two status rows of the compact layout.
-fn compact_status(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
+fn compact_status(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+) {
     let width = usize::from(area.width);
     let first = lifetimes::session_line(state, now, t, width);
     let second = audio::compact_line(state, now, t, width);

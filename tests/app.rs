@@ -164,7 +164,9 @@ fn mute_is_sent_and_remembered_for_the_next_run() {
     );
     assert_eq!(
         act(&mut s, Action::Pause, 1),
-        vec![DashboardCommand::Session(session::SessionCommand::SetMuted(false))]
+        vec![DashboardCommand::Session(
+            session::SessionCommand::SetMuted(false)
+        )]
     );
     assert!(!s.audio.muted);
 }
@@ -177,7 +179,9 @@ fn keepalive_is_sent_while_muted_and_streaming() {
     assert!(s.update(Msg::Tick, at(3)).is_empty(), "not due yet");
     assert_eq!(
         s.update(Msg::Tick, at(8)),
-        vec![DashboardCommand::Session(session::SessionCommand::KeepAlive)]
+        vec![DashboardCommand::Session(
+            session::SessionCommand::KeepAlive
+        )]
     );
     assert!(s.update(Msg::Tick, at(9)).is_empty());
 }
@@ -191,13 +195,20 @@ fn force_endpoint_and_reconnect_only_while_streaming() {
     streaming(&mut s);
     assert_eq!(
         act(&mut s, Action::ForceEndpoint, 2),
-        vec![DashboardCommand::Session(session::SessionCommand::ForceEndpoint)]
+        vec![DashboardCommand::Session(
+            session::SessionCommand::ForceEndpoint
+        )]
     );
     assert_eq!(
         act(&mut s, Action::Reconnect, 2),
-        vec![DashboardCommand::Session(session::SessionCommand::Reconnect)]
+        vec![DashboardCommand::Session(
+            session::SessionCommand::Reconnect
+        )]
     );
-    assert_eq!(act(&mut s, Action::MintToken, 2), vec![DashboardCommand::MintToken]);
+    assert_eq!(
+        act(&mut s, Action::MintToken, 2),
+        vec![DashboardCommand::MintToken]
+    );
 }
 
 #[test]
@@ -264,7 +275,10 @@ fn clear_hides_the_screen_but_export_keeps_everything() {
     event(&mut s, fin(1, 0, "one", None), 2);
     act(&mut s, Action::Clear, 3);
     assert!(s.transcript.visible().is_empty());
-    assert_eq!(act(&mut s, Action::Export, 4), vec![DashboardCommand::Export]);
+    assert_eq!(
+        act(&mut s, Action::Export, 4),
+        vec![DashboardCommand::Export]
+    );
     assert_eq!(s.transcript.all().len(), 1);
     let out = s.update(
         Msg::Exported(Ok(vec!["/tmp/t/aai-live-x-export.txt".into()])),
@@ -617,6 +631,19 @@ fn keybindings_doc_lists_every_action_with_its_default_keys() {
                 action.name()
             );
         }
+        // The description starts with the help overlay's text (the action's doc comment).
+        let what = row
+            .split('|')
+            .nth(3)
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase();
+        assert!(
+            what.starts_with(&action.describe().to_lowercase()),
+            "{}: the row's description must start with the help text {:?}: {row}",
+            action.name(),
+            action.describe()
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::action::Action;
 use super::msg::{DashboardCommand, Msg, StartFailure};
-use super::state::{DashboardState, CloseInfo, Life, Problem, ProblemKind, Severity};
+use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind, Severity};
 use crate::audio::{AudioStats, InputEnd};
 use crate::protocol::CloseClass;
 use crate::provider::TokenState;
@@ -124,7 +124,9 @@ impl DashboardState {
                 self.audio.muted = muted;
                 self.lifecycle.last_keepalive = Some(now);
                 if self.lifecycle.running {
-                    out.push(DashboardCommand::Session(session::SessionCommand::SetMuted(muted)));
+                    out.push(DashboardCommand::Session(
+                        session::SessionCommand::SetMuted(muted),
+                    ));
                 }
                 let text = if muted {
                     "muted: silence is sent, the session stays open"
@@ -139,7 +141,9 @@ impl DashboardState {
                     self.session.view,
                     View::Streaming { .. } | View::Rotating { .. }
                 ) {
-                    out.push(DashboardCommand::Session(session::SessionCommand::ForceEndpoint));
+                    out.push(DashboardCommand::Session(
+                        session::SessionCommand::ForceEndpoint,
+                    ));
                     self.notify(now, Severity::Info, "asked the service to end the turn now");
                 } else {
                     self.notify(
@@ -151,7 +155,9 @@ impl DashboardState {
             }
             Action::Reconnect => {
                 if self.lifecycle.running && self.session.is_active() {
-                    out.push(DashboardCommand::Session(session::SessionCommand::Reconnect));
+                    out.push(DashboardCommand::Session(
+                        session::SessionCommand::Reconnect,
+                    ));
                     self.notify(now, Severity::Info, "opening a fresh session now");
                     self.events
                         .push(now, Severity::Info, "reconnect asked for by the user");
@@ -288,7 +294,12 @@ impl DashboardState {
         }
     }
 
-    fn on_start_failed(&mut self, failure: StartFailure, now: SystemTime, out: &mut Vec<DashboardCommand>) {
+    fn on_start_failed(
+        &mut self,
+        failure: StartFailure,
+        now: SystemTime,
+        out: &mut Vec<DashboardCommand>,
+    ) {
         self.lifecycle.running = false;
         self.lifecycle.start_pending = false;
         self.session.view = View::Idle;
@@ -402,12 +413,19 @@ impl DashboardState {
             });
             if due {
                 self.lifecycle.last_keepalive = Some(now);
-                out.push(DashboardCommand::Session(session::SessionCommand::KeepAlive));
+                out.push(DashboardCommand::Session(
+                    session::SessionCommand::KeepAlive,
+                ));
             }
         }
     }
 
-    fn on_session(&mut self, event: SessionEvent, now: SystemTime, out: &mut Vec<DashboardCommand>) {
+    fn on_session(
+        &mut self,
+        event: SessionEvent,
+        now: SystemTime,
+        out: &mut Vec<DashboardCommand>,
+    ) {
         let run = self.lifecycle.run;
         match event {
             SessionEvent::State { view } => self.on_view(view, now),
@@ -538,11 +556,10 @@ impl DashboardState {
                 self.events
                     .push(now, Severity::Error, strings::audio_lost(ms));
             }
-            SessionEvent::DrainTimedOut { generation } => self.events.push(
-                now,
-                Severity::Warn,
-                strings::drain_timed_out(generation),
-            ),
+            SessionEvent::DrainTimedOut { generation } => {
+                self.events
+                    .push(now, Severity::Warn, strings::drain_timed_out(generation));
+            }
             SessionEvent::Termination {
                 generation,
                 audio_duration_seconds,
@@ -550,11 +567,7 @@ impl DashboardState {
             } => self.events.push(
                 now,
                 Severity::Info,
-                strings::terminated(
-                    generation,
-                    audio_duration_seconds,
-                    session_duration_seconds,
-                ),
+                strings::terminated(generation, audio_duration_seconds, session_duration_seconds),
             ),
             SessionEvent::Warning { message } => {
                 self.events

@@ -176,7 +176,11 @@ mod tests {
         let sine: Vec<i16> = (0..1600)
             .map(|i| (16_384.0 * (f64::from(i) * std::f64::consts::TAU / 16.0).sin()) as i16)
             .collect();
-        assert!((rms(&sine) - 0.5 / 2_f64.sqrt()).abs() < 1e-3, "{}", rms(&sine));
+        assert!(
+            (rms(&sine) - 0.5 / 2_f64.sqrt()).abs() < 1e-3,
+            "{}",
+            rms(&sine)
+        );
     }
 
     #[test]

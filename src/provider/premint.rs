@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{ProviderError, ProviderErrorClass, TokenProvider, TokenRequest};
-use crate::secret::Token;
 use crate::deadline::sleep_until;
+use crate::secret::Token;
 
 /// Timing of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,8 +520,6 @@ async fn fetched(fetch: &mut Option<Fetch>) -> Result<Token, ProviderError> {
         }),
     }
 }
-
-
 
 /// A tokio instant as wall-clock time, for display.
 fn to_system(at: Instant, now: Instant) -> SystemTime {

@@ -22,13 +22,13 @@ use super::events::SessionEvent;
 use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig, Timer, View};
 use super::replay::ReplayBuffer;
 use crate::audio::{self, AudioChunk};
+use crate::deadline::sleep_until;
 use crate::protocol::messages::{ClientMessage, ServerMessage, UpdateConfiguration};
 use crate::protocol::params::OFFSET_PARAM;
 use crate::protocol::{CloseClass, StreamingParams, TokenPlacement, build_ws_url};
 use crate::provider::{PreMinter, ProviderError};
 use crate::secret::Token;
 use crate::transcript::{Change, Transcript};
-use crate::deadline::sleep_until;
 
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
@@ -393,10 +393,9 @@ impl Supervisor {
             // Where this session's audio will most likely start: a replay start if one is
             // pending, else the live head.
             let start = self.buffer.head().unwrap_or(0);
-            params.extra.insert(
-                OFFSET_PARAM.into(),
-                self.ms(start).to_string(),
-            );
+            params
+                .extra
+                .insert(OFFSET_PARAM.into(), self.ms(start).to_string());
         }
         let (url, header): (_, Option<SecretString>) = match self.opts.token_in {
             TokenPlacement::Query => (
@@ -491,10 +490,9 @@ impl Supervisor {
             if let Some(offset_ms) = hint {
                 // The emulator's script alignment; only ever sent to the emulator.
                 let mut update = UpdateConfiguration::default();
-                update.other.insert(
-                    OFFSET_PARAM.into(),
-                    serde_json::Value::from(offset_ms),
-                );
+                update
+                    .other
+                    .insert(OFFSET_PARAM.into(), serde_json::Value::from(offset_ms));
                 c.connection
                     .send(Outgoing::Control(ClientMessage::UpdateConfiguration(
                         update,
@@ -832,8 +830,6 @@ pub fn failure_of(e: &ProviderError) -> Failure {
 fn level_is_voice(samples: &[i16]) -> bool {
     crate::protocol::audio::rms(samples) > VOICE_RMS
 }
-
-
 
 /// p50 and p95 of the latencies seen.
 pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {

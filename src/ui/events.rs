@@ -14,7 +14,13 @@ use crate::app::state::DashboardState;
 /// Width of the age column ("12s ", "3m  ").
 const AGE_W: usize = 4;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
+pub fn render(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+) {
     let block = t.block(" events ");
     let inner = block.inner(area);
     frame.render_widget(block, area);

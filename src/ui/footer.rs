@@ -27,7 +27,13 @@ const PRIORITY: [Action; 10] = [
     Action::Clear,
 ];
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
+pub fn render(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+) {
     let width = usize::from(area.width);
     let notice = if state.lifecycle.quitting.is_some() {
         Some((
@@ -62,10 +68,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: Sy
                 chosen.push(action);
             }
         }
-        let ordered: Vec<Action> = Action::all()
-            .into_iter()
-            .filter(|a| chosen.contains(a))
-            .collect();
+        let ordered: Vec<Action> = Action::all().filter(|a| chosen.contains(a)).collect();
         let mut spans = vec![Span::raw(" ")];
         spans.extend(key_spans(state, &ordered, t));
         ratatui::text::Line::from(spans)

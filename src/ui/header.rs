@@ -13,7 +13,13 @@ use super::{Theme, display_width, since, truncate};
 use crate::app::state::DashboardState;
 use crate::strings::{mm_ss, short_id};
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, now: SystemTime, t: Theme) {
+pub fn render(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+) {
     let width = usize::from(area.width);
     let mut lines = vec![first_line(state, now, t, width)];
     if area.height > 1 {

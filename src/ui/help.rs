@@ -13,7 +13,6 @@ use crate::app::state::DashboardState;
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
     let keys: Vec<(String, &str)> = Action::all()
-        .into_iter()
         .map(|a| (state.keymap.keys_text(a), a.describe()))
         .chain([
             ("mouse wheel".to_owned(), "scroll the transcript"),

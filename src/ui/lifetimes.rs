@@ -50,7 +50,12 @@ fn label(text: &str, t: Theme) -> Span<'static> {
 }
 
 /// The session gauge (also the first status row of the compact layout).
-pub fn session_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+pub fn session_line(
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+    width: usize,
+) -> Line<'static> {
     let s = &state.session;
     let mut spans = vec![label("session", t)];
     if let Some(life) = s.active_life() {
@@ -137,7 +142,12 @@ fn rotation_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize
 }
 
 /// The ready token's window, or what the pre-minter is doing.
-pub fn token_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+pub fn token_line(
+    state: &DashboardState,
+    now: SystemTime,
+    t: Theme,
+    width: usize,
+) -> Line<'static> {
     let mut spans = vec![label("token", t)];
     match &state.token {
         TokenState::None => spans.push(Span::styled("none held (minted when needed)", t.dim())),
