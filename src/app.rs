@@ -261,7 +261,7 @@ impl Runtime {
             tokio::select! {
                 event = events.next(), if terminal_open => match event {
                     Some(Ok(event)) => {
-                        if let Some(msg) = action::to_msg(&event, &self.state.keymap) {
+                        if let Some(msg) = Msg::from_terminal(&event, &self.state.keymap) {
                             self.post(msg);
                             // Answer the user at once rather than at the next frame.
                             draw_now = true;

@@ -571,19 +571,19 @@ fn mouse_wheel_scrolls_and_resize_is_seen() {
         })
     };
     assert_eq!(
-        aai_live::app::action::to_msg(&wheel(MouseEventKind::ScrollUp), &keys),
+        Msg::from_terminal(&wheel(MouseEventKind::ScrollUp), &keys),
         Some(Msg::Action(Action::ScrollUp))
     );
     assert_eq!(
-        aai_live::app::action::to_msg(&wheel(MouseEventKind::ScrollDown), &keys),
+        Msg::from_terminal(&wheel(MouseEventKind::ScrollDown), &keys),
         Some(Msg::Action(Action::ScrollDown))
     );
     assert_eq!(
-        aai_live::app::action::to_msg(&Event::Resize(120, 40), &keys),
+        Msg::from_terminal(&Event::Resize(120, 40), &keys),
         Some(Msg::Resize(120, 40))
     );
     assert_eq!(
-        aai_live::app::action::to_msg(&Event::Key(key(KeyCode::Esc, KeyModifiers::NONE)), &keys),
+        Msg::from_terminal(&Event::Key(key(KeyCode::Esc, KeyModifiers::NONE)), &keys),
         Some(Msg::Dismiss)
     );
 }

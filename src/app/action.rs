@@ -1,5 +1,4 @@
-//! User intents ([`Action`]), the live keymap that turns key presses into them, and the mapping
-//! of every terminal event to a dashboard message ([`to_msg`]).
+//! User intents ([`Action`]) and the live keymap that turns key presses into them.
 //!
 //! The actions are the keybinding vocabulary of `[keys]` in the configuration: each one has a
 //! config name (`toggle_stream`), a description for the help overlay, and a short label for the
@@ -8,11 +7,7 @@
 
 use std::collections::HashMap;
 
-use ratatui::crossterm::event::{
-    Event, KeyCode as TermKey, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
-};
-
-use super::msg::Msg;
+use ratatui::crossterm::event::{KeyCode as TermKey, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::config::{KeyCode, KeySpec, KeysConfig, Modifiers};
 
@@ -211,23 +206,6 @@ impl Keymap {
     }
 }
 
-/// A terminal event as a dashboard message: keys through the keymap, the mouse wheel as
-/// scrolling, Esc to close the help, resizes.
-pub fn to_msg(event: &Event, keymap: &Keymap) -> Option<Msg> {
-    match event {
-        Event::Key(key) => keymap.action_for_event(key).map(Msg::Action).or_else(|| {
-            (key.code == TermKey::Esc && key.kind != KeyEventKind::Release).then_some(Msg::Dismiss)
-        }),
-        Event::Mouse(mouse) => match mouse.kind {
-            MouseEventKind::ScrollUp => Some(Msg::Action(Action::ScrollUp)),
-            MouseEventKind::ScrollDown => Some(Msg::Action(Action::ScrollDown)),
-            _ => None,
-        },
-        Event::Resize(w, h) => Some(Msg::Resize(*w, *h)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,30 +229,5 @@ mod tests {
         }
         assert_eq!(Action::Help.describe(), "show or hide this help");
         assert_eq!(Action::ScrollBottom.label(), "follow");
-    }
-
-    #[test]
-    fn terminal_events_become_messages() {
-        use ratatui::crossterm::event::{Event, MouseEvent, MouseEventKind};
-        let keys = Keymap::from_config(&crate::config::Config::default().keys);
-        let wheel = |kind| {
-            Event::Mouse(MouseEvent {
-                kind,
-                column: 0,
-                row: 0,
-                modifiers: KeyModifiers::NONE,
-            })
-        };
-        assert_eq!(
-            to_msg(&wheel(MouseEventKind::ScrollUp), &keys),
-            Some(Msg::Action(Action::ScrollUp))
-        );
-        assert_eq!(to_msg(&wheel(MouseEventKind::Moved), &keys), None);
-        assert_eq!(
-            to_msg(&Event::Resize(120, 40), &keys),
-            Some(Msg::Resize(120, 40))
-        );
-        let esc = KeyEvent::new(TermKey::Esc, KeyModifiers::NONE);
-        assert_eq!(to_msg(&Event::Key(esc), &keys), Some(Msg::Dismiss));
     }
 }

@@ -1,9 +1,12 @@
-//! What `update` asks the runtime to do ([`DashboardCommand`]), and what the runtime and the background
-//! tasks tell `update` ([`Msg`]). `update` itself does no I/O.
+//! What `update` asks the runtime to do ([`DashboardCommand`]), and what the runtime and the
+//! background tasks tell `update` ([`Msg`]), including every terminal event as a message through
+//! the keymap ([`Msg::from_terminal`]). `update` itself does no I/O.
 
 use std::path::PathBuf;
 
-use super::action::Action;
+use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, MouseEventKind};
+
+use super::action::{Action, Keymap};
 use crate::audio::{AudioStats, Level};
 use crate::provider::TokenState;
 use crate::session::{self, SessionEvent};
@@ -37,6 +40,26 @@ pub enum Msg {
     SessionCrashed(String),
     /// Something to show in the events pane (e.g. a provider warning).
     Warning(String),
+}
+
+impl Msg {
+    /// A terminal event as a message: keys through the keymap, the mouse wheel as scrolling,
+    /// Esc to close the help, resizes; `None` for the rest.
+    pub fn from_terminal(event: &Event, keymap: &Keymap) -> Option<Self> {
+        match event {
+            Event::Key(key) => keymap.action_for_event(key).map(Self::Action).or_else(|| {
+                (key.code == KeyCode::Esc && key.kind != KeyEventKind::Release)
+                    .then_some(Self::Dismiss)
+            }),
+            Event::Mouse(mouse) => match mouse.kind {
+                MouseEventKind::ScrollUp => Some(Self::Action(Action::ScrollUp)),
+                MouseEventKind::ScrollDown => Some(Self::Action(Action::ScrollDown)),
+                _ => None,
+            },
+            Event::Resize(w, h) => Some(Self::Resize(*w, *h)),
+            _ => None,
+        }
+    }
 }
 
 /// Why the runtime could not start a session.
