@@ -64,6 +64,10 @@ pub struct AudioChunk {
     /// conversion (a few milliseconds after capture); for a paced file, stdin or test signal,
     /// when it was released.
     pub captured_at: tokio::time::Instant,
+    /// Samples (at the output rate) the capture dropped just before this chunk because the
+    /// conversion fell behind the microphone: audio of the stream that never became a chunk,
+    /// reported lost by the session. Always 0 for files, stdin and test signals.
+    pub dropped_before: u64,
 }
 
 impl AudioChunk {
@@ -539,6 +543,7 @@ mod tests {
             offset: 800,
             samples: vec![5; 800],
             captured_at: tokio::time::Instant::now(),
+            dropped_before: 0,
         };
         let muted = chunk.clone().muted();
         assert_eq!(muted.offset, 800);

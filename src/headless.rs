@@ -128,7 +128,7 @@ fn describe(event: &SessionEvent) {
             reason,
             what_now,
         } => strings::lost(*generation, *class, *code, reason, what_now),
-        SessionEvent::AudioLost { ms, .. } => strings::audio_lost(*ms),
+        SessionEvent::AudioLost { ms, cause, .. } => strings::audio_lost(*ms, *cause),
         SessionEvent::Rotation {
             from, to, forced, ..
         } => strings::rotated(*from, *to, *forced),

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod connection;
 pub mod events;
+pub mod ledger;
 pub mod machine;
 pub mod replay;
 pub mod supervisor;
@@ -76,7 +77,7 @@ impl SupervisorOptions {
                 handover_grace: Duration::from_millis(1500),
                 begin_timeout: s.begin_timeout,
                 drain_timeout: s.terminate_timeout,
-                healthy_after: Duration::from_secs(30),
+                healthy_after: s.healthy_after,
                 backoff: backoff::BackoffPolicy {
                     initial: s.backoff_initial,
                     max: s.backoff_max,
@@ -90,6 +91,7 @@ impl SupervisorOptions {
             chunk_ms: config.audio.chunk_ms,
             emulator_hints: false,
             seed: rand::random(),
+            connector: connection::websocket(),
         }
     }
 }

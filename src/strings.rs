@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::protocol::CloseClass;
+use crate::session::ledger::LossCause;
 use crate::session::machine::{Cause, View};
 
 // --- Formatting helpers --------------------------------------------------------------------
@@ -165,10 +166,22 @@ pub fn reconnected(generation: u64, replay_ms: u64, gap_ms: u64) -> String {
     )
 }
 
-pub fn audio_lost(ms: u64) -> String {
+/// Why audio was never sent, in words.
+pub fn loss_cause(cause: LossCause) -> &'static str {
+    match cause {
+        LossCause::ReplayBufferFull => "the outage outgrew the replay buffer",
+        LossCause::Stopped => "the run stopped before it could be sent",
+        LossCause::Failed => "the run failed before it could be sent",
+        LossCause::FinishTimeout => "the input ended and it could not be sent in time",
+        LossCause::CaptureOverrun => "the microphone capture fell behind and dropped it",
+    }
+}
+
+pub fn audio_lost(ms: u64, cause: LossCause) -> String {
     format!(
-        "{} s of audio could not be transcribed (the outage outgrew the replay buffer)",
-        secs(ms)
+        "{} s of audio could not be transcribed ({})",
+        secs(ms),
+        loss_cause(cause)
     )
 }
 
@@ -314,7 +327,7 @@ mod tests {
             "rotated: audio moved from connection 1 to 2 at a turn boundary, no gap"
         );
         assert_eq!(
-            audio_lost(1500),
+            audio_lost(1500, LossCause::ReplayBufferFull),
             "1.5 s of audio could not be transcribed (the outage outgrew the replay buffer)"
         );
     }

@@ -551,10 +551,10 @@ impl DashboardState {
                     strings::reconnected(generation, replay_ms, gap_ms),
                 );
             }
-            SessionEvent::AudioLost { ms, .. } => {
+            SessionEvent::AudioLost { ms, cause, .. } => {
                 self.session.audio_lost_ms += ms;
                 self.events
-                    .push(now, Severity::Error, strings::audio_lost(ms));
+                    .push(now, Severity::Error, strings::audio_lost(ms, cause));
             }
             SessionEvent::DrainTimedOut { generation } => {
                 self.events

@@ -123,6 +123,7 @@ fn capture_thread(
     let mut conversion = Conversion {
         converter,
         chunker: Chunker::new(options.chunk_samples()),
+        output_rate: options.sample_rate,
         frames: Vec::new(),
         samples: Vec::new(),
     };
@@ -243,6 +244,7 @@ fn first_line(text: &str) -> String {
 struct Conversion {
     converter: Converter,
     chunker: Chunker,
+    output_rate: u32,
     /// Reused buffers: native frames, converted samples.
     frames: Vec<f32>,
     samples: Vec<i16>,
@@ -259,6 +261,7 @@ impl Conversion {
         let started = std::time::Instant::now();
         let mut warned_silent = false;
         let mut overflow = OverflowReport::default();
+        let mut dropped = DroppedSamples::new(running.native.sample_rate, self.output_rate);
         let mut alsa_flushed = std::time::Instant::now();
         loop {
             if out.stop.is_cancelled() {
@@ -282,6 +285,7 @@ impl Conversion {
                         offset,
                         samples,
                         captured_at: Instant::now(),
+                        dropped_before: dropped.since_last(running.consumer.dropped_frames()),
                     };
                     out.account(&chunk);
                     // Waits while the consumer is busy; meanwhile the callback keeps
@@ -333,6 +337,33 @@ impl Conversion {
                 alsa_flushed = std::time::Instant::now();
             }
         }
+    }
+}
+
+/// The queue's dropped native frames as output samples, handed out once each: the session
+/// reports them lost. Exact over a run (cumulative rounding, no drift).
+#[cfg_attr(test, derive(Debug))]
+struct DroppedSamples {
+    native_rate: u64,
+    output_rate: u64,
+    handed_out: u64,
+}
+
+impl DroppedSamples {
+    fn new(native_rate: u32, output_rate: u32) -> Self {
+        Self {
+            native_rate: u64::from(native_rate.max(1)),
+            output_rate: u64::from(output_rate),
+            handed_out: 0,
+        }
+    }
+
+    /// Output samples dropped since the last call, from the queue's cumulative frame count.
+    fn since_last(&mut self, dropped_frames: u64) -> u64 {
+        let total = dropped_frames * self.output_rate / self.native_rate;
+        let new = total.saturating_sub(self.handed_out);
+        self.handed_out = total.max(self.handed_out);
+        new
     }
 }
 
@@ -541,5 +572,24 @@ impl AlsaLog {
     #[cfg(not(target_os = "linux"))]
     fn flush(&mut self, _level: tracing::Level) -> Vec<String> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_frames_become_output_samples_once_and_exactly() {
+        let mut d = DroppedSamples::new(48_000, 16_000);
+        assert_eq!(d.since_last(0), 0);
+        assert_eq!(d.since_last(4), 1, "4 frames at 48 kHz: 1 sample at 16 kHz");
+        assert_eq!(d.since_last(4), 0, "handed out once");
+        assert_eq!(d.since_last(5), 0);
+        assert_eq!(d.since_last(6), 1);
+        // 44.1 kHz: cumulative rounding, no drift over many small drops.
+        let mut d = DroppedSamples::new(44_100, 16_000);
+        let total: u64 = (1..=441).map(|n| d.since_last(n * 100)).sum();
+        assert_eq!(total, 44_100 * 16_000 / 44_100);
     }
 }

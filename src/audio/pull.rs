@@ -139,6 +139,7 @@ impl Driver {
                     offset,
                     samples,
                     captured_at: Instant::now(),
+                    dropped_before: 0,
                 };
                 out.account(&chunk);
                 if out.chunks.send(chunk).await.is_err() {

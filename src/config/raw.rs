@@ -118,6 +118,7 @@ pub(crate) struct RawSession {
     pub begin_timeout: String,
     pub terminate_timeout: String,
     pub stall_timeout: String,
+    pub healthy_after: String,
     pub backoff_initial: String,
     pub backoff_max: String,
     pub backoff_multiplier: f64,
@@ -176,6 +177,10 @@ fn url(u: Option<&Url>) -> Option<String> {
 }
 
 impl From<&Config> for RawConfig {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one line per key, in the order of default.toml"
+    )]
     fn from(c: &Config) -> Self {
         let (p, s, se, a) = (&c.provider, &c.streaming, &c.session, &c.audio);
         Self {
@@ -231,6 +236,7 @@ impl From<&Config> for RawConfig {
                 begin_timeout: duration(se.begin_timeout),
                 terminate_timeout: duration(se.terminate_timeout),
                 stall_timeout: duration(se.stall_timeout),
+                healthy_after: duration(se.healthy_after),
                 backoff_initial: duration(se.backoff_initial),
                 backoff_max: duration(se.backoff_max),
                 backoff_multiplier: se.backoff_multiplier,

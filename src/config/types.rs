@@ -338,6 +338,8 @@ pub struct SessionConfig {
     pub begin_timeout: Duration,
     pub terminate_timeout: Duration,
     pub stall_timeout: Duration,
+    /// A session up this long is healthy (resets the backoff; its loss reconnects at once).
+    pub healthy_after: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub backoff_multiplier: f64,
@@ -355,6 +357,7 @@ impl Default for SessionConfig {
             begin_timeout: Duration::from_secs(10),
             terminate_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(20),
+            healthy_after: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             backoff_multiplier: 2.0,

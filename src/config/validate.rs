@@ -257,6 +257,7 @@ fn validate_session(
         begin_timeout: v.duration("session.begin_timeout", &raw.begin_timeout, None),
         terminate_timeout: v.duration("session.terminate_timeout", &raw.terminate_timeout, None),
         stall_timeout: v.duration("session.stall_timeout", &raw.stall_timeout, None),
+        healthy_after: v.duration("session.healthy_after", &raw.healthy_after, None),
         backoff_initial,
         backoff_max,
         backoff_multiplier,

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::ledger::LossCause;
 use super::machine::{Cause, Gen, Notice, View};
 use crate::protocol::CloseClass;
 use crate::transcript::{FinalTurn, PartialTurn};
@@ -48,6 +49,10 @@ pub enum SessionEvent {
         expires_at: i64,
         /// Stream position of the session's first sample, in ms.
         stream_offset_ms: u64,
+        /// Audio captured before this session could take it (during the mint, the connect,
+        /// a backoff or an outage), sent to it first at ≤ `replay_speed` × real time; 0 for a
+        /// rotation's successor, which takes over live.
+        backlog_ms: u64,
         cause: Cause,
     },
     Partial(PartialTurn),
@@ -80,11 +85,14 @@ pub enum SessionEvent {
         replay_ms: u64,
         gap_ms: u64,
     },
-    /// Audio that will never be transcribed (the outage outgrew the replay buffer).
+    /// Audio that was captured and will never be sent, and why. For `capture_overrun` the audio
+    /// never reached the stream: `from_ms = to_ms` is where it was dropped.
     AudioLost {
         from_ms: u64,
         to_ms: u64,
         ms: u64,
+        samples: u64,
+        cause: LossCause,
     },
     /// A retired session did not finish its Terminate handshake in time.
     DrainTimedOut {
@@ -99,11 +107,15 @@ pub enum SessionEvent {
     Warning {
         message: String,
     },
-    /// The run ended.
+    /// The run ended. `audio_captured_samples = audio_sent_samples + audio_lost_samples`.
     Finished {
         finals: usize,
         rotations: u32,
         reconnects: u32,
+        audio_captured_samples: u64,
+        /// First sendings only: a replay does not count twice.
+        audio_sent_samples: u64,
+        audio_lost_samples: u64,
         audio_lost_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         latency_p50_ms: Option<u64>,
@@ -181,10 +193,12 @@ mod tests {
             from_ms: 1,
             to_ms: 3,
             ms: 2,
+            samples: 32,
+            cause: LossCause::ReplayBufferFull,
         };
         assert_eq!(
             e.to_line(),
-            r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2}"#
+            r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2,"samples":32,"cause":"replay_buffer_full"}"#
         );
     }
 }

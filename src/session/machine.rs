@@ -37,7 +37,8 @@ pub struct MachineConfig {
     pub handover_grace: Duration,
     pub begin_timeout: Duration,
     pub drain_timeout: Duration,
-    /// A session that streamed this long (or produced a final turn) resets the backoff.
+    /// A session that stayed up this long is healthy: it resets the backoff, and its loss is
+    /// followed by an immediate reconnect. What it produced does not matter.
     pub healthy_after: Duration,
     pub backoff: BackoffPolicy,
 }
@@ -298,6 +299,10 @@ pub struct Machine {
     next_gen: Gen,
     /// Consecutive failed attempts (reset by a healthy session).
     attempt: u32,
+    /// The last session stayed up for `healthy_after`: the next loss reconnects at once (a blip
+    /// after a good stretch). Anything short of that backs off from the first failure, so a
+    /// server that accepts and then closes quickly is not hammered.
+    healthy: bool,
     /// A rejected token gets one fresh retry; reset by a Begin.
     token_retry_used: bool,
     /// The generation whose buffered audio must be replayed into the next session.
@@ -315,6 +320,7 @@ impl Machine {
             state: State::Idle,
             next_gen: 1,
             attempt: 0,
+            healthy: false,
             token_retry_used: false,
             replay_from: None,
             rng: seed | 1,
@@ -446,6 +452,7 @@ impl Machine {
             State::Idle | State::Stopped | State::Failed { .. }
         ) {
             self.attempt = 0;
+            self.healthy = false;
             self.token_retry_used = false;
             self.replay_from = None;
             self.mint(Cause::Start, out);
@@ -595,10 +602,10 @@ impl Machine {
                 );
                 return;
             }
-            CloseClass::Transient if self.attempt == 0 => {
-                // The first loss after a healthy stretch is most likely a blip: reconnect at once
-                // (the replay covers the gap). Back off only if it keeps failing.
-                self.attempt = 1;
+            CloseClass::Transient if self.healthy => {
+                // The first loss after a healthy session is most likely a blip: reconnect at
+                // once (the replay covers the gap). Back off only if it keeps failing.
+                self.healthy = false;
                 self.mint(Cause::Dropped, out);
                 return;
             }
@@ -718,10 +725,9 @@ impl Machine {
     fn turn(&mut self, now: Instant, generation: Gen, end_of_turn: bool, out: &mut Vec<Effect>) {
         match &mut self.state {
             State::Streaming(live) if live.generation == generation => {
+                // A final turn says nothing about the connection's health: only time does
+                // (`Timer::Healthy`), so a server that sends one final and closes backs off.
                 live.turn_open = !end_of_turn;
-                if end_of_turn {
-                    self.attempt = 0;
-                }
             }
             State::Rotating { old, new_ready, .. } if old.generation == generation => {
                 old.turn_open = !end_of_turn;
@@ -903,6 +909,7 @@ impl Machine {
             Timer::Healthy(generation) => {
                 if matches!(&self.state, State::Streaming(live) if live.generation == generation) {
                     self.attempt = 0;
+                    self.healthy = true;
                 }
             }
             Timer::BackoffDone(attempt) => {
@@ -1562,6 +1569,13 @@ mod tests {
         ]
     }
 
+    /// Streaming on connection 1 for `healthy_after` (30 s): its loss reconnects at once.
+    fn healthy_streaming(expires_in_secs: u64) -> Vec<Step> {
+        let mut steps = streaming(expires_in_secs);
+        steps.push(fire(Healthy(1)));
+        steps
+    }
+
     /// A close that a retry cannot cure: the machine fails, and says why and what to do.
     fn fails_with_advice(
         name: &'static str,
@@ -1787,37 +1801,44 @@ mod tests {
                     has([route_replaying(2, 1)]),
                 ]),
             Row::new("transient_losses_back_off_with_jitter_and_reset_when_healthy")
-                .given(streaming(3600))
+                .given(healthy_streaming(3600))
                 .then([
                     // The first drop after a healthy session reconnects at once.
-                    at(0, drops(1)),
+                    after(0, drops(1)),
                     effects([
                         route_nowhere(),
                         lost(1, CloseClass::Transient, None, ""),
                         changed(is_minting(2, Cause::Dropped)),
                         mint(2),
                     ]),
-                    // It fails again: now a jittered backoff, at most 1 s (the ceiling of
-                    // attempt 2).
-                    at(
+                    // It fails again: now a jittered backoff, at most 0.5 s (the ceiling of
+                    // attempt 1)...
+                    after(
                         0,
                         token_failed(2, CloseClass::Transient, "connection refused"),
                     ),
                     effects([
-                        changed(is_backoff(2, CloseClass::Transient)),
-                        schedule_within(BackoffDone(2), 0, S),
+                        changed(is_backoff(1, CloseClass::Transient)),
+                        schedule_within(BackoffDone(1), 30 * S, 30 * S + S / 2),
                     ]),
+                    fire(BackoffDone(1)),
+                    has([mint(3)]),
+                    // ...and again: at most 1 s (attempt 2).
+                    after(
+                        0,
+                        token_failed(3, CloseClass::Transient, "connection refused"),
+                    ),
                     view(is_backoff(2, CloseClass::Transient)),
                     fire(BackoffDone(2)),
-                    has([mint(3)]),
-                    after(0, minted(3)),
-                    after(0, begin(3, "s3", 3600)),
-                    fire(Healthy(3)),
+                    has([mint(4)]),
+                    after(0, minted(4)),
+                    after(0, begin(4, "s4", 3600)),
+                    fire(Healthy(4)),
                     // A healthy session resets the backoff...
                     attempts(0),
                     // ...so the next drop reconnects at once again.
-                    after(0, drops(3)),
-                    has([mint(4)]),
+                    after(0, drops(4)),
+                    has([mint(5)]),
                     lacks(Kind::Schedule),
                 ]),
             Row::new("token_rejected_is_retried_once").then([
@@ -1892,10 +1913,10 @@ mod tests {
                 )),
                 done(),
             ]),
-            Row::new("an_unrequested_normal_close_reconnects_at_once")
-                .given(streaming(60))
+            Row::new("a_healthy_session_closed_normally_unasked_reconnects_at_once")
+                .given(healthy_streaming(60))
                 .then([
-                    at(0, closes(1, 1000, "")),
+                    after(0, closes(1, 1000, "")),
                     effects([
                         route_nowhere(),
                         lost(1, CloseClass::Normal, Some(1000), ""),
@@ -1917,11 +1938,11 @@ mod tests {
                     has([schedule_within(BackoffDone(1), 60 * S, 75 * S)]),
                     view(is_backoff(1, CloseClass::RateLimited)),
                 ]),
-            Row::new("no_begin_in_time_reconnects_at_once").then([
+            Row::new("no_begin_in_time_backs_off_from_the_first_failure").then([
                 at(0, start()),
                 at(0, minted(1)),
                 fire(BeginTimeout(1)),
-                // The first failure: at once.
+                // No healthy session before it: back off at once.
                 effects([
                     drop_socket(1),
                     lost(
@@ -1930,21 +1951,41 @@ mod tests {
                         None,
                         "no Begin within the timeout",
                     ),
-                    changed(is_minting(2, Cause::Dropped)),
-                    mint(2),
+                    changed(is_backoff(1, CloseClass::Transient)),
+                    schedule_within(BackoffDone(1), 10 * S, 10 * S + S / 2),
                 ]),
                 // A stale timer for an old generation does nothing.
                 at(11 * S, timer(BeginTimeout(1))),
                 nothing(),
             ]),
-            Row::new("close_before_begin_twice_backs_off").then([
+            Row::new("close_before_begin_backs_off_from_the_first_failure").then([
                 at(0, start()),
                 at(0, minted(1)),
                 at(0, closes_before_begin(1, 1011, "")),
-                at(0, minted(2)),
-                at(0, closes_before_begin(2, 1011, "")),
+                view(is_backoff(1, CloseClass::Transient)),
+                fire(BackoffDone(1)),
+                has([mint(2)]),
+                after(0, minted(2)),
+                after(0, closes_before_begin(2, 1011, "")),
                 view(is_backoff(2, CloseClass::Transient)),
             ]),
+            Row::new("a_token_failure_at_start_backs_off_from_the_first_failure").then([
+                at(0, start()),
+                at(0, token_failed(1, CloseClass::Transient, "HTTP 500")),
+                effects([
+                    changed(is_backoff(1, CloseClass::Transient)),
+                    schedule_within(BackoffDone(1), 0, S / 2),
+                ]),
+            ]),
+            Row::new("a_session_that_sends_a_final_and_closes_is_not_healthy")
+                .given(streaming(60))
+                .then([
+                    at(S, turn_ends(1)),
+                    at(2 * S, closes(1, 1000, "")),
+                    has([lost(1, CloseClass::Normal, Some(1000), "")]),
+                    view(is_backoff(1, CloseClass::Transient)),
+                    lacks(Kind::Mint),
+                ]),
             Row::new("user_reconnect_breaks_and_replays")
                 .given(streaming(60))
                 .then([

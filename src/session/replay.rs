@@ -39,19 +39,26 @@ impl ReplayBuffer {
         }
     }
 
-    pub fn push(&mut self, offset: u64, samples: Vec<i16>) {
+    /// Add a chunk; the oldest ones leave when the buffer is over capacity. Returns the end of
+    /// what left (everything before it is gone), so unsent audio can be accounted for.
+    pub fn push(&mut self, offset: u64, samples: Vec<i16>) -> Option<u64> {
         self.held += samples.len() as u64;
         self.chunks.push_back(Buffered {
             offset,
             samples,
             sent_at: None,
         });
+        let mut evicted_to = None;
         while self.held > self.capacity {
             match self.chunks.pop_front() {
-                Some(old) => self.held -= old.samples.len() as u64,
+                Some(old) => {
+                    self.held -= old.samples.len() as u64;
+                    evicted_to = Some(old.end());
+                }
                 None => break,
             }
         }
+        evicted_to
     }
 
     /// Oldest offset still held.
@@ -109,6 +116,14 @@ mod tests {
 
     #[test]
     fn keeps_at_most_capacity() {
+        let mut b = ReplayBuffer::new(2000);
+        assert_eq!(b.push(0, vec![0; 800]), None);
+        assert_eq!(b.push(800, vec![0; 800]), None);
+        assert_eq!(
+            b.push(1600, vec![0; 800]),
+            Some(800),
+            "what left, up to where"
+        );
         let b = buffer();
         assert_eq!(b.oldest(), Some(2400));
         assert_eq!(b.head(), Some(4000));

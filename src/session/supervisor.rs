@@ -2,10 +2,14 @@
 //! generation), the replay buffer and the audio routing, the timers, the token fetches and the
 //! transcript, and turns everything into [`SessionEvent`]s.
 //!
-//! Audio routing: live chunks go into the replay buffer and, from `cursor`, to the routed
-//! connection. After an unplanned loss the cursor moves back to the end of the last finalized
-//! word, and the backlog is sent at `replay_speed` × real time (the service closes with 3007 on
-//! faster audio) until it catches up with the live head.
+//! Audio routing: the stream starts at the first captured sample. Every chunk goes into the
+//! replay buffer and is counted in the [`Ledger`]; from `cursor`, chunks go to the routed
+//! connection. A session that starts with audio waiting — the first one (the mint, DNS, TLS and
+//! upgrade take time), or one after a failure before `Begin` — is fed that backlog from the
+//! first unsent sample; after an unplanned loss the cursor moves back to the end of the last
+//! finalized word. A backlog is sent at `replay_speed` × real time (the service closes with
+//! 3007 on faster audio) until it catches up with the live head. Audio that can no longer be
+//! sent is reported lost with its cause, so `captured = sent + lost` holds to the sample.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,8 +21,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use url::Url;
 
-use super::connection::{self, ConnEvent, Connection, Ended, Outgoing};
+use super::connection::{ConnEvent, Connection, Connector, Ended, Outgoing};
 use super::events::SessionEvent;
+use super::ledger::{Ledger, Loss, LossCause, Totals};
 use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig, Timer, View};
 use super::replay::ReplayBuffer;
 use crate::audio::{self, AudioChunk};
@@ -39,6 +44,17 @@ const EXPIRY_SAFETY_MS: i64 = 1000;
 
 /// Voiced audio that must go unanswered before a session counts as stalled.
 const STALL_MIN_VOICE_MS: u64 = 2000;
+
+/// A server quiet for this long gets a WebSocket ping; if it then stays quiet for
+/// `stall_timeout`, the session is stalled (a server that stopped reading answers nothing).
+const PING_AFTER: Duration = Duration::from_secs(5);
+
+/// Audio queued ahead of a socket, in milliseconds: more means the socket is not keeping up,
+/// and the audio waits in the replay buffer instead.
+const QUEUE_MS: u32 = 2000;
+
+/// How long the end of a run waits for connections to finish their closing handshakes.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// −40 dBFS as an RMS relative to full scale: louder chunks count as voice.
 const VOICE_RMS: f64 = 327.0 / 32_768.0;
@@ -73,7 +89,8 @@ pub struct SupervisorOptions {
     pub replay_buffer: Duration,
     /// 1.0–1.25.
     pub replay_speed: f64,
-    /// Voice sent and no reply for this long: the session is considered dropped.
+    /// Voice sent and no reply for this long, or no answer to a ping for this long: the
+    /// session is considered dropped.
     pub stall_timeout: Duration,
     pub chunk_ms: u32,
     /// Tell the emulator where each session starts in the stream (a query parameter the real
@@ -81,6 +98,8 @@ pub struct SupervisorOptions {
     pub emulator_hints: bool,
     /// Seed for backoff jitter.
     pub seed: u64,
+    /// Opens the connections (the real WebSocket, or a fake in tests).
+    pub connector: Arc<dyn Connector>,
 }
 
 /// Per-generation bookkeeping.
@@ -96,6 +115,10 @@ struct Conn {
     unanswered_since: Option<Instant>,
     /// Voiced audio (ms) sent since the last server message.
     unanswered_voice_ms: u64,
+    /// The last frame of any kind from the server (or the connect), for the ping check.
+    last_heard: Instant,
+    /// A ping went out since `last_heard`.
+    pinged: bool,
     cause: super::machine::Cause,
 }
 
@@ -105,9 +128,14 @@ pub struct Outcome {
     pub failure: Option<String>,
     pub rotations: u32,
     pub reconnects: u32,
-    pub audio_lost_ms: u64,
+    /// The audio ledger: captured = sent + lost, in samples.
+    pub audio: Totals,
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts of one task: input ended, capturing, muted, quiet"
+)]
 pub struct Supervisor {
     opts: SupervisorOptions,
     machine: Machine,
@@ -124,6 +152,9 @@ pub struct Supervisor {
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
     buffer: ReplayBuffer,
+    ledger: Ledger,
+    /// Audio is captured from the first chunk until the run is asked to stop (or fails).
+    capturing: bool,
     route: Option<Gen>,
     cursor: u64,
     next_replay_send: Instant,
@@ -140,6 +171,8 @@ pub struct Supervisor {
     silent_ms: u64,
     quiet: bool,
     pending_cause: super::machine::Cause,
+    /// Connections let go of, finishing their closing handshakes (waited for at the end).
+    closing: JoinSet<()>,
 }
 
 impl Supervisor {
@@ -155,6 +188,8 @@ impl Supervisor {
         Self {
             machine: Machine::new(opts.machine.clone(), opts.seed),
             buffer: ReplayBuffer::new(samples),
+            ledger: Ledger::default(),
+            capturing: true,
             opts,
             premint,
             events,
@@ -179,6 +214,7 @@ impl Supervisor {
             silent_ms: 0,
             quiet: true,
             pending_cause: super::machine::Cause::Start,
+            closing: JoinSet::new(),
         }
     }
 
@@ -248,13 +284,28 @@ impl Supervisor {
         } else {
             None
         };
+        // Whatever is still unsent will not be sent now: say so (normally nothing is left).
+        self.abandon(if failure.is_some() {
+            LossCause::Failed
+        } else {
+            LossCause::Stopped
+        });
+        // Let retired connections finish their closing handshakes (bounded).
+        let closing = std::mem::take(&mut self.closing);
+        let _ = tokio::time::timeout(CLOSE_WAIT, closing.join_all()).await;
         self.outcome.failure.clone_from(&failure);
+        let audio = self.ledger.totals();
+        debug_assert!(audio.balanced(), "audio ledger out of balance: {audio:?}");
+        self.outcome.audio = audio;
         let (p50, p95) = percentiles(&self.latencies);
         self.emit(SessionEvent::Finished {
             finals: self.transcript.finals().len(),
             rotations: self.outcome.rotations,
             reconnects: self.outcome.reconnects,
-            audio_lost_ms: self.outcome.audio_lost_ms,
+            audio_captured_samples: audio.captured,
+            audio_sent_samples: audio.sent,
+            audio_lost_samples: audio.lost,
+            audio_lost_ms: self.ms(audio.lost),
             latency_p50_ms: p50,
             latency_p95_ms: p95,
             failure,
@@ -262,35 +313,56 @@ impl Supervisor {
         (self.outcome, self.transcript)
     }
 
-    /// After the input ended: stop when every buffered sample was sent (or at the deadline).
+    /// After the input ended: stop when every captured sample was sent (or at the deadline).
+    /// Until then the run goes on as usual — a backoff, a reconnect, a replay — so audio
+    /// captured during an outage at the end still reaches a session.
     fn maybe_finish(&mut self) {
         let Some(deadline) = self.finish_by else {
             return;
         };
-        let caught_up =
-            self.route.is_some() && self.buffer.head().is_none_or(|head| self.cursor >= head);
+        let caught_up = self.ledger.settled() >= self.ledger.head();
         let idle = matches!(self.machine.view(), View::Idle);
-        if caught_up || idle || Instant::now() >= deadline || self.machine.is_done() {
+        let timed_out = Instant::now() >= deadline;
+        if caught_up || idle || timed_out || self.machine.is_done() {
             self.finish_by = None;
-            self.report_unsent();
-            self.input(Input::Stop);
+            if timed_out {
+                self.abandon(LossCause::FinishTimeout);
+            }
+            self.stop();
         }
     }
 
-    /// Audio captured but never sent (a stop during a replay): report it, never silently.
-    fn report_unsent(&mut self) {
-        let Some(head) = self.buffer.head() else {
-            return;
-        };
-        if self.cursor < head && self.route.is_some() {
-            let (from_ms, to_ms) = (self.ms(self.cursor), self.ms(head));
-            self.outcome.audio_lost_ms += to_ms - from_ms;
-            self.emit(SessionEvent::AudioLost {
-                from_ms,
-                to_ms,
-                ms: to_ms - from_ms,
-            });
+    /// End capturing and stop: what was captured and not sent is reported lost (stopped).
+    fn stop(&mut self) {
+        self.capturing = false;
+        self.abandon(LossCause::Stopped);
+        self.input(Input::Stop);
+    }
+
+    /// Report every pending sample lost for `cause` (nothing if all was sent).
+    fn abandon(&mut self, cause: LossCause) {
+        if let Some(loss) = self.ledger.abandon(cause) {
+            self.report(loss);
         }
+    }
+
+    /// One `audio_lost` event: exactly the samples the ledger says.
+    fn report(&self, loss: Loss) {
+        let (from_ms, to_ms) = (self.ms(loss.from), self.ms(loss.to));
+        tracing::warn!(
+            from_ms,
+            to_ms,
+            samples = loss.samples,
+            cause = ?loss.cause,
+            "audio that will not be transcribed"
+        );
+        self.emit(SessionEvent::AudioLost {
+            from_ms,
+            to_ms,
+            ms: self.ms(loss.samples),
+            samples: loss.samples,
+            cause: loss.cause,
+        });
     }
 
     fn input(&mut self, input: Input) {
@@ -298,15 +370,22 @@ impl Supervisor {
         for effect in effects {
             self.apply(effect);
         }
+        if self.capturing && self.machine.is_done() {
+            // Failed (or stopped on its own): nothing captured from here on will be sent.
+            self.capturing = false;
+            let cause = if matches!(self.machine.view(), View::Failed { .. }) {
+                LossCause::Failed
+            } else {
+                LossCause::Stopped
+            };
+            self.abandon(cause);
+        }
     }
 
     fn on_command(&mut self, command: SessionCommand) {
         match command {
             SessionCommand::Start => self.input(Input::Start),
-            SessionCommand::Stop => {
-                self.report_unsent();
-                self.input(Input::Stop);
-            }
+            SessionCommand::Stop => self.stop(),
             SessionCommand::Reconnect => self.input(Input::Reconnect),
             SessionCommand::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
             SessionCommand::KeepAlive => self.control(ClientMessage::KeepAlive),
@@ -318,7 +397,7 @@ impl Supervisor {
 
     fn control(&self, message: ClientMessage) {
         if let Some(conn) = self.route.and_then(|g| self.conns.get(&g)) {
-            conn.connection.send(Outgoing::Control(message));
+            conn.connection.try_send(Outgoing::Control(message));
         }
     }
 
@@ -331,16 +410,17 @@ impl Supervisor {
             }
             Effect::Connect { generation } => self.connect(generation),
             Effect::Route { to, replay_from } => self.route_to(to, replay_from),
+            // A full queue means the socket is stuck: the drain timer then closes it.
             Effect::Terminate { generation } => {
                 if let Some(c) = self.conns.get(&generation) {
                     c.connection
-                        .send(Outgoing::Control(ClientMessage::Terminate));
+                        .try_send(Outgoing::Control(ClientMessage::Terminate));
                 }
             }
             Effect::ForceEndpoint { generation } => {
                 if let Some(c) = self.conns.get(&generation) {
                     c.connection
-                        .send(Outgoing::Control(ClientMessage::ForceEndpoint));
+                        .try_send(Outgoing::Control(ClientMessage::ForceEndpoint));
                 }
             }
             Effect::Drop { generation } => self.retire(generation),
@@ -390,12 +470,12 @@ impl Supervisor {
         };
         let mut params = self.opts.params.clone();
         if self.opts.emulator_hints {
-            // Where this session's audio will most likely start: a replay start if one is
-            // pending, else the live head.
-            let start = self.buffer.head().unwrap_or(0);
-            params
-                .extra
-                .insert(OFFSET_PARAM.into(), self.ms(start).to_string());
+            // Where this session's audio will most likely start: the first unsent sample (a
+            // replay start, if it differs, follows as an UpdateConfiguration before any audio).
+            params.extra.insert(
+                OFFSET_PARAM.into(),
+                self.ms(self.ledger.settled()).to_string(),
+            );
         }
         let (url, header): (_, Option<SecretString>) = match self.opts.token_in {
             TokenPlacement::Query => (
@@ -409,7 +489,11 @@ impl Supervisor {
         };
         match url {
             Ok(url) => {
-                let connection = connection::spawn(generation, url, header, self.conn_tx.clone());
+                let queue = (QUEUE_MS / self.opts.chunk_ms.max(1)).max(4) as usize;
+                let connection =
+                    self.opts
+                        .connector
+                        .open(generation, url, header, queue, self.conn_tx.clone());
                 self.conns.insert(
                     generation,
                     Conn {
@@ -419,6 +503,8 @@ impl Supervisor {
                         last_final_end: None,
                         unanswered_since: None,
                         unanswered_voice_ms: 0,
+                        last_heard: Instant::now(),
+                        pinged: false,
                         cause: self.pending_cause,
                     },
                 );
@@ -443,31 +529,31 @@ impl Supervisor {
             }
             return;
         };
-        let head = self.buffer.head().unwrap_or(self.cursor);
-        // A hand-over continues exactly where the previous session stopped (the cursor, which
-        // is the live head unless a replay is still under way); a first session starts live.
+        let head = self.ledger.head();
+        let settled = self.ledger.settled();
+        // A hand-over continues exactly where the previous session stopped (the cursor: the
+        // live head, or where a backlog being sent has got to). Any other session starts at
+        // the first unsent sample: the first session of a run gets everything captured while
+        // it was being minted and connected, and nothing is skipped after failures before
+        // `Begin` either.
         let handing_over = self.route.is_some();
-        let mut start = if handing_over { self.cursor } else { head };
+        let mut start = if handing_over { self.cursor } else { settled };
         if let Some(from) = replay_from {
             // Resume after the last finalized word of the lost session (what was not final is
-            // transcribed again), else from that session's own start.
-            // A session that never received audio (lost before the hand-over) leaves the
-            // cursor where it is: nothing was sent past it.
-            let wanted = self.replay_start(from).unwrap_or(self.cursor);
+            // transcribed again), else from that session's own start. A session that never
+            // received audio leaves the start at the first unsent sample.
+            let wanted = self.replay_start(from).unwrap_or(settled).min(settled);
             let oldest = self.buffer.oldest().unwrap_or(head);
             if wanted < oldest {
-                let (from_ms, to_ms) = (self.ms(wanted), self.ms(oldest));
-                self.outcome.audio_lost_ms += to_ms - from_ms;
-                tracing::warn!(
-                    from_ms,
-                    to_ms,
-                    "audio outgrew the replay buffer and will not be transcribed"
+                // Sent to the lost session but gone from the buffer before it could be sent
+                // again: counted as sent, but its words may be missing. Say so.
+                let message = format!(
+                    "{:.1} s of audio sent to the lost session could not be replayed (it \
+                     outgrew the replay buffer); words in it may be missing",
+                    (self.ms(oldest) - self.ms(wanted)) as f64 / 1000.0
                 );
-                self.emit(SessionEvent::AudioLost {
-                    from_ms,
-                    to_ms,
-                    ms: to_ms - from_ms,
-                });
+                tracing::warn!("{message}");
+                self.emit(SessionEvent::Warning { message });
             }
             start = self.buffer.chunk_start(wanted.max(oldest)).unwrap_or(head);
             let gap_ms = self
@@ -494,7 +580,7 @@ impl Supervisor {
                     .other
                     .insert(OFFSET_PARAM.into(), serde_json::Value::from(offset_ms));
                 c.connection
-                    .send(Outgoing::Control(ClientMessage::UpdateConfiguration(
+                    .try_send(Outgoing::Control(ClientMessage::UpdateConfiguration(
                         update,
                     )));
             }
@@ -502,10 +588,15 @@ impl Supervisor {
         self.pump();
     }
 
-    /// Close a connection (dropping it ends the socket) and remember what a replay needs.
+    /// Let a connection go (it closes politely, bounded) and remember what a replay needs.
     fn retire(&mut self, generation: Gen) {
         if let Some(c) = self.conns.remove(&generation) {
             self.retired.insert(generation, (c.base, c.last_final_end));
+            if let Some(task) = c.connection.close() {
+                self.closing.spawn(async move {
+                    let _ = task.await;
+                });
+            }
         }
     }
 
@@ -527,13 +618,28 @@ impl Supervisor {
             .is_some_and(|c| c.end() < self.buffer.head().unwrap_or(0))
     }
 
-    fn on_chunk(&mut self, chunk: AudioChunk) {
-        let samples = if self.muted {
-            vec![0; chunk.samples.len()]
-        } else {
-            chunk.samples
-        };
-        self.buffer.push(chunk.offset, samples);
+    /// A chunk from the input: on the timeline (the stream starts with the first one), into
+    /// the replay buffer and the ledger, then sent if a session takes audio.
+    fn on_chunk(&mut self, mut chunk: AudioChunk) {
+        if !self.capturing {
+            // Asked to stop (or failed): audio from now on is not part of the run.
+            return;
+        }
+        if let Some(loss) = self.ledger.overrun(chunk.dropped_before) {
+            self.report(loss);
+        }
+        if self.muted {
+            chunk.samples.fill(0);
+        }
+        // Positions are the ledger's: the run's own timeline, whatever the input's offsets
+        // (the dashboard's input outlives runs).
+        let offset = self.ledger.head();
+        self.ledger.captured(chunk.samples.len() as u64);
+        if let Some(evicted_to) = self.buffer.push(offset, chunk.samples)
+            && let Some(loss) = self.ledger.evicted(evicted_to)
+        {
+            self.report(loss);
+        }
         self.pump();
     }
 
@@ -570,12 +676,21 @@ impl Supervisor {
                     + chunk_time.div_f64(self.opts.replay_speed.clamp(1.0, 1.25));
             }
             let (offset, end) = (chunk.offset, chunk.end());
+            let Some(conn) = self.conns.get(&generation) else {
+                return;
+            };
+            if !conn.connection.has_room() {
+                // The socket is not keeping up (a server that stopped reading): keep the audio
+                // here and try again later; the liveness check decides when to give up.
+                self.next_replay_send = now + chunk_time;
+                return;
+            }
             let voiced = level_is_voice(&chunk.samples);
             let bytes = audio::encode(&chunk.samples, self.opts.params.encoding);
             let Some(conn) = self.conns.get_mut(&generation) else {
                 return;
             };
-            if !conn.connection.send(Outgoing::Audio(bytes)) {
+            if !conn.connection.try_send(Outgoing::Audio(bytes)) {
                 return;
             }
             if voiced {
@@ -583,6 +698,9 @@ impl Supervisor {
                 conn.unanswered_voice_ms += u64::from(self.opts.chunk_ms);
             }
             self.buffer.mark_sent(offset, now);
+            if let Some(loss) = self.ledger.sent(offset, end) {
+                self.report(loss);
+            }
             self.cursor = end;
             if is_live {
                 self.track_quiet(voiced, self.ms(end - offset));
@@ -643,8 +761,16 @@ impl Supervisor {
                 if let Some(c) = self.conns.get_mut(&generation) {
                     c.unanswered_since = None;
                     c.unanswered_voice_ms = 0;
+                    c.last_heard = Instant::now();
+                    c.pinged = false;
                 }
                 self.on_message(generation, message);
+            }
+            ConnEvent::Alive => {
+                if let Some(c) = self.conns.get_mut(&generation) {
+                    c.last_heard = Instant::now();
+                    c.pinged = false;
+                }
             }
             ConnEvent::Closed(ended) => {
                 self.retire(generation);
@@ -687,6 +813,8 @@ impl Supervisor {
                     session_id: begin.id,
                     expires_at: begin.expires_at,
                     stream_offset_ms: base.map_or(0, |b| self.ms(b)),
+                    // Audio captured before this session could take it, sent first (paced).
+                    backlog_ms: base.map_or(0, |b| self.ms(self.ledger.head().saturating_sub(b))),
                     cause,
                 });
             }
@@ -758,35 +886,49 @@ impl Supervisor {
         }
     }
 
+    /// Sessions that stopped answering: sustained voice with no reply (a server that reads
+    /// but does not transcribe), or no frame at all for `PING_AFTER` plus `stall_timeout`
+    /// despite a ping (a server that stopped reading: TCP pushes back and pongs never come).
+    /// Liveness does not depend on what is being said.
     fn check_stalls(&mut self) {
         let now = Instant::now();
-        let stalled: Vec<Gen> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                // Sustained voice with no reply: a cough or a click followed by silence is not
-                // a stall (the service says nothing about non-speech).
-                c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
-                    && c.unanswered_since
-                        .is_some_and(|t| now.duration_since(t) > self.opts.stall_timeout)
-            })
-            .map(|(g, _)| *g)
-            .collect();
-        for generation in stalled {
-            tracing::warn!(
-                generation,
-                "no reply to voice for {:?}: treating the session as dropped",
-                self.opts.stall_timeout
-            );
+        let stall_timeout = self.opts.stall_timeout;
+        let mut stalled = Vec::new();
+        for (generation, c) in &mut self.conns {
+            // A cough or a click followed by silence is not a stall (the service says
+            // nothing about non-speech).
+            let unanswered_voice = c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
+                && c.unanswered_since
+                    .is_some_and(|t| now.duration_since(t) > stall_timeout);
+            let quiet_for = now.duration_since(c.last_heard);
+            if quiet_for >= PING_AFTER && !c.pinged {
+                c.pinged = true;
+                c.connection.try_send(Outgoing::Ping);
+            }
+            let unanswered_ping = quiet_for >= PING_AFTER + stall_timeout;
+            if unanswered_voice || unanswered_ping {
+                stalled.push((*generation, unanswered_voice));
+            }
+        }
+        for (generation, voice) in stalled {
+            let reason = if voice {
+                format!(
+                    "stalled: no reply for {} s while audio was sent",
+                    stall_timeout.as_secs()
+                )
+            } else {
+                format!(
+                    "stalled: nothing from the server for {} s, not even an answer to a ping",
+                    (PING_AFTER + stall_timeout).as_secs()
+                )
+            };
+            tracing::warn!(generation, "{reason}: treating the session as dropped");
             self.retire(generation);
             self.input(Input::Closed {
                 generation,
                 closed: Closed {
                     code: None,
-                    reason: format!(
-                        "stalled: no reply for {} s while audio was sent",
-                        self.opts.stall_timeout.as_secs()
-                    ),
+                    reason,
                     class: CloseClass::Transient,
                     after_begin: true,
                 },
