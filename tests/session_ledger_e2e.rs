@@ -353,7 +353,7 @@ async fn a_drop_during_the_start_backlog_is_replayed() {
 async fn quitting_during_a_mint_reports_everything_captured_as_lost() {
     let setup = setup(common::config(), &["token-delay:10s"], |_| {}).await;
     let input = marked_input(3);
-    let run = run(&setup, &input, Some(Duration::from_millis(2000))).await;
+    let run = run(&setup, &input, Some(Duration::from_secs(2))).await;
     let causes = assert_ledger(&setup, &run, &input, false);
     assert_eq!(causes, [LossCause::Stopped]);
     assert!(setup.emu.sessions().is_empty(), "no session was opened");
