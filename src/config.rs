@@ -106,19 +106,20 @@ impl fmt::Display for ProblemList<'_> {
     }
 }
 
-/// The effective settings as TOML, in the layout of `default.toml`. Values of headers and extra
-/// query parameters whose name looks secret (authorization, cookie, *token*, *key*, *secret*) are
-/// replaced by `"[REDACTED]"`, so the output can be pasted into a bug report.
+/// The effective settings as TOML, in the layout of `default.toml`. Values of headers whose name
+/// looks secret (authorization, cookie, *token*, *key*, *secret*) and of every extra query
+/// parameter not known to be harmless (`protocol::params::PUBLIC_PARAMS`, the rule every printed
+/// connect URL follows) are replaced by `"[REDACTED]"`, so the output can be pasted into a bug
+/// report.
 pub fn render_resolved(config: &Config) -> String {
     let mut raw = raw::RawConfig::from(config);
-    for (name, value) in raw
-        .provider
-        .remote
-        .headers
-        .iter_mut()
-        .chain(raw.streaming.extra.iter_mut())
-    {
+    for (name, value) in &mut raw.provider.remote.headers {
         if load::looks_secret(name) {
+            "[REDACTED]".clone_into(value);
+        }
+    }
+    for (name, value) in &mut raw.streaming.extra {
+        if !crate::protocol::params::is_public_param(name) {
             "[REDACTED]".clone_into(value);
         }
     }

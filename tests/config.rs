@@ -454,15 +454,40 @@ fn secret_headers_are_redacted_and_warned_about() {
     assert!(rendered.contains("X-Client = \"aai-live\""), "{rendered}");
 }
 
-/// What `config --check` prints is a config file that loads back to the same settings.
+#[test]
+fn extra_query_values_are_redacted_unless_known_to_be_harmless() {
+    let (_dir, path) = user_file(
+        "[streaming.extra]\nwebhook_auth_header_value = \"hunter2\"\nfuture_thing = \"x9\"\nmode = \"balanced\"\n",
+    );
+    let loaded = load_ok(&opts(Some(&path), &[], &[]));
+    let rendered = config::render_resolved(&loaded.config);
+    assert!(
+        !rendered.contains("hunter2") && !rendered.contains("x9"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("mode = \"balanced\""), "{rendered}");
+    assert!(
+        rendered.contains("webhook_auth_header_value = \"[REDACTED]\""),
+        "{rendered}"
+    );
+}
+
+/// What `config --check` prints is a config file that loads back to the same settings, except
+/// the redacted values.
 #[test]
 fn render_resolved_round_trips() {
     for path in fixtures("valid") {
         let config = load_ok(&opts(Some(&path), &[], &[])).config;
         let (_dir, rendered) = user_file(&config::render_resolved(&config));
+        let mut expected = config.clone();
+        for (name, value) in &mut expected.streaming.extra {
+            if !aai_live::protocol::params::is_public_param(name) {
+                "[REDACTED]".clone_into(value);
+            }
+        }
         assert_eq!(
             load_ok(&opts(Some(&rendered), &[], &[])).config,
-            config,
+            expected,
             "{}",
             path.display()
         );

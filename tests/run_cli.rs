@@ -142,3 +142,62 @@ async fn a_refused_key_fails_with_exit_1_and_a_clear_message() {
     );
     assert!(emu.sessions().is_empty());
 }
+
+/// `[streaming] extra` values that are not known to be harmless never reach stdout, stderr or
+/// the log, even when every connection fails (the connect URL is in the reasons) and the log is
+/// at debug level (the URL is logged when connecting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_extra_parameters_are_redacted_everywhere() {
+    const SECRET: &str = "s3cr3t-webhook-value";
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[streaming]\nurl = \"ws://127.0.0.1:9/v3/ws\"\n\n[streaming.extra]\n\
+             webhook_auth_header_value = \"{SECRET}\"\nmode = \"balanced\"\n"
+        ),
+    )
+    .expect("config");
+    let out = {
+        let home = home.path().to_owned();
+        let token_url = emu.token_url();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_aai-live"))
+                .args(["--config"])
+                .arg(&config)
+                .args(["--log-level", "debug", "run", "--headless", "--input"])
+                .args(["test:silence", "--duration", "3s"])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("ASSEMBLYAI_API_KEY", KEY)
+                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+                .env_remove("AAI_LIVE_CONFIG")
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run")
+        })
+        .await
+        .expect("join")
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("webhook_auth_header_value=%5BREDACTED%5D"),
+        "the connect URL is reported, redacted: {stdout}"
+    );
+    let mut log = String::new();
+    for entry in std::fs::read_dir(home.path().join("state/aai-live")).expect("log dir") {
+        log.push_str(&std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default());
+    }
+    assert!(
+        log.contains("connecting"),
+        "the debug log was written: {log}"
+    );
+    for (what, text) in [("stdout", &*stdout), ("stderr", &*stderr), ("log", &*log)] {
+        assert!(!text.contains(SECRET), "the secret is in {what}: {text}");
+    }
+}

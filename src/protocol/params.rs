@@ -21,6 +21,61 @@ use crate::secret::{REDACTED, Token};
 /// (`--emulator-hints`), and the emulator reads it.
 pub const OFFSET_PARAM: &str = "emulator_stream_offset_ms";
 
+/// Connect parameters whose values are not secret, and so are shown in full wherever a connect
+/// URL is printed or logged. Every other query value — an unknown `[streaming] extra`, a
+/// `webhook_auth_header_value`, a `webhook_url` (which may carry a credential in its own query) —
+/// is shown as `[REDACTED]`: the list is of what is known to be harmless, not of what is known to
+/// be secret, so a parameter the service adds tomorrow is hidden by default.
+pub const PUBLIC_PARAMS: &[&str] = &[
+    // Modelled in `StreamingParams`.
+    "sample_rate",
+    "encoding",
+    "speech_model",
+    "format_turns",
+    "end_of_turn_confidence_threshold",
+    "min_turn_silence",
+    "max_turn_silence",
+    "vad_threshold",
+    "keyterms_prompt",
+    "prompt",
+    "filter_profanity",
+    "language_detection",
+    "inactivity_timeout",
+    "speaker_labels",
+    "max_speakers",
+    // Known extras (docs and SDKs, see ../shared/protocol.md §2.3) that carry no credential.
+    "min_end_of_turn_silence_when_confident",
+    "mode",
+    "interruption_delay",
+    "continuous_partials",
+    "agent_context",
+    "previous_context_n_turns",
+    "language_codes",
+    "language_code",
+    "domain",
+    "voice_focus",
+    "voice_focus_threshold",
+    "noise_suppression_model",
+    "noise_suppression_threshold",
+    "redact_pii",
+    "redact_pii_policies",
+    "redact_pii_sub",
+    "include_partial_turns",
+    "speaker_labels_revision_interval_ms",
+    "session_heartbeat",
+    "webhook_auth_header_name",
+    "customer_support_audio_capture",
+    "formatted_finals",
+    "word_finalization_max_wait_time",
+    "turn_left_pad_ms",
+    OFFSET_PARAM,
+];
+
+/// Whether a connect parameter's value may be shown (see [`PUBLIC_PARAMS`]).
+pub fn is_public_param(name: &str) -> bool {
+    PUBLIC_PARAMS.contains(&name)
+}
+
 /// Service regions and their hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -433,13 +488,28 @@ pub fn build_ws_url(
     url.query_pairs_mut()
         .extend_pairs(params.query_pairs())
         .finish();
-    let redacted = if token_in_query.is_some() {
-        let mut r = url.clone();
-        r.query_pairs_mut().append_pair("token", REDACTED).finish();
-        r.to_string()
-    } else {
-        url.to_string()
-    };
+    // What may be printed: every value that is not known to be harmless is redacted, the
+    // token always.
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown
+        .query_pairs_mut()
+        .extend_pairs(params.query_pairs().into_iter().map(|(k, v)| {
+            let v = if is_public_param(&k) {
+                v
+            } else {
+                REDACTED.to_owned()
+            };
+            (k, v)
+        }))
+        .finish();
+    if token_in_query.is_some() {
+        shown
+            .query_pairs_mut()
+            .append_pair("token", REDACTED)
+            .finish();
+    }
+    let redacted = shown.to_string();
     if let Some(token) = token_in_query {
         url.query_pairs_mut()
             .append_pair("token", token.expose())
@@ -473,6 +543,35 @@ mod tests {
             Region::Default.ws_url().as_str(),
             "wss://streaming.assemblyai.com/v3/ws"
         );
+    }
+
+    #[test]
+    fn every_value_not_known_to_be_harmless_is_redacted_in_display() {
+        let params = StreamingParams {
+            extra: BTreeMap::from([
+                (
+                    "webhook_auth_header_value".to_owned(),
+                    "s3cr3t-value".to_owned(),
+                ),
+                ("webhook_url".to_owned(), "https://h/?key=abc123".to_owned()),
+                ("some_future_param".to_owned(), "who-knows".to_owned()),
+                ("mode".to_owned(), "balanced".to_owned()),
+            ]),
+            ..StreamingParams::default()
+        };
+        let url = build_ws_url(&local(), &params, None).expect("url");
+        assert!(url.expose().contains("s3cr3t-value"), "the wire keeps it");
+        for shown in [url.to_string(), format!("{url:?}")] {
+            for secret in ["s3cr3t-value", "abc123", "who-knows"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("mode=balanced"), "{shown}");
+            assert!(shown.contains("sample_rate=16000"), "{shown}");
+            assert!(
+                shown.contains("webhook_auth_header_value=%5BREDACTED%5D"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
