@@ -25,3 +25,4 @@ pub mod subcommands;
 pub mod transcript;
 pub mod tui;
 pub mod ui;
+pub mod untrusted;

@@ -6,13 +6,16 @@
 //! `CloseClass::advice`, `CloseClass::remedy`) lives with the classification in
 //! `protocol::close`, because the session machine and the event stream use those words too;
 //! this module builds the sentences around them. gitui's `strings.rs` is the model: plain
-//! functions of the values a sentence needs, no formatting at the call sites.
+//! functions of the values a sentence needs, no formatting at the call sites. Text that came
+//! from the network (reasons, messages) goes through `untrusted::for_terminal` here, so no
+//! sentence can carry an escape sequence to a terminal.
 
 use std::time::Duration;
 
 use crate::protocol::CloseClass;
 use crate::session::ledger::LossCause;
 use crate::session::machine::{Cause, View};
+use crate::untrusted::for_terminal;
 
 // --- Formatting helpers --------------------------------------------------------------------
 
@@ -94,7 +97,9 @@ pub fn view(view: &View) -> Option<String> {
             class.describe(),
             secs(*retry_in_ms)
         ),
-        View::Failed { class, reason } => format!("failed ({}): {reason}", class.describe()),
+        View::Failed { class, reason } => {
+            format!("failed ({}): {}", class.describe(), for_terminal(reason))
+        }
     })
 }
 
@@ -122,7 +127,10 @@ pub fn token_obtained(generation: u64, fingerprint: &str) -> String {
 }
 
 pub fn token_failed(generation: u64, message: &str) -> String {
-    format!("no token for connection {generation}: {message}")
+    format!(
+        "no token for connection {generation}: {}",
+        for_terminal(message)
+    )
 }
 
 /// A session began; `left` is the time until it expires.
@@ -152,8 +160,9 @@ pub fn lost(
 ) -> String {
     let code_text = code.map_or_else(|| "no close code".to_owned(), |c| c.to_string());
     format!(
-        "connection {generation} lost: {} ({code_text}: {reason}); {what_now}",
-        class.describe()
+        "connection {generation} lost: {} ({code_text}: {}); {what_now}",
+        class.describe(),
+        for_terminal(reason)
     )
 }
 
@@ -197,12 +206,12 @@ pub fn terminated(generation: u64, audio_seconds: u64, session_seconds: u64) -> 
 }
 
 pub fn service_warning(message: &str) -> String {
-    format!("the service warns: {message}")
+    format!("the service warns: {}", for_terminal(message))
 }
 
 /// The run ended with a failure.
 pub fn run_failed(reason: &str) -> String {
-    format!("failed: {reason}")
+    format!("failed: {}", for_terminal(reason))
 }
 
 // --- The run as a whole --------------------------------------------------------------------
@@ -225,7 +234,7 @@ pub fn crash_hint(key: &str) -> String {
 }
 
 pub fn crashed(reason: &str) -> String {
-    format!("the session task stopped: {reason}")
+    format!("the session task stopped: {}", for_terminal(reason))
 }
 
 // --- Why a run cannot start ----------------------------------------------------------------
@@ -262,7 +271,7 @@ pub fn audio_lost_hint(key: &str) -> String {
 }
 
 pub fn audio_failed(reason: &str) -> String {
-    format!("the audio input failed: {reason}")
+    format!("the audio input failed: {}", for_terminal(reason))
 }
 
 pub fn audio_fell_behind(dropped_frames: u64) -> String {
@@ -307,6 +316,28 @@ mod tests {
             "Check the API key, the account balance and its access to streaming, then press \
              space to try again."
         );
+    }
+
+    #[test]
+    fn network_text_cannot_reach_a_terminal_raw() {
+        let evil = format!("\u{1b}]0;pwned\u{7}{}", "x".repeat(20_000));
+        for line in [
+            lost(1, CloseClass::Transient, Some(1011), &evil, "reconnecting"),
+            service_warning(&evil),
+            token_failed(1, &evil),
+            run_failed(&evil),
+            view(&View::Failed {
+                class: CloseClass::Fatal,
+                reason: evil.clone(),
+            })
+            .expect("line"),
+        ] {
+            assert!(
+                !line.contains('\u{1b}') && !line.contains('\u{7}'),
+                "{line:?}"
+            );
+            assert!(line.chars().count() < 700, "{}", line.len());
+        }
     }
 
     #[test]

@@ -310,7 +310,10 @@ async fn show_dashboard(setup: crate::app::Setup) -> anyhow::Result<ExitCode> {
         eprintln!("aai-live: saved {}", path.display());
     }
     if let Some(failure) = &report.failure {
-        eprintln!("aai-live: the last run failed: {failure}");
+        eprintln!(
+            "aai-live: the last run failed: {}",
+            crate::untrusted::for_terminal(failure)
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

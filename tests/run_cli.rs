@@ -201,3 +201,61 @@ async fn secret_extra_parameters_are_redacted_everywhere() {
         assert!(!text.contains(SECRET), "the secret is in {what}: {text}");
     }
 }
+
+/// A server's close reason and `Error` text can carry escape sequences and megabytes: on stderr
+/// they arrive stripped of control characters and cut to a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_close_text_reaches_stderr_defused() {
+    use aai_live::emulator::{Fault, FaultRule};
+    let emu = common::start(common::config()).await;
+    // A reason longer than a close frame allows: the emulator sends it in an `Error` frame and
+    // closes with "See Error message for details", as the service does.
+    let evil = format!("\u{1b}]0;pwned\u{7}\u{1b}[2J{}", "x".repeat(200_000));
+    emu.add_fault(FaultRule {
+        fault: Fault::Close {
+            code: 3005,
+            reason: Some(evil),
+            at_ms: 500,
+        },
+        count: 1,
+    });
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = {
+        let home = home.path().to_owned();
+        let token_url = emu.token_url();
+        let ws_url = emu.ws_url();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_aai-live"))
+                .args([
+                    "run",
+                    "--headless",
+                    "--input",
+                    "test:tone",
+                    "--duration",
+                    "3s",
+                ])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("ASSEMBLYAI_API_KEY", KEY)
+                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+                .env("AAI_LIVE__STREAMING__URL", ws_url)
+                .env_remove("AAI_LIVE_CONFIG")
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run")
+        })
+        .await
+        .expect("join")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pwned"), "the loss is reported: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "an escape sequence reached stderr: {stderr:?}"
+    );
+    for line in stderr.lines() {
+        assert!(line.chars().count() < 800, "a line of {} chars", line.len());
+    }
+}

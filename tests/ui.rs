@@ -498,3 +498,51 @@ fn demo_header_says_it_is_the_offline_emulator() {
     s.info.input = "demo.wav (bundled, looping)".into();
     insta::assert_snapshot!("demo_100x30", screen(&s, 100, 30, at(30)));
 }
+
+/// A server's close reason, error text and transcript can carry escape sequences and bidi
+/// overrides: nothing of them reaches the screen (the frame holds no control character). The
+/// model keeps them out (`untrusted`), and ratatui's buffer also drops control characters and
+/// zero-width graphemes: this holds both lines of defence to it.
+#[test]
+fn hostile_server_text_never_reaches_the_terminal() {
+    const EVIL: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}gnp.exe";
+    let mut s = streaming();
+    session(
+        &mut s,
+        SessionEvent::Final(final_turn(1, 9, &format!("hello {EVIL} world"), 30_000)),
+        at(39),
+    );
+    session(
+        &mut s,
+        SessionEvent::Lost {
+            generation: 1,
+            class: CloseClass::Fatal,
+            code: Some(1008),
+            reason: format!("{EVIL}{}", "x".repeat(100_000)),
+            what_now: CloseClass::Fatal.advice(),
+        },
+        at(40),
+    );
+    view(
+        &mut s,
+        View::Failed {
+            class: CloseClass::Fatal,
+            reason: EVIL.into(),
+        },
+        at(40),
+    );
+    s.update(Msg::Action(Action::ToggleEvents), at(40));
+    for (w, h) in [(80, 24), (200, 60)] {
+        let frame = screen(&s, w, h, at(41));
+        assert!(
+            !frame
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "a control character reached the frame:\n{frame}"
+        );
+        assert!(
+            frame.contains("pwned"),
+            "the text itself is still shown:\n{frame}"
+        );
+    }
+}

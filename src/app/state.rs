@@ -414,7 +414,9 @@ impl DashboardState {
     }
 
     /// Show `problem`, replacing one of the same kind.
-    pub fn set_problem(&mut self, problem: Problem) {
+    /// Show `problem`; its detail (often a server's words) is made safe for the terminal here.
+    pub fn set_problem(&mut self, mut problem: Problem) {
+        problem.detail = crate::untrusted::for_terminal(&problem.detail).into_owned();
         self.problems.retain(|p| p.kind != problem.kind);
         self.problems.push(problem);
         self.problems.sort_by_key(|p| p.kind);

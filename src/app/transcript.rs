@@ -96,7 +96,7 @@ impl TranscriptView {
             generation: p.generation,
             turn_order: p.turn_order,
             start_ms: p.start_ms,
-            text: p.text.clone(),
+            text: crate::untrusted::without_controls(&p.text).into_owned(),
         });
     }
 
@@ -121,7 +121,7 @@ impl TranscriptView {
             start_ms: f.start_ms,
             end_ms: f.end_ms,
             speaker: f.speaker.clone(),
-            text: f.text.clone(),
+            text: crate::untrusted::without_controls(&f.text).into_owned(),
             words: if f.words.is_empty() {
                 f.text.split_whitespace().count()
             } else {

@@ -533,7 +533,7 @@ impl DashboardState {
                 );
                 self.session.last_close = Some(CloseInfo {
                     code,
-                    reason,
+                    reason: crate::untrusted::for_terminal(&reason).into_owned(),
                     class,
                     at: now,
                 });

@@ -1,0 +1,107 @@
+//! Text from the network — close reasons, `Error` and `Warning` text, transcripts — made safe
+//! to show. A server (or anything between it and us) can put escape sequences, bidi overrides
+//! and megabytes into a close reason; printed as they are, they rewrite the user's terminal or
+//! flood the log. Everything untrusted goes through here on its way out.
+
+use std::borrow::Cow;
+
+/// Longest untrusted text shown on a terminal, stderr or the log, in characters.
+pub const TERMINAL_MAX_CHARS: usize = 512;
+
+/// Longest untrusted text put in an NDJSON event, in bytes (JSON escaping already makes control
+/// characters harmless there; only the size is bounded).
+pub const JSON_MAX_BYTES: usize = 4096;
+
+const ELLIPSIS: char = '…';
+
+/// Characters that change how a terminal shows what follows: C0 and C1 controls (ESC starts
+/// escape sequences, CSI is one in C1), DEL, and the Unicode bidi controls that can make text
+/// read differently from what it is ("Trojan Source").
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// For a terminal line, stderr or the log: unsafe characters dropped (line breaks and tabs
+/// become spaces), at most [`TERMINAL_MAX_CHARS`] characters (then `…`).
+pub fn for_terminal(text: &str) -> Cow<'_, str> {
+    let clean = text.chars().all(|c| !is_unsafe(c));
+    if clean && text.len() <= TERMINAL_MAX_CHARS {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(TERMINAL_MAX_CHARS * 4));
+    let mut chars = 0;
+    for c in text.chars() {
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if is_unsafe(c) => continue,
+            c => c,
+        };
+        if chars == TERMINAL_MAX_CHARS {
+            out.push(ELLIPSIS);
+            break;
+        }
+        out.push(c);
+        chars += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// For text shown in full on the dashboard (a transcript turn): unsafe characters dropped,
+/// nothing cut.
+pub fn without_controls(text: &str) -> Cow<'_, str> {
+    if text.chars().all(|c| !is_unsafe(c)) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .filter_map(|c| match c {
+                '\n' | '\r' | '\t' => Some(' '),
+                c if is_unsafe(c) => None,
+                c => Some(c),
+            })
+            .collect(),
+    )
+}
+
+/// For an NDJSON field: at most [`JSON_MAX_BYTES`] (cut on a character boundary, then `…`).
+pub fn for_json(text: &str) -> Cow<'_, str> {
+    if text.len() <= JSON_MAX_BYTES {
+        return Cow::Borrowed(text);
+    }
+    let mut end = JSON_MAX_BYTES - ELLIPSIS.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{ELLIPSIS}", &text[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_and_bidi_overrides_are_dropped() {
+        let evil = "Bad\u{1b}[2J\u{1b}]0;pwned\u{7}request\u{9b}31m \u{202E}txt.exe\nnext";
+        let shown = for_terminal(evil);
+        assert_eq!(shown, "Bad[2J]0;pwnedrequest31m txt.exe next");
+        assert!(shown.chars().all(|c| !is_unsafe(c)));
+        assert_eq!(without_controls("a\u{1b}[1mb\tc"), "a[1mb c");
+        assert!(matches!(for_terminal("plain words"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn lengths_are_capped() {
+        let long = "é".repeat(100_000);
+        let shown = for_terminal(&long);
+        assert_eq!(shown.chars().count(), TERMINAL_MAX_CHARS + 1);
+        assert!(shown.ends_with(ELLIPSIS));
+        let json = for_json(&long);
+        assert!(json.len() <= JSON_MAX_BYTES, "{}", json.len());
+        assert!(json.ends_with(ELLIPSIS));
+        assert_eq!(for_json("short"), "short");
+    }
+}
