@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod close;
+pub mod expiry;
 pub mod messages;
 pub mod params;
 

@@ -116,7 +116,8 @@ pub fn stopped_hint(class: CloseClass, key: &str) -> String {
         | CloseClass::RateLimited
         | CloseClass::Transient
         | CloseClass::ClientBug
-        | CloseClass::Fatal => format!("{}, then press {key} to try again.", class.remedy()),
+        | CloseClass::Fatal
+        | CloseClass::Local => format!("{}, then press {key} to try again.", class.remedy()),
     }
 }
 
@@ -303,6 +304,7 @@ mod tests {
             CloseClass::Transient,
             CloseClass::ClientBug,
             CloseClass::Fatal,
+            CloseClass::Local,
         ] {
             let hint = stopped_hint(class, "space");
             assert!(

@@ -29,6 +29,10 @@ pub enum CloseClass {
     ClientBug,
     /// The credential or the account is refused: a person must act.
     Fatal,
+    /// Not a close at all: something on this side failed — the audio input, or one of aai-live's
+    /// own tasks. Never the result of [`classify`]; a run that fails this way says why and
+    /// stops, it never looks like a normal end.
+    Local,
 }
 
 impl CloseClass {
@@ -42,6 +46,7 @@ impl CloseClass {
             Self::Transient => "connection lost or server error",
             Self::ClientBug => "the client broke a protocol rule",
             Self::Fatal => "credential or account refused",
+            Self::Local => "a local failure (the audio input or aai-live itself)",
         }
     }
 
@@ -57,6 +62,7 @@ impl CloseClass {
             Self::Transient => "reconnecting with backoff",
             Self::ClientBug => "not retrying: check the audio format, chunk size and pacing",
             Self::Fatal => "not retrying: check the API key, the account balance and access",
+            Self::Local => "not retrying: the reason says what failed; the log file has details",
         }
     }
 
@@ -76,6 +82,10 @@ impl CloseClass {
                  pacing; the log file has details)"
             }
             Self::Fatal => "Check the API key, the account balance and its access to streaming",
+            Self::Local => {
+                "Check the audio input (`aai-live devices`; a file or stdin that can be read) and \
+                 the log file"
+            }
         }
     }
 
@@ -86,7 +96,7 @@ impl CloseClass {
             Self::SessionExpired | Self::TokenRejected | Self::RateLimited | Self::Transient => {
                 true
             }
-            Self::Normal | Self::ClientBug | Self::Fatal => false,
+            Self::Normal | Self::ClientBug | Self::Fatal | Self::Local => false,
         }
     }
 }

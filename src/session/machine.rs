@@ -137,6 +137,13 @@ pub enum Input {
         closed: Closed,
     },
     Timer(Timer),
+    /// Something on this side failed (the audio input, one of aai-live's tasks): stop as for
+    /// `Stop` — the live session drains, so its last turns still arrive — but end `Failed`
+    /// with `reason`, never `Stopped`: a failure must not look like a normal end.
+    Fail {
+        class: CloseClass,
+        reason: String,
+    },
 }
 
 /// Why a new connection is being made (for the event stream and the dashboard).
@@ -311,6 +318,8 @@ pub struct Machine {
     rng: u64,
     /// The audio currently sent is silent (see [`Input::Quiet`]).
     quiet: bool,
+    /// Set by [`Input::Fail`]: the run ends `Failed` with this once its drain is over.
+    failure: Option<(CloseClass, String)>,
 }
 
 impl Machine {
@@ -325,6 +334,7 @@ impl Machine {
             replay_from: None,
             rng: seed | 1,
             quiet: true,
+            failure: None,
         }
     }
 
@@ -400,7 +410,14 @@ impl Machine {
     }
 
     fn set(&mut self, state: State, out: &mut Vec<Effect>) {
-        self.state = state;
+        self.state = match state {
+            // A run stopped because something failed ends failed.
+            State::Stopped => match self.failure.take() {
+                Some((class, reason)) => State::Failed { class, reason },
+                None => State::Stopped,
+            },
+            other => other,
+        };
         out.push(Effect::Changed(self.view()));
     }
 
@@ -442,6 +459,15 @@ impl Machine {
             }
             Input::Closed { generation, closed } => self.closed(now, generation, &closed, &mut out),
             Input::Timer(timer) => self.timer(now, timer, &mut out),
+            Input::Fail { class, reason } => {
+                if !self.is_done() {
+                    self.failure = Some((
+                        class,
+                        format!("{reason} ({}; {})", class.describe(), class.advice()),
+                    ));
+                    self.stop(now, &mut out);
+                }
+            }
         }
         out
     }
@@ -453,6 +479,7 @@ impl Machine {
         ) {
             self.attempt = 0;
             self.healthy = false;
+            self.failure = None;
             self.token_retry_used = false;
             self.replay_from = None;
             self.mint(Cause::Start, out);
@@ -592,7 +619,7 @@ impl Machine {
     ) {
         // One arm per class, no catch-all: a new class must be decided here.
         let rate_limited = match class {
-            CloseClass::ClientBug | CloseClass::Fatal => {
+            CloseClass::ClientBug | CloseClass::Fatal | CloseClass::Local => {
                 self.set(
                     State::Failed {
                         class,
@@ -863,7 +890,8 @@ impl Machine {
             CloseClass::RateLimited
             | CloseClass::Transient
             | CloseClass::ClientBug
-            | CloseClass::Fatal => {
+            | CloseClass::Fatal
+            | CloseClass::Local => {
                 self.fail_or_back_off(now, closed.class, &describe_close(closed), None, out);
             }
         }
@@ -1352,6 +1380,13 @@ mod tests {
 
     fn termination(generation: Gen) -> Input {
         Input::Termination { generation }
+    }
+
+    fn fails_locally(reason: &str) -> Input {
+        Input::Fail {
+            class: CloseClass::Local,
+            reason: reason.into(),
+        }
     }
 
     /// A timer at an instant of the row's choosing (a stale one, say).
@@ -1968,6 +2003,36 @@ mod tests {
                 after(0, minted(2)),
                 after(0, closes_before_begin(2, 1011, "")),
                 view(is_backoff(2, CloseClass::Transient)),
+            ]),
+            Row::new("a_local_failure_while_streaming_drains_then_fails")
+                .given(streaming(60))
+                .then([
+                    at(
+                        S,
+                        fails_locally("the audio input failed: the microphone went away"),
+                    ),
+                    effects([
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 6 * S),
+                        changed(is_draining(1)),
+                    ]),
+                    // The last turns still come; then the run ends failed, never stopped.
+                    at(2 * S, termination(1)),
+                    changes([is_failed(
+                        CloseClass::Local,
+                        ["the microphone went away", "not retrying"],
+                    )]),
+                    done(),
+                ]),
+            Row::new("a_local_failure_while_minting_fails_at_once").then([
+                at(0, start()),
+                at(S, fails_locally("the audio input stopped unexpectedly")),
+                view(is_failed(CloseClass::Local, ["stopped unexpectedly"])),
+                done(),
+                // A late token changes nothing.
+                at(2 * S, minted(1)),
+                nothing(),
             ]),
             Row::new("a_token_failure_at_start_backs_off_from_the_first_failure").then([
                 at(0, start()),
