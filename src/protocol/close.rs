@@ -107,90 +107,287 @@ impl fmt::Display for CloseClass {
     }
 }
 
+/// One classification rule: a close whose code is in `codes` (inclusive) and whose text (the
+/// close reason and the `Error` frame's text, lower-cased) contains, for every group of `all`,
+/// at least one of its words, has `class`. Rules are tried in order; the first that matches
+/// decides. Data rather than code, so the browser client classifies with the very same table
+/// (`serve` publishes it as `/close-codes.json`, see [`table_json`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub codes: (u16, u16),
+    pub all: &'static [&'static [&'static str]],
+    pub class: CloseClass,
+    /// Why, for people reading the table.
+    pub note: &'static str,
+}
+
+const fn rule(
+    from: u16,
+    to: u16,
+    all: &'static [&'static [&'static str]],
+    class: CloseClass,
+    note: &'static str,
+) -> Rule {
+    Rule {
+        codes: (from, to),
+        all,
+        class,
+        note,
+    }
+}
+
+/// Every rule, in order (see [`Rule`]); a code no rule matches is [`NO_RULE`].
+pub const RULES: &[Rule] = &[
+    rule(1000, 1000, &[], CloseClass::Normal, "ended on request"),
+    rule(
+        1001,
+        1001,
+        &[],
+        CloseClass::Transient,
+        "going away: a server restart",
+    ),
+    rule(
+        1006,
+        1006,
+        &[],
+        CloseClass::Transient,
+        "abnormal closure: the network",
+    ),
+    rule(
+        1011,
+        1014,
+        &[],
+        CloseClass::Transient,
+        "internal error, restart, try again later, bad gateway",
+    ),
+    rule(
+        1002,
+        1003,
+        &[],
+        CloseClass::ClientBug,
+        "protocol error, unsupported data",
+    ),
+    rule(1007, 1007, &[], CloseClass::ClientBug, "invalid payload"),
+    rule(
+        1009,
+        1010,
+        &[],
+        CloseClass::ClientBug,
+        "message too big, extension",
+    ),
+    // 1008 covers auth, account problems and (before 2026) the session-rate limit.
+    rule(
+        1008,
+        1008,
+        &[&["too many concurrent", "too many sessions"]],
+        CloseClass::RateLimited,
+        "the pre-2026 new-session limit",
+    ),
+    rule(
+        1008,
+        1008,
+        &[&["token"], &["expired", "used", "invalid"]],
+        CloseClass::TokenRejected,
+        "a temporary token expired, used or unreadable: one re-mint",
+    ),
+    rule(
+        1008,
+        1008,
+        &[&["incorrect padding"]],
+        CloseClass::TokenRejected,
+        "a sporadic base64 failure on the server side: one re-mint cures it",
+    ),
+    rule(
+        1008,
+        1008,
+        &[],
+        CloseClass::Fatal,
+        "credential or account refused",
+    ),
+    // Before February 2026 everything below was 3005 with today's reason strings.
+    rule(
+        3005,
+        3005,
+        &[&["session expired", "maximum session duration"]],
+        CloseClass::SessionExpired,
+        "pre-2026 expiry",
+    ),
+    rule(
+        3005,
+        3005,
+        &[&[
+            "input duration violation",
+            "transmission rate",
+            "invalid message",
+            "invalid json",
+        ]],
+        CloseClass::ClientBug,
+        "pre-2026 client errors",
+    ),
+    rule(3005, 3005, &[], CloseClass::Transient, "server error"),
+    // The only "inactivity" close the service documents is a 3006 (per AssemblyAI's own skill
+    // notes); reconnecting is right if the user still streams.
+    rule(
+        3006,
+        3006,
+        &[&["inactiv", "idle"]],
+        CloseClass::Transient,
+        "inactivity",
+    ),
+    rule(3006, 3006, &[], CloseClass::ClientBug, "input validation"),
+    rule(
+        3007,
+        3007,
+        &[],
+        CloseClass::ClientBug,
+        "audio too fast or chunk size",
+    ),
+    rule(
+        3008,
+        3008,
+        &[&["token"]],
+        CloseClass::TokenRejected,
+        "an expired token closed with 3008",
+    ),
+    rule(
+        3008,
+        3008,
+        &[],
+        CloseClass::SessionExpired,
+        "maximum session duration",
+    ),
+    rule(
+        3009,
+        3009,
+        &[],
+        CloseClass::RateLimited,
+        "too many new sessions",
+    ),
+    // The v2 realtime codes both SDKs still map.
+    rule(
+        4001,
+        4003,
+        &[],
+        CloseClass::Fatal,
+        "v2: not authorized, insufficient funds, free tier",
+    ),
+    rule(
+        4008,
+        4008,
+        &[],
+        CloseClass::SessionExpired,
+        "v2: session expired",
+    ),
+    rule(
+        4102,
+        4102,
+        &[],
+        CloseClass::RateLimited,
+        "v2: too many concurrent sessions",
+    ),
+    rule(4000, 4000, &[], CloseClass::ClientBug, "v2: sample rate"),
+    rule(
+        4029,
+        4029,
+        &[],
+        CloseClass::ClientBug,
+        "v2: client sent audio too fast",
+    ),
+    rule(
+        4032,
+        4034,
+        &[],
+        CloseClass::ClientBug,
+        "v2: audio too short or long, too small",
+    ),
+    rule(
+        4100,
+        4101,
+        &[],
+        CloseClass::ClientBug,
+        "v2: endpoint or auth message",
+    ),
+    rule(
+        4104,
+        4104,
+        &[],
+        CloseClass::ClientBug,
+        "v2: invalid message",
+    ),
+    // 4004 not found, 4010 previously closed, 4030 handled elsewhere, 4031 idle, 4103
+    // reconnected elsewhere, and anything unknown: a new session fixes it.
+    rule(4000, 4999, &[], CloseClass::Transient, "v2: other"),
+];
+
+/// The class of a code no rule matches, and of a connection that ended without a close frame
+/// (a TCP drop: 1006 in browsers).
+pub const NO_RULE: CloseClass = CloseClass::Transient;
+
 /// Classify a WebSocket close. `code` is `None` when the connection ended without a close frame
 /// (1006: TCP drop, reset). `error_text` is the `error` of the last `Error` frame, if any.
-#[expect(
-    clippy::match_same_arms,
-    reason = "one arm per documented code keeps the table readable"
-)]
 pub fn classify(code: Option<u16>, reason: &str, error_text: Option<&str>) -> CloseClass {
-    let text = format!("{reason} {}", error_text.unwrap_or_default()).to_ascii_lowercase();
-    let has = |needle: &str| text.contains(needle);
     let Some(code) = code else {
-        return CloseClass::Transient;
+        return NO_RULE;
     };
-    match code {
-        1000 => CloseClass::Normal,
-        // Going away, abnormal closure, internal error, service restart, try again later, bad
-        // gateway: the network or the server, not us.
-        1001 | 1006 | 1011 | 1012 | 1013 | 1014 => CloseClass::Transient,
-        // Protocol error, unsupported data, invalid payload, message too big.
-        1002 | 1003 | 1007 | 1009 | 1010 => CloseClass::ClientBug,
-        1008 => classify_policy(&has),
-        3005 => classify_catch_all(&has),
-        3006 => {
-            // The only "inactivity" close the service documents is a 3006 (per AssemblyAI's own
-            // skill notes); reconnecting is right if the user still streams.
-            if has("inactiv") || has("idle") {
-                CloseClass::Transient
-            } else {
-                CloseClass::ClientBug
-            }
-        }
-        3007 => CloseClass::ClientBug,
-        3008 => {
-            if has("token") {
-                CloseClass::TokenRejected
-            } else {
-                CloseClass::SessionExpired
-            }
-        }
-        3009 => CloseClass::RateLimited,
-        4000..=4999 => classify_legacy(code),
-        _ => CloseClass::Transient,
-    }
+    let text = format!("{reason} {}", error_text.unwrap_or_default()).to_ascii_lowercase();
+    RULES
+        .iter()
+        .find(|r| {
+            (r.codes.0..=r.codes.1).contains(&code)
+                && r.all
+                    .iter()
+                    .all(|group| group.iter().any(|word| text.contains(word)))
+        })
+        .map_or(NO_RULE, |r| r.class)
 }
 
-/// 1008 covers auth, account problems and (before 2026) the session-rate limit.
-fn classify_policy(has: &dyn Fn(&str) -> bool) -> CloseClass {
-    if has("too many concurrent") || has("too many sessions") {
-        CloseClass::RateLimited
-    } else if (has("token") && (has("expired") || has("used") || has("invalid")))
-        || has("incorrect padding")
-    {
-        // "Incorrect padding" is a sporadic base64 failure on the server side; one re-mint cures it.
-        CloseClass::TokenRejected
-    } else {
-        CloseClass::Fatal
-    }
-}
+/// Every class with its words and whether it is retried.
+pub const CLASSES: [CloseClass; 8] = [
+    CloseClass::Normal,
+    CloseClass::SessionExpired,
+    CloseClass::TokenRejected,
+    CloseClass::RateLimited,
+    CloseClass::Transient,
+    CloseClass::ClientBug,
+    CloseClass::Fatal,
+    CloseClass::Local,
+];
 
-/// Before February 2026 everything below was 3005 with today's reason strings.
-fn classify_catch_all(has: &dyn Fn(&str) -> bool) -> CloseClass {
-    if has("session expired") || has("maximum session duration") {
-        CloseClass::SessionExpired
-    } else if has("input duration violation")
-        || has("transmission rate")
-        || has("invalid message")
-        || has("invalid json")
-    {
-        CloseClass::ClientBug
-    } else {
-        CloseClass::Transient
-    }
-}
-
-/// The v2 realtime codes both SDKs still map.
-fn classify_legacy(code: u16) -> CloseClass {
-    match code {
-        4001..=4003 => CloseClass::Fatal,
-        4008 => CloseClass::SessionExpired,
-        4102 => CloseClass::RateLimited,
-        4000 | 4029 | 4032..=4034 | 4100 | 4101 | 4104 => CloseClass::ClientBug,
-        // 4004 not found, 4010 previously closed, 4030 handled elsewhere, 4031 idle,
-        // 4103 reconnected elsewhere, and anything unknown: a new session fixes it.
-        _ => CloseClass::Transient,
-    }
+/// The classification as JSON, for clients in other languages (the browser client): the rules
+/// in order, the class of anything else, the HTTP statuses of a refused upgrade, and each class
+/// with its words. Matching: lower-case `reason + " " + error`, then the first rule whose code
+/// range holds the code and for which every group has a word contained in the text.
+pub fn table_json() -> serde_json::Value {
+    let classes: serde_json::Map<String, serde_json::Value> = CLASSES
+        .iter()
+        .map(|c| {
+            (
+                serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                serde_json::json!({
+                    "describe": c.describe(),
+                    "advice": c.advice(),
+                    "remedy": c.remedy(),
+                    "retryable": c.retryable(),
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "rules": RULES,
+        "no_rule": NO_RULE,
+        "no_code": NO_RULE,
+        "upgrade_status": [
+            {"statuses": [401, 401], "class": classify_upgrade_status(401)},
+            {"statuses": [403, 403], "class": classify_upgrade_status(403)},
+            {"statuses": [429, 429], "class": classify_upgrade_status(429)},
+            {"statuses": [400, 499], "class": classify_upgrade_status(400)},
+            {"statuses": [0, 999], "class": classify_upgrade_status(500)},
+        ],
+        "classes": classes,
+    })
 }
 
 /// Classify an HTTP-level rejection of the WebSocket upgrade.
