@@ -527,7 +527,9 @@ export class AaiLiveClient extends EventTarget {
     if (this.opts.credential) headers.Authorization = `Bearer ${this.opts.credential}`;
     let response;
     try {
-      response = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
+      // Cookies only to the page's own origin: an authenticating proxy in front of `serve`
+      // works; a token server elsewhere gets the bearer credential only.
+      response = await fetch(url, { headers, cache: "no-store", credentials: "same-origin" });
     } catch (e) {
       throw { class: "transient", message: `the token server at ${this.tokenUrl} cannot be reached: ${e.message}` };
     }
