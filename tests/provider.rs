@@ -1055,8 +1055,8 @@ fn impossible_documents() -> Vec<(serde_json::Value, &'static str)> {
             "expires_in_seconds",
         ),
         (
-            json!({"token": TOKEN, "expires_in_seconds": 0}),
-            "expires_in_seconds",
+            json!({"token": TOKEN, "expires_in_seconds": 60, "max_session_duration_seconds": 0}),
+            "max_session_duration_seconds",
         ),
         (
             json!({"token": TOKEN, "expires_in_seconds": 60, "expires_at": 9.2e18}),

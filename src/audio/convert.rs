@@ -278,6 +278,15 @@ mod tests {
             c.finish(&mut out).expect("must succeed");
             assert_eq!(c.non_finite(), 5);
             assert_eq!(out.len(), 1601, "4801 frames at 48 kHz");
+            // Huge finite values overflow the FFT's sums into ±Inf (and a panic): clipped first.
+            let mut c = Converter::new(48_000, 1, 16_000).expect("must succeed");
+            let mut out = Vec::new();
+            let huge: Vec<f32> = (0..4800)
+                .map(|i| if i % 2 == 0 { f32::MAX } else { -3e37 })
+                .collect();
+            c.push(&huge, &mut out).expect("must succeed");
+            c.finish(&mut out).expect("must succeed");
+            assert_eq!((out.len(), c.non_finite()), (1600, 0));
             // Same rate: ±Inf is silence too, not full scale.
             let mut c = Converter::new(16_000, 1, 16_000).expect("must succeed");
             let mut out = Vec::new();

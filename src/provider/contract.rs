@@ -13,11 +13,12 @@
 //!
 //! Lifetimes are untrusted numbers that end up in clock arithmetic (`SystemTime + Duration`
 //! panics on overflow), so a document is refused when it cannot describe a real token: a
-//! duration that is zero, negative or longer than [`MAX_LIFETIME`] (a day; the service's windows
-//! are 1–600 s and its sessions 60–10 800 s, and a token server may grant other values, so the
-//! bound is generous), a time before 1970, or a time (given or computed) more than
-//! [`MAX_LIFETIME`] after the reader's clock. A deadline in the past is not refused here: that
-//! token has lapsed, which the readers report as such.
+//! duration that is negative or longer than [`MAX_LIFETIME`] (a day; the service's windows are
+//! 1–600 s and its sessions 60–10 800 s, and a token server may grant other values, so the bound
+//! is generous), a session of 0 s, a time before 1970, or a time (given or computed) more than
+//! [`MAX_LIFETIME`] after the reader's clock. A deadline in the past is not refused here, nor a
+//! window of 0 s (what [`to_json`] writes for a token with under a second left): that token has
+//! lapsed, which the readers report as such.
 
 use std::time::{Duration, SystemTime};
 
@@ -162,19 +163,26 @@ pub fn parse_object(object: &Map<String, Value>) -> Result<TokenDocument, Docume
                 expected: "an RFC 3339 time or unix seconds",
             }),
     };
-    let seconds = |field: &'static str| match object.get(field) {
+    // `expires_in_seconds` may be 0: `to_json` writes what is left of the window in whole
+    // seconds, so a lapsed token (or one with under a second left) says 0. A session of 0 s is
+    // no session.
+    let seconds = |field: &'static str, zero: bool| match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
             let n = json_number(v).ok_or(DocumentError::BadField {
                 field,
                 expected: "a number of seconds",
             })?;
-            lifetime(n)
+            lifetime(n, zero)
                 .map(Some)
                 .ok_or_else(|| DocumentError::Implausible {
                     field,
                     value: format!("{} s", show_number(n)),
-                    rule: "a lifetime is more than 0 s and at most a day (86400 s)",
+                    rule: if zero {
+                        "a lifetime is at least 0 s and at most a day (86400 s)"
+                    } else {
+                        "a lifetime is more than 0 s and at most a day (86400 s)"
+                    },
                 })
         }
     };
@@ -182,8 +190,8 @@ pub fn parse_object(object: &Map<String, Value>) -> Result<TokenDocument, Docume
         secret,
         minted_at: timestamp("minted_at")?,
         expires_at: timestamp("expires_at")?,
-        expires_in: seconds("expires_in_seconds")?,
-        max_session_duration: seconds("max_session_duration_seconds")?,
+        expires_in: seconds("expires_in_seconds", true)?,
+        max_session_duration: seconds("max_session_duration_seconds", false)?,
     })
 }
 
@@ -228,11 +236,11 @@ fn show_number(n: f64) -> String {
     }
 }
 
-/// `n` seconds as a lifetime: more than zero, at most [`MAX_LIFETIME`].
-fn lifetime(n: f64) -> Option<Duration> {
+/// `n` seconds as a lifetime: at most [`MAX_LIFETIME`], more than zero unless `zero` is allowed.
+fn lifetime(n: f64, zero: bool) -> Option<Duration> {
     Duration::try_from_secs_f64(n)
         .ok()
-        .filter(|d| !d.is_zero() && *d <= MAX_LIFETIME)
+        .filter(|d| (zero || !d.is_zero()) && *d <= MAX_LIFETIME)
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -333,11 +341,6 @@ mod tests {
         // Durations: zero, negative, beyond a day, overflowing, not finite.
         for (v, field, value) in [
             (
-                json!({"token": "t", "expires_in_seconds": 0}),
-                "expires_in_seconds",
-                "0 s",
-            ),
-            (
                 json!({"token": "t", "expires_in_seconds": -5}),
                 "expires_in_seconds",
                 "-5 s",
@@ -416,13 +419,19 @@ mod tests {
                 ..
             })
         ));
-        // A deadline in the past is a lapsed token, not an impossible one.
-        let doc = parse(json!({"token": "t", "expires_at": 1_000})).expect("parses");
-        assert!(
-            doc.into_token("test", now, now)
-                .expect("lapsed")
-                .is_lapsed(now)
-        );
+        // A deadline in the past, or a window of 0 s (what `to_json` writes for a token with
+        // under a second left), is a lapsed token, not an impossible one.
+        for v in [
+            json!({"token": "t", "expires_at": 1_000}),
+            json!({"token": "t", "expires_in_seconds": 0}),
+        ] {
+            let doc = parse(v).expect("parses");
+            assert!(
+                doc.into_token("test", now, now)
+                    .expect("lapsed")
+                    .is_lapsed(now)
+            );
+        }
     }
 
     #[test]
