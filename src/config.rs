@@ -18,7 +18,8 @@
 //! `validate` and `load`; `keys`, `paths` and `schema` are leaves. `types` reads nothing of the
 //! loader: `Config::default()` is plain values, checked against `default.toml` by a test.
 //!
-//! Of the crate's other modules `config` uses only `protocol` (which itself uses only `secret`):
+//! Of the crate's other modules `config` uses only `files` (the config file's size cap) and
+//! `protocol` (which itself uses only `secret`):
 //! the region, the audio encoding and the token placement are `protocol::{Region, Encoding,
 //! TokenPlacement}` themselves, so the session and the providers use the configured values
 //! without mapping them.

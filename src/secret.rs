@@ -163,13 +163,17 @@ pub enum SecretFileError {
 }
 
 /// Read a secret from the first non-empty line of `path`, trimming whitespace. Returns the
-/// secret and, when the file is readable by group or others, an ssh-style warning.
+/// secret and, when the file is readable by group or others, an ssh-style warning. A file over
+/// [`crate::files::MAX_FILE_BYTES`] is refused (a key is a line; `/dev/zero` is not).
 pub fn read_secret_file(path: &Path) -> Result<(SecretString, Option<String>), SecretFileError> {
     let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SecretFileError::Io {
-        path: display.clone(),
-        source,
-    })?;
+    let text =
+        crate::files::read_capped_string(path, crate::files::MAX_FILE_BYTES).map_err(|source| {
+            SecretFileError::Io {
+                path: display.clone(),
+                source,
+            }
+        })?;
     let line = text
         .lines()
         .map(str::trim)
@@ -274,5 +278,31 @@ mod tests {
             read_secret_file(&path),
             Err(SecretFileError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn secret_files_are_read_with_a_size_cap() {
+        // Once read whole: a key_file pointing at /dev/zero ran the machine out of memory.
+        let e = read_secret_file(Path::new("/dev/zero")).expect_err("endless");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("/dev/zero") && shown.contains("larger than 1 MiB"),
+            "{shown}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        let mut big = b"key\n".to_vec();
+        big.resize(1024 * 1024 + 1, b'x');
+        std::fs::write(&path, &big).expect("write");
+        assert!(read_secret_file(&path).is_err());
+        big.truncate(1024 * 1024);
+        std::fs::write(&path, &big).expect("write");
+        assert_eq!(
+            read_secret_file(&path)
+                .expect("at the cap")
+                .0
+                .expose_secret(),
+            "key"
+        );
     }
 }

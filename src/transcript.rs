@@ -3,12 +3,17 @@
 //! pre-2026 servers' duplicate), a JSONL journal flushed on every final so a crash loses nothing,
 //! and exports to plain text, SRT and WebVTT. The transcript files' names and writing live here
 //! too, so the headless runner and the dashboard produce the same files.
+//!
+//! Files and directories created here are private (0600 / 0700, `crate::files`): they hold what
+//! people said. The journal is written by a thread of its own (`Journal`), so the supervisor's
+//! async task hands a final over and never waits for the disk.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -87,28 +92,145 @@ pub struct Transcript {
     finals: Vec<FinalTurn>,
     index: HashMap<(u64, u64), usize>,
     partial: Option<PartialTurn>,
-    journal: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    journal: Option<Journal>,
+}
+
+/// How long [`Transcript::sync_journal`] waits for the writer thread before giving up (a hung
+/// network file system must not hang the exit).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The JSONL journal: lines are handed to a dedicated writer thread over an unbounded channel
+/// (so a slow disk never blocks the sender; finals come a few a second, so the queue stays
+/// small), which writes and flushes each one as it arrives. "Flushed per final" thus means: a
+/// final is in the file (the OS's page cache, where a crash of aai-live cannot lose it) as soon
+/// as the thread has written it, normally well under a millisecond after it arrived and bounded
+/// by the disk alone; the tests hold it to one second. Dropping the journal closes the channel
+/// and joins the thread, so every line handed over is written before the drop returns.
+struct Journal {
+    path: PathBuf,
+    ops: Option<mpsc::Sender<JournalOp>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum JournalOp {
+    Line(String),
+    /// Answer once everything before has been written.
+    Sync(mpsc::Sender<()>),
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    fn spawn(path: PathBuf, writer: Box<dyn std::io::Write + Send>) -> std::io::Result<Self> {
+        let (ops, rx) = mpsc::channel();
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("aai-live-journal".into())
+            .spawn(move || write_journal(&shown, writer, &rx))?;
+        Ok(Self {
+            path,
+            ops: Some(ops),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, op: JournalOp) -> bool {
+        self.ops.as_ref().is_some_and(|ops| ops.send(op).is_ok())
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        drop(self.ops.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(
+                "the transcript journal writer for {} stopped unexpectedly",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// The journal writer thread: each line written and flushed as it arrives; a failure is logged
+/// and the next line tried again (a full disk may get space back).
+fn write_journal(
+    path: &str,
+    writer: Box<dyn std::io::Write + Send>,
+    ops: &mpsc::Receiver<JournalOp>,
+) {
+    let mut writer = std::io::BufWriter::new(writer);
+    while let Ok(op) = ops.recv() {
+        match op {
+            JournalOp::Line(line) => {
+                let written = writeln!(writer, "{line}").and_then(|()| writer.flush());
+                if let Err(e) = written {
+                    tracing::error!("cannot write the transcript journal {path}: {e}");
+                }
+            }
+            JournalOp::Sync(done) => {
+                let _ = writer.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+    let _ = writer.flush();
 }
 
 impl Transcript {
-    /// A transcript that appends every final to `path` (JSON Lines).
+    /// A transcript that appends every final to `path` (JSON Lines). The file (0600) and its
+    /// missing directories (0700) are created here, so a path that cannot be written is an error
+    /// now rather than a log line later.
     pub fn with_journal(path: &Path) -> Result<Self, TranscriptError> {
         let err = |source| TranscriptError {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::create_private_dir(dir).map_err(err)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::files::append_private(path).map_err(err)?;
+        Self::with_journal_writer(path, Box::new(file))
+    }
+
+    /// A transcript journaling to `writer` (named `path` in messages).
+    fn with_journal_writer(
+        path: &Path,
+        writer: Box<dyn std::io::Write + Send>,
+    ) -> Result<Self, TranscriptError> {
+        let journal =
+            Journal::spawn(path.to_owned(), writer).map_err(|source| TranscriptError {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Self {
-            journal: Some((path.to_owned(), std::io::BufWriter::new(file))),
+            journal: Some(journal),
             ..Self::default()
         })
+    }
+
+    /// Wait (at most 10 s, blocking) until every final handed to the journal so far is written.
+    /// For the end of a run, before the journal is listed as written; never needed for safety
+    /// (each final is written on its own as soon as it arrives).
+    pub fn sync_journal(&self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let (done, wait) = mpsc::channel();
+        if journal.send(JournalOp::Sync(done)) && wait.recv_timeout(SYNC_TIMEOUT).is_err() {
+            tracing::warn!(
+                "the transcript journal {} is still being written after {}s",
+                journal.path.display(),
+                SYNC_TIMEOUT.as_secs()
+            );
+        }
     }
 
     pub fn finals(&self) -> &[FinalTurn] {
@@ -120,7 +242,7 @@ impl Transcript {
     }
 
     pub fn journal_path(&self) -> Option<&Path> {
-        self.journal.as_ref().map(|(p, _)| p.as_path())
+        self.journal.as_ref().map(|j| j.path.as_path())
     }
 
     /// Apply a Turn from session `generation`, whose audio starts `base_ms` into the stream.
@@ -210,19 +332,19 @@ impl Transcript {
         }
     }
 
-    fn journal(&mut self, turn: &FinalTurn, replaced: bool) {
-        let Some((path, writer)) = &mut self.journal else {
+    /// Hand a final to the journal's writer thread (never waits for the disk).
+    fn journal(&self, turn: &FinalTurn, replaced: bool) {
+        let Some(journal) = &self.journal else {
             return;
         };
         let mut line = serde_json::to_value(turn).unwrap_or_default();
         if let serde_json::Value::Object(map) = &mut line {
             map.insert("replaces_previous".into(), replaced.into());
         }
-        let written = writeln!(writer, "{line}").and_then(|()| writer.flush());
-        if let Err(e) = written {
+        if !journal.send(JournalOp::Line(line.to_string())) {
             tracing::error!(
-                "cannot write the transcript journal {}: {e}",
-                path.display()
+                "cannot write the transcript journal {}: its writer has stopped",
+                journal.path.display()
             );
         }
     }
@@ -247,9 +369,11 @@ impl Transcript {
         for format in formats {
             let (ext, text) = self.render(*format);
             let path = base.with_extension(ext);
-            std::fs::write(&path, text).map_err(|source| TranscriptError {
-                path: path.display().to_string(),
-                source,
+            crate::files::write_private(&path, text.as_bytes()).map_err(|source| {
+                TranscriptError {
+                    path: path.display().to_string(),
+                    source,
+                }
             })?;
             written.push(path);
         }
@@ -257,13 +381,15 @@ impl Transcript {
     }
 
     /// A finished run's files: the exports in `formats` beside `journal` (same name, other
-    /// extensions). Returns the journal (when this transcript keeps one) and the files written.
-    /// Blocking file I/O.
+    /// extensions). Returns the journal (when this transcript keeps one, every final written to
+    /// it first) and the files written. Blocking file I/O: call it off the runtime threads
+    /// (`spawn_blocking`).
     pub fn write_beside(
         &self,
         journal: &Path,
         formats: &[TranscriptFormat],
     ) -> Result<Vec<PathBuf>, TranscriptError> {
+        self.sync_journal();
         let mut files: Vec<PathBuf> = self
             .journal_path()
             .map(Path::to_owned)
@@ -281,7 +407,7 @@ impl Transcript {
         formats: &[TranscriptFormat],
         at: SystemTime,
     ) -> Result<Vec<PathBuf>, TranscriptError> {
-        std::fs::create_dir_all(dir).map_err(|source| TranscriptError {
+        crate::files::create_private_dir(dir).map_err(|source| TranscriptError {
             path: dir.display().to_string(),
             source,
         })?;
@@ -413,18 +539,110 @@ mod tests {
         assert_eq!(t.finals().len(), 1);
         assert_eq!(t.finals()[0].text, "Hi, my name.");
         assert_eq!(t.finals()[0].latency_ms, Some(200));
-        let journal = std::fs::read_to_string(&path).expect("read");
-        assert_eq!(
-            journal.lines().count(),
-            2,
-            "each final is journaled at once"
-        );
+        let journal = lines_within_a_second(&path, 2);
         assert!(
             journal
                 .lines()
                 .last()
                 .expect("line")
                 .contains("\"replaces_previous\":true")
+        );
+    }
+
+    /// The journal's text once it holds `n` lines: "a final is on disk shortly after it
+    /// arrives", shortly being at most a second (normally well under a millisecond).
+    fn lines_within_a_second(path: &Path, n: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= n {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} lines not written within a second: {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A writer that blocks until released: a disk that hangs.
+    struct Stuck {
+        release: std::sync::Arc<std::sync::Barrier>,
+        out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        waited: bool,
+    }
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.waited {
+                self.release.wait();
+                self.waited = true;
+            }
+            self.out.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hung_disk_never_blocks_the_caller_and_nothing_is_lost() {
+        let release = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Stuck {
+            release: release.clone(),
+            out: out.clone(),
+            waited: false,
+        };
+        let mut t = Transcript::with_journal_writer(Path::new("stuck.jsonl"), Box::new(writer))
+            .expect("journal");
+        let started = std::time::Instant::now();
+        for order in 0..100 {
+            t.apply(1, "s", 0, &turn(order, true, true, "Words."), None);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "applying finals waited for the disk: {:?}",
+            started.elapsed()
+        );
+        assert!(out.lock().expect("lock").is_empty(), "the disk is stuck");
+        release.wait();
+        drop(t); // joins the writer: every final handed over is written
+        let text = String::from_utf8(out.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 100);
+    }
+
+    #[test]
+    fn journal_and_exports_are_private_files_in_private_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The directory the user chose exists, shared on purpose: it keeps its mode.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let journal = journal_path(&dir.path().join("data/transcripts"), SystemTime::UNIX_EPOCH);
+        let mut t = Transcript::with_journal(&journal).expect("journal");
+        t.apply(1, "s", 0, &turn(0, true, true, "Hello."), None);
+        lines_within_a_second(&journal, 1);
+        let files = t
+            .write_beside(&journal, &[TranscriptFormat::Txt, TranscriptFormat::Vtt])
+            .expect("write");
+        let exported = t
+            .export_to(&dir.path().join("exports"), &[], SystemTime::UNIX_EPOCH)
+            .expect("export");
+        for file in files.iter().chain(&exported) {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        for created in ["data", "data/transcripts", "exports"] {
+            assert_eq!(mode(&dir.path().join(created)), 0o700, "{created}");
+        }
+        assert_eq!(
+            mode(dir.path()),
+            0o755,
+            "an existing directory keeps its mode"
         );
     }
 

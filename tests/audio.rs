@@ -415,6 +415,43 @@ async fn stdin_f32le_stereo_48k_is_resampled() {
     assert!((frequency(&got[800..15_200], 16_000) - 1000.0).abs() < 0.5);
 }
 
+/// 1 s of a 1 kHz tone at 48 kHz with NaN, +Inf and -Inf in it.
+fn tone_with_non_finite() -> Vec<f32> {
+    let mut tone: Vec<f32> = sine(48_000, 1000.0, 0.25, 48_000)
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    tone[4_800] = f32::NAN;
+    tone[24_000] = f32::INFINITY;
+    tone[40_000] = f32::NEG_INFINITY;
+    tone
+}
+
+#[tokio::test]
+async fn nan_and_inf_on_stdin_become_silence_and_the_input_goes_on() {
+    // Once, one NaN made the resampler panic: the input ended after 100 ms, silently.
+    let bytes: Vec<u8> = tone_with_non_finite()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let format: StdinFormat = "f32le:48000:1".parse().expect("format");
+    let input = audio::open_raw_reader(dribble(bytes), "stdin", format, &unpaced()).expect("open");
+    let got = samples(&collect(input, 800).await);
+    assert_eq!(got.len(), 16_000, "every sample after the NaN is delivered");
+    assert!((frequency(&got[14_000..15_800], 16_000) - 1000.0).abs() < 1.0);
+}
+
+#[tokio::test]
+async fn nan_and_inf_in_a_float_wav_become_silence_and_the_file_plays_to_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nan.wav");
+    write_wav(&path, spec(48_000, 1, 32, true), &tone_with_non_finite());
+    let input = open_file(&path, &unpaced()).await.expect("open");
+    let got = samples(&collect(input, 800).await);
+    assert_eq!(got.len(), 16_000);
+    assert!((frequency(&got[14_000..15_800], 16_000) - 1000.0).abs() < 1.0);
+}
+
 #[tokio::test]
 async fn a_stdin_read_error_ends_the_input_with_the_reason() {
     let mut reader = dribble(vec![0; 3200]);
@@ -526,6 +563,70 @@ async fn file_errors_are_clear() {
         let dir_as_file = dir.path().to_owned();
         let e = open_error(&dir_as_file).await;
         assert!(e.contains(&dir_as_file.display().to_string()), "{e}");
+    }
+}
+
+/// A 16-bit WAV's bytes with the header's channel count and rate replaced (block align and byte
+/// rate kept consistent), as a hostile or broken writer could produce.
+fn patched_wav(whole: &[u8], rate: u32, channels: u16) -> Vec<u8> {
+    let mut bytes = whole.to_vec();
+    let block_align = channels.wrapping_mul(2);
+    bytes[22..24].copy_from_slice(&channels.to_le_bytes());
+    bytes[24..28].copy_from_slice(&rate.to_le_bytes());
+    bytes[28..32].copy_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
+    bytes[32..34].copy_from_slice(&block_align.to_le_bytes());
+    bytes
+}
+
+#[tokio::test]
+async fn absurd_header_rates_and_channel_counts_are_refused_up_front() {
+    // A 1 Hz header once took 705 MB from a 32 KB file; 2^31-1 Hz an 8 GiB allocation and SIGABRT.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole.wav");
+    write_wav(&whole, spec(16_000, 1, 16, false), &pattern(16_000));
+    let bytes = std::fs::read(&whole).expect("read");
+    for (rate, channels, needle) in [
+        (1, 1, "a sample rate of 1 Hz, outside the 8000-384000 Hz"),
+        (i32::MAX as u32, 1, "a sample rate of 2147483647 Hz"),
+        (7_999, 1, "7999 Hz"),
+        (384_001, 1, "384001 Hz"),
+        (16_000, 40, "40 channels, outside the 1-32 channels"),
+    ] {
+        let path = dir.path().join(format!("absurd-{rate}-{channels}.wav"));
+        std::fs::write(&path, patched_wav(&bytes, rate, channels)).expect("write");
+        let e = open_error(&path).await;
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(needle),
+            "{rate} Hz, {channels} ch: {e}"
+        );
+    }
+    // The edges of the range are read.
+    for (rate, channels) in [(8_000, 1), (384_000, 1), (16_000, 32)] {
+        let path = dir.path().join(format!("edge-{rate}-{channels}.wav"));
+        std::fs::write(&path, patched_wav(&bytes, rate, channels)).expect("write");
+        let input = open_file(&path, &unpaced())
+            .await
+            .expect("the edges are read");
+        assert_eq!(input.native_format().sample_rate, rate);
+    }
+}
+
+#[test]
+fn stdin_format_bounds_agree_with_what_the_converter_reads() {
+    use aai_live::audio::convert::{NATIVE_CHANNELS, NATIVE_RATES};
+    let (low, high) = (*NATIVE_RATES.start(), *NATIVE_RATES.end());
+    let (few, many) = (*NATIVE_CHANNELS.start(), *NATIVE_CHANNELS.end());
+    for ok in [format!("s16le:{low}:{few}"), format!("f32le:{high}:{many}")] {
+        let format: StdinFormat = ok.parse().expect(&ok);
+        assert!(audio::convert::Converter::new(format.rate, format.channels, 16_000).is_ok());
+    }
+    for bad in [
+        format!("s16le:{}:1", low - 1),
+        format!("s16le:{}:1", high + 1),
+        format!("s16le:16000:{}", few - 1),
+        format!("s16le:16000:{}", many + 1),
+    ] {
+        assert!(bad.parse::<StdinFormat>().is_err(), "{bad}");
     }
 }
 

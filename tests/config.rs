@@ -619,3 +619,29 @@ fn docs_cover_every_key_and_only_real_keys() {
         "docs/configuration.md documents keys not in default.toml: {unknown:?}"
     );
 }
+
+#[test]
+fn config_files_are_read_with_a_size_cap() {
+    // Once read whole: `--config /dev/zero` ran out of memory.
+    let e = load_err(&opts(Some(Path::new("/dev/zero")), &[], &[]));
+    assert!(
+        e.contains("/dev/zero") && e.contains("larger than 1 MiB"),
+        "{e}"
+    );
+    // A real file just over the cap: refused before parsing; at the cap: parsed.
+    let mut text = String::from("[ui]\ntheme = \"mono\"\n");
+    let pad = 1024 * 1024 - text.len();
+    text.push_str(&"#".repeat(pad - 1));
+    text.push('\n');
+    let (_dir, path) = user_file(&text);
+    assert_eq!(
+        load_ok(&opts(Some(&path), &[], &[])).config.ui.theme,
+        Theme::Mono
+    );
+    std::fs::write(&path, format!("{text}#")).expect("write");
+    let e = load_err(&opts(Some(&path), &[], &[]));
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("larger than 1 MiB"),
+        "{e}"
+    );
+}

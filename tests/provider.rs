@@ -1033,3 +1033,110 @@ async fn file_remove_after_use_and_permission_warning() {
     let e = built.provider.fetch(&REQUEST).await.expect_err("gone");
     assert!(e.to_string().contains("does not exist"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Impossible lifetimes: every provider refuses them with the field and the value, never panics
+
+/// Token documents no real token has: each with the field its error must name.
+fn impossible_documents() -> Vec<(serde_json::Value, &'static str)> {
+    use serde_json::json;
+    vec![
+        // Once `SystemTime + Duration` overflowed: `aai-live token` panicked (exit 101).
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 9.3e18}),
+            "expires_in_seconds",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 18_446_744_073_709_551_615_u64}),
+            "expires_in_seconds",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": -60}),
+            "expires_in_seconds",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 60, "max_session_duration_seconds": 0}),
+            "max_session_duration_seconds",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 60, "expires_at": 9.2e18}),
+            "expires_at",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 60, "expires_at": "9999-12-31T23:59:59Z"}),
+            "expires_at",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 60, "minted_at": 9.2e18}),
+            "minted_at",
+        ),
+        (
+            json!({"token": TOKEN, "expires_in_seconds": 60, "max_session_duration_seconds": 1e300}),
+            "max_session_duration_seconds",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn api_key_refuses_impossible_lifetimes() {
+    let server = TestServer::start().await;
+    let provider = build(
+        &api_key_config(&server.url("/v3/token")),
+        &[("ASSEMBLYAI_API_KEY", KEY)],
+    );
+    for (document, field) in impossible_documents() {
+        server.answer(Answer::json(200, &document));
+        let e = provider.fetch(&REQUEST).await.expect_err("impossible");
+        assert_eq!(e.class(), ProviderErrorClass::Transient, "{document}");
+        let shown = text(&e, &[KEY, TOKEN]);
+        assert!(
+            shown.contains(&format!("\"{field}\"")),
+            "{document}: {shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn remote_refuses_impossible_lifetimes() {
+    let server = TestServer::start().await;
+    let provider = build(&remote_config(&server.url("/token")), &[]);
+    for (document, field) in impossible_documents() {
+        server.answer(Answer::json(200, &document));
+        let e = provider.fetch(&REQUEST).await.expect_err("impossible");
+        assert_eq!(e.class(), ProviderErrorClass::Transient, "{document}");
+        let shown = text(&e, &[TOKEN]);
+        assert!(
+            shown.contains(&format!("\"{field}\"")),
+            "{document}: {shown}"
+        );
+    }
+    // An expires_at before 1970 once made the "already ended" message panic.
+    server.answer(Answer::json(
+        200,
+        &serde_json::json!({"token": TOKEN, "expires_at": "1970-01-01T00:30:00+01:00"}),
+    ));
+    let e = provider.fetch(&REQUEST).await.expect_err("before 1970");
+    assert!(text(&e, &[TOKEN]).contains("\"expires_at\""), "{e}");
+}
+
+#[tokio::test]
+async fn file_refuses_impossible_lifetimes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("token.json");
+    let provider = file_provider(
+        &path,
+        Duration::from_millis(100),
+        Duration::from_millis(20),
+        false,
+    );
+    for (document, field) in impossible_documents() {
+        swap_in(&path, &document.to_string());
+        let e = provider.fetch(&REQUEST).await.expect_err("impossible");
+        assert_eq!(e.class(), ProviderErrorClass::Exhausted, "{document}");
+        let shown = text(&e, &[TOKEN]);
+        assert!(
+            shown.contains(&format!("\"{field}\"")) && shown.contains("impossible"),
+            "{document}: {shown}"
+        );
+    }
+}

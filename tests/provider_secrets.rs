@@ -1,7 +1,8 @@
 //! The token providers leak no secret: the API key, the bearer credential for a token server and
 //! the minted tokens appear in no log line (ours and our dependencies', captured at TRACE from
-//! every thread) and in no error's `Display` or `Debug`, on success and on every error path,
-//! including servers that echo the credential and the token back in their error bodies.
+//! every thread through the real logging set-up, `logging::subscriber`, `log` bridge included)
+//! and in no error's `Display` or `Debug`, on success and on every error path, including servers
+//! that echo the credential and the token back in their error bodies.
 
 mod common;
 
@@ -172,13 +173,10 @@ async fn file_paths(errors: &mut Vec<String>, tokens: &mut Vec<String>) {
 #[test]
 fn no_secret_in_logs_or_errors_of_any_provider() {
     let capture = Capture::default();
-    // Global (every thread: the watcher, blocking reads, runtime workers), and `log` records
-    // from our dependencies are bridged in.
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .try_init()
+    // Global (every thread: the watcher, blocking reads, runtime workers): what `--log-level
+    // trace` (RUST_LOG unset) writes, `log` records from our dependencies included.
+    let subscriber = aai_live::logging::subscriber("trace", capture.clone()).expect("set-up");
+    tracing::subscriber::set_global_default(subscriber)
         .expect("the only subscriber in this test binary");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,7 +1,10 @@
 //! Secrets never reach a log line or an error message: the API key, temporary tokens (in the
-//! `Authorization` header or `?token=`) and their percent-encoded forms. Logs are captured at
-//! TRACE for every crate (ours and our dependencies) around token minting, connecting with the
-//! token in the URL and in the header, and the error paths.
+//! `Authorization` header or `?token=`) and their percent-encoded forms. Logs are captured through
+//! the real logging set-up (`logging::subscriber`: the same filters, the secret filter, the format
+//! and the `log` bridge that brings in our dependencies' records) at TRACE for every crate,
+//! around token minting, connecting with the token in the URL and in the header, and the error
+//! paths. tungstenite's handshake dumps the whole request at TRACE, so without the secret filter
+//! this test fails.
 
 mod common;
 
@@ -12,11 +15,8 @@ use common::*;
 #[test]
 fn no_secret_in_logs_or_errors_around_mint_and_connect() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
+    // What `--log-level trace` (RUST_LOG unset) writes, into `capture` instead of the file.
+    let subscriber = aai_live::logging::subscriber("trace", capture.clone()).expect("set-up");
     // A current-thread runtime keeps every task on this thread, under this subscriber.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,6 +69,10 @@ fn no_secret_in_logs_or_errors_around_mint_and_connect() {
     });
     let logs = capture.text();
     assert!(logs.contains("connecting"), "logs were captured:\n{logs}");
+    assert!(
+        logs.contains("tungstenite::"),
+        "our dependencies' `log` records were captured too:\n{logs}"
+    );
     assert!(
         logs.contains(&fingerprint),
         "tokens are identified by fingerprint"

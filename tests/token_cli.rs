@@ -248,3 +248,71 @@ async fn failures_exit_with_the_class_code_and_no_secret() {
     assert!(!all_files_text(home.path()).contains(KEY));
     emu.shutdown().await;
 }
+
+/// A loopback token endpoint answering every request with `body` (HTTP 200, JSON).
+async fn stub_token_endpoint(body: serde_json::Value) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let body = body.to_string();
+        async move { ([("content-type", "application/json")], body) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v3/token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_lifetimes_are_a_clear_error_not_a_panic() {
+    // Once: `SystemTime + Duration` overflowed and the command panicked with exit code 101.
+    let home = tempfile::tempdir().expect("tempdir");
+    let token = "AQICAHgSTUBtokenABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789==";
+    let url =
+        stub_token_endpoint(serde_json::json!({"token": token, "expires_in_seconds": 9.3e18}))
+            .await;
+    let out = aai_live_token(
+        home.path(),
+        &[],
+        &[
+            ("ASSEMBLYAI_API_KEY", KEY),
+            ("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", url.as_str()),
+        ],
+    )
+    .await;
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(
+        text.contains("\"expires_in_seconds\" is 9.3e18 s") && text.contains("impossible"),
+        "{text}"
+    );
+    assert!(!text.contains(token) && out.stdout.is_empty(), "{text}");
+
+    // The file provider, with an expires_at in the year 9999.
+    let path = home.path().join("token.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({"token": token, "expires_at": "9999-12-31T23:59:59Z"}).to_string(),
+    )
+    .expect("write");
+    let out = aai_live_token(
+        home.path(),
+        &[],
+        &[
+            ("AAI_LIVE__PROVIDER__KIND", "file"),
+            (
+                "AAI_LIVE__PROVIDER__FILE__PATH",
+                path.to_str().expect("path"),
+            ),
+            ("AAI_LIVE__PROVIDER__FILE__WAIT", "200ms"),
+        ],
+    )
+    .await;
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(
+        text.contains("\"expires_at\"") && text.contains("impossible"),
+        "{text}"
+    );
+    assert!(!text.contains(token), "{text}");
+}

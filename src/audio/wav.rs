@@ -1,13 +1,14 @@
 //! WAV files: checked up front (missing, not a WAV, truncated, unsupported encoding) with messages
 //! that say what the file is and how to convert it, then read block by block as f32 frames,
 //! optionally looping. Decoding is hound's: 8/16/24/32-bit integer and 32-bit float PCM, plain or
-//! WAVE_FORMAT_EXTENSIBLE, any rate and channel count.
+//! WAVE_FORMAT_EXTENSIBLE, 8–384 kHz, 1–32 channels (`convert::NATIVE_RATES`,
+//! `convert::NATIVE_CHANNELS`: a header is untrusted input, and buffers are sized from it).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use super::convert::int_to_f32;
+use super::convert::{check_native, int_to_f32};
 use super::{AudioError, SourceFormat};
 
 /// How to turn anything into a file aai-live reads, for error messages.
@@ -52,6 +53,14 @@ impl WavSource {
         if frames == 0 {
             return Err(AudioError::EmptyFile {
                 path: path.to_owned(),
+            });
+        }
+        // Before anything is sized from the header: a rate of 1 Hz or 2^31 Hz once made the
+        // resampler allocate from hundreds of MB to 8 GiB.
+        if let Err(detail) = check_native(spec.sample_rate, spec.channels) {
+            return Err(AudioError::UnsupportedWav {
+                path: path.to_owned(),
+                detail: format!("its header declares {detail}; {CONVERT_HINT}"),
             });
         }
         match (spec.sample_format, spec.bits_per_sample) {

@@ -177,7 +177,8 @@ fn defaults_layer() -> Result<Layer, ConfigError> {
 
 /// The user file's layer; a missing file or bad TOML is an error of its own.
 fn file_layer(path: PathBuf) -> Result<Layer, ConfigError> {
-    let text = match std::fs::read_to_string(&path) {
+    // Capped: `--config /dev/zero` (or a multi-GB file named by mistake) must not exhaust memory.
+    let text = match crate::files::read_capped_string(&path, crate::files::MAX_FILE_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ConfigError::NotFound { path });

@@ -747,7 +747,7 @@ mod tests {
         assert_problem(|r| r.audio.input = "file:".into(), "needs a path");
         assert_problem(
             |r| r.audio.stdin_format = "s16le:4000:1".into(),
-            "rate must be an integer between 8000 and 192000",
+            "rate must be an integer between 8000 and 384000",
         );
         assert_problem(|r| r.audio.chunk_ms = 20, "must be between 50 and 1000");
         assert_problem(

@@ -190,7 +190,9 @@ impl ApiKeyProvider {
                 "the JSON has no \"expires_in_seconds\" field".into(),
             ));
         }
-        let mut token = doc.into_token(NAME, sent_at);
+        let mut token = doc
+            .into_token(NAME, sent_at, SystemTime::now())
+            .map_err(|e| malformed(e.to_string()))?;
         if token.max_session_duration.is_none() {
             token.max_session_duration = request
                 .max_session_duration_seconds

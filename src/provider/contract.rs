@@ -10,6 +10,15 @@
 //! unix seconds), else `expires_in_seconds` counted from `minted_at`, else from a time the reader
 //! knows (when the request was sent, when the file was written). Readers are lenient about extra
 //! fields, strict about the fields they use, and quote no token in their complaints.
+//!
+//! Lifetimes are untrusted numbers that end up in clock arithmetic (`SystemTime + Duration`
+//! panics on overflow), so a document is refused when it cannot describe a real token: a
+//! duration that is negative or longer than [`MAX_LIFETIME`] (a day; the service's windows are
+//! 1–600 s and its sessions 60–10 800 s, and a token server may grant other values, so the bound
+//! is generous), a session of 0 s, a time before 1970, or a time (given or computed) more than
+//! [`MAX_LIFETIME`] after the reader's clock. A deadline in the past is not refused here, nor a
+//! window of 0 s (what [`to_json`] writes for a token with under a second left): that token has
+//! lapsed, which the readers report as such.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +32,9 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Shortest *plain-text* token we accept: a body of "OK" or "ready" is not a token, and taking
 /// it for one would burn a connect attempt. JSON documents name their token, so any length goes.
 pub const MIN_PLAIN_TOKEN_LEN: usize = 16;
+/// Longest lifetime a token document may state or imply: a redemption window, a session, or how
+/// far ahead of the reader's clock `minted_at` and `expires_at` may lie.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// What a token document says, before it becomes a [`Token`].
 #[derive(Debug)]
@@ -36,14 +48,60 @@ pub struct TokenDocument {
 
 impl TokenDocument {
     /// The redemption deadline: `expires_at`, else `expires_in` from `minted_at` or `base`.
-    pub fn redeem_by(&self, base: SystemTime) -> Option<SystemTime> {
-        self.expires_at
-            .or_else(|| Some(self.minted_at.unwrap_or(base) + self.expires_in?))
+    /// Refused when it (or `minted_at`) lies more than [`MAX_LIFETIME`] after `now`.
+    pub fn redeem_by(
+        &self,
+        base: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, DocumentError> {
+        let horizon = now.checked_add(MAX_LIFETIME);
+        let too_far = |at: SystemTime| horizon.is_some_and(|h| at > h);
+        for (field, at) in [
+            ("minted_at", self.minted_at),
+            ("expires_at", self.expires_at),
+        ] {
+            if let Some(at) = at
+                && too_far(at)
+            {
+                return Err(DocumentError::Implausible {
+                    field,
+                    value: super::time::describe(at),
+                    rule: "it lies more than a day after this computer's clock (is one of the \
+                           clocks wrong?)",
+                });
+            }
+        }
+        if let Some(at) = self.expires_at {
+            return Ok(Some(at));
+        }
+        let Some(window) = self.expires_in else {
+            return Ok(None);
+        };
+        let deadline = self
+            .minted_at
+            .unwrap_or(base)
+            .checked_add(window)
+            .filter(|&at| !too_far(at));
+        match deadline {
+            Some(at) => Ok(Some(at)),
+            None => Err(DocumentError::Implausible {
+                field: "expires_in_seconds",
+                value: format!("{} s", show_number(window.as_secs_f64())),
+                rule: "counted from when the token was minted, the deadline lies more than a day \
+                       after this computer's clock (is one of the clocks wrong?)",
+            }),
+        }
     }
 
-    /// The token, minted at `minted_at` (else `base`), with whatever lifetimes are known.
-    pub fn into_token(self, provider: &'static str, base: SystemTime) -> Token {
-        let redeem_by = self.redeem_by(base);
+    /// The token, minted at `minted_at` (else `base`), with whatever lifetimes are known; `now` is
+    /// the reader's clock, against which implausible times are refused.
+    pub fn into_token(
+        self,
+        provider: &'static str,
+        base: SystemTime,
+        now: SystemTime,
+    ) -> Result<Token, DocumentError> {
+        let redeem_by = self.redeem_by(base, now)?;
         let mut token =
             Token::new(self.secret, provider).with_minted_at(self.minted_at.unwrap_or(base));
         if let Some(at) = redeem_by {
@@ -52,7 +110,7 @@ impl TokenDocument {
         if let Some(d) = self.max_session_duration {
             token = token.with_max_session_duration(d);
         }
-        token
+        Ok(token)
     }
 }
 
@@ -67,6 +125,14 @@ pub enum DocumentError {
     BadField {
         field: &'static str,
         expected: &'static str,
+    },
+    /// A lifetime no real token has (see the module's rule).
+    #[error("field \"{field}\" is {value}, an impossible lifetime for a token: {rule}")]
+    Implausible {
+        field: &'static str,
+        /// The value as read (a number of seconds or a time); never the token.
+        value: String,
+        rule: &'static str,
     },
 }
 
@@ -97,19 +163,35 @@ pub fn parse_object(object: &Map<String, Value>) -> Result<TokenDocument, Docume
                 expected: "an RFC 3339 time or unix seconds",
             }),
     };
-    let seconds = |field: &'static str| match object.get(field) {
+    // `expires_in_seconds` may be 0: `to_json` writes what is left of the window in whole
+    // seconds, so a lapsed token (or one with under a second left) says 0. A session of 0 s is
+    // no session.
+    let seconds = |field: &'static str, zero: bool| match object.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => json_seconds(v).map(Some).ok_or(DocumentError::BadField {
-            field,
-            expected: "a non-negative number of seconds",
-        }),
+        Some(v) => {
+            let n = json_number(v).ok_or(DocumentError::BadField {
+                field,
+                expected: "a number of seconds",
+            })?;
+            lifetime(n, zero)
+                .map(Some)
+                .ok_or_else(|| DocumentError::Implausible {
+                    field,
+                    value: format!("{} s", show_number(n)),
+                    rule: if zero {
+                        "a lifetime is at least 0 s and at most a day (86400 s)"
+                    } else {
+                        "a lifetime is more than 0 s and at most a day (86400 s)"
+                    },
+                })
+        }
     };
     Ok(TokenDocument {
         secret,
         minted_at: timestamp("minted_at")?,
         expires_at: timestamp("expires_at")?,
-        expires_in: seconds("expires_in_seconds")?,
-        max_session_duration: seconds("max_session_duration_seconds")?,
+        expires_in: seconds("expires_in_seconds", true)?,
+        max_session_duration: seconds("max_session_duration_seconds", false)?,
     })
 }
 
@@ -135,13 +217,30 @@ pub fn is_token_text(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'{' | b'}'))
 }
 
-fn json_seconds(v: &Value) -> Option<Duration> {
+/// A JSON number, or a string holding one; finite.
+fn json_number(v: &Value) -> Option<f64> {
     let n = match v {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    Duration::try_from_secs_f64(n).ok()
+    n.is_finite().then_some(n)
+}
+
+/// A number as read, short even when huge: `9.3e18`, not 19 digits (or 300).
+fn show_number(n: f64) -> String {
+    if n.abs() < 1e12 {
+        format!("{n}")
+    } else {
+        format!("{n:e}")
+    }
+}
+
+/// `n` seconds as a lifetime: at most [`MAX_LIFETIME`], more than zero unless `zero` is allowed.
+fn lifetime(n: f64, zero: bool) -> Option<Duration> {
+    Duration::try_from_secs_f64(n)
+        .ok()
+        .filter(|d| (zero || !d.is_zero()) && *d <= MAX_LIFETIME)
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -207,25 +306,132 @@ mod tests {
     #[test]
     fn documents_and_deadlines() {
         let base = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = base;
         let doc = parse_object(object(&json!({"token": "abc", "expires_in_seconds": 60})))
             .expect("parses");
-        assert_eq!(doc.redeem_by(base), Some(base + Duration::from_secs(60)));
+        assert_eq!(
+            doc.redeem_by(base, now),
+            Ok(Some(base + Duration::from_secs(60)))
+        );
         let doc = parse_object(object(&json!({
             "token": "abc", "expires_in_seconds": 60, "minted_at": 1_000_010
         })))
         .expect("parses");
-        assert_eq!(doc.redeem_by(base), Some(base + Duration::from_secs(70)));
+        assert_eq!(
+            doc.redeem_by(base, now),
+            Ok(Some(base + Duration::from_secs(70)))
+        );
         let doc = parse_object(object(&json!({
             "token": "abc", "expires_at": "1970-01-12T13:46:40Z", "expires_in_seconds": 5
         })))
         .expect("parses");
-        assert_eq!(doc.redeem_by(base), Some(base), "expires_at wins");
+        assert_eq!(doc.redeem_by(base, now), Ok(Some(base)), "expires_at wins");
         let doc = parse_object(object(&json!({"token": " abc\n"}))).expect("parses");
         assert_eq!(doc.secret, "abc");
-        assert_eq!(doc.redeem_by(base), None);
-        let token = doc.into_token("file", base);
+        assert_eq!(doc.redeem_by(base, now), Ok(None));
+        let token = doc.into_token("file", base, now).expect("plausible");
         assert_eq!(token.minted_at, base);
         assert!(token.redeem_by.is_none());
+    }
+
+    #[test]
+    fn impossible_lifetimes_are_refused_naming_the_field_and_the_value() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_268_800);
+        let parse = |v: Value| parse_object(object(&v));
+        // Durations: zero, negative, beyond a day, overflowing, not finite.
+        for (v, field, value) in [
+            (
+                json!({"token": "t", "expires_in_seconds": -5}),
+                "expires_in_seconds",
+                "-5 s",
+            ),
+            (
+                json!({"token": "t", "expires_in_seconds": 9.3e18}),
+                "expires_in_seconds",
+                "9.3e18 s",
+            ),
+            (
+                json!({"token": "t", "expires_in_seconds": 86_401}),
+                "expires_in_seconds",
+                "86401 s",
+            ),
+            (
+                json!({"token": "t", "max_session_duration_seconds": 1e300}),
+                "max_session_duration_seconds",
+                "1e300 s",
+            ),
+            (
+                json!({"token": "t", "max_session_duration_seconds": "0"}),
+                "max_session_duration_seconds",
+                "0 s",
+            ),
+        ] {
+            let e = parse(v.clone()).expect_err("implausible");
+            assert!(
+                matches!(&e, DocumentError::Implausible { field: f, value: got, .. }
+                    if *f == field && got == value),
+                "{v}: {e:?}"
+            );
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        // The edges are real tokens.
+        for v in [
+            json!({"token": "t", "expires_in_seconds": 0.5}),
+            json!({"token": "t", "expires_in_seconds": 86_400, "max_session_duration_seconds": 10_800}),
+        ] {
+            parse(v.clone())
+                .expect("plausible")
+                .into_token("test", now, now)
+                .expect("plausible");
+        }
+        // Times: far in the future (given, or computed from minted_at).
+        for (v, field) in [
+            (json!({"token": "t", "expires_at": 9.2e18}), "expires_at"),
+            (
+                json!({"token": "t", "expires_at": "9999-12-31T23:59:59Z"}),
+                "expires_at",
+            ),
+            (
+                json!({"token": "t", "minted_at": 9.2e18, "expires_in_seconds": 60}),
+                "minted_at",
+            ),
+            (
+                json!({"token": "t", "minted_at": 1_767_268_800 + 86_000, "expires_in_seconds": 600}),
+                "expires_in_seconds",
+            ),
+        ] {
+            let doc = parse(v.clone()).expect("parses");
+            let e = doc.into_token("test", now, now).expect_err("implausible");
+            assert!(
+                matches!(&e, DocumentError::Implausible { field: f, .. } if *f == field),
+                "{v}: {e:?}"
+            );
+        }
+        // A deadline computed from a base time near the end of SystemTime does not overflow.
+        let doc = parse(json!({"token": "t", "expires_in_seconds": 600})).expect("parses");
+        let far = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 - 10);
+        assert!(doc.redeem_by(far, now).is_err());
+        // Negative times are not times.
+        assert!(matches!(
+            parse(json!({"token": "t", "expires_at": -1})),
+            Err(DocumentError::BadField {
+                field: "expires_at",
+                ..
+            })
+        ));
+        // A deadline in the past, or a window of 0 s (what `to_json` writes for a token with
+        // under a second left), is a lapsed token, not an impossible one.
+        for v in [
+            json!({"token": "t", "expires_at": 1_000}),
+            json!({"token": "t", "expires_in_seconds": 0}),
+        ] {
+            let doc = parse(v).expect("parses");
+            assert!(
+                doc.into_token("test", now, now)
+                    .expect("lapsed")
+                    .is_lapsed(now)
+            );
+        }
     }
 
     #[test]

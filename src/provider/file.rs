@@ -13,7 +13,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::contract::{self, TokenDocument};
+use super::contract;
 use super::time::format_rfc3339;
 use super::{ProviderError, TokenProvider, TokenRequest};
 use crate::config::ProviderConfig;
@@ -111,8 +110,7 @@ impl UsedTokens {
 enum Look {
     /// A token not handed out before and not expired.
     Fresh {
-        doc: TokenDocument,
-        base: SystemTime,
+        token: Token,
         hash: u64,
         bytes: Vec<u8>,
     },
@@ -174,14 +172,8 @@ impl FileProvider {
         let mut announced = false;
         loop {
             let reason = match self.look().await? {
-                Look::Fresh {
-                    doc,
-                    base,
-                    hash,
-                    bytes,
-                } => match self.claim(hash, &bytes).await? {
+                Look::Fresh { token, hash, bytes } => match self.claim(hash, &bytes).await? {
                     Ok(()) => {
-                        let token = doc.into_token(NAME, base);
                         tracing::debug!(token = %token.fingerprint(), path = %self.location(),
                             "took a token from the file");
                         return Ok(token);
@@ -287,21 +279,24 @@ impl FileProvider {
                 fingerprint(&doc.secret)
             )));
         }
-        if let Some(at) = doc.redeem_by(base)
-            && SystemTime::now() >= at
+        let secret_print = fingerprint(&doc.secret);
+        let token = match doc.into_token(NAME, base, SystemTime::now()) {
+            Ok(token) => token,
+            Err(e) => {
+                return Ok(Look::Wait(format!(
+                    "the file holds token {secret_print}, whose {e}"
+                )));
+            }
+        };
+        if let Some(at) = token.redeem_by
+            && token.is_lapsed(SystemTime::now())
         {
             return Ok(Look::Wait(format!(
-                "the file holds token {} whose redemption window ended at {}",
-                fingerprint(&doc.secret),
+                "the file holds token {secret_print} whose redemption window ended at {}",
                 format_rfc3339(at)
             )));
         }
-        Ok(Look::Fresh {
-            doc,
-            base,
-            hash,
-            bytes,
-        })
+        Ok(Look::Fresh { token, hash, bytes })
     }
 
     fn read_error(&self, e: &std::io::Error) -> Result<Look, ProviderError> {
@@ -417,9 +412,11 @@ fn read_bounded(path: &Path) -> std::io::Result<(Option<Vec<u8>>, std::fs::Metad
     if meta.is_dir() {
         return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory));
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
-    Ok(((bytes.len() as u64 <= MAX_FILE).then_some(bytes), meta))
+    match crate::files::read_capped_from(file, MAX_FILE) {
+        Ok(bytes) => Ok((Some(bytes), meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Ok((None, meta)),
+        Err(e) => Err(e),
+    }
 }
 
 enum Claim {
@@ -449,8 +446,13 @@ fn claim_file(path: &Path, expected: &[u8]) -> std::io::Result<Claim> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Claim::Gone),
         Err(e) => return Err(e),
     }
-    let held = std::fs::read(&aside)?;
-    if held == expected {
+    // Bounded like the first read: what was swapped in may be anything.
+    let held = match crate::files::read_capped(&aside, MAX_FILE) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => None,
+        Err(e) => return Err(e),
+    };
+    if held.as_deref() == Some(expected) {
         std::fs::remove_file(&aside)?;
         return Ok(Claim::Taken);
     }

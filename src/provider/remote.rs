@@ -228,11 +228,13 @@ impl RemoteProvider {
             detail: format!("HTTP {status} but {detail}"),
         };
         let doc = parse_answer(&reply.body, &secrets).map_err(transient)?;
-        let mut token = doc.into_token(NAME, sent_at);
+        let mut token = doc
+            .into_token(NAME, sent_at, SystemTime::now())
+            .map_err(|e| transient(e.to_string()))?;
         if self.pass_lifetimes {
             // The server was asked for these lifetimes; take them when it does not say.
             token.redeem_by = token.redeem_by.or_else(|| {
-                Some(sent_at + Duration::from_secs(u64::from(request.expires_in_seconds)))
+                sent_at.checked_add(Duration::from_secs(u64::from(request.expires_in_seconds)))
             });
             token.max_session_duration = token.max_session_duration.or_else(|| {
                 request

@@ -68,11 +68,13 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let at_local = humantime::parse_rfc3339(&format!("{local}Z")).ok()?;
     let shift = Duration::from_secs(hours * 3600 + minutes * 60);
     // 12:00+02:00 is 10:00 UTC: subtract a positive offset, add a negative one.
-    if sign > 0 {
+    let at = if sign > 0 {
         at_local.checked_sub(shift)
     } else {
         at_local.checked_add(shift)
-    }
+    }?;
+    // 1970-01-01T00:30:00+01:00 is before the epoch: no token's time, and not printable.
+    (at >= UNIX_EPOCH).then_some(at)
 }
 
 /// Parse a `Retry-After` value: delay seconds, or an HTTP date (IMF-fixdate,
@@ -101,9 +103,29 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(&format!("{year:04}-{month:02}-{day:02}T{time}Z")).ok()
 }
 
-/// `2026-11-23T10:15:00Z` (whole seconds, UTC).
+/// The first second RFC 3339 cannot write: 10000-01-01T00:00:00Z.
+const YEAR_10000: Duration = Duration::from_secs(253_402_300_800);
+
+/// `2026-11-23T10:15:00Z` (whole seconds, UTC). Total: humantime panics on a time before 1970 or
+/// after 9999, which untrusted input can produce, so those are written as [`describe`] does.
 pub fn format_rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(since) if since < YEAR_10000 => humantime::format_rfc3339_seconds(at).to_string(),
+        _ => describe(at),
+    }
+}
+
+/// A time for a message, whatever it is: RFC 3339 when it has one, else seconds from the epoch
+/// (`9.2e18 s after 1970-01-01T00:00:00Z`).
+pub fn describe(at: SystemTime) -> String {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(since) if since < YEAR_10000 => humantime::format_rfc3339_seconds(at).to_string(),
+        Ok(since) => format!("{:e} s after 1970-01-01T00:00:00Z", since.as_secs_f64()),
+        Err(before) => format!(
+            "{:e} s before 1970-01-01T00:00:00Z",
+            before.duration().as_secs_f64()
+        ),
+    }
 }
 
 /// Whole seconds from `now` until `at`, zero when past.
@@ -189,6 +211,16 @@ mod tests {
     #[test]
     fn formatting() {
         assert_eq!(format_rfc3339(at(1_767_268_800)), "2026-01-01T12:00:00Z");
+        // Out of RFC 3339's range, still no panic.
+        assert_eq!(
+            format_rfc3339(at(9_200_000_000_000_000_000)),
+            "9.2e18 s after 1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH - Duration::from_secs(1800)),
+            "1.8e3 s before 1970-01-01T00:00:00Z"
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:30:00+01:00"), None);
         assert_eq!(seconds_until(at(100), at(40)), 60);
         assert_eq!(seconds_until(at(40), at(100)), 0);
     }
