@@ -259,8 +259,9 @@ impl Transcript {
             .iter()
             .map(|w| AbsWord {
                 text: w.text.clone(),
-                start_ms: base_ms + w.start,
-                end_ms: base_ms + w.end,
+                // Word times come from the server: never let one overflow the arithmetic.
+                start_ms: base_ms.saturating_add(w.start),
+                end_ms: base_ms.saturating_add(w.end),
                 confidence: w.confidence,
                 speaker: w.speaker.clone(),
             })
@@ -503,6 +504,21 @@ mod tests {
                 .collect(),
             ..Turn::default()
         }
+    }
+
+    #[test]
+    fn absurd_word_times_do_not_overflow() {
+        let mut t = Transcript::default();
+        let mut absurd = turn(u64::MAX, true, false, "far away");
+        for w in &mut absurd.words {
+            w.start = u64::MAX - 1;
+            w.end = u64::MAX;
+        }
+        let Change::Final { turn: f, .. } = t.apply(1, "s", 60_000, &absurd, None) else {
+            panic!("a final");
+        };
+        assert_eq!((f.start_ms, f.end_ms), (u64::MAX, u64::MAX));
+        assert!(t.to_srt().contains("far away"));
     }
 
     #[test]

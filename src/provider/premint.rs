@@ -451,13 +451,19 @@ impl Scheduler {
             .min(Duration::from_secs(u64::from(
                 self.request.expires_in_seconds,
             )));
-        let deadline = token.redeem_by.unwrap_or(token.minted_at + assumed);
+        let deadline = token.redeem_by.unwrap_or_else(|| {
+            token
+                .minted_at
+                .checked_add(assumed)
+                .unwrap_or(token.minted_at)
+        });
         let window = deadline.duration_since(token.minted_at).unwrap_or_default();
         let margin = self.options.margin.min(window / 2);
         let left = deadline
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        now + left.saturating_sub(margin)
+        // Lifetimes are bounded where tokens are read (a day at most); still never overflow.
+        now.checked_add(left.saturating_sub(margin)).unwrap_or(now)
     }
 
     fn ensure_fetch(&mut self) {
