@@ -448,7 +448,7 @@ impl Transcript {
                 "{}\n{} --> {}\n{}\n",
                 i + 1,
                 clock(t.start_ms, ',', true),
-                clock(t.end_ms.max(t.start_ms + 1), ',', true),
+                clock(t.end_ms.max(t.start_ms.saturating_add(1)), ',', true),
                 t.text
             );
         }
@@ -462,7 +462,7 @@ impl Transcript {
                 out,
                 "{} --> {}\n{}\n",
                 clock(t.start_ms, '.', true),
-                clock(t.end_ms.max(t.start_ms + 1), '.', true),
+                clock(t.end_ms.max(t.start_ms.saturating_add(1)), '.', true),
                 t.text
             );
         }
