@@ -211,6 +211,9 @@ pub struct EmulatorStats {
 pub struct RunningEmulator {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// What the operator should know (also logged): an address beyond loopback, a connection
+    /// cap lowered to fit the open-file limit. `aai-live emulate` prints them on stderr.
+    pub warnings: Vec<String>,
     state: Arc<state::State>,
     listener: listener::Running,
 }
@@ -277,6 +280,34 @@ fn router(state: Arc<state::State>) -> Router {
         .with_state(state)
 }
 
+/// Descriptors kept free for everything but connections: the listener, logs, stdio, the
+/// runtime, a record being written.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection cap that fits the open-file limit: past that limit `accept` fails and the
+/// kernel's backlog fills, so real requests would hang instead of being refused at once. With
+/// `--record` each session also holds its `.pcm` file open. Returns the cap and, when it had to
+/// be lowered, why.
+fn fit_to_open_files(cap: usize, limit: Option<u64>, recording: bool) -> (usize, Option<String>) {
+    let Some(limit) = limit else {
+        return (cap, None);
+    };
+    let per_connection = if recording { 2 } else { 1 };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES) / per_connection)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if cap <= fits {
+        return (cap, None);
+    }
+    (
+        fits,
+        Some(format!(
+            "--max-connections {cap} is above what the open-file limit ({limit}) allows: \
+             {fits} connections at most (raise `ulimit -n` for more)"
+        )),
+    )
+}
+
 /// The warning for an address other machines can reach, or `None` on loopback.
 pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
     if addr.ip().to_canonical().is_loopback() {
@@ -300,9 +331,19 @@ pub async fn start(
     tls: Option<TlsFiles>,
 ) -> Result<RunningEmulator, EmulatorError> {
     config.validate()?;
+    let mut warnings = Vec::new();
+    let max_connections = config.max_connections.map(|cap| {
+        let (cap, lowered) = fit_to_open_files(
+            cap,
+            listener::open_file_limit(),
+            config.record_dir.is_some(),
+        );
+        warnings.extend(lowered);
+        cap
+    });
     // The sessions watch the same token as the listener: cancelling it ends them with 1001.
     let cancel = CancellationToken::new();
-    let connection_limit = config.max_connections.map(ConnectionLimit::new);
+    let connection_limit = max_connections.map(ConnectionLimit::new);
     let options = ListenOptions {
         tls,
         header_timeout: config.header_timeout,
@@ -316,13 +357,60 @@ pub async fn start(
     let state = Arc::new(state::State::new(config, cancel.clone(), connection_limit));
     let listener = listener::serve(listen, router(Arc::clone(&state)), options, cancel).await?;
     tracing::info!(addr = %listener.addr, tls = listener.tls, "emulator listening");
-    if let Some(warning) = exposure_warning(listener.addr) {
+    if let Some(exposed) = exposure_warning(listener.addr) {
+        warnings.insert(0, exposed);
+    }
+    for warning in &warnings {
         tracing::warn!("{warning}");
     }
     Ok(RunningEmulator {
         addr: listener.addr,
         tls: listener.tls,
+        warnings,
         state,
         listener,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_bounded_in_characters() {
+        assert_eq!(echo("abc", 64), "abc");
+        assert_eq!(echo(&"x".repeat(100), 60).chars().count(), 61);
+        assert_eq!(echo("ééé", 2), "éé…");
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        assert_eq!(fit_to_open_files(4096, None, false), (4096, None));
+        assert_eq!(
+            fit_to_open_files(4096, Some(1_048_576), false),
+            (4096, None)
+        );
+        let (cap, warning) = fit_to_open_files(4096, Some(1024), false);
+        assert_eq!(cap, 960);
+        assert!(warning.expect("lowered").contains("1024"));
+        assert_eq!(fit_to_open_files(4096, Some(1024), true).0, 480);
+        assert_eq!(fit_to_open_files(4096, Some(10), false).0, 1);
+    }
+
+    #[test]
+    fn only_loopback_addresses_go_without_a_warning() {
+        for quiet in ["127.0.0.1:80", "[::1]:80", "[::ffff:127.0.0.1]:80"] {
+            assert_eq!(
+                exposure_warning(quiet.parse().expect("addr")),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in ["0.0.0.0:80", "[::]:80", "192.168.1.2:80"] {
+            assert!(
+                exposure_warning(loud.parse().expect("addr")).is_some(),
+                "{loud}"
+            );
+        }
+    }
 }

@@ -172,6 +172,18 @@ impl ConnectionLimit {
     }
 }
 
+/// This process's soft limit on open files (`None` when unlimited or unknown), read from
+/// /proc/self/limits: a connection cap above it cannot hold, since `accept` fails first.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The acceptor every connection goes through (before TLS): takes a permit when there is a cap.
 #[derive(Debug, Clone)]
 struct Gate {

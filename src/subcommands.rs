@@ -275,7 +275,7 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     // The first stdout line is a contract: scripts and tests read the real port from it.
     println!("aai-live emulator listening on {}", running.base_url());
     std::io::stdout().flush().ok();
-    if let Some(warning) = emulator::exposure_warning(running.addr) {
+    for warning in &running.warnings {
         eprintln!("warning: {warning}");
     }
     running.wait().await;

@@ -469,3 +469,55 @@ async fn sigterm_with_an_open_session_still_exits_0_and_ends_it() {
         "the connection ended: {out:?}"
     );
 }
+
+#[tokio::test]
+async fn the_connection_cap_is_lowered_to_fit_a_low_open_file_limit() {
+    let home = TempDir::new().expect("tempdir");
+    // `aai_live` sets up the environment; run the same binary under `ulimit -n 256`.
+    let mut cmd = aai_live(home.path());
+    let std_cmd = cmd.as_std_mut();
+    let bin = std_cmd.get_program().to_owned();
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(bin)
+        .args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .env_clear()
+        .envs(std_cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = shell.spawn().expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(BOUND, stdout.next_line())
+        .await
+        .expect("first line in time")
+        .expect("read")
+        .expect("a line");
+    let port: u16 = first
+        .strip_prefix(FIRST_LINE)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let warning = tokio::time::timeout(BOUND, stderr.next_line())
+        .await
+        .expect("warning in time")
+        .expect("read")
+        .expect("a line");
+    assert!(
+        warning.contains("--max-connections 4096") && warning.contains("(256)"),
+        "{warning}"
+    );
+    let stats: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/emulator/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["connections"]["max"], 256 - 64, "{stats}");
+    let _ = child.start_kill();
+}
