@@ -381,16 +381,16 @@ async fn limit_flags_are_applied_and_checked() {
     let mut byte = [0_u8; 1];
     let read = tokio::time::timeout(BOUND, idle.read(&mut byte)).await;
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
-    let stats: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+    let counters: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
         .await
         .expect("stats")
         .json()
         .await
         .expect("JSON");
-    assert_eq!(stats["connections"]["max"], 7, "{stats}");
-    assert_eq!(stats["tokens"]["max_tokens"], 2, "{stats}");
-    assert_eq!(stats["tokens"]["evicted"], 1, "{stats}");
-    assert_eq!(stats["sessions"]["keep_finished"], 0, "{stats}");
+    assert_eq!(counters["connections"]["max"], 7, "{counters}");
+    assert_eq!(counters["tokens"]["max_tokens"], 2, "{counters}");
+    assert_eq!(counters["tokens"]["evicted"], 1, "{counters}");
+    assert_eq!(counters["sessions"]["keep_finished"], 0, "{counters}");
 
     for (flag, value) in [
         ("--max-connections", "0"),

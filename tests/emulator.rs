@@ -980,19 +980,15 @@ async fn stop_reading_fault_builds_back_pressure_and_sends_nothing() {
     let mut blocked_at = None;
     while started.elapsed() < Duration::from_secs(20) {
         let send = sink.send(Message::Binary(chunk.clone().into()));
-        match tokio::time::timeout(Duration::from_secs(2), send).await {
-            Ok(result) => {
-                result.expect("send");
-                if started.elapsed() < Duration::from_millis(900) {
-                    sent_before += 1;
-                    // Before T the emulator reads, and the pacing is real time here.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            Err(_) => {
-                blocked_at = Some(started.elapsed());
-                break;
-            }
+        let Ok(result) = tokio::time::timeout(Duration::from_secs(2), send).await else {
+            blocked_at = Some(started.elapsed());
+            break;
+        };
+        result.expect("send");
+        if started.elapsed() < Duration::from_millis(900) {
+            sent_before += 1;
+            // Before T: a modest pace, so the emulator reads everything as it comes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let blocked_at = blocked_at.expect("sends block once the emulator stops reading");

@@ -72,11 +72,12 @@ impl Raw {
         let mut out = vec![0x80 | opcode];
         if len < 126 {
             out.push(mask_bit | len as u8);
-        } else if len <= u64::from(u16::MAX) {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else if let Ok(len) = u16::try_from(len) {
+            // 126 and 127 (0x7e, 0x7f) announce a 16- and a 64-bit length.
+            out.push(mask_bit | 0x7e);
+            out.extend_from_slice(&len.to_be_bytes());
         } else {
-            out.push(mask_bit | 127);
+            out.push(mask_bit | 0x7f);
             out.extend_from_slice(&len.to_be_bytes());
         }
         if masked {

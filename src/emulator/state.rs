@@ -450,8 +450,11 @@ mod tests {
         }
         let ids: Vec<String> = state.sessions().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["open", "done-3", "done-4"]);
-        let stats = state.session_stats();
-        assert_eq!((stats.open, stats.kept_finished, stats.pruned), (1, 2, 3));
+        let counts = state.session_stats();
+        assert_eq!(
+            (counts.open, counts.kept_finished, counts.pruned),
+            (1, 2, 3)
+        );
         drop(open);
         let ids: Vec<String> = state.sessions().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["done-3", "done-4"], "{ids:?}");

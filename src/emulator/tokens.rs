@@ -264,7 +264,7 @@ mod tests {
         let t0 = Instant::now();
         store.add("a", minted(60), t0);
         store.redeem("a", t0).expect("redeem");
-        let later = t0 + MAX_WINDOW + RETENTION - Duration::from_secs(1);
+        let later = t0 + MAX_WINDOW + RETENTION.saturating_sub(Duration::from_secs(1));
         store.add("b", minted(60), later);
         assert_eq!(
             store.redeem("a", later),

@@ -1011,7 +1011,7 @@ mod tests {
                     // Voice then silence: words, turn ends, and script times all computed.
                     let tone: Vec<i16> = (0..16_000).map(|i| if i % 40 < 20 { 9000 } else { -9000 }).collect();
                     let _ = recognizer.feed(&tone);
-                    let _ = recognizer.feed(&[0; 32_000]);
+                    let _ = recognizer.feed(&vec![0; 32_000]);
                     let _ = recognizer.force_endpoint();
                     let _ = recognizer.flush();
                 }
