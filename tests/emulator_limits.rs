@@ -574,6 +574,14 @@ async fn the_control_api_refuses_browsers_and_foreign_hosts() {
         .await
         .expect("post");
     assert_eq!(curl.status(), 201);
+    // Control requests are small: a 100 KB body is refused before it is parsed.
+    let big = client
+        .post(&faults)
+        .body(format!("[{}]", vec![r#"{"kind":"drop"}"#; 7000].join(",")))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(big.status(), 413);
 
     let port = emu.addr.port();
     for (host, expected) in [
