@@ -1016,3 +1016,17 @@ async fn stop_reading_fault_builds_back_pressure_and_sends_nothing() {
         "Begin and turns arrived before T"
     );
 }
+
+#[tokio::test]
+async fn shutdown_also_ends_a_session_that_swallowed_terminate() {
+    let emu = start(config()).await;
+    emu.add_fault("no-termination".parse().expect("fault"));
+    let mut ws = connect_key(&emu, "").await;
+    read_until(&mut ws, |_| true).await;
+    terminate(&mut ws).await;
+    let reader = tokio::spawn(async move { read_for(&mut ws, Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    emu.shutdown().await;
+    let out = reader.await.expect("reader");
+    assert_eq!(out.code(), Some(1001), "{out:?}");
+}

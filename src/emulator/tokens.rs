@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 const RETENTION: Duration = Duration::from_secs(600);
 /// The longest redemption window the service grants.
 const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// Records the map is allocated for up front (the default cap): a larger cap grows as needed.
+const PREALLOCATED: usize = 100_000;
 /// At most one eviction warning in the log per this period (the count says how many).
 const EVICTION_LOG_PERIOD: Duration = Duration::from_secs(10);
 
@@ -93,12 +95,13 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    /// A store holding at most `cap` (≥ 1) records. The map is allocated for the cap at once, so
-    /// it never rehashes under the lock during a flood (untouched pages cost no memory).
+    /// A store holding at most `cap` (≥ 1) records. The map is allocated for the cap at once (up
+    /// to [`PREALLOCATED`] records), so with the default cap it never rehashes under the lock
+    /// during a flood; untouched pages cost no memory.
     pub fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         Self {
-            entries: HashMap::with_capacity(cap),
+            entries: HashMap::with_capacity(cap.min(PREALLOCATED)),
             order: VecDeque::new(),
             stats: TokenStats {
                 max_tokens: cap,

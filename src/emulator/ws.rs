@@ -812,15 +812,21 @@ impl Session {
         self.short_chunk = None;
         self.record.lock().terminated_by_client = true;
         if self.plan.no_termination || self.stalled {
-            // Fault: swallow Terminate; keep the socket open until the client gives up.
+            // Fault: swallow Terminate; keep the socket open until the client gives up (or the
+            // emulator shuts down).
             loop {
-                match conn.socket.recv().await {
+                let incoming = tokio::select! {
+                    incoming = conn.socket.recv() => incoming,
+                    () = self.state.cancel.cancelled() => return going_away(),
+                };
+                match incoming {
                     Some(Ok(Message::Close(frame))) => {
                         let (code, reason) = client_close(frame);
                         return End::ClientClosed(code, reason);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return End::ClientGone,
+                    Some(Err(e)) => return transport_end(&e),
+                    None => return End::ClientGone,
                 }
             }
         }
