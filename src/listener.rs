@@ -225,7 +225,7 @@ impl<S> Accept<TcpStream, S> for Gate {
 
 /// A TCP stream holding its connection's permit until it is dropped.
 #[derive(Debug)]
-pub struct Counted {
+struct Counted {
     stream: TcpStream,
     _permit: Option<OwnedSemaphorePermit>,
 }
