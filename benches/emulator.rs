@@ -4,8 +4,10 @@
 //! `cargo bench --bench emulator` (see docs/benchmarks.md). The emulator runs as a separate
 //! process (the release binary) so its CPU time and memory can be read from /proc on their own.
 //! Environment: `BENCH_SESSIONS` (500), `BENCH_SECONDS` (20, the measurement window),
-//! `BENCH_TOKEN_SECONDS` (10), `BENCH_TOKEN_CLIENT` (`wrk` or `reqwest`; default wrk when on PATH).
-//! Arguments after `--`: `sessions` or `token` to run only that part.
+//! `BENCH_TOKEN_SECONDS` (10), `BENCH_TOKEN_CLIENT` (`wrk` or `reqwest`; default wrk when on PATH),
+//! `BENCH_EMULATOR_BIN` (another `aai-live` binary to measure, e.g. an older build).
+//! Arguments after `--`: `sessions` or `token` to run only that part; `limits` runs the hostile
+//! client scenarios of docs/security.md ("Emulator limits"), which the default run leaves out.
 
 mod common;
 
@@ -67,6 +69,7 @@ struct Settings {
     token_client: TokenClient,
     run_sessions: bool,
     run_token: bool,
+    run_limits: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,8 @@ enum TokenClient {
 
 impl Settings {
     fn from_env(parts: &[&str]) -> Self {
-        let only = |name: &str| parts.is_empty() || parts.contains(&name);
+        // `limits` runs only when named; the others when named or when nothing is.
+        let only = |name: &str| parts.contains(&name) || (name != "limits" && parts.is_empty());
         let wrk_available = Command::new("wrk")
             .arg("--version")
             .stdout(Stdio::null())
@@ -101,6 +105,7 @@ impl Settings {
             token_client,
             run_sessions: only("sessions"),
             run_token: only("token"),
+            run_limits: only("limits"),
         }
     }
 }
@@ -117,10 +122,19 @@ fn env_or<T: FromStr>(name: &str, default: T) -> T {
 
 async fn run(settings: &Settings) -> ExitCode {
     let clk_tck = clk_tck();
+    if settings.run_limits {
+        if !check_open_files(limits::IDLE_SOCKETS) {
+            return ExitCode::FAILURE;
+        }
+        limits::run(settings).await;
+        if !settings.run_sessions && !settings.run_token {
+            return ExitCode::SUCCESS;
+        }
+    }
     if settings.run_sessions && !check_open_files(settings.sessions) {
         return ExitCode::FAILURE;
     }
-    let emulator = match Emulator::start() {
+    let emulator = match Emulator::start(&[], None) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("cannot start the emulator: {e}");
@@ -186,11 +200,27 @@ struct Emulator {
     _home: tempfile::TempDir,
 }
 
+/// The binary measured: `BENCH_EMULATOR_BIN` or the one cargo built.
+fn emulator_bin() -> String {
+    std::env::var("BENCH_EMULATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aai-live").into())
+}
+
 impl Emulator {
-    fn start() -> Result<Self, String> {
+    /// `aai-live emulate` with `extra` flags; with `nofile`, under that open-file limit (set by
+    /// `sh -c 'ulimit -n N; exec ...'`, so the pid is the emulator's).
+    fn start(extra: &[&str], nofile: Option<u64>) -> Result<Self, String> {
         let home = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let path = home.path();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
+        let bin = emulator_bin();
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), &bin]);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args([
                 "emulate",
                 "--listen",
@@ -200,6 +230,7 @@ impl Emulator {
                 "--processing-delay-ms",
                 &PROCESSING_DELAY_MS.to_string(),
             ])
+            .args(extra)
             .env("HOME", path)
             .env("XDG_CONFIG_HOME", path.join("config"))
             .env("XDG_DATA_HOME", path.join("data"))
@@ -212,7 +243,7 @@ impl Emulator {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", env!("CARGO_BIN_EXE_aai-live")))?;
+            .map_err(|e| format!("spawn {bin}: {e}"))?;
         let pid = child.id();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         // Guard first, so an early return below still stops the process.
@@ -860,9 +891,11 @@ async fn token_bench(emulator: &Emulator, settings: &Settings, clk_tck: u64) -> 
     );
     println!("  CPU: {}", cpu.describe());
     println!(
-        "  emulator peak RSS {:.1} MiB before, {:.1} MiB after (minted tokens are kept ~11 min)",
+        "  emulator peak RSS {:.1} MiB before, {:.1} MiB after; RSS now {:.1} MiB (minted tokens \
+         are kept ~11 min, at most --max-tokens of them)",
         mib(hwm_before),
-        mib(emulator.status_kib("VmHWM"))
+        mib(emulator.status_kib("VmHWM")),
+        mib(emulator.status_kib("VmRSS"))
     );
     let summary = format!(
         "token endpoint: {} req/s ({method}, {TOKEN_CONNECTIONS} connections), p50 {}, p99 {}, \
@@ -950,4 +983,373 @@ async fn reqwest_load(url: &str, window: Duration) -> Result<TokenResult, String
         p99_ms: percentile(0.99),
         errors,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits: what hostile or careless clients can make the emulator hold (docs/security.md)
+
+mod limits {
+    use super::{Emulator, KEY, Settings, mib};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::task::JoinSet;
+
+    /// Idle sockets opened against the connection cap (the bench needs this many descriptors).
+    pub const IDLE_SOCKETS: usize = 10_000;
+    /// The emulator's own open-file limit in the idle-socket scenario ("a low fd limit").
+    const IDLE_NOFILE: u64 = 1024;
+    const UNAUTH_SOCKETS: usize = 40;
+    const PARAM_SESSIONS: usize = 2000;
+    const PARAM_BYTES: usize = 60_000;
+
+    pub async fn run(settings: &Settings) {
+        println!();
+        println!(
+            "--- limits: hostile clients (binary {}) ---",
+            super::emulator_bin()
+        );
+        let lines = vec![
+            unauthenticated_push().await,
+            big_parameters().await,
+            token_flood(settings).await,
+            idle_sockets().await,
+        ];
+        println!();
+        println!("==================== limits ====================");
+        for line in lines {
+            println!("{line}");
+        }
+        println!("================================================");
+    }
+
+    fn start() -> Option<Emulator> {
+        start_with(None)
+    }
+
+    fn start_with(nofile: Option<u64>) -> Option<Emulator> {
+        match Emulator::start(&[], nofile) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                println!("cannot start the emulator: {e}");
+                None
+            }
+        }
+    }
+
+    fn rss(emulator: &Emulator) -> (f64, f64) {
+        (
+            mib(emulator.status_kib("VmRSS")),
+            mib(emulator.status_kib("VmHWM")),
+        )
+    }
+
+    /// A WebSocket upgrade by hand (no URI length limit, any frame afterwards).
+    async fn upgrade(port: u16, auth: &str, query: &str) -> Option<TcpStream> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!(
+            "GET /v3/ws?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: {auth}\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        head.starts_with(b"HTTP/1.1 101").then_some(tcp)
+    }
+
+    /// A masked client frame header (FIN set).
+    fn header(opcode: u8, len: u64) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out
+    }
+
+    /// Read until the server ends the connection (bounded).
+    async fn drain(tcp: &mut TcpStream, limit: Duration) {
+        let mut buf = vec![0_u8; 16 * 1024];
+        let _ = tokio::time::timeout(limit, async {
+            while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+
+    /// 40 sockets with a wrong key, each announcing a 16 MiB frame and pushing its payload as
+    /// fast as the emulator takes it, reconnecting when closed, for 5 s.
+    async fn unauthenticated_push() -> String {
+        println!();
+        println!("[1] {UNAUTH_SOCKETS} unauthenticated sockets pushing data for 5 s");
+        let Some(emulator) = start() else {
+            return "unauthenticated push: emulator did not start".into();
+        };
+        let port = emulator.port;
+        let (rss_before, _) = rss(&emulator);
+        let pushed = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut tasks = JoinSet::new();
+        for _ in 0..UNAUTH_SOCKETS {
+            let (pushed, connections) = (Arc::clone(&pushed), Arc::clone(&connections));
+            tasks.spawn(async move {
+                let payload = vec![0_u8; 64 * 1024];
+                while Instant::now() < deadline {
+                    let Some(mut tcp) = upgrade(port, "wrong-key", "sample_rate=16000").await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    if tcp.write_all(&header(0x2, (16 << 20) - 1)).await.is_err() {
+                        continue;
+                    }
+                    let mut sent = 0_usize;
+                    while sent < 16 << 20 && Instant::now() < deadline {
+                        match tcp.write(&payload).await {
+                            Ok(n) if n > 0 => {
+                                sent += n;
+                                pushed.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            });
+        }
+        let mut peak_rss = 0.0_f64;
+        while !tasks.is_empty() {
+            if let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(100), tasks.join_next()).await
+            {
+                continue;
+            }
+            peak_rss = peak_rss.max(rss(&emulator).0);
+        }
+        let (during_end, hwm) = rss(&emulator);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (after, _) = rss(&emulator);
+        let line = format!(
+            "unauthenticated push: {UNAUTH_SOCKETS} sockets, {} connections, {:.0} MiB pushed; \
+             emulator RSS {rss_before:.1} MiB before, peak {:.1} MiB (VmHWM {hwm:.1} MiB), \
+             {during_end:.1} MiB at the end, {after:.1} MiB 2 s later",
+            connections.load(Ordering::Relaxed),
+            mib(pushed.load(Ordering::Relaxed) / 1024),
+            peak_rss.max(during_end),
+        );
+        println!("{line}");
+        line
+    }
+
+    /// 2 000 sessions, each with a 60 KB model name, opened and terminated (8 at a time); then
+    /// `GET /emulator/sessions`.
+    async fn big_parameters() -> String {
+        println!();
+        println!("[2] {PARAM_SESSIONS} sessions with a {PARAM_BYTES}-byte parameter");
+        let Some(emulator) = start() else {
+            return "big parameters: emulator did not start".into();
+        };
+        let port = emulator.port;
+        let (rss_before, _) = rss(&emulator);
+        let query = Arc::new(format!(
+            "sample_rate=16000&speech_model={}",
+            "m".repeat(PARAM_BYTES)
+        ));
+        let next = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for _ in 0..8 {
+            let (query, next, done) = (Arc::clone(&query), Arc::clone(&next), Arc::clone(&done));
+            tasks.spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < PARAM_SESSIONS as u64 {
+                    let Some(mut tcp) = upgrade(port, KEY, &query).await else {
+                        continue;
+                    };
+                    // Terminate (masked text), then read to the close and answer nothing.
+                    let text = br#"{"type":"Terminate"}"#;
+                    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+                    frame.extend_from_slice(text);
+                    if tcp.write_all(&frame).await.is_ok() {
+                        // Close (masked, 1000) so the session ends cleanly.
+                        let _ = tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).await;
+                        drain(&mut tcp, Duration::from_secs(5)).await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (after, hwm) = rss(&emulator);
+        let started = Instant::now();
+        let listing = reqwest::get(format!("http://127.0.0.1:{port}/emulator/sessions")).await;
+        let (status, bytes) = match listing {
+            Ok(r) => (r.status().as_u16(), r.bytes().await.map_or(0, |b| b.len())),
+            Err(_) => (0, 0),
+        };
+        let took = started.elapsed();
+        let (after_listing, hwm_listing) = rss(&emulator);
+        let line = format!(
+            "big parameters: {} sessions with a {PARAM_BYTES}-byte parameter; emulator RSS \
+             {rss_before:.1} MiB before, {after:.1} MiB after (+{:.1} MiB, peak {hwm:.1} MiB); \
+             GET /emulator/sessions: HTTP {status}, {:.2} MiB in {:.0} ms, RSS then \
+             {after_listing:.1} MiB (peak {hwm_listing:.1} MiB)",
+            done.load(Ordering::Relaxed),
+            after - rss_before,
+            bytes as f64 / 1_048_576.0,
+            took.as_secs_f64() * 1000.0,
+        );
+        println!("{line}");
+        line
+    }
+
+    /// The token endpoint's own load (BENCH_TOKEN_SECONDS of wrk or reqwest) on a fresh
+    /// emulator, then its RSS.
+    async fn token_flood(settings: &Settings) -> String {
+        println!();
+        println!("[3] token flood, then RSS");
+        let Some(emulator) = start() else {
+            return "token flood: emulator did not start".into();
+        };
+        let (rss_before, _) = rss(&emulator);
+        let (report, requests_per_s) =
+            super::token_bench(&emulator, settings, super::clk_tck()).await;
+        let _ = report;
+        let (after, hwm) = rss(&emulator);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (later, _) = rss(&emulator);
+        let stored = reqwest::get(format!("http://127.0.0.1:{}/emulator/stats", emulator.port))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success());
+        let stored = match stored {
+            Some(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .map(|v| format!("{}", v["tokens"]))
+                .unwrap_or_default(),
+            None => "no /emulator/stats".to_owned(),
+        };
+        let line = format!(
+            "token flood: {} req/s for {} s; emulator RSS {rss_before:.1} MiB before, \
+             {after:.1} MiB after (peak {hwm:.1} MiB), {later:.1} MiB 5 s later; tokens: {stored}",
+            super::group(requests_per_s),
+            settings.token_window.as_secs(),
+        );
+        println!("{line}");
+        line
+    }
+
+    /// Open descriptors of a process.
+    fn open_fds(pid: u32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    }
+
+    /// 10 000 idle sockets (sending nothing) opened at once against an emulator whose
+    /// open-file limit is 1024; its descriptors sampled every 100 ms; then a token request on a
+    /// fresh connection every 250 ms until one succeeds (at most 45 s from the start).
+    async fn idle_sockets() -> String {
+        println!();
+        println!(
+            "[4] {IDLE_SOCKETS} idle sockets, emulator open-file limit {IDLE_NOFILE}, then real requests"
+        );
+        let Some(emulator) = start_with(Some(IDLE_NOFILE)) else {
+            return "idle sockets: emulator did not start".into();
+        };
+        let (port, pid) = (emulator.port, emulator.pid);
+        let peak_fds = Arc::new(AtomicU64::new(0));
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (peak_fds, sampling) = (Arc::clone(&peak_fds), Arc::clone(&sampling));
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    peak_fds.fetch_max(open_fds(pid) as u64, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for _ in 0..IDLE_SOCKETS {
+            tasks.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(3),
+                    TcpStream::connect(("127.0.0.1", port)),
+                )
+                .await
+                .ok()?
+                .ok()
+            });
+        }
+        let mut sockets = Vec::with_capacity(IDLE_SOCKETS);
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Some(tcp)) = joined {
+                sockets.push(tcp);
+            }
+        }
+        let opened_in = started.elapsed();
+        let connected = sockets.len();
+        // Which of them the emulator has closed (EOF or reset already there): `try_read` does
+        // not wait, so the count is taken at once, well within the header timeout.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut byte = [0_u8; 1];
+        let closed = sockets
+            .iter()
+            .filter(|tcp| match tcp.try_read(&mut byte) {
+                Ok(_) => true,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            })
+            .count();
+        let fds = open_fds(pid);
+        let (rss_held, _) = rss(&emulator);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let (mut refused, mut timed_out, mut first_ok) = (0, 0, None);
+        while started.elapsed() < Duration::from_secs(45) {
+            let result = client
+                .get(format!(
+                    "http://127.0.0.1:{port}/v3/token?expires_in_seconds=60"
+                ))
+                .header("Authorization", KEY)
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().is_success() => {
+                    first_ok = Some(started.elapsed());
+                    break;
+                }
+                Err(e) if e.is_timeout() => timed_out += 1,
+                _ => refused += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        sampling.store(false, Ordering::Relaxed);
+        let _ = sampler.join();
+        drop(sockets);
+        let line = format!(
+            "idle sockets: {connected}/{IDLE_SOCKETS} connected within {:.1} s, of which \
+             {closed} already closed by the emulator; it held {fds} descriptors then (peak {}, \
+             RSS {rss_held:.1} MiB); real requests from then on: first success {} after the \
+             start, {refused} refused and {timed_out} timed out (2 s) before it",
+            opened_in.as_secs_f64(),
+            peak_fds.load(Ordering::Relaxed),
+            first_ok.map_or_else(
+                || "none within 45 s".to_owned(),
+                |t| format!("{:.1} s", t.as_secs_f64())
+            ),
+        );
+        println!("{line}");
+        line
+    }
 }

@@ -213,23 +213,79 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "SECONDS")]
     pub session_limit: Option<u64>,
 
-    /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006).
-    #[arg(long, default_value_t = 3006, value_name = "CODE")]
+    /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006). One a
+    /// server may send: 1000–1003, 1007–1014 or 3000–4999.
+    #[arg(long, default_value_t = 3006, value_name = "CODE",
+          value_parser = crate::emulator::faults::parse_close_code)]
     pub inactivity_close_code: u16,
 
     /// Delay between a word's audio arriving and the emulator reporting it, in milliseconds.
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub processing_delay_ms: u64,
 
-    /// Write each session's received audio to DIR/<session id>.pcm.
+    /// Write each session's received audio to DIR/<session id>.pcm, and its record (the
+    /// parameters, counters and how both sides closed) to DIR/<session id>.json when its
+    /// connection has ended.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
 
     /// Fault to inject (repeatable), e.g. "close:3005@5s", "drop@2s", "stall@3s",
-    /// "close-before-begin", "no-termination", "token:500", "token-delay:2s";
-    /// append "xN" to apply to the next N sessions (default 1). See docs/emulator.md.
-    #[arg(long = "fault", value_name = "SPEC")]
-    pub faults: Vec<String>,
+    /// "stop-reading@5s", "close-before-begin", "no-termination", "token:500",
+    /// "token-delay:2s"; append "xN" to apply to the next N sessions (default 1). See
+    /// docs/emulator.md.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    pub faults: Vec<crate::emulator::FaultRule>,
+
+    /// Finished sessions kept for GET /emulator/sessions (the open ones are always listed; older
+    /// finished ones are forgotten).
+    #[arg(long, default_value_t = crate::emulator::DEFAULT_KEEP_SESSIONS, value_name = "N")]
+    pub keep_sessions: usize,
+
+    /// Minted tokens remembered at most: beyond it the oldest are forgotten (counted in
+    /// GET /emulator/stats, and logged), and a forgotten unredeemed token is refused like an
+    /// unknown one.
+    #[arg(long, default_value_t = crate::emulator::DEFAULT_MAX_TOKENS, value_name = "N",
+          value_parser = at_least_one)]
+    pub max_tokens: usize,
+
+    /// Open connections at most (plain or TLS, WebSocket sessions included); beyond it new
+    /// connections are closed at once.
+    #[arg(long, default_value_t = crate::emulator::DEFAULT_MAX_CONNECTIONS, value_name = "N",
+          value_parser = at_least_one)]
+    pub max_connections: usize,
+
+    /// Time a connection has to send a request's headers (e.g. "10s"); idle connections that
+    /// never send one are closed after it.
+    #[arg(long, default_value = "10s", value_name = "DURATION",
+          value_parser = positive_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// Answer the control API (/emulator/*) for peers that are not on loopback too (it still
+    /// refuses requests with an Origin header, and Host names other than localhost or an IP
+    /// address).
+    #[arg(long)]
+    pub control_from_anywhere: bool,
+}
+
+/// A `--fault` spec, read by the emulator's own parser (the error names the part and value).
+fn parse_fault(spec: &str) -> Result<crate::emulator::FaultRule, String> {
+    spec.parse()
+        .map_err(|e: crate::emulator::faults::FaultParseError| e.to_string())
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of at least 1")),
+    }
+}
+
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0".to_owned()),
+        Err(e) => Err(format!("{s:?} is not a duration such as 10s: {e}")),
+    }
 }
 
 /// Accept one of two close codes.

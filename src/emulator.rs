@@ -4,6 +4,11 @@
 //!
 //! It does not recognise speech: words come from a script or a fixed word list, timed by the
 //! voice activity in the audio it receives. See docs/emulator.md.
+//!
+//! Others point their own clients at it, sometimes on a LAN, so every resource a client can
+//! make it hold is bounded (docs/security.md, "Emulator limits"): connections, header time,
+//! frame sizes before and after authentication, kept session records, echoed text and minted
+//! tokens; and the control API answers local, non-browser callers only.
 
 pub mod control;
 pub mod faults;
@@ -11,6 +16,7 @@ pub mod recognizer;
 pub mod script;
 pub mod state;
 pub mod token;
+pub mod tokens;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -24,11 +30,14 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
+use crate::listener::{
+    self, ConnectionLimit, ConnectionStats, ListenError, ListenOptions, TlsFiles,
+};
 
 pub use faults::{Fault, FaultRule};
 pub use script::Script;
-pub use state::SessionRecord;
+pub use state::{SessionRecord, SessionStats};
+pub use tokens::TokenStats;
 
 /// Which generation of the service's behaviour to emulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -77,6 +86,16 @@ pub struct EmulatorConfig {
     pub faults: Vec<FaultRule>,
     pub session_limit: Option<Duration>,
     pub inactivity_close_code: u16,
+    /// Finished sessions kept for `/emulator/sessions` (the open ones are always listed).
+    pub keep_sessions: usize,
+    /// Minted tokens remembered at most; the oldest are evicted beyond it.
+    pub max_tokens: usize,
+    /// Open connections at most (`None`: no cap); beyond it new ones are closed at once.
+    pub max_connections: Option<usize>,
+    /// Time a connection has to send a request's headers (`None`: hyper's default, 30 s).
+    pub header_timeout: Option<Duration>,
+    /// Answer the control API (`/emulator/*`) for peers that are not on loopback too.
+    pub control_from_anywhere: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -95,9 +114,24 @@ impl Default for EmulatorConfig {
             faults: Vec::new(),
             session_limit: None,
             inactivity_close_code: 3006,
+            keep_sessions: DEFAULT_KEEP_SESSIONS,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
+            control_from_anywhere: false,
         }
     }
 }
+
+/// `--keep-sessions` default.
+pub const DEFAULT_KEEP_SESSIONS: usize = 1000;
+/// `--max-tokens` default: about 7 MiB of records at most.
+pub const DEFAULT_MAX_TOKENS: usize = 100_000;
+/// `--max-connections` default: within the usual 8 192+ descriptor limit of a service, and
+/// above the 2 000 sessions the benchmark drives.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `--header-timeout` default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EmulatorConfig {
     /// A config accepting one API key, with defaults otherwise.
@@ -107,6 +141,34 @@ impl EmulatorConfig {
             ..Self::default()
         }
     }
+
+    /// The checks `start` makes (the flags are checked the same way when parsed): close codes
+    /// the emulator would send must be ones a server may send.
+    pub fn validate(&self) -> Result<(), EmulatorError> {
+        if self.api_keys.is_empty() {
+            return Err(EmulatorError::NoKeys);
+        }
+        let codes = [
+            ("inactivity_close_code", self.inactivity_close_code),
+            ("rate_limit_close_code", self.rate_limit_close_code),
+            ("expired_token_close_code", self.expired_token_close_code),
+        ];
+        for (field, code) in codes {
+            if !faults::is_sendable_close_code(code) {
+                return Err(EmulatorError::CloseCode { field, code });
+            }
+        }
+        for rule in &self.faults {
+            // A rule built in code skips the parsers: read it back through the flag syntax.
+            rule.to_spec()
+                .parse::<FaultRule>()
+                .map_err(EmulatorError::Fault)?;
+        }
+        if self.max_tokens == 0 || self.max_connections == Some(0) {
+            return Err(EmulatorError::ZeroLimit);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +177,33 @@ pub enum EmulatorError {
     Listen(#[from] ListenError),
     #[error("the emulator needs at least one API key (--api-key or AAI_LIVE_EMULATOR_API_KEYS)")]
     NoKeys,
+    #[error(
+        "{field} {code} is not a close code a server may send (allowed: {})",
+        faults::ALLOWED_CLOSE_CODES
+    )]
+    CloseCode { field: &'static str, code: u16 },
+    #[error(transparent)]
+    Fault(faults::FaultParseError),
+    #[error("max_tokens and max_connections must be at least 1")]
+    ZeroLimit,
+}
+
+/// Text from a client echoed back (in an Error frame, a log line, a session record): at most
+/// `max_chars` characters, and "…" when cut. One place, so every echo is bounded the same way.
+pub fn echo(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// Everything `GET /emulator/stats` reports: how close each limit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EmulatorStats {
+    /// `None` without a connection cap.
+    pub connections: Option<ConnectionStats>,
+    pub sessions: SessionStats,
+    pub tokens: TokenStats,
 }
 
 /// A running emulator. Dropping it does not stop it; call [`RunningEmulator::shutdown`].
@@ -122,6 +211,9 @@ pub enum EmulatorError {
 pub struct RunningEmulator {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// What the operator should know (also logged): an address beyond loopback, a connection
+    /// cap lowered to fit the open-file limit. `aai-live emulate` prints them on stderr.
+    pub warnings: Vec<String>,
     state: Arc<state::State>,
     listener: listener::Running,
 }
@@ -144,9 +236,14 @@ impl RunningEmulator {
         )
     }
 
-    /// Every session so far.
+    /// The open sessions and the last `keep_sessions` finished ones, in start order.
     pub fn sessions(&self) -> Vec<SessionRecord> {
         self.state.sessions()
+    }
+
+    /// The limits' counters (connections, session records, tokens).
+    pub fn stats(&self) -> EmulatorStats {
+        self.state.stats()
     }
 
     /// Add a fault rule at run time.
@@ -177,16 +274,50 @@ fn router(state: Arc<state::State>) -> Router {
     Router::new()
         .route("/v3/token", get(token::mint))
         .route("/v3/ws", get(ws::upgrade))
-        .route(
-            "/emulator/faults",
-            get(control::list_faults)
-                .post(control::add_faults)
-                .delete(control::clear_faults),
-        )
-        .route("/emulator/sessions", get(control::sessions))
+        .merge(control::routes(Arc::clone(&state)))
         // The service answers unknown paths with an empty 403.
         .fallback(|| async { StatusCode::FORBIDDEN })
         .with_state(state)
+}
+
+/// Descriptors kept free for everything but connections: the listener, logs, stdio, the
+/// runtime, a record being written.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection cap that fits the open-file limit: past that limit `accept` fails and the
+/// kernel's backlog fills, so real requests would hang instead of being refused at once. With
+/// `--record` each session also holds its `.pcm` file open. Returns the cap and, when it had to
+/// be lowered, why.
+fn fit_to_open_files(cap: usize, limit: Option<u64>, recording: bool) -> (usize, Option<String>) {
+    let Some(limit) = limit else {
+        return (cap, None);
+    };
+    let per_connection = if recording { 2 } else { 1 };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES) / per_connection)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if cap <= fits {
+        return (cap, None);
+    }
+    (
+        fits,
+        Some(format!(
+            "--max-connections {cap} is above what the open-file limit ({limit}) allows: \
+             {fits} connections at most (raise `ulimit -n` for more)"
+        )),
+    )
+}
+
+/// The warning for an address other machines can reach, or `None` on loopback.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    if addr.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "the emulator listens on {addr}, which is not a loopback address: anyone who can reach \
+         it can mint tokens and open sessions with its keys (the control API still answers \
+         loopback peers only, unless --control-from-anywhere)"
+    ))
 }
 
 /// How long a shutdown waits for open sessions' closing handshakes, and for HTTP requests under
@@ -199,23 +330,87 @@ pub async fn start(
     listen: &str,
     tls: Option<TlsFiles>,
 ) -> Result<RunningEmulator, EmulatorError> {
-    if config.api_keys.is_empty() {
-        return Err(EmulatorError::NoKeys);
-    }
+    config.validate()?;
+    let mut warnings = Vec::new();
+    let max_connections = config.max_connections.map(|cap| {
+        let (cap, lowered) = fit_to_open_files(
+            cap,
+            listener::open_file_limit(),
+            config.record_dir.is_some(),
+        );
+        warnings.extend(lowered);
+        cap
+    });
     // The sessions watch the same token as the listener: cancelling it ends them with 1001.
     let cancel = CancellationToken::new();
-    let state = Arc::new(state::State::new(config, cancel.clone()));
+    let connection_limit = max_connections.map(ConnectionLimit::new);
     let options = ListenOptions {
         tls,
+        header_timeout: config.header_timeout,
+        connection_limit: connection_limit.clone(),
+        // Refusals write their Error and close frames, then drop connections that may hold
+        // unread input: those frames must not wait behind Nagle's algorithm for the reset.
+        tcp_nodelay: true,
         shutdown_grace: SESSIONS_CLOSE_GRACE,
         ..ListenOptions::new("emulator")
     };
+    let state = Arc::new(state::State::new(config, cancel.clone(), connection_limit));
     let listener = listener::serve(listen, router(Arc::clone(&state)), options, cancel).await?;
     tracing::info!(addr = %listener.addr, tls = listener.tls, "emulator listening");
+    if let Some(exposed) = exposure_warning(listener.addr) {
+        warnings.insert(0, exposed);
+    }
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     Ok(RunningEmulator {
         addr: listener.addr,
         tls: listener.tls,
+        warnings,
         state,
         listener,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_bounded_in_characters() {
+        assert_eq!(echo("abc", 64), "abc");
+        assert_eq!(echo(&"x".repeat(100), 60).chars().count(), 61);
+        assert_eq!(echo("ééé", 2), "éé…");
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        assert_eq!(fit_to_open_files(4096, None, false), (4096, None));
+        assert_eq!(
+            fit_to_open_files(4096, Some(1_048_576), false),
+            (4096, None)
+        );
+        let (cap, warning) = fit_to_open_files(4096, Some(1024), false);
+        assert_eq!(cap, 960);
+        assert!(warning.expect("lowered").contains("1024"));
+        assert_eq!(fit_to_open_files(4096, Some(1024), true).0, 480);
+        assert_eq!(fit_to_open_files(4096, Some(10), false).0, 1);
+    }
+
+    #[test]
+    fn only_loopback_addresses_go_without_a_warning() {
+        for quiet in ["127.0.0.1:80", "[::1]:80", "[::ffff:127.0.0.1]:80"] {
+            assert_eq!(
+                exposure_warning(quiet.parse().expect("addr")),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in ["0.0.0.0:80", "[::]:80", "192.168.1.2:80"] {
+            assert!(
+                exposure_warning(loud.parse().expect("addr")).is_some(),
+                "{loud}"
+            );
+        }
+    }
 }

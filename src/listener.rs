@@ -1,6 +1,7 @@
 //! Serving an axum router over TCP, for the emulator and `aai-live serve` alike: bind (port 0
 //! picks a free port), optional TLS (rustls), the peer address for every handler, per-connection
-//! limits, and a graceful shutdown driven by a cancellation token.
+//! limits (header timeout, a cap on open connections), and a graceful shutdown driven by a
+//! cancellation token.
 //!
 //! Both servers go through [`serve`], so a limit on connections lives in [`ListenOptions`] and
 //! is written once. Every connection is served with axum's `ConnectInfo<SocketAddr>` (the peer
@@ -10,14 +11,23 @@
 //! depends on `server`.
 
 use std::fmt::Display;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use futures_util::future::BoxFuture;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +75,13 @@ pub struct ListenOptions {
     /// Time a connection has to send its first request, and the headers of every request
     /// (slow-loris protection). `None`: no limit.
     pub header_timeout: Option<Duration>,
+    /// A cap on open connections (plain or TLS, WebSocket ones included, counted from the TCP
+    /// accept to the close). `None`: no cap.
+    pub connection_limit: Option<Arc<ConnectionLimit>>,
+    /// Send small writes at once (`TCP_NODELAY`). A server that writes a last frame and then
+    /// closes a connection with unread input (which the kernel answers with a reset, discarding
+    /// what it still holds) needs it, or Nagle's algorithm may hold that frame back.
+    pub tcp_nodelay: bool,
     /// How long a shutdown waits for requests under way before closing their connections.
     pub shutdown_grace: Duration,
 }
@@ -76,8 +93,180 @@ impl ListenOptions {
             name,
             tls: None,
             header_timeout: None,
+            connection_limit: None,
+            tcp_nodelay: false,
             shutdown_grace: Duration::from_secs(1),
         }
+    }
+}
+
+/// At most one "connection cap reached" warning in the log per this period.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// A cap on a server's open connections, shared by the listener (one permit per connection,
+/// held until the connection closes) and whoever reports the counters.
+///
+/// Beyond the cap a new connection is accepted and closed at once rather than left in the
+/// kernel's accept backlog: the client learns at once (a reset or an end of stream) instead of
+/// hanging until its own timeout, the file descriptor is released immediately, and the accept
+/// loop keeps draining the backlog, so the connections that fit are not stuck behind a queue of
+/// refused ones.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    permits: Arc<Semaphore>,
+    refused: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+/// What [`ConnectionLimit::stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConnectionStats {
+    pub open: usize,
+    pub max: usize,
+    /// Connections closed at once because the cap was reached.
+    pub refused: u64,
+}
+
+impl ConnectionLimit {
+    /// A cap of `max` (at least 1) open connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+            refused: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        })
+    }
+
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            open: self.max - self.permits.available_permits(),
+            max: self.max,
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A permit for a new connection, or `None` (counted, and logged at most every 10 s).
+    fn admit(&self, name: &str) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self
+            .last_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_PERIOD) {
+            *last = Some(now);
+            tracing::warn!(
+                max = self.max,
+                refused,
+                "{name}: {} connections are open (the cap): new connections are closed at once",
+                self.max
+            );
+        }
+        None
+    }
+}
+
+/// This process's soft limit on open files (`None` when unlimited or unknown), read from
+/// /proc/self/limits: a connection cap above it cannot hold, since `accept` fails first.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The acceptor every connection goes through (before TLS): takes a permit when there is a cap.
+#[derive(Debug, Clone)]
+struct Gate {
+    name: &'static str,
+    limit: Option<Arc<ConnectionLimit>>,
+    nodelay: bool,
+}
+
+impl<S> Accept<TcpStream, S> for Gate {
+    type Stream = Counted;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Counted, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let permit = match &self.limit {
+            None => None,
+            Some(limit) => match limit.admit(self.name) {
+                Some(permit) => Some(permit),
+                // axum-server drops the stream on an error: the connection is closed at once.
+                None => {
+                    return std::future::ready(Err(io::Error::other("connection cap reached")));
+                }
+            },
+        };
+        if self.nodelay
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            return std::future::ready(Err(e));
+        }
+        std::future::ready(Ok((
+            Counted {
+                stream,
+                _permit: permit,
+            },
+            service,
+        )))
+    }
+}
+
+/// A TCP stream holding its connection's permit until it is dropped.
+#[derive(Debug)]
+struct Counted {
+    stream: TcpStream,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -163,10 +352,17 @@ pub async fn serve(
     let listener = TcpListener::bind(&addr).await.map_err(bind)?;
     let local = listener.local_addr().map_err(bind)?;
 
-    // Per-connection settings, for plain and TLS serving alike.
+    // Per-connection settings, for plain and TLS serving alike: the gate (the connection cap)
+    // sees every TCP connection before any TLS handshake.
     let handle = axum_server::Handle::new();
-    let mut server =
-        axum_server::Server::<SocketAddr>::from_listener(listener).handle(handle.clone());
+    let gate = Gate {
+        name: options.name,
+        limit: options.connection_limit.clone(),
+        nodelay: options.tcp_nodelay,
+    };
+    let mut server = axum_server::Server::<SocketAddr>::from_listener(listener)
+        .handle(handle.clone())
+        .acceptor(gate);
     if let Some(timeout) = options.header_timeout {
         server
             .http_builder()
@@ -181,7 +377,7 @@ pub async fn serve(
         None => Box::pin(server.serve(make_service)),
         Some(config) => Box::pin(
             server
-                .map(|plain| RustlsAcceptor::new(config).acceptor(plain))
+                .map(|gate| RustlsAcceptor::new(config).acceptor(gate))
                 .serve(make_service),
         ),
     };
@@ -305,6 +501,59 @@ mod tests {
         .expect_err("taken");
         assert!(matches!(e, ListenError::Bind { .. }), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    async fn beyond_the_cap_connections_are_closed_at_once_and_idle_ones_time_out() {
+        use tokio::io::AsyncReadExt;
+        let limit = ConnectionLimit::new(2);
+        let running = serve(
+            "127.0.0.1:0",
+            Router::new().route("/", get(|| async { "ok" })),
+            ListenOptions {
+                connection_limit: Some(Arc::clone(&limit)),
+                header_timeout: Some(Duration::from_millis(600)),
+                ..ListenOptions::new("test server")
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect("serves");
+        let connect = || tokio::net::TcpStream::connect(running.addr);
+        // Two idle connections hold the two permits.
+        let _idle: Vec<_> = [connect().await.expect("1"), connect().await.expect("2")].into();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while limit.stats().open < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                limit.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The third is closed at once: its read ends (EOF or reset) well before any timeout.
+        let mut third = connect().await.expect("3");
+        let started = std::time::Instant::now();
+        let mut buf = [0_u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(400), third.read(&mut buf))
+            .await
+            .expect("closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert_eq!(limit.stats().refused, 1);
+        // The idle ones are closed by the header timeout, which frees the permits.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while limit.stats().open > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                limit.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut socket = connect().await.expect("again");
+        assert!(request(&mut socket, "/").await.ends_with("ok"));
+        running.shutdown().await;
     }
 
     /// One HTTP/1.1 request on `socket` (connection closed after), the whole answer as text.

@@ -10,7 +10,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell, TokenArgs};
 use crate::config::{self, EnvSource, LoadOptions, Loaded};
-use crate::emulator::{self, EmulatorConfig, FaultRule, Pacing, Script};
+use crate::emulator::{self, EmulatorConfig, Pacing, Script};
 use crate::logging::{self, LogGuard, LogOptions};
 use crate::provider;
 
@@ -232,11 +232,6 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         Some(path) => Some(std::sync::Arc::new(Script::load(path)?)),
         None => None,
     };
-    let faults = args
-        .faults
-        .iter()
-        .map(|spec| spec.parse::<FaultRule>())
-        .collect::<Result<Vec<_>, _>>()?;
     if !(args.max_rate_factor >= 1.0 && args.max_rate_factor.is_finite()) {
         anyhow::bail!(
             "--max-rate-factor {} is invalid: it must be at least 1.0",
@@ -261,9 +256,14 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         }),
         processing_delay: Duration::from_millis(args.processing_delay_ms),
         record_dir: args.record.clone(),
-        faults,
+        faults: args.faults.clone(),
         session_limit: args.session_limit.map(Duration::from_secs),
         inactivity_close_code: args.inactivity_close_code,
+        keep_sessions: args.keep_sessions,
+        max_tokens: args.max_tokens,
+        max_connections: Some(args.max_connections),
+        header_timeout: Some(args.header_timeout),
+        control_from_anywhere: args.control_from_anywhere,
     })
 }
 
@@ -275,6 +275,9 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     // The first stdout line is a contract: scripts and tests read the real port from it.
     println!("aai-live emulator listening on {}", running.base_url());
     std::io::stdout().flush().ok();
+    for warning in &running.warnings {
+        eprintln!("warning: {warning}");
+    }
     running.wait().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -284,8 +284,164 @@ async fn record_writes_the_session_audio_to_dir() {
         recorded == audio,
         "the recording is the audio sent, byte for byte"
     );
-    let files = std::fs::read_dir(&record).expect("record dir").count();
-    assert_eq!(files, 1, "one file per session");
+    // Then, once the connection has ended, the session's record beside it.
+    let json = record.join(format!("{id}.json"));
+    let deadline = std::time::Instant::now() + BOUND;
+    while !json.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {}",
+            json.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("read")).expect("JSON");
+    assert_eq!(saved["audio_bytes"], audio.len() as u64);
+    let mut names: Vec<String> = std::fs::read_dir(&record)
+        .expect("record dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("{id}.json"), format!("{id}.pcm")],
+        "two files per session"
+    );
+}
+
+#[tokio::test]
+async fn close_codes_a_server_may_not_send_are_refused_naming_flag_and_value() {
+    for (flag, value, named) in [
+        ("--inactivity-close-code", "0", "0"),
+        ("--inactivity-close-code", "1005", "1005"),
+        ("--inactivity-close-code", "65535", "65535"),
+        ("--fault", "close:65535@1s", "65535"),
+        ("--fault", "close-before-begin:1006", "1006"),
+        ("--fault", "close:0:reason@2s", "0"),
+    ] {
+        let (status, stdout, stderr) = run_to_exit(&[
+            "emulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+            flag,
+            value,
+        ])
+        .await;
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {status} {stderr}");
+        assert!(stdout.is_empty(), "{stdout:?}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(&format!("{named} is not a close code")),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    // The allowed ranges are accepted.
+    let emu = CliEmulator::spawn(
+        &[
+            "--api-key",
+            KEY,
+            "--inactivity-close-code",
+            "4000",
+            "--fault",
+            "close:1013@9s",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(emu.mint(KEY).await.status(), 200);
+}
+
+#[tokio::test]
+async fn limit_flags_are_applied_and_checked() {
+    let emu = CliEmulator::spawn(
+        &[
+            "--api-key",
+            KEY,
+            "--max-connections",
+            "7",
+            "--max-tokens",
+            "2",
+            "--keep-sessions",
+            "0",
+            "--header-timeout",
+            "300ms",
+        ],
+        &[],
+    )
+    .await;
+    for _ in 0..3 {
+        emu.mint_token(KEY).await;
+    }
+    // An idle connection is closed after the header timeout.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", emu.port))
+        .await
+        .expect("connect");
+    let mut byte = [0_u8; 1];
+    let read = tokio::time::timeout(BOUND, idle.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    let counters: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(counters["connections"]["max"], 7, "{counters}");
+    assert_eq!(counters["tokens"]["max_tokens"], 2, "{counters}");
+    assert_eq!(counters["tokens"]["evicted"], 1, "{counters}");
+    assert_eq!(counters["sessions"]["keep_finished"], 0, "{counters}");
+
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-tokens", "0"),
+        ("--header-timeout", "0s"),
+        ("--header-timeout", "soon"),
+    ] {
+        let (status, _, stderr) = run_to_exit(&[
+            "emulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+            flag,
+            value,
+        ])
+        .await;
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn listening_beyond_loopback_warns_on_stderr() {
+    let home = TempDir::new().expect("tempdir");
+    let mut child = aai_live(home.path())
+        .args(["emulate", "--listen", "0.0.0.0:0", "--api-key", KEY])
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(BOUND, stdout.next_line())
+        .await
+        .expect("first line in time")
+        .expect("read")
+        .expect("a line");
+    assert!(
+        first.starts_with("aai-live emulator listening on http://0.0.0.0:"),
+        "{first}"
+    );
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let warning = tokio::time::timeout(BOUND, stderr.next_line())
+        .await
+        .expect("warning in time")
+        .expect("read")
+        .expect("a line");
+    assert!(
+        warning.starts_with("warning: the emulator listens on 0.0.0.0:")
+            && warning.contains("not a loopback address"),
+        "{warning}"
+    );
+    let _ = child.start_kill();
 }
 
 #[tokio::test]
@@ -312,4 +468,56 @@ async fn sigterm_with_an_open_session_still_exits_0_and_ends_it() {
         out.close.is_some() || out.abnormal,
         "the connection ended: {out:?}"
     );
+}
+
+#[tokio::test]
+async fn the_connection_cap_is_lowered_to_fit_a_low_open_file_limit() {
+    let home = TempDir::new().expect("tempdir");
+    // `aai_live` sets up the environment; run the same binary under `ulimit -n 256`.
+    let mut cmd = aai_live(home.path());
+    let std_cmd = cmd.as_std_mut();
+    let bin = std_cmd.get_program().to_owned();
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(bin)
+        .args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .env_clear()
+        .envs(std_cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = shell.spawn().expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(BOUND, stdout.next_line())
+        .await
+        .expect("first line in time")
+        .expect("read")
+        .expect("a line");
+    let port: u16 = first
+        .strip_prefix(FIRST_LINE)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let warning = tokio::time::timeout(BOUND, stderr.next_line())
+        .await
+        .expect("warning in time")
+        .expect("read")
+        .expect("a line");
+    assert!(
+        warning.contains("--max-connections 4096") && warning.contains("(256)"),
+        "{warning}"
+    );
+    let stats: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/emulator/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["connections"]["max"], 256 - 64, "{stats}");
+    let _ = child.start_kill();
 }

@@ -772,3 +772,261 @@ async fn shutdown_closes_open_sessions_with_1001() {
     let out = reader.await.expect("reader");
     assert_eq!(out.code(), Some(1001), "{out:?}");
 }
+
+// ---------------------------------------------------------------- closing handshake
+
+/// The session's record once its connection has ended (`closed_at_ms` set), bounded.
+async fn closed(emu: &aai_live::emulator::RunningEmulator) -> aai_live::emulator::SessionRecord {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(r) = emu
+            .sessions()
+            .into_iter()
+            .find(|r| r.closed_at_ms.is_some())
+        {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", emu.sessions());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After the server's close frame, keep polling as a client library does: tungstenite writes its
+/// answer to the close on the next poll, and the stream then ends.
+async fn answer_close(ws: &mut Ws) {
+    use futures_util::StreamExt;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_recorded() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let emu = start(config()).await;
+    let mut ws = connect_key(&emu, "").await;
+    read_until(&mut ws, |_| true).await;
+    ws.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    }))
+    .await
+    .expect("close");
+    // The emulator answers the close: the client's handshake completes.
+    let out = read_to_close(&mut ws).await;
+    assert_eq!(out.code(), Some(1000), "{out:?}");
+    let record = closed(&emu).await;
+    assert_eq!(record.client_close_code, Some(1000));
+    assert_eq!(record.client_close_reason.as_deref(), Some("bye"));
+    assert_eq!(record.close_code, Some(1000), "the server echoes it");
+}
+
+#[tokio::test]
+async fn a_tcp_end_without_close_frame_records_null() {
+    let emu = start(config()).await;
+    let mut ws = connect_key(&emu, "").await;
+    read_until(&mut ws, |_| true).await;
+    drop(ws);
+    let record = closed(&emu).await;
+    assert_eq!(record.client_close_code, None);
+    assert_eq!(record.client_close_reason, None);
+    // The JSON says null rather than leaving the fields out.
+    let sessions: serde_json::Value = reqwest::get(format!("{}/emulator/sessions", emu.base_url()))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let session = sessions[0].as_object().expect("object");
+    assert_eq!(
+        session.get("client_close_code"),
+        Some(&serde_json::Value::Null)
+    );
+    assert_eq!(
+        session.get("client_close_reason"),
+        Some(&serde_json::Value::Null)
+    );
+    assert!(
+        session
+            .get("closed_at_ms")
+            .is_some_and(serde_json::Value::is_u64)
+    );
+}
+
+#[tokio::test]
+async fn the_client_answer_to_the_server_close_is_recorded() {
+    let emu = start(config()).await;
+    // Terminate → Termination → close 1000; tungstenite answers with the same frame.
+    let mut ws = connect_key(&emu, "").await;
+    stream(&mut ws, &speech(), 50, false).await;
+    terminate(&mut ws).await;
+    let out = read_to_close(&mut ws).await;
+    assert!(matches!(
+        out.messages.last(),
+        Some(ServerMessage::Termination(_))
+    ));
+    assert_eq!(out.code(), Some(1000));
+    answer_close(&mut ws).await;
+    let record = closed(&emu).await;
+    assert_eq!(
+        (record.close_code, record.client_close_code),
+        (Some(1000), Some(1000))
+    );
+
+    // A fault close: the client's answer carries the server's code back.
+    let emu = start(config()).await;
+    emu.add_fault("close:3005@0".parse().expect("fault"));
+    let mut ws = connect_key(&emu, "").await;
+    assert_eq!(read_to_close(&mut ws).await.code(), Some(3005));
+    answer_close(&mut ws).await;
+    let record = closed(&emu).await;
+    assert_eq!(record.client_close_code, Some(3005));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_the_close_is_given_up_after_the_linger() {
+    let emu = start(config()).await;
+    emu.add_fault("close:1011@0".parse().expect("fault"));
+    let mut ws = connect_key(&emu, "").await;
+    // Read nothing: tungstenite would answer the close as soon as it reads it.
+    let started = std::time::Instant::now();
+    let record = closed(&emu).await;
+    assert_eq!(record.close_code, Some(1011));
+    assert_eq!(
+        record.client_close_code, None,
+        "no answer within the linger"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(ws.close(None).await);
+}
+
+#[tokio::test]
+async fn record_writes_the_session_record_as_json_after_the_connection_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = start(EmulatorConfig {
+        record_dir: Some(dir.path().to_owned()),
+        ..config()
+    })
+    .await;
+    let mut ws = connect_key(&emu, "sample_rate=16000&format_turns=true").await;
+    let audio = speech();
+    stream(&mut ws, &audio, 50, false).await;
+    terminate(&mut ws).await;
+    assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
+    // The audio is final as soon as the session is over (before the closing handshake).
+    let id = emu.sessions()[0].id.clone();
+    let pcm = std::fs::read(dir.path().join(format!("{id}.pcm"))).expect("recording");
+    assert_eq!(pcm, audio);
+    answer_close(&mut ws).await;
+    // The record follows once the connection has ended.
+    let path = dir.path().join(format!("{id}.json"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+    assert_eq!(record["id"], id.as_str());
+    assert_eq!(record["close_code"], 1000);
+    assert_eq!(record["client_close_code"], 1000);
+    assert_eq!(record["audio_bytes"], audio.len() as u64);
+    assert_eq!(record["terminated_by_client"], true);
+    assert_eq!(record["params"]["format_turns"], true);
+    assert!(record["closed_at_ms"].is_u64() && record["started_at_ms"].is_u64());
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the .pcm and the .json, no temporary file: {names:?}"
+    );
+}
+
+// ---------------------------------------------------------------- stop-reading
+
+#[tokio::test]
+async fn stop_reading_fault_builds_back_pressure_and_sends_nothing() {
+    use futures_util::StreamExt;
+    let emu = start(EmulatorConfig {
+        session_limit: Some(Duration::from_secs(60)),
+        ..config()
+    })
+    .await;
+    emu.add_fault("stop-reading@1s".parse().expect("fault"));
+    let ws = connect_key(&emu, "sample_rate=16000").await;
+    let started = std::time::Instant::now();
+    let (mut sink, mut source) = ws.split();
+    // Every frame the server sends, with its arrival time.
+    let reader = tokio::spawn(async move {
+        let mut arrivals = Vec::new();
+        while let Some(Ok(message)) = source.next().await {
+            arrivals.push((started.elapsed(), message.is_text()));
+        }
+        arrivals
+    });
+    // One second of voice-like audio per message (32 000 bytes), as fast as the socket takes
+    // them; each send is timed.
+    let mut chunk = tone(300);
+    chunk.extend(silence(700));
+    let mut sent_before = 0_u32;
+    let mut blocked_at = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        let send = sink.send(Message::Binary(chunk.clone().into()));
+        let Ok(result) = tokio::time::timeout(Duration::from_secs(2), send).await else {
+            blocked_at = Some(started.elapsed());
+            break;
+        };
+        result.expect("send");
+        if started.elapsed() < Duration::from_millis(900) {
+            sent_before += 1;
+            // Before T: a modest pace, so the emulator reads everything as it comes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let blocked_at = blocked_at.expect("sends block once the emulator stops reading");
+    assert!(sent_before >= 5, "sends progressed before T: {sent_before}");
+    assert!(
+        blocked_at > Duration::from_secs(1) && blocked_at < Duration::from_secs(12),
+        "blocked at {blocked_at:?}"
+    );
+    // Nothing arrived after T (turns queued before it were sent before it).
+    let session = emu.sessions().pop().expect("session");
+    assert_eq!(session.faults, ["stop reading at 1000 ms"]);
+    assert!(session.closed_at_ms.is_none(), "the session stays open");
+    emu.shutdown().await;
+    let arrivals = reader.await.expect("reader");
+    let after: Vec<_> = arrivals
+        .iter()
+        .filter(|(at, is_text)| *is_text && *at > Duration::from_millis(1100))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "frames after T: {after:?} (all: {arrivals:?})"
+    );
+    assert!(
+        arrivals.iter().any(|(_, is_text)| *is_text),
+        "Begin and turns arrived before T"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_also_ends_a_session_that_swallowed_terminate() {
+    let emu = start(config()).await;
+    emu.add_fault("no-termination".parse().expect("fault"));
+    let mut ws = connect_key(&emu, "").await;
+    read_until(&mut ws, |_| true).await;
+    terminate(&mut ws).await;
+    let reader = tokio::spawn(async move { read_for(&mut ws, Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    emu.shutdown().await;
+    let out = reader.await.expect("reader");
+    assert_eq!(out.code(), Some(1001), "{out:?}");
+}

@@ -340,3 +340,48 @@ async fn the_binary_serves_https_with_tls_flags() {
     child.start_kill().expect("kill");
     let _ = tokio::time::timeout(BOUND, child.wait()).await;
 }
+
+#[tokio::test]
+async fn the_connection_cap_holds_over_tls_too() {
+    use tokio::io::AsyncReadExt;
+    let cert = SelfSigned::generate();
+    let emu = emulator::start(
+        aai_live::emulator::EmulatorConfig {
+            max_connections: Some(1),
+            ..common::config()
+        },
+        "127.0.0.1:0",
+        Some(cert.files()),
+    )
+    .await
+    .expect("TLS emulator starts");
+    // A wss session holds the only slot (counted from the TCP accept, before TLS).
+    let mut ws = connect_wss(
+        // The key as `?token=` (the emulator reads either place).
+        &format!("{}?sample_rate=16000&token={KEY}", emu.ws_url()),
+        rustls_trusting(&cert.cert()),
+    )
+    .await
+    .expect("the first connection fits");
+    read_until(&mut ws, |_| true).await;
+    let mut extra = tokio::net::TcpStream::connect(emu.addr)
+        .await
+        .expect("connect");
+    let mut byte = [0_u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut byte))
+        .await
+        .expect("closed at once, before any TLS handshake");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let stats = emu.stats().connections.expect("capped");
+    assert_eq!((stats.open, stats.max, stats.refused), (1, 1, 1));
+    // Once the session is over, its slot is free for https.
+    terminate(&mut ws).await;
+    assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
+    drop(ws);
+    let deadline = std::time::Instant::now() + BOUND;
+    while emu.stats().connections.expect("capped").open > 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", emu.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mint_over_https(&https_client(&cert), &emu).await;
+}

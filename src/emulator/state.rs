@@ -1,5 +1,6 @@
-//! The emulator's shared state: accepted keys, minted tokens (one-time, with their windows),
-//! the per-key new-session counters, the fault book and the session registry.
+//! The emulator's shared state: accepted keys, the token store, the per-key new-session
+//! counters, the fault book, the session registry (the open sessions and the last N finished
+//! ones) and the connection counters the control API reports.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,20 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::EmulatorConfig;
 use super::faults::FaultBook;
+use super::tokens::{Minted, Refusal, TokenStats, TokenStore};
+use super::{EmulatorConfig, EmulatorStats};
+use crate::listener::ConnectionLimit;
 use crate::protocol::StreamingParams;
-
-/// Server-side record of a minted temporary token.
-#[derive(Debug, Clone)]
-pub struct TokenRecord {
-    /// Index of the API key that minted it.
-    pub key: usize,
-    pub minted: Instant,
-    pub window: Duration,
-    pub max_session: Duration,
-    pub used: bool,
-}
 
 /// Who opened a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,19 +40,36 @@ pub struct Grant {
     pub max_session: Duration,
 }
 
-/// What `/emulator/sessions` reports per session.
+/// What `/emulator/sessions` reports per session, and what `--record` writes to `<id>.json`.
+///
+/// The server's side (`ended_at_ms`, `close_code`, `close_reason`, the counters) is final
+/// before the closing handshake starts; the client's close and `closed_at_ms` are filled in
+/// when the connection has ended, so `closed_at_ms` set means the record is complete.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionRecord {
     pub id: String,
     pub credential: CredentialKind,
+    /// As parsed, each text value cut to [`ECHO_VALUE_CHARS`] characters and the whole bounded
+    /// (see `params_truncated`).
     pub params: StreamingParams,
+    /// Unknown query parameters' names (bounded like `params`).
     pub ignored_params: Vec<String>,
+    /// Whether `params` or `ignored_params` were cut to keep the record small.
+    pub params_truncated: bool,
     /// Unix milliseconds.
     pub started_at_ms: u64,
+    /// When the session ended, as the server decided (before the closing handshake).
     pub ended_at_ms: Option<u64>,
     pub expires_at: i64,
+    /// The close frame the server sent (or echoed); `None` for a TCP drop.
     pub close_code: Option<u16>,
     pub close_reason: Option<String>,
+    /// The close frame the client sent (first, or in answer to the server's); `None` when the
+    /// TCP connection ended without one. An empty close frame reads as 1005.
+    pub client_close_code: Option<u16>,
+    pub client_close_reason: Option<String>,
+    /// When the connection ended (after the closing handshake, or when it was given up).
+    pub closed_at_ms: Option<u64>,
     pub audio_bytes: u64,
     pub audio_ms: u64,
     pub audio_messages: u64,
@@ -73,21 +82,118 @@ pub struct SessionRecord {
 
 /// Default session length when an API key is used directly (the service's 3 hours).
 pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(10_800);
-/// Token records are kept this long after their window closes, so reuse is reported as reuse.
-const TOKEN_RETENTION: Duration = Duration::from_secs(600);
-/// The longest redemption window the service grants.
-const MAX_WINDOW: Duration = Duration::from_secs(600);
-/// At most this many token records are kept (memory stays bounded under a token flood).
-const MAX_TOKENS: usize = 1_000_000;
+/// Each text value echoed in a session record is cut to this many characters.
+pub const ECHO_VALUE_CHARS: usize = 256;
+/// All text echoed from one session's parameters: about 4 KiB, so 1 000 kept records stay
+/// within a few MiB whatever the clients send.
+const ECHO_BUDGET_CHARS: usize = 4096;
+
+/// `params` and the ignored names, with each text value cut to [`ECHO_VALUE_CHARS`] characters
+/// and at most [`ECHO_BUDGET_CHARS`] in all (list entries past the budget are dropped); the
+/// flag says whether anything was cut. The typed values (numbers, booleans) are small already.
+pub fn bounded_params(
+    params: &StreamingParams,
+    ignored: &[String],
+) -> (StreamingParams, Vec<String>, bool) {
+    let mut budget = ECHO_BUDGET_CHARS;
+    let mut truncated = false;
+    let mut cut = |text: &str| -> Option<String> {
+        if budget == 0 {
+            truncated = true;
+            return None;
+        }
+        let limit = ECHO_VALUE_CHARS.min(budget);
+        let echoed = super::echo(text, limit);
+        if echoed.len() != text.len() {
+            truncated = true;
+        }
+        budget = budget.saturating_sub(echoed.chars().count());
+        Some(echoed)
+    };
+    let mut out = params.clone();
+    out.speech_model = cut(&params.speech_model).unwrap_or_default();
+    out.prompt = params.prompt.as_deref().map(|p| cut(p).unwrap_or_default());
+    out.keyterms_prompt = params
+        .keyterms_prompt
+        .iter()
+        .map_while(|t| cut(t))
+        .collect();
+    out.extra = params
+        .extra
+        .iter()
+        .map_while(|(k, v)| Some((cut(k)?, cut(v)?)))
+        .collect();
+    let ignored = ignored.iter().map_while(|name| cut(name)).collect();
+    (out, ignored, truncated)
+}
+
+/// Open sessions and the last `keep` finished ones, in start order.
+#[derive(Debug)]
+pub struct Registry {
+    records: VecDeque<Arc<Mutex<SessionRecord>>>,
+    keep: usize,
+    pruned: u64,
+}
+
+/// Counters for `GET /emulator/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SessionStats {
+    pub open: usize,
+    pub kept_finished: usize,
+    /// `--keep-sessions`.
+    pub keep_finished: usize,
+    /// Finished records forgotten so far.
+    pub pruned: u64,
+}
+
+impl Registry {
+    fn new(keep: usize) -> Self {
+        Self {
+            records: VecDeque::new(),
+            keep,
+            pruned: 0,
+        }
+    }
+
+    /// A record is finished once its session task let go of it (whether it ended normally or
+    /// not): the registry then holds the only reference.
+    fn is_finished(record: &Arc<Mutex<SessionRecord>>) -> bool {
+        Arc::strong_count(record) == 1
+    }
+
+    /// Forget the oldest finished records beyond `keep` (O(n), n ≤ keep + open sessions).
+    fn prune(&mut self) {
+        let finished = self.records.iter().filter(|r| Self::is_finished(r)).count();
+        let mut excess = finished.saturating_sub(self.keep);
+        let before = self.records.len();
+        self.records.retain(|r| {
+            if excess > 0 && Self::is_finished(r) {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.pruned += (before - self.records.len()) as u64;
+    }
+
+    fn stats(&self) -> SessionStats {
+        let finished = self.records.iter().filter(|r| Self::is_finished(r)).count();
+        SessionStats {
+            open: self.records.len() - finished,
+            kept_finished: finished,
+            keep_finished: self.keep,
+            pruned: self.pruned,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Inner {
-    pub tokens: HashMap<String, TokenRecord>,
-    /// Tokens in mint order, so pruning looks only at the oldest.
-    minted: VecDeque<(Instant, String)>,
+    tokens: TokenStore,
     pub session_starts: HashMap<usize, VecDeque<Instant>>,
     pub faults: FaultBook,
-    pub sessions: Vec<Arc<Mutex<SessionRecord>>>,
+    sessions: Registry,
 }
 
 /// Shared by every handler.
@@ -97,6 +203,8 @@ pub struct State {
     inner: Mutex<Inner>,
     /// Cancelled at shutdown: open sessions close with 1001.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// The listener's connection cap, for the stats.
+    pub connections: Option<Arc<ConnectionLimit>>,
     active: AtomicUsize,
     idle: tokio::sync::Notify,
 }
@@ -112,22 +220,51 @@ impl Drop for ActiveSession<'_> {
     }
 }
 
+/// A session's record, shared with the registry; dropping it marks the session finished and
+/// lets the registry prune.
+pub struct Registered {
+    state: Arc<State>,
+    record: Option<Arc<Mutex<SessionRecord>>>,
+}
+
+impl Registered {
+    pub fn lock(&self) -> MutexGuard<'_, SessionRecord> {
+        self.record
+            .as_ref()
+            .expect("held until drop")
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        drop(self.record.take());
+        self.state.lock().sessions.prune();
+    }
+}
+
 impl State {
-    pub fn new(config: EmulatorConfig, cancel: tokio_util::sync::CancellationToken) -> Self {
+    pub fn new(
+        config: EmulatorConfig,
+        cancel: tokio_util::sync::CancellationToken,
+        connections: Option<Arc<ConnectionLimit>>,
+    ) -> Self {
         let mut faults = FaultBook::default();
         for rule in &config.faults {
             faults.add(rule.clone());
         }
+        let inner = Inner {
+            tokens: TokenStore::new(config.max_tokens),
+            session_starts: HashMap::new(),
+            faults,
+            sessions: Registry::new(config.keep_sessions),
+        };
         Self {
             config,
-            inner: Mutex::new(Inner {
-                tokens: HashMap::new(),
-                minted: VecDeque::new(),
-                session_starts: HashMap::new(),
-                faults,
-                sessions: Vec::new(),
-            }),
+            inner: Mutex::new(inner),
             cancel,
+            connections,
             active: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         }
@@ -162,22 +299,12 @@ impl State {
     }
 
     /// Record a minted token.
-    pub fn add_token(&self, token: String, record: TokenRecord) {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        // Prune from the oldest end only (O(1) amortised): a token is forgotten once even the
-        // longest window (600 s) plus the retention has passed, or when the cap is reached.
-        while let Some((minted, _)) = inner.minted.front() {
-            let expired = now.duration_since(*minted) > MAX_WINDOW + TOKEN_RETENTION;
-            if !expired && inner.minted.len() < MAX_TOKENS {
-                break;
-            }
-            if let Some((_, old)) = inner.minted.pop_front() {
-                inner.tokens.remove(&old);
-            }
-        }
-        inner.minted.push_back((record.minted, token.clone()));
-        inner.tokens.insert(token, record);
+    pub fn add_token(&self, token: &str, minted: Minted) {
+        self.lock().tokens.add(token, minted, Instant::now());
+    }
+
+    pub fn token_stats(&self) -> TokenStats {
+        self.lock().tokens.stats()
     }
 
     /// Check a credential from a WebSocket connect and, for a token, redeem it (once).
@@ -193,21 +320,19 @@ impl State {
                 max_session: DEFAULT_MAX_SESSION,
             });
         }
-        let mut inner = self.lock();
-        let Some(record) = inner.tokens.get_mut(credential) else {
-            return Err(AuthFailure::Invalid);
-        };
-        if record.used {
-            return Err(AuthFailure::Used);
-        }
-        if record.minted.elapsed() > record.window {
-            return Err(AuthFailure::Expired);
-        }
-        record.used = true;
+        let redeemed = self
+            .lock()
+            .tokens
+            .redeem(credential, Instant::now())
+            .map_err(|refusal| match refusal {
+                Refusal::Unknown => AuthFailure::Invalid,
+                Refusal::Expired => AuthFailure::Expired,
+                Refusal::Used => AuthFailure::Used,
+            })?;
         Ok(Grant {
             kind: CredentialKind::TemporaryToken,
-            key: record.key,
-            max_session: record.max_session,
+            key: redeemed.key,
+            max_session: redeemed.max_session,
         })
     }
 
@@ -232,15 +357,25 @@ impl State {
         true
     }
 
-    pub fn register(&self, record: SessionRecord) -> Arc<Mutex<SessionRecord>> {
+    /// Add a session to the registry; it counts as open until the returned handle is dropped.
+    pub fn register(self: &Arc<Self>, record: SessionRecord) -> Registered {
         let shared = Arc::new(Mutex::new(record));
-        self.lock().sessions.push(Arc::clone(&shared));
-        shared
+        {
+            let mut inner = self.lock();
+            inner.sessions.records.push_back(Arc::clone(&shared));
+            inner.sessions.prune();
+        }
+        Registered {
+            state: Arc::clone(self),
+            record: Some(shared),
+        }
     }
 
+    /// Copies of the kept records. The state lock is held only to clone the handles; each
+    /// record is locked briefly on its own, and the caller serialises without any lock.
     pub fn sessions(&self) -> Vec<SessionRecord> {
-        self.lock()
-            .sessions
+        let handles: Vec<_> = self.lock().sessions.records.iter().cloned().collect();
+        handles
             .iter()
             .map(|s| {
                 s.lock()
@@ -249,9 +384,107 @@ impl State {
             })
             .collect()
     }
+
+    pub fn session_stats(&self) -> SessionStats {
+        self.lock().sessions.stats()
+    }
+
+    pub fn stats(&self) -> EmulatorStats {
+        let inner = self.lock();
+        EmulatorStats {
+            connections: self.connections.as_ref().map(|c| c.stats()),
+            sessions: inner.sessions.stats(),
+            tokens: inner.tokens.stats(),
+        }
+    }
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> SessionRecord {
+        SessionRecord {
+            id: id.to_owned(),
+            credential: CredentialKind::ApiKey,
+            params: StreamingParams::default(),
+            ignored_params: Vec::new(),
+            params_truncated: false,
+            started_at_ms: 0,
+            ended_at_ms: None,
+            expires_at: 0,
+            close_code: None,
+            close_reason: None,
+            client_close_code: None,
+            client_close_reason: None,
+            closed_at_ms: None,
+            audio_bytes: 0,
+            audio_ms: 0,
+            audio_messages: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            final_turns: 0,
+            terminated_by_client: false,
+            faults: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_registry_keeps_open_sessions_and_the_last_finished_ones() {
+        let state = Arc::new(State::new(
+            EmulatorConfig {
+                keep_sessions: 2,
+                ..EmulatorConfig::with_key("k")
+            },
+            tokio_util::sync::CancellationToken::new(),
+            None,
+        ));
+        let open = state.register(record("open"));
+        for i in 0..5 {
+            drop(state.register(record(&format!("done-{i}"))));
+        }
+        let ids: Vec<String> = state.sessions().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["open", "done-3", "done-4"]);
+        let counts = state.session_stats();
+        assert_eq!(
+            (counts.open, counts.kept_finished, counts.pruned),
+            (1, 2, 3)
+        );
+        drop(open);
+        let ids: Vec<String> = state.sessions().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["done-3", "done-4"], "{ids:?}");
+    }
+
+    #[test]
+    fn echoed_parameters_are_bounded() {
+        let params = StreamingParams {
+            prompt: Some("p".repeat(60_000)),
+            keyterms_prompt: vec!["k".repeat(1000); 500],
+            ..StreamingParams::default()
+        };
+        let ignored = vec!["x".repeat(10_000); 100];
+        let (out, names, truncated) = bounded_params(&params, &ignored);
+        assert!(truncated);
+        let prompt = out.prompt.expect("prompt");
+        assert_eq!(
+            prompt.chars().count(),
+            ECHO_VALUE_CHARS + 1,
+            "256 chars and …"
+        );
+        let total: usize = out.keyterms_prompt.iter().map(String::len).sum::<usize>()
+            + names.iter().map(String::len).sum::<usize>()
+            + prompt.len()
+            + out.speech_model.len();
+        assert!(total <= ECHO_BUDGET_CHARS * 4, "{total} bytes");
+        let small = StreamingParams::default();
+        let (same, none, truncated) = bounded_params(&small, &["foo".to_owned()]);
+        assert!(!truncated);
+        assert_eq!(same, small);
+        assert_eq!(none, ["foo"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! `GET /v3/token`: mints one-time temporary tokens the way the service does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{RawQuery, State as AxState};
@@ -11,7 +11,8 @@ use base64::Engine;
 use serde_json::json;
 
 use super::faults::Fault;
-use super::state::{DEFAULT_MAX_SESSION, State, TokenRecord};
+use super::state::{DEFAULT_MAX_SESSION, State};
+use super::tokens::Minted;
 
 /// JSON error body in the service's shape.
 pub fn error(status: StatusCode, message: &str) -> Response {
@@ -99,13 +100,11 @@ pub async fn mint(
 
     let token = new_token();
     state.add_token(
-        token.clone(),
-        TokenRecord {
+        &token,
+        Minted {
             key,
-            minted: Instant::now(),
             window: Duration::from_secs(window),
             max_session,
-            used: false,
         },
     );
     tracing::debug!(

@@ -1,31 +1,57 @@
 //! `/v3/ws`: authentication, connection parameters, and one task per streaming session that
 //! enforces the service's rules (chunk sizes, pacing, message size, valid messages, expiry,
-//! inactivity) and sends Begin, Turns and Termination.
+//! inactivity) and sends Begin, Turns and Termination; then the closing handshake, whose outcome
+//! on both sides goes into the session's record (and, with `--record`, `<id>.json`).
+//!
+//! Memory per connection is bounded before anything is read: the transport limits are set per
+//! upgrade from the credential, checked at the upgrade (header or `?token=`). An authenticated
+//! session may send frames up to the 128 KB rule plus a margin (so an oversized message gets
+//! the service's 1009 with its Error frame); a refused one, which is only sent an Error and a
+//! close, may send 4 KiB frames while the close is answered, and a larger one ends the linger at
+//! its header, before its payload is buffered.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::error::Error as _;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
 
 use super::faults::Fault;
 use super::recognizer::{Recognizer, RecognizerConfig};
-use super::state::{AuthFailure, Grant, SessionRecord, State, unix_ms};
+use super::script::Script;
+use super::state::{AuthFailure, Grant, Registered, SessionRecord, State, bounded_params, unix_ms};
 use super::token::error;
 use crate::protocol::close::{self, reasons};
 use crate::protocol::messages::{
     Begin, BeginConfiguration, ClientMessage, ErrorMessage, ServerMessage, Termination,
+    UpdateConfiguration,
 };
-use crate::protocol::params::OFFSET_PARAM;
+use crate::protocol::params::{OFFSET_PARAM, ParamError};
 use crate::protocol::{API_VERSION, AudioFormat, Encoding, StreamingParams, audio};
 
-/// How long the handler waits for the client's close reply before dropping the socket.
+/// How long the handler waits for a close frame to be written, and then for the client's close
+/// reply, before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
+/// Transport limit for an authenticated session: the 128 KB rule plus a margin, so a message a
+/// little over the rule gets the service's Error + 1009 and anything larger is refused at its
+/// frame header, before its payload is buffered.
+const SESSION_FRAME_LIMIT: usize = audio::MAX_MESSAGE_BYTES + 4096;
+/// Transport limit for a refused credential: it is only sent an Error and a close.
+const REFUSED_FRAME_LIMIT: usize = 4096;
+/// Client text echoed in an Error (an unknown `type`, a bad parameter's value).
+const ECHO_CHARS: usize = 64;
+/// Stream offsets beyond this (about 31 years) are not positions in a stream: ignored, so the
+/// recogniser's arithmetic cannot overflow.
+const MAX_OFFSET_MS: u64 = 1_000_000_000_000;
 
 pub async fn upgrade(
     AxState(state): AxState<Arc<State>>,
@@ -56,13 +82,17 @@ pub async fn upgrade(
         tracing::debug!(?failure, "rejecting the upgrade with HTTP 401");
         return error(StatusCode::UNAUTHORIZED, auth_reason(failure));
     }
-    // Generous transport limit: the 128 KB rule is enforced by us, with the documented 1009.
+    let frame_limit = if auth.is_ok() {
+        SESSION_FRAME_LIMIT
+    } else {
+        REFUSED_FRAME_LIMIT
+    };
     // An 8 KiB read buffer instead of the 128 KiB default: tungstenite zero-fills the buffer on
     // every read, which was the largest CPU item with 500 sessions (docs/benchmarks.md); larger
     // messages still arrive whole.
     ws.read_buffer_size(8 * 1024)
-        .max_message_size(16 << 20)
-        .max_frame_size(16 << 20)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
         .on_upgrade(move |socket| async move {
             let mut conn = Conn::new(socket);
             match auth {
@@ -90,20 +120,26 @@ fn auth_reason(failure: AuthFailure) -> &'static str {
     }
 }
 
-/// The socket plus counters, with the close helpers every path uses.
+/// The client's close frame: its code (1005 for an empty frame) and reason; `None` when the
+/// connection ended without one.
+type ClientClose = Option<(u16, String)>;
+
+fn client_close(frame: Option<CloseFrame>) -> (u16, String) {
+    frame.map_or((1005, String::new()), |f| {
+        (f.code, f.reason.as_str().to_owned())
+    })
+}
+
+/// The socket plus counters, with the close helpers every path uses. Every write that could
+/// wait on a client that does not read is bounded by [`CLOSE_LINGER`].
 struct Conn {
     socket: WebSocket,
     sent: u64,
-    closed: Option<(u16, String)>,
 }
 
 impl Conn {
     fn new(socket: WebSocket) -> Self {
-        Self {
-            socket,
-            sent: 0,
-            closed: None,
-        }
+        Self { socket, sent: 0 }
     }
 
     async fn send(&mut self, message: &ServerMessage) -> bool {
@@ -115,32 +151,47 @@ impl Conn {
     }
 
     /// `Error` frame with the full text, then the close with a ≤123-byte reason.
-    async fn fail(&mut self, code: u16, message: &str) {
-        let _ = self
-            .send(&ServerMessage::Error(ErrorMessage {
-                error_code: Some(code),
-                error: message.to_owned(),
-            }))
-            .await;
-        self.close(code, close::close_reason(message)).await;
+    async fn fail(&mut self, code: u16, message: &str) -> ClientClose {
+        let error = ServerMessage::Error(ErrorMessage {
+            error_code: Some(code),
+            error: message.to_owned(),
+        });
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.send(&error)).await;
+        self.close(code, close::close_reason(message)).await
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
+    /// Send the close frame, then read (and discard) until the client's close frame arrives,
+    /// within [`CLOSE_LINGER`]; returns the client's close.
+    async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
         let frame = CloseFrame {
             code,
             reason: reason.to_owned().into(),
         };
-        let _ = self.socket.send(Message::Close(Some(frame))).await;
-        self.closed = Some((code, reason.to_owned()));
-        // Let the client answer the close so it sees a clean closing handshake.
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(m)) = self.socket.recv().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
+        let sent =
+            tokio::time::timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return None;
+        }
+        tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                match self.socket.recv().await {
+                    Some(Ok(Message::Close(frame))) => return Some(client_close(frame)),
+                    Some(Ok(_)) => {}
+                    // A transport error (a frame over the limit, bad bytes) or the end of the
+                    // connection: no close frame will come.
+                    Some(Err(_)) | None => return None,
                 }
             }
         })
-        .await;
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The client closed first: tungstenite has queued the echo of its close frame; write it
+    /// out, so the client sees a complete closing handshake.
+    async fn answer_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.socket.flush()).await;
     }
 }
 
@@ -148,14 +199,47 @@ impl Conn {
 enum End {
     /// An error close (Error frame + close).
     Fail(u16, String),
-    /// A close frame without an Error frame (1000-style faults and closes before Begin).
+    /// A close frame without an Error frame (1000-style faults, closes before Begin, protocol
+    /// errors).
     Close(u16, String),
     /// Abrupt TCP drop.
     Drop,
-    /// The client went away.
-    ClientGone(Option<u16>),
+    /// The client sent a close frame first (code, reason).
+    ClientClosed(u16, String),
+    /// The TCP connection ended without a close frame.
+    ClientGone,
     /// Terminate handled: Termination sent, close 1000.
     Terminated,
+}
+
+/// What a transport error from the client's side means: the close code RFC 6455 gives it where
+/// the connection can still carry a close frame (tungstenite reports these before changing the
+/// connection's state, so a close can still be written), else the client is gone.
+fn transport_end(error: &axum::Error) -> End {
+    use tungstenite::error::{CapacityError, ProtocolError};
+    let Some(inner) = error
+        .source()
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+    else {
+        return End::ClientGone;
+    };
+    match inner {
+        tungstenite::Error::Utf8(_) => End::Close(1007, "Invalid UTF-8 in a text frame".into()),
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+            End::Fail(1009, too_big(*size))
+        }
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::ReceivedAfterClosing,
+        ) => End::ClientGone,
+        tungstenite::Error::Protocol(protocol) => {
+            End::Close(1002, format!("Protocol error: {protocol}"))
+        }
+        _ => End::ClientGone,
+    }
+}
+
+fn too_big(bytes: usize) -> String {
+    format!("Message too big: {bytes} bytes (the limit is 128 KB)")
 }
 
 /// Timed faults for one session.
@@ -164,6 +248,7 @@ struct Plan {
     close: Option<(Duration, u16, Option<String>)>,
     drop: Option<Duration>,
     stall: Option<Duration>,
+    stop_reading: Option<Duration>,
     no_termination: bool,
 }
 
@@ -183,12 +268,30 @@ impl Plan {
                 }
                 Fault::Drop { at_ms } => plan.drop = Some(Duration::from_millis(*at_ms)),
                 Fault::Stall { at_ms } => plan.stall = Some(Duration::from_millis(*at_ms)),
+                Fault::StopReading { at_ms } => {
+                    plan.stop_reading = Some(Duration::from_millis(*at_ms));
+                }
                 Fault::NoTermination => plan.no_termination = true,
                 Fault::TokenStatus { .. } | Fault::TokenDelay { .. } => {}
             }
         }
         Some(plan)
     }
+}
+
+/// A bad parameter's error, with the client's name and value cut for the echo.
+fn param_message(e: &ParamError) -> String {
+    let bounded = ParamError {
+        name: super::echo(&e.name, ECHO_CHARS),
+        value: super::echo(&e.value, ECHO_CHARS),
+        expected: e.expected.clone(),
+    };
+    reasons::invalid_message(&bounded.to_string())
+}
+
+/// A stream offset hint, if it is one.
+fn offset_hint(value: Option<u64>) -> Option<u64> {
+    value.filter(|&ms| ms <= MAX_OFFSET_MS)
 }
 
 #[expect(
@@ -203,14 +306,12 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             Err(e) => {
                 // The service's reaction to a bad parameter is undocumented; the Python SDK calls
                 // 3006 "Input validation error", which fits.
-                conn.fail(3006, &reasons::invalid_message(&e.to_string()))
-                    .await;
+                conn.fail(3006, &param_message(&e)).await;
                 return;
             }
         };
     if let Err(e) = params.validate() {
-        conn.fail(3006, &reasons::invalid_message(&e.to_string()))
-            .await;
+        conn.fail(3006, &param_message(&e)).await;
         return;
     }
     if !state.admit_session(grant.key) {
@@ -223,11 +324,13 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         conn.fail(code, text).await;
         return;
     }
-    let offset_ms = pairs
-        .iter()
-        .find(|(k, _)| k == OFFSET_PARAM)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let offset_ms = offset_hint(
+        pairs
+            .iter()
+            .find(|(k, _)| k == OFFSET_PARAM)
+            .and_then(|(_, v)| v.parse().ok()),
+    )
+    .unwrap_or(0);
 
     let faults = state.lock().faults.take_session_faults();
     let Some(plan) = Plan::from_faults(&faults) else {
@@ -243,9 +346,9 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             Some(reason) => conn.fail(code, &reason).await,
             None => {
                 conn.close(code, "Closed before Begin (emulator fault)")
-                    .await;
+                    .await
             }
-        }
+        };
         return;
     };
 
@@ -256,16 +359,21 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     let started_wall = SystemTime::now();
     let expires_at = unix_ms(started_wall + max_session).div_ceil(1000) as i64;
     let id = uuid::Uuid::new_v4().to_string();
+    let (echoed, ignored, params_truncated) = bounded_params(&params, &ignored);
     let record = state.register(SessionRecord {
         id: id.clone(),
         credential: grant.kind,
-        params: params.clone(),
+        params: echoed,
         ignored_params: ignored,
+        params_truncated,
         started_at_ms: unix_ms(started_wall),
         ended_at_ms: None,
         expires_at,
         close_code: None,
         close_reason: None,
+        client_close_code: None,
+        client_close_reason: None,
+        closed_at_ms: None,
         audio_bytes: 0,
         audio_ms: 0,
         audio_messages: 0,
@@ -275,7 +383,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         terminated_by_client: false,
         faults: faults.iter().map(ToString::to_string).collect(),
     });
-    tracing::debug!(session = %id, credential = ?grant.kind, ?params, "session starts");
+    tracing::debug!(session = %id, credential = ?grant.kind, "session starts");
 
     let begin = ServerMessage::Begin(Begin {
         id: id.clone(),
@@ -288,6 +396,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         }),
     });
     if !conn.send(&begin).await {
+        finish(&state, record, conn, None, End::ClientGone).await;
         return;
     }
 
@@ -305,8 +414,8 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     };
     let mut session = Session {
         state: Arc::clone(&state),
-        id: id.clone(),
-        record: Arc::clone(&record),
+        id,
+        record,
         format: params.audio_format(),
         inactivity: params
             .inactivity_timeout
@@ -327,14 +436,15 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     };
     let end = session.serve(&mut conn).await;
     let recorder = session.recorder.take();
-    finish(&id, &record, conn, recorder, end).await;
+    finish(&state, session.record, conn, recorder, end).await;
 }
 
-/// Flush the recording and publish the outcome *before* the closing handshake, so whoever sees
-/// the close can already read both; then close.
+/// Flush the recording and publish the server's side of the outcome *before* the closing
+/// handshake, so whoever sees the close can already read both; then close, note the client's
+/// close frame (or its absence) and, with `--record`, write the whole record to `<id>.json`.
 async fn finish(
-    id: &str,
-    record: &Mutex<SessionRecord>,
+    state: &State,
+    record: Registered,
     mut conn: Conn,
     recorder: Option<tokio::io::BufWriter<tokio::fs::File>>,
     end: End,
@@ -348,34 +458,115 @@ async fn finish(
             None,
             Some("TCP connection dropped (emulator fault)".to_owned()),
         ),
-        End::ClientGone(code) => (*code, Some("client closed the connection".into())),
+        // The server echoes the client's close frame.
+        End::ClientClosed(code, _) => (Some(*code), Some("client closed the connection".into())),
+        End::ClientGone => (None, Some("client closed the connection".into())),
         End::Terminated => (Some(1000), Some(String::new())),
     };
-    {
-        let mut r = record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let id = {
+        let mut r = record.lock();
         r.ended_at_ms = Some(unix_ms(SystemTime::now()));
         r.close_code = code;
         r.close_reason = reason;
         // Counts the closing Error frame too, when there is one.
         r.messages_sent = conn.sent + u64::from(matches!(end, End::Fail(..)));
-        tracing::debug!(session = id, code = ?r.close_code, reason = ?r.close_reason, "session ends");
-    }
-    match end {
+        tracing::debug!(session = r.id, code = ?r.close_code, reason = ?r.close_reason, "session ends");
+        r.id.clone()
+    };
+    let client = match end {
         End::Fail(code, text) => conn.fail(code, &text).await,
         End::Close(code, text) => conn.close(code, &text).await,
         End::Terminated => conn.close(1000, "").await,
+        End::ClientClosed(code, reason) => {
+            conn.answer_close().await;
+            Some((code, reason))
+        }
         // Dropping the socket ends the TCP connection with no close frame: the client sees an
         // abnormal closure (1006).
-        End::Drop | End::ClientGone(_) => {}
+        End::Drop | End::ClientGone => None,
+    };
+    drop(conn);
+    let complete = {
+        let mut r = record.lock();
+        r.client_close_code = client.as_ref().map(|(code, _)| *code);
+        r.client_close_reason = client.map(|(_, reason)| reason);
+        r.closed_at_ms = Some(unix_ms(SystemTime::now()));
+        tracing::debug!(session = id, client_code = ?r.client_close_code, "connection closed");
+        r.clone()
+    };
+    if let Some(dir) = &state.config.record_dir
+        && let Err(e) = write_record(dir, &complete).await
+    {
+        tracing::warn!(
+            session = id,
+            "cannot write the session record in {}: {e}",
+            dir.display()
+        );
     }
+}
+
+/// `DIR/<id>.json`, written atomically: a temporary file in the same directory, then a rename,
+/// so a reader sees no file or the whole record.
+async fn write_record(dir: &Path, record: &SessionRecord) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(".{}.json.tmp", record.id));
+    tokio::fs::write(&tmp, json).await?;
+    tokio::fs::rename(&tmp, dir.join(format!("{}.json", record.id))).await
+}
+
+/// Apply an `UpdateConfiguration`: aai-live's offset hint (before any audio) restarts the
+/// recogniser at that stream position; the rest changes its turn settings.
+fn apply_update(
+    recognizer: &mut Recognizer,
+    base: &RecognizerConfig,
+    script: Option<&Arc<Script>>,
+    update: &UpdateConfiguration,
+    before_audio: bool,
+) {
+    // aai-live's emulator hint (ignored by the service): where in the stream this session's
+    // audio starts, sent before the first audio of a hand-over.
+    if let Some(offset) = offset_hint(
+        update
+            .other
+            .get(OFFSET_PARAM)
+            .and_then(serde_json::Value::as_u64),
+    ) && before_audio
+    {
+        let mut cfg = base.clone();
+        cfg.offset_ms = offset;
+        *recognizer = Recognizer::new(cfg, script);
+    }
+    recognizer.update(update);
+}
+
+/// A text frame read as the service reads it: the 128 KB rule, JSON, an object, a known `type`.
+/// The error is the close code and the Error text, with the client's text echoed bounded.
+fn read_client_text(text: &str) -> Result<ClientMessage, (u16, String)> {
+    use serde::Deserialize;
+    if text.len() > audio::MAX_MESSAGE_BYTES {
+        return Err((1009, too_big(text.len())));
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| (3006, reasons::invalid_json(&super::echo(text, 60))))?;
+    if !value.is_object() {
+        return Err((3006, reasons::invalid_message(&super::echo(text, 60))));
+    }
+    ClientMessage::deserialize(&value).map_err(|_| {
+        let kind = value.get("type").map_or_else(
+            || super::echo(text, 60),
+            |t| match t {
+                serde_json::Value::String(s) => super::echo(s, ECHO_CHARS),
+                other => super::echo(&other.to_string(), ECHO_CHARS),
+            },
+        );
+        (3006, reasons::invalid_message_type(&kind))
+    })
 }
 
 struct Session {
     state: Arc<State>,
     id: String,
-    record: Arc<Mutex<SessionRecord>>,
+    record: Registered,
     format: AudioFormat,
     inactivity: Option<Duration>,
     recognizer: Recognizer,
@@ -402,24 +593,27 @@ impl Session {
             let deadline = self.next_deadline();
             tokio::select! {
                 incoming = conn.socket.recv() => {
-                    let Some(Ok(message)) = incoming else {
-                        return End::ClientGone(None);
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => return transport_end(&e),
+                        None => return End::ClientGone,
                     };
                     self.received += 1;
                     self.last_activity = Instant::now();
                     let step = match message {
                         Message::Binary(bytes) => self.audio(&bytes).await,
                         Message::Text(text) => self.text(text.as_str(), conn).await,
-                        Message::Close(frame) => Some(End::ClientGone(frame.map(|f| f.code))),
+                        Message::Close(frame) => {
+                            let (code, reason) = client_close(frame);
+                            Some(End::ClientClosed(code, reason))
+                        }
                         Message::Ping(_) | Message::Pong(_) => None,
                     };
                     if let Some(end) = step {
                         return end;
                     }
                 }
-                () = self.state.cancel.cancelled() => {
-                    return End::Close(1001, "Going Away: the emulator is shutting down".into());
-                }
+                () = self.state.cancel.cancelled() => return going_away(),
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(end) = self.timers(conn).await {
                         return end;
@@ -444,6 +638,7 @@ impl Session {
         consider(self.plan.close.as_ref().map(|(at, ..)| self.started + *at));
         consider(self.plan.drop.map(|at| self.started + at));
         consider(self.plan.stall.map(|at| self.started + at));
+        consider(self.plan.stop_reading.map(|at| self.started + at));
         next.min(far)
     }
 
@@ -466,6 +661,13 @@ impl Session {
                 End::Close(code, text)
             });
         }
+        if self
+            .plan
+            .stop_reading
+            .is_some_and(|at| now >= self.started + at)
+        {
+            return Some(self.stop_reading().await);
+        }
         if self.plan.stall.is_some_and(|at| now >= self.started + at) {
             if !self.stalled {
                 tracing::debug!(session = %self.id, "stalling (fault)");
@@ -474,7 +676,7 @@ impl Session {
             self.plan.stall = None;
         }
         if now >= self.expires {
-            return Some(End::Fail(3008, reasons::SESSION_EXPIRED.to_owned()));
+            return Some(expired());
         }
         if let Some(limit) = self.inactivity
             && now >= self.last_activity + limit
@@ -492,26 +694,42 @@ impl Session {
                 if let Some((_, message)) = self.outbox.pop_front()
                     && !self.deliver(conn, &message).await
                 {
-                    return Some(End::ClientGone(None));
+                    return Some(End::ClientGone);
                 }
             }
         }
         None
     }
 
+    /// The `stop-reading` fault: from now on the socket is not read at all, so the client's
+    /// frames pile up in the kernel's buffers until its writes block, and nothing is sent (no
+    /// turns, no pongs: pings are not even seen). The session ends at its expiry, at a `drop`
+    /// fault's time, or at shutdown. A client that goes away cannot be noticed meanwhile: its
+    /// FIN waits in the TCP stream behind the unread audio.
+    async fn stop_reading(&mut self) -> End {
+        tracing::debug!(session = %self.id, "no longer reading the socket (fault)");
+        self.plan.stop_reading = None;
+        let drop_at = self.plan.drop.map(|at| self.started + at);
+        let drop_due = async {
+            match drop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.state.cancel.cancelled() => going_away(),
+            () = tokio::time::sleep_until(self.expires) => expired(),
+            () = drop_due => End::Drop,
+        }
+    }
+
     async fn deliver(&mut self, conn: &mut Conn, message: &ServerMessage) -> bool {
         if let ServerMessage::Turn(t) = message
             && t.end_of_turn
         {
-            self.lock_record().final_turns += 1;
+            self.record.lock().final_turns += 1;
         }
         conn.send(message).await
-    }
-
-    fn lock_record(&self) -> std::sync::MutexGuard<'_, SessionRecord> {
-        self.record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn queue(&mut self, messages: Vec<ServerMessage>) {
@@ -521,13 +739,7 @@ impl Session {
 
     async fn audio(&mut self, bytes: &[u8]) -> Option<End> {
         if bytes.len() > audio::MAX_MESSAGE_BYTES {
-            return Some(End::Fail(
-                1009,
-                format!(
-                    "Message too big: {} bytes (the limit is 128 KB)",
-                    bytes.len()
-                ),
-            ));
+            return Some(End::Fail(1009, too_big(bytes.len())));
         }
         if let Some(ms) = self.short_chunk.take() {
             return Some(End::Fail(3007, reasons::input_duration(ms)));
@@ -561,7 +773,7 @@ impl Session {
         };
         let out = self.recognizer.feed(&samples);
         self.queue(out);
-        let mut r = self.lock_record();
+        let mut r = self.record.lock();
         r.audio_bytes = self.audio_bytes;
         r.audio_ms = (audio_s * 1000.0) as u64;
         r.audio_messages += 1;
@@ -570,37 +782,21 @@ impl Session {
     }
 
     async fn text(&mut self, text: &str, conn: &mut Conn) -> Option<End> {
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(_) => return Some(End::Fail(3006, reasons::invalid_json(&excerpt(text)))),
+        let message = match read_client_text(text) {
+            Ok(message) => message,
+            Err((code, error)) => return Some(End::Fail(code, error)),
         };
-        if !value.is_object() {
-            return Some(End::Fail(3006, reasons::invalid_message(&excerpt(text))));
-        }
-        let Ok(message) = serde_json::from_value::<ClientMessage>(value.clone()) else {
-            let kind = value.get("type").map_or_else(
-                || excerpt(text),
-                |t| t.to_string().trim_matches('"').to_owned(),
-            );
-            return Some(End::Fail(3006, reasons::invalid_message_type(&kind)));
-        };
-        self.lock_record().messages_received = self.received;
+        self.record.lock().messages_received = self.received;
         match message {
             ClientMessage::KeepAlive => None,
             ClientMessage::UpdateConfiguration(update) => {
-                // aai-live's emulator hint (ignored by the service): where in the stream this
-                // session's audio starts, sent before the first audio of a hand-over.
-                if let Some(offset) = update
-                    .other
-                    .get(OFFSET_PARAM)
-                    .and_then(serde_json::Value::as_u64)
-                    && self.audio_bytes == 0
-                {
-                    let mut cfg = self.recognizer_config.clone();
-                    cfg.offset_ms = offset;
-                    self.recognizer = Recognizer::new(cfg, self.state.config.script.as_ref());
-                }
-                self.recognizer.update(&update);
+                apply_update(
+                    &mut self.recognizer,
+                    &self.recognizer_config,
+                    self.state.config.script.as_ref(),
+                    &update,
+                    self.audio_bytes == 0,
+                );
                 None
             }
             ClientMessage::ForceEndpoint => {
@@ -614,15 +810,25 @@ impl Session {
 
     async fn terminate(&mut self, conn: &mut Conn) -> End {
         self.short_chunk = None;
-        self.lock_record().terminated_by_client = true;
+        self.record.lock().terminated_by_client = true;
         if self.plan.no_termination || self.stalled {
-            // Fault: swallow Terminate; keep the socket open until the client gives up.
-            while let Some(Ok(m)) = conn.socket.recv().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
+            // Fault: swallow Terminate; keep the socket open until the client gives up (or the
+            // emulator shuts down).
+            loop {
+                let incoming = tokio::select! {
+                    incoming = conn.socket.recv() => incoming,
+                    () = self.state.cancel.cancelled() => return going_away(),
+                };
+                match incoming {
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = client_close(frame);
+                        return End::ClientClosed(code, reason);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return transport_end(&e),
+                    None => return End::ClientGone,
                 }
             }
-            return End::ClientGone(None);
         }
         // In-flight turns first (without waiting out the processing delay), then Termination.
         let pending: Vec<ServerMessage> = self
@@ -633,7 +839,7 @@ impl Session {
             .collect();
         for message in &pending {
             if !self.deliver(conn, message).await {
-                return End::ClientGone(None);
+                return End::ClientGone;
             }
         }
         let termination = ServerMessage::Termination(Termination {
@@ -644,6 +850,14 @@ impl Session {
         let _ = conn.send(&termination).await;
         End::Terminated
     }
+}
+
+fn going_away() -> End {
+    End::Close(1001, "Going Away: the emulator is shutting down".into())
+}
+
+fn expired() -> End {
+    End::Fail(3008, reasons::SESSION_EXPIRED.to_owned())
 }
 
 fn default_reason(code: u16) -> &'static str {
@@ -657,20 +871,182 @@ fn default_reason(code: u16) -> &'static str {
     }
 }
 
-/// At most 60 characters of client text for an error message.
-fn excerpt(text: &str) -> String {
-    let mut s: String = text.chars().take(60).collect();
-    if s.len() < text.len() {
-        s.push('…');
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::emulator::Profile;
+    use crate::emulator::script::{ScriptTurn, ScriptWord};
+    use proptest::prelude::*;
+
     #[test]
-    fn excerpt_is_bounded() {
-        assert_eq!(super::excerpt("abc"), "abc");
-        assert_eq!(super::excerpt(&"x".repeat(100)).chars().count(), 61);
+    fn text_frames_follow_the_rules_and_echo_bounded_text() {
+        assert_eq!(
+            read_client_text(r#"{"type":"KeepAlive"}"#),
+            Ok(ClientMessage::KeepAlive)
+        );
+        // The 128 KB rule holds for text too (a 10 MB KeepAlive was accepted).
+        let padded = format!(r#"{{"type":"KeepAlive","pad":"{}"}}"#, "x".repeat(200_000));
+        let (code, text) = read_client_text(&padded).expect_err("too big");
+        assert_eq!(code, 1009, "{text}");
+        // An unknown type of any size is echoed in at most 64 characters and "…".
+        let huge = format!(r#"{{"type":"{}"}}"#, "y".repeat(100_000));
+        let (code, text) = read_client_text(&huge).expect_err("unknown type");
+        assert_eq!(code, 3006);
+        assert_eq!(text, format!("Invalid Message Type: {}…", "y".repeat(64)));
+        let (_, text) = read_client_text(r#"{"type":["a","b"]}"#).expect_err("not a string");
+        assert!(text.starts_with("Invalid Message Type: [\"a\""), "{text}");
+        assert_eq!(read_client_text("[]").expect_err("array").0, 3006);
+        assert_eq!(read_client_text("nope").expect_err("not JSON").0, 3006);
+    }
+
+    #[test]
+    fn bad_parameter_values_are_echoed_bounded() {
+        let e = StreamingParams::from_query([("sample_rate", "9".repeat(60_000).as_str())])
+            .expect_err("not a number");
+        let message = param_message(&e);
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(
+            message.contains("sample_rate") && message.contains('…'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn transport_errors_map_to_close_codes() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let end = |e: tungstenite::Error| transport_end(&axum::Error::new(e));
+        assert!(matches!(
+            end(tungstenite::Error::Utf8("bad".into())),
+            End::Close(1007, _)
+        ));
+        assert!(matches!(
+            end(tungstenite::Error::Protocol(
+                ProtocolError::UnmaskedFrameFromClient
+            )),
+            End::Close(1002, _)
+        ));
+        assert!(matches!(
+            end(tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong {
+                    size: 1 << 40,
+                    max_size: SESSION_FRAME_LIMIT
+                }
+            )),
+            End::Fail(1009, _)
+        ));
+        assert!(matches!(
+            end(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            End::ClientGone
+        ));
+        assert!(matches!(
+            end(tungstenite::Error::Io(
+                std::io::ErrorKind::ConnectionReset.into()
+            )),
+            End::ClientGone
+        ));
+    }
+
+    fn script() -> Arc<Script> {
+        let word = |text: &str, start, end| ScriptWord {
+            text: text.into(),
+            start,
+            end,
+        };
+        Arc::new(Script {
+            loop_ms: Some(2000),
+            turns: vec![ScriptTurn {
+                words: vec![word("hello", 100, 400), word("world", 500, 900)],
+            }],
+        })
+    }
+
+    /// Client messages: known ones with arbitrary field values, and arbitrary JSON objects.
+    fn client_text() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        let field = prop_oneof![
+            Just("min_turn_silence"),
+            Just("max_turn_silence"),
+            Just("vad_threshold"),
+            Just("format_turns"),
+            Just("end_of_turn_confidence_threshold"),
+            Just(OFFSET_PARAM),
+            Just("keyterms_prompt"),
+            Just("other"),
+        ];
+        let kind = prop_oneof![
+            Just("UpdateConfiguration".to_owned()),
+            Just("KeepAlive".to_owned()),
+            Just("ForceEndpoint".to_owned()),
+            Just("Terminate".to_owned()),
+            ".{0,10}",
+        ];
+        prop_oneof![
+            (kind, proptest::collection::vec((field, number), 0..5)).prop_map(|(kind, fields)| {
+                let mut object = serde_json::Map::new();
+                object.insert("type".into(), kind.into());
+                for (name, value) in fields {
+                    object.insert(name.into(), value);
+                }
+                serde_json::Value::Object(object).to_string()
+            }),
+            ".{0,80}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_text_handling_never_panics(
+            text in client_text(),
+            scripted in any::<bool>(),
+            before_audio in any::<bool>(),
+        ) {
+            let base = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 0);
+            let script = scripted.then(script);
+            let mut recognizer = Recognizer::new(base.clone(), script.as_ref());
+            match read_client_text(&text) {
+                Ok(ClientMessage::UpdateConfiguration(update)) => {
+                    apply_update(&mut recognizer, &base, script.as_ref(), &update, before_audio);
+                    // Voice then silence: words, turn ends, and script times all computed.
+                    let tone: Vec<i16> = (0..16_000).map(|i| if i % 40 < 20 { 9000 } else { -9000 }).collect();
+                    let _ = recognizer.feed(&tone);
+                    let _ = recognizer.feed(&vec![0; 32_000]);
+                    let _ = recognizer.force_endpoint();
+                    let _ = recognizer.flush();
+                }
+                Ok(_) => {}
+                Err((code, message)) => {
+                    prop_assert!(matches!(code, 1009 | 3006));
+                    // The echo is bounded whatever the client sent.
+                    prop_assert!(message.chars().count() <= 100, "{}", message);
+                }
+            }
+        }
+
+        #[test]
+        fn known_client_messages_round_trip(
+            kind in 0_u8..4,
+            min in proptest::option::of(0_u32..=10_000),
+            format_turns in proptest::option::of(any::<bool>()),
+        ) {
+            let message = match kind {
+                0 => ClientMessage::Terminate,
+                1 => ClientMessage::ForceEndpoint,
+                2 => ClientMessage::KeepAlive,
+                _ => ClientMessage::UpdateConfiguration(UpdateConfiguration {
+                    min_turn_silence: min,
+                    format_turns,
+                    ..UpdateConfiguration::default()
+                }),
+            };
+            prop_assert_eq!(read_client_text(&message.to_json()), Ok(message));
+        }
     }
 }
