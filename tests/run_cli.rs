@@ -219,6 +219,15 @@ async fn hostile_close_text_reaches_stderr_defused() {
         },
         count: 1,
     });
+    // A short one straight in the close frame (1011 has no `Error` frame).
+    emu.add_fault(FaultRule {
+        fault: Fault::Close {
+            code: 1011,
+            reason: Some("\u{1b}[31mred\u{1b}]8;;http://evil\u{7}link".into()),
+            at_ms: 500,
+        },
+        count: 1,
+    });
     let home = tempfile::tempdir().expect("tempdir");
     let out = {
         let home = home.path().to_owned();
@@ -250,7 +259,7 @@ async fn hostile_close_text_reaches_stderr_defused() {
         .expect("join")
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pwned"), "the loss is reported: {stderr}");
+    assert!(stderr.contains(" lost: "), "the loss is reported: {stderr}");
     assert!(
         !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
         "an escape sequence reached stderr: {stderr:?}"

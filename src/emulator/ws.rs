@@ -163,9 +163,11 @@ impl Conn {
     /// Send the close frame, then read (and discard) until the client's close frame arrives,
     /// within [`CLOSE_LINGER`]; returns the client's close.
     async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
+        // A close frame's reason holds at most 123 bytes (a longer one makes the frame invalid
+        // and the client drops the connection with a protocol error).
         let frame = CloseFrame {
             code,
-            reason: reason.to_owned().into(),
+            reason: close::close_reason(reason).to_owned().into(),
         };
         let sent =
             tokio::time::timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame)))).await;
