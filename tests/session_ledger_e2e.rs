@@ -74,7 +74,11 @@ async fn setup(
 /// `n` utterances, cut to whole chunks, each chunk watermarked with its index (+1, so silence
 /// never matches): samples 0 and 1 are `k + 1` and `-(k + 1)`. Too faint to count as voice.
 fn marked_input(n: usize) -> Vec<i16> {
-    let mut samples = utterances(n);
+    watermark(utterances(n))
+}
+
+/// `samples` cut to whole chunks, each chunk watermarked (see [`marked_input`]).
+fn watermark(mut samples: Vec<i16>) -> Vec<i16> {
     samples.truncate(samples.len() / CHUNK * CHUNK);
     for (k, chunk) in samples.chunks_mut(CHUNK).enumerate() {
         let mark = i16::try_from(k + 1).expect("few chunks");
@@ -380,4 +384,70 @@ async fn an_input_that_ends_during_a_backoff_is_still_sent() {
     let input = marked_input(1)[..16_000].to_vec();
     let run = run(&setup, &input, None).await;
     assert!(assert_ledger(&setup, &run, &input, true).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_is_replaced_and_nothing_is_lost() {
+    let setup = setup(common::config(), &["stop-reading@2s"], |c| {
+        c.session.stall_timeout = Duration::from_secs(2);
+    })
+    .await;
+    // One utterance, then silence: after the server stops reading, nothing voiced is sent, so
+    // only liveness (a ping nobody answers) can tell — it must not depend on voice.
+    let mut samples = utterances(1);
+    samples.resize(16_000 * 14, 0);
+    let input = watermark(samples);
+    let run = run(&setup, &input, None).await;
+    assert!(assert_ledger(&setup, &run, &input, true).is_empty());
+    assert!(
+        run.events.iter().any(|e| matches!(
+            e,
+            SessionEvent::Lost { reason, .. } if reason.contains("not even an answer to a ping")
+        )),
+        "detected by the unanswered ping: {:#?}",
+        run.events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Lost { .. }))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        count(&run, |e| matches!(e, SessionEvent::Reconnected { .. })),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_closes_every_session_properly() {
+    // Two sessions: one ends at expiry (the server closes; the client answers), one at the end
+    // of the input (Terminate, Termination, then the client closes with 1000 itself).
+    let setup = setup(
+        EmulatorConfig {
+            session_limit: Some(Duration::from_secs(3)),
+            ..common::config()
+        },
+        &[],
+        |c| c.session.rotation = false,
+    )
+    .await;
+    let input = marked_input(2);
+    let run = run(&setup, &input, None).await;
+    assert!(assert_ledger(&setup, &run, &input, true).is_empty());
+    let sessions = setup.emu.sessions();
+    assert!(sessions.len() >= 2, "{sessions:?}");
+    for s in &sessions {
+        if s.terminated_by_client {
+            assert_eq!(
+                s.client_close_code,
+                Some(1000),
+                "closed by the client: {s:?}"
+            );
+        } else {
+            // Closed by the server (expiry): the client answered its close frame (echoing the
+            // code, as RFC 6455 says), instead of dropping the connection.
+            assert!(s.close_code.is_some(), "{s:?}");
+            assert_eq!(s.client_close_code, s.close_code, "answered: {s:?}");
+        }
+    }
+    assert!(sessions.iter().any(|s| s.terminated_by_client));
+    assert!(sessions.iter().any(|s| !s.terminated_by_client));
 }
