@@ -12,12 +12,18 @@
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use futures_util::future::BoxFuture;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +73,10 @@ pub struct ListenOptions {
     pub header_timeout: Option<Duration>,
     /// How long a shutdown waits for requests under way before closing their connections.
     pub shutdown_grace: Duration,
+    /// Connections open at once (TLS handshakes included); a connection beyond it is closed as
+    /// soon as it is accepted, so idle sockets cannot use up the process's file descriptors.
+    /// `None`: no cap.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenOptions {
@@ -77,6 +87,7 @@ impl ListenOptions {
             tls: None,
             header_timeout: None,
             shutdown_grace: Duration::from_secs(1),
+            max_connections: None,
         }
     }
 }
@@ -177,11 +188,16 @@ pub async fn serve(
 
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
     let is_tls = tls.is_some();
+    let cap = ConnectionCap {
+        name: options.name,
+        slots: options.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+    };
+    let server = server.acceptor(cap);
     let serving: BoxFuture<'static, std::io::Result<()>> = match tls {
         None => Box::pin(server.serve(make_service)),
         Some(config) => Box::pin(
             server
-                .map(|plain| RustlsAcceptor::new(config).acceptor(plain))
+                .map(|capped| RustlsAcceptor::new(config).acceptor(capped))
                 .serve(make_service),
         ),
     };
@@ -192,6 +208,91 @@ pub async fn serve(
         cancel,
         task,
     })
+}
+
+/// The first acceptor of every connection: takes one of `slots` for as long as the connection
+/// lives, or closes it at once when none is left.
+#[derive(Debug, Clone)]
+struct ConnectionCap {
+    name: &'static str,
+    slots: Option<Arc<Semaphore>>,
+}
+
+impl<S> Accept<TcpStream, S> for ConnectionCap {
+    type Stream = Counted;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Counted, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let slot = match &self.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Dropping the stream closes it. Debug only: a flood would flood the log.
+                    tracing::debug!(name = self.name, "connection cap reached: closing a new connection");
+                    return std::future::ready(Err(std::io::Error::other("connection cap reached")));
+                }
+            },
+        };
+        std::future::ready(Ok((
+            Counted {
+                stream,
+                _slot: slot,
+            },
+            service,
+        )))
+    }
+}
+
+/// A connection holding its slot of the cap until it is dropped.
+#[derive(Debug)]
+struct Counted {
+    stream: TcpStream,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Serve until cancelled, then shut down gracefully.
@@ -305,6 +406,42 @@ mod tests {
         .expect_err("taken");
         assert!(matches!(e, ListenError::Bind { .. }), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        let app = Router::new().route("/peer", get(|| async { "ok" }));
+        let options = ListenOptions {
+            max_connections: Some(2),
+            ..ListenOptions::new("test server")
+        };
+        let running = serve("127.0.0.1:0", app, options, CancellationToken::new())
+            .await
+            .expect("serves");
+        let held = [
+            tokio::net::TcpStream::connect(running.addr).await.expect("1"),
+            tokio::net::TcpStream::connect(running.addr).await.expect("2"),
+        ];
+        // Let the server accept both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = tokio::net::TcpStream::connect(running.addr)
+            .await
+            .expect("accepted by the kernel");
+        let mut buf = [0_u8; 1];
+        use tokio::io::AsyncReadExt;
+        let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "the third connection is closed by the server: {closed:?}"
+        );
+        // A slot freed is a slot for the next connection.
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut socket = tokio::net::TcpStream::connect(running.addr)
+            .await
+            .expect("connect");
+        assert!(request(&mut socket, "/peer").await.ends_with("ok"));
+        running.shutdown().await;
     }
 
     /// One HTTP/1.1 request on `socket` (connection closed after), the whole answer as text.
