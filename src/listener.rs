@@ -226,14 +226,19 @@ impl<S> Accept<TcpStream, S> for ConnectionCap {
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let slot = match &self.slots {
             None => None,
-            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
+            Some(slots) => {
+                let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
                     // Dropping the stream closes it. Debug only: a flood would flood the log.
-                    tracing::debug!(name = self.name, "connection cap reached: closing a new connection");
-                    return std::future::ready(Err(std::io::Error::other("connection cap reached")));
-                }
-            },
+                    tracing::debug!(
+                        name = self.name,
+                        "connection cap reached: closing a new connection"
+                    );
+                    return std::future::ready(Err(std::io::Error::other(
+                        "connection cap reached",
+                    )));
+                };
+                Some(permit)
+            }
         };
         std::future::ready(Ok((
             Counted {
@@ -287,10 +292,7 @@ impl AsyncWrite for Counted {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -336,6 +338,7 @@ mod tests {
     use axum::extract::ConnectInfo;
     use axum::routing::get;
     use clap::Parser;
+    use tokio::io::AsyncReadExt;
 
     #[derive(Parser)]
     struct Cli {
@@ -419,8 +422,12 @@ mod tests {
             .await
             .expect("serves");
         let held = [
-            tokio::net::TcpStream::connect(running.addr).await.expect("1"),
-            tokio::net::TcpStream::connect(running.addr).await.expect("2"),
+            tokio::net::TcpStream::connect(running.addr)
+                .await
+                .expect("1"),
+            tokio::net::TcpStream::connect(running.addr)
+                .await
+                .expect("2"),
         ];
         // Let the server accept both before the third arrives.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -428,7 +435,6 @@ mod tests {
             .await
             .expect("accepted by the kernel");
         let mut buf = [0_u8; 1];
-        use tokio::io::AsyncReadExt;
         let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf)).await;
         assert!(
             matches!(closed, Ok(Ok(0) | Err(_))),

@@ -902,7 +902,7 @@ fn documented_series() -> Vec<DocumentedSeries> {
             }
         })
         .collect();
-    assert_eq!(rows.len(), 9, "the documented series: {rows:?}");
+    assert_eq!(rows.len(), 13, "the documented series: {rows:?}");
     rows
 }
 

@@ -233,10 +233,13 @@ async fn hash_credential_and_start_errors() {
     assert!(status.success());
     assert_eq!(out, format!("{}\n", hash_credential(CREDENTIAL)));
 
-    // No authentication chosen: a usage error.
+    // No authentication chosen, neither by a flag nor in the configuration: no start.
     let (status, _, err) = run_to_exit(home.path(), &["serve"], None).await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("--credentials"), "{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--credentials FILE (`server.credentials`)") && err.contains("--no-auth"),
+        "{err}"
+    );
     // No authentication off loopback.
     let (status, _, err) = run_to_exit(
         home.path(),
