@@ -342,30 +342,22 @@ async fn a_stopped_store_follows_the_policy_and_comes_back() {
     };
     let emu = common::start(common::config()).await;
     let home = TempDir::new().expect("tempdir");
-    let url = redis.url();
-    let args = |policy: &'static str| {
-        vec![
-            "--limits-store".to_owned(),
-            url.clone(),
-            "--limits-store-failure".to_owned(),
-            policy.to_owned(),
-            "--rate-limit".to_owned(),
-            "100/h".to_owned(),
-        ]
-    };
     let start = |policy: &'static str| {
-        let args = args(policy);
+        let args = [
+            "--limits-store",
+            &redis.url(),
+            "--limits-store-failure",
+            policy,
+            "--rate-limit",
+            "100/h",
+        ]
+        .map(str::to_owned);
         let (home, base) = (home.path().to_owned(), emu.base_url());
-        let prefix = if policy == "closed" { "closed" } else { "open" };
         async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Replica::start(
-                &home,
-                &base,
-                &args,
-                &[("AAI_LIVE__SERVER__LIMITS_STORE_PREFIX", prefix)],
-            )
-            .await
+            let args = args.each_ref().map(String::as_str);
+            // Each replica has its own key prefix, named after its policy.
+            let prefix = [("AAI_LIVE__SERVER__LIMITS_STORE_PREFIX", policy)];
+            Replica::start(&home, &base, &args, &prefix).await
         }
     };
     let closed = start("closed").await;
@@ -427,17 +419,8 @@ async fn a_stopped_store_follows_the_policy_and_comes_back() {
 
     // Back on the same port: both replicas find it again on their own.
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
     for replica in [&closed, &open] {
-        loop {
-            let (status, body) = get_json(&replica.base, "/readyz").await;
-            if body["limits_store"]["state"] == "up" {
-                assert_eq!(status, StatusCode::OK);
-                break;
-            }
-            assert!(Instant::now() < deadline, "not back: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_ready(replica).await;
         let a = ask(&http, &replica.base, "bob", credential("bob")).await;
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
     }
@@ -458,6 +441,20 @@ async fn a_stopped_store_follows_the_policy_and_comes_back() {
     open.stop().await;
 }
 
+/// Poll `/readyz` until it reports the store up (within 15 s).
+async fn wait_until_ready(replica: &Replica) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get_json(&replica.base, "/readyz").await;
+        if body["limits_store"]["state"] == "up" {
+            assert_eq!(status, StatusCode::OK);
+            return;
+        }
+        assert!(Instant::now() < deadline, "not back: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn provider(url: &str) -> Arc<ApiKeyProvider> {
     Arc::new(
         ApiKeyProvider::new(
@@ -471,10 +468,10 @@ fn provider(url: &str) -> Arc<ApiKeyProvider> {
 }
 
 fn bearer() -> Auth {
-    let text: String = CLIENTS
-        .iter()
-        .map(|(name, c)| format!("{name}:{}\n", hash_credential(c)))
-        .collect();
+    let mut text = String::new();
+    for (name, c) in CLIENTS {
+        let _ = writeln!(text, "{name}:{}", hash_credential(c));
+    }
     Auth::Bearer(Credentials::parse(&text, "credentials").expect("credentials"))
 }
 
