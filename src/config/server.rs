@@ -534,4 +534,47 @@ mod tests {
         );
         assert_eq!(redact_url_password("redis://host"), "redis://host");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn rates_round_trip(count in 1_u32..=100_000, secs in 1_u64..=86_400 * 366) {
+                let spec = RateSpec { count: NonZeroU32::new(count).expect("nonzero"), per: Duration::from_secs(secs) };
+                prop_assume!(spec.interval() >= Duration::from_micros(1));
+                prop_assert_eq!(spec.to_string().parse::<RateSpec>(), Ok(spec));
+            }
+
+            #[test]
+            fn cidrs_round_trip(addr in any::<u32>(), prefix in 0_u8..=32) {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                let text = format!("{}/{prefix}", std::net::Ipv4Addr::from(addr & mask));
+                let block: Cidr = text.parse().expect("valid");
+                prop_assert_eq!(block.to_string(), text);
+                prop_assert!(block.contains(IpAddr::V4((addr & mask).into())));
+            }
+
+            #[test]
+            fn values_never_panic(text in "\\PC{0,80}") {
+                let _ = text.parse::<RateSpec>();
+                let _ = text.parse::<LimitSetting>();
+                let _ = text.parse::<Cidr>();
+                let _ = parse_origin(&text);
+                let _ = text.parse::<LimitsStore>();
+                let _ = redact_url_password(&text);
+            }
+
+            /// A password in a store URL is refused, and neither the refusal nor the redacted
+            /// value shown with it repeats it.
+            #[test]
+            fn store_passwords_are_never_echoed(user in "[a-z]{0,8}", password in "[A-Za-z0-9]{6,30}", host in "[a-z]{1,10}") {
+                let url = format!("redis://{user}:{password}@{host}:6379/0");
+                let e = url.parse::<LimitsStore>().expect_err("a password");
+                prop_assert!(!e.contains(&password), "{}", e);
+                prop_assert!(!redact_url_password(&url).contains(&password));
+            }
+        }
+    }
 }

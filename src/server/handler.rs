@@ -687,3 +687,127 @@ pub async fn access_log(
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+    #[test]
+    fn params_from_query_json_and_form() {
+        let p = parse_params(b"", "expires_in_seconds=30&other=1", b"").expect("query");
+        assert_eq!(p.expires_in_seconds, Some(json!("30")));
+        let p = parse_params(
+            b"application/json",
+            "expires_in_seconds=30",
+            br#"{"expires_in_seconds": 20, "max_session_duration_seconds": 600, "x": [1]}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            (p.expires_in_seconds, p.max_session_duration_seconds),
+            (Some(json!(20)), Some(json!(600)))
+        );
+        let p = parse_params(
+            b"Application/X-WWW-Form-Urlencoded; charset=utf-8",
+            "",
+            b"expires_in_seconds=25",
+        )
+        .expect("form");
+        assert_eq!(p.expires_in_seconds, Some(json!("25")));
+        assert_eq!(
+            parse_params(b"", "", b" \n").expect("blank"),
+            Params::default()
+        );
+        for (content_type, body) in [
+            (&b""[..], &b"[1]"[..]),
+            (b"", b"expires_in_seconds: 5"),
+            (FORM, b"\xff"),
+        ] {
+            assert!(parse_params(content_type, "", body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn origins_are_compared_exactly_and_only_once() {
+        let listed = [HeaderValue::from_static("https://app.example.com")];
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&h, &listed), "no Origin: not a browser");
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(origin_allowed(&h, &listed));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com.evil"),
+        );
+        assert!(!origin_allowed(&h, &listed));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        h.append(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(!origin_allowed(&h, &listed), "two Origin headers");
+    }
+
+    proptest! {
+        /// Whatever a caller sends, parsing never panics, keeps only the two known names, and a
+        /// refusal says what a valid body looks like.
+        #[test]
+        fn token_params_never_panic(
+            content_type in proptest::collection::vec(any::<u8>(), 0..60),
+            query in "\\PC{0,200}",
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            form in any::<bool>(),
+        ) {
+            let content_type = if form { FORM.to_vec() } else { content_type };
+            match parse_params(&content_type, &query, &body) {
+                Ok(_) => {}
+                Err(message) => prop_assert!(
+                    message.contains("expires_in_seconds") || message.contains("UTF-8"),
+                    "{}", message
+                ),
+            }
+        }
+
+        /// A valid request round-trips to the lifetimes asked for (within the policy), and a
+        /// value the policy refuses is reported with the field's name.
+        #[test]
+        fn asked_lifetimes_round_trip(window in 5_u32..=60, session in 60_u32..=10_800, json in any::<bool>(), bad in "[a-z]{1,8}") {
+            let policy = LifetimePolicy::default();
+            let params = if json {
+                let body = json!({"expires_in_seconds": window, "max_session_duration_seconds": session});
+                parse_params(b"application/json", "", body.to_string().as_bytes())
+            } else {
+                let query = format!("expires_in_seconds={window}&max_session_duration_seconds={session}");
+                parse_params(b"", &query, b"")
+            }
+            .expect("valid");
+            let request = policy
+                .resolve(params.expires_in_seconds.as_ref(), params.max_session_duration_seconds.as_ref())
+                .expect("within the policy");
+            prop_assert_eq!(request.expires_in_seconds, window);
+            prop_assert_eq!(request.max_session_duration_seconds, Some(session));
+            let params = parse_params(b"", &format!("max_session_duration_seconds={bad}"), b"").expect("query");
+            let e = policy
+                .resolve(None, params.max_session_duration_seconds.as_ref())
+                .expect_err("not a number");
+            prop_assert!(e.contains("max_session_duration_seconds"), "{}", e);
+        }
+
+        #[test]
+        fn origins_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let listed = [HeaderValue::from_static("https://app.example.com")];
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let mut h = HeaderMap::new();
+                h.insert(header::ORIGIN, value.clone());
+                prop_assert_eq!(origin_allowed(&h, &listed), value == listed[0]);
+            }
+        }
+    }
+}
