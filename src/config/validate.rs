@@ -1010,4 +1010,66 @@ mod tests {
             .is_empty()
         );
     }
+
+    #[test]
+    fn server_section() {
+        let leak = |r: &mut RawConfig| r.server.limits_store = "redis://u:hunter2@h:6379/0".into();
+        assert_problem(
+            leak,
+            "`server.limits_store` = \"redis://u:REDACTED@h:6379/0\" (from the built-in defaults): \
+             must not hold a password",
+        );
+        assert!(problems(leak).iter().all(|m| !m.contains("hunter2")));
+        assert_problem(
+            |r| {
+                r.server.min_session_duration_seconds = 7200;
+                r.server.max_session_duration_seconds = 3600;
+            },
+            "`server.min_session_duration_seconds` = 7200 (from the built-in defaults): must not \
+             exceed `server.max_session_duration_seconds` (3600, from the built-in defaults)",
+        );
+        assert!(
+            problems(|r| r.server.min_session_duration_seconds = 10_800).is_empty(),
+            "equal bounds are fine"
+        );
+        assert_problem(
+            |r| r.server.tls_key = Some("/k.pem".into()),
+            "`server.tls_key` = \"/k.pem\" (from the built-in defaults): needs `server.tls_cert` too",
+        );
+        assert!(
+            problems(|r| {
+                r.server.tls_cert = Some("/c.pem".into());
+                r.server.tls_key = Some("/k.pem".into());
+            })
+            .is_empty()
+        );
+        assert_problem(
+            |r| r.server.global_rate_limit = "0/s".into(),
+            "the count must be at least 1",
+        );
+        assert_problem(
+            |r| r.server.request_timeout = "1h".into(),
+            "must be between 100ms and 10m",
+        );
+        assert_problem(
+            |r| r.server.limits_store_password_env = Some(String::new()),
+            "`server.limits_store_password_env` = \"\"",
+        );
+        let settings = |edit: fn(&mut RawConfig)| {
+            let mut raw = raw();
+            edit(&mut raw);
+            validate(raw, &Provenance::defaults_only_for_tests())
+                .expect("valid")
+                .server
+        };
+        let s = settings(|r| {
+            r.server.rate_limit = "off".into();
+            r.server.cors_origins = vec!["https://A.example/".into()];
+            r.server.listen = "[::1]:0".into();
+            r.server.auth = "none".into();
+        });
+        assert_eq!(s.rate_limit, None);
+        assert_eq!(s.cors_origins, ["https://a.example"]);
+        assert!(s.listen.ip().is_loopback());
+    }
 }
