@@ -483,6 +483,7 @@ async fn tls_with_a_ca_and_a_password() {
     let Some(redis) = RedisServer::start_with(&RedisOptions {
         password: Some("redis-password-0123456789".into()),
         tls: true,
+        args: Vec::new(),
     }) else {
         return;
     };
@@ -523,6 +524,57 @@ async fn tls_with_a_ca_and_a_password() {
             assert_eq!(statuses, [503, 503, 503], "{password} {}", ca.display());
             assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         }
+        running.shutdown().await;
+    }
+}
+
+/// The ACL user of docs/server.md (its exact permissions) is all the store needs; a key prefix
+/// outside the user's pattern is refused by Redis, so the ACL is really in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_user_suffices() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/server.md"))
+        .expect("docs/server.md");
+    let rule = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("user aai-live "))
+        .expect("the ACL line in docs/server.md")
+        .replace(">CHANGE-ME", ">acl-password-0123456789");
+    let mut args = vec!["--user".to_owned(), "aai-live".to_owned()];
+    args.extend(rule.split_whitespace().map(str::to_owned));
+    let Some(redis) = RedisServer::start_with(&RedisOptions {
+        args,
+        ..RedisOptions::default()
+    }) else {
+        return;
+    };
+    let emu = common::start(common::config()).await;
+    let url = format!("redis://aai-live@127.0.0.1:{}/0", redis.port());
+    for (prefix, want) in [
+        ("aai-live", [200, 200, 429]),
+        ("elsewhere", [503, 503, 503]),
+    ] {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), bearer());
+        config.client_limit = Some("2/h".parse().expect("spec"));
+        config.limits = StoreConfig {
+            password: Some("acl-password-0123456789".to_owned().into()),
+            prefix: prefix.to_owned(),
+            ..StoreConfig::redis(&url).expect("URL")
+        };
+        let running = server::start(config, provider(&emu.token_url()))
+            .await
+            .expect("starts");
+        let http = http();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let base = running.base_url();
+            statuses.push(
+                ask(&http, &base, "alice", credential("alice"))
+                    .await
+                    .status
+                    .as_u16(),
+            );
+        }
+        assert_eq!(statuses, want, "prefix {prefix}");
         running.shutdown().await;
     }
 }

@@ -26,6 +26,8 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// Serve TLS only (a CA and a certificate for 127.0.0.1 are generated with openssl).
     pub tls: bool,
+    /// More configuration, as `redis-server` arguments (`--user`, ...).
+    pub args: Vec<String>,
 }
 
 /// A running `redis-server` child.
@@ -107,6 +109,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id (for CPU accounting), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The CA that signed a TLS server's certificate.
@@ -202,6 +209,7 @@ impl RedisServer {
         if let Some(password) = &self.options.password {
             cmd.args(["--requirepass", password]);
         }
+        cmd.args(&self.options.args);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
