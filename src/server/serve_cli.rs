@@ -27,21 +27,21 @@ use crate::config::{Choice, Cidr, Config, LimitsStore, ServerAuth, ServerSetting
 use crate::listener::TlsArgs;
 use crate::provider::{self, TokenProvider};
 
-/// Options of `aai-live serve`. Each overrides the `[server]` key its help names; without the
-/// flag, the configuration's value (config/default.toml has the defaults) applies.
+/// Options of `aai-live serve`. Each flag given overrides its `[server]` key (the table is in
+/// docs/server.md, "All flags"); without the flag the configuration's value applies, so the
+/// flags have no clap defaults (config/default.toml holds them). The help of the flags that
+/// existed before the `[server]` section is unchanged but for the "[default: ...]" dropped.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (server.listen). Port 0 picks a free port; the first stdout line
-    /// tells which.
+    /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Credentials file: one client per line, "name:sha256hex" (server.credentials; docs/server.md).
+    /// Credentials file: one client per line, "name:sha256hex" (docs/server.md).
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
 
-    /// Serve anyone who can connect, as the client "anonymous" (server.auth = "none"; loopback
-    /// addresses only).
+    /// Serve anyone who can connect, as the client "anonymous" (loopback addresses only).
     #[arg(long, conflicts_with = "credentials")]
     pub no_auth: bool,
 
@@ -50,41 +50,38 @@ pub struct ServeArgs {
     pub hash_credential: bool,
 
     /// Redemption window given to each token, in seconds: the default, and the longest a caller
-    /// may get (1-600; server.expires_in_seconds).
+    /// may get (1-600).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
     pub expires_in: Option<u32>,
 
-    /// Shortest window a caller may ask for, in seconds (server.min_expires_in_seconds).
+    /// Shortest window a caller may ask for, in seconds.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
     pub min_expires_in: Option<u32>,
 
     /// Session limit of each token, in seconds: the default, and the longest a caller may get
-    /// (60-10800; server.max_session_duration_seconds).
+    /// (60-10800).
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(60..=10_800))]
     pub max_session_duration: Option<u32>,
 
-    /// Shortest session limit a caller may ask for, in seconds
-    /// (server.min_session_duration_seconds).
+    /// Shortest session limit a caller may ask for, in seconds.
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(60..=10_800))]
     pub min_session_duration: Option<u32>,
 
-    /// Token requests per client, e.g. "30/min", "5/s", or "off" (server.rate_limit).
+    /// Token requests per client, e.g. "30/min", "5/s", or "off".
     #[arg(long, value_name = "RATE")]
     pub rate_limit: Option<LimitSetting>,
 
-    /// Token requests of all clients together, or "off" (server.global_rate_limit).
+    /// Token requests of all clients together, or "off".
     #[arg(long, value_name = "RATE")]
     pub global_rate_limit: Option<LimitSetting>,
 
-    /// Refused requests (bad credentials, foreign origins) per client address, or "off"
-    /// (server.refusal_limit).
+    /// Refused requests (bad credentials, foreign origins) per client address, or "off".
     #[arg(long, value_name = "RATE")]
     pub refusal_limit: Option<LimitSetting>,
 
-    /// Browser origin allowed to call /token (repeatable), e.g. https://app.example.com
-    /// (server.cors_origins).
+    /// Browser origin allowed to call /token (repeatable), e.g. https://app.example.com.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
 
@@ -109,12 +106,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
 
-    /// Upper bound for answering one token request, upstream retry included
-    /// (server.request_timeout).
+    /// Upper bound for answering one token request, upstream retry included.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Option<Duration>,
 
-    /// Upstream requests under way at once; more are answered 503 (server.max_in_flight).
+    /// Upstream requests under way at once; more are answered 503.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: Option<u32>,
 
@@ -126,7 +122,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
-    /// Serve /metrics to every address, not only loopback (server.public_metrics).
+    /// Serve /metrics to every address, not only loopback.
     #[arg(long)]
     pub public_metrics: bool,
 
