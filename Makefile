@@ -10,8 +10,10 @@ KEY ?= local-test-key
 
 .PHONY: deps sdk-venv demo emulate test lint
 
-## System packages: ALSA headers for the microphone (cpal), openssl for the TLS test's
-## certificate, python3-venv for the SDK interop test, tmux for the dashboard's terminal test.
+## System packages: ALSA headers for the microphone (cpal), openssl for the TLS tests'
+## certificates, python3-venv for the SDK interop test, tmux for the dashboard's terminal test,
+## redis-server for the token server's shared-limits tests (they start their own instances on
+## free loopback ports; the package's own daemon is not used).
 deps:
 	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
 	@missing=""; \
@@ -19,6 +21,7 @@ deps:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

@@ -1,14 +1,21 @@
 //! Load benchmark of `aai-live serve`: `/token` throughput and p50/p99 latency on loopback with
-//! the emulator as the upstream, in three set-ups: no rate limiting, rate limits that never bind
-//! (the limiter's cost), and a per-client limit that refuses most requests (the cost of a
-//! refusal). It prints figures; it is not a pass/fail test.
+//! the emulator as the upstream. Saturation set-ups: no rate limiting; rate limits that never
+//! bind, in memory and in Redis (what the limiter and the shared store cost); a per-client limit
+//! that refuses most requests, in memory and in Redis (the cost of a refusal). Then latency at a
+//! fixed request rate, memory against Redis, to read the latency one Redis round trip adds; the
+//! memory limiter alone; and the Redis store's decisions alone. It prints figures; it is not a
+//! pass/fail test.
 //!
-//! `cargo bench --bench server` (see docs/benchmarks.md). The emulator and the server run as
-//! separate processes (the bench-profile binary), so each one's CPU can be read from /proc.
+//! `cargo bench --bench server` (see docs/benchmarks.md). The emulator, the server and
+//! redis-server (started on a free loopback port, as the tests do; skipped with a message when
+//! it is not installed) run as separate processes, so each one's CPU can be read from /proc.
 //! Environment: `BENCH_SECONDS` (10, per set-up), `BENCH_CLIENT` (`wrk` or `reqwest`; default
-//! wrk when on PATH). Arguments after `--`: `off`, `on`, `binding`, `limiter` to run only those parts.
+//! wrk when on PATH), `BENCH_RATE` (2000, the fixed rate). Arguments after `--`: `off`, `on`,
+//! `on-redis`, `binding`, `binding-redis`, `latency`, `limiter`, `store` to run only those parts.
 
 mod common;
+#[path = "../tests/common/redis.rs"]
+mod redis_server;
 
 use common::{clk_tck, group, system_ticks};
 
@@ -16,6 +23,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use redis_server::RedisServer;
 use tokio::task::JoinSet;
 
 const KEY: &str = "bench-key";
@@ -73,31 +81,112 @@ impl Client {
     }
 }
 
-/// One set-up: a name for `--` selection, a label, and the `serve` flags.
-const SETUPS: [(&str, &str, &[&str]); 3] = [
-    (
-        "off",
-        "no rate limiting",
-        &["--rate-limit", "off", "--global-rate-limit", "off"],
-    ),
-    (
-        "on",
-        "rate limits on, never binding",
-        &[
-            "--rate-limit",
-            "1000000/s",
-            "--global-rate-limit",
-            "1000000/s",
-        ],
-    ),
-    (
-        "binding",
-        "per-client limit 100/s, binding",
-        &["--rate-limit", BINDING_LIMIT, "--global-rate-limit", "off"],
-    ),
+/// One set-up: a name for `--` selection, a label, the `serve` flags, and whether its limits
+/// live in Redis.
+struct Setup {
+    id: &'static str,
+    label: &'static str,
+    flags: &'static [&'static str],
+    redis: bool,
+}
+
+const NEVER_BINDING: &[&str] = &[
+    "--rate-limit",
+    "1000000/s",
+    "--global-rate-limit",
+    "1000000/s",
+];
+const BINDING: &[&str] = &["--rate-limit", BINDING_LIMIT, "--global-rate-limit", "off"];
+
+const SETUPS: [Setup; 5] = [
+    Setup {
+        id: "off",
+        label: "no rate limiting",
+        flags: &["--rate-limit", "off", "--global-rate-limit", "off"],
+        redis: false,
+    },
+    Setup {
+        id: "on",
+        label: "rate limits on, never binding, memory store",
+        flags: NEVER_BINDING,
+        redis: false,
+    },
+    Setup {
+        id: "on-redis",
+        label: "rate limits on, never binding, Redis store",
+        flags: NEVER_BINDING,
+        redis: true,
+    },
+    Setup {
+        id: "binding",
+        label: "per-client limit 100/s, binding, memory store",
+        flags: BINDING,
+        redis: false,
+    },
+    Setup {
+        id: "binding-redis",
+        label: "per-client limit 100/s, binding, Redis store",
+        flags: BINDING,
+        redis: true,
+    },
 ];
 
+/// The processes of one set-up: a fresh emulator (it keeps every token it mints for ten
+/// minutes, and its token map growing, and rehashing under its lock, would show in the next
+/// set-up's tail latency: docs/benchmarks.md, the emulator's token endpoint) and a server.
+struct Stack {
+    emulator: Proc,
+    serve: Proc,
+}
+
+fn stack(
+    home: &std::path::Path,
+    credentials: &str,
+    flags: &[&str],
+    store: Option<(&str, &str)>,
+) -> Result<Stack, String> {
+    let emulator = Proc::start(
+        "emulator",
+        &["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY],
+        "aai-live emulator listening on http://127.0.0.1:",
+        home,
+        &[],
+    )
+    .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    let upstream = format!("http://127.0.0.1:{}", emulator.port);
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--credentials",
+        credentials,
+        "--upstream",
+        &upstream,
+        "--key-env",
+        "BENCH_AAI_KEY",
+        "--max-in-flight",
+        "1024",
+    ];
+    args.extend_from_slice(flags);
+    // A store of its own per set-up: a fresh key prefix, so no set-up inherits spent budgets.
+    let mut env = Vec::new();
+    if let Some((url, prefix)) = store {
+        args.extend_from_slice(&["--limits-store", url]);
+        env.push(("AAI_LIVE__SERVER__LIMITS_STORE_PREFIX", prefix));
+    }
+    let serve = Proc::start(
+        "serve",
+        &args,
+        "aai-live serve listening on http://127.0.0.1:",
+        home,
+        &env,
+    )
+    .map_err(|e| format!("cannot start aai-live serve: {e}"))?;
+    Ok(Stack { emulator, serve })
+}
+
 async fn run(window: Duration, client: Client, only: &[String]) -> ExitCode {
+    let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
     let home = tempfile::tempdir().expect("temp dir");
     let credentials = home.path().join("credentials");
     std::fs::write(
@@ -105,70 +194,77 @@ async fn run(window: Duration, client: Client, only: &[String]) -> ExitCode {
         format!("bench:{}\n", aai_live::server::hash_credential(CREDENTIAL)),
     )
     .expect("write the credentials file");
+    let credentials = credentials.display().to_string();
     let clk_tck = clk_tck();
+    let redis_wanted =
+        SETUPS.iter().any(|s| s.redis && wanted(s.id)) || wanted("latency") || wanted("store");
+    let redis = if redis_wanted {
+        RedisServer::start()
+    } else {
+        None
+    };
     println!(
         "server benchmark: GET /token with a bearer credential, {CONNECTIONS} keep-alive \
          connections for {} s per set-up ({}); upstream: a fresh emulator per set-up; serve, \
-         the emulator and the load generator share the machine's {} cores",
+         the emulator, redis-server and the load generator share the machine's {} cores",
         window.as_secs(),
         client.name(),
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
     let mut summary = Vec::new();
-    for (id, label, flags) in SETUPS {
-        if !only.is_empty() && !only.iter().any(|o| o == id) {
+    for setup in &SETUPS {
+        if !wanted(setup.id) {
             continue;
         }
-        // A fresh emulator per set-up: it keeps every token it mints for ten minutes, and its
-        // token map growing (and rehashing under its lock) would show up in the next set-up's
-        // tail latency (docs/benchmarks.md, the emulator's token endpoint).
-        let emulator = match Proc::start(
-            "emulator",
-            &["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY],
-            "aai-live emulator listening on http://127.0.0.1:",
-            home.path(),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                println!("cannot start the emulator: {e}");
-                return ExitCode::FAILURE;
+        let store = match (&redis, setup.redis) {
+            (_, false) => None,
+            (Some(redis), true) => Some(redis.url()),
+            (None, true) => {
+                summary.push(format!("{}: skipped (no redis-server)", setup.label));
+                continue;
             }
         };
-        let upstream = format!("http://127.0.0.1:{}", emulator.port);
-        let credentials = credentials.display().to_string();
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--credentials",
-            &credentials,
-            "--upstream",
-            &upstream,
-            "--key-env",
-            "BENCH_AAI_KEY",
-            "--max-in-flight",
-            "1024",
-        ];
-        args.extend_from_slice(flags);
-        let serve = match Proc::start(
-            "serve",
-            &args,
-            "aai-live serve listening on http://127.0.0.1:",
+        let stack = match stack(
             home.path(),
+            &credentials,
+            setup.flags,
+            store.as_deref().map(|url| (url, setup.id)),
         ) {
-            Ok(p) => p,
+            Ok(stack) => stack,
             Err(e) => {
-                println!("cannot start aai-live serve: {e}");
+                println!("{e}");
                 return ExitCode::FAILURE;
             }
         };
         println!();
-        println!("--- {label} ---");
-        let line = setup_run(&serve, &emulator, window, client, clk_tck).await;
-        summary.push(format!("{label}: {line}"));
+        println!("--- {} ---", setup.label);
+        let redis_pid = if setup.redis {
+            redis.as_ref().and_then(RedisServer::pid)
+        } else {
+            None
+        };
+        let line = setup_run(
+            &stack.serve,
+            &stack.emulator,
+            redis_pid,
+            window,
+            client,
+            clk_tck,
+        )
+        .await;
+        summary.push(format!("{}: {line}", setup.label));
     }
-    if only.is_empty() || only.iter().any(|o| o == "limiter") {
+    if wanted("latency") {
+        summary.extend(latency(home.path(), &credentials, redis.as_ref(), window).await);
+    }
+    if wanted("limiter") {
         summary.push(limiter_cost());
+    }
+    if wanted("store") {
+        match &redis {
+            Some(redis) => summary.push(store_cost(&redis.url()).await),
+            None => summary.push("Redis store alone: skipped (no redis-server)".into()),
+        }
     }
     println!();
     println!("=== summary ===");
@@ -181,6 +277,7 @@ async fn run(window: Duration, client: Client, only: &[String]) -> ExitCode {
 async fn setup_run(
     serve: &Proc,
     emulator: &Proc,
+    redis: Option<u32>,
     window: Duration,
     client: Client,
     clk_tck: u64,
@@ -189,11 +286,13 @@ async fn setup_run(
     let metrics_url = format!("http://127.0.0.1:{}/metrics", serve.port);
     // A short warm-up fills the upstream connection pool.
     let _ = load(Client::Reqwest, &url, Duration::from_millis(300)).await;
+    let redis_ticks = || redis.map_or(0, ticks);
     let before = (
         responses(&metrics_url).await,
         serve.ticks(),
         emulator.ticks(),
         Instant::now(),
+        redis_ticks(),
     );
     let machine_before = system_ticks();
     let result = load(client, &url, window).await;
@@ -202,6 +301,7 @@ async fn setup_run(
         serve.ticks(),
         emulator.ticks(),
         Instant::now(),
+        redis_ticks(),
     );
     let machine_after = system_ticks();
     let result = match result {
@@ -221,9 +321,12 @@ async fn setup_run(
         .saturating_sub(before.0.total())
         .saturating_sub(ok + limited);
     let ms = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2} ms"));
+    let redis_cpu = redis.map_or_else(String::new, |_| {
+        format!(", redis-server {:.0}%", cpu(before.4, after.4))
+    });
     let line = format!(
         "{} req/s, p50 {}, p99 {}; {} × 200 ({} tokens/s), {} × 429, {} other, {} transport errors; \
-         serve CPU {:.0}% of one core, emulator {:.0}%, machine {:.0}% busy",
+         serve CPU {:.0}% of one core, emulator {:.0}%{redis_cpu}, machine {:.0}% busy",
         group(result.requests_per_s),
         ms(result.p50_ms),
         ms(result.p99_ms),
@@ -240,6 +343,220 @@ async fn setup_run(
             _ => f64::NAN,
         },
     );
+    println!("{line}");
+    line
+}
+
+/// Latency at a fixed request rate (the bench's own open-loop client), limits on and never
+/// binding, in memory and then in Redis, each on a fresh emulator and server: the difference is
+/// what one Redis round trip per request adds.
+async fn latency(
+    home: &std::path::Path,
+    credentials: &str,
+    redis: Option<&RedisServer>,
+    window: Duration,
+) -> Vec<String> {
+    let rate = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(2000);
+    let mut lines = Vec::new();
+    let mut measured = Vec::new();
+    let url = redis.map(RedisServer::url);
+    for (label, store) in [
+        ("memory store", None),
+        ("Redis store", url.as_deref().map(|url| (url, "latency"))),
+    ] {
+        if label == "Redis store" && store.is_none() {
+            lines.push(format!(
+                "fixed {rate} req/s, Redis store: skipped (no redis-server)"
+            ));
+            continue;
+        }
+        let stack = match stack(home, credentials, NEVER_BINDING, store) {
+            Ok(stack) => stack,
+            Err(e) => {
+                lines.push(format!("fixed {rate} req/s, {label}: {e}"));
+                continue;
+            }
+        };
+        let url = format!("http://127.0.0.1:{}/token", stack.serve.port);
+        let _ = load(Client::Reqwest, &url, Duration::from_millis(300)).await;
+        println!();
+        println!("--- fixed {rate} req/s, {label} ---");
+        let result = fixed_rate(&url, rate, window).await;
+        let line = format!("fixed {rate} req/s, {label}: {}", result.describe());
+        println!("{line}");
+        lines.push(line);
+        measured.push(result);
+        drop(stack);
+    }
+    if let [memory, redis] = &measured[..] {
+        let added = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b)
+                .map_or_else(|| "?".to_owned(), |(a, b)| format!("{:+.3} ms", b - a))
+        };
+        lines.push(format!(
+            "fixed {rate} req/s, added by the Redis store: p50 {}, p90 {}, p99 {}",
+            added(memory.percentile(0.50), redis.percentile(0.50)),
+            added(memory.percentile(0.90), redis.percentile(0.90)),
+            added(memory.percentile(0.99), redis.percentile(0.99)),
+        ));
+    }
+    lines
+}
+
+/// Latencies of requests sent at fixed times.
+struct FixedRate {
+    rate: u32,
+    /// Microseconds, sorted.
+    latencies: Vec<u32>,
+    errors: u64,
+    /// The furthest a request was sent behind its schedule (the client keeping up).
+    worst_lag: Duration,
+}
+
+impl FixedRate {
+    fn percentile(&self, p: f64) -> Option<f64> {
+        (!self.latencies.is_empty()).then(|| {
+            let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+            f64::from(self.latencies[i]) / 1000.0
+        })
+    }
+
+    fn describe(&self) -> String {
+        let ms = |p| {
+            self.percentile(p)
+                .map_or_else(|| "?".to_owned(), |v| format!("{v:.3} ms"))
+        };
+        format!(
+            "p50 {}, p90 {}, p99 {}, p99.9 {}, max {}; {} requests ({} req/s asked), {} errors; \
+             sends at most {:.2} ms behind schedule",
+            ms(0.50),
+            ms(0.90),
+            ms(0.99),
+            ms(0.999),
+            ms(1.0),
+            self.latencies.len(),
+            self.rate,
+            self.errors,
+            self.worst_lag.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// Send one request every `1/rate` s for `window` (open loop: a slow answer does not delay the
+/// next request), each on its own task over a shared keep-alive pool, and time each from its
+/// send to the end of its answer.
+async fn fixed_rate(url: &str, rate: u32, window: Duration) -> FixedRate {
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let interval = Duration::from_secs(1) / rate;
+    let count = (window.as_secs_f64() * f64::from(rate)) as u32;
+    let started = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut latencies = Vec::with_capacity(count as usize);
+    let mut errors = 0;
+    let mut worst_lag = Duration::ZERO;
+    let mut reap = |joined: Result<Option<u32>, tokio::task::JoinError>| match joined {
+        Ok(Some(us)) => latencies.push(us),
+        _ => errors += 1,
+    };
+    for i in 0..count {
+        let scheduled = started + interval * i;
+        tokio::time::sleep_until(scheduled).await;
+        worst_lag = worst_lag.max(scheduled.elapsed());
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let response = client.get(&url).bearer_auth(CREDENTIAL).send().await.ok()?;
+            let ok = response.status().is_success();
+            response.bytes().await.ok()?;
+            ok.then(|| sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
+        });
+        while let Some(joined) = tasks.try_join_next() {
+            reap(joined);
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        reap(joined);
+    }
+    latencies.sort_unstable();
+    FixedRate {
+        rate,
+        latencies,
+        errors,
+        worst_lag,
+    }
+}
+
+/// The Redis store's decisions alone, in process: one client's and the global budget per
+/// decision (what `/token` asks), one at a time (the round trip) and 64 at once (what one
+/// connection carries).
+async fn store_cost(url: &str) -> String {
+    use aai_live::server::limit::Gcra;
+    use aai_live::server::redis_store::{Budget, RedisStore};
+    use std::sync::Arc;
+    const SEQUENTIAL: u32 = 20_000;
+    const TASKS: usize = 64;
+    const EACH: usize = 2_000;
+    let metrics = aai_live::server::metrics::Metrics::new(&[]);
+    let store = match RedisStore::new(
+        &url.parse().expect("url"),
+        None,
+        None,
+        Duration::from_secs(2),
+        aai_live::config::StoreFailure::Closed,
+        metrics.store(),
+    ) {
+        Ok(store) => Arc::new(store),
+        Err(e) => return format!("Redis store alone: {e}"),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    store.start(cancel.clone()).await;
+    let spec: aai_live::server::RateSpec = "1000000/s".parse().expect("spec");
+    let budgets = Arc::new([
+        Budget {
+            key: "store-bench:client:bench".into(),
+            gcra: Gcra::new(spec),
+        },
+        Budget {
+            key: "store-bench:global".into(),
+            gcra: Gcra::new(spec),
+        },
+    ]);
+    let started = Instant::now();
+    for _ in 0..SEQUENTIAL {
+        let _ = store.decide(&budgets[..]).await;
+    }
+    let one = started.elapsed() / SEQUENTIAL;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..TASKS {
+        let (store, budgets) = (Arc::clone(&store), Arc::clone(&budgets));
+        tasks.spawn(async move {
+            for _ in 0..EACH {
+                let _ = store.decide(&budgets[..]).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let per_second = (TASKS * EACH) as f64 / started.elapsed().as_secs_f64();
+    cancel.cancel();
+    let line = format!(
+        "Redis store alone: {:.0} µs per decision one at a time (the round trip), {} decisions/s \
+         with {TASKS} at once over its one connection; each decision is one round trip (the \
+         client's and the global budget in one script)",
+        one.as_secs_f64() * 1e6,
+        group(per_second)
+    );
+    println!();
+    println!("--- Redis store alone ---");
     println!("{line}");
     line
 }
@@ -402,9 +719,11 @@ impl Proc {
         args: &[&str],
         first_line: &str,
         home: &std::path::Path,
+        env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
             .args(args)
+            .envs(env.iter().copied())
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join("config"))
             .env("XDG_DATA_HOME", home.join("data"))
@@ -448,23 +767,28 @@ impl Proc {
 
     /// User + system CPU ticks.
     fn ticks(&self) -> u64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return 0;
-        };
-        // The command name may hold spaces and parentheses: fields count from the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            return 0;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
-        field(11) + field(12)
+        ticks(self.pid)
     }
+}
+
+/// User + system CPU ticks of process `pid`.
+fn ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    field(11) + field(12)
 }
 
 impl Drop for Proc {

@@ -15,7 +15,8 @@
 //!
 //! The submodules import each other in one direction only ("A ← B": B imports A):
 //! `types` ← `raw` ← `validate` ← `load`, with `provenance` (which layer set a key) under both
-//! `validate` and `load`; `keys`, `paths` and `schema` are leaves. `types` reads nothing of the
+//! `validate` and `load`; `keys`, `paths`, `schema` and `server` (the `[server]` section's value
+//! types: rates, CIDRs, origins, the limits store's URL) are leaves. `types` reads nothing of the
 //! loader: `Config::default()` is plain values, checked against `default.toml` by a test.
 //!
 //! Of the crate's other modules `config` uses only `files` (the config file's size cap) and
@@ -33,6 +34,7 @@ pub mod paths;
 mod provenance;
 mod raw;
 mod schema;
+mod server;
 mod types;
 mod validate;
 
@@ -42,10 +44,15 @@ use std::path::{Path, PathBuf};
 
 pub use keys::{KEY_SYNTAX, KeyCode, KeySpec, Modifiers};
 pub use load::{EnvSource, LoadOptions, Loaded, load, secret_file_warning};
+pub use server::{
+    Cidr, LimitSetting, LimitsStore, RateSpec, RateSpecError, RedisAddress, parse_origin,
+    redact_url_password,
+};
 pub use types::{
     ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec, KeysConfig,
-    LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, SessionConfig,
-    StdinFormat, StreamingConfig, TestSignal, Theme, TranscriptConfig, TranscriptFormat, UiConfig,
+    LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, ServerAuth,
+    ServerSettings, SessionConfig, StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme,
+    TranscriptConfig, TranscriptFormat, UiConfig,
 };
 
 /// The built-in defaults and the reference for every key: the lowest layer, printed by

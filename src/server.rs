@@ -4,8 +4,10 @@
 //!
 //! AssemblyAI's browser example leaves the hardening as advice; here it is built in:
 //! authentication by named bearer credentials stored as hashes ([`auth`]), rate limits per client
-//! and global ([`limit`]), a lifetime policy callers can only shorten ([`policy`]), a CORS
-//! allow-list, request size and time limits, JSON errors, an upstream with a retry and bounded
+//! and global ([`limit`]) kept in memory or, for several replicas, in Redis ([`store`],
+//! [`redis_store`]), a lifetime policy callers can only shorten ([`policy`]), a CORS allow-list,
+//! strict `Host` checks ([`host`]), client addresses from trusted proxies only ([`forwarded`]),
+//! request size, time and connection limits, JSON errors, an upstream with a retry and bounded
 //! concurrency ([`upstream`]), Prometheus metrics ([`metrics`]) and an access log without
 //! secrets ([`handler`]). Optional TLS; graceful shutdown. See `docs/server.md`.
 //!
@@ -13,14 +15,20 @@
 //! `aai-live serve` command line.
 
 pub mod auth;
+pub mod forwarded;
 pub mod handler;
+pub mod host;
 pub mod limit;
 pub mod metrics;
 pub mod policy;
+pub mod redis_store;
 pub mod serve_cli;
+pub mod store;
 pub mod upstream;
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +41,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use auth::{Auth, Credentials, CredentialsError, hash_credential};
 pub use limit::{LimitSetting, RateSpec};
 pub use policy::LifetimePolicy;
+pub use store::StoreConfig;
 pub use upstream::RetryPolicy;
 
+use crate::config::{Cidr, ServerSettings};
 use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
 use crate::provider::{ProviderError, TokenProvider};
 use handler::ServerState;
-use limit::Limiter;
 use metrics::Metrics;
+use redis_store::StoreError;
+use store::Limits;
 
 /// Everything the server can be told. [`ServerConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -70,39 +81,93 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// How long shutdown waits for requests under way.
     pub shutdown_grace: Duration,
+    /// Connections open at once; more are closed as they arrive. `None`: no cap.
+    pub max_connections: Option<usize>,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers, proxies).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Where the budgets live, and what happens when that store cannot be reached.
+    pub limits: StoreConfig,
 }
 
-/// Defaults, shared with the command line.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
-pub const DEFAULT_CLIENT_LIMIT: &str = "30/min";
-pub const DEFAULT_GLOBAL_LIMIT: &str = "300/min";
-pub const DEFAULT_REFUSAL_LIMIT: &str = "10/min";
+/// Largest request body accepted by default.
 pub const DEFAULT_MAX_BODY: usize = 4096;
 
+/// Largest file `serve` reads (credentials, a CA certificate): far above any real one, and a
+/// bound on what a wrong path (`/dev/zero`, a log) can make the server allocate.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 impl ServerConfig {
-    /// The defaults: 60 s windows, 30/min per client, 300/min in all, 10 refusals/min per
-    /// address, 30 s per request, 10 s for headers, 4 KiB bodies, 64 upstream requests at once,
+    /// The defaults of `[server]` in config/default.toml (60 s windows, 30/min per client,
+    /// 300/min in all, 10 refusals/min per address, 30 s per request, 64 upstream requests and
+    /// 512 connections at once, limits in memory), 10 s for headers and bodies, 4 KiB bodies,
     /// one retry.
     pub fn new(listen: SocketAddr, auth: Auth) -> Self {
-        let spec = |s: &str| s.parse::<RateSpec>().ok();
         Self {
             listen,
-            auth,
-            policy: LifetimePolicy::default(),
-            client_limit: spec(DEFAULT_CLIENT_LIMIT),
-            global_limit: spec(DEFAULT_GLOBAL_LIMIT),
-            refusal_limit: spec(DEFAULT_REFUSAL_LIMIT),
-            cors_origins: Vec::new(),
-            request_timeout: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(10),
-            max_body: DEFAULT_MAX_BODY,
-            max_in_flight: 64,
-            retry: RetryPolicy::default(),
-            tls: None,
-            public_metrics: false,
-            shutdown_grace: Duration::from_secs(10),
+            ..Self::from_settings(&ServerSettings::default(), auth)
         }
     }
+
+    /// The configuration `[server]` describes, with `auth` (the credentials file read) and the
+    /// limits store's password left unset (the caller reads it).
+    pub fn from_settings(settings: &ServerSettings, auth: Auth) -> Self {
+        Self {
+            listen: settings.listen,
+            auth,
+            policy: LifetimePolicy {
+                expires_in: settings.expires_in_seconds,
+                min_expires_in: settings.min_expires_in_seconds,
+                max_session: settings.max_session_duration_seconds,
+                min_session: settings.min_session_duration_seconds,
+            },
+            client_limit: settings.rate_limit,
+            global_limit: settings.global_rate_limit,
+            refusal_limit: settings.refusal_limit,
+            cors_origins: settings.cors_origins.clone(),
+            request_timeout: settings.request_timeout,
+            header_timeout: Duration::from_secs(10),
+            max_body: DEFAULT_MAX_BODY,
+            max_in_flight: settings.max_in_flight as usize,
+            retry: RetryPolicy::default(),
+            tls: match (&settings.tls_cert, &settings.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            public_metrics: settings.public_metrics,
+            shutdown_grace: settings.request_timeout,
+            max_connections: Some(settings.max_connections as usize),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            limits: StoreConfig {
+                store: settings.limits_store.clone(),
+                failure: settings.limits_store_failure,
+                password: None,
+                ca: settings.limits_store_ca.clone(),
+                prefix: settings.limits_store_prefix.clone(),
+                timeout: settings.limits_store_timeout,
+            },
+        }
+    }
+}
+
+/// Read a whole file of at most [`MAX_FILE_BYTES`]; a larger one is an error, not an allocation.
+pub fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: is it the right file?",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +180,8 @@ pub enum ServerError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -185,22 +252,32 @@ pub async fn start(
             config.listen
         )));
     }
-    if config.max_in_flight == 0 || config.max_body == 0 {
+    if config.max_in_flight == 0 || config.max_body == 0 || config.max_connections == Some(0) {
         return Err(ServerError::InvalidConfig(
-            "max_in_flight and max_body must be at least 1".into(),
+            "max_in_flight, max_body and max_connections must be at least 1".into(),
         ));
     }
     let origins = parse_origins(&config.cors_origins)?;
-    let state = Arc::new(build_state(&config, upstream, origins.clone()));
+    let state = Arc::new(build_state(&config, upstream, origins.clone())?);
     let app = router(Arc::clone(&state), &origins);
 
+    // The store's watcher stops with the listener.
+    let cancel = CancellationToken::new();
+    state.limits.start(cancel.clone()).await;
     let options = ListenOptions {
         tls: config.tls.clone(),
         header_timeout: Some(config.header_timeout),
         shutdown_grace: config.shutdown_grace,
+        connection_limit: config.max_connections.map(listener::ConnectionLimit::new),
         ..ListenOptions::new("token server")
     };
-    let listener = listener::serve(config.listen, app, options, CancellationToken::new()).await?;
+    let listener = match listener::serve(config.listen, app, options, cancel.clone()).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            cancel.cancel();
+            return Err(e.into());
+        }
+    };
     tokio::spawn(forget_idle_keys(
         Arc::clone(&state),
         listener.cancel_token(),
@@ -213,6 +290,7 @@ pub async fn start(
             Auth::None => "none".to_owned(),
             Auth::Bearer(c) => format!("bearer ({} clients)", c.len()),
         },
+        limits_store = %config.limits.store,
         "token server listening"
     );
     Ok(RunningServer {
@@ -231,14 +309,7 @@ async fn forget_idle_keys(state: Arc<ServerState>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = sweep.tick() => {
-                if let Some(limiter) = &state.refusal_limit {
-                    limiter.retain_recent();
-                }
-                if let Some(limiter) = &state.client_limit {
-                    limiter.retain_recent();
-                }
-            }
+            _ = sweep.tick() => state.limits.retain_recent(),
         }
     }
 }
@@ -247,32 +318,41 @@ fn build_state(
     config: &ServerConfig,
     upstream: Arc<dyn TokenProvider>,
     origins: Vec<HeaderValue>,
-) -> ServerState {
+) -> Result<ServerState, ServerError> {
     let anonymous: Arc<str> = Arc::from(auth::ANONYMOUS);
     let clients: Vec<Arc<str>> = match &config.auth {
         Auth::None => vec![anonymous],
         Auth::Bearer(credentials) => credentials.names().cloned().collect(),
     };
-    ServerState {
+    let metrics = Metrics::new(&clients);
+    let limits = Limits::new(
+        config.client_limit,
+        config.global_limit,
+        config.refusal_limit,
+        &config.limits,
+        &metrics,
+    )?;
+    Ok(ServerState {
         auth: config.auth.clone(),
         policy: config.policy,
-        client_limit: config.client_limit.map(Limiter::new),
-        global_limit: config.global_limit.map(Limiter::new),
-        refusal_limit: config.refusal_limit.map(Limiter::new),
+        limits,
         origins,
         loopback_hosts_only: matches!(config.auth, Auth::None),
+        trusted_proxies: config.trusted_proxies.clone(),
         request_timeout: config.request_timeout,
+        body_timeout: config.header_timeout,
         max_body: config.max_body,
         upstream: upstream::Upstream::new(upstream, config.max_in_flight, config.retry),
-        metrics: Metrics::new(&clients),
+        metrics,
         public_metrics: config.public_metrics,
-    }
+    })
 }
 
 fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
     let mut router = Router::new()
         .route("/token", get(handler::token).post(handler::token))
         .route("/healthz", get(handler::healthz))
+        .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed);
@@ -299,33 +379,16 @@ fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
         .with_state(state)
 }
 
-/// Origins as browsers send them: `scheme://host[:port]`, nothing after.
+/// Origins as browsers send them: `scheme://host[:port]`, nothing after (the rule of
+/// `server.cors_origins`, also applied to a configuration built in code).
 fn parse_origins(origins: &[String]) -> Result<Vec<HeaderValue>, ServerError> {
     origins
         .iter()
         .map(|text| {
-            let bad = |why: &str| {
-                ServerError::InvalidConfig(format!(
-                    "CORS origin {text:?} {why}: write scheme://host[:port], e.g. \
-                     https://app.example.com"
-                ))
-            };
-            if text.trim() == "*" {
-                return Err(bad(
-                    "would let every web page mint tokens; list the origins of your pages",
-                ));
-            }
-            let url = url::Url::parse(text.trim()).map_err(|_| bad("is not a URL"))?;
-            if !matches!(url.scheme(), "http" | "https")
-                || url.host_str().is_none()
-                || url.path() != "/"
-                || url.query().is_some()
-                || !url.username().is_empty()
-            {
-                return Err(bad("is not an origin"));
-            }
-            HeaderValue::from_str(&url.origin().ascii_serialization())
-                .map_err(|_| bad("is not an origin"))
+            let bad =
+                |why: String| ServerError::InvalidConfig(format!("CORS origin {text:?} {why}"));
+            let origin = crate::config::parse_origin(text).map_err(bad)?;
+            HeaderValue::from_str(&origin).map_err(|_| bad("is not an origin".to_owned()))
         })
         .collect()
 }

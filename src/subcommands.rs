@@ -166,7 +166,6 @@ fn serve(
     let loaded = load_config_with(global, args.config_overrides())?;
     let _log = init_logging(global, &loaded)?;
     runtime()?.block_on(serve_cli::run(
-        args,
         &loaded.config,
         &mut std::io::stdout(),
         &mut std::io::stderr(),

@@ -78,6 +78,7 @@ fn default_toml_parses_to_default() {
         ui,
         keys,
         log,
+        server,
     } = Config::default();
     let from_file = &loaded.config;
     assert_eq!(from_file.provider, provider);
@@ -88,6 +89,7 @@ fn default_toml_parses_to_default() {
     assert_eq!(from_file.ui, ui);
     assert_eq!(from_file.keys, keys);
     assert_eq!(from_file.log, log);
+    assert_eq!(from_file.server, server);
     assert!(loaded.warnings.is_empty());
     assert_eq!(loaded.layers, ["built-in defaults (config/default.toml)"]);
 }

@@ -4,6 +4,8 @@
 //! TLS and graceful shutdown. Every refusal is checked to have made no upstream call.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,11 +20,12 @@ use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{ProviderError, Token, TokenProvider, TokenRequest};
 use aai_live::secret::ApiKey;
 use aai_live::server::{
-    self, Auth, Credentials, RunningServer, ServerConfig, ServerError, hash_credential,
+    self, Auth, Credentials, RunningServer, ServerConfig, ServerError, StoreConfig, hash_credential,
 };
 use common::KEY;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use redis_server::RedisServer;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -158,18 +161,78 @@ struct Setup {
     emu: RunningEmulator,
     upstream: Arc<Counting>,
     server: RunningServer,
+    /// Keeps a test's redis-server running as long as the server.
+    _store: Store,
 }
 
 async fn setup(tweak: impl FnOnce(&mut ServerConfig)) -> Setup {
+    setup_in(Store::Memory, tweak).await
+}
+
+async fn setup_in(store: Store, tweak: impl FnOnce(&mut ServerConfig)) -> Setup {
     let emu = common::start(common::config()).await;
     let upstream = counting(api_key_provider(KEY, &emu.token_url(), BOUND));
-    let server = serve(upstream.clone(), tweak).await;
+    let server = serve(upstream.clone(), |c| {
+        store.apply(c);
+        tweak(c);
+    })
+    .await;
     Setup {
         emu,
         upstream,
         server,
+        _store: store,
     }
 }
+
+/// Where a test's rate limits live: this process's memory, or a redis-server of the test's own.
+/// The tests whose behaviour must not depend on the store run on both (`on_both_stores!`).
+enum Store {
+    Memory,
+    Redis(RedisServer),
+}
+
+impl Store {
+    /// `None` when redis-server is missing (the test is skipped with a message; on CI it fails).
+    fn redis() -> Option<Self> {
+        RedisServer::start().map(Self::Redis)
+    }
+
+    fn apply(&self, config: &mut ServerConfig) {
+        if let Self::Redis(redis) = self {
+            config.limits = StoreConfig::redis(&redis.url()).expect("redis URL");
+        }
+    }
+}
+
+/// For each `test(store: Store)`, a module `test` with a `memory` and a `redis` test.
+macro_rules! on_both_stores {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            use super::Store;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$test(Store::Memory).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                if let Some(store) = Store::redis() {
+                    super::$test(store).await;
+                }
+            }
+        }
+    )+};
+}
+
+on_both_stores!(
+    unauthenticated_requests_are_refused_without_an_upstream_call,
+    rate_limits_are_exact_under_concurrent_requests,
+    health_metrics_and_json_errors,
+    a_metrics_scrape_has_the_documented_series_and_counts,
+    forwarded_clients_have_their_own_refusal_budgets,
+);
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -428,9 +491,11 @@ async fn bad_requests_are_refused_before_the_upstream() {
     s.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthenticated_requests_are_refused_without_an_upstream_call() {
-    let s = setup(|c| c.refusal_limit = Some("3/h".parse().expect("spec"))).await;
+async fn unauthenticated_requests_are_refused_without_an_upstream_call(store: Store) {
+    let s = setup_in(store, |c| {
+        c.refusal_limit = Some("3/h".parse().expect("spec"));
+    })
+    .await;
     for (auth, want) in [
         (None, "a credential is required"),
         (Some("Basic YWxpY2U6eA=="), "must be Bearer"),
@@ -512,8 +577,225 @@ async fn no_auth_is_loopback_only_and_answers_loopback_names_only() {
         .expect("client");
     let a = answer(by_name.get(format!("http://localhost:{}/token", server.addr.port()))).await;
     assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    // Hosts that once passed: a loopback name before the last ':' with anything after it, and a
+    // Host that is not UTF-8 (skipped as if absent). Both are refused now, with no upstream call.
+    for host in [
+        &b"localhost:80@evil.example"[..],
+        b"localhost\xff",
+        b"127.0.0.1:80/x",
+    ] {
+        let reply = raw_request(server.addr, "GET /token HTTP/1.1", host).await;
+        assert!(reply.starts_with("HTTP/1.1 403"), "{host:?}: {reply}");
+        assert!(reply.contains("localhost only"), "{reply}");
+    }
     assert_eq!(upstream.calls(), 2);
     assert!(server.metrics_text().contains("client=\"anonymous\"} 2"));
+    assert!(
+        server
+            .metrics_text()
+            .contains("requests_denied_total{reason=\"forbidden_host\"} 4"),
+        "{}",
+        server.metrics_text()
+    );
+    server.shutdown().await;
+}
+
+/// One HTTP/1.1 request with these exact `Host` bytes, on a fresh connection; the reply's text.
+async fn raw_request(addr: std::net::SocketAddr, request_line: &str, host: &[u8]) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{request_line}\r\nHost: ").into_bytes();
+    request.extend_from_slice(host);
+    request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    socket.write_all(&request).await.expect("write");
+    let mut reply = Vec::new();
+    tokio::time::timeout(BOUND, socket.read_to_end(&mut reply))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// `/metrics` is for loopback callers addressing a loopback name: a page of another site that
+/// resolves to 127.0.0.1 (DNS rebinding) is refused, unless the metrics are public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_check_the_host_too() {
+    let (gate, _entered) = gate();
+    let server = serve(gate.clone(), |_| {}).await;
+    for (host, status) in [
+        (&b"127.0.0.1"[..], "200"),
+        (b"localhost:8787", "200"),
+        (b"evil.example", "403"),
+        (b"localhost:80@evil.example", "403"),
+        (b"\xff", "403"),
+    ] {
+        let reply = raw_request(server.addr, "GET /metrics HTTP/1.1", host).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{host:?}: {reply}"
+        );
+    }
+    server.shutdown().await;
+    let server = serve(gate, |c| c.public_metrics = true).await;
+    let reply = raw_request(server.addr, "GET /metrics HTTP/1.1", b"metrics.example").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    server.shutdown().await;
+}
+
+/// Behind a load balancer (a trusted proxy) each client has its own refusal budget, taken from
+/// X-Forwarded-For's rightmost untrusted hop; what a client prepends does not change which
+/// budget it spends. Without trusted proxies the header is ignored.
+async fn forwarded_clients_have_their_own_refusal_budgets(store: Store) {
+    let s = setup_in(store, |c| {
+        c.refusal_limit = Some("2/h".parse().expect("spec"));
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+    })
+    .await;
+    let refused_as = |xff: &'static str| {
+        answer(
+            client()
+                .get(s.server.token_url())
+                .bearer_auth("wrong-credential-0123456789")
+                .header("x-forwarded-for", xff),
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            refused_as("203.0.113.1").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        refused_as("203.0.113.1").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Prepending another address does not escape the budget...
+    assert_eq!(
+        refused_as("198.51.100.9, 203.0.113.1").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...and another client behind the same balancer has its own.
+    assert_eq!(
+        refused_as("203.0.113.2").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Valid credentials are never held back by the refusal budget.
+    assert_eq!(
+        answer(
+            client()
+                .get(s.server.token_url())
+                .bearer_auth(ALICE)
+                .header("x-forwarded-for", "203.0.113.1")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    s.server.shutdown().await;
+
+    // No trusted proxies: every request is the peer's, whatever the header claims.
+    let (gate, _entered) = gate();
+    let server = serve(gate, |c| {
+        c.refusal_limit = Some("2/h".parse().expect("spec"));
+    })
+    .await;
+    let statuses = ["203.0.113.1", "203.0.113.2", "203.0.113.3"].map(|xff| {
+        answer(
+            client()
+                .get(server.token_url())
+                .bearer_auth("wrong-credential-0123456789")
+                .header("x-forwarded-for", xff),
+        )
+    });
+    let mut got = Vec::new();
+    for request in statuses {
+        got.push(request.await.status.as_u16());
+    }
+    assert_eq!(got, [401, 401, 429]);
+    server.shutdown().await;
+}
+
+/// A body that stops arriving is the client's fault: 408 once the body deadline passes, not the
+/// 503 "timeout" meant for a slow upstream. The connection is closed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_answered_408() {
+    let (gate, _entered) = gate();
+    for (request_timeout, header_timeout) in [
+        // The request deadline passes while the body is read...
+        (Duration::from_millis(500), Duration::from_secs(10)),
+        // ...or the body's own deadline (the header timeout) does.
+        (Duration::from_secs(10), Duration::from_millis(500)),
+    ] {
+        let server = serve(gate.clone(), |c| {
+            c.request_timeout = request_timeout;
+            c.header_timeout = header_timeout;
+        })
+        .await;
+        let mut socket = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALICE}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"expires_in"
+        );
+        socket.write_all(head.as_bytes()).await.expect("write");
+        let mut reply = Vec::new();
+        tokio::time::timeout(BOUND, socket.read_to_end(&mut reply))
+            .await
+            .expect("answered and closed in time")
+            .expect("read");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("\"error\":\"request_timeout\""), "{reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("connection: close"),
+            "{reply}"
+        );
+        let metrics = server.metrics_text();
+        assert!(
+            metrics.contains("requests_denied_total{reason=\"body_timeout\"} 1")
+                && metrics.contains("requests_denied_total{reason=\"timeout\"} 0"),
+            "{metrics}"
+        );
+        server.shutdown().await;
+    }
+}
+
+/// Connections beyond `max_connections` are closed as they arrive instead of being held: 60
+/// idle sockets against a cap of 20 leave 40 closed at once, and the server answers again as
+/// soon as the idle ones go (before, all 60 were held until the header timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed() {
+    let (gate, _entered) = gate();
+    let server = serve(gate, |c| c.max_connections = Some(20)).await;
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Each socket is read at once, concurrently: a closed one reads end-of-file (or a reset).
+    let reads = idle.iter_mut().map(|socket| async move {
+        let mut byte = [0_u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), socket.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    });
+    let closed = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(
+        closed, 40,
+        "the connections beyond the cap are closed at once"
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = answer(client().get(format!("{}/healthz", server.base_url()))).await;
+    assert_eq!(a.status, StatusCode::OK);
     server.shutdown().await;
 }
 
@@ -608,10 +890,16 @@ fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_are_exact_under_concurrent_requests() {
+async fn rate_limits_are_exact_under_concurrent_requests(store: Store) {
     // Per client: a budget of 5 an hour lets exactly 5 of 40 simultaneous requests through.
-    let s = setup(|c| c.client_limit = Some("5/h".parse().expect("spec"))).await;
+    let second = match &store {
+        Store::Memory => Store::Memory,
+        Store::Redis(_) => Store::redis().expect("redis-server was there a moment ago"),
+    };
+    let s = setup_in(store, |c| {
+        c.client_limit = Some("5/h".parse().expect("spec"));
+    })
+    .await;
     let (statuses, answers) = burst(&s.server, &[ALICE], 40).await;
     assert_eq!(count(&statuses[ALICE], 200), 5, "{statuses:?}");
     assert_eq!(count(&statuses[ALICE], 429), 35, "{statuses:?}");
@@ -659,7 +947,7 @@ async fn rate_limits_are_exact_under_concurrent_requests() {
     s.server.shutdown().await;
 
     // Global: 8 an hour in all, however the 3 clients (5 each) race for it.
-    let s = setup(|c| {
+    let s = setup_in(second, |c| {
         c.client_limit = Some("5/h".parse().expect("spec"));
         c.global_limit = Some("8/h".parse().expect("spec"));
     })
@@ -808,9 +1096,11 @@ async fn busy_and_timed_out_requests_get_503() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_metrics_and_json_errors() {
-    let s = setup(|c| c.client_limit = Some("10/min".parse().expect("spec"))).await;
+async fn health_metrics_and_json_errors(store: Store) {
+    let s = setup_in(store, |c| {
+        c.client_limit = Some("10/min".parse().expect("spec"));
+    })
+    .await;
     let a = answer(client().get(format!("{}/healthz", s.server.base_url()))).await;
     assert_eq!(
         (a.status, a.body.clone()),
@@ -902,7 +1192,7 @@ fn documented_series() -> Vec<DocumentedSeries> {
             }
         })
         .collect();
-    assert_eq!(rows.len(), 9, "the documented series: {rows:?}");
+    assert_eq!(rows.len(), 13, "the documented series: {rows:?}");
     rows
 }
 
@@ -999,9 +1289,12 @@ fn assert_documented_series(text: &str) {
 /// A scrape of `/metrics` over HTTP shows exactly the series docs/server.md documents, with
 /// their types, labels and label values, in the content type a Prometheus server expects, and
 /// counts what happened.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_metrics_scrape_has_the_documented_series_and_counts() {
-    let s = setup(|_| {}).await;
+async fn a_metrics_scrape_has_the_documented_series_and_counts(store: Store) {
+    let redis = matches!(store, Store::Redis(_));
+    let s = setup_in(store, |c| {
+        c.client_limit = Some("100/min".parse().expect("spec"));
+    })
+    .await;
     for credential in [ALICE, ALICE, BOB] {
         let a = get(&s.server, "", Some(credential)).await;
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
@@ -1049,6 +1342,14 @@ async fn a_metrics_scrape_has_the_documented_series_and_counts() {
         "aai_live_serve_token_request_duration_seconds_count 6".into(),
         "aai_live_serve_token_request_duration_seconds_bucket{le=\"+Inf\"} 6".into(),
         "aai_live_serve_upstream_request_duration_seconds_count 3".into(),
+        "aai_live_serve_limits_store_errors_total 0".into(),
+        "aai_live_serve_limits_store_fallbacks_total 0".into(),
+        "aai_live_serve_limits_store_up 1".into(),
+        // One round trip per admitted request (the 400 was admitted first), none in memory.
+        format!(
+            "aai_live_serve_limits_store_request_duration_seconds_count {}",
+            if redis { 4 } else { 0 }
+        ),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }

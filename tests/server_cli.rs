@@ -38,11 +38,10 @@ struct CliServer {
 
 impl CliServer {
     async fn spawn(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = aai_live(home);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        Self::start(serve_command(home, args, env)).await
+    }
+
+    async fn start(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().expect("spawn aai-live");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = match tokio::time::timeout(BOUND, stdout.next_line()).await {
@@ -95,6 +94,46 @@ impl CliServer {
         };
         status.expect("wait")
     }
+}
+
+fn serve_command(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = aai_live(home);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// `cmd` run with at most `files` open files (`ulimit -n` in a shell that then execs it, so the
+/// pid stays the program's), with the same environment and directory.
+fn with_open_file_limit(cmd: &Command, files: u32) -> Command {
+    let std = cmd.as_std();
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+        .arg(std.get_program())
+        .args(std.get_args());
+    limited.env_clear();
+    for (name, value) in std::env::vars_os() {
+        limited.env(name, value);
+    }
+    for (name, value) in std.get_envs() {
+        match value {
+            Some(value) => limited.env(name, value),
+            None => limited.env_remove(name),
+        };
+    }
+    if let Some(dir) = std.get_current_dir() {
+        limited.current_dir(dir);
+    }
+    limited
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    limited
 }
 
 async fn run_to_exit(
@@ -233,10 +272,13 @@ async fn hash_credential_and_start_errors() {
     assert!(status.success());
     assert_eq!(out, format!("{}\n", hash_credential(CREDENTIAL)));
 
-    // No authentication chosen: a usage error.
+    // No authentication chosen, neither by a flag nor in the configuration: no start.
     let (status, _, err) = run_to_exit(home.path(), &["serve"], None).await;
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("--credentials"), "{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--credentials FILE (`server.credentials`)") && err.contains("--no-auth"),
+        "{err}"
+    );
     // No authentication off loopback.
     let (status, _, err) = run_to_exit(
         home.path(),
@@ -274,6 +316,65 @@ async fn hash_credential_and_start_errors() {
     .await;
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("N/PERIOD"), "{err}");
+}
+
+/// Idle connections cannot take the descriptors the server needs for its own work: under an
+/// open-file limit of 128, 300 idle sockets used to leave `serve` unable to open a connection to
+/// the upstream (a 502 for a client already connected); with `--max-connections 40` the
+/// excess is closed as it arrives and the token is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_exhaust_the_servers_files() {
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let cmd = serve_command(
+        home.path(),
+        &[
+            "--no-auth",
+            "--upstream",
+            &emu.base_url(),
+            "--key-env",
+            "MY_AAI_KEY",
+            "--max-connections",
+            "40",
+        ],
+        &[("MY_AAI_KEY", KEY)],
+    );
+    let server = CliServer::start(with_open_file_limit(&cmd, 128)).await;
+    // A client that is already connected (one keep-alive connection)...
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(BOUND)
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    health.bytes().await.expect("body");
+    // ...then 300 idle sockets...
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(socket) = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await {
+            idle.push(socket);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and the server still has a descriptor for the upstream, at once (without the cap the
+    // request waited until the header timeout had closed enough idle sockets, or failed).
+    let asked = std::time::Instant::now();
+    let token = client.get(format!("{base}/token")).send().await;
+    let waited = asked.elapsed();
+    let (status, body) = match token {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    };
+    assert_eq!(status, 200, "after {waited:?}: {body}");
+    assert!(waited < Duration::from_secs(3), "the token took {waited:?}");
+    drop(idle);
+    assert!(server.stop().await.success());
 }
 
 /// `--region` and `--upstream` choose where the server mints, through the same configuration

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use super::provenance::{Layer, LayerSource, Provenance};
 use super::raw::RawConfig;
 use super::schema::{self, Kind, Lookup, Schema};
+use super::server::LimitsStore;
 use super::types::Config;
 use super::{ConfigError, DEFAULT_TOML, Problem, paths, validate};
 
@@ -144,6 +145,10 @@ fn warnings(config: &Config) -> Vec<String> {
     let secret_files = [
         ("provider.api_key.key_file", api_key.key_file.as_deref()),
         ("provider.remote.bearer_file", remote.bearer_file.as_deref()),
+        (
+            "server.limits_store_password_file",
+            config.server.limits_store_password_file.as_deref(),
+        ),
     ];
     let mut warnings: Vec<String> = secret_files
         .into_iter()
@@ -155,6 +160,15 @@ fn warnings(config: &Config) -> Vec<String> {
              files with `provider.remote.bearer_env` or `provider.remote.bearer_file`"
         )
     }));
+    let server = &config.server;
+    if server.limits_store_ca.is_some()
+        && !matches!(&server.limits_store, LimitsStore::Redis(r) if r.tls())
+    {
+        warnings.push(
+            "`server.limits_store_ca` is not used: `server.limits_store` is not a rediss:// URL"
+                .to_owned(),
+        );
+    }
     warnings
 }
 

@@ -14,7 +14,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::types::{Choice, Config};
+use super::server::LimitSetting;
+use super::types::{Choice, Config, ServerSettings};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,7 @@ pub(crate) struct RawConfig {
     /// enforced by the schema check.
     pub keys: BTreeMap<String, Vec<String>>,
     pub log: RawLog,
+    pub server: RawServer,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -164,6 +166,42 @@ pub(crate) struct RawLog {
     pub max_files: i64,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: String,
+    pub auth: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    pub expires_in_seconds: i64,
+    pub min_expires_in_seconds: i64,
+    pub max_session_duration_seconds: i64,
+    pub min_session_duration_seconds: i64,
+    pub rate_limit: String,
+    pub global_rate_limit: String,
+    pub refusal_limit: String,
+    pub cors_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    pub request_timeout: String,
+    pub max_in_flight: i64,
+    pub max_connections: i64,
+    pub public_metrics: bool,
+    pub trusted_proxies: Vec<String>,
+    pub limits_store: String,
+    pub limits_store_failure: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_store_password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_store_password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_store_ca: Option<String>,
+    pub limits_store_prefix: String,
+    pub limits_store_timeout: String,
+}
+
 fn duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -282,6 +320,41 @@ impl From<&Config> for RawConfig {
                 dir: path(c.log.dir.as_deref()),
                 max_files: c.log.max_files.into(),
             },
+            server: RawServer::from(&c.server),
+        }
+    }
+}
+
+impl From<&ServerSettings> for RawServer {
+    fn from(s: &ServerSettings) -> Self {
+        let rate = |r| LimitSetting(r).to_string();
+        let list = |items: &[_]| items.iter().map(ToString::to_string).collect();
+        Self {
+            listen: s.listen.to_string(),
+            auth: s.auth.as_str().to_owned(),
+            credentials: path(s.credentials.as_deref()),
+            expires_in_seconds: s.expires_in_seconds.into(),
+            min_expires_in_seconds: s.min_expires_in_seconds.into(),
+            max_session_duration_seconds: s.max_session_duration_seconds.into(),
+            min_session_duration_seconds: s.min_session_duration_seconds.into(),
+            rate_limit: rate(s.rate_limit),
+            global_rate_limit: rate(s.global_rate_limit),
+            refusal_limit: rate(s.refusal_limit),
+            cors_origins: s.cors_origins.clone(),
+            tls_cert: path(s.tls_cert.as_deref()),
+            tls_key: path(s.tls_key.as_deref()),
+            request_timeout: duration(s.request_timeout),
+            max_in_flight: s.max_in_flight.into(),
+            max_connections: s.max_connections.into(),
+            public_metrics: s.public_metrics,
+            trusted_proxies: list(&s.trusted_proxies),
+            limits_store: s.limits_store.to_string(),
+            limits_store_failure: s.limits_store_failure.as_str().to_owned(),
+            limits_store_password_env: s.limits_store_password_env.clone(),
+            limits_store_password_file: path(s.limits_store_password_file.as_deref()),
+            limits_store_ca: path(s.limits_store_ca.as_deref()),
+            limits_store_prefix: s.limits_store_prefix.clone(),
+            limits_store_timeout: duration(s.limits_store_timeout),
         }
     }
 }

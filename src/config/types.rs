@@ -19,6 +19,7 @@ use url::Url;
 
 use super::keys::{KeyCode, KeySpec, Modifiers};
 use super::paths;
+use super::server::{Cidr, LimitsStore, RateSpec};
 use crate::protocol::{Encoding, Region, TokenPlacement};
 
 /// The effective configuration after all layers are merged and validated.
@@ -37,6 +38,7 @@ pub struct Config {
     pub ui: UiConfig,
     pub keys: KeysConfig,
     pub log: LogConfig,
+    pub server: ServerSettings,
 }
 
 /// Gives an existing enum its config-file spellings as a [`Choice`]. The `match` in `as_str`
@@ -624,6 +626,101 @@ impl LogConfig {
     /// `dir`, or `$XDG_STATE_HOME/aai-live` when unset.
     pub fn dir_or_default(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(paths::state_dir)
+    }
+}
+
+choice_enum! {
+    /// How `aai-live serve`'s clients authenticate (`server.auth`).
+    pub enum ServerAuth {
+        /// Named bearer credentials from `server.credentials`.
+        Bearer = "bearer",
+        /// Nobody: everyone is "anonymous" (loopback addresses only).
+        None = "none",
+    }
+}
+
+choice_enum! {
+    /// What `aai-live serve` does while its limits store cannot be reached
+    /// (`server.limits_store_failure`).
+    pub enum StoreFailure {
+        /// Refuse token requests with 503 and Retry-After: no limit is ever exceeded.
+        Closed = "closed",
+        /// Decide in this process's memory: each replica enforces the limits on its own.
+        Open = "open",
+    }
+}
+
+/// `[server]`: `aai-live serve`'s own settings (docs/server.md). Named `Settings` because
+/// `server::ServerConfig` is the running server's configuration, built from these plus the files
+/// they name (credentials, store password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub listen: std::net::SocketAddr,
+    pub auth: ServerAuth,
+    /// Required by `serve` (not by the config) when `auth` is `bearer`.
+    pub credentials: Option<PathBuf>,
+    pub expires_in_seconds: u32,
+    pub min_expires_in_seconds: u32,
+    pub max_session_duration_seconds: u32,
+    pub min_session_duration_seconds: u32,
+    /// `None`: off.
+    pub rate_limit: Option<RateSpec>,
+    pub global_rate_limit: Option<RateSpec>,
+    pub refusal_limit: Option<RateSpec>,
+    /// Normalised as browsers send them (`https://app.example.com`).
+    pub cors_origins: Vec<String>,
+    /// Both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub max_in_flight: u32,
+    pub max_connections: u32,
+    pub public_metrics: bool,
+    pub trusted_proxies: Vec<Cidr>,
+    pub limits_store: LimitsStore,
+    pub limits_store_failure: StoreFailure,
+    pub limits_store_password_env: Option<String>,
+    pub limits_store_password_file: Option<PathBuf>,
+    pub limits_store_ca: Option<PathBuf>,
+    pub limits_store_prefix: String,
+    pub limits_store_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let rate = |count, secs| {
+            Some(RateSpec {
+                count: std::num::NonZeroU32::new(count).unwrap_or(std::num::NonZeroU32::MIN),
+                per: Duration::from_secs(secs),
+            })
+        };
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8787)),
+            auth: ServerAuth::Bearer,
+            credentials: None,
+            expires_in_seconds: 60,
+            min_expires_in_seconds: 5,
+            max_session_duration_seconds: 10_800,
+            min_session_duration_seconds: 60,
+            rate_limit: rate(30, 60),
+            global_rate_limit: rate(300, 60),
+            refusal_limit: rate(10, 60),
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 64,
+            max_connections: 512,
+            public_metrics: false,
+            trusted_proxies: Vec::new(),
+            limits_store: LimitsStore::Memory,
+            limits_store_failure: StoreFailure::Closed,
+            limits_store_password_env: None,
+            limits_store_password_file: None,
+            limits_store_ca: None,
+            limits_store_prefix: "aai-live".to_owned(),
+            limits_store_timeout: Duration::from_millis(250),
+        }
     }
 }
 

@@ -18,10 +18,12 @@ use url::{Host, Url};
 use super::Problem;
 use super::keys::KeySpec;
 use super::provenance::Provenance;
-use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawSession, RawStreaming};
+use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawServer, RawSession, RawStreaming};
+use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin, redact_url_password};
 use super::types::{
     ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, KeysConfig, LogConfig, ProviderConfig,
-    ProviderKind, RemoteConfig, SessionConfig, StreamingConfig, TranscriptConfig, UiConfig,
+    ProviderKind, RemoteConfig, ServerAuth, ServerSettings, SessionConfig, StreamingConfig,
+    TranscriptConfig, UiConfig,
 };
 
 /// Validates every section; `Err` holds every problem found.
@@ -46,6 +48,7 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         },
         keys: validate_keys(&mut v, raw.keys),
         log: validate_log(&mut v, raw.log),
+        server: validate_server(&mut v, raw.server),
         provider,
     };
     if v.problems.is_empty() {
@@ -331,6 +334,177 @@ fn validate_log(v: &mut Validator<'_>, raw: RawLog) -> LogConfig {
     }
 }
 
+fn validate_server(v: &mut Validator<'_>, raw: RawServer) -> ServerSettings {
+    let (listen, auth) = validate_server_listen(v, &raw);
+    let lifetimes = validate_server_lifetimes(v, &raw);
+    let tls_cert = v.path("server.tls_cert", raw.tls_cert);
+    let tls_key = v.path("server.tls_key", raw.tls_key);
+    for (set, unset, value) in [
+        ("server.tls_cert", "server.tls_key", &tls_cert),
+        ("server.tls_key", "server.tls_cert", &tls_key),
+    ] {
+        if let (Some(path), false) = (value, tls_cert.is_some() && tls_key.is_some()) {
+            let rule =
+                format!("needs `{unset}` too: give both the certificate and its key, or neither");
+            v.fail(set, &Q(&path.display().to_string()), &rule);
+        }
+    }
+    let limits_store = match raw.limits_store.parse::<LimitsStore>() {
+        Ok(store) => store,
+        Err(rule) => {
+            // The value is quoted with any password masked: a config error may be pasted anywhere.
+            let shown = redact_url_password(&raw.limits_store);
+            v.fail("server.limits_store", &Q(&shown), &rule);
+            LimitsStore::Memory
+        }
+    };
+    let prefix = raw.limits_store_prefix;
+    if !(1..=64).contains(&prefix.chars().count())
+        || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        v.fail(
+            "server.limits_store_prefix",
+            &Q(&prefix),
+            "must be 1-64 characters without spaces or control characters",
+        );
+    }
+    ServerSettings {
+        listen,
+        auth,
+        credentials: v.path("server.credentials", raw.credentials),
+        expires_in_seconds: lifetimes[0],
+        min_expires_in_seconds: lifetimes[1],
+        max_session_duration_seconds: lifetimes[2],
+        min_session_duration_seconds: lifetimes[3],
+        rate_limit: v.rate("server.rate_limit", &raw.rate_limit),
+        global_rate_limit: v.rate("server.global_rate_limit", &raw.global_rate_limit),
+        refusal_limit: v.rate("server.refusal_limit", &raw.refusal_limit),
+        cors_origins: raw
+            .cors_origins
+            .iter()
+            .filter_map(|origin| v.accept("server.cors_origins", origin, parse_origin(origin)))
+            .collect(),
+        tls_cert,
+        tls_key,
+        request_timeout: v.duration(
+            "server.request_timeout",
+            &raw.request_timeout,
+            Some(Duration::from_millis(100)..=Duration::from_secs(600)),
+        ),
+        max_in_flight: v.int("server.max_in_flight", raw.max_in_flight, 1..=100_000),
+        max_connections: v.int("server.max_connections", raw.max_connections, 1..=1_000_000),
+        public_metrics: raw.public_metrics,
+        trusted_proxies: raw
+            .trusted_proxies
+            .iter()
+            .filter_map(|cidr| v.parse::<Cidr>("server.trusted_proxies", cidr))
+            .collect(),
+        limits_store,
+        limits_store_failure: v.choice("server.limits_store_failure", &raw.limits_store_failure),
+        limits_store_password_env: v.non_empty(
+            "server.limits_store_password_env",
+            raw.limits_store_password_env,
+        ),
+        limits_store_password_file: v.path(
+            "server.limits_store_password_file",
+            raw.limits_store_password_file,
+        ),
+        limits_store_ca: v.path("server.limits_store_ca", raw.limits_store_ca),
+        limits_store_prefix: prefix,
+        limits_store_timeout: v.duration(
+            "server.limits_store_timeout",
+            &raw.limits_store_timeout,
+            Some(Duration::from_millis(1)..=Duration::from_secs(10)),
+        ),
+    }
+}
+
+/// `server.listen` and `server.auth`, which must be a loopback address when nobody
+/// authenticates.
+fn validate_server_listen(
+    v: &mut Validator<'_>,
+    raw: &RawServer,
+) -> (std::net::SocketAddr, ServerAuth) {
+    let listen = v
+        .accept(
+            "server.listen",
+            &raw.listen,
+            raw.listen.parse().map_err(|_| {
+                "must be an address and port, e.g. \"127.0.0.1:8787\" or \"[::1]:8787\" \
+                 (port 0: any free port)"
+                    .to_owned()
+            }),
+        )
+        .unwrap_or(ServerSettings::default().listen);
+    let auth = v.choice::<ServerAuth>("server.auth", &raw.auth);
+    if auth == ServerAuth::None && !listen.ip().is_loopback() {
+        let message = format!(
+            "`server.auth` = \"none\" (from {}) is allowed only on a loopback address, not \
+             `server.listen` = {listen} (from {}): give clients credentials (`server.credentials`, \
+             --credentials FILE) or listen on 127.0.0.1",
+            v.provenance.origin("server.auth"),
+            v.provenance.origin("server.listen")
+        );
+        v.problems.push(Problem {
+            key: "server.auth".to_owned(),
+            message,
+        });
+    }
+    (listen, auth)
+}
+
+/// The token lifetimes `serve` gives, each minimum at most its maximum: `[expires_in,
+/// min_expires_in, max_session, min_session]` in seconds.
+fn validate_server_lifetimes(v: &mut Validator<'_>, raw: &RawServer) -> [u32; 4] {
+    let window = 1..=600;
+    let session = 60..=10_800;
+    let values = [
+        v.int(
+            "server.expires_in_seconds",
+            raw.expires_in_seconds,
+            window.clone(),
+        ),
+        v.int(
+            "server.min_expires_in_seconds",
+            raw.min_expires_in_seconds,
+            window,
+        ),
+        v.int(
+            "server.max_session_duration_seconds",
+            raw.max_session_duration_seconds,
+            session.clone(),
+        ),
+        v.int(
+            "server.min_session_duration_seconds",
+            raw.min_session_duration_seconds,
+            session,
+        ),
+    ];
+    for (min_key, min, max_key, max) in [
+        (
+            "server.min_expires_in_seconds",
+            values[1],
+            "server.expires_in_seconds",
+            values[0],
+        ),
+        (
+            "server.min_session_duration_seconds",
+            values[3],
+            "server.max_session_duration_seconds",
+            values[2],
+        ),
+    ] {
+        if min > max {
+            let rule = format!(
+                "must not exceed `{max_key}` ({max}, from {})",
+                v.provenance.origin(max_key)
+            );
+            v.fail(min_key, &min, &rule);
+        }
+    }
+    values
+}
+
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// A simple check of `tracing_subscriber::EnvFilter` syntax: comma-separated `level` or
@@ -490,6 +664,17 @@ impl Validator<'_> {
 
     fn parse<T: FromStr<Err = String>>(&mut self, key: &str, text: &str) -> Option<T> {
         self.accept(key, text, text.parse())
+    }
+
+    /// A rate (`"30/min"`) or `"off"`.
+    fn rate(&mut self, key: &str, text: &str) -> Option<RateSpec> {
+        let parsed = text.parse::<LimitSetting>().map_err(|e| {
+            format!(
+                "must be N/PERIOD (\"30/min\", \"5/s\", \"100/h\") or \"off\": {}",
+                e.reason
+            )
+        });
+        self.accept(key, text, parsed).and_then(|setting| setting.0)
     }
 
     /// The parsed value, or `None` after recording the parser's rule as a problem.
@@ -825,5 +1010,67 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn server_section() {
+        let leak = |r: &mut RawConfig| r.server.limits_store = "redis://u:hunter2@h:6379/0".into();
+        assert_problem(
+            leak,
+            "`server.limits_store` = \"redis://u:REDACTED@h:6379/0\" (from the built-in defaults): \
+             must not hold a password",
+        );
+        assert!(problems(leak).iter().all(|m| !m.contains("hunter2")));
+        assert_problem(
+            |r| {
+                r.server.min_session_duration_seconds = 7200;
+                r.server.max_session_duration_seconds = 3600;
+            },
+            "`server.min_session_duration_seconds` = 7200 (from the built-in defaults): must not \
+             exceed `server.max_session_duration_seconds` (3600, from the built-in defaults)",
+        );
+        assert!(
+            problems(|r| r.server.min_session_duration_seconds = 10_800).is_empty(),
+            "equal bounds are fine"
+        );
+        assert_problem(
+            |r| r.server.tls_key = Some("/k.pem".into()),
+            "`server.tls_key` = \"/k.pem\" (from the built-in defaults): needs `server.tls_cert` too",
+        );
+        assert!(
+            problems(|r| {
+                r.server.tls_cert = Some("/c.pem".into());
+                r.server.tls_key = Some("/k.pem".into());
+            })
+            .is_empty()
+        );
+        assert_problem(
+            |r| r.server.global_rate_limit = "0/s".into(),
+            "the count must be at least 1",
+        );
+        assert_problem(
+            |r| r.server.request_timeout = "1h".into(),
+            "must be between 100ms and 10m",
+        );
+        assert_problem(
+            |r| r.server.limits_store_password_env = Some(String::new()),
+            "`server.limits_store_password_env` = \"\"",
+        );
+        let settings = |edit: fn(&mut RawConfig)| {
+            let mut raw = raw();
+            edit(&mut raw);
+            validate(raw, &Provenance::defaults_only_for_tests())
+                .expect("valid")
+                .server
+        };
+        let s = settings(|r| {
+            r.server.rate_limit = "off".into();
+            r.server.cors_origins = vec!["https://A.example/".into()];
+            r.server.listen = "[::1]:0".into();
+            r.server.auth = "none".into();
+        });
+        assert_eq!(s.rate_limit, None);
+        assert_eq!(s.cors_origins, ["https://a.example"]);
+        assert!(s.listen.ip().is_loopback());
     }
 }

@@ -83,12 +83,20 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Read and check a credentials file.
+    /// Read and check a credentials file (at most [`super::MAX_FILE_BYTES`]: a wrong path such as
+    /// `/dev/zero` is an error, not an allocation without end).
     pub fn load(path: &Path) -> Result<Self, CredentialsError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Io {
+        let io = |source| CredentialsError::Io {
             path: shown.clone(),
             source,
+        };
+        let bytes = super::read_capped(path).map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
         Self::parse(&text, &shown)
     }
@@ -237,6 +245,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn hashes_are_sha256_hex() {
@@ -295,6 +304,22 @@ mod tests {
     }
 
     #[test]
+    fn files_are_read_with_a_size_cap() {
+        let e = Credentials::load(Path::new("/dev/zero"))
+            .expect_err("endless")
+            .to_string();
+        assert!(
+            e.contains("/dev/zero") && e.contains("larger than 1024 KiB"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, b'\n']).expect("write");
+        let e = Credentials::load(&binary).expect_err("binary").to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
     fn authorization_headers() {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h), Presented::Missing);
@@ -307,6 +332,76 @@ mod tests {
         ] {
             h.insert(header::AUTHORIZATION, value.parse().expect("header"));
             assert_eq!(presented(&h), want, "{value}");
+        }
+    }
+
+    /// A name and a credential per client, all distinct.
+    fn clients() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::btree_map("[A-Za-z0-9._@-]{1,64}", "[!-~]{1,80}", 1..8).prop_map(
+            |map| {
+                let mut seen = std::collections::BTreeSet::new();
+                map.into_iter()
+                    .filter(|(_, credential)| seen.insert(credential.clone()))
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn authorization_never_panics_and_takes_the_bearer_credential(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            credential in "[!-~]{1,100}",
+            scheme in "[bB][eE][aA][rR][eE][rR]",
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(value) = axum::http::HeaderValue::from_bytes(&bytes) {
+                h.insert(header::AUTHORIZATION, value);
+                let _ = presented(&h);
+            }
+            h.insert(
+                header::AUTHORIZATION,
+                format!("{scheme} {credential}").parse().expect("visible ASCII"),
+            );
+            prop_assert_eq!(presented(&h), Presented::Bearer(&credential));
+        }
+
+        #[test]
+        fn a_credentials_file_never_panics(text in "\\PC{0,400}", bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Credentials::parse(&text, "fuzz");
+            let _ = Credentials::parse(&String::from_utf8_lossy(&bytes), "fuzz");
+        }
+
+        /// A valid file parses to its clients, each credential verifies as its name, and a bad
+        /// line is reported by number without its content.
+        #[test]
+        fn a_valid_file_round_trips_and_errors_name_the_line(
+            clients in clients(),
+            comment in "# [ -~]{0,40}",
+            bad_at in any::<usize>(),
+            pasted in "[A-Za-z0-9+/]{40,60}",
+        ) {
+            let lines: Vec<String> = clients
+                .iter()
+                .map(|(name, credential)| format!("{name}:{}", hash_credential(credential)))
+                .collect();
+            let text = format!("{comment}\n\n{}\n", lines.join("\n"));
+            let parsed = Credentials::parse(&text, "creds").expect("valid");
+            prop_assert_eq!(parsed.len(), clients.len());
+            for (name, credential) in &clients {
+                let found = parsed.verify(credential);
+                prop_assert_eq!(found.as_deref(), Some(name.as_str()));
+            }
+            // A credential pasted where its hash belongs, on some line.
+            let at = bad_at % (lines.len() + 1);
+            let mut with_bad = lines.clone();
+            with_bad.insert(at, format!("pasted:{pasted}"));
+            let e = Credentials::parse(&with_bad.join("\n"), "creds")
+                .expect_err("a plain credential")
+                .to_string();
+            let line_number = format!("line {}", at + 1);
+            prop_assert!(e.contains(&line_number), "{}", e);
+            prop_assert!(!e.contains(&pasted), "{}", e);
         }
     }
 }

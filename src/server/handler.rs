@@ -1,10 +1,13 @@
-//! The HTTP side of the token server: `/token` (GET and POST), `/healthz`, `/metrics`, the JSON
-//! error shape, and the access log.
+//! The HTTP side of the token server: `/token` (GET and POST), `/healthz`, `/readyz`, `/metrics`,
+//! the JSON error shape, and the access log.
 //!
 //! A token request goes through, in order: the browser origin and (without authentication) the
 //! `Host` check, authentication, the client's and the global rate limit, the requested lifetimes,
 //! and only then the upstream. Every refusal is decided before the upstream is called, and every
-//! `/token` answer says where the caller stands with its rate limit.
+//! `/token` answer says where the caller stands with its rate limit. The caller's address (for
+//! the refusal limit, the log and the `/metrics` check) is the peer's, or the one a trusted
+//! proxy's `X-Forwarded-For` names ([`super::forwarded`]); the access log layer works it out
+//! once and hands it to the handlers as a [`ClientAddr`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,17 +15,21 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, Extension, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::auth::{ANONYMOUS, Auth, Presented, presented};
-use super::limit::{Decision, Limiter};
+use super::forwarded;
+use super::host;
+use super::limit::{Decision, RateSpec};
 use super::metrics::{Denial, Metrics};
 use super::policy::LifetimePolicy;
+use super::store::{Admission, Limits, StoreUnavailable};
 use super::upstream::{self, MintError, Upstream};
+use crate::config::Cidr;
 use crate::provider::time::format_rfc3339;
 use crate::provider::{Token, TokenRequest};
 
@@ -38,20 +45,27 @@ const MAX_LOGGED_PATH: usize = 96;
 pub struct ServerState {
     pub auth: Auth,
     pub policy: LifetimePolicy,
-    pub client_limit: Option<Limiter<Arc<str>>>,
-    pub global_limit: Option<Limiter<()>>,
-    pub refusal_limit: Option<Limiter<IpAddr>>,
+    /// The per-client, global and refusal budgets, in memory or in the shared store.
+    pub limits: Limits,
     /// Allowed browser origins, as browsers send them (`https://app.example.com`).
     pub origins: Vec<HeaderValue>,
     /// Without authentication: answer only requests addressed to a loopback name, so a web page
     /// cannot reach the server through DNS rebinding.
     pub loopback_hosts_only: bool,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
     pub request_timeout: Duration,
+    /// Time a client has to send its whole body once the server reads it.
+    pub body_timeout: Duration,
     pub max_body: usize,
     pub upstream: Upstream,
     pub metrics: Metrics,
     pub public_metrics: bool,
 }
+
+/// The caller's address: the peer's, or the client a trusted proxy forwarded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 /// What the access log says about a request beyond method, path, status and latency; handlers
 /// attach it to their response.
@@ -93,6 +107,17 @@ impl ApiError {
         self.retry_after = wait;
         self
     }
+
+    /// The `closed` failure policy's answer while the limits store cannot be reached.
+    fn store_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the rate-limit store cannot be reached; try again shortly",
+        )
+        .denied(Denial::LimitsStoreUnavailable)
+        .retry_after(Some(Duration::from_secs(1)))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -115,6 +140,10 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"aai-live\""),
             );
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The body was not read to its end: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let outcome = self.denial.map_or(self.code, Denial::as_str);
         response.extensions_mut().insert(Access {
             outcome: Some(outcome),
@@ -129,12 +158,14 @@ impl IntoResponse for ApiError {
 struct Ctx {
     client: Option<Arc<str>>,
     rate: Option<Decision>,
+    /// Reading the body: a deadline passing now is the client's slowness, not the server's.
+    reading_body: bool,
 }
 
 /// `GET /token`, `POST /token`.
 pub async fn token(
     State(state): State<Arc<ServerState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -143,10 +174,13 @@ pub async fn token(
     let mut ctx = Ctx::default();
     let timed = tokio::time::timeout(
         state.request_timeout,
-        serve_token(&state, peer.ip(), &uri, &headers, query, body, &mut ctx),
+        serve_token(&state, addr, &uri, &headers, query, body, &mut ctx),
     )
     .await;
     let result = timed.unwrap_or_else(|_| {
+        if ctx.reading_body {
+            return Err(body_too_slow(state.request_timeout));
+        }
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
@@ -191,9 +225,7 @@ async fn serve_token(
     body: Body,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !state.origins.contains(origin)
-    {
+    if !origin_allowed(headers, &state.origins) {
         return Err(refuse(
             state,
             peer,
@@ -204,9 +236,10 @@ async fn serve_token(
                 "this origin may not ask for tokens (see --cors-origin)",
             )
             .denied(Denial::ForbiddenOrigin),
-        ));
+        )
+        .await);
     }
-    if state.loopback_hosts_only && !addressed_to_loopback(headers, uri) {
+    if state.loopback_hosts_only && !host::addressed_to_loopback(headers, uri) {
         return Err(refuse(
             state,
             peer,
@@ -217,20 +250,23 @@ async fn serve_token(
                 "without authentication this server answers requests for localhost only",
             )
             .denied(Denial::ForbiddenHost),
-        ));
+        )
+        .await);
     }
 
-    let client = authenticate(state, peer, headers, ctx)?;
+    let client = authenticate(state, peer, headers, ctx).await?;
     ctx.client = Some(Arc::clone(&client));
 
-    admit(state, &client, ctx)?;
+    admit(state, &client, ctx).await?;
 
+    ctx.reading_body = true;
     let params = read_params(state, headers, query, body).await?;
+    ctx.reading_body = false;
     let request = state
         .policy
         .resolve(
-            params.get("expires_in_seconds"),
-            params.get("max_session_duration_seconds"),
+            params.expires_in_seconds.as_ref(),
+            params.max_session_duration_seconds.as_ref(),
         )
         .map_err(|message| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -290,8 +326,19 @@ fn minted(client: &str, token: &Token, request: &TokenRequest) -> Response {
     response
 }
 
+/// Whether the request's `Origin`, if it has one, is listed (compared as bytes: browsers send
+/// origins normalised as the list is). Several `Origin` headers are refused.
+pub fn origin_allowed(headers: &HeaderMap, origins: &[HeaderValue]) -> bool {
+    let mut sent = headers.get_all(header::ORIGIN).iter();
+    match (sent.next(), sent.next()) {
+        (None, _) => true,
+        (Some(origin), None) => origins.contains(origin),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// The caller's client name, or the refusal.
-fn authenticate(
+async fn authenticate(
     state: &ServerState,
     peer: IpAddr,
     headers: &HeaderMap,
@@ -314,16 +361,19 @@ fn authenticate(
         ctx,
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
             .denied(Denial::Unauthenticated),
-    ))
+    )
+    .await)
 }
 
 /// A request refused before its client is known counts against its address; when the address
-/// has used up its refusals, the answer becomes a 429.
-fn refuse(state: &ServerState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> ApiError {
-    let Some(limiter) = &state.refusal_limit else {
-        return error;
+/// has used up its refusals, the answer becomes a 429 (and while the limits store is down under
+/// the `closed` policy, a 503 like every other token request).
+async fn refuse(state: &ServerState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> ApiError {
+    let decision = match state.limits.refusal(peer).await {
+        Ok(Some(decision)) => decision,
+        Ok(None) => return error,
+        Err(StoreUnavailable) => return ApiError::store_unavailable(),
     };
-    let decision = limiter.check(&peer);
     ctx.rate = Some(decision);
     if decision.allowed {
         return error;
@@ -333,7 +383,7 @@ fn refuse(state: &ServerState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> 
         "rate_limited",
         format!(
             "too many refused requests from this address (limit {}); retry in {} s",
-            limiter.spec(),
+            shown(state.limits.refusal_spec()),
             Decision::ceil_secs(decision.retry_after.unwrap_or_default())
         ),
     )
@@ -341,9 +391,13 @@ fn refuse(state: &ServerState, peer: IpAddr, ctx: &mut Ctx, error: ApiError) -> 
     .retry_after(decision.retry_after)
 }
 
+fn shown(spec: Option<RateSpec>) -> String {
+    spec.map_or_else(|| "off".to_owned(), |s| s.to_string())
+}
+
 /// The client's budget first, then the server's. A request the global limit refuses has still
 /// spent its client's budget: a client retrying into a saturated server is still retrying.
-fn admit(state: &ServerState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), ApiError> {
+async fn admit(state: &ServerState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), ApiError> {
     let limited = |who: String, spec: String, decision: Decision, denial: Denial| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -356,37 +410,40 @@ fn admit(state: &ServerState, client: &Arc<str>, ctx: &mut Ctx) -> Result<(), Ap
         .denied(denial)
         .retry_after(decision.retry_after)
     };
-    let mut shown: Option<Decision> = None;
-    if let Some(limiter) = &state.client_limit {
-        let decision = limiter.check(client);
+    let Admission {
+        client: mine,
+        global,
+    } = state
+        .limits
+        .admit(client)
+        .await
+        .map_err(|StoreUnavailable| ApiError::store_unavailable())?;
+    if let Some(decision) = mine {
         ctx.rate = Some(decision);
         if !decision.allowed {
             return Err(limited(
                 format!("client {client}"),
-                limiter.spec().to_string(),
+                shown(state.limits.client_spec()),
                 decision,
                 Denial::ClientRateLimit,
             ));
         }
-        shown = Some(decision);
     }
-    if let Some(limiter) = &state.global_limit {
-        let decision = limiter.check(&());
+    if let Some(decision) = global {
         if !decision.allowed {
             ctx.rate = Some(decision);
             return Err(limited(
                 "this server".into(),
-                limiter.spec().to_string(),
+                shown(state.limits.global_spec()),
                 decision,
                 Denial::GlobalRateLimit,
             ));
         }
         // Report the budget closest to running out.
-        if shown.is_none_or(|s| decision.remaining < s.remaining) {
-            shown = Some(decision);
+        if mine.is_none_or(|s| decision.remaining < s.remaining) {
+            ctx.rate = Some(decision);
         }
     }
-    ctx.rate = shown;
     Ok(())
 }
 
@@ -396,7 +453,7 @@ async fn read_params(
     headers: &HeaderMap,
     query: Option<String>,
     body: Body,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Params, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -405,10 +462,6 @@ async fn read_params(
         )
         .denied(Denial::PayloadTooLarge)
     };
-    let invalid = |message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-            .denied(Denial::InvalidRequest)
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -416,68 +469,94 @@ async fn read_params(
     if declared.is_some_and(|n| n > state.max_body) {
         return Err(too_large());
     }
-    let mut params: Map<String, Value> = form_pairs(query.as_deref().unwrap_or_default());
     // An over-long chunked body fails here; so does one that broke off, which is rare enough
     // to share the message.
-    let bytes = axum::body::to_bytes(body, state.max_body)
-        .await
-        .map_err(|_| too_large())?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(params);
-    }
+    let bytes = tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.max_body),
+    )
+    .await
+    .map_err(|_| body_too_slow(state.body_timeout))?
+    .map_err(|_| too_large())?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let from_body = if content_type.starts_with("application/x-www-form-urlencoded") {
-        let text =
-            std::str::from_utf8(&bytes).map_err(|_| invalid("the form body is not UTF-8"))?;
-        form_pairs(text)
-    } else {
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(object)) => object,
-            _ => {
-                return Err(invalid(
-                    "the body must be empty, a JSON object or a form \
-                     ({\"expires_in_seconds\": N, \"max_session_duration_seconds\": M})",
-                ));
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    parse_params(content_type, query.as_deref().unwrap_or_default(), &bytes).map_err(|message| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            .denied(Denial::InvalidRequest)
+    })
+}
+
+/// 408: the client did not send its body in time.
+fn body_too_slow(limit: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request body did not arrive within {}",
+            humantime::format_duration(limit)
+        ),
+    )
+    .denied(Denial::BodyTimeout)
+}
+
+/// The two lifetimes a caller may ask for, as written (checked by the policy).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    pub expires_in_seconds: Option<Value>,
+    pub max_session_duration_seconds: Option<Value>,
+}
+
+impl Params {
+    fn take(&mut self, pairs: impl IntoIterator<Item = (String, Value)>) {
+        for (key, value) in pairs {
+            match key.as_str() {
+                "expires_in_seconds" => self.expires_in_seconds = Some(value),
+                "max_session_duration_seconds" => self.max_session_duration_seconds = Some(value),
+                // Other names are ignored, as an older server ignores newer parameters.
+                _ => {}
             }
         }
-    };
-    params.extend(from_body);
+    }
+}
+
+/// The lifetimes of a token request: the query's, overridden by a body that is empty (or
+/// blank), a JSON object, or a form (`Content-Type: application/x-www-form-urlencoded`). Only the
+/// two known names are kept, so what a request holds costs nothing beyond its (capped) size.
+/// `Err` is the message for a 400.
+pub fn parse_params(content_type: &[u8], query: &str, body: &[u8]) -> Result<Params, &'static str> {
+    let mut params = Params::default();
+    params.take(form_pairs(query.as_bytes()));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(params);
+    }
+    let form = content_type
+        .get(..33)
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/x-www-form-urlencoded"));
+    if form {
+        if std::str::from_utf8(body).is_err() {
+            return Err("the form body is not UTF-8");
+        }
+        params.take(form_pairs(body));
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(object)) => params.take(object),
+            _ => {
+                return Err("the body must be empty, a JSON object or a form \
+                            ({\"expires_in_seconds\": N, \"max_session_duration_seconds\": M})");
+            }
+        }
+    }
     Ok(params)
 }
 
-fn form_pairs(text: &str) -> Map<String, Value> {
-    url::form_urlencoded::parse(text.as_bytes())
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect()
+fn form_pairs(text: &[u8]) -> impl Iterator<Item = (String, Value)> + '_ {
+    url::form_urlencoded::parse(text).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
 }
 
-/// Whether the request names this host by a loopback name (`localhost`, 127.0.0.0/8, `[::1]`).
-/// A request without a host (HTTP/1.0) is not from a browser, and passes.
-fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
-    let Some(host) = host else {
-        return true;
-    };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':')
-            .map_or(host.as_str(), |(name, _)| name)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// `GET /healthz`: the process is up and serving. It does not call the upstream, so a load
-/// balancer probing it costs no mint.
+/// `GET /healthz`: the process is up and serving (liveness). It calls neither the upstream nor
+/// the limits store, so a load balancer probing it every second costs nothing.
 pub async fn healthz() -> Response {
     let mut response = Json(json!({ "status": "ok" })).into_response();
     response.extensions_mut().insert(Access {
@@ -487,16 +566,43 @@ pub async fn healthz() -> Response {
     response
 }
 
-/// `GET /metrics`: the Prometheus exposition, to loopback peers unless `public_metrics`.
+/// `GET /readyz`: whether this replica should get traffic (readiness), with the limits store's
+/// state as last seen (requests and the store's watcher keep it current; the probe itself makes
+/// no round trip). 503 while a shared store is down under the `closed` policy.
+pub async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+    let ready = state.limits.ready();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "limits_store": state.limits.describe(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(Access {
+        outcome: Some(if ready { "ready" } else { "not_ready" }),
+        ..Access::default()
+    });
+    response
+}
+
+/// `GET /metrics`: the Prometheus exposition. Unless `public_metrics`, only to a loopback caller
+/// that addressed the request to a loopback name (a page of another site, resolved to 127.0.0.1,
+/// must not read who the clients are).
 pub async fn metrics(
     State(state): State<Arc<ServerState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
-    if !state.public_metrics && !peer.ip().is_loopback() {
+    let local = addr.to_canonical().is_loopback() && host::addressed_to_loopback(&headers, &uri);
+    if !(state.public_metrics || local) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "metrics are served to loopback addresses only (see --public-metrics)",
+            "metrics are served to loopback addresses and names only (see --public-metrics)",
         )
         .into_response();
     }
@@ -515,7 +621,7 @@ pub async fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint: use /token, /healthz or /metrics",
+        "no such endpoint: use /token, /healthz, /readyz or /metrics",
     )
     .into_response()
 }
@@ -525,7 +631,7 @@ pub async fn method_not_allowed() -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "use GET or POST for /token, GET for /healthz and /metrics",
+        "use GET or POST for /token, GET for /healthz, /readyz and /metrics",
     )
     .into_response()
 }
@@ -536,10 +642,12 @@ pub async fn method_not_allowed() -> Response {
 pub async fn access_log(
     State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let addr = forwarded::client_addr(peer.ip(), request.headers(), &state.trusted_proxies);
+    request.extensions_mut().insert(ClientAddr(addr));
     let method = request.method().clone();
     // The path only: a query is the caller's text and has no business in a log.
     let path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
@@ -562,9 +670,12 @@ pub async fn access_log(
         .extensions_mut()
         .remove::<Access>()
         .unwrap_or_default();
+    // `via`: the proxy the request came through, when the client address is a forwarded one.
+    let via = (addr != peer.ip().to_canonical()).then(|| peer.ip().to_string());
     tracing::info!(
         target: "aai_live::server::access",
-        peer = %peer.ip(),
+        peer = %addr,
+        via = via.as_deref().unwrap_or("-"),
         %method,
         path,
         status,
@@ -580,36 +691,123 @@ pub async fn access_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
     #[test]
-    fn loopback_hosts() {
-        let check = |host: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::HOST, host.parse().expect("header"));
-            addressed_to_loopback(&h, &Uri::from_static("/token"))
-        };
-        for ok in [
-            "localhost",
-            "LOCALHOST:8787",
-            "127.0.0.1",
-            "127.0.0.2:80",
-            "[::1]:8787",
-            "[::1]",
+    fn params_from_query_json_and_form() {
+        let p = parse_params(b"", "expires_in_seconds=30&other=1", b"").expect("query");
+        assert_eq!(p.expires_in_seconds, Some(json!("30")));
+        let p = parse_params(
+            b"application/json",
+            "expires_in_seconds=30",
+            br#"{"expires_in_seconds": 20, "max_session_duration_seconds": 600, "x": [1]}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            (p.expires_in_seconds, p.max_session_duration_seconds),
+            (Some(json!(20)), Some(json!(600)))
+        );
+        let p = parse_params(
+            b"Application/X-WWW-Form-Urlencoded; charset=utf-8",
+            "",
+            b"expires_in_seconds=25",
+        )
+        .expect("form");
+        assert_eq!(p.expires_in_seconds, Some(json!("25")));
+        assert_eq!(
+            parse_params(b"", "", b" \n").expect("blank"),
+            Params::default()
+        );
+        for (content_type, body) in [
+            (&b""[..], &b"[1]"[..]),
+            (b"", b"expires_in_seconds: 5"),
+            (FORM, b"\xff"),
         ] {
-            assert!(check(ok), "{ok}");
+            assert!(parse_params(content_type, "", body).is_err(), "{body:?}");
         }
-        for bad in [
-            "evil.example",
-            "evil.example:8787",
-            "10.0.0.1:80",
-            "[2001:db8::1]:80",
-            "localhost.evil.example",
-        ] {
-            assert!(!check(bad), "{bad}");
+    }
+
+    #[test]
+    fn origins_are_compared_exactly_and_only_once() {
+        let listed = [HeaderValue::from_static("https://app.example.com")];
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&h, &listed), "no Origin: not a browser");
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(origin_allowed(&h, &listed));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com.evil"),
+        );
+        assert!(!origin_allowed(&h, &listed));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        h.append(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(!origin_allowed(&h, &listed), "two Origin headers");
+    }
+
+    proptest! {
+        /// Whatever a caller sends, parsing never panics, keeps only the two known names, and a
+        /// refusal says what a valid body looks like.
+        #[test]
+        fn token_params_never_panic(
+            content_type in proptest::collection::vec(any::<u8>(), 0..60),
+            query in "\\PC{0,200}",
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            form in any::<bool>(),
+        ) {
+            let content_type = if form { FORM.to_vec() } else { content_type };
+            match parse_params(&content_type, &query, &body) {
+                Ok(_) => {}
+                Err(message) => prop_assert!(
+                    message.contains("expires_in_seconds") || message.contains("UTF-8"),
+                    "{}", message
+                ),
+            }
         }
-        assert!(addressed_to_loopback(
-            &HeaderMap::new(),
-            &Uri::from_static("/token")
-        ));
+
+        /// A valid request round-trips to the lifetimes asked for (within the policy), and a
+        /// value the policy refuses is reported with the field's name.
+        #[test]
+        fn asked_lifetimes_round_trip(window in 5_u32..=60, session in 60_u32..=10_800, json in any::<bool>(), bad in "[a-z]{1,8}") {
+            let policy = LifetimePolicy::default();
+            let params = if json {
+                let body = json!({"expires_in_seconds": window, "max_session_duration_seconds": session});
+                parse_params(b"application/json", "", body.to_string().as_bytes())
+            } else {
+                let query = format!("expires_in_seconds={window}&max_session_duration_seconds={session}");
+                parse_params(b"", &query, b"")
+            }
+            .expect("valid");
+            let request = policy
+                .resolve(params.expires_in_seconds.as_ref(), params.max_session_duration_seconds.as_ref())
+                .expect("within the policy");
+            prop_assert_eq!(request.expires_in_seconds, window);
+            prop_assert_eq!(request.max_session_duration_seconds, Some(session));
+            let params = parse_params(b"", &format!("max_session_duration_seconds={bad}"), b"").expect("query");
+            let e = policy
+                .resolve(None, params.max_session_duration_seconds.as_ref())
+                .expect_err("not a number");
+            prop_assert!(e.contains("max_session_duration_seconds"), "{}", e);
+        }
+
+        #[test]
+        fn origins_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let listed = [HeaderValue::from_static("https://app.example.com")];
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let mut h = HeaderMap::new();
+                h.insert(header::ORIGIN, value.clone());
+                prop_assert_eq!(origin_allowed(&h, &listed), value == listed[0]);
+            }
+        }
     }
 }

@@ -37,12 +37,14 @@ pub enum Denial {
     RefusalRateLimit,
     InvalidRequest,
     PayloadTooLarge,
+    BodyTimeout,
     Busy,
     Timeout,
+    LimitsStoreUnavailable,
 }
 
 impl Denial {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Unauthenticated,
         Self::ForbiddenOrigin,
         Self::ForbiddenHost,
@@ -51,8 +53,10 @@ impl Denial {
         Self::RefusalRateLimit,
         Self::InvalidRequest,
         Self::PayloadTooLarge,
+        Self::BodyTimeout,
         Self::Busy,
         Self::Timeout,
+        Self::LimitsStoreUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,8 +69,10 @@ impl Denial {
             Self::RefusalRateLimit => "refusal_rate_limit",
             Self::InvalidRequest => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::Busy => "busy",
             Self::Timeout => "timeout",
+            Self::LimitsStoreUnavailable => "limits_store_unavailable",
         }
     }
 
@@ -195,6 +201,46 @@ struct VersionLabel {
     version: &'static str,
 }
 
+/// The limits store's series, shared with the store (clones share the counts).
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// Round trips that failed or timed out.
+    pub errors: Counter,
+    /// Time of each round trip (a decision of one request).
+    pub latency: Histogram,
+    /// Decisions made in memory because the store was down (`limits_store_failure = "open"`).
+    pub fallbacks: Counter,
+    /// 1 while the store answers (always, for the memory store).
+    pub up: Gauge,
+}
+
+impl StoreMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let store = Self::default();
+        registry.register(
+            "aai_live_serve_limits_store_errors",
+            "Round trips to the limits store that failed or timed out",
+            store.errors.clone(),
+        );
+        registry.register(
+            "aai_live_serve_limits_store_request_duration_seconds",
+            "Time of one round trip to the limits store",
+            store.latency.clone(),
+        );
+        registry.register(
+            "aai_live_serve_limits_store_fallbacks",
+            "Rate-limit decisions made in memory while the limits store was down",
+            store.fallbacks.clone(),
+        );
+        registry.register(
+            "aai_live_serve_limits_store_up",
+            "1 while the limits store answers",
+            store.up.clone(),
+        );
+        store
+    }
+}
+
 /// Everything `GET /metrics` reports (the series are listed in docs/server.md).
 #[derive(Debug)]
 pub struct Metrics {
@@ -207,6 +253,7 @@ pub struct Metrics {
     pub token_latency: Histogram,
     pub upstream_latency: Histogram,
     in_flight: Gauge,
+    store: StoreMetrics,
 }
 
 impl Metrics {
@@ -295,6 +342,8 @@ impl Metrics {
             upstream_latency.clone(),
         );
 
+        let store = StoreMetrics::register(&mut registry);
+
         Self {
             registry,
             minted,
@@ -305,7 +354,13 @@ impl Metrics {
             token_latency,
             upstream_latency,
             in_flight,
+            store,
         }
+    }
+
+    /// The limits store's series, for the store to update.
+    pub fn store(&self) -> StoreMetrics {
+        self.store.clone()
     }
 
     /// Count a token for `client`; a name not given at start is not counted (it cannot

@@ -1,7 +1,12 @@
 //! `aai-live serve`'s command line: [`ServeArgs`] and the adapter that runs the token server.
-//! Turns flags and the `[provider.api_key]` settings into a [`ServerConfig`] and an upstream
-//! provider, starts the server, announces it on stdout, and shuts it down gracefully on SIGINT
-//! or SIGTERM.
+//!
+//! The server's settings are the `[server]` section of the configuration. Each flag *given*
+//! becomes a config override of its key (`--rate-limit 5/s` is `server.rate_limit = "5/s"`), so
+//! flags win over the file and the environment, a flag left out leaves the file's value, and a
+//! bad value is reported like a bad key. The upstream's flags override `[provider.api_key]` and
+//! `provider.timeout` the same way. [`server_config`] then reads the files the settings name
+//! (the credentials, the limits store's password) and builds the [`ServerConfig`]; [`run`] starts
+//! the server, announces it on stdout, and shuts it down gracefully on SIGINT or SIGTERM.
 //!
 //! The API key is read the way the `api-key` provider reads it (`provider.api_key.key_env` or
 //! `key_file`, overridable with `--key-env` / `--key-file`); it is never a flag's value.
@@ -13,24 +18,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use secrecy::SecretString;
 
 use super::auth::{Auth, Credentials, MIN_CREDENTIAL_LEN, hash_credential};
 use super::limit::LimitSetting;
-use super::policy::LifetimePolicy;
-use super::{DEFAULT_LISTEN, RunningServer, ServerConfig, ServerError};
-use crate::config::Config;
+use super::{RunningServer, ServerConfig, ServerError};
+use crate::config::{Choice, Cidr, Config, LimitsStore, ServerAuth, ServerSettings, StoreFailure};
 use crate::listener::TlsArgs;
 use crate::provider::{self, TokenProvider};
 
-/// Options of `aai-live serve`.
+/// Options of `aai-live serve`. Each flag given overrides its `[server]` key (the table is in
+/// docs/server.md, "All flags"); without the flag the configuration's value applies, so the
+/// flags have no clap defaults (config/default.toml holds them). The help of the flags that
+/// existed before the `[server]` section is unchanged but for the "[default: ...]" dropped.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
-    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
-    pub listen: SocketAddr,
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Credentials file: one client per line, "name:sha256hex" (docs/server.md).
-    #[arg(long, value_name = "FILE", required_unless_present_any = ["no_auth", "hash_credential"])]
+    #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
 
     /// Serve anyone who can connect, as the client "anonymous" (loopback addresses only).
@@ -43,37 +51,35 @@ pub struct ServeArgs {
 
     /// Redemption window given to each token, in seconds: the default, and the longest a caller
     /// may get (1-600).
-    #[arg(long, default_value_t = 60, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u32).range(1..=600))]
-    pub expires_in: u32,
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub expires_in: Option<u32>,
 
     /// Shortest window a caller may ask for, in seconds.
-    #[arg(long, default_value_t = 5, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u32).range(1..=600))]
-    pub min_expires_in: u32,
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub min_expires_in: Option<u32>,
 
     /// Session limit of each token, in seconds: the default, and the longest a caller may get
     /// (60-10800).
-    #[arg(long, default_value_t = 10_800, value_name = "SECONDS",
+    #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(60..=10_800))]
-    pub max_session_duration: u32,
+    pub max_session_duration: Option<u32>,
 
     /// Shortest session limit a caller may ask for, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+    #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(60..=10_800))]
-    pub min_session_duration: u32,
+    pub min_session_duration: Option<u32>,
 
     /// Token requests per client, e.g. "30/min", "5/s", or "off".
-    #[arg(long, default_value = super::DEFAULT_CLIENT_LIMIT, value_name = "RATE")]
-    pub rate_limit: LimitSetting,
+    #[arg(long, value_name = "RATE")]
+    pub rate_limit: Option<LimitSetting>,
 
     /// Token requests of all clients together, or "off".
-    #[arg(long, default_value = super::DEFAULT_GLOBAL_LIMIT, value_name = "RATE")]
-    pub global_rate_limit: LimitSetting,
+    #[arg(long, value_name = "RATE")]
+    pub global_rate_limit: Option<LimitSetting>,
 
     /// Refused requests (bad credentials, foreign origins) per client address, or "off".
-    #[arg(long, default_value = super::DEFAULT_REFUSAL_LIMIT, value_name = "RATE")]
-    pub refusal_limit: LimitSetting,
+    #[arg(long, value_name = "RATE")]
+    pub refusal_limit: Option<LimitSetting>,
 
     /// Browser origin allowed to call /token (repeatable), e.g. https://app.example.com.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
@@ -101,14 +107,17 @@ pub struct ServeArgs {
     pub upstream_timeout: Option<String>,
 
     /// Upper bound for answering one token request, upstream retry included.
-    #[arg(long, default_value = "30s", value_name = "DURATION",
-          value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
 
     /// Upstream requests under way at once; more are answered 503.
-    #[arg(long, default_value_t = 64, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_in_flight: u32,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: Option<u32>,
+
+    /// Connections open at once; more are closed as they arrive (server.max_connections). Keep
+    /// it below the open-file limit (ulimit -n).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
 
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -116,10 +125,27 @@ pub struct ServeArgs {
     /// Serve /metrics to every address, not only loopback.
     #[arg(long)]
     pub public_metrics: bool,
+
+    /// A load balancer or proxy whose X-Forwarded-For names the client: an address or CIDR
+    /// (repeatable; server.trusted_proxies).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Where rate limits are kept: "memory", or "redis://HOST:PORT/DB" / "rediss://..." shared
+    /// by every replica (server.limits_store; the password comes from
+    /// server.limits_store_password_env or _file, never the URL).
+    #[arg(long, value_name = "STORE")]
+    pub limits_store: Option<String>,
+
+    /// While the limits store cannot be reached: "closed" (answer 503) or "open" (limits in
+    /// this replica's memory) (server.limits_store_failure).
+    #[arg(long, value_name = "POLICY")]
+    pub limits_store_failure: Option<StoreFailure>,
 }
 
 impl ServeArgs {
-    /// The configuration overrides these flags stand for (`[provider.api_key]`, `provider.timeout`).
+    /// The configuration overrides the flags given stand for: `[server]` keys, and
+    /// `[provider.api_key]` / `provider.timeout` for the upstream.
     pub fn config_overrides(&self) -> Vec<(String, String)> {
         let mut o = Vec::new();
         if let Some(url) = &self.upstream {
@@ -133,6 +159,8 @@ impl ServeArgs {
                 o.push((key.to_owned(), value));
             }
         };
+        let text = |v: Option<&dyn std::fmt::Display>| v.map(ToString::to_string);
+        let list = |items: &[String]| (!items.is_empty()).then(|| items.join(","));
         set("provider.api_key.region", self.region.clone());
         set("provider.api_key.key_env", self.key_env.clone());
         set(
@@ -140,47 +168,118 @@ impl ServeArgs {
             self.key_file.as_ref().map(|p| p.display().to_string()),
         );
         set("provider.timeout", self.upstream_timeout.clone());
+        set("server.listen", text(self.listen.as_ref().map(|v| v as _)));
+        set(
+            "server.credentials",
+            self.credentials.as_ref().map(|p| p.display().to_string()),
+        );
+        let auth = match (&self.credentials, self.no_auth) {
+            (_, true) => Some(ServerAuth::None),
+            (Some(_), false) => Some(ServerAuth::Bearer),
+            (None, false) => None,
+        };
+        set("server.auth", auth.map(|a| a.as_str().to_owned()));
+        for (key, value) in [
+            ("server.expires_in_seconds", self.expires_in),
+            ("server.min_expires_in_seconds", self.min_expires_in),
+            (
+                "server.max_session_duration_seconds",
+                self.max_session_duration,
+            ),
+            (
+                "server.min_session_duration_seconds",
+                self.min_session_duration,
+            ),
+            ("server.max_in_flight", self.max_in_flight),
+            ("server.max_connections", self.max_connections),
+        ] {
+            set(key, value.map(|n| n.to_string()));
+        }
+        for (key, value) in [
+            ("server.rate_limit", self.rate_limit),
+            ("server.global_rate_limit", self.global_rate_limit),
+            ("server.refusal_limit", self.refusal_limit),
+        ] {
+            set(key, value.map(|r| r.to_string()));
+        }
+        set("server.cors_origins", list(&self.cors_origins));
+        set(
+            "server.request_timeout",
+            self.request_timeout
+                .map(|d| humantime::format_duration(d).to_string()),
+        );
+        set(
+            "server.tls_cert",
+            self.tls.tls_cert.as_ref().map(|p| p.display().to_string()),
+        );
+        set(
+            "server.tls_key",
+            self.tls.tls_key.as_ref().map(|p| p.display().to_string()),
+        );
+        set(
+            "server.public_metrics",
+            self.public_metrics.then(|| "true".to_owned()),
+        );
+        let proxies: Vec<String> = self
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        set("server.trusted_proxies", list(&proxies));
+        set("server.limits_store", self.limits_store.clone());
+        set(
+            "server.limits_store_failure",
+            self.limits_store_failure.map(|p| p.as_str().to_owned()),
+        );
         o
     }
+}
 
-    /// The server configuration (reads the credentials file).
-    pub fn server_config(&self) -> Result<ServerConfig, ServerError> {
-        let auth = match (&self.credentials, self.no_auth) {
-            (Some(path), _) => Auth::Bearer(Credentials::load(path)?),
-            // Checked again by `start`; here it fails before the key is looked for.
-            (None, true) if !self.listen.ip().is_loopback() => {
-                return Err(ServerError::InvalidConfig(format!(
-                    "--no-auth is allowed only on a loopback address, not {}: give clients \
-                     credentials (--credentials FILE) or listen on 127.0.0.1",
-                    self.listen
-                )));
-            }
-            (None, true) => Auth::None,
-            (None, false) => {
-                return Err(ServerError::InvalidConfig(
-                    "choose how clients authenticate: --credentials FILE, or --no-auth on a \
-                     loopback address"
-                        .into(),
-                ));
-            }
-        };
-        let mut config = ServerConfig::new(self.listen, auth);
-        config.policy = LifetimePolicy {
-            expires_in: self.expires_in,
-            min_expires_in: self.min_expires_in,
-            max_session: self.max_session_duration,
-            min_session: self.min_session_duration,
-        };
-        config.client_limit = self.rate_limit.0;
-        config.global_limit = self.global_rate_limit.0;
-        config.refusal_limit = self.refusal_limit.0;
-        config.cors_origins.clone_from(&self.cors_origins);
-        config.request_timeout = self.request_timeout;
-        config.shutdown_grace = self.request_timeout;
-        config.max_in_flight = self.max_in_flight as usize;
-        config.public_metrics = self.public_metrics;
-        config.tls = self.tls.files();
-        Ok(config)
+/// The server configuration `[server]` describes: reads the credentials file and the limits
+/// store's password.
+pub fn server_config(config: &Config) -> Result<ServerConfig, ServerError> {
+    let settings = &config.server;
+    let auth = match (settings.auth, &settings.credentials) {
+        (ServerAuth::None, _) => Auth::None,
+        (ServerAuth::Bearer, Some(path)) => Auth::Bearer(Credentials::load(path)?),
+        (ServerAuth::Bearer, None) => {
+            return Err(ServerError::InvalidConfig(
+                "choose how clients authenticate: --credentials FILE (`server.credentials`), or \
+                 --no-auth (`server.auth` = \"none\") on a loopback address"
+                    .into(),
+            ));
+        }
+    };
+    let mut server = ServerConfig::from_settings(settings, auth);
+    server.limits.password = store_password(settings, &provider::process_env)?;
+    Ok(server)
+}
+
+/// The limits store's password: `server.limits_store_password_file` (first line), else the
+/// variable `server.limits_store_password_env` names; none for the memory store.
+fn store_password(
+    settings: &ServerSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, ServerError> {
+    if settings.limits_store == LimitsStore::Memory {
+        return Ok(None);
+    }
+    if let Some(path) = &settings.limits_store_password_file {
+        // The file's permissions were warned about when the configuration was loaded.
+        let (password, _) = crate::secret::read_secret_file(path).map_err(|e| {
+            ServerError::InvalidConfig(format!("`server.limits_store_password_file`: {e}"))
+        })?;
+        return Ok(Some(password));
+    }
+    let Some(name) = &settings.limits_store_password_env else {
+        return Ok(None);
+    };
+    match env(name) {
+        Some(value) if !value.is_empty() => Ok(Some(SecretString::from(value))),
+        _ => Err(ServerError::InvalidConfig(format!(
+            "the limits store's password variable {name} (`server.limits_store_password_env`) \
+             is not set"
+        ))),
     }
 }
 
@@ -240,6 +339,15 @@ pub fn upstream_provider(config: &Config) -> Result<Arc<dyn TokenProvider>, Serv
 /// Warnings worth printing before the server starts.
 pub fn warnings(config: &ServerConfig) -> Vec<String> {
     let mut out = Vec::new();
+    if let (Some(cap), Some(files)) = (config.max_connections, open_file_limit())
+        && cap as u64 + FD_MARGIN > files
+    {
+        out.push(format!(
+            "max_connections ({cap}) leaves fewer than {FD_MARGIN} of the {files} open files this \
+             process may have for the upstream, the limits store and the log: lower \
+             `server.max_connections` or raise the limit (ulimit -n, LimitNOFILE=)"
+        ));
+    }
     if config.tls.is_none() && !config.listen.ip().is_loopback() {
         out.push(format!(
             "serving plain HTTP on {}: credentials and tokens cross the network in clear; use \
@@ -253,15 +361,26 @@ pub fn warnings(config: &ServerConfig) -> Vec<String> {
     out
 }
 
-/// Run `aai-live serve` until SIGINT or SIGTERM. The first stdout line is a contract:
-/// `aai-live serve listening on http(s)://HOST:PORT`.
+/// File descriptors `serve` needs besides its clients' connections: the runtime, the log, the
+/// upstream's pooled connections, the limits store.
+const FD_MARGIN: u64 = 64;
+
+/// The soft limit on open files (Linux: /proc/self/limits), if it can be read.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Run `aai-live serve` until SIGINT or SIGTERM, with `config` (the flags already applied as
+/// overrides). The first stdout line is a contract: `aai-live serve listening on
+/// http(s)://HOST:PORT`.
 pub async fn run(
-    args: &ServeArgs,
     config: &Config,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), ServerError> {
-    let server_config = args.server_config()?;
+    let server_config = server_config(config)?;
     let upstream = upstream_provider(config)?;
     for warning in warnings(&server_config) {
         let _ = writeln!(err, "warning: {warning}");
@@ -291,6 +410,7 @@ fn watch_signals(running: &RunningServer) -> Result<(), ServerError> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use secrecy::ExposeSecret;
 
     #[derive(Parser)]
     struct Cli {
@@ -302,8 +422,21 @@ mod tests {
         Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.serve)
     }
 
+    /// The configuration with `file` (a `[server]` table's text) under the flags' overrides.
+    fn load(file: &str, args: &ServeArgs) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, file).expect("write");
+        crate::config::load(&crate::config::LoadOptions {
+            file: Some(path),
+            overrides: args.config_overrides(),
+            ..crate::config::LoadOptions::defaults_only()
+        })
+        .map(|loaded| loaded.config)
+    }
+
     #[test]
-    fn flags_become_a_config_and_overrides() {
+    fn flags_become_overrides_of_server_keys() {
         let args = parse(&[
             "--no-auth",
             "--listen",
@@ -320,38 +453,151 @@ mod tests {
             "MY_KEY",
             "--upstream-timeout",
             "3s",
+            "--request-timeout",
+            "1m 5s",
+            "--cors-origin",
+            "https://a.example",
+            "--cors-origin",
+            "https://b.example",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--max-connections",
+            "100",
+            "--limits-store",
+            "redis://127.0.0.1:6379/0",
+            "--limits-store-failure",
+            "open",
         ])
         .expect("parses");
-        let config = args.server_config().expect("config");
-        assert!(matches!(config.auth, Auth::None));
-        assert_eq!(config.policy.expires_in, 30);
-        assert_eq!(config.client_limit, None);
+        let pairs: Vec<(&str, &str)> = vec![
+            (
+                "provider.api_key.token_url",
+                "http://127.0.0.1:8080/v3/token",
+            ),
+            ("provider.api_key.key_env", "MY_KEY"),
+            ("provider.timeout", "3s"),
+            ("server.listen", "127.0.0.1:0"),
+            ("server.auth", "none"),
+            ("server.expires_in_seconds", "30"),
+            ("server.max_connections", "100"),
+            ("server.rate_limit", "off"),
+            ("server.global_rate_limit", "5/s"),
+            ("server.cors_origins", "https://a.example,https://b.example"),
+            ("server.request_timeout", "1m 5s"),
+            ("server.trusted_proxies", "10.0.0.0/8"),
+            ("server.limits_store", "redis://127.0.0.1:6379/0"),
+            ("server.limits_store_failure", "open"),
+        ];
+        let want: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(args.config_overrides(), want);
+        let config = load("", &args).expect("valid");
+        let server = server_config(&config).expect("server config");
+        assert!(matches!(server.auth, Auth::None));
+        assert_eq!(server.policy.expires_in, 30);
+        assert_eq!(server.client_limit, None);
         assert_eq!(
-            config.global_limit.map(|s| s.to_string()),
+            server.global_limit.map(|s| s.to_string()),
             Some("5/s".into())
         );
+        assert_eq!(server.request_timeout, Duration::from_secs(65));
+        assert_eq!(server.max_connections, Some(100));
+        assert_eq!(server.limits.failure, StoreFailure::Open);
         assert_eq!(
-            args.config_overrides(),
-            [
-                (
-                    "provider.api_key.token_url".into(),
-                    "http://127.0.0.1:8080/v3/token".into()
-                ),
-                ("provider.api_key.key_env".into(), "MY_KEY".into()),
-                ("provider.timeout".into(), "3s".into()),
-            ]
+            server.cors_origins,
+            ["https://a.example", "https://b.example"]
         );
-        assert!(warnings(&config).is_empty());
+    }
+
+    #[test]
+    fn flags_not_given_leave_the_files_values() {
+        let file = "[server]\nauth = \"none\"\nrate_limit = \"7/min\"\nexpires_in_seconds = 20\n\
+                    max_connections = 64\ncors_origins = [\"https://app.example\"]\n";
+        let server = |args: &[&str]| {
+            let args = parse(args).expect("parses");
+            server_config(&load(file, &args).expect("valid")).expect("server config")
+        };
+        let from_file = server(&[]);
+        assert!(matches!(from_file.auth, Auth::None));
+        assert_eq!(
+            from_file.client_limit.map(|s| s.to_string()),
+            Some("7/min".into())
+        );
+        assert_eq!(from_file.policy.expires_in, 20);
+        assert_eq!(from_file.max_connections, Some(64));
+        assert_eq!(from_file.cors_origins, ["https://app.example"]);
+        // Untouched keys keep the defaults of config/default.toml.
+        assert_eq!(
+            from_file.global_limit.map(|s| s.to_string()),
+            Some("300/min".into())
+        );
+        assert_eq!(from_file.request_timeout, Duration::from_secs(30));
+
+        let flagged = server(&["--rate-limit", "9/s", "--expires-in", "40"]);
+        assert_eq!(
+            flagged.client_limit.map(|s| s.to_string()),
+            Some("9/s".into())
+        );
+        assert_eq!(flagged.policy.expires_in, 40);
+        assert_eq!(flagged.max_connections, Some(64), "not given: the file's");
     }
 
     #[test]
     fn authentication_must_be_chosen() {
-        assert!(parse(&[]).is_err(), "neither --credentials nor --no-auth");
         assert!(parse(&["--no-auth", "--credentials", "x"]).is_err());
         assert!(parse(&["--hash-credential"]).is_ok());
         assert!(parse(&["--hash-credential", "--no-auth"]).is_err());
         assert!(parse(&["--no-auth", "--rate-limit", "lots"]).is_err());
         assert!(parse(&["--no-auth", "--expires-in", "601"]).is_err());
+        // Neither flag nor key: a clear error before any key is looked for.
+        let args = parse(&[]).expect("parses");
+        let e = server_config(&load("", &args).expect("valid"))
+            .expect_err("no auth chosen")
+            .to_string();
+        assert!(
+            e.contains("--credentials FILE") && e.contains("--no-auth"),
+            "{e}"
+        );
+        // No authentication off loopback: the configuration's error, naming both keys.
+        let args = parse(&["--no-auth", "--listen", "0.0.0.0:0"]).expect("parses");
+        let e = load("", &args).expect_err("off loopback").to_string();
+        assert!(
+            e.contains("`server.auth` = \"none\"") && e.contains("`server.listen` = 0.0.0.0:0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_store_password_comes_from_a_variable_or_a_file() {
+        let mut settings = ServerSettings::default();
+        let env = |name: &str| (name == "REDIS_PW").then(|| "from-env".to_owned());
+        settings.limits_store_password_env = Some("REDIS_PW".into());
+        assert!(
+            store_password(&settings, &env).expect("memory").is_none(),
+            "the memory store needs none"
+        );
+        settings.limits_store = "redis://127.0.0.1/0".parse().expect("url");
+        let got = store_password(&settings, &env).expect("from the variable");
+        assert_eq!(
+            got.as_ref().map(ExposeSecret::expose_secret),
+            Some("from-env")
+        );
+        settings.limits_store_password_env = Some("UNSET_PW".into());
+        let e = store_password(&settings, &env)
+            .expect_err("unset")
+            .to_string();
+        assert!(e.contains("UNSET_PW"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        settings.limits_store_password_file = Some(file);
+        let got = store_password(&settings, &env).expect("from the file");
+        assert_eq!(
+            got.as_ref().map(ExposeSecret::expose_secret),
+            Some("from-file")
+        );
     }
 
     #[test]
@@ -383,6 +629,14 @@ mod tests {
             hash_credential_command(&mut "\n".as_bytes(), &mut Vec::new(), &mut err),
             2
         );
+    }
+
+    #[test]
+    fn open_file_limit_is_read() {
+        // Linux has /proc/self/limits; elsewhere there is nothing to warn about.
+        if std::path::Path::new("/proc/self/limits").exists() {
+            assert!(open_file_limit().is_some_and(|n| n > 0));
+        }
     }
 
     #[test]
