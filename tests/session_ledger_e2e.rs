@@ -19,10 +19,7 @@ use aai_live::session::ledger::LossCause;
 use aai_live::session::machine::View;
 use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
-use common::{KEY, utterances, write_wav};
-
-/// 50 ms at 16 kHz.
-const CHUNK: usize = 800;
+use common::{CHUNK, KEY, mark_of, marked_input, utterances, watermark, write_wav};
 
 struct Setup {
     emu: RunningEmulator,
@@ -69,29 +66,6 @@ async fn setup(
         record,
         config,
     }
-}
-
-/// `n` utterances, cut to whole chunks, each chunk watermarked with its index (+1, so silence
-/// never matches): samples 0 and 1 are `k + 1` and `-(k + 1)`. Too faint to count as voice.
-fn marked_input(n: usize) -> Vec<i16> {
-    watermark(utterances(n))
-}
-
-/// `samples` cut to whole chunks, each chunk watermarked (see [`marked_input`]).
-fn watermark(mut samples: Vec<i16>) -> Vec<i16> {
-    samples.truncate(samples.len() / CHUNK * CHUNK);
-    for (k, chunk) in samples.chunks_mut(CHUNK).enumerate() {
-        let mark = i16::try_from(k + 1).expect("few chunks");
-        chunk[0] = mark;
-        chunk[1] = -mark;
-    }
-    samples
-}
-
-/// The chunk index a recorded chunk carries.
-fn mark_of(chunk: &[i16]) -> Option<usize> {
-    (chunk.len() >= 2 && chunk[0] > 0 && chunk[1] == -chunk[0])
-        .then(|| usize::try_from(chunk[0] - 1).expect("positive"))
 }
 
 struct Run {

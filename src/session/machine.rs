@@ -137,6 +137,12 @@ pub enum Input {
         closed: Closed,
     },
     Timer(Timer),
+    /// The input ended and every captured sample was sent: stop as for `Stop`, but the last
+    /// session must confirm its end. If it does not (no `Termination` within the drain timeout:
+    /// a server that stopped reading, say), what it had not finalized is replayed into a new
+    /// session before stopping again, so the last words are not lost. The supervisor bounds
+    /// this with its finishing deadline.
+    Finish,
     /// Something on this side failed (the audio input, one of aai-live's tasks): stop as for
     /// `Stop` — the live session drains, so its last turns still arrive — but end `Failed`
     /// with `reason`, never `Stopped`: a failure must not look like a normal end.
@@ -320,6 +326,8 @@ pub struct Machine {
     quiet: bool,
     /// Set by [`Input::Fail`]: the run ends `Failed` with this once its drain is over.
     failure: Option<(CloseClass, String)>,
+    /// Set by [`Input::Finish`]: a drain that times out is a loss to recover from, not the end.
+    finishing: bool,
 }
 
 impl Machine {
@@ -335,6 +343,7 @@ impl Machine {
             rng: seed | 1,
             quiet: true,
             failure: None,
+            finishing: false,
         }
     }
 
@@ -432,7 +441,14 @@ impl Machine {
         let mut out = Vec::new();
         match input {
             Input::Start => self.start(&mut out),
-            Input::Stop => self.stop(now, &mut out),
+            Input::Stop => {
+                self.finishing = false;
+                self.stop(now, &mut out);
+            }
+            Input::Finish => {
+                self.finishing = true;
+                self.stop(now, &mut out);
+            }
             Input::Reconnect => self.reconnect(now, &mut out),
             Input::TokenMinted { generation } => self.token_minted(now, generation, &mut out),
             Input::TokenFailed {
@@ -480,6 +496,7 @@ impl Machine {
             self.attempt = 0;
             self.healthy = false;
             self.failure = None;
+            self.finishing = false;
             self.token_retry_used = false;
             self.replay_from = None;
             self.mint(Cause::Start, out);
@@ -928,7 +945,13 @@ impl Machine {
                 if matches!(self.state, State::Draining { generation: g } if g == generation) {
                     out.push(Effect::Drop { generation });
                     out.push(Effect::Notice(Notice::DrainTimedOut { generation }));
-                    self.set(State::Stopped, out);
+                    if self.finishing && self.failure.is_none() {
+                        // Its last audio is unconfirmed: replay it into a new session.
+                        self.replay_from = Some(generation);
+                        self.mint(Cause::Dropped, out);
+                    } else {
+                        self.set(State::Stopped, out);
+                    }
                 } else {
                     // A retired generation (after a rotation or a user reconnect).
                     out.push(Effect::Drop { generation });
@@ -1382,6 +1405,10 @@ mod tests {
         Input::Termination { generation }
     }
 
+    fn finish() -> Input {
+        Input::Finish
+    }
+
     fn fails_locally(reason: &str) -> Input {
         Input::Fail {
             class: CloseClass::Local,
@@ -1668,6 +1695,37 @@ mod tests {
                     fire(Drain(1)),
                     effects([drop_socket(1), drain_timed_out(1), changed(is_stopped())]),
                     view(is_stopped()),
+                ]),
+            Row::new("an_unconfirmed_finish_replays_into_a_new_session_then_finishes")
+                .given(streaming(60))
+                .then([
+                    // The input ended; the last session never confirms (it stopped reading).
+                    at(0, finish()),
+                    effects([
+                        route_nowhere(),
+                        terminate(1),
+                        schedule(Drain(1), 5 * S),
+                        changed(is_draining(1)),
+                    ]),
+                    fire(Drain(1)),
+                    effects([
+                        drop_socket(1),
+                        drain_timed_out(1),
+                        changed(is_minting(2, Cause::Dropped)),
+                        mint(2),
+                    ]),
+                    after(0, minted(2)),
+                    after(0, begin(2, "s2", 60)),
+                    // What it had not finalized goes to the new session.
+                    has([Fx::Is(Effect::Route {
+                        to: Some(2),
+                        replay_from: Some(1),
+                    })]),
+                    after(0, finish()),
+                    has([terminate(2)]),
+                    after(0, termination(2)),
+                    changes([is_stopped()]),
+                    done(),
                 ]),
             Row::new("stop_during_rotation_drops_the_successor_and_drains_the_old")
                 .given(streaming(60))

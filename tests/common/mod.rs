@@ -323,3 +323,29 @@ pub fn aai_live(home: &std::path::Path) -> tokio::process::Command {
         .kill_on_drop(true);
     cmd
 }
+
+/// 50 ms at 16 kHz: one chunk on the wire.
+pub const CHUNK: usize = 800;
+
+/// `n` utterances, cut to whole chunks, each chunk watermarked with its index (+1, so silence
+/// never matches): samples 0 and 1 are `k + 1` and `-(k + 1)`. Too faint to count as voice.
+pub fn marked_input(n: usize) -> Vec<i16> {
+    watermark(utterances(n))
+}
+
+/// `samples` cut to whole chunks, each chunk watermarked (see [`marked_input`]).
+pub fn watermark(mut samples: Vec<i16>) -> Vec<i16> {
+    samples.truncate(samples.len() / CHUNK * CHUNK);
+    for (k, chunk) in samples.chunks_mut(CHUNK).enumerate() {
+        let mark = i16::try_from(k + 1).expect("few chunks");
+        chunk[0] = mark;
+        chunk[1] = -mark;
+    }
+    samples
+}
+
+/// The chunk index a recorded chunk carries.
+pub fn mark_of(chunk: &[i16]) -> Option<usize> {
+    (chunk.len() >= 2 && chunk[0] > 0 && chunk[1] == -chunk[0])
+        .then(|| usize::try_from(chunk[0] - 1).expect("positive"))
+}
