@@ -306,6 +306,10 @@ enum State {
 
 /// The session lifecycle.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts: healthy, token retry used, quiet, finishing"
+)]
 pub struct Machine {
     cfg: MachineConfig,
     state: State,
