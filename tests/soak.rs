@@ -112,22 +112,12 @@ async fn recordings(base: &str, dir: &Path) -> Vec<Vec<usize>> {
         .collect()
 }
 
-async fn soak(seconds: u64) {
-    let seed = std::env::var("AAI_LIVE_SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0000_0000_0001_u64);
-    eprintln!("soak: seed {seed} ({seconds} s); replay with AAI_LIVE_SOAK_SEED={seed}");
-    let mut rng = Rng(seed | 1);
-    let home = tempfile::tempdir().expect("tempdir");
-    let record = home.path().join("record");
-    std::fs::create_dir_all(&record).expect("record");
-
-    // The emulator, its own process.
-    let mut emulator = aai_live(home.path())
+/// The emulator, its own process; its base URL.
+async fn start_emulator(home: &Path, record: &Path) -> (tokio::process::Child, String) {
+    let mut emulator = aai_live(home)
         .args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
         .args(["--session-limit", "20", "--record"])
-        .arg(&record)
+        .arg(record)
         .spawn()
         .expect("emulator");
     let mut lines = BufReader::new(emulator.stdout.take().expect("stdout")).lines();
@@ -138,18 +128,20 @@ async fn soak(seconds: u64) {
         .expect("url")
         .trim_end_matches('/')
         .to_owned();
-    let emulator_pid = emulator.id().expect("pid");
+    (emulator, base)
+}
 
-    // The input: as long as the run (it ends the run: the client then sends what is still
-    // buffered before stopping, so even a replay under way at the end loses nothing), each
-    // chunk watermarked.
-    let mut input = marked_input(usize::try_from(seconds / 2 + 1).expect("small"));
-    input.truncate(usize::try_from(seconds).expect("small") * 16_000);
-    let wav: PathBuf = home.path().join("input.wav");
-    write_wav(&wav, &input);
-
-    // The client, its own process, recovering quickly.
-    let mut client = aai_live(home.path())
+/// The client, its own process, recovering quickly; its NDJSON events and stderr, collected.
+fn start_client(
+    home: &Path,
+    wav: &Path,
+    base: &str,
+) -> (
+    tokio::process::Child,
+    tokio::task::JoinHandle<Vec<serde_json::Value>>,
+    tokio::task::JoinHandle<String>,
+) {
+    let mut client = aai_live(home)
         .args(["run", "--headless", "--emulator-hints", "--input"])
         .arg(format!("file:{}", wav.display()))
         .env("ASSEMBLYAI_API_KEY", KEY)
@@ -170,11 +162,10 @@ async fn soak(seconds: u64) {
         .env("AAI_LIVE__SESSION__RATE_LIMIT_BACKOFF", "2s")
         .spawn()
         .expect("client");
-    let client_pid = client.id().expect("pid");
-    let client_out = client.stdout.take().expect("stdout");
-    let client_err = client.stderr.take().expect("stderr");
-    let stdout = tokio::spawn(async move {
-        let mut lines = BufReader::new(client_out).lines();
+    let out = client.stdout.take().expect("stdout");
+    let err = client.stderr.take().expect("stderr");
+    let events = tokio::spawn(async move {
+        let mut lines = BufReader::new(out).lines();
         let mut events = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
             events.push(serde_json::from_str::<serde_json::Value>(&line).expect("NDJSON"));
@@ -183,30 +174,38 @@ async fn soak(seconds: u64) {
     });
     let stderr = tokio::spawn(async move {
         let mut text = String::new();
-        let mut lines = BufReader::new(client_err).lines();
+        let mut lines = BufReader::new(err).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             text.push_str(&line);
             text.push('\n');
         }
         text
     });
+    (client, events, stderr)
+}
 
-    // Faults every 3-6 s, RSS every second.
+/// For `seconds`: a random recoverable fault every 3-6 s (none in the last 12 s), both
+/// processes' RSS every second. Returns the faults and the RSS samples (KiB).
+async fn inject_and_sample(
+    base: &str,
+    seconds: u64,
+    rng: &mut Rng,
+    pids: [(&'static str, u32); 2],
+) -> (Vec<String>, BTreeMap<&'static str, Vec<u64>>) {
     let http = reqwest::Client::new();
     let started = Instant::now();
+    let end = Duration::from_secs(seconds);
     let mut next_fault = Duration::from_secs(4);
     let mut rss: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut injected = Vec::new();
-    while started.elapsed() < Duration::from_secs(seconds) {
+    while started.elapsed() < end {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for (name, pid) in [("client", client_pid), ("emulator", emulator_pid)] {
+        for (name, pid) in pids {
             if let Some(kib) = rss_kib(pid) {
                 rss.entry(name).or_default().push(kib);
             }
         }
-        if started.elapsed() >= next_fault
-            && started.elapsed() + Duration::from_secs(12) < Duration::from_secs(seconds)
-        {
+        if started.elapsed() >= next_fault && started.elapsed() + Duration::from_secs(12) < end {
             let at = format!("{}ms", 500 + rng.below(3000));
             let spec = FAULTS[usize::try_from(rng.below(FAULTS.len() as u64)).expect("index")]
                 .replace("{t}", &at);
@@ -221,34 +220,12 @@ async fn soak(seconds: u64) {
             next_fault = started.elapsed() + Duration::from_secs(3 + rng.below(4));
         }
     }
-    let status = tokio::time::timeout(Duration::from_secs(90), client.wait())
-        .await
-        .expect("the client ends")
-        .expect("status");
-    let events = stdout.await.expect("stdout");
-    let client_stderr = stderr.await.expect("stderr");
-    let sessions = recordings(&base, &record).await;
-    // The emulator ends cleanly on SIGTERM.
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &emulator_pid.to_string()])
-        .status();
-    let emulator_out = tokio::time::timeout(Duration::from_secs(10), emulator.wait_with_output())
-        .await
-        .expect("the emulator ends")
-        .expect("output");
-    let emulator_stderr = String::from_utf8_lossy(&emulator_out.stderr);
-    eprintln!("soak: {} faults: {injected:?}", injected.len());
+    (injected, rss)
+}
 
-    assert!(status.success(), "client exit {status}: {client_stderr}");
-    assert!(emulator_out.status.success(), "emulator: {emulator_stderr}");
-    for (who, text) in [
-        ("client", &client_stderr),
-        ("emulator", &emulator_stderr.to_string()),
-    ] {
-        assert!(!text.contains("panicked"), "{who} panicked: {text}");
-    }
-
-    // The ledger, to the sample.
+/// The ledger to the sample: `finished` balances with nothing lost, and the recordings cover
+/// every captured chunk, each session's chunks consecutive.
+fn assert_ledger(events: &[serde_json::Value], sessions: &[Vec<usize>]) {
     let finished = events.last().expect("events");
     assert_eq!(finished["event"], "finished", "{finished}");
     let captured = finished["audio_captured_samples"]
@@ -274,29 +251,73 @@ async fn soak(seconds: u64) {
         for e in events.iter().rev().take(25).rev() {
             eprintln!("soak event: {e}");
         }
-        for (s, session) in sessions.iter().enumerate() {
-            eprintln!(
-                "soak session {s}: chunks {:?}..{:?} ({})",
-                session.first(),
-                session.last(),
-                session.len()
-            );
-        }
     }
     assert!(
         missing.is_empty(),
         "chunks no session received: {missing:?}"
     );
-    let sessions_opened = sessions.len();
-    let reconnects = finished["reconnects"].as_u64().unwrap_or(0);
     eprintln!(
-        "soak: {captured} samples captured, {sent} sent, {lost} lost; {sessions_opened} sessions, \
-         {reconnects} reconnects, {} rotations",
+        "soak: {captured} samples captured, {sent} sent, {lost} lost; {} sessions, {} reconnects, \
+         {} rotations",
+        sessions.len(),
+        finished["reconnects"],
         finished["rotations"]
     );
+}
+
+async fn soak(seconds: u64) {
+    let seed = std::env::var("AAI_LIVE_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0000_0000_0001_u64);
+    eprintln!("soak: seed {seed} ({seconds} s); replay with AAI_LIVE_SOAK_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let home = tempfile::tempdir().expect("tempdir");
+    let record = home.path().join("record");
+    std::fs::create_dir_all(&record).expect("record");
+    let (emulator, base) = start_emulator(home.path(), &record).await;
+    let emulator_pid = emulator.id().expect("pid");
+    // The input is as long as the run and ends it: the client then sends what is still buffered
+    // before stopping, so even a replay under way at the end loses nothing.
+    let mut input = marked_input(usize::try_from(seconds / 2 + 1).expect("small"));
+    input.truncate(usize::try_from(seconds).expect("small") * 16_000);
+    let wav: PathBuf = home.path().join("input.wav");
+    write_wav(&wav, &input);
+    let (mut client, events, stderr) = start_client(home.path(), &wav, &base);
+    let client_pid = client.id().expect("pid");
+    let (injected, rss) = inject_and_sample(
+        &base,
+        seconds,
+        &mut rng,
+        [("client", client_pid), ("emulator", emulator_pid)],
+    )
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(90), client.wait())
+        .await
+        .expect("the client ends")
+        .expect("status");
+    let events = events.await.expect("stdout");
+    let client_stderr = stderr.await.expect("stderr");
+    let sessions = recordings(&base, &record).await;
+    // The emulator ends cleanly on SIGTERM.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &emulator_pid.to_string()])
+        .status();
+    let emulator_out = tokio::time::timeout(Duration::from_secs(10), emulator.wait_with_output())
+        .await
+        .expect("the emulator ends")
+        .expect("output");
+    let emulator_stderr = String::from_utf8_lossy(&emulator_out.stderr).into_owned();
+    eprintln!("soak: {} faults: {injected:?}", injected.len());
+    assert!(status.success(), "client exit {status}: {client_stderr}");
+    assert!(emulator_out.status.success(), "emulator: {emulator_stderr}");
+    for (who, text) in [("client", &client_stderr), ("emulator", &emulator_stderr)] {
+        assert!(!text.contains("panicked"), "{who} panicked: {text}");
+    }
+    assert_ledger(&events, &sessions);
     for (name, samples) in &rss {
         eprintln!(
-            "soak: {name} RSS KiB min {} max {} (every second: {samples:?})",
+            "soak: {name} RSS KiB min {} max {}, every second: {samples:?}",
             samples.iter().min().unwrap_or(&0),
             samples.iter().max().unwrap_or(&0)
         );
