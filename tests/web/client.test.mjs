@@ -1,7 +1,8 @@
 // Unit tests of the browser client's pure logic, with Node's built-in runner:
-//   node --test tests/web/
-// (tests/web_client.rs runs them as part of the suite). The table of close classes comes from
-// the Rust side when the suite runs them (AAI_LIVE_CLOSE_CODES); a copy of its shape otherwise.
+//   node --test tests/web/client.test.mjs
+// (tests/browser_js.rs runs them as part of the suite). The table of close classes comes from
+// the Rust side when the suite runs them (AAI_LIVE_CLOSE_CODES, the file `serve` would publish
+// as /close-codes.json); without it the classification test is skipped.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
