@@ -91,6 +91,17 @@ fn demo_wav(dir: &Path, times: usize) -> PathBuf {
 }
 
 async fn rig(emulator: EmulatorConfig, auth: Auth, tweak: impl FnOnce(&mut Config)) -> Rig {
+    rig_with(emulator, auth, tweak, |_| {}).await
+}
+
+/// The emulator (recording, the demo's script) and `serve --web` in front of it; `tweak` edits
+/// the configuration (`[session]` reaches the page through /config.json), `serve` the server's.
+async fn rig_with(
+    emulator: EmulatorConfig,
+    auth: Auth,
+    tweak: impl FnOnce(&mut Config),
+    serve: impl FnOnce(&mut ServerConfig),
+) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let record = dir.path().join("record");
     std::fs::create_dir_all(&record).expect("record dir");
@@ -121,6 +132,7 @@ async fn rig(emulator: EmulatorConfig, auth: Auth, tweak: impl FnOnce(&mut Confi
     server_config.global_limit = None;
     server_config.refusal_limit = None;
     server_config.browser = BrowserSettings::from_config(&config);
+    serve(&mut server_config);
     let upstream = server::serve_cli::upstream_provider(&config).expect("upstream");
     let server = server::start(server_config, upstream).await.expect("serve");
     Rig {
@@ -327,7 +339,7 @@ async fn the_page_streams_the_demo_across_rotations() {
     while Instant::now() < deadline {
         let finals = dom_finals(&page).await;
         let speaking = page
-            .eval("document.getElementById('partial').textContent.length > 0")
+            .eval("document.getElementById('partial').textContent.split(' ').length >= 3")
             .await
             .expect("partial");
         if !shot && finals.len() >= 3 && speaking == Value::Bool(true) {
@@ -563,6 +575,130 @@ async fn a_refused_credential_stops_with_a_clear_message_and_no_retry() {
         .expect("eval");
     assert_eq!(asked, Value::Bool(true));
     assert_no_policy_violations(&browser.console());
+    browser.close().await;
+    rig.server.shutdown().await;
+    rig.emu.shutdown().await;
+}
+
+/// A page of another origin (its own port) that embeds the module from `serve`, under the
+/// Content-Security-Policy docs/browser.md recommends for such a page. Served on `listener`.
+fn embedding_page(
+    listener: tokio::net::TcpListener,
+    serve_origin: &str,
+    ws_origin: &str,
+) -> tokio::task::JoinHandle<()> {
+    use axum::http::header;
+    use axum::routing::get;
+    let csp = format!(
+        "default-src 'none'; script-src 'self' {serve_origin}; connect-src {serve_origin} \
+         {ws_origin}; base-uri 'none'"
+    );
+    let html = "<!doctype html><meta charset=\"utf-8\"><title>embed</title>\
+                <script type=\"module\" src=\"/embed.js\"></script><ol id=\"finals\"></ol>";
+    let script = format!(
+        r#"import {{ AaiLiveClient }} from "{serve_origin}/aai-live-client.js";
+const client = new AaiLiveClient({{ credential: "{CREDENTIAL}" }});
+window.aaiLive = client;
+client.addEventListener("final", (e) => {{
+  const li = document.createElement("li");
+  li.textContent = e.detail.text;
+  document.getElementById("finals").append(li);
+}});
+window.startStreaming = () => client.start();
+window.stopStreaming = () => client.stop();
+"#
+    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+                        (header::CONTENT_SECURITY_POLICY, csp),
+                    ],
+                    html,
+                )
+            }),
+        )
+        .route(
+            "/embed.js",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/javascript")], script) }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_streams_from_a_page_on_another_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = demo_wav(dir.path(), 1);
+    let Some(browser) = Chromium::launch(&LaunchOptions {
+        fake_audio: Some(wav),
+    })
+    .await
+    else {
+        return;
+    };
+    // The page's origin must be allowed by serve, and serve's origin written into the page:
+    // the page's port first, then serve, then the page.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let page_origin = format!("http://{}", listener.local_addr().expect("addr"));
+    let credentials = Credentials::parse(
+        &format!("page:{}\n", server::hash_credential(CREDENTIAL)),
+        "test",
+    )
+    .expect("credentials");
+    let rig = rig_with(
+        common::config(),
+        Auth::Bearer(credentials),
+        |_| {},
+        |s| {
+            s.web = false;
+            s.cors_origins = vec![page_origin.clone()];
+        },
+    )
+    .await;
+    let serve_origin = rig.server.base_url();
+    let ws_origin = rig.emu.ws_url().trim_end_matches("/v3/ws").to_owned();
+    let page_task = embedding_page(listener, &serve_origin, &ws_origin);
+    let page = browser.new_page(HOOK).await;
+    page.goto(&format!("{page_origin}/")).await;
+    page.wait_for(
+        "typeof window.startStreaming === 'function'",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the module did not load: {e}; {:#?}", browser.console()));
+    page.eval("window.startStreaming()").await.expect("start");
+    page.wait_for(
+        "document.querySelectorAll('#finals li').length >= 2",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no finals: {e}; {:#?}", browser.console()));
+    page.eval("window.stopStreaming()").await.expect("stop");
+    let all = events(&page).await;
+    let finished = of_kind(&all, "finished");
+    assert_eq!(finished.len(), 1, "{all:#?}");
+    assert_ledger(finished[0]);
+    let finals = page
+        .eval("[...document.querySelectorAll('#finals li')].map((li) => li.textContent)")
+        .await
+        .expect("finals");
+    let finals: Vec<&str> = finals
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let sentences = demo_sentences();
+    assert_eq!(finals, sentences[..finals.len()], "{all:#?}");
+    assert_no_policy_violations(&browser.console());
+    page_task.abort();
     browser.close().await;
     rig.server.shutdown().await;
     rig.emu.shutdown().await;

@@ -367,7 +367,6 @@ const DEFAULTS = {
   healthyAfterMs: 30000,
   backoff: { initialMs: 500, maxMs: 30000, multiplier: 2 },
   rateLimitBackoffMs: 60000,
-  finishLimitMs: 60000,
   audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
 };
 
@@ -474,6 +473,7 @@ export class AaiLiveClient extends EventTarget {
     this.successor = null;
     this.forced = false;
     this.tokens = new Map(); // generation -> the token answer's lifetimes (never the token)
+    this.latencies = [];
     this.failure = null;
     this.finished = false;
     this.lastClose = null;
@@ -511,7 +511,16 @@ export class AaiLiveClient extends EventTarget {
 
   /** Load the configuration and the close table, open the microphone, start streaming. */
   async start() {
-    if (this.capturing) return;
+    if (this.capturing || this.starting) return;
+    this.starting = true;
+    try {
+      await this.begin();
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  async begin() {
     const [table, config] = await Promise.all([
       this.options.closeCodes || fetchJson(this.tableUrl),
       // Without a streaming URL of its own the client needs the server's configuration.
@@ -527,7 +536,12 @@ export class AaiLiveClient extends EventTarget {
     this.emulatorHints =
       this.options.emulatorHints === undefined ? Boolean(config && config.emulator_hints) : Boolean(this.options.emulatorHints);
     this.reset();
-    await this.openAudio();
+    try {
+      await this.openAudio();
+    } catch (e) {
+      this.closeAudio();
+      throw e;
+    }
     this.capturing = true;
     this.mint("start");
   }
@@ -545,8 +559,9 @@ export class AaiLiveClient extends EventTarget {
       }));
     this.stream = stream;
     this.audioContext = new AudioContext();
-    // Started from a click this runs at once; a page that starts on load may need a gesture.
-    if (this.audioContext.state === "suspended") await this.audioContext.resume();
+    // Started from a click this runs at once; a page that starts on load may need a gesture
+    // first (the capture begins when the context runs).
+    if (this.audioContext.state === "suspended") this.audioContext.resume().catch(() => {});
     await this.audioContext.audioWorklet.addModule(this.workletUrl);
     const source = this.audioContext.createMediaStreamSource(stream);
     this.node = new AudioWorkletNode(this.audioContext, "aai-live-capture", {
@@ -673,10 +688,14 @@ export class AaiLiveClient extends EventTarget {
       (s.state === "rotating" && s.new === generation);
     if (!waiting || this.finished) return; // nobody waits for it: never reused
     this.tokens.set(generation, { maxSessionS: Number(token.max_session_duration_seconds) || null });
+    const redeemBy = Date.parse(token.expires_at);
+    const redeemInMs = Number.isFinite(redeemBy)
+      ? Math.max(0, redeemBy - Date.now())
+      : Number(token.expires_in_seconds) * 1000 || null;
     this.emit("token", {
       generation,
       fingerprint: fingerprint(token.token),
-      ...(token.expires_in_seconds ? { redeem_in_ms: token.expires_in_seconds * 1000 } : {}),
+      ...(redeemInMs !== null ? { redeem_in_ms: redeemInMs } : {}),
     });
     if (s.state === "minting") this.setState({ state: "connecting", generation, cause: s.cause || cause });
     this.connect(generation, s.state === "minting" ? s.cause || cause : cause, token);
@@ -853,9 +872,11 @@ export class AaiLiveClient extends EventTarget {
     const rel = (v) => (Number.isFinite(Number(v)) ? Math.max(0, Number(v)) : 0);
     const start = words.length ? baseMs + rel(words[0].start) : baseMs;
     const end = words.length ? baseMs + rel(words[words.length - 1].end) : baseMs;
-    const text = String(turn.transcript || words.map((w) => w.text).join(" "));
     const order = Number(turn.turn_order) || 0;
     if (turn.end_of_turn) {
+      // As src/transcript.rs: the transcript, else the utterance.
+      const text = String(turn.transcript || turn.utterance || "");
+      const latency = this.latency(conn, words);
       const final = {
         generation: conn.generation,
         session_id: conn.sessionId,
@@ -870,11 +891,19 @@ export class AaiLiveClient extends EventTarget {
           start_ms: baseMs + rel(w.start),
           end_ms: baseMs + rel(w.end),
           confidence: Number(w.confidence) || 0,
+          ...(w.speaker ? { speaker: String(w.speaker) } : {}),
         })),
+        ...(latency !== null ? { latency_ms: latency } : {}),
       };
-      if (!this.transcript.applyFinal(final).replaced) conn.lastFinalEnd = this.samples(end);
+      if (!this.transcript.applyFinal(final).replaced) {
+        conn.lastFinalEnd = this.samples(end);
+        if (latency !== null) this.latencies.push(latency);
+      }
       this.emit("final", final);
     } else {
+      // Universal-Streaming partials hold the final words in `transcript` and the newest word
+      // only in `words`: show all of them.
+      const text = words.length ? words.map((w) => String(w.text || "")).join(" ") : String(turn.transcript || "");
       this.emit("partial", { generation: conn.generation, turn_order: order, text, start_ms: start, end_ms: end });
     }
     // Turn boundaries drive hand-overs.
@@ -882,6 +911,17 @@ export class AaiLiveClient extends EventTarget {
       this.live.turnOpen = !turn.end_of_turn;
       if (turn.end_of_turn && this.state.state === "rotating" && this.successor && this.quiet) this.handOver(false);
     }
+  }
+
+  /** From sending the audio that holds a turn's last word to now (its final), if known. */
+  latency(conn, words) {
+    if (!words.length) return null;
+    const lastEnd = Number(words[words.length - 1].end);
+    if (!Number.isFinite(lastEnd)) return null;
+    const at = conn.base + this.samples(Math.max(0, lastEnd - 1));
+    const chunk = this.buffer.atOrAfter(at);
+    if (!chunk || chunk.offset > at || chunk.sentAt === null) return null;
+    return Math.round(performance.now() - chunk.sentAt);
   }
 
   onClose(conn, code, reason) {
@@ -1133,14 +1173,17 @@ export class AaiLiveClient extends EventTarget {
           Math.max(this.nextReplaySend, now - chunkMs) + chunkMs / Math.min(1.25, Math.max(1, this.opts.replaySpeed));
       }
       if (conn.ws.bufferedAmount > (QUEUE_MS / 1000) * RATE * 2) {
-        // The server is not reading: keep the audio here; the stall check decides.
+        // The server is not reading: keep the audio here (in the replay buffer, not in the
+        // socket's queue) and give up on it after `stallTimeoutMs`.
         conn.stuckSince = conn.stuckSince || now;
-        this.schedulePump(chunkMs);
+        this.checkStall(conn, now);
+        if (this.route === conn.generation) this.schedulePump(chunkMs);
         return;
       }
       conn.stuckSince = null;
       const voiced = rms(chunk.samples) > VOICE_RMS;
       conn.ws.send(chunk.samples.buffer.slice(chunk.samples.byteOffset, chunk.samples.byteOffset + chunk.samples.byteLength));
+      if (chunk.sentAt === null) chunk.sentAt = now;
       if (voiced) {
         conn.unansweredSince = conn.unansweredSince || now;
         conn.unansweredVoiceMs += chunkMs;
@@ -1244,10 +1287,19 @@ export class AaiLiveClient extends EventTarget {
       audio_sent_samples: this.ledger.sent,
       audio_lost_samples: this.ledger.lost,
       audio_lost_ms: this.ms(this.ledger.lost),
+      ...percentiles(this.latencies),
       ...(this.failure ? { failure: this.failure } : {}),
     });
     if (this.onEnd) this.onEnd();
   }
+}
+
+/** p50 and p95 of the latencies seen (as src/session/supervisor.rs), when there are any. */
+export function percentiles(values) {
+  if (!values.length) return {};
+  const v = [...values].sort((a, b) => a - b);
+  const at = (q) => v[Math.round((v.length - 1) * q)];
+  return { latency_p50_ms: at(0.5), latency_p95_ms: at(0.95) };
 }
 
 /** A token's fingerprint for display: 12 hex digits of a hash, never the token. */
