@@ -360,19 +360,19 @@ async fn the_page_streams_the_demo_across_rotations() {
         started.elapsed(),
         console.join("\n")
     );
-    if std::env::var_os("DUMP").is_some() {
-        let t0 = all[0]["ts_ms"].as_u64().unwrap_or_default();
-        for e in &all {
-            if e["event"] != "partial" {
-                eprintln!("{:>6} {e}", e["ts_ms"].as_u64().unwrap_or_default() - t0);
-            }
-        }
-    }
     let finals = dom_finals(&page).await;
     let expected: Vec<String> = sentences.iter().chain(sentences.iter()).cloned().collect();
     assert_eq!(finals, expected, "events: {all:#?}");
     let rotations = of_kind(&all, "rotation");
     assert!(rotations.len() >= 2, "two rotations: {all:#?}");
+    // Latency as the terminal client measures it: from sending a turn's last word to its final.
+    for f in of_kind(&all, "final") {
+        let latency = f["latency_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("latency in {f}"));
+        assert!(latency < 5_000, "{f}");
+    }
+    assert!(finished["latency_p95_ms"].is_u64(), "{finished}");
     assert!(of_kind(&all, "lost").is_empty(), "{all:#?}");
     assert_ledger(&finished);
     let sent = finished["audio_sent_samples"].as_u64().unwrap_or_default();

@@ -141,7 +141,7 @@ fn rust_and_the_browser_client_classify_every_close_alike() {
     for ((code, reason, error), js_class) in corpus.iter().zip(&js) {
         let rust = classify(*code, reason, error.as_deref());
         let rust_class = serde_json::to_value(rust).expect("class");
-        if rust_class != Value::from(js_class.as_str()) {
+        if rust_class != js_class.as_str() {
             disagreements.push(format!(
                 "code {code:?} reason {reason:?} error {error:?}: Rust {rust_class}, JS {js_class}"
             ));

@@ -32,6 +32,10 @@ use crate::provider::{self, TokenProvider};
 /// flags have no clap defaults (config/default.toml holds them). The help of the flags that
 /// existed before the `[server]` section is unchanged but for the "[default: ...]" dropped.
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each independent of the others"
+)]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
     #[arg(long, value_name = "ADDR")]

@@ -8,6 +8,7 @@
 //! Content-Security-Policy: its own scripts, styles and AudioWorklet, connections to itself and
 //! to the streaming origin, nothing else (docs/browser.md).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -160,7 +161,12 @@ impl Asset {
 /// A strong validator: the first 16 bytes of the content's SHA-256, quoted.
 fn etag(body: &[u8]) -> HeaderValue {
     let digest = Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = digest[..16]
+        .iter()
+        .fold(String::with_capacity(32), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
     HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a valid header value")
 }
 

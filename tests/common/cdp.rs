@@ -111,127 +111,18 @@ impl Chromium {
             return None;
         };
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut cmd = tokio::process::Command::new(&binary);
-        cmd.args([
-            "--headless",
-            // Tests run as root in containers; Chromium's sandbox needs user namespaces.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-quic",
-            "--mute-audio",
-            "--window-size=960,1000",
-            // Timers of a page in the background are not throttled (the test's page is the only
-            // one, but headless Chromium may still count it as hidden).
-            "--disable-background-timer-throttling",
-            "--disable-renderer-backgrounding",
-            "--disable-backgrounding-occluded-windows",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required",
-            "--remote-debugging-port=0",
-        ]);
-        cmd.arg(format!("--user-data-dir={}", profile.path().display()));
-        if let Some(wav) = &options.fake_audio {
-            cmd.arg(format!(
-                "--use-file-for-fake-audio-capture={}%noloop",
-                wav.display()
-            ));
-        }
-        cmd.arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group, so that the renderer, GPU and utility processes it starts
-            // can be ended with it.
-            .process_group(0);
-        let mut child = cmd.spawn().expect("chromium starts");
+        let mut child = command(&binary, options, profile.path())
+            .spawn()
+            .expect("chromium starts");
         let pid = child.id();
-        let stderr_pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (url_tx, url_rx) = oneshot::channel();
-        {
-            let stderr = Arc::clone(&stderr);
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr_pipe).lines();
-                let mut url_tx = Some(url_tx);
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                        if let Some(tx) = url_tx.take() {
-                            let _ = tx.send(url.trim().to_owned());
-                        }
-                    }
-                    let mut kept = stderr.lock().expect("lock");
-                    if kept.len() < 2000 {
-                        kept.push(line);
-                    }
-                }
-            });
-        }
-        let url = match tokio::time::timeout(START_WITHIN, url_rx).await {
-            Ok(Ok(url)) => url,
-            _ => panic!(
+        let (url_rx, stderr) = watch_stderr(child.stderr.take().expect("stderr"));
+        let Ok(Ok(url)) = tokio::time::timeout(START_WITHIN, url_rx).await else {
+            panic!(
                 "chromium did not print its DevTools address within {START_WITHIN:?}; stderr:\n{}",
                 stderr.lock().expect("lock").join("\n")
-            ),
+            );
         };
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .expect("DevTools WebSocket");
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
-        tokio::spawn(async move {
-            while let Some(message) = out_rx.recv().await {
-                if sink.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let pending: Pending = Arc::default();
-        let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-        {
-            let pending = Arc::clone(&pending);
-            let events = Arc::clone(&events);
-            tokio::spawn(async move {
-                while let Some(Ok(message)) = stream.next().await {
-                    let Message::Text(text) = message else {
-                        continue;
-                    };
-                    let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-                        continue;
-                    };
-                    if let Some(id) = value.get("id").and_then(Value::as_u64) {
-                        let reply = match value.get("error") {
-                            Some(error) => Err(error.to_string()),
-                            None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
-                        };
-                        if let Some(tx) = pending.lock().expect("lock").remove(&id) {
-                            let _ = tx.send(reply);
-                        }
-                    } else if let Some(method) = value.get("method").and_then(Value::as_str) {
-                        events.lock().expect("lock").push(Event {
-                            session: value
-                                .get("sessionId")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                            method: method.to_owned(),
-                            params: value.get("params").cloned().unwrap_or(Value::Null),
-                        });
-                    }
-                }
-                // The browser went away: fail whatever still waits.
-                for (_, tx) in pending.lock().expect("lock").drain() {
-                    let _ = tx.send(Err("the DevTools connection closed".into()));
-                }
-            });
-        }
+        let (out, pending, events) = connect(&url).await;
         Some(Self {
             child,
             pid,
@@ -384,6 +275,138 @@ impl Drop for Chromium {
     }
 }
 
+/// The browser's command line: headless, a fresh profile, a fake microphone, DevTools on a free
+/// port, in a process group of its own.
+fn command(binary: &Path, options: &LaunchOptions, profile: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args([
+        "--headless",
+        // Tests run as root in containers; Chromium's sandbox needs user namespaces.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-quic",
+        "--mute-audio",
+        "--window-size=960,1000",
+        // Timers of a page in the background are not throttled (the test's page is the only one,
+        // but headless Chromium may still count it as hidden).
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+        "--remote-debugging-port=0",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    if let Some(wav) = &options.fake_audio {
+        cmd.arg(format!(
+            "--use-file-for-fake-audio-capture={}%noloop",
+            wav.display()
+        ));
+    }
+    cmd.arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group, so that the renderer, GPU and utility processes it starts can
+        // be ended with it.
+        .process_group(0);
+    cmd
+}
+
+/// Read the browser's stderr until it ends: the DevTools address when it is printed, and the
+/// first 2000 lines kept for failure messages.
+fn watch_stderr(
+    pipe: tokio::process::ChildStderr,
+) -> (oneshot::Receiver<String>, Arc<Mutex<Vec<String>>>) {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let (url_tx, url_rx) = oneshot::channel();
+    let lines_kept = Arc::clone(&kept);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        let mut url_tx = Some(url_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("DevTools listening on ")
+                && let Some(tx) = url_tx.take()
+            {
+                let _ = tx.send(url.trim().to_owned());
+            }
+            let mut kept = lines_kept.lock().expect("lock");
+            if kept.len() < 2000 {
+                kept.push(line);
+            }
+        }
+    });
+    (url_rx, kept)
+}
+
+/// Connect to the DevTools endpoint: a writer task for what is sent, a reader task that hands
+/// replies to their callers and keeps events.
+async fn connect(
+    url: &str,
+) -> (
+    mpsc::UnboundedSender<Message>,
+    Pending,
+    Arc<Mutex<Vec<Event>>>,
+) {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("DevTools WebSocket");
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let pending: Pending = Arc::default();
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let (replies, kept) = (Arc::clone(&pending), Arc::clone(&events));
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            if let Some(id) = value.get("id").and_then(Value::as_u64) {
+                let reply = match value.get("error") {
+                    Some(error) => Err(error.to_string()),
+                    None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
+                };
+                if let Some(tx) = replies.lock().expect("lock").remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            } else if let Some(method) = value.get("method").and_then(Value::as_str) {
+                kept.lock().expect("lock").push(Event {
+                    session: value
+                        .get("sessionId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    method: method.to_owned(),
+                    params: value.get("params").cloned().unwrap_or(Value::Null),
+                });
+            }
+        }
+        // The browser went away: fail whatever still waits.
+        for (_, tx) in replies.lock().expect("lock").drain() {
+            let _ = tx.send(Err("the DevTools connection closed".into()));
+        }
+    });
+    (out, pending, events)
+}
+
 /// One tab.
 pub struct Page<'a> {
     browser: &'a Chromium,
@@ -442,9 +465,9 @@ impl Page<'_> {
         loop {
             match self.eval(condition).await {
                 Ok(Value::Bool(true)) => return Ok(()),
-                Ok(_) => {}
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => {}
+                // Not yet, or not evaluable yet (the page is still loading).
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!("`{condition}` still false after {limit:?}"));
