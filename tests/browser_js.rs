@@ -2,7 +2,8 @@
 //! unit tests (tests/web/client.test.mjs: resampler, chunker, replay buffer, ledger, one final
 //! per turn, backoff), and the proof that the close-code rules are not written twice: Rust's
 //! `classify` and the client's, fed the table `serve` publishes (`/close-codes.json`), must
-//! agree on every documented close and on thousands of generated ones.
+//! agree on every documented close and on thousands of generated ones. And a token's
+//! fingerprint on the page is the one `serve`'s access log shows.
 //!
 //! Without `node` these are skipped with a message; with `CI` set they fail.
 
@@ -162,4 +163,40 @@ fn rust_and_the_browser_client_classify_every_close_alike() {
             "code {code:?} reason {reason:?} error {error:?}"
         );
     }
+}
+
+#[test]
+fn token_fingerprints_match_the_servers_log() {
+    if !cdp::node_available() {
+        return;
+    }
+    let tokens = [
+        "AQICAHg+token/one==",
+        "AQICAHgAbC/de+FgHi==",
+        "",
+        "\u{e9}t\u{e9} token",
+    ];
+    let module = url::Url::from_file_path(manifest().join("assets/web/aai-live-client.js"))
+        .expect("file URL");
+    let script = format!(
+        "import {{ fingerprint }} from {};\n\
+         process.stdout.write(JSON.stringify({}.map(fingerprint)));",
+        serde_json::to_string(module.as_str()).expect("json"),
+        serde_json::to_string(&tokens).expect("json")
+    );
+    let out = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js: Vec<String> = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rust: Vec<String> = tokens
+        .iter()
+        .map(|t| aai_live::secret::fingerprint(t))
+        .collect();
+    assert_eq!(js, rust);
 }

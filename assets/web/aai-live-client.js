@@ -1302,9 +1302,12 @@ export function percentiles(values) {
   return { latency_p50_ms: at(0.5), latency_p95_ms: at(0.95) };
 }
 
-/** A token's fingerprint for display: 12 hex digits of a hash, never the token. */
+/**
+ * A token's fingerprint for display: 12 hex digits of a hash, never the token. The same as
+ * src/secret.rs's (FNV-1a 64, the top 48 bits), so the page's `token` event and `serve`'s access
+ * log name a token alike.
+ */
 export function fingerprint(token) {
-  // FNV-1a, 48 bits: enough to tell tokens apart on screen, useless to recover one.
   let h = 0xcbf29ce484222325n;
   for (const c of new TextEncoder().encode(token)) {
     h ^= BigInt(c);
