@@ -1,6 +1,7 @@
 //! The browser client's JavaScript under Node (Debian's `nodejs`; `make deps` installs it): its
 //! unit tests (tests/web/client.test.mjs: resampler, chunker, replay buffer, ledger, one final
-//! per turn, backoff), and the proof that the close-code rules are not written twice: Rust's
+//! per turn, backoff; tests/web/client-session.test.mjs: the session rules against a fake
+//! WebSocket and token server), and the proof that the close-code rules are not written twice: Rust's
 //! `classify` and the client's, fed the table `serve` publishes (`/close-codes.json`), must
 //! agree on every documented close and on thousands of generated ones. And a token's
 //! fingerprint on the page is the one `serve`'s access log shows.
@@ -35,7 +36,11 @@ fn the_client_logic_tests_pass_under_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = table_file(dir.path());
     let out = Command::new("node")
-        .args(["--test", "tests/web/client.test.mjs"])
+        .args([
+            "--test",
+            "tests/web/client.test.mjs",
+            "tests/web/client-session.test.mjs",
+        ])
         .current_dir(manifest())
         .env("AAI_LIVE_CLOSE_CODES", &table)
         .output()

@@ -1,5 +1,5 @@
 // Unit tests of the browser client's pure logic, with Node's built-in runner:
-//   node --test tests/web/client.test.mjs
+//   node --test tests/web/client.test.mjs   (and client-session.test.mjs, with AAI_LIVE_CLOSE_CODES)
 // (tests/browser_js.rs runs them as part of the suite). The table of close classes comes from
 // the Rust side when the suite runs them (AAI_LIVE_CLOSE_CODES, the file `serve` would publish
 // as /close-codes.json); without it the classification test is skipped.
