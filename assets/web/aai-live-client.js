@@ -1317,7 +1317,9 @@ export function fingerprint(token) {
 }
 
 async function fetchJson(url) {
-  const response = await fetch(url, { cache: "no-store", credentials: "omit" });
+  // Cookies to the page's own origin only: behind an authenticating proxy they are what lets
+  // the request through; a server elsewhere gets none.
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
 }
