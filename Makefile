@@ -13,7 +13,8 @@ KEY ?= local-test-key
 ## System packages: ALSA headers for the microphone (cpal), openssl for the TLS tests'
 ## certificates, python3-venv for the SDK interop test, tmux for the dashboard's terminal test,
 ## redis-server for the token server's shared-limits tests (they start their own instances on
-## free loopback ports; the package's own daemon is not used).
+## free loopback ports; the package's own daemon is not used), chromium for the browser client's
+## tests (headless, driven over the DevTools protocol) and nodejs for its unit tests.
 deps:
 	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
 	@missing=""; \
@@ -22,6 +23,8 @@ deps:
 	python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

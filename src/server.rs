@@ -25,6 +25,7 @@ pub mod redis_store;
 pub mod serve_cli;
 pub mod store;
 pub mod upstream;
+pub mod web;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub use limit::{LimitSetting, RateSpec};
 pub use policy::LifetimePolicy;
 pub use store::StoreConfig;
 pub use upstream::RetryPolicy;
+pub use web::BrowserSettings;
 
 use crate::config::{Cidr, ServerSettings};
 use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
@@ -87,6 +89,13 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Where the budgets live, and what happens when that store cannot be reached.
     pub limits: StoreConfig,
+    /// Serve the browser page at `/` (the client module and its files are served either way).
+    pub web: bool,
+    /// The origin browsers see when the server sits behind a proxy; `None`: the request's
+    /// `Host` with the scheme the server listens with.
+    pub public_origin: Option<String>,
+    /// What `/config.json` tells browser clients.
+    pub browser: BrowserSettings,
 }
 
 /// Largest request body accepted by default.
@@ -109,7 +118,9 @@ impl ServerConfig {
     }
 
     /// The configuration `[server]` describes, with `auth` (the credentials file read) and the
-    /// limits store's password left unset (the caller reads it).
+    /// limits store's password left unset (the caller reads it). The browser settings are those
+    /// of the default configuration; [`serve_cli::server_config`] takes them from the whole one
+    /// (`[streaming]`, `[session]`, the provider's endpoint).
     pub fn from_settings(settings: &ServerSettings, auth: Auth) -> Self {
         Self {
             listen: settings.listen,
@@ -148,6 +159,9 @@ impl ServerConfig {
                 prefix: settings.limits_store_prefix.clone(),
                 timeout: settings.limits_store_timeout,
             },
+            web: settings.web,
+            public_origin: settings.public_origin.clone(),
+            browser: BrowserSettings::from_config(&crate::config::Config::default()),
         }
     }
 }
@@ -258,8 +272,26 @@ pub async fn start(
         ));
     }
     let origins = parse_origins(&config.cors_origins)?;
-    let state = Arc::new(build_state(&config, upstream, origins.clone())?);
+    let public_origin = config
+        .public_origin
+        .as_ref()
+        .map(|origin| parse_origins(std::slice::from_ref(origin)))
+        .transpose()?
+        .and_then(|mut parsed| parsed.pop());
+    let state = Arc::new(build_state(
+        &config,
+        upstream,
+        origins.clone(),
+        public_origin,
+    )?);
     let app = router(Arc::clone(&state), &origins);
+    if !config.browser.withheld.is_empty() {
+        tracing::warn!(
+            withheld = ?config.browser.withheld,
+            "streaming parameters not known to be public are left out of /config.json: browser \
+             clients connect without them"
+        );
+    }
 
     // The store's watcher stops with the listener.
     let cancel = CancellationToken::new();
@@ -291,6 +323,8 @@ pub async fn start(
             Auth::Bearer(c) => format!("bearer ({} clients)", c.len()),
         },
         limits_store = %config.limits.store,
+        web = config.web,
+        streaming = %config.browser.streaming_url,
         "token server listening"
     );
     Ok(RunningServer {
@@ -318,6 +352,7 @@ fn build_state(
     config: &ServerConfig,
     upstream: Arc<dyn TokenProvider>,
     origins: Vec<HeaderValue>,
+    public_origin: Option<HeaderValue>,
 ) -> Result<ServerState, ServerError> {
     let anonymous: Arc<str> = Arc::from(auth::ANONYMOUS);
     let clients: Vec<Arc<str>> = match &config.auth {
@@ -345,6 +380,13 @@ fn build_state(
         upstream: upstream::Upstream::new(upstream, config.max_in_flight, config.retry),
         metrics,
         public_metrics: config.public_metrics,
+        tls: config.tls.is_some(),
+        public_origin,
+        web: web::Web::new(
+            &config.browser,
+            matches!(config.auth, Auth::Bearer(_)),
+            config.web,
+        ),
     })
 }
 
@@ -354,6 +396,17 @@ fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
         .route("/healthz", get(handler::healthz))
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
+        .route("/aai-live-client.js", get(web::client))
+        .route("/aai-live-worklet.js", get(web::worklet))
+        .route("/close-codes.json", get(web::close_codes))
+        .route("/config.json", get(web::config));
+    if state.web.page {
+        router = router
+            .route("/", get(web::index))
+            .route("/app.js", get(web::app_js))
+            .route("/app.css", get(web::app_css));
+    }
+    router = router
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed);
     if !origins.is_empty() {

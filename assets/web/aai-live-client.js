@@ -29,13 +29,21 @@ export const RATE = 16000;
  */
 export function classify(table, code, reason = "", errorText = "") {
   if (code === null || code === undefined) return table.no_code;
-  const text = `${reason} ${errorText || ""}`.toLowerCase();
+  const text = asciiLower(`${reason} ${errorText || ""}`);
   for (const rule of table.rules) {
     const [from, to] = rule.codes;
     if (code < from || code > to) continue;
     if (rule.all.every((group) => group.some((word) => text.includes(word)))) return rule.class;
   }
   return table.no_rule;
+}
+
+/**
+ * Lower-case A-Z only, as Rust's `to_ascii_lowercase`: `toLowerCase` would also fold non-ASCII
+ * letters (the Kelvin sign becomes "k"), and a reason could then match a rule here and not there.
+ */
+export function asciiLower(text) {
+  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
 }
 
 /** Whether a class is retried automatically. */
@@ -45,21 +53,33 @@ export function retryable(table, cls) {
 
 // --- Audio: resample to 16 kHz, cut into chunks -------------------------------------------
 
+function gcd(a, b) {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
 /**
  * Streaming resampler from `inRate` to `outRate` (mono Float32 in, Float32 out): a windowed-sinc
  * (Blackman, `taps` per side) low-pass at the lower Nyquist, evaluated at each output instant.
- * Exact lengths: after `n` input samples, `floor(n * outRate / inRate)` output samples have been
- * produced (minus the filter's look-ahead, delivered by `flush`).
+ * Output sample `n` sits exactly at input position `n × inRate / outRate` (integer arithmetic,
+ * so no drift over hours); its coefficients depend only on that position's fraction, of which
+ * there are `outRate / gcd` kinds, each computed once. After `n` input samples every output
+ * sample up to `n × outRate / inRate`, less the filter's look-ahead (`taps + 1` input samples),
+ * has been produced.
  */
 export class Resampler {
   constructor(inRate, outRate = RATE, taps = 16) {
+    inRate = Math.round(inRate);
     if (!(inRate >= 8000 && inRate <= 384000)) throw new RangeError(`input rate ${inRate} Hz`);
     this.inRate = inRate;
     this.outRate = outRate;
-    this.ratio = inRate / outRate;
+    const g = gcd(inRate, outRate);
+    this.up = outRate / g; // fractions of an input sample an output sample can sit at
+    this.down = inRate / g;
     this.taps = inRate === outRate ? 0 : taps;
     this.cutoff = Math.min(1, outRate / inRate);
-    this.history = new Float32Array(0); // input samples not yet fully used
+    this.kernels = new Map(); // phase -> coefficients for inputs center - taps ..= center + taps + 1
+    this.history = new Float32Array(0); // input samples the next outputs still need
     this.base = 0; // input index of history[0]
     this.produced = 0; // output samples produced
   }
@@ -68,10 +88,20 @@ export class Resampler {
     if (x === 0) return this.cutoff;
     const w = x / (this.taps + 1);
     if (Math.abs(w) >= 1) return 0;
-    const px = Math.PI * x * this.cutoff;
-    const sinc = Math.sin(px) / (Math.PI * x);
+    const sinc = Math.sin(Math.PI * x * this.cutoff) / (Math.PI * x);
     const blackman = 0.42 + 0.5 * Math.cos(Math.PI * w) + 0.08 * Math.cos(2 * Math.PI * w);
     return sinc * blackman;
+  }
+
+  coefficients(phase) {
+    let k = this.kernels.get(phase);
+    if (!k) {
+      const frac = phase / this.up;
+      k = new Float32Array(2 * this.taps + 2);
+      for (let j = -this.taps; j <= this.taps + 1; j++) k[j + this.taps] = this.kernel(frac - j);
+      this.kernels.set(phase, k);
+    }
+    return k;
   }
 
   /** Feed input samples; returns the output samples now computable. */
@@ -79,31 +109,35 @@ export class Resampler {
     const joined = new Float32Array(this.history.length + input.length);
     joined.set(this.history);
     joined.set(input, this.history.length);
-    const out = [];
     const end = this.base + joined.length; // one past the last input index held
-    for (;;) {
-      const t = this.produced * this.ratio; // input position of the next output sample
-      const center = Math.floor(t);
-      if (center + this.taps + 1 > end) break;
-      let acc = 0;
+    // Outputs whose window (center - taps ..= center + taps + 1) is all here: those with
+    // center < end - lookAhead, i.e. n < (end - lookAhead) × up / down.
+    const lookAhead = this.taps === 0 ? 0 : this.taps + 1;
+    const count = Math.max(0, Math.ceil(((end - lookAhead) * this.up) / this.down) - this.produced);
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const n = this.produced + i;
+      const center = Math.floor((n * this.down) / this.up);
       if (this.taps === 0) {
-        acc = joined[center - this.base];
-      } else {
-        for (let k = center - this.taps; k <= center + this.taps + 1; k++) {
-          const i = k - this.base;
-          const s = i >= 0 && i < joined.length ? joined[i] : 0;
-          acc += s * this.kernel(t - k);
-        }
+        out[i] = joined[center - this.base];
+        continue;
       }
-      out.push(acc);
-      this.produced++;
+      const k = this.coefficients((n * this.down) % this.up);
+      let acc = 0;
+      const from = center - this.taps - this.base;
+      for (let j = 0; j < k.length; j++) {
+        const idx = from + j;
+        if (idx >= 0) acc += joined[idx] * k[j]; // before the first sample: silence
+      }
+      out[i] = acc;
     }
+    this.produced += count;
     // Keep what the next outputs still need.
-    const nextCenter = Math.floor(this.produced * this.ratio);
+    const nextCenter = Math.floor((this.produced * this.down) / this.up);
     const keepFrom = Math.max(this.base, nextCenter - this.taps);
     this.history = joined.slice(keepFrom - this.base);
     this.base = keepFrom;
-    return Float32Array.from(out);
+    return out;
   }
 }
 
@@ -303,10 +337,20 @@ export class Transcript {
 
 // --- Backoff -----------------------------------------------------------------------------------
 
-/** Full-jitter exponential delay for `attempt` (1, 2, ...), in ms. */
+/** Full-jitter exponential delay for `attempt` (1, 2, ...), in ms (src/session/backoff.rs). */
 export function backoffDelay(attempt, { initialMs, maxMs, multiplier }, unit = Math.random()) {
-  const ceiling = Math.min(maxMs, initialMs * multiplier ** Math.max(0, attempt - 1));
-  return Math.floor(unit * ceiling);
+  const exp = Math.max(1, multiplier) ** Math.min(64, Math.max(0, attempt - 1));
+  const ceiling = Math.min(maxMs, initialMs * exp);
+  return Math.floor(Math.min(1, Math.max(0, unit)) * ceiling);
+}
+
+/**
+ * After a rate limit: the server's `Retry-After` (at least a second) or the minute-scale floor,
+ * plus up to 25 % jitter, so many clients of one account do not come back in the same second.
+ */
+export function rateLimitedDelay(retryAfterMs, floorMs, unit = Math.random()) {
+  const base = retryAfterMs ? Math.max(1000, retryAfterMs) : floorMs;
+  return Math.floor(base * (1 + 0.25 * Math.min(1, Math.max(0, unit))));
 }
 
 // --- The client --------------------------------------------------------------------------------
@@ -323,10 +367,35 @@ const DEFAULTS = {
   healthyAfterMs: 30000,
   backoff: { initialMs: 500, maxMs: 30000, multiplier: 2 },
   rateLimitBackoffMs: 60000,
-  finishLimitMs: 60000,
   audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  emulatorHints: false,
 };
+
+/** `/config.json`'s `session` (the server's `[session]`) in the client's option names. */
+function sessionOptions(session) {
+  if (!session || typeof session !== "object") return {};
+  const out = {};
+  const take = (name, key) => {
+    if (typeof session[key] === "number" || typeof session[key] === "boolean") out[name] = session[key];
+  };
+  take("rotation", "rotation");
+  take("rotationLeadMs", "rotation_lead_ms");
+  take("beginTimeoutMs", "begin_timeout_ms");
+  take("terminateTimeoutMs", "terminate_timeout_ms");
+  take("stallTimeoutMs", "stall_timeout_ms");
+  take("healthyAfterMs", "healthy_after_ms");
+  take("rateLimitBackoffMs", "rate_limit_backoff_ms");
+  take("replayBufferMs", "replay_buffer_ms");
+  take("replaySpeed", "replay_speed");
+  take("chunkMs", "chunk_ms");
+  const b = session.backoff;
+  if (b && typeof b === "object") {
+    out.backoff = {};
+    if (typeof b.initial_ms === "number") out.backoff.initialMs = b.initial_ms;
+    if (typeof b.max_ms === "number") out.backoff.maxMs = b.max_ms;
+    if (typeof b.multiplier === "number") out.backoff.multiplier = b.multiplier;
+  }
+  return out;
+}
 
 /** Silence needed before a hand-over may move the audio. */
 const QUIET_AFTER_MS = 300;
@@ -353,17 +422,28 @@ export class AaiLiveClient extends EventTarget {
   constructor(options = {}) {
     super();
     const base = new URL(".", import.meta.url);
-    this.opts = {
-      ...DEFAULTS,
-      ...options,
-      backoff: { ...DEFAULTS.backoff, ...(options.backoff || {}) },
-      audio: { ...DEFAULTS.audio, ...(options.audio || {}) },
-    };
+    this.options = options;
+    this.configure({});
     this.tokenUrl = new URL(options.tokenUrl || "token", base).href;
     this.configUrl = new URL(options.configUrl || "config.json", base).href;
     this.tableUrl = new URL(options.closeCodesUrl || "close-codes.json", base).href;
     this.workletUrl = new URL(options.workletUrl || "aai-live-worklet.js", base).href;
     this.reset();
+  }
+
+  /** Options: the defaults, under the server's `[session]` (config.json), under the caller's. */
+  configure(server) {
+    const options = this.options;
+    this.opts = {
+      ...DEFAULTS,
+      ...server,
+      ...options,
+      backoff: { ...DEFAULTS.backoff, ...(server.backoff || {}), ...(options.backoff || {}) },
+      audio: { ...DEFAULTS.audio, ...(options.audio || {}) },
+    };
+    // 50 ms chunks unless configured otherwise; the service takes 50-1000 ms.
+    this.opts.chunkMs = Math.min(1000, Math.max(50, Math.round(this.opts.chunkMs)));
+    this.opts.replaySpeed = Math.min(1.25, Math.max(1, this.opts.replaySpeed));
   }
 
   reset() {
@@ -386,9 +466,18 @@ export class AaiLiveClient extends EventTarget {
     this.silentMs = 0;
     this.quiet = true;
     this.timers = new Set();
+    this.pumpTimer = null;
+    this.nextReplaySend = 0;
+    this.unroutedSince = null;
+    this.live = null;
+    this.successor = null;
+    this.forced = false;
+    this.tokens = new Map(); // generation -> the token answer's lifetimes (never the token)
+    this.latencies = [];
     this.failure = null;
     this.finished = false;
     this.lastClose = null;
+    this.onEnd = null;
   }
 
   emit(name, fields = {}) {
@@ -422,23 +511,37 @@ export class AaiLiveClient extends EventTarget {
 
   /** Load the configuration and the close table, open the microphone, start streaming. */
   async start() {
-    if (this.capturing) return;
-    this.reset();
+    if (this.capturing || this.starting) return;
+    this.starting = true;
+    try {
+      await this.begin();
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  async begin() {
     const [table, config] = await Promise.all([
-      this.opts.closeCodes || fetchJson(this.tableUrl),
-      this.opts.streamingUrl ? null : fetchJson(this.configUrl).catch(() => null),
+      this.options.closeCodes || fetchJson(this.tableUrl),
+      // Without a streaming URL of its own the client needs the server's configuration.
+      this.options.streamingUrl ? fetchJson(this.configUrl).catch(() => null) : fetchJson(this.configUrl),
     ]);
     this.table = table;
-    if (config) {
-      this.streamingUrl = this.streamingUrl || config.streaming_url;
-      this.opts.params = { ...(config.params || {}), ...(this.opts.params || {}) };
-      if (config.emulator_hints && this.opts.emulatorHints === DEFAULTS.emulatorHints) {
-        this.opts.emulatorHints = true;
-      }
+    this.configure(sessionOptions(config && config.session));
+    this.streamingUrl = this.options.streamingUrl || (config && config.streaming_url);
+    if (!this.streamingUrl) throw new Error("no streaming URL (options.streamingUrl or config.json)");
+    this.params = { ...((config && config.params) || {}), ...(this.options.params || {}) };
+    // The emulator's stream-offset hints: as the server says (only for a ws:// endpoint on
+    // loopback), unless the caller decided.
+    this.emulatorHints =
+      this.options.emulatorHints === undefined ? Boolean(config && config.emulator_hints) : Boolean(this.options.emulatorHints);
+    this.reset();
+    try {
+      await this.openAudio();
+    } catch (e) {
+      this.closeAudio();
+      throw e;
     }
-    this.streamingUrl = this.opts.streamingUrl || this.streamingUrl;
-    if (!this.streamingUrl) throw new Error("no streaming URL (options.streamingUrl or /config.json)");
-    await this.openAudio();
     this.capturing = true;
     this.mint("start");
   }
@@ -456,6 +559,9 @@ export class AaiLiveClient extends EventTarget {
       }));
     this.stream = stream;
     this.audioContext = new AudioContext();
+    // Started from a click this runs at once; a page that starts on load may need a gesture
+    // first (the capture begins when the context runs).
+    if (this.audioContext.state === "suspended") this.audioContext.resume().catch(() => {});
     await this.audioContext.audioWorklet.addModule(this.workletUrl);
     const source = this.audioContext.createMediaStreamSource(stream);
     this.node = new AudioWorkletNode(this.audioContext, "aai-live-capture", {
@@ -540,7 +646,7 @@ export class AaiLiveClient extends EventTarget {
       body = null;
     }
     if (!response.ok) {
-      const said = body && (body.message || body.error) ? `: ${body.message || body.error}` : "";
+      const said = body && (body.message || body.error) ? `: ${String(body.message || body.error).slice(0, 512)}` : "";
       const status = response.status;
       const retryAfter = Number(response.headers.get("retry-after")) || null;
       const cls =
@@ -554,7 +660,10 @@ export class AaiLiveClient extends EventTarget {
       throw {
         class: cls,
         retryAfterMs: retryAfter ? retryAfter * 1000 : null,
-        message: `the token server refused (HTTP ${status})${said}`,
+        message:
+          status === 401 || status === 403
+            ? `the token server refused this client (HTTP ${status}${said}); check the credential`
+            : `the token server answered HTTP ${status}${said}`,
       };
     }
     if (!body || typeof body.token !== "string" || !body.token) {
@@ -573,17 +682,23 @@ export class AaiLiveClient extends EventTarget {
   }
 
   onToken(generation, cause, token) {
+    const s = this.state;
     const waiting =
-      (this.state.state === "minting" && this.state.generation === generation) ||
-      (this.state.state === "rotating" && this.state.new === generation);
+      (s.state === "minting" && s.generation === generation) ||
+      (s.state === "rotating" && s.new === generation);
     if (!waiting || this.finished) return; // nobody waits for it: never reused
+    this.tokens.set(generation, { maxSessionS: Number(token.max_session_duration_seconds) || null });
+    const redeemBy = Date.parse(token.expires_at);
+    const redeemInMs = Number.isFinite(redeemBy)
+      ? Math.max(0, redeemBy - Date.now())
+      : Number(token.expires_in_seconds) * 1000 || null;
     this.emit("token", {
       generation,
       fingerprint: fingerprint(token.token),
-      ...(token.expires_in_seconds ? { redeem_in_ms: token.expires_in_seconds * 1000 } : {}),
+      ...(redeemInMs !== null ? { redeem_in_ms: redeemInMs } : {}),
     });
-    if (this.state.state === "minting") this.setState({ state: "connecting", generation, cause });
-    this.connect(generation, cause, token);
+    if (s.state === "minting") this.setState({ state: "connecting", generation, cause: s.cause || cause });
+    this.connect(generation, s.state === "minting" ? s.cause || cause : cause, token);
   }
 
   onTokenFailed(generation, failure) {
@@ -599,11 +714,12 @@ export class AaiLiveClient extends EventTarget {
 
   connect(generation, cause, token) {
     const url = new URL(this.streamingUrl);
-    const params = { sample_rate: RATE, encoding: "pcm_s16le", ...(this.opts.params || {}) };
+    // What this client sends, whatever the parameters say: 16 kHz 16-bit PCM.
+    const params = { ...this.params, sample_rate: RATE, encoding: "pcm_s16le" };
     for (const [k, v] of Object.entries(params)) {
       url.searchParams.set(k, Array.isArray(v) ? JSON.stringify(v) : String(v));
     }
-    if (this.opts.emulatorHints) {
+    if (this.emulatorHints) {
       url.searchParams.set("emulator_stream_offset_ms", String(this.ms(this.ledger.settled)));
     }
     url.searchParams.set("token", token.token); // browsers cannot set headers on a WebSocket
@@ -710,9 +826,9 @@ export class AaiLiveClient extends EventTarget {
     // The rule of src/protocol/expiry.rs: an implausible expiry (0, negative, beyond the
     // service's 3 hours; shorter than a minute unless this is the emulator, whose sessions may
     // be cut short on purpose) is not planned on: the requested duration is.
-    const minMs = this.opts.emulatorHints ? 0 : 55000;
-    const requestedMs =
-      ((this.opts.tokenParams && this.opts.tokenParams.max_session_duration_seconds) || 10800) * 1000;
+    const minMs = this.emulatorHints ? 0 : 55000;
+    const granted = this.tokens.get(conn.generation);
+    const requestedMs = ((granted && granted.maxSessionS) || 10800) * 1000;
     const plausible = Number.isFinite(leftMs) && leftMs >= minMs && leftMs <= 10805000;
     if (!plausible) {
       this.emit("warning", { message: `the session's expires_at (${m.expires_at}) is not plausible; planning with the requested duration` });
@@ -734,6 +850,10 @@ export class AaiLiveClient extends EventTarget {
       this.setState({ state: "rotating", old: s.old, new: s.new, new_ready: true });
       if (this.forced) this.forceHandOver();
       else if (!this.live.turnOpen && this.quiet) this.handOver(false);
+    } else {
+      // Nobody waits for this session any more (stopped, or superseded).
+      this.dropConn(conn);
+      return;
     }
     this.emit("begin", {
       generation: conn.generation,
@@ -752,9 +872,11 @@ export class AaiLiveClient extends EventTarget {
     const rel = (v) => (Number.isFinite(Number(v)) ? Math.max(0, Number(v)) : 0);
     const start = words.length ? baseMs + rel(words[0].start) : baseMs;
     const end = words.length ? baseMs + rel(words[words.length - 1].end) : baseMs;
-    const text = String(turn.transcript || words.map((w) => w.text).join(" "));
     const order = Number(turn.turn_order) || 0;
     if (turn.end_of_turn) {
+      // As src/transcript.rs: the transcript, else the utterance.
+      const text = String(turn.transcript || turn.utterance || "");
+      const latency = this.latency(conn, words);
       const final = {
         generation: conn.generation,
         session_id: conn.sessionId,
@@ -769,12 +891,19 @@ export class AaiLiveClient extends EventTarget {
           start_ms: baseMs + rel(w.start),
           end_ms: baseMs + rel(w.end),
           confidence: Number(w.confidence) || 0,
+          ...(w.speaker ? { speaker: String(w.speaker) } : {}),
         })),
+        ...(latency !== null ? { latency_ms: latency } : {}),
       };
-      this.transcript.applyFinal(final);
-      conn.lastFinalEnd = this.samples(end);
+      if (!this.transcript.applyFinal(final).replaced) {
+        conn.lastFinalEnd = this.samples(end);
+        if (latency !== null) this.latencies.push(latency);
+      }
       this.emit("final", final);
     } else {
+      // Universal-Streaming partials hold the final words in `transcript` and the newest word
+      // only in `words`: show all of them.
+      const text = words.length ? words.map((w) => String(w.text || "")).join(" ") : String(turn.transcript || "");
       this.emit("partial", { generation: conn.generation, turn_order: order, text, start_ms: start, end_ms: end });
     }
     // Turn boundaries drive hand-overs.
@@ -784,13 +913,24 @@ export class AaiLiveClient extends EventTarget {
     }
   }
 
+  /** From sending the audio that holds a turn's last word to now (its final), if known. */
+  latency(conn, words) {
+    if (!words.length) return null;
+    const lastEnd = Number(words[words.length - 1].end);
+    if (!Number.isFinite(lastEnd)) return null;
+    const at = conn.base + this.samples(Math.max(0, lastEnd - 1));
+    const chunk = this.buffer.atOrAfter(at);
+    if (!chunk || chunk.offset > at || chunk.sentAt === null) return null;
+    return Math.round(performance.now() - chunk.sentAt);
+  }
+
   onClose(conn, code, reason) {
     if (this.conns.get(conn.generation) !== conn) return;
     this.conns.delete(conn.generation);
     this.retired.set(conn.generation, { base: conn.base, lastFinalEnd: conn.lastFinalEnd });
     clearTimeout(conn.beginTimer);
-    // A browser reports a failed upgrade and a TCP drop alike as 1006.
-    this.closed(conn, code === 1006 || code === 1005 ? null : code, String(reason || "").slice(0, 4096));
+    // A browser reports a failed upgrade and a TCP drop alike as 1006: no close frame.
+    this.closed(conn, code === 1006 ? null : code, String(reason || "").slice(0, 4096));
   }
 
   /** A connection ended: decide, as the terminal client's machine does. */
@@ -831,7 +971,10 @@ export class AaiLiveClient extends EventTarget {
       } else {
         this.unroute();
         this.replayFrom = conn.generation;
-        this.setState({ state: "connecting", generation: s.new, cause: "expired" });
+        // The successor carries on from where it is: connecting (its Begin timeout is armed)
+        // or still waiting for its token.
+        const connecting = this.conns.has(s.new);
+        this.setState({ state: connecting ? "connecting" : "minting", generation: s.new, cause: "expired" });
       }
     } else if (s.state === "rotating" && s.new === conn.generation) {
       this.successor = null;
@@ -874,7 +1017,7 @@ export class AaiLiveClient extends EventTarget {
     this.attempt++;
     const delay =
       cls === "rate_limited"
-        ? Math.max(retryAfterMs || 0, this.opts.rateLimitBackoffMs) * (1 + Math.random() * 0.25)
+        ? rateLimitedDelay(retryAfterMs, this.opts.rateLimitBackoffMs)
         : backoffDelay(this.attempt, this.opts.backoff);
     const attempt = this.attempt;
     this.setState({ state: "backoff", attempt, retry_in_ms: Math.round(delay), class: cls });
@@ -921,7 +1064,8 @@ export class AaiLiveClient extends EventTarget {
     const conn = this.conns.get(this.state.old);
     if (conn) this.control(conn, { type: "ForceEndpoint" });
     const old = this.state.old;
-    this.later(1500, () => {
+    // Short, and well inside the margin left before the old session expires.
+    this.later(Math.min(1500, this.opts.rotationLeadMs / 6), () => {
       if (this.state.state === "rotating" && this.state.old === old && this.successor) this.handOver(true);
     });
   }
@@ -939,7 +1083,14 @@ export class AaiLiveClient extends EventTarget {
     }
     this.rotations++;
     const base = this.conns.get(next.generation) ? this.conns.get(next.generation).base : 0;
-    this.emit("rotation", { from: s.old, to: next.generation, forced, gap_ms: 0, stream_offset_ms: this.ms(base || 0) });
+    // Forced: by the grace timer, or a boundary that came only after the deadline had passed.
+    this.emit("rotation", {
+      from: s.old,
+      to: next.generation,
+      forced: forced || this.forced,
+      gap_ms: 0,
+      stream_offset_ms: this.ms(base || 0),
+    });
     this.live = next;
     this.scheduleSessionTimers(next);
     this.setState({ state: "streaming", generation: next.generation, session_id: next.sessionId });
@@ -989,7 +1140,8 @@ export class AaiLiveClient extends EventTarget {
     const conn = this.conns.get(generation);
     if (conn) {
       conn.base = start;
-      if (this.opts.emulatorHints) {
+      if (this.emulatorHints) {
+        // The emulator's script alignment; only ever sent to the emulator.
         this.control(conn, { type: "UpdateConfiguration", emulator_stream_offset_ms: this.ms(start) });
       }
     }
@@ -1021,14 +1173,17 @@ export class AaiLiveClient extends EventTarget {
           Math.max(this.nextReplaySend, now - chunkMs) + chunkMs / Math.min(1.25, Math.max(1, this.opts.replaySpeed));
       }
       if (conn.ws.bufferedAmount > (QUEUE_MS / 1000) * RATE * 2) {
-        // The server is not reading: keep the audio here; the stall check decides.
+        // The server is not reading: keep the audio here (in the replay buffer, not in the
+        // socket's queue) and give up on it after `stallTimeoutMs`.
         conn.stuckSince = conn.stuckSince || now;
-        this.schedulePump(chunkMs);
+        this.checkStall(conn, now);
+        if (this.route === conn.generation) this.schedulePump(chunkMs);
         return;
       }
       conn.stuckSince = null;
       const voiced = rms(chunk.samples) > VOICE_RMS;
       conn.ws.send(chunk.samples.buffer.slice(chunk.samples.byteOffset, chunk.samples.byteOffset + chunk.samples.byteLength));
+      if (chunk.sentAt === null) chunk.sentAt = now;
       if (voiced) {
         conn.unansweredSince = conn.unansweredSince || now;
         conn.unansweredVoiceMs += chunkMs;
@@ -1132,15 +1287,27 @@ export class AaiLiveClient extends EventTarget {
       audio_sent_samples: this.ledger.sent,
       audio_lost_samples: this.ledger.lost,
       audio_lost_ms: this.ms(this.ledger.lost),
+      ...percentiles(this.latencies),
       ...(this.failure ? { failure: this.failure } : {}),
     });
     if (this.onEnd) this.onEnd();
   }
 }
 
-/** A token's fingerprint for display: 12 hex digits of a hash, never the token. */
+/** p50 and p95 of the latencies seen (as src/session/supervisor.rs), when there are any. */
+export function percentiles(values) {
+  if (!values.length) return {};
+  const v = [...values].sort((a, b) => a - b);
+  const at = (q) => v[Math.round((v.length - 1) * q)];
+  return { latency_p50_ms: at(0.5), latency_p95_ms: at(0.95) };
+}
+
+/**
+ * A token's fingerprint for display: 12 hex digits of a hash, never the token. The same as
+ * src/secret.rs's (FNV-1a 64, the top 48 bits), so the page's `token` event and `serve`'s access
+ * log name a token alike.
+ */
 export function fingerprint(token) {
-  // FNV-1a, 48 bits: enough to tell tokens apart on screen, useless to recover one.
   let h = 0xcbf29ce484222325n;
   for (const c of new TextEncoder().encode(token)) {
     h ^= BigInt(c);
@@ -1150,7 +1317,9 @@ export function fingerprint(token) {
 }
 
 async function fetchJson(url) {
-  const response = await fetch(url, { cache: "no-store", credentials: "omit" });
+  // Cookies to the page's own origin only: behind an authenticating proxy they are what lets
+  // the request through; a server elsewhere gets none.
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
 }

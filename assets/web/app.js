@@ -60,9 +60,12 @@ function wire(c) {
     $("state").textContent = s.state + (s.state === "backoff" ? ` (attempt ${s.attempt}, ${seconds(s.retry_in_ms)})` : "");
     if (s.state === "failed") {
       say(`Streaming stopped: ${s.reason}`);
-      // A refused credential is forgotten, so the next start asks again.
-      if (/HTTP 40[13]/.test(s.reason)) sessionStorage.removeItem(CREDENTIAL_KEY);
       stopped();
+      // A refused credential is forgotten, and the page asks for another.
+      if (/HTTP 40[13]/.test(s.reason) && sessionStorage.getItem(CREDENTIAL_KEY)) {
+        sessionStorage.removeItem(CREDENTIAL_KEY);
+        $("auth").hidden = false;
+      }
     }
   });
   c.addEventListener("token", (e) => {

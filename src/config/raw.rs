@@ -200,6 +200,9 @@ pub(crate) struct RawServer {
     pub limits_store_ca: Option<String>,
     pub limits_store_prefix: String,
     pub limits_store_timeout: String,
+    pub web: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_origin: Option<String>,
 }
 
 fn duration(d: std::time::Duration) -> String {
@@ -355,6 +358,8 @@ impl From<&ServerSettings> for RawServer {
             limits_store_ca: path(s.limits_store_ca.as_deref()),
             limits_store_prefix: s.limits_store_prefix.clone(),
             limits_store_timeout: duration(s.limits_store_timeout),
+            web: s.web,
+            public_origin: s.public_origin.clone(),
         }
     }
 }

@@ -684,6 +684,10 @@ pub struct ServerSettings {
     pub limits_store_ca: Option<PathBuf>,
     pub limits_store_prefix: String,
     pub limits_store_timeout: Duration,
+    /// Serve the browser page at `/`.
+    pub web: bool,
+    /// The origin browsers see behind a proxy, normalised as browsers send it.
+    pub public_origin: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -720,6 +724,8 @@ impl Default for ServerSettings {
             limits_store_ca: None,
             limits_store_prefix: "aai-live".to_owned(),
             limits_store_timeout: Duration::from_millis(250),
+            web: false,
+            public_origin: None,
         }
     }
 }

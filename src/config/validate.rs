@@ -416,6 +416,13 @@ fn validate_server(v: &mut Validator<'_>, raw: RawServer) -> ServerSettings {
             &raw.limits_store_timeout,
             Some(Duration::from_millis(1)..=Duration::from_secs(10)),
         ),
+        web: raw.web,
+        public_origin: v
+            .non_empty("server.public_origin", raw.public_origin)
+            .and_then(|origin| {
+                let parsed = parse_origin(&origin);
+                v.accept("server.public_origin", &origin, parsed)
+            }),
     }
 }
 
@@ -1072,5 +1079,15 @@ mod tests {
         assert_eq!(s.rate_limit, None);
         assert_eq!(s.cors_origins, ["https://a.example"]);
         assert!(s.listen.ip().is_loopback());
+        assert_problem(
+            |r| r.server.public_origin = Some("https://tokens.example/app".into()),
+            "`server.public_origin` = \"https://tokens.example/app\"",
+        );
+        let s = settings(|r| {
+            r.server.web = true;
+            r.server.public_origin = Some("HTTPS://Tokens.Example:443/".into());
+        });
+        assert!(s.web);
+        assert_eq!(s.public_origin.as_deref(), Some("https://tokens.example"));
     }
 }

@@ -449,6 +449,161 @@ pub mod reasons {
     }
 }
 
+/// The documented closes and their classes, one per line of protocol.md §5 (current table,
+/// history, legacy codes, §5.4): `(code, reason, Error text, class)`. The table's own test, and the
+/// test that the browser client (assets/web/aai-live-client.js) classifies exactly as [`classify`]
+/// does (tests/browser_js.rs), both play them.
+pub const EXAMPLES: &[(Option<u16>, &str, Option<&str>, CloseClass)] = {
+    use CloseClass::{
+        ClientBug, Fatal, Normal, RateLimited, SessionExpired, TokenRejected, Transient,
+    };
+    &[
+        // §5.1 current table
+        (Some(1000), "", None, Normal),
+        (
+            Some(3008),
+            reasons::SESSION_EXPIRED,
+            Some(reasons::SESSION_EXPIRED),
+            SessionExpired,
+        ),
+        (
+            Some(3007),
+            "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
+            None,
+            ClientBug,
+        ),
+        (
+            Some(3007),
+            "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
+            None,
+            ClientBug,
+        ),
+        (Some(3006), "Invalid Message Type: Foo", None, ClientBug),
+        (Some(3006), "Invalid JSON: {", None, ClientBug),
+        (Some(3006), "Invalid Message: []", None, ClientBug),
+        (Some(3005), reasons::SESSION_CANCELLED, None, Transient),
+        (Some(3009), reasons::TOO_MANY_SESSIONS, None, RateLimited),
+        (Some(1008), reasons::MISSING_AUTH, None, Fatal),
+        (
+            Some(1008),
+            "Unauthorized Connection: Insufficient balance",
+            None,
+            Fatal,
+        ),
+        (
+            Some(1008),
+            "Unauthorized Connection: Account temporarily disabled",
+            None,
+            Fatal,
+        ),
+        (
+            Some(1008),
+            "Unauthorized connection: Incorrect padding",
+            None,
+            TokenRejected,
+        ),
+        // [skill] extras
+        (
+            Some(3006),
+            "Session terminated due to inactivity",
+            None,
+            Transient,
+        ),
+        (Some(1009), "", None, ClientBug),
+        (Some(1011), "", None, Transient),
+        (Some(1006), "", None, Transient),
+        (None, "", None, Transient),
+        // §5.2 history: pre-2026 codes, same reasons
+        (Some(3005), reasons::SESSION_EXPIRED, None, SessionExpired),
+        (
+            Some(3005),
+            "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
+            None,
+            ClientBug,
+        ),
+        (
+            Some(3005),
+            "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
+            None,
+            ClientBug,
+        ),
+        (Some(3005), "Invalid Message Type: Foo", None, ClientBug),
+        (Some(3005), "Invalid JSON: {", None, ClientBug),
+        (
+            Some(1008),
+            "Unauthorized connection: Too many concurrent sessions",
+            None,
+            RateLimited,
+        ),
+        // The reason can be the long-reason placeholder: the Error frame decides.
+        (
+            Some(3005),
+            LONG_REASON,
+            Some(reasons::SESSION_EXPIRED),
+            SessionExpired,
+        ),
+        // §5.4 token cases
+        (Some(3008), "Temporary token expired", None, TokenRejected),
+        (Some(1008), reasons::TOKEN_EXPIRED, None, TokenRejected),
+        (Some(1008), reasons::TOKEN_USED, None, TokenRejected),
+        // §5.3 legacy v2 codes
+        (
+            Some(4000),
+            "Sample rate must be a positive integer",
+            None,
+            ClientBug,
+        ),
+        (Some(4001), "Not Authorized", None, Fatal),
+        (Some(4002), "Insufficient Funds", None, Fatal),
+        (Some(4003), "This feature is paid-only", None, Fatal),
+        (Some(4004), "Session not found", None, Transient),
+        (Some(4008), "Session Expired", None, SessionExpired),
+        (Some(4010), "Session previously closed", None, Transient),
+        (Some(4029), "Client sent audio too fast", None, ClientBug),
+        (
+            Some(4030),
+            "Session is handled by another WebSocket",
+            None,
+            Transient,
+        ),
+        (Some(4031), "Session idle for too long", None, Transient),
+        (Some(4032), "Audio duration is too short", None, ClientBug),
+        (Some(4033), "Audio duration is too long", None, ClientBug),
+        (Some(4034), "Audio too small to transcode", None, ClientBug),
+        (Some(4100), "", None, ClientBug),
+        (
+            Some(4101),
+            "Endpoint received a message with an invalid schema",
+            None,
+            ClientBug,
+        ),
+        (
+            Some(4102),
+            "This account has exceeded the number of allowed streams",
+            None,
+            RateLimited,
+        ),
+        (
+            Some(4103),
+            "This session has been reconnected",
+            None,
+            Transient,
+        ),
+        (
+            Some(4104),
+            "Could not parse word boost parameter",
+            None,
+            ClientBug,
+        ),
+        (
+            Some(1013),
+            "Temporary server condition forced blocking client's request",
+            None,
+            Transient,
+        ),
+    ]
+};
+
 #[cfg(test)]
 mod tests {
     use super::CloseClass::{
@@ -458,160 +613,15 @@ mod tests {
 
     /// One row per line of protocol.md §5 (current table, history, legacy codes, §5.4).
     #[test]
-    #[expect(clippy::too_many_lines, reason = "a table")]
     fn close_table() {
-        let rows: &[(Option<u16>, &str, Option<&str>, CloseClass)] = &[
-            // §5.1 current table
-            (Some(1000), "", None, Normal),
-            (
-                Some(3008),
-                reasons::SESSION_EXPIRED,
-                Some(reasons::SESSION_EXPIRED),
-                SessionExpired,
-            ),
-            (
-                Some(3007),
-                "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
-                None,
-                ClientBug,
-            ),
-            (
-                Some(3007),
-                "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
-                None,
-                ClientBug,
-            ),
-            (Some(3006), "Invalid Message Type: Foo", None, ClientBug),
-            (Some(3006), "Invalid JSON: {", None, ClientBug),
-            (Some(3006), "Invalid Message: []", None, ClientBug),
-            (Some(3005), reasons::SESSION_CANCELLED, None, Transient),
-            (Some(3009), reasons::TOO_MANY_SESSIONS, None, RateLimited),
-            (Some(1008), reasons::MISSING_AUTH, None, Fatal),
-            (
-                Some(1008),
-                "Unauthorized Connection: Insufficient balance",
-                None,
-                Fatal,
-            ),
-            (
-                Some(1008),
-                "Unauthorized Connection: Account temporarily disabled",
-                None,
-                Fatal,
-            ),
-            (
-                Some(1008),
-                "Unauthorized connection: Incorrect padding",
-                None,
-                TokenRejected,
-            ),
-            // [skill] extras
-            (
-                Some(3006),
-                "Session terminated due to inactivity",
-                None,
-                Transient,
-            ),
-            (Some(1009), "", None, ClientBug),
-            (Some(1011), "", None, Transient),
-            (Some(1006), "", None, Transient),
-            (None, "", None, Transient),
-            // §5.2 history: pre-2026 codes, same reasons
-            (Some(3005), reasons::SESSION_EXPIRED, None, SessionExpired),
-            (
-                Some(3005),
-                "Input duration violation: 20 ms. Expected between 50 and 1000 ms",
-                None,
-                ClientBug,
-            ),
-            (
-                Some(3005),
-                "Audio Transmission Rate Exceeded: Received 5 sec. audio in 2 sec",
-                None,
-                ClientBug,
-            ),
-            (Some(3005), "Invalid Message Type: Foo", None, ClientBug),
-            (Some(3005), "Invalid JSON: {", None, ClientBug),
-            (
-                Some(1008),
-                "Unauthorized connection: Too many concurrent sessions",
-                None,
-                RateLimited,
-            ),
-            // The reason can be the long-reason placeholder: the Error frame decides.
-            (
-                Some(3005),
-                LONG_REASON,
-                Some(reasons::SESSION_EXPIRED),
-                SessionExpired,
-            ),
-            // §5.4 token cases
-            (Some(3008), "Temporary token expired", None, TokenRejected),
-            (Some(1008), reasons::TOKEN_EXPIRED, None, TokenRejected),
-            (Some(1008), reasons::TOKEN_USED, None, TokenRejected),
-            // §5.3 legacy v2 codes
-            (
-                Some(4000),
-                "Sample rate must be a positive integer",
-                None,
-                ClientBug,
-            ),
-            (Some(4001), "Not Authorized", None, Fatal),
-            (Some(4002), "Insufficient Funds", None, Fatal),
-            (Some(4003), "This feature is paid-only", None, Fatal),
-            (Some(4004), "Session not found", None, Transient),
-            (Some(4008), "Session Expired", None, SessionExpired),
-            (Some(4010), "Session previously closed", None, Transient),
-            (Some(4029), "Client sent audio too fast", None, ClientBug),
-            (
-                Some(4030),
-                "Session is handled by another WebSocket",
-                None,
-                Transient,
-            ),
-            (Some(4031), "Session idle for too long", None, Transient),
-            (Some(4032), "Audio duration is too short", None, ClientBug),
-            (Some(4033), "Audio duration is too long", None, ClientBug),
-            (Some(4034), "Audio too small to transcode", None, ClientBug),
-            (Some(4100), "", None, ClientBug),
-            (
-                Some(4101),
-                "Endpoint received a message with an invalid schema",
-                None,
-                ClientBug,
-            ),
-            (
-                Some(4102),
-                "This account has exceeded the number of allowed streams",
-                None,
-                RateLimited,
-            ),
-            (
-                Some(4103),
-                "This session has been reconnected",
-                None,
-                Transient,
-            ),
-            (
-                Some(4104),
-                "Could not parse word boost parameter",
-                None,
-                ClientBug,
-            ),
-            (
-                Some(1013),
-                "Temporary server condition forced blocking client's request",
-                None,
-                Transient,
-            ),
-        ];
-        for (code, reason, error, expected) in rows {
+        for (code, reason, error, expected) in EXAMPLES {
             assert_eq!(
                 classify(*code, reason, *error),
                 *expected,
                 "code {code:?} reason {reason:?} error {error:?}"
             );
         }
+        assert_eq!(EXAMPLES.len(), 47);
     }
 
     #[test]

@@ -61,6 +61,31 @@ pub struct ServerState {
     pub upstream: Upstream,
     pub metrics: Metrics,
     pub public_metrics: bool,
+    /// The server listens with TLS: its own origin is `https://`.
+    pub tls: bool,
+    /// The origin browsers see behind a proxy (`server.public_origin`).
+    pub public_origin: Option<HeaderValue>,
+    /// The browser routes' files and settings.
+    pub web: super::web::Web,
+}
+
+impl ServerState {
+    /// The server's own origin as this request's browser would send it: `server.public_origin`,
+    /// or the scheme it listens with and the request's `Host`. Only a `Host` that passes the
+    /// checks counts: exactly `name[:port]`, one of them, agreeing with the URI, and (without
+    /// authentication) a loopback name, so a page on a rebinding name (`evil.example` resolved
+    /// to this server) never has this origin.
+    pub fn own_origin(&self, headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+        if let Some(origin) = &self.public_origin {
+            return Some(origin.clone());
+        }
+        if self.loopback_hosts_only && !host::addressed_to_loopback(headers, uri) {
+            return None;
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        host::request_origin(headers, uri, scheme)
+            .and_then(|origin| HeaderValue::from_str(&origin).ok())
+    }
 }
 
 /// The caller's address: the peer's, or the client a trusted proxy forwarded for.
@@ -225,7 +250,8 @@ async fn serve_token(
     body: Body,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    if !origin_allowed(headers, &state.origins) {
+    let own = state.own_origin(headers, uri);
+    if !origin_allowed(headers, &state.origins, own.as_ref()) {
         return Err(refuse(
             state,
             peer,
@@ -326,13 +352,18 @@ fn minted(client: &str, token: &Token, request: &TokenRequest) -> Response {
     response
 }
 
-/// Whether the request's `Origin`, if it has one, is listed (compared as bytes: browsers send
-/// origins normalised as the list is). Several `Origin` headers are refused.
-pub fn origin_allowed(headers: &HeaderMap, origins: &[HeaderValue]) -> bool {
+/// Whether the request's `Origin`, if it has one, is listed or is the server's own (`own`, see
+/// [`ServerState::own_origin`]); compared as bytes: browsers send origins normalised as the list
+/// is. Several `Origin` headers are refused.
+pub fn origin_allowed(
+    headers: &HeaderMap,
+    origins: &[HeaderValue],
+    own: Option<&HeaderValue>,
+) -> bool {
     let mut sent = headers.get_all(header::ORIGIN).iter();
     match (sent.next(), sent.next()) {
         (None, _) => true,
-        (Some(origin), None) => origins.contains(origin),
+        (Some(origin), None) => origins.contains(origin) || own == Some(origin),
         (Some(_), Some(_)) => false,
     }
 }
@@ -621,7 +652,8 @@ pub async fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint: use /token, /healthz, /readyz or /metrics",
+        "no such endpoint: use /token, /healthz, /readyz, /metrics, /config.json, \
+         /close-codes.json or /aai-live-client.js",
     )
     .into_response()
 }
@@ -631,7 +663,7 @@ pub async fn method_not_allowed() -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "use GET or POST for /token, GET for /healthz, /readyz and /metrics",
+        "use GET or POST for /token, GET for everything else",
     )
     .into_response()
 }
@@ -732,18 +764,31 @@ mod tests {
     #[test]
     fn origins_are_compared_exactly_and_only_once() {
         let listed = [HeaderValue::from_static("https://app.example.com")];
+        let own = HeaderValue::from_static("http://127.0.0.1:8787");
         let mut h = HeaderMap::new();
-        assert!(origin_allowed(&h, &listed), "no Origin: not a browser");
+        assert!(
+            origin_allowed(&h, &listed, None),
+            "no Origin: not a browser"
+        );
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://app.example.com"),
         );
-        assert!(origin_allowed(&h, &listed));
+        assert!(origin_allowed(&h, &listed, None));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://app.example.com.evil"),
         );
-        assert!(!origin_allowed(&h, &listed));
+        assert!(!origin_allowed(&h, &listed, Some(&own)));
+        h.insert(header::ORIGIN, own.clone());
+        assert!(
+            origin_allowed(&h, &[], Some(&own)),
+            "the server's own origin"
+        );
+        assert!(
+            !origin_allowed(&h, &listed, None),
+            "not own without a good Host"
+        );
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://app.example.com"),
@@ -752,7 +797,7 @@ mod tests {
             header::ORIGIN,
             HeaderValue::from_static("https://app.example.com"),
         );
-        assert!(!origin_allowed(&h, &listed), "two Origin headers");
+        assert!(!origin_allowed(&h, &listed, None), "two Origin headers");
     }
 
     proptest! {
@@ -806,7 +851,7 @@ mod tests {
             if let Ok(value) = HeaderValue::from_bytes(&bytes) {
                 let mut h = HeaderMap::new();
                 h.insert(header::ORIGIN, value.clone());
-                prop_assert_eq!(origin_allowed(&h, &listed), value == listed[0]);
+                prop_assert_eq!(origin_allowed(&h, &listed, None), value == listed[0]);
             }
         }
     }

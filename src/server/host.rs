@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 
 /// The host part of a `Host` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,41 @@ pub fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri) -> bool {
         .is_none_or(|authority| is_loopback_host(authority.as_str().as_bytes()))
 }
 
+/// The origin a browser addressed: `scheme://` and the request's `Host` (or the URI's authority
+/// when there is no `Host`), normalised as browsers write `Origin` (lower case, the scheme's
+/// default port left out). `None` unless that name passes [`parse_host`]: two `Host` headers, a
+/// `Host` that is not exactly `name[:port]`, or one that disagrees with the URI's authority
+/// name no origin.
+pub fn request_origin(headers: &HeaderMap, uri: &Uri, scheme: &str) -> Option<String> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return None;
+    }
+    let authority = uri.authority().map(|a| a.as_str().as_bytes());
+    let named = match (host.map(HeaderValue::as_bytes), authority) {
+        (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority) => return None,
+        (Some(host), _) => host,
+        (None, Some(authority)) => authority,
+        (None, None) => return None,
+    };
+    let (name, port) = parse_host(named).ok()?;
+    let name = match name {
+        HostName::Name(name) => name.to_ascii_lowercase(),
+        HostName::Ip(IpAddr::V4(ip)) => ip.to_string(),
+        HostName::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+    };
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    Some(match port {
+        Some(port) if port != default_port => format!("{scheme}://{name}:{port}"),
+        _ => format!("{scheme}://{name}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +207,50 @@ mod tests {
             &HeaderMap::new(),
             &Uri::from_static("/token")
         ));
+    }
+
+    fn origin(host: &[&str], uri: &'static str, scheme: &str) -> Option<String> {
+        let mut h = HeaderMap::new();
+        for value in host {
+            h.append(header::HOST, HeaderValue::from_str(value).expect("header"));
+        }
+        request_origin(&h, &Uri::from_static(uri), scheme)
+    }
+
+    #[test]
+    fn origins_of_requests() {
+        let http = |host: &str| origin(&[host], "/token", "http");
+        assert_eq!(
+            http("127.0.0.1:8787").as_deref(),
+            Some("http://127.0.0.1:8787")
+        );
+        assert_eq!(
+            http("Tokens.Example:80").as_deref(),
+            Some("http://tokens.example")
+        );
+        assert_eq!(http("[::1]:8080").as_deref(), Some("http://[::1]:8080"));
+        assert_eq!(
+            origin(&["tokens.example:443"], "/token", "https").as_deref(),
+            Some("https://tokens.example")
+        );
+        assert_eq!(
+            origin(&["tokens.example:80"], "/token", "https").as_deref(),
+            Some("https://tokens.example:80")
+        );
+        for forged in ["localhost:80@evil.example", "evil.example/x", "a b", ""] {
+            assert_eq!(http(forged), None, "{forged:?}");
+        }
+        assert_eq!(origin(&["a.example", "b.example"], "/token", "http"), None);
+        assert_eq!(
+            origin(&["a.example"], "http://b.example/token", "http"),
+            None,
+            "Host and URI disagree"
+        );
+        assert_eq!(
+            origin(&[], "http://b.example:8080/token", "http").as_deref(),
+            Some("http://b.example:8080")
+        );
+        assert_eq!(origin(&[], "/token", "http"), None);
     }
 
     fn loopback_name() -> impl Strategy<Value = String> {

@@ -32,6 +32,10 @@ use crate::provider::{self, TokenProvider};
 /// flags have no clap defaults (config/default.toml holds them). The help of the flags that
 /// existed before the `[server]` section is unchanged but for the "[default: ...]" dropped.
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each independent of the others"
+)]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port; the first stdout line tells which.
     #[arg(long, value_name = "ADDR")]
@@ -141,6 +145,15 @@ pub struct ServeArgs {
     /// this replica's memory) (server.limits_store_failure).
     #[arg(long, value_name = "POLICY")]
     pub limits_store_failure: Option<StoreFailure>,
+
+    /// Serve the browser page at / (server.web; docs/browser.md).
+    #[arg(long)]
+    pub web: bool,
+
+    /// The origin browsers see behind a proxy, e.g. https://tokens.example.com: the page's own
+    /// requests from it are allowed (server.public_origin).
+    #[arg(long, value_name = "ORIGIN")]
+    pub public_origin: Option<String>,
 }
 
 impl ServeArgs {
@@ -231,6 +244,8 @@ impl ServeArgs {
             "server.limits_store_failure",
             self.limits_store_failure.map(|p| p.as_str().to_owned()),
         );
+        set("server.web", self.web.then(|| "true".to_owned()));
+        set("server.public_origin", self.public_origin.clone());
         o
     }
 }
@@ -252,6 +267,7 @@ pub fn server_config(config: &Config) -> Result<ServerConfig, ServerError> {
     };
     let mut server = ServerConfig::from_settings(settings, auth);
     server.limits.password = store_password(settings, &provider::process_env)?;
+    server.browser = super::BrowserSettings::from_config(config);
     Ok(server)
 }
 
@@ -467,6 +483,9 @@ mod tests {
             "redis://127.0.0.1:6379/0",
             "--limits-store-failure",
             "open",
+            "--web",
+            "--public-origin",
+            "https://Tokens.example",
         ])
         .expect("parses");
         let pairs: Vec<(&str, &str)> = vec![
@@ -487,6 +506,8 @@ mod tests {
             ("server.trusted_proxies", "10.0.0.0/8"),
             ("server.limits_store", "redis://127.0.0.1:6379/0"),
             ("server.limits_store_failure", "open"),
+            ("server.web", "true"),
+            ("server.public_origin", "https://Tokens.example"),
         ];
         let want: Vec<(String, String)> = pairs
             .into_iter()
@@ -509,6 +530,17 @@ mod tests {
             server.cors_origins,
             ["https://a.example", "https://b.example"]
         );
+        assert!(server.web);
+        assert_eq!(
+            server.public_origin.as_deref(),
+            Some("https://tokens.example")
+        );
+        // The browser client streams beside the upstream (the emulator here).
+        assert_eq!(
+            server.browser.streaming_url.as_str(),
+            "ws://127.0.0.1:8080/v3/ws"
+        );
+        assert!(server.browser.emulator_hints);
     }
 
     #[test]

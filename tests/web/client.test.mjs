@@ -1,7 +1,8 @@
 // Unit tests of the browser client's pure logic, with Node's built-in runner:
-//   node --test tests/web/
-// (tests/web_client.rs runs them as part of the suite). The table of close classes comes from
-// the Rust side when the suite runs them (AAI_LIVE_CLOSE_CODES); a copy of its shape otherwise.
+//   node --test tests/web/client.test.mjs   (and client-session.test.mjs, with AAI_LIVE_CLOSE_CODES)
+// (tests/browser_js.rs runs them as part of the suite). The table of close classes comes from
+// the Rust side when the suite runs them (AAI_LIVE_CLOSE_CODES, the file `serve` would publish
+// as /close-codes.json); without it the classification test is skipped.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,9 +15,12 @@ import {
   ReplayBuffer,
   Resampler,
   Transcript,
+  asciiLower,
   backoffDelay,
   classify,
   fingerprint,
+  percentiles,
+  rateLimitedDelay,
   retryable,
   rms,
   toInt16,
@@ -71,6 +75,40 @@ test("the resampler removes what the lower rate cannot carry", () => {
   const out = r.push(input).slice(200);
   const peak = Math.max(...Array.from(out, Math.abs));
   assert.ok(peak < 0.05, `15 kHz leaks through at ${peak}`);
+});
+
+test("the resampler gives the same samples whatever the block sizes, and exact counts", () => {
+  for (const inRate of [48000, 44100, 22050, 96000]) {
+    const input = Float32Array.from({ length: inRate / 2 }, (_, i) => Math.sin(i / 7) * 0.3 + Math.sin(i / 3.1) * 0.2);
+    const once = new Resampler(inRate).push(input);
+    const r = new Resampler(inRate);
+    const pieces = [];
+    let fed = 0;
+    for (const size of [1, 127, 128, 1000, 3, 4096]) {
+      for (let k = 0; k < 3 && fed < input.length; k++) {
+        const block = input.subarray(fed, Math.min(input.length, fed + size));
+        fed += block.length;
+        pieces.push(...r.push(block));
+        // After n inputs, every output whose filter window is complete has come out.
+        const expected = Math.max(0, Math.ceil(((fed - 17) * RATE) / inRate));
+        assert.equal(r.produced, expected, `${inRate} Hz after ${fed} samples`);
+      }
+    }
+    pieces.push(...r.push(input.subarray(fed)));
+    assert.equal(pieces.length, once.length, `${inRate} Hz`);
+    for (let i = 0; i < once.length; i++) assert.ok(Math.abs(pieces[i] - once[i]) < 1e-6, `${inRate} Hz sample ${i}`);
+  }
+});
+
+test("a 44.1 kHz tone keeps its frequency", () => {
+  const inRate = 44100;
+  const r = new Resampler(inRate, RATE);
+  const input = Float32Array.from({ length: inRate }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / inRate));
+  const out = r.push(input).slice(100);
+  let crossings = 0;
+  for (let i = 1; i < out.length; i++) if (out[i - 1] < 0 !== out[i] < 0) crossings++;
+  const measured = (crossings / 2) * (RATE / out.length);
+  assert.ok(Math.abs(measured - 440) < 2, `${measured} Hz`);
 });
 
 test("16 kHz input passes through unchanged", () => {
@@ -143,6 +181,22 @@ test("one final per turn: a later final for the same turn replaces the earlier",
   assert.equal(t.applyFinal(f(2, 0, "next session", 4000)).replaced, false);
   assert.deepEqual(t.list().map((x) => x.text), ["Hello world.", "again", "next session"]);
   assert.equal(t.text(), "[00:00:00] Hello world.\n[00:00:02] again\n[00:00:04] next session\n");
+});
+
+test("classification lower-cases ASCII only, as Rust does", () => {
+  assert.equal(asciiLower("Token EXPIRED \u212A \u0130"), "token expired \u212A \u0130");
+});
+
+test("a rate limit waits for Retry-After or the floor, plus up to a quarter", () => {
+  assert.equal(rateLimitedDelay(null, 60000, 0), 60000);
+  assert.equal(rateLimitedDelay(null, 60000, 1), 75000);
+  assert.equal(rateLimitedDelay(8000, 60000, 0), 8000, "the server's word wins");
+  assert.equal(rateLimitedDelay(10, 60000, 0), 1000, "at least a second");
+});
+
+test("latency percentiles as the terminal client reports them", () => {
+  assert.deepEqual(percentiles([]), {});
+  assert.deepEqual(percentiles([300, 100, 200]), { latency_p50_ms: 200, latency_p95_ms: 300 });
 });
 
 test("backoff is full jitter under a growing ceiling", () => {
