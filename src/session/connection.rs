@@ -158,7 +158,7 @@ impl Connector for WebSocketConnector {
                 tracing::info!(
                     generation,
                     code = ?ended.code,
-                    reason = %ended.reason,
+                    reason = %crate::untrusted::for_terminal(&ended.reason),
                     class = ?ended.class,
                     "connection ended"
                 );
