@@ -50,6 +50,9 @@ enum Script {
     StopReadingAfter(Duration, usize),
     /// `Begin`, take audio, but never answer `Terminate` (the end is never confirmed).
     Unconfirmed(Duration),
+    /// `Begin`, take audio, and answer `Terminate` with a 3008 close instead of `Termination`
+    /// (the session expired just as the input ended; the last audio was never processed).
+    ExpiresOnTerminate(Duration),
     /// `Begin` with `expires_at: 0` (a broken server), then as `Begin`.
     BeginExpiresAtZero(Duration),
     /// Opening this connection panics (a bug in a connector).
@@ -156,7 +159,8 @@ impl Connector for FakeService {
                 let send = |e| {
                     let _ = events.send((generation, e));
                 };
-                let (mut expires_at, mut unconfirmed) = (None, false);
+                let (mut expires_at, mut unconfirmed, mut expires_on_terminate) =
+                    (None, false, false);
                 let (delay, drop_after, stop_reading_after) = match script {
                     Script::CloseBeforeBegin(after, code, reason) => {
                         tokio::time::sleep(after).await;
@@ -168,6 +172,10 @@ impl Connector for FakeService {
                     Script::StopReadingAfter(d, n) => (d, None, Some(n)),
                     Script::Unconfirmed(d) => {
                         unconfirmed = true;
+                        (d, None, None)
+                    }
+                    Script::ExpiresOnTerminate(d) => {
+                        expires_on_terminate = true;
                         (d, None, None)
                     }
                     Script::BeginExpiresAtZero(d) => {
@@ -215,6 +223,22 @@ impl Connector for FakeService {
                             }
                         }
                         Some(Outgoing::Control(ClientMessage::Terminate)) if unconfirmed => {}
+                        Some(Outgoing::Control(ClientMessage::Terminate))
+                            if expires_on_terminate =>
+                        {
+                            // The audio just before the expiry was never processed.
+                            let mut seen = seen.lock().expect("lock");
+                            let n = seen.chunks.len().saturating_sub(2);
+                            seen.chunks.truncate(n);
+                            seen.times.truncate(n);
+                            drop(seen);
+                            send(ConnEvent::Closed(ended(
+                                Some(3008),
+                                "Session expired",
+                                true,
+                            )));
+                            return;
+                        }
                         Some(Outgoing::Control(ClientMessage::Terminate)) => {
                             send(ConnEvent::Message(ServerMessage::Termination(
                                 Termination::default(),
@@ -762,6 +786,9 @@ fn failure_rows() -> Vec<Row> {
     vec![
         Row::new("the last session never confirms its end: replayed into a new one, nothing lost")
             .sessions([Script::Unconfirmed(ms(100)), Script::Begin(ms(100))])
+            .chunks(100),
+        Row::new("the last session expires instead of confirming: replayed, nothing lost")
+            .sessions([Script::ExpiresOnTerminate(ms(100)), Script::Begin(ms(100))])
             .chunks(100),
         Row::new("the input fails: its audio is sent, then the run fails")
             .chunks(100)

@@ -818,6 +818,18 @@ impl Machine {
 
     fn closed(&mut self, now: Instant, generation: Gen, closed: &Closed, out: &mut Vec<Effect>) {
         match self.state.clone() {
+            // A session that closes while finishing without having sent `Termination` (which
+            // would have stopped the run already) did not confirm its last audio — it expired
+            // or dropped just then: what it had not finalized goes to a new session, under the
+            // usual rules for this kind of close.
+            State::Draining { generation: g }
+                if g == generation && self.finishing && self.failure.is_none() =>
+            {
+                out.push(Effect::Drop { generation });
+                out.push(closed.lost(generation));
+                self.replay_from = Some(generation);
+                self.after_loss(now, closed, out);
+            }
             State::Draining { generation: g } if g == generation => self.set(State::Stopped, out),
             State::Connecting { generation: g, .. } if g == generation => {
                 out.push(closed.lost(generation));
@@ -1728,6 +1740,35 @@ mod tests {
                     after(0, finish()),
                     has([terminate(2)]),
                     after(0, termination(2)),
+                    changes([is_stopped()]),
+                    done(),
+                ]),
+            Row::new("a_finish_closed_without_termination_replays_into_a_new_session")
+                .given(streaming(60))
+                .then([
+                    // The input ended just as the session expired: 3008 instead of Termination.
+                    at(0, finish()),
+                    changes([is_draining(1)]),
+                    after(0, close(1, Some(3008), "Session expired", true)),
+                    effects([
+                        drop_socket(1),
+                        lost(1, CloseClass::SessionExpired, Some(3008), "Session expired"),
+                        changed(is_minting(2, Cause::Expired)),
+                        mint(2),
+                    ]),
+                    after(0, minted(2)),
+                    after(0, begin(2, "s2", 60)),
+                    has([Fx::Is(Effect::Route {
+                        to: Some(2),
+                        replay_from: Some(1),
+                    })]),
+                ]),
+            Row::new("a_stop_closed_without_termination_just_stops")
+                .given(streaming(60))
+                .then([
+                    at(0, stop()),
+                    changes([is_draining(1)]),
+                    after(0, close(1, Some(3008), "Session expired", true)),
                     changes([is_stopped()]),
                     done(),
                 ]),
