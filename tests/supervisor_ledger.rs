@@ -134,6 +134,10 @@ fn ended(code: Option<u16>, reason: &str, after_begin: bool) -> Ended {
 }
 
 impl Connector for FakeService {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one scripted fake connection: each script's behaviour reads top to bottom"
+    )]
     fn open(
         &self,
         generation: u64,
