@@ -54,6 +54,18 @@ pub enum Command {
     /// Run a token server: mint one-time tokens with the API key held here for authenticated
     /// clients (the remote provider, browser pages), rate limited (docs/server.md).
     Serve(Box<crate::server::serve_cli::ServeArgs>),
+    /// Check the set-up step by step, as a run would take it (configuration, key, token,
+    /// streaming endpoint, session, clock, input, directories); with --server, a token server
+    /// from the outside. Exit 0 when nothing failed, 1 when a step failed, 2 for an invalid
+    /// configuration.
+    Doctor(DoctorArgs),
+    /// Print the troubleshooting section for a close code, an HTTP status or a topic (e.g.
+    /// 3009, 1008, 401, proxy, clock-skew); docs/troubleshooting.md is built in.
+    Explain {
+        /// A close code, HTTP status or topic; an unknown one lists them all.
+        #[arg(value_name = "CODE|TOPIC")]
+        topic: String,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -112,6 +124,62 @@ pub struct RunArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Options of `aai-live doctor`.
+#[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
+pub struct DoctorArgs {
+    /// Go on after a failed step (the steps that depend on it are reported as skipped).
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// One JSON object per step and line: step, status (pass|warn|fail|skip), detail, fix,
+    /// section.
+    #[arg(long)]
+    pub json: bool,
+
+    /// ASCII marks only (also chosen for a dumb terminal or a locale that is not UTF-8).
+    #[arg(long)]
+    pub ascii: bool,
+
+    /// With the file provider: take the file's token and open the session with it (a file
+    /// token is one-time, so by default it is only inspected).
+    #[arg(long)]
+    pub redeem: bool,
+
+    /// Audio input to check instead of audio.input: "mic", "file:PATH", "stdin",
+    /// "test:tone|noise|silence".
+    #[arg(long, value_name = "INPUT")]
+    pub input: Option<String>,
+
+    /// Microphone device as listed by `aai-live devices`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+
+    /// Check this token server from the outside instead (e.g. https://tokens.example/token).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<url::Url>,
+
+    /// With --server: the environment variable holding the bearer credential to present.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "server",
+        conflicts_with = "credential_file"
+    )]
+    pub credential_env: Option<String>,
+
+    /// With --server: a file holding the bearer credential to present.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub credential_file: Option<PathBuf>,
+
+    /// With --server: the browser origin whose CORS answer to check (e.g. https://app.example).
+    #[arg(long, value_name = "ORIGIN", requires = "server")]
+    pub origin: Option<String>,
 }
 
 /// Options of `aai-live token`.

@@ -251,6 +251,28 @@ impl Diagnosis {
         }
     }
 
+    /// A connection that never opened, from the reason `session::connection` gave.
+    pub fn from_connect_reason(reason: &str) -> Self {
+        if let Some(at) = reason.find("refused the connection with HTTP ") {
+            let status = reason[at + "refused the connection with HTTP ".len()..]
+                .get(..3)
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or_default();
+            return Self::from_upgrade_status(status);
+        }
+        if reason.contains("proxy") {
+            Self::ProxyFailure
+        } else if reason.contains("cannot resolve") {
+            Self::DnsFailure
+        } else if reason.contains("TLS") {
+            Self::TlsFailure
+        } else if reason.contains("invalid streaming URL") {
+            Self::ConfigInvalid
+        } else {
+            Self::TcpFailure
+        }
+    }
+
     /// A refused WebSocket upgrade (HTTP status instead of 101).
     pub fn from_upgrade_status(status: u16) -> Self {
         match status {
@@ -459,13 +481,12 @@ mod tests {
         for d in Diagnosis::iter() {
             let s = section(d.section())
                 .unwrap_or_else(|| panic!("{d:?}: no section `{}`", d.section()));
-            for part in [
-                "**You see:**",
-                "**Cause:**",
-                "**Fix:**",
-                "**Doctor step:**",
-            ] {
-                assert!(s.text.contains(part), "{d:?}: section {} lacks {part}", s.key);
+            for part in ["**You see:**", "**Cause:**", "**Fix:**", "**Doctor step:**"] {
+                assert!(
+                    s.text.contains(part),
+                    "{d:?}: section {} lacks {part}",
+                    s.key
+                );
             }
             assert!(!d.title().is_empty() && !d.fix().is_empty(), "{d:?}");
             assert!(
@@ -504,10 +525,34 @@ mod tests {
     fn closes_are_diagnosed_from_code_and_reason() {
         use Diagnosis as D;
         for (code, reason, error, began, expected) in [
-            (Some(1008), reasons::TOKEN_USED, None, false, D::Close1008TokenUsed),
-            (Some(1008), reasons::TOKEN_EXPIRED, None, false, D::Close1008TokenExpired),
-            (Some(1008), reasons::INVALID_AUTH, None, false, D::Close1008InvalidAuth),
-            (Some(1008), reasons::MISSING_AUTH, None, false, D::Close1008MissingAuth),
+            (
+                Some(1008),
+                reasons::TOKEN_USED,
+                None,
+                false,
+                D::Close1008TokenUsed,
+            ),
+            (
+                Some(1008),
+                reasons::TOKEN_EXPIRED,
+                None,
+                false,
+                D::Close1008TokenExpired,
+            ),
+            (
+                Some(1008),
+                reasons::INVALID_AUTH,
+                None,
+                false,
+                D::Close1008InvalidAuth,
+            ),
+            (
+                Some(1008),
+                reasons::MISSING_AUTH,
+                None,
+                false,
+                D::Close1008MissingAuth,
+            ),
             (
                 Some(1008),
                 "Unauthorized Connection: Insufficient balance",
@@ -515,7 +560,13 @@ mod tests {
                 true,
                 D::Close1008Account,
             ),
-            (Some(1008), reasons::TOO_MANY_SESSIONS, None, false, D::Close1008TooManySessions),
+            (
+                Some(1008),
+                reasons::TOO_MANY_SESSIONS,
+                None,
+                false,
+                D::Close1008TooManySessions,
+            ),
             (
                 Some(1008),
                 "Unauthorized connection: Incorrect padding",
@@ -523,14 +574,62 @@ mod tests {
                 false,
                 D::Close1008IncorrectPadding,
             ),
-            (Some(3009), reasons::TOO_MANY_SESSIONS, None, false, D::Close3009),
-            (Some(3008), reasons::SESSION_EXPIRED, None, true, D::Close3008),
-            (Some(3008), "Temporary token expired", None, false, D::Close1008TokenExpired),
-            (Some(3007), "Input duration violation: 20 ms", None, true, D::Close3007),
-            (Some(3006), "Session terminated due to inactivity", None, true, D::Close3006Inactivity),
-            (Some(3006), "Invalid JSON: {", None, true, D::Close3006InvalidMessage),
-            (Some(3005), reasons::SESSION_CANCELLED, None, true, D::Close3005),
-            (Some(3005), "See Error message for details", Some(reasons::SESSION_EXPIRED), true, D::Close3008),
+            (
+                Some(3009),
+                reasons::TOO_MANY_SESSIONS,
+                None,
+                false,
+                D::Close3009,
+            ),
+            (
+                Some(3008),
+                reasons::SESSION_EXPIRED,
+                None,
+                true,
+                D::Close3008,
+            ),
+            (
+                Some(3008),
+                "Temporary token expired",
+                None,
+                false,
+                D::Close1008TokenExpired,
+            ),
+            (
+                Some(3007),
+                "Input duration violation: 20 ms",
+                None,
+                true,
+                D::Close3007,
+            ),
+            (
+                Some(3006),
+                "Session terminated due to inactivity",
+                None,
+                true,
+                D::Close3006Inactivity,
+            ),
+            (
+                Some(3006),
+                "Invalid JSON: {",
+                None,
+                true,
+                D::Close3006InvalidMessage,
+            ),
+            (
+                Some(3005),
+                reasons::SESSION_CANCELLED,
+                None,
+                true,
+                D::Close3005,
+            ),
+            (
+                Some(3005),
+                "See Error message for details",
+                Some(reasons::SESSION_EXPIRED),
+                true,
+                D::Close3008,
+            ),
             (Some(1011), "", None, true, D::Close1011),
             (Some(1011), "", None, false, D::CloseBeforeBegin),
             (Some(1009), "", None, true, D::Close1009),
@@ -548,17 +647,26 @@ mod tests {
 
     #[test]
     fn provider_failures_are_diagnosed() {
-        use std::time::Duration;
         use Diagnosis as D;
+        use std::time::Duration;
         let rejected = |provider, status| ProviderError::Rejected {
             provider,
             location: "GET http://127.0.0.1:1/v3/token".into(),
             status: Some(status),
             detail: format!("HTTP {status}"),
         };
-        assert_eq!(D::from_provider(&rejected("api-key", 401)), D::TokenUnauthorized);
-        assert_eq!(D::from_provider(&rejected("api-key", 403)), D::TokenForbidden);
-        assert_eq!(D::from_provider(&rejected("remote", 401)), D::ServeUnauthorized);
+        assert_eq!(
+            D::from_provider(&rejected("api-key", 401)),
+            D::TokenUnauthorized
+        );
+        assert_eq!(
+            D::from_provider(&rejected("api-key", 403)),
+            D::TokenForbidden
+        );
+        assert_eq!(
+            D::from_provider(&rejected("remote", 401)),
+            D::ServeUnauthorized
+        );
         let limited = ProviderError::RateLimited {
             provider: "api-key",
             location: "x".into(),

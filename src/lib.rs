@@ -11,6 +11,7 @@ pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod diagnosis;
+pub mod doctor;
 pub mod emulator;
 pub mod files;
 pub mod headless;
