@@ -281,6 +281,11 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "SECONDS")]
     pub session_limit: Option<u64>,
 
+    /// Report `Begin.expires_at` shifted by this much (e.g. "30s", or "-30s" for earlier), as a
+    /// server whose clock is off would; sessions still end on time. For clock-skew tests.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub clock_skew: Option<i64>,
+
     /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006). One a
     /// server may send: 1000–1003, 1007–1014 or 3000–4999.
     #[arg(long, default_value_t = 3006, value_name = "CODE",
@@ -354,6 +359,21 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err("must be longer than 0".to_owned()),
         Err(e) => Err(format!("{s:?} is not a duration such as 10s: {e}")),
     }
+}
+
+/// "30s", "-1m": a signed duration in milliseconds.
+fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    humantime::parse_duration(rest)
+        .map_err(|e| format!("{s:?} is not a duration such as 30s or -30s: {e}"))
+        .and_then(|d| {
+            i64::try_from(d.as_millis())
+                .map(|ms| sign * ms)
+                .map_err(|_| format!("{s:?} is too long"))
+        })
 }
 
 /// Accept one of two close codes.

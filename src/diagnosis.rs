@@ -277,7 +277,8 @@ impl Diagnosis {
     pub fn from_upgrade_status(status: u16) -> Self {
         match status {
             401 => Self::Close1008TokenUsed,
-            403 => Self::Close1008Account,
+            // The service refuses credentials after the upgrade (Error + 1008); a 403 or 404 at
+            // the upgrade itself is a wrong path, a proxy or a web application firewall.
             429 => Self::Close3009,
             _ => Self::UpgradeRefused,
         }

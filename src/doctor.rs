@@ -541,11 +541,11 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
             format!("Begin.expires_at matches the {asked} s asked for, but {date}"),
             Diagnosis::ClockSkew,
         ),
-        (Finding::Implausible { left_ms }, date) => Step::warn(
+        (Finding::Implausible { left_ms }, date) => Step::fail(
             "clock",
             format!(
                 "Begin.expires_at leaves {} s, not a session length the service grants (asked: \
-                 {asked} s); {}",
+                 {asked} s): one of the two clocks is far off; {}",
                 left_ms / 1000,
                 date.unwrap_or_else(|e| e)
             ),
@@ -1069,6 +1069,7 @@ mod tests {
         assert_eq!(date.status, Status::Fail);
         assert!(date.detail.contains("45 s ahead of"), "{}", date.detail);
         let odd = clock_step(Finding::Implausible { left_ms: 3_000 }, hour, None);
-        assert_eq!(odd.status, Status::Warn);
+        assert_eq!(odd.status, Status::Fail);
+        assert!(odd.detail.contains("leaves 3 s"), "{}", odd.detail);
     }
 }

@@ -372,6 +372,7 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         max_connections: Some(args.max_connections),
         header_timeout: Some(args.header_timeout),
         control_from_anywhere: args.control_from_anywhere,
+        clock_skew_ms: args.clock_skew.unwrap_or_default(),
     })
 }
 
