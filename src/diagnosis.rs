@@ -523,6 +523,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "one table")]
     fn closes_are_diagnosed_from_code_and_reason() {
         use Diagnosis as D;
         for (code, reason, error, began, expected) in [

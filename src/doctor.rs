@@ -12,6 +12,7 @@
 
 pub mod server;
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -126,14 +127,14 @@ pub fn render_text(step: &Step, ascii: bool) -> String {
     };
     let mut text = format!("{mark} {:<18} {}\n", step.step, step.detail);
     if let Some(cause) = step.cause {
-        text.push_str(&format!("    cause: {cause}\n"));
+        let _ = writeln!(text, "    cause: {cause}");
     }
     if let Some(fix) = step.fix {
         let fix = fix.split_whitespace().collect::<Vec<_>>().join(" ");
-        text.push_str(&format!("    fix:   {fix}\n"));
+        let _ = writeln!(text, "    fix:   {fix}");
     }
     if let Some(section) = step.section {
-        text.push_str(&format!("    more:  aai-live explain {section}\n"));
+        let _ = writeln!(text, "    more:  aai-live explain {section}");
     }
     if ascii {
         text = text
@@ -240,6 +241,10 @@ pub async fn run(
 
 /// `secret` → `token-endpoint` → `token` → `streaming-endpoint` → `begin` → `clock` →
 /// `terminate`: each needs the one before. Returns whether all passed.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the chain in order, each step a few lines; splitting hides the order"
+)]
 async fn network_steps(
     config: &Config,
     options: &Options,
@@ -365,6 +370,10 @@ async fn network_steps(
 type SkipFrom<'s> = dyn Fn(&mut Recorder<'_>, &str, &str) + 's;
 
 /// `streaming-endpoint` → `begin` → `clock` → `terminate`, on one session opened with `token`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one session's steps in order; splitting hides the order"
+)]
 async fn session_steps(
     config: &Config,
     token: provider::Token,
@@ -406,7 +415,7 @@ async fn session_steps(
     let connection = connection::websocket().open(1, url, header, 64, events_tx);
     let begin_timeout = config.session.begin_timeout;
     let mut error_text: Option<String> = None;
-    let began = loop {
+    let opened = loop {
         match tokio::time::timeout(begin_timeout, events.recv()).await {
             Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
             Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
@@ -417,7 +426,7 @@ async fn session_steps(
             Ok(None) | Err(_) => break Err(None),
         }
     };
-    let begin = match began {
+    let begin = match opened {
         Ok(begin) => begin,
         Err(Some(ended)) if ended.code.is_none() => {
             r.record(Step::fail(

@@ -132,6 +132,7 @@ impl fmt::Debug for Token {
             .field("redeem_by", &self.redeem_by)
             .field("max_session_duration", &self.max_session_duration)
             .field("provider", &self.provider)
+            .field("server_date", &self.server_date)
             .finish()
     }
 }

@@ -322,7 +322,7 @@ pub async fn run(
     }
 
     // server-redeem
-    let secrets: Vec<&str> = credential.iter().map(|c| c.expose_secret()).collect();
+    let secrets: Vec<&str> = credential.iter().map(ExposeSecret::expose_secret).collect();
     let step = match crate::provider::remote::parse_answer(&answer.body, &secrets) {
         Ok(doc) => redeem(config, doc.secret).await,
         Err(e) => Step::fail("server-redeem", e, Diagnosis::TokenNotJson),

@@ -170,10 +170,6 @@ pub fn websocket() -> Arc<dyn Connector> {
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "connect, then one select loop; splitting hides the flow"
-)]
 async fn run(
     generation: Gen,
     url: &WsUrl,
@@ -556,7 +552,7 @@ async fn tcp_connect(shown: &str, host: &str, port: u16) -> Result<TcpStream, Co
                 last = format!(
                     "no answer from {addr} within {} s",
                     CONNECT_TIMEOUT.as_secs()
-                )
+                );
             }
         }
     }
@@ -598,7 +594,9 @@ async fn tunnel(
         let password = percent_decode(proxy.password().unwrap_or_default());
         let credentials =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        head.push_str(&format!("Proxy-Authorization: Basic {credentials}\r\n"));
+        head.push_str("Proxy-Authorization: Basic ");
+        head.push_str(&credentials);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     let exchange = async {
