@@ -209,9 +209,7 @@ impl Diagnosis {
             1000 => Self::Close1000,
             1008 if has("too many") => Self::Close1008TooManySessions,
             1008 if has("incorrect padding") => Self::Close1008IncorrectPadding,
-            1008 if has(reasons::TOKEN_USED) || (has("token") && has("used")) => {
-                Self::Close1008TokenUsed
-            }
+            1008 if has(reasons::TOKEN_USED) || has("already used") => Self::Close1008TokenUsed,
             1008 if has("token") && has("expired") => Self::Close1008TokenExpired,
             1008 if has("missing") => Self::Close1008MissingAuth,
             1008 if has("invalid") => Self::Close1008InvalidAuth,
@@ -379,6 +377,75 @@ impl Diagnosis {
             CloseClass::Fatal => Self::Close1008InvalidAuth,
             CloseClass::Local => Self::LocalFailure,
         }
+    }
+}
+
+impl Diagnosis {
+    /// A lost connection as the session reports it (`SessionEvent::Lost`): with its close code,
+    /// or without one when it never opened or dropped.
+    pub fn from_lost(class: CloseClass, code: Option<u16>, reason: &str) -> Self {
+        match code {
+            Some(_) => Self::from_close(code, reason, None, true),
+            None if reason.contains("cannot connect")
+                || reason.contains("refused the connection with HTTP") =>
+            {
+                Self::from_connect_reason(reason)
+            }
+            None => Self::from_stop(class, None, reason),
+        }
+    }
+
+    /// A run that stopped for good with `class` and the supervisor's `reason` (the dashboard's
+    /// problem panel, the `failed` state): the reason's words decide where they can.
+    pub fn from_failure(class: CloseClass, reason: &str) -> Self {
+        let lower = reason.to_ascii_lowercase();
+        if lower.contains("token provider") {
+            if let Some(status) = status_in(reason) {
+                if (200..300).contains(&status) {
+                    return Self::TokenNotJson;
+                }
+                return Self::from_token_status(status, lower.contains("remote token provider"));
+            }
+            if lower.contains("not configured") {
+                return Self::SecretMissing;
+            }
+            return Self::from_transport_text(&lower);
+        }
+        if lower.contains("cannot connect") || lower.contains("refused the connection with http") {
+            return Self::from_connect_reason(reason);
+        }
+        if lower.contains("no begin within") {
+            return Self::NoBegin;
+        }
+        match class {
+            CloseClass::Fatal if lower.contains("unauthorized") => {
+                Self::from_close(Some(1008), reason, None, true)
+            }
+            CloseClass::TokenRejected => {
+                let d = Self::from_close(Some(1008), reason, None, true);
+                if matches!(
+                    d,
+                    Self::Close1008TokenExpired | Self::Close1008IncorrectPadding
+                ) {
+                    d
+                } else {
+                    Self::Close1008TokenUsed
+                }
+            }
+            CloseClass::ClientBug if lower.contains("invalid") => Self::Close3006InvalidMessage,
+            _ => Self::from_stop(class, None, reason),
+        }
+    }
+
+    /// The failure text of a finished run (`reason (class words; advice)`, as the session
+    /// machine writes it), its class read back from the words.
+    pub fn from_failure_text(text: &str) -> Self {
+        let class = crate::protocol::close::CLASSES
+            .iter()
+            .copied()
+            .find(|c| text.contains(&format!("({};", c.describe())))
+            .unwrap_or(CloseClass::Local);
+        Self::from_failure(class, text)
     }
 }
 
@@ -645,6 +712,59 @@ mod tests {
                 "{code:?} {reason}"
             );
         }
+    }
+
+    #[test]
+    fn losses_and_failures_name_their_section() {
+        use Diagnosis as D;
+        assert_eq!(
+            D::from_lost(
+                CloseClass::RateLimited,
+                Some(3009),
+                reasons::TOO_MANY_SESSIONS
+            ),
+            D::Close3009
+        );
+        assert_eq!(
+            D::from_lost(
+                CloseClass::Transient,
+                None,
+                "cannot connect to wss://x/v3/ws: cannot resolve x: failed to lookup"
+            ),
+            D::DnsFailure
+        );
+        assert_eq!(
+            D::from_lost(CloseClass::Transient, None, "connection lost"),
+            D::Close1006
+        );
+        let fatal = format!(
+            "{} ({}; {})",
+            reasons::INVALID_AUTH,
+            CloseClass::Fatal.describe(),
+            CloseClass::Fatal.advice()
+        );
+        assert_eq!(D::from_failure_text(&fatal), D::Close1008InvalidAuth);
+        let token = "no token: api-key token provider (GET http://h/v3/token): credential \
+                     rejected: HTTP 401 Unauthorized (credential or account refused; ...)";
+        assert_eq!(D::from_failure_text(token), D::TokenUnauthorized);
+        assert_eq!(
+            D::from_failure(
+                CloseClass::TokenRejected,
+                "a fresh token was rejected too (Unauthorized Connection: Temporary token expired)"
+            ),
+            D::Close1008TokenExpired
+        );
+        assert_eq!(
+            D::from_failure(
+                CloseClass::ClientBug,
+                "Audio Transmission Rate Exceeded: ..."
+            ),
+            D::Close3007
+        );
+        assert_eq!(
+            D::from_failure(CloseClass::Local, "the audio input failed: gone"),
+            D::LocalFailure
+        );
     }
 
     #[test]

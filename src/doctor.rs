@@ -1033,7 +1033,7 @@ mod tests {
         assert_eq!(json["status"], "fail");
         assert_eq!(json["section"], "token-401");
         assert_eq!(json["step"], "token");
-        assert!(json["fix"].as_str().expect("fix").contains("API key"));
+        assert!(json["fix"].as_str().expect("fix").contains("the key again"));
         let pass: serde_json::Value =
             serde_json::from_str(render_json(&Step::pass("files", "ok")).trim()).expect("json");
         assert_eq!(pass["status"], "pass");

@@ -594,7 +594,8 @@ impl DashboardState {
             View::Streaming { .. } => self.clear_problem(ProblemKind::Session),
             View::Failed { class, reason } => {
                 self.last_failure = Some(reason.clone());
-                let hint = strings::stopped_hint(*class, &self.key_hint(Action::ToggleStream));
+                let key = self.key_hint(Action::ToggleStream);
+                let hint = strings::stopped_hint_explained(*class, reason, &key);
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
                     title: strings::stopped_title(*class),
