@@ -15,7 +15,6 @@ pub mod server;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -227,8 +226,7 @@ pub async fn run(
         "config",
         format!("valid; layers: {}", options.layers.join(" → ")),
     ));
-    let chain_ok = network_steps(config, options, env, &mut r).await;
-    let _ = chain_ok;
+    network_steps(config, options, env, &mut r).await;
     if !r.stopped() {
         let step = input_step(config, options.input_wait).await;
         r.record(step);
@@ -240,7 +238,7 @@ pub async fn run(
 }
 
 /// `secret` → `token-endpoint` → `token` → `streaming-endpoint` → `begin` → `clock` →
-/// `terminate`: each needs the one before. Returns whether all passed.
+/// `terminate`: each needs the one before.
 #[expect(
     clippy::too_many_lines,
     reason = "the chain in order, each step a few lines; splitting hides the order"
@@ -250,7 +248,7 @@ async fn network_steps(
     options: &Options,
     env: &dyn Fn(&str) -> Option<String>,
     r: &mut Recorder<'_>,
-) -> bool {
+) {
     const CHAIN: [&str; 7] = [
         "secret",
         "token-endpoint",
@@ -284,7 +282,7 @@ async fn network_steps(
                 "token-endpoint",
                 "skipped: no token provider (secret failed)",
             );
-            return false;
+            return;
         }
     };
     let mut warnings: Vec<String> = options.warnings.clone();
@@ -330,7 +328,7 @@ async fn network_steps(
     r.record(endpoint_step);
     if endpoint_failed {
         skip_from(r, "token", "skipped: token-endpoint failed");
-        return false;
+        return;
     }
     if config.provider.kind == ProviderKind::File && !options.redeem {
         skip_from(
@@ -338,7 +336,7 @@ async fn network_steps(
             "token",
             "not redeemed: a file token opens one session only (--redeem uses it)",
         );
-        return true;
+        return;
     }
 
     // token
@@ -348,7 +346,7 @@ async fn network_steps(
         Err(step) => {
             r.record(*step);
             skip_from(r, "streaming-endpoint", "skipped: no token (token failed)");
-            return false;
+            return;
         }
     };
     r.record(Step::pass(
@@ -364,7 +362,7 @@ async fn network_steps(
                 .map_or_else(|| "not stated".to_owned(), |d| format!("{} s", d.as_secs())),
         ),
     ));
-    session_steps(config, token, r, &skip_from).await
+    session_steps(config, token, r, &skip_from).await;
 }
 
 type SkipFrom<'s> = dyn Fn(&mut Recorder<'_>, &str, &str) + 's;
@@ -379,7 +377,7 @@ async fn session_steps(
     token: provider::Token,
     r: &mut Recorder<'_>,
     skip_from: &SkipFrom<'_>,
-) -> bool {
+) {
     let requested = token
         .max_session_duration
         .unwrap_or(Duration::from_secs(u64::from(
@@ -406,7 +404,7 @@ async fn session_steps(
                 Diagnosis::ConfigInvalid,
             ));
             skip_from(r, "begin", "skipped: streaming-endpoint failed");
-            return false;
+            return;
         }
     };
     let shown = crate::provider::http::display_url(&endpoint);
@@ -435,7 +433,7 @@ async fn session_steps(
                 Diagnosis::from_connect_reason(&ended.reason),
             ));
             skip_from(r, "begin", "skipped: streaming-endpoint failed");
-            return false;
+            return;
         }
         Err(Some(ended)) => {
             r.record(Step::pass(
@@ -454,7 +452,7 @@ async fn session_steps(
                 Diagnosis::from_close(ended.code, &ended.reason, error.as_deref(), false),
             ));
             skip_from(r, "clock", "skipped: begin failed");
-            return false;
+            return;
         }
         Err(None) => {
             drop(connection);
@@ -472,7 +470,7 @@ async fn session_steps(
                 Diagnosis::NoBegin,
             ));
             skip_from(r, "clock", "skipped: begin failed");
-            return false;
+            return;
         }
     };
     r.record(Step::pass(
@@ -496,18 +494,21 @@ async fn session_steps(
     let clock_failed = clock.status == Status::Fail;
     r.record(clock);
     if clock_failed && !r.keep_going {
-        let _ = connection.close();
-        return false;
+        close(connection).await;
+        return;
     }
 
     // terminate
     let step = terminate_step(config, &connection, &mut events).await;
-    let ok = step.status == Status::Pass;
     r.record(step);
+    close(connection).await;
+}
+
+/// Close the session politely and wait for it, bounded: the doctor leaves no session open.
+async fn close(connection: connection::Connection) {
     if let Some(task) = connection.close() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        let _ = tokio::time::timeout(connection::CLOSE_TIMEOUT * 2, task).await;
     }
-    ok && !clock_failed
 }
 
 /// Milliseconds from `since` to `at` (negative when `at` is earlier).
@@ -1001,14 +1002,6 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".aai-live-doctor-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
-}
-
-/// For tests and embedding: the provider built as `run` builds it.
-pub fn build_provider(
-    config: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn TokenProvider>, provider::ProviderError> {
-    provider::build_with(&config.provider, env).map(|b| b.provider)
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub async fn run(
     let mut readyz = url.clone();
     readyz.set_path("/readyz");
     readyz.set_query(None);
-    r.record(match fetch(&client, client.get(readyz), timeout).await {
+    r.record(match fetch(client.get(readyz), timeout).await {
         Ok(a) if a.status == 200 => Step::pass("server-ready", "/readyz: ready"),
         Ok(a) if a.status == 503 => Step::fail(
             "server-ready",
@@ -134,7 +134,7 @@ pub async fn run(
 
     // server-no-credential
     let mut minted: Option<Answer> = None;
-    let bare = fetch(&client, client.post(url.clone()), timeout).await;
+    let bare = fetch(client.post(url.clone()), timeout).await;
     let no_credential = match bare {
         Ok(a) if a.status == 401 || a.status == 403 => Step::pass(
             "server-no-credential",
@@ -189,7 +189,7 @@ pub async fn run(
                 .post(url.clone())
                 .bearer_auth(credential.expose_secret());
             let secrets = [credential.expose_secret()];
-            match fetch(&client, request, timeout).await {
+            match fetch(request, timeout).await {
                 Ok(a) if (200..300).contains(&a.status) => {
                     match crate::provider::remote::parse_answer(&a.body, &secrets) {
                         Ok(_) => {
@@ -243,7 +243,7 @@ pub async fn run(
                 .header(ORIGIN, origin.as_str())
                 .header(ACCESS_CONTROL_REQUEST_METHOD, "POST")
                 .header(ACCESS_CONTROL_REQUEST_HEADERS, "authorization");
-            match fetch(&client, request, timeout).await {
+            match fetch(request, timeout).await {
                 Ok(a) => {
                     let allowed = a
                         .headers
@@ -385,11 +385,7 @@ fn read_credential(
 }
 
 /// Send `request` and read the answer, bounded.
-async fn fetch(
-    _client: &reqwest::Client,
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-) -> Result<Answer, String> {
+async fn fetch(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, String> {
     let attempt = async {
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -431,7 +427,7 @@ async fn redeem(config: &Config, token: String) -> Step {
     };
     let shown = crate::provider::http::display_url(&endpoint);
     let (tx, mut events) = mpsc::unbounded_channel();
-    let conn = connection::websocket().open(1, url, header, 8, tx);
+    let connection = connection::websocket().open(1, url, header, 8, tx);
     let mut error_text = None;
     let outcome = loop {
         match tokio::time::timeout(config.session.begin_timeout, events.recv()).await {
@@ -475,8 +471,6 @@ async fn redeem(config: &Config, token: String) -> Step {
             Diagnosis::NoBegin,
         ),
     };
-    if let Some(task) = conn.close() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    super::close(connection).await;
     step
 }
