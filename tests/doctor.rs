@@ -546,3 +546,66 @@ async fn an_all_silent_input_is_a_warning() {
     assert_eq!(run.names(), STEPS);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_fails_at_the_token_endpoint_with_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("this test needs the openssl command-line tool");
+    assert!(made.status.success());
+    let files = aai_live::listener::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    let emu = aai_live::emulator::start(common::config(), "127.0.0.1:0", Some(files))
+        .await
+        .expect("TLS emulator");
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = doctor(home.path(), Some(&emu), KEY, &[], &["--input", "test:tone"]).await;
+    assert!(emu.token_url().starts_with("https://"));
+    run.failed_at("token-endpoint", "tls");
+    assert!(run.stdout.contains("certificate"), "{}", run.stdout);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_and_a_port_that_refuses() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = doctor(
+        home.path(),
+        None,
+        KEY,
+        &[(
+            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+            "https://no-such-host.invalid/v3/token".to_owned(),
+        )],
+        &["--input", "test:tone"],
+    )
+    .await;
+    run.failed_at("token-endpoint", "dns");
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let run = doctor(
+        home.path(),
+        None,
+        KEY,
+        &[(
+            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+            format!("http://127.0.0.1:{port}/v3/token"),
+        )],
+        &["--input", "test:tone"],
+    )
+    .await;
+    run.failed_at("token-endpoint", "tcp");
+}
