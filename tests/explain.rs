@@ -1,6 +1,8 @@
 //! `aai-live explain CODE|TOPIC`: the troubleshooting page built into the binary, one section
 //! (or a family) per topic; an unknown topic lists them all and exits 2.
 
+mod common;
+
 use std::process::Output;
 
 use strum::IntoEnumIterator;
@@ -134,4 +136,31 @@ fn the_page_quotes_the_code_s_own_words() {
             "section {key} does not quote {sentence:?}"
         );
     }
+}
+
+/// The headless runner's failure line names the section that explains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_headless_run_names_its_section() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut cmd = common::aai_live(home.path());
+    cmd.args([
+        "run",
+        "--headless",
+        "--input",
+        "test:silence",
+        "--duration",
+        "10s",
+    ])
+    .env("ASSEMBLYAI_API_KEY", "wrong-key")
+    .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url())
+    .env("AAI_LIVE__STREAMING__URL", emu.ws_url());
+    let out = cmd.output().await.expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("(see `aai-live explain token-401`)"),
+        "{stderr}"
+    );
+    emu.shutdown().await;
 }
