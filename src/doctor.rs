@@ -412,9 +412,11 @@ async fn session_steps(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 64, events_tx);
     let begin_timeout = config.session.begin_timeout;
+    // One deadline for the whole wait: other frames before `Begin` do not extend it.
+    let begin_deadline = tokio::time::Instant::now() + begin_timeout;
     let mut error_text: Option<String> = None;
     let opened = loop {
-        match tokio::time::timeout(begin_timeout, events.recv()).await {
+        match tokio::time::timeout_at(begin_deadline, events.recv()).await {
             Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
             Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
                 error_text = Some(e.error);

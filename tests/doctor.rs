@@ -609,3 +609,30 @@ async fn a_name_that_does_not_resolve_and_a_port_that_refuses() {
     .await;
     run.failed_at("token-endpoint", "tcp");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_close_before_begin() {
+    let emu = common::start(emulator(0)).await;
+    add_fault(&emu, serde_json::json!({"spec": "close-before-begin"})).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = doctor(home.path(), Some(&emu), KEY, &[], &["--input", "test:tone"]).await;
+    run.failed_at("begin", "close-before-begin");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_termination_after_terminate() {
+    let emu = common::start(emulator(0)).await;
+    add_fault(&emu, serde_json::json!({"spec": "no-termination"})).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = doctor(
+        home.path(),
+        Some(&emu),
+        KEY,
+        &[("AAI_LIVE__SESSION__TERMINATE_TIMEOUT", "1s".to_owned())],
+        &["--input", "test:tone"],
+    )
+    .await;
+    run.failed_at("terminate", "no-termination");
+    emu.shutdown().await;
+}

@@ -429,8 +429,9 @@ async fn redeem(config: &Config, token: String) -> Step {
     let (tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 8, tx);
     let mut error_text = None;
+    let deadline = tokio::time::Instant::now() + config.session.begin_timeout;
     let outcome = loop {
-        match tokio::time::timeout(config.session.begin_timeout, events.recv()).await {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(b))))) => break Ok(b),
             Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
                 error_text = Some(e.error);
