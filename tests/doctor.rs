@@ -636,3 +636,16 @@ async fn no_termination_after_terminate() {
     run.failed_at("terminate", "no-termination");
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_session_limit_is_3009() {
+    let emu = common::start(EmulatorConfig {
+        sessions_per_minute: Some(0),
+        ..emulator(0)
+    })
+    .await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = doctor(home.path(), Some(&emu), KEY, &[], &["--input", "test:tone"]).await;
+    run.failed_at("begin", "3009");
+    emu.shutdown().await;
+}
