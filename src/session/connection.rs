@@ -694,3 +694,55 @@ async fn drain(ws: &mut Socket) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_are_shown_without_credentials() {
+        let proxy = url::Url::parse("http://us%40er:p%2Bw@proxy.example:3128").expect("url");
+        assert_eq!(display_proxy(&proxy), "http://proxy.example:3128");
+        assert_eq!(percent_decode(proxy.username()), "us@er");
+        assert_eq!(percent_decode(proxy.password().unwrap_or_default()), "p+w");
+        let bare = url::Url::parse("http://proxy.example").expect("url");
+        assert_eq!(display_proxy(&bare), "http://proxy.example:80");
+    }
+
+    #[test]
+    fn a_refused_upgrade_keeps_its_class_and_words() {
+        let e = ConnectError::Refused { status: 429 };
+        assert_eq!(e.class(), CloseClass::RateLimited);
+        assert_eq!(
+            e.to_string(),
+            "the service refused the connection with HTTP 429"
+        );
+        let e = ConnectError::Dns {
+            url: "wss://x/v3/ws".into(),
+            host: "x".into(),
+            detail: "failed to lookup address information".into(),
+        };
+        assert_eq!(e.class(), CloseClass::Transient);
+        assert!(e.to_string().contains("cannot resolve x"));
+    }
+
+    #[test]
+    fn no_proxy_matches_names_suffixes_and_addresses() {
+        let env = |no_proxy: &str| ProxyEnv {
+            all: Some("http://p:1".into()),
+            no_proxy: Some(no_proxy.into()),
+            ..ProxyEnv::default()
+        };
+        let on = |e: &ProxyEnv, u: &str| {
+            e.proxy_for(&url::Url::parse(u).expect("url"))
+                .expect("ok")
+                .is_some()
+        };
+        assert!(!on(&env("127.0.0.1"), "ws://127.0.0.1:9/v3/ws"));
+        assert!(on(&env("127.0.0.2"), "ws://127.0.0.1:9/v3/ws"));
+        assert!(!on(&env("[::1]:9"), "ws://[::1]:9/v3/ws"));
+        assert!(!on(&env("example.com"), "wss://a.b.example.com/v3/ws"));
+        assert!(on(&env("example.com"), "wss://notexample.com/v3/ws"));
+        assert!(on(&env(""), "wss://example.com/v3/ws"));
+    }
+}
