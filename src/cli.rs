@@ -383,3 +383,22 @@ fn parse_one_of<const A: u16, const B: u16>(s: &str) -> Result<u16, String> {
         _ => Err(format!("expected {A} or {B}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_skew_takes_signed_durations() {
+        assert_eq!(parse_signed_duration("30s"), Ok(30_000));
+        assert_eq!(parse_signed_duration("-30s"), Ok(-30_000));
+        assert_eq!(parse_signed_duration("+1m"), Ok(60_000));
+        assert!(parse_signed_duration("soon").is_err());
+        let cli =
+            Cli::try_parse_from(["aai-live", "emulate", "--clock-skew", "-45s"]).expect("parses");
+        let Command::Emulate(args) = cli.command else {
+            panic!("emulate");
+        };
+        assert_eq!(args.clock_skew, Some(-45_000));
+    }
+}
