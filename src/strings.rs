@@ -131,6 +131,16 @@ pub fn stopped_hint_explained(class: CloseClass, reason: &str, key: &str) -> Str
     )
 }
 
+/// `hint`, then where the problem is explained: "... More: `aai-live explain no-key`."
+pub fn explained(hint: &str, diagnosis: Diagnosis) -> String {
+    format!("{hint} More: {}.", explain(diagnosis))
+}
+
+/// The section for a provider that could not be built (`detail` is its error).
+pub fn provider_diagnosis(detail: &str) -> Diagnosis {
+    Diagnosis::from_failure(CloseClass::Fatal, detail)
+}
+
 /// "`aai-live explain 3009`": the command that prints a diagnosis's section.
 pub fn explain(diagnosis: Diagnosis) -> String {
     format!("`{}`", diagnosis.explain_command())
