@@ -230,6 +230,8 @@ pub struct AudioStats {
     pub overflows: u64,
     /// Times a looping file started again.
     pub loops: u64,
+    /// NaN or ±Inf samples the converter turned into silence (float input only).
+    pub non_finite: u64,
     /// `Some` once the input has ended.
     pub ended: Option<InputEnd>,
 }
@@ -465,6 +467,15 @@ impl Outputs {
         self.stats.send_modify(|s| {
             s.chunks += 1;
             s.samples += chunk.samples.len() as u64;
+        });
+    }
+
+    /// Publish the converter's count of non-finite samples (when it changed).
+    pub(crate) fn non_finite(&self, count: u64) {
+        self.stats.send_if_modified(|s| {
+            let changed = s.non_finite != count;
+            s.non_finite = count;
+            changed
         });
     }
 

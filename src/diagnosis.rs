@@ -312,6 +312,7 @@ impl Diagnosis {
             ProviderErrorClass::RateLimited if remote => Self::ServeRateLimited,
             ProviderErrorClass::RateLimited => Self::TokenRateLimited,
             ProviderErrorClass::Transient => Self::from_transport_text(&lower),
+            ProviderErrorClass::Internal => Self::LocalFailure,
         }
     }
 

@@ -81,7 +81,9 @@ pub async fn run(
         endpoint: supervisor_options.endpoint.to_string(),
     };
     writeln!(out, "{}", hello.to_line_at(std::time::SystemTime::now()))?;
-    let mut handle = session::spawn(supervisor_options, premint, transcript, input.chunks);
+    // With the input's stats, so a failed or crashed input fails the run (exit 1).
+    let feed = session::AudioFeed::watched(input.chunks, input.stats.clone());
+    let mut handle = session::spawn(supervisor_options, premint, transcript, feed);
     let _ = handle.commands.send(SessionCommand::Start);
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
@@ -110,9 +112,30 @@ pub async fn run(
             }
         }
     }
-    let (outcome, transcript) = handle.task.await.context("the session task failed")?;
-    transcript
-        .write_beside(&journal, &config.transcript.formats)
+    // The supervisor catches its own panics and reports them in `finished`; should its task
+    // still vanish, the run must not look finished: say `failed`, exit 1 (the journal keeps
+    // the finals).
+    let (outcome, transcript) = match handle.task.await {
+        Ok(done) => done,
+        Err(join) => {
+            let reason = strings::crashed(&join.to_string());
+            let failed = SessionEvent::State {
+                view: session::machine::View::Failed {
+                    class: crate::protocol::CloseClass::Local,
+                    reason: reason.clone(),
+                },
+            };
+            writeln!(out, "{}", failed.to_line_at(std::time::SystemTime::now()))?;
+            out.flush()?;
+            eprintln!("aai-live: {}", strings::run_failed(&reason));
+            return Ok(1);
+        }
+    };
+    // Exports are file writes: off the runtime's threads.
+    let formats = config.transcript.formats.clone();
+    tokio::task::spawn_blocking(move || transcript.write_beside(&journal, &formats))
+        .await
+        .context("the transcript export task failed")?
         .context("cannot write the transcript")?;
     Ok(i32::from(outcome.failure.is_some()))
 }

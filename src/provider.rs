@@ -89,6 +89,8 @@ pub enum ProviderErrorClass {
     Rejected,
     /// The token file holds no fresh token yet. Try again later.
     Exhausted,
+    /// A task of aai-live's own died (a bug). Fatal: retrying would only hide it.
+    Internal,
 }
 
 impl ProviderErrorClass {
@@ -96,7 +98,7 @@ impl ProviderErrorClass {
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
-            Self::NotConfigured | Self::InvalidConfig | Self::Rejected
+            Self::NotConfigured | Self::InvalidConfig | Self::Rejected | Self::Internal
         )
     }
 
@@ -109,6 +111,7 @@ impl ProviderErrorClass {
             Self::RateLimited => "rate limited",
             Self::Rejected => "rejected",
             Self::Exhausted => "exhausted",
+            Self::Internal => "internal error",
         }
     }
 }
@@ -162,6 +165,12 @@ pub enum ProviderError {
         status: Option<u16>,
         detail: String,
     },
+    #[error("{provider} token provider ({location}): {detail} (a bug in aai-live)")]
+    Internal {
+        provider: &'static str,
+        location: String,
+        detail: String,
+    },
     #[error("{provider} token provider ({location}): no fresh token after waiting {}: {detail}",
         humantime::format_duration(*.waited))]
     Exhausted {
@@ -181,6 +190,7 @@ impl ProviderError {
             Self::RateLimited { .. } => ProviderErrorClass::RateLimited,
             Self::Rejected { .. } => ProviderErrorClass::Rejected,
             Self::Exhausted { .. } => ProviderErrorClass::Exhausted,
+            Self::Internal { .. } => ProviderErrorClass::Internal,
         }
     }
 
@@ -216,7 +226,8 @@ impl ProviderError {
             | Self::Transient { provider, .. }
             | Self::RateLimited { provider, .. }
             | Self::Rejected { provider, .. }
-            | Self::Exhausted { provider, .. } => provider,
+            | Self::Exhausted { provider, .. }
+            | Self::Internal { provider, .. } => provider,
         }
     }
 }

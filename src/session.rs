@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use url::Url;
 
 pub use events::SessionEvent;
-pub use supervisor::{Outcome, SessionCommand, Supervisor, SupervisorOptions};
+pub use supervisor::{AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions};
 
-use crate::audio::AudioChunk;
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
 use crate::protocol::StreamingParams;
 use crate::provider::PreMinter;
 use crate::transcript::Transcript;
@@ -90,6 +89,11 @@ impl SupervisorOptions {
             stall_timeout: s.stall_timeout,
             chunk_ms: config.audio.chunk_ms,
             emulator_hints: false,
+            // Only the API-key provider asks for a session length itself; a token server or a
+            // token file decided on theirs.
+            session_duration: matches!(config.provider.kind, ProviderKind::ApiKey).then(|| {
+                Duration::from_secs(u64::from(config.provider.max_session_duration_seconds))
+            }),
             seed: rand::random(),
             connector: connection::websocket(),
         }
@@ -108,12 +112,12 @@ pub fn spawn(
     options: SupervisorOptions,
     premint: Arc<PreMinter>,
     transcript: Transcript,
-    audio: mpsc::Receiver<AudioChunk>,
+    audio: impl Into<AudioFeed>,
 ) -> SessionHandle {
     let (event_tx, events) = mpsc::unbounded_channel();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let supervisor = Supervisor::new(options, premint, transcript, event_tx);
-    let task = tokio::spawn(supervisor.run(audio, command_rx));
+    let task = tokio::spawn(supervisor.run(audio.into(), command_rx));
     SessionHandle {
         commands,
         events,

@@ -330,6 +330,37 @@ pub fn audio_fell_behind(dropped_frames: u64) -> String {
 
 pub const AUDIO_ENDED: &str = "the audio input ended; streaming stops after the last turns";
 
+/// The input's task ended without saying how (it panicked): never a normal end of input.
+pub const AUDIO_TASK_DIED: &str =
+    "the audio input stopped unexpectedly (its task ended without a reason: a bug in aai-live)";
+
+/// A connection's task ended without reporting its close (it panicked).
+pub const CONNECTION_TASK_DIED: &str =
+    "the connection task stopped unexpectedly (a bug in aai-live)";
+
+/// `Begin.expires_at` is believable but disagrees with the session length asked for.
+pub fn clock_skew(skew_ms: i64, requested: Duration) -> String {
+    let direction = if skew_ms > 0 { "later" } else { "earlier" };
+    format!(
+        "clock skew: the service says this session ends {:.0} s {direction} than the {} s asked \
+         for: a clock is off (this machine's — check NTP with `timedatectl status` — or the \
+         service's), or the service changed the session's length; rotations follow the \
+         service's time",
+        skew_ms.unsigned_abs() as f64 / 1000.0,
+        requested.as_secs()
+    )
+}
+
+/// `Begin.expires_at` cannot be right (zero, in the past, beyond the longest session).
+pub fn implausible_expiry(expires_at: i64, left_ms: i64, planned: Duration) -> String {
+    format!(
+        "the service's session end (expires_at {expires_at}, {:.0} s from now) is not \
+         believable; planning the session for {} s instead",
+        left_ms as f64 / 1000.0,
+        planned.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -476,6 +476,14 @@ fn a_lost_device_is_a_panel() {
     assert_eq!(s.problems[0].kind, ProblemKind::Audio);
     assert_eq!(s.problems[0].detail, "device unplugged");
     assert!(!s.audio.open);
+    // Quitting after it exits 1: a lost input is a failure, not a normal end.
+    assert!(
+        s.last_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("device unplugged")),
+        "{:?}",
+        s.last_failure
+    );
 }
 
 #[test]

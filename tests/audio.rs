@@ -436,8 +436,14 @@ async fn nan_and_inf_on_stdin_become_silence_and_the_input_goes_on() {
         .collect();
     let format: StdinFormat = "f32le:48000:1".parse().expect("format");
     let input = audio::open_raw_reader(dribble(bytes), "stdin", format, &unpaced()).expect("open");
+    let stats = input.stats.clone();
     let got = samples(&collect(input, 800).await);
     assert_eq!(got.len(), 16_000, "every sample after the NaN is delivered");
+    assert_eq!(
+        stats.borrow().non_finite,
+        3,
+        "counted in the input's statistics"
+    );
     assert!((frequency(&got[14_000..15_800], 16_000) - 1000.0).abs() < 1.0);
 }
 
@@ -447,8 +453,14 @@ async fn nan_and_inf_in_a_float_wav_become_silence_and_the_file_plays_to_its_end
     let path = dir.path().join("nan.wav");
     write_wav(&path, spec(48_000, 1, 32, true), &tone_with_non_finite());
     let input = open_file(&path, &unpaced()).await.expect("open");
+    let stats = input.stats.clone();
     let got = samples(&collect(input, 800).await);
     assert_eq!(got.len(), 16_000);
+    assert_eq!(
+        stats.borrow().non_finite,
+        3,
+        "counted in the input's statistics"
+    );
     assert!((frequency(&got[14_000..15_800], 16_000) - 1000.0).abs() < 1.0);
 }
 

@@ -128,6 +128,20 @@ fn the_page_quotes_the_code_s_own_words() {
         ("local", strings::CRASH_TITLE.to_owned()),
         ("alsa", strings::audio_fell_behind(7).replace('7', "N")),
         ("no-audio", strings::AUDIO_ENDED.to_owned()),
+        ("local", strings::AUDIO_TASK_DIED.to_owned()),
+        ("local", strings::CONNECTION_TASK_DIED.to_owned()),
+        (
+            "clock-skew",
+            strings::clock_skew(30_000, std::time::Duration::from_secs(3600)),
+        ),
+        (
+            "clock-skew",
+            strings::implausible_expiry(
+                0,
+                -1_800_000_000_000,
+                std::time::Duration::from_secs(3600),
+            ),
+        ),
     ];
     for (key, sentence) in cases {
         let section = aai_live::diagnosis::section(key).expect("section");

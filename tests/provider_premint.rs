@@ -413,3 +413,37 @@ async fn state_follows_fetch_ready_take_and_cancel() {
         "the task ends with the scheduler"
     );
 }
+
+/// A provider with a bug: its fetch panics.
+#[derive(Debug)]
+struct Panicking;
+
+impl TokenProvider for Panicking {
+    fn name(&self) -> &'static str {
+        "panicking"
+    }
+
+    fn source(&self) -> String {
+        "memory".into()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _request: &'a TokenRequest,
+    ) -> BoxFuture<'a, Result<Token, ProviderError>> {
+        async { panic!("a bug in the provider") }.boxed()
+    }
+}
+
+/// A fetch task that dies is a bug, not a network hiccup: the run must fail (class `internal`,
+/// fatal), not back off and retry it for ever as "transient".
+#[tokio::test(start_paused = true)]
+async fn a_panicking_fetch_is_an_internal_fatal_error_not_a_transient_one() {
+    let pm = PreMinter::new(Arc::new(Panicking), REQUEST, PreMintOptions::default());
+    let error = pm.take().await.expect_err("the fetch panicked");
+    assert_eq!(error.class(), ProviderErrorClass::Internal, "{error}");
+    assert!(error.is_fatal());
+    assert!(error.to_string().contains("a bug in aai-live"), "{error}");
+    let failure = aai_live::session::supervisor::failure_of(&error);
+    assert_eq!(failure.class, aai_live::protocol::CloseClass::Local);
+}

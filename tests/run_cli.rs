@@ -268,3 +268,48 @@ async fn hostile_close_text_reaches_stderr_defused() {
         assert!(line.chars().count() < 800, "a line of {} chars", line.len());
     }
 }
+
+/// An input that fails (here stdin is a directory: every read is an error) must not end the
+/// run like the end of a file: `state: failed`, `finished` with the failure, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_input_fails_the_run_with_exit_1() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = {
+        let home = home.path().to_owned();
+        let token_url = emu.token_url();
+        let ws_url = emu.ws_url();
+        tokio::task::spawn_blocking(move || {
+            let stdin = std::fs::File::open(&home).expect("a directory opens for reading");
+            Command::new(env!("CARGO_BIN_EXE_aai-live"))
+                .args(["run", "--headless", "--input", "stdin", "--duration", "20s"])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("ASSEMBLYAI_API_KEY", common::KEY)
+                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+                .env("AAI_LIVE__STREAMING__URL", ws_url)
+                .env_remove("AAI_LIVE_CONFIG")
+                .stdin(stdin)
+                .output()
+                .expect("run")
+        })
+        .await
+        .expect("join")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let events = lines(&out);
+    let last = events.last().expect("last");
+    assert_eq!(last["event"], "finished", "{events:?}");
+    let failure = last["failure"].as_str().expect("a failure");
+    assert!(failure.contains("audio input failed"), "{failure}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "state" && e["state"] == "failed"),
+        "{events:?}"
+    );
+    assert!(stderr.contains("audio input failed"), "{stderr}");
+}

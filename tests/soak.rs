@@ -79,12 +79,38 @@ fn assert_flat(name: &str, samples: &[u64]) {
 
 /// Every chunk each session recorded, as chunk indices (sessions in start order).
 async fn recordings(base: &str, dir: &Path) -> Vec<Vec<usize>> {
-    let sessions: serde_json::Value = reqwest::get(format!("{base}/emulator/sessions"))
-        .await
-        .expect("sessions")
-        .json()
-        .await
-        .expect("json");
+    // A recording is complete once its connection has ended (`closed_at_ms`): the client may
+    // exit before the emulator has finished its side of the last closing handshake.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sessions = loop {
+        let sessions: serde_json::Value = reqwest::get(format!("{base}/emulator/sessions"))
+            .await
+            .expect("sessions")
+            .json()
+            .await
+            .expect("json");
+        let open = sessions
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|s| s["closed_at_ms"].is_null())
+            .count();
+        if open == 0 || Instant::now() > deadline {
+            break sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for s in sessions.as_array().expect("array") {
+        let id = s["id"].as_str().unwrap_or_default();
+        let recorded = std::fs::metadata(dir.join(format!("{id}.pcm"))).map_or(0, |m| m.len());
+        // Received and recorded must agree; if not, say which session differs.
+        if s["audio_bytes"].as_u64() != Some(recorded) {
+            eprintln!(
+                "soak: session {id} received {} audio bytes, its recording holds {recorded}",
+                s["audio_bytes"]
+            );
+        }
+    }
     let mut list: Vec<(u64, String)> = sessions
         .as_array()
         .expect("array")

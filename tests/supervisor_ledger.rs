@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aai_live::audio::AudioChunk;
+use aai_live::audio::{AudioChunk, AudioStats, InputEnd};
 use aai_live::config::Config;
 use aai_live::protocol::CloseClass;
 use aai_live::protocol::WsUrl;
@@ -20,7 +20,7 @@ use aai_live::session::connection::{
 };
 use aai_live::session::ledger::LossCause;
 use aai_live::session::machine::View;
-use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, AudioFeed, SessionCommand, SessionEvent, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -48,6 +48,12 @@ enum Script {
     DropAfter(Duration, usize),
     /// `Begin`, then stop reading (and answering) after this many chunks.
     StopReadingAfter(Duration, usize),
+    /// `Begin`, take audio, but never answer `Terminate` (the end is never confirmed).
+    Unconfirmed(Duration),
+    /// `Begin` with `expires_at: 0` (a broken server), then as `Begin`.
+    BeginExpiresAtZero(Duration),
+    /// Opening this connection panics (a bug in a connector).
+    Panics,
 }
 
 /// What the fake service saw: per connection, the chunks received (their first sample) and
@@ -102,14 +108,14 @@ impl FakeService {
     }
 }
 
-fn begin_message() -> ServerMessage {
+fn begin_message(expires_at: Option<i64>) -> ServerMessage {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
     ServerMessage::Begin(Begin {
         id: format!("fake-{now}"),
-        expires_at: now + 3600,
+        expires_at: expires_at.unwrap_or(now + 3600),
         configuration: None,
     })
 }
@@ -139,6 +145,7 @@ impl Connector for FakeService {
             .expect("lock")
             .pop_front()
             .unwrap_or(Script::Begin(ms(100)));
+        assert!(!matches!(script, Script::Panics), "a connector with a bug");
         let seen = Arc::new(Mutex::new(Seen::default()));
         self.seen.lock().expect("lock").push(Arc::clone(&seen));
         let (tx, mut rx) = mpsc::channel(queue);
@@ -149,6 +156,7 @@ impl Connector for FakeService {
                 let send = |e| {
                     let _ = events.send((generation, e));
                 };
+                let (mut expires_at, mut unconfirmed) = (None, false);
                 let (delay, drop_after, stop_reading_after) = match script {
                     Script::CloseBeforeBegin(after, code, reason) => {
                         tokio::time::sleep(after).await;
@@ -158,12 +166,21 @@ impl Connector for FakeService {
                     Script::Begin(d) => (d, None, None),
                     Script::DropAfter(d, n) => (d, Some(n), None),
                     Script::StopReadingAfter(d, n) => (d, None, Some(n)),
+                    Script::Unconfirmed(d) => {
+                        unconfirmed = true;
+                        (d, None, None)
+                    }
+                    Script::BeginExpiresAtZero(d) => {
+                        expires_at = Some(0);
+                        (d, None, None)
+                    }
+                    Script::Panics => unreachable!("checked above"),
                 };
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return,
                 }
-                send(ConnEvent::Message(begin_message()));
+                send(ConnEvent::Message(begin_message(expires_at)));
                 loop {
                     let received = seen.lock().expect("lock").chunks.len();
                     if stop_reading_after.is_some_and(|n| received >= n) {
@@ -197,6 +214,7 @@ impl Connector for FakeService {
                                 return;
                             }
                         }
+                        Some(Outgoing::Control(ClientMessage::Terminate)) if unconfirmed => {}
                         Some(Outgoing::Control(ClientMessage::Terminate)) => {
                             send(ConnEvent::Message(ServerMessage::Termination(
                                 Termination::default(),
@@ -321,6 +339,10 @@ enum End {
     InputEnds,
     /// The user stops at this time (the input goes on).
     StopAt(Duration),
+    /// The input fails after its chunks (a read error, a device gone).
+    InputFails,
+    /// The input's task dies after its chunks without saying why (a panic).
+    InputDies,
 }
 
 struct Row {
@@ -420,12 +442,19 @@ async fn play(row: &Row) -> Played {
         PreMintOptions::default(),
     ));
     let (audio_tx, audio_rx) = mpsc::channel(64);
-    let mut handle = session::spawn(options, premint, Transcript::default(), audio_rx);
+    let (stats_tx, stats_rx) = tokio::sync::watch::channel(AudioStats::default());
+    let mut handle = session::spawn(
+        options,
+        premint,
+        Transcript::default(),
+        AudioFeed::watched(audio_rx, stats_rx),
+    );
     handle.commands.send(SessionCommand::Start).expect("start");
     let t0 = tokio::time::Instant::now();
     let feeder = {
         let overruns = row.overruns.clone();
         let chunks = row.chunks;
+        let end = row.end;
         tokio::spawn(async move {
             for k in 0..chunks {
                 tokio::time::sleep_until(t0 + ms(50 * (k as u64 + 1))).await;
@@ -446,7 +475,19 @@ async fn play(row: &Row) -> Played {
                     break;
                 }
             }
-            // Dropping the sender ends the input.
+            // Dropping the sender ends the input; the stats say how (a task that dies says
+            // nothing).
+            let how = match end {
+                End::InputFails => Some(InputEnd::Failed("read error: device unplugged".into())),
+                End::InputDies => None,
+                End::InputEnds | End::StopAt(_) => Some(InputEnd::Finished),
+            };
+            if let Some(how) = how {
+                stats_tx.send_modify(|s| s.ended = Some(how));
+            }
+            drop(audio_tx);
+            // Keep the stats alive like a real input's, so only `ended` tells.
+            std::future::pending::<()>().await;
         })
     };
     if let End::StopAt(at) = row.end {
@@ -471,7 +512,7 @@ async fn play(row: &Row) -> Played {
             }) => usize::try_from(*audio_captured_samples).expect("small") / CHUNK,
             _ => 0,
         },
-        (End::InputEnds, false) => row.chunks,
+        (End::InputEnds | End::InputFails | End::InputDies, false) => row.chunks,
         // Chunks delivered before the stop (the stop at t: chunk k arrives at 50(k+1) ms).
         (End::StopAt(at), false) => ((at.as_millis() / 50) as usize).min(row.chunks),
     };
@@ -714,9 +755,37 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// The ends that are not the user's choice: an unconfirmed last session, a failing input, a
+/// bug, a broken server clock.
+fn failure_rows() -> Vec<Row> {
+    use LossCause::Failed;
+    vec![
+        Row::new("the last session never confirms its end: replayed into a new one, nothing lost")
+            .sessions([Script::Unconfirmed(ms(100)), Script::Begin(ms(100))])
+            .chunks(100),
+        Row::new("the input fails: its audio is sent, then the run fails")
+            .chunks(100)
+            .end(End::InputFails)
+            .fails(),
+        Row::new("the input's task dies: the run fails, not a normal end")
+            .chunks(100)
+            .end(End::InputDies)
+            .fails(),
+        Row::new("a connector panics: the run fails with the ledger kept")
+            .mints([Mint::Ok(ms(500))])
+            .sessions([Script::Panics])
+            .chunks(40)
+            .lost([Failed])
+            .fails(),
+        Row::new("Begin says expires_at 0: planned from the requested length, no rotation")
+            .sessions([Script::BeginExpiresAtZero(ms(100))])
+            .chunks(200),
+    ]
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_path_keeps_the_ledger_to_the_sample() {
-    for row in rows() {
+    for row in rows().into_iter().chain(failure_rows()) {
         let played = play(&row).await;
         check(&row, &played);
     }
@@ -779,4 +848,139 @@ async fn a_failed_run_says_so() {
             }
         }
     )));
+}
+
+/// The end of an input must be confirmed by the last session (`Termination`): a session that
+/// never confirms gets its unfinalized audio replayed into a new session before the run stops.
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_end_is_replayed_into_a_new_session() {
+    let row = Row::new("unconfirmed")
+        .sessions([Script::Unconfirmed(ms(100)), Script::Begin(ms(100))])
+        .chunks(60);
+    let played = play(&row).await;
+    check(&row, &played);
+    assert_eq!(played.received.len(), 2, "a second session took the replay");
+    assert_eq!(
+        played.received[1].first(),
+        Some(&0),
+        "nothing was final: the replay starts at the first session's start"
+    );
+    assert_eq!(played.received[1].len(), 60, "all of it again");
+    assert!(
+        played
+            .events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Termination { .. }))
+    );
+}
+
+/// An input that fails, or whose task dies, must never end the run like the end of a file.
+#[tokio::test(start_paused = true)]
+async fn an_input_failure_fails_the_run_after_sending_its_audio() {
+    for (end, words) in [
+        (End::InputFails, "device unplugged"),
+        (End::InputDies, "stopped unexpectedly"),
+    ] {
+        let row = Row::new("input failure").chunks(60).end(end).fails();
+        let played = play(&row).await;
+        check(&row, &played);
+        let Some(SessionEvent::Finished {
+            failure: Some(failure),
+            audio_lost_samples,
+            ..
+        }) = played.events.last()
+        else {
+            panic!(
+                "{end:?}: finished with a failure: {:?}",
+                played.events.last()
+            );
+        };
+        assert!(failure.contains(words), "{end:?}: {failure}");
+        assert_eq!(*audio_lost_samples, 0, "{end:?}: the audio was sent first");
+        assert!(played.events.iter().any(|e| matches!(
+            e,
+            SessionEvent::State {
+                view: View::Failed {
+                    class: CloseClass::Local,
+                    ..
+                }
+            }
+        )));
+    }
+}
+
+/// A panic inside the supervisor (here: a connector with a bug) ends the run `Failed` with a
+/// `finished` event that still balances the ledger, instead of a task that just vanishes.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_supervisor_fails_the_run_with_its_ledger() {
+    let row = Row::new("panic")
+        .mints([Mint::Ok(ms(500))])
+        .sessions([Script::Panics])
+        .chunks(40)
+        .lost([LossCause::Failed])
+        .fails();
+    let played = play(&row).await;
+    check(&row, &played);
+    let Some(SessionEvent::Finished {
+        failure: Some(failure),
+        ..
+    }) = played.events.last()
+    else {
+        panic!("finished with a failure");
+    };
+    assert!(failure.contains("a connector with a bug"), "{failure}");
+}
+
+/// `expires_at: 0` is not believable: the session is planned from the length asked for (no
+/// rotation every second), and the user is told once.
+#[tokio::test(start_paused = true)]
+async fn an_implausible_expires_at_does_not_make_the_client_rotate() {
+    let row = Row::new("expires_at 0")
+        .sessions([Script::BeginExpiresAtZero(ms(100))])
+        .chunks(200);
+    let played = play(&row).await;
+    check(&row, &played);
+    let begins = played
+        .events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Begin { .. }))
+        .count();
+    assert_eq!(begins, 1, "one session for 10 s of audio");
+    let warnings: Vec<_> = played
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("not believable"), "{warnings:?}");
+}
+
+/// A believable `expires_at` that disagrees with the length asked for by more than 5 s (here
+/// 1 h against the 3 h asked for) is clock skew: said once a run, however many sessions.
+#[tokio::test(start_paused = true)]
+async fn clock_skew_is_reported_once_a_run() {
+    let row = Row::new("skew")
+        .sessions([Script::DropAfter(ms(100), 20), Script::Begin(ms(100))])
+        .chunks(100);
+    let played = play(&row).await;
+    check(&row, &played);
+    let skews: Vec<_> = played
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Warning { message } if message.contains("clock skew") => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skews.len(), 1, "{skews:?}");
+    assert!(
+        // 1 h against 3 h, give or take the second `expires_at` is rounded to.
+        ["7199 s", "7200 s", "7201 s"]
+            .iter()
+            .any(|n| skews[0].contains(&format!("{n} earlier than the 10800 s"))),
+        "{skews:?}"
+    );
 }

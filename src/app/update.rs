@@ -382,6 +382,8 @@ impl DashboardState {
                     );
                     self.events
                         .push(now, Severity::Error, strings::audio_failed(reason));
+                    // Quitting after this exits 1: the input failing is never a normal end.
+                    self.last_failure = Some(strings::audio_failed(reason));
                     self.set_problem(Problem {
                         kind: ProblemKind::Audio,
                         title: strings::AUDIO_LOST_TITLE.into(),

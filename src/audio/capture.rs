@@ -279,6 +279,7 @@ impl Conversion {
                 if let Err(e) = self.converter.push(&self.frames, &mut self.samples) {
                     return InputEnd::Failed(e.to_string());
                 }
+                out.non_finite(self.converter.non_finite());
                 self.chunker.push(&self.samples);
                 while let Some((offset, samples)) = self.chunker.pop() {
                     let chunk = AudioChunk {

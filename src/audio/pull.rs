@@ -124,6 +124,9 @@ impl Driver {
                     Err(e) => return InputEnd::Failed(e.to_string()),
                 }
             }
+            if let Some(converter) = &self.converter {
+                out.non_finite(converter.non_finite());
+            }
             if let Source::Wav(wav) = &self.source {
                 let loops = wav.loops();
                 out.stats.send_if_modified(|s| {

@@ -163,13 +163,13 @@ impl PreMinter {
         self.state.clone()
     }
 
+    /// The scheduler task is gone while its owner still asks for tokens: it died. Fatal, not
+    /// transient — retrying would ask a dead task for ever.
     fn stopped(&self) -> ProviderError {
-        ProviderError::Transient {
+        ProviderError::Internal {
             provider: self.provider,
             location: "pre-mint scheduler".into(),
-            status: None,
-            retry_after: None,
-            detail: "the scheduler has stopped (is the runtime shutting down?)".into(),
+            detail: "the token scheduler stopped unexpectedly".into(),
         }
     }
 }
@@ -517,11 +517,11 @@ async fn fetched(fetch: &mut Option<Fetch>) -> Result<Token, ProviderError> {
     };
     match (&mut fetch.handle).await {
         Ok(result) => result,
-        Err(join) => Err(ProviderError::Transient {
+        // A fetch that panicked would panic again: fatal (a provider's own failures are
+        // classified inside the fetch, never here).
+        Err(join) => Err(ProviderError::Internal {
             provider: "pre-mint",
             location: "fetch task".into(),
-            status: None,
-            retry_after: None,
             detail: format!("the fetch task ended abnormally: {join}"),
         }),
     }

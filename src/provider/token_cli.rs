@@ -21,6 +21,8 @@ pub const EXIT_REJECTED: u8 = 77;
 pub const EXIT_CONFIG: u8 = 78;
 /// The output file could not be written (`EX_CANTCREAT`).
 pub const EXIT_CANT_CREATE: u8 = 73;
+/// A bug in aai-live (sysexits `EX_SOFTWARE`).
+pub const EXIT_SOFTWARE: u8 = 70;
 
 /// What `aai-live token` was asked.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,7 @@ pub fn exit_code(class: ProviderErrorClass) -> u8 {
         | ProviderErrorClass::Exhausted => EXIT_TEMPFAIL,
         ProviderErrorClass::Rejected => EXIT_REJECTED,
         ProviderErrorClass::NotConfigured | ProviderErrorClass::InvalidConfig => EXIT_CONFIG,
+        ProviderErrorClass::Internal => EXIT_SOFTWARE,
     }
 }
 

@@ -137,9 +137,9 @@ pub fn failure_class(error: &ProviderError) -> UpstreamFailure {
         ProviderErrorClass::Rejected => UpstreamFailure::Rejected,
         ProviderErrorClass::RateLimited => UpstreamFailure::RateLimited,
         ProviderErrorClass::Transient | ProviderErrorClass::Exhausted => UpstreamFailure::Transient,
-        ProviderErrorClass::NotConfigured | ProviderErrorClass::InvalidConfig => {
-            UpstreamFailure::Refused
-        }
+        ProviderErrorClass::NotConfigured
+        | ProviderErrorClass::InvalidConfig
+        | ProviderErrorClass::Internal => UpstreamFailure::Refused,
     }
 }
 

@@ -147,11 +147,19 @@ impl Connector for WebSocketConnector {
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let ended = run(generation, &url, header_token, rx, &events, stop).await;
+                let ended = guarded(Box::pin(run(
+                    generation,
+                    &url,
+                    header_token,
+                    rx,
+                    &events,
+                    stop,
+                )))
+                .await;
                 tracing::info!(
                     generation,
                     code = ?ended.code,
-                    reason = %ended.reason,
+                    reason = %crate::untrusted::for_terminal(&ended.reason),
                     class = ?ended.class,
                     "connection ended"
                 );
@@ -160,6 +168,22 @@ impl Connector for WebSocketConnector {
         });
         Connection::new(generation, tx, stop, task)
     }
+}
+
+/// A connection task's end, even when it panics: a panic is reported as a local failure (the
+/// run fails) instead of a silence the stall check would mistake for a dropped connection.
+pub async fn guarded(task: impl std::future::Future<Output = Ended>) -> Ended {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(task)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Ended {
+            code: None,
+            reason: crate::strings::CONNECTION_TASK_DIED.to_owned(),
+            error: None,
+            class: CloseClass::Local,
+            after_begin: false,
+        })
 }
 
 /// The default connector, shared.
@@ -744,5 +768,27 @@ mod tests {
         assert!(!on(&env("example.com"), "wss://a.b.example.com/v3/ws"));
         assert!(on(&env("example.com"), "wss://notexample.com/v3/ws"));
         assert!(on(&env(""), "wss://example.com/v3/ws"));
+    }
+
+    fn normal() -> Ended {
+        Ended {
+            code: Some(1000),
+            reason: "bye".into(),
+            error: None,
+            class: CloseClass::Normal,
+            after_begin: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_ends_as_a_local_failure_not_a_silence() {
+        let ended = guarded(async {
+            assert!(normal().code.is_none(), "a bug in the connection task");
+            normal()
+        })
+        .await;
+        assert_eq!(ended.class, CloseClass::Local);
+        assert_eq!(ended.reason, crate::strings::CONNECTION_TASK_DIED);
+        assert_eq!(guarded(async { normal() }).await, normal());
     }
 }

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use secrecy::SecretString;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use url::Url;
@@ -26,8 +27,9 @@ use super::events::SessionEvent;
 use super::ledger::{Ledger, Loss, LossCause, Totals};
 use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig, Timer, View};
 use super::replay::ReplayBuffer;
-use crate::audio::{self, AudioChunk};
+use crate::audio::{self, AudioChunk, AudioStats, InputEnd};
 use crate::deadline::sleep_until;
+use crate::protocol::expiry::{self, Bounds, Finding};
 use crate::protocol::messages::{ClientMessage, ServerMessage, UpdateConfiguration};
 use crate::protocol::params::OFFSET_PARAM;
 use crate::protocol::{CloseClass, StreamingParams, TokenPlacement, build_ws_url};
@@ -40,7 +42,7 @@ const FINISH_LIMIT: Duration = Duration::from_secs(60);
 
 /// How much earlier than `Begin.expires_at` (whole seconds) the supervisor assumes the session
 /// ends.
-const EXPIRY_SAFETY_MS: i64 = 1000;
+const EXPIRY_SAFETY_MS: u64 = 1000;
 
 /// Voiced audio that must go unanswered before a session counts as stalled.
 const STALL_MIN_VOICE_MS: u64 = 2000;
@@ -96,6 +98,10 @@ pub struct SupervisorOptions {
     /// Tell the emulator where each session starts in the stream (a query parameter the real
     /// service ignores), so a word script stays aligned across sessions.
     pub emulator_hints: bool,
+    /// The session length asked for with the token (`max_session_duration_seconds`), when
+    /// aai-live asked for it itself (the API-key provider): `Begin.expires_at` is checked against
+    /// it for clock skew. `None` (a token server or a token file decided): only plausibility.
+    pub session_duration: Option<Duration>,
     /// Seed for backoff jitter.
     pub seed: u64,
     /// Opens the connections (the real WebSocket, or a fake in tests).
@@ -120,6 +126,46 @@ struct Conn {
     /// A ping went out since `last_heard`.
     pinged: bool,
     cause: super::machine::Cause,
+}
+
+/// The audio a run streams, and (when the caller has them) the input's statistics, which say
+/// why the chunks stopped coming: a finished input ends the run normally, a failed input — or
+/// one whose task died without a word (a panic) — fails it, so a crash never looks like the end
+/// of a file.
+#[derive(Debug)]
+pub struct AudioFeed {
+    pub chunks: mpsc::Receiver<AudioChunk>,
+    pub stats: Option<watch::Receiver<AudioStats>>,
+}
+
+impl AudioFeed {
+    /// Chunks whose end is explained by `stats.ended`.
+    pub fn watched(chunks: mpsc::Receiver<AudioChunk>, stats: watch::Receiver<AudioStats>) -> Self {
+        Self {
+            chunks,
+            stats: Some(stats),
+        }
+    }
+
+    /// Why the chunks stopped: `None` for a normal end, else the failure.
+    fn failure(&self) -> Option<String> {
+        let stats = self.stats.as_ref()?;
+        match &stats.borrow().ended {
+            Some(InputEnd::Finished | InputEnd::Stopped) => None,
+            Some(InputEnd::Failed(reason)) => Some(crate::strings::audio_failed(reason)),
+            None => Some(crate::strings::AUDIO_TASK_DIED.to_owned()),
+        }
+    }
+}
+
+impl From<mpsc::Receiver<AudioChunk>> for AudioFeed {
+    /// Chunks alone (the dashboard watches its input itself): their end is a normal end.
+    fn from(chunks: mpsc::Receiver<AudioChunk>) -> Self {
+        Self {
+            chunks,
+            stats: None,
+        }
+    }
 }
 
 /// Summary of a run.
@@ -167,6 +213,14 @@ pub struct Supervisor {
     input_done: bool,
     /// The input ended: stop once the backlog is sent (bounded by this deadline).
     finish_by: Option<Instant>,
+    /// The input failed (or its task died): the run ends `Failed` with this once its backlog
+    /// is sent.
+    input_failure: Option<String>,
+    /// The loop panicked (a bug): the run ends `Failed` with this.
+    crashed: Option<String>,
+    /// `Begin.expires_at` findings already reported (once per run is enough).
+    reported_skew: bool,
+    reported_implausible: bool,
     /// Milliseconds of silence at the end of the audio sent live (for hand-overs).
     silent_ms: u64,
     quiet: bool,
@@ -211,6 +265,10 @@ impl Supervisor {
             outcome: Outcome::default(),
             input_done: false,
             finish_by: None,
+            input_failure: None,
+            crashed: None,
+            reported_skew: false,
+            reported_implausible: false,
             silent_ms: 0,
             quiet: true,
             pending_cause: super::machine::Cause::Start,
@@ -223,22 +281,57 @@ impl Supervisor {
     }
 
     fn ms(&self, samples: u64) -> u64 {
-        samples * 1000 / u64::from(self.opts.params.sample_rate.max(1))
+        samples.saturating_mul(1000) / u64::from(self.opts.params.sample_rate.max(1))
     }
 
+    /// Server times (word ends) go through here: saturating, whatever the server says.
     fn samples(&self, ms: u64) -> u64 {
-        ms * u64::from(self.opts.params.sample_rate) / 1000
+        ms.saturating_mul(u64::from(self.opts.params.sample_rate)) / 1000
     }
 
     /// Run until stopped or failed. `audio` ends → graceful stop.
     pub async fn run(
         mut self,
-        mut audio: mpsc::Receiver<AudioChunk>,
+        audio: impl Into<AudioFeed>,
         mut commands: mpsc::UnboundedReceiver<SessionCommand>,
     ) -> (Outcome, Transcript) {
+        let mut audio = audio.into();
+        // A bug that panics in the loop must not take the run's record with it: the ledger and
+        // the transcript survive, the run ends `Failed` with the panic as its reason, and the
+        // exports are still written.
+        let looped = std::panic::AssertUnwindSafe(self.run_loop(&mut audio, &mut commands))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = looped {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            let reason = crate::strings::crashed(&what);
+            tracing::error!(%reason, "the session supervisor panicked");
+            self.capturing = false;
+            for generation in self.conns.keys().copied().collect::<Vec<_>>() {
+                self.retire(generation);
+            }
+            self.crashed = Some(reason.clone());
+            self.emit(SessionEvent::State {
+                view: View::Failed {
+                    class: CloseClass::Local,
+                    reason,
+                },
+            });
+        }
+        self.conclude().await
+    }
+
+    /// The loop of [`Supervisor::run`].
+    async fn run_loop(
+        &mut self,
+        audio: &mut AudioFeed,
+        commands: &mut mpsc::UnboundedReceiver<SessionCommand>,
+    ) {
         let mut commands_open = true;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.machine.is_done() && self.conns.is_empty() {
                 break;
@@ -246,15 +339,23 @@ impl Supervisor {
             let next_timer = self.timers.keys().next().map(|(at, _)| *at);
             let replay_due =
                 (self.route.is_some() && self.backlog()).then_some(self.next_replay_send);
+            // Liveness checks run when one can come due, not on a periodic tick: an idle
+            // stream wakes the process only for its audio.
+            let stall_due = self.next_stall_check();
             tokio::select! {
-                chunk = audio.recv(), if !self.input_done => {
+                chunk = audio.chunks.recv(), if !self.input_done => {
                     if let Some(chunk) = chunk {
                         self.on_chunk(chunk);
                     } else {
                         self.input_done = true;
+                        self.input_failure = audio.failure();
+                        if let Some(reason) = &self.input_failure {
+                            tracing::error!(%reason, "the audio input failed; stopping once the backlog is sent");
+                        } else {
+                            tracing::info!("the audio input ended; stopping once the backlog is sent");
+                        }
                         // Send what is still buffered (a replay in progress) before stopping,
                         // so the end of a file is transcribed too; bounded.
-                        tracing::info!("the audio input ended; stopping once the backlog is sent");
                         self.finish_by = Some(Instant::now() + FINISH_LIMIT);
                     }
                 }
@@ -275,11 +376,17 @@ impl Supervisor {
                 }
                 () = sleep_until(next_timer) => self.fire_timers(),
                 () = sleep_until(replay_due) => self.pump(),
-                _ = tick.tick() => self.check_stalls(),
+                () = sleep_until(stall_due) => self.check_stalls(),
             }
             self.maybe_finish();
         }
-        let failure = if let View::Failed { reason, .. } = self.machine.view() {
+    }
+
+    /// The end of a run: what was not sent is reported lost, connections close, `Finished`.
+    async fn conclude(mut self) -> (Outcome, Transcript) {
+        let failure = if let Some(reason) = self.crashed.clone() {
+            Some(reason)
+        } else if let View::Failed { reason, .. } = self.machine.view() {
             Some(reason)
         } else {
             None
@@ -313,23 +420,65 @@ impl Supervisor {
         (self.outcome, self.transcript)
     }
 
-    /// After the input ended: stop when every captured sample was sent (or at the deadline).
+    /// After the input ended: finish when every captured sample was sent (or at the deadline).
     /// Until then the run goes on as usual — a backoff, a reconnect, a replay — so audio
-    /// captured during an outage at the end still reaches a session.
+    /// captured during an outage at the end still reaches a session. A normal end finishes
+    /// from a live session ([`Input::Finish`]: the last session must confirm its end, else what
+    /// it had not finalized is replayed into a new one), so the deadline stays armed until the
+    /// machine is done. A failed input ends the run `Failed` once its audio is sent.
     fn maybe_finish(&mut self) {
         let Some(deadline) = self.finish_by else {
             return;
         };
-        let caught_up = self.ledger.settled() >= self.ledger.head();
-        let idle = matches!(self.machine.view(), View::Idle);
-        let timed_out = Instant::now() >= deadline;
-        if caught_up || idle || timed_out || self.machine.is_done() {
+        if self.machine.is_done() {
             self.finish_by = None;
-            if timed_out {
-                self.abandon(LossCause::FinishTimeout);
-            }
             self.stop();
+            return;
         }
+        if Instant::now() >= deadline {
+            self.finish_by = None;
+            self.abandon(LossCause::FinishTimeout);
+            match self.input_failure.take() {
+                Some(reason) => self.fail_input(reason),
+                None => self.stop(),
+            }
+            return;
+        }
+        let head = self.ledger.head();
+        let all_sent =
+            self.ledger.settled() >= head && (self.route.is_none() || self.cursor >= head);
+        let view = self.machine.view();
+        if let Some(reason) = self.input_failure.take() {
+            if all_sent || matches!(view, View::Idle) {
+                self.finish_by = None;
+                self.fail_input(reason);
+            } else {
+                self.input_failure = Some(reason);
+            }
+            return;
+        }
+        match view {
+            View::Idle => {
+                self.finish_by = None;
+                self.stop();
+            }
+            View::Streaming { .. } if all_sent => {
+                self.capturing = false;
+                self.input(Input::Finish);
+            }
+            _ => {}
+        }
+    }
+
+    /// The input failed: nothing more will be captured; the run ends `Failed` (the live
+    /// session still drains, so its last turns arrive).
+    fn fail_input(&mut self, reason: String) {
+        self.capturing = false;
+        self.abandon(LossCause::Failed);
+        self.input(Input::Fail {
+            class: CloseClass::Local,
+            reason,
+        });
     }
 
     /// End capturing and stop: what was captured and not sent is reported lost (stopped).
@@ -745,7 +894,7 @@ impl Supervisor {
                 self.emit(SessionEvent::TokenFailed {
                     generation,
                     class: failure.class,
-                    message: e.to_string(),
+                    message: crate::untrusted::for_json(&e.to_string()).into_owned(),
                 });
                 self.input(Input::TokenFailed {
                     generation,
@@ -787,13 +936,9 @@ impl Supervisor {
             ServerMessage::Begin(begin) => {
                 // `expires_at` is whole seconds and may be rounded either way: plan as if the
                 // session ended a second early.
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let expires_in = Duration::from_millis(
-                    (begin.expires_at.saturating_mul(1000) - now_ms - EXPIRY_SAFETY_MS).max(0)
-                        as u64,
-                );
+                let expires_in = self
+                    .plan_session(begin.expires_at)
+                    .saturating_sub(Duration::from_millis(EXPIRY_SAFETY_MS));
                 let cause = self
                     .conns
                     .get(&generation)
@@ -829,7 +974,7 @@ impl Supervisor {
                 let session_id = conn.session_id.clone();
                 let latency = turn.end_of_turn.then(|| {
                     turn.words.last().and_then(|w| {
-                        let at = base + self.samples(w.end.saturating_sub(1));
+                        let at = base.saturating_add(self.samples(w.end.saturating_sub(1)));
                         self.buffer
                             .sent_at(at)
                             .map(|t| t.elapsed().as_millis() as u64)
@@ -868,11 +1013,77 @@ impl Supervisor {
                 self.input(Input::Termination { generation });
             }
             ServerMessage::Error(e) => {
-                tracing::warn!(generation, code = ?e.error_code, error = %e.error, "the service reported an error");
+                let error = crate::untrusted::for_terminal(&e.error);
+                tracing::warn!(generation, code = ?e.error_code, %error, "the service reported an error");
             }
-            ServerMessage::Warning(w) => self.emit(SessionEvent::Warning { message: w.warning }),
+            ServerMessage::Warning(w) => self.emit(SessionEvent::Warning {
+                message: crate::untrusted::for_json(&w.warning).into_owned(),
+            }),
             other => tracing::debug!(generation, kind = other.kind(), "server message"),
         }
+    }
+
+    /// How long the session that just began will last: `Begin.expires_at` when it is
+    /// believable (see [`expiry`]), else the length asked for (the shortest the service grants
+    /// when aai-live did not ask itself). Skew and implausible values are reported once a run.
+    fn plan_session(&mut self, expires_at: i64) -> Duration {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        // The emulator (or a test server: plain ws:// on loopback) may be told to end sessions
+        // sooner than the service ever does, whatever was asked for.
+        let local = self.opts.emulator_hints
+            || (self.opts.endpoint.scheme() == "ws"
+                && crate::protocol::params::is_loopback(&self.opts.endpoint));
+        let bounds = if local {
+            Bounds {
+                min: Duration::from_secs(1),
+                ..Bounds::default()
+            }
+        } else {
+            Bounds::default()
+        };
+        let requested = self.opts.session_duration.unwrap_or(expiry::MIN_SESSION);
+        let plan = expiry::plan(expires_at, now_ms, requested, bounds);
+        match plan.finding {
+            // Only meaningful when this client chose the length (not the emulator's own).
+            Finding::ClockSkew { skew_ms } if self.opts.session_duration.is_some() && !local => {
+                if !std::mem::replace(&mut self.reported_skew, true) {
+                    let message = crate::strings::clock_skew(skew_ms, requested);
+                    tracing::warn!(expires_at, skew_ms, "{message}");
+                    self.emit(SessionEvent::Warning { message });
+                }
+            }
+            Finding::Consistent | Finding::ClockSkew { .. } => {}
+            Finding::Implausible { left_ms } => {
+                if !std::mem::replace(&mut self.reported_implausible, true) {
+                    let message =
+                        crate::strings::implausible_expiry(expires_at, left_ms, requested);
+                    tracing::warn!(expires_at, left_ms, "{message}");
+                    self.emit(SessionEvent::Warning { message });
+                }
+            }
+        }
+        plan.expires_in
+    }
+
+    /// The earliest moment a liveness check can change anything (a ping due, a silence or an
+    /// unanswered voice turning into a stall).
+    fn next_stall_check(&self) -> Option<Instant> {
+        let stall_timeout = self.opts.stall_timeout;
+        self.conns
+            .values()
+            .flat_map(|c| {
+                let ping = (!c.pinged).then(|| c.last_heard + PING_AFTER);
+                let silent = Some(c.last_heard + PING_AFTER + stall_timeout);
+                let voice = (c.unanswered_voice_ms >= STALL_MIN_VOICE_MS)
+                    .then_some(c.unanswered_since)
+                    .flatten()
+                    .map(|t| t + stall_timeout);
+                [ping, silent, voice]
+            })
+            .flatten()
+            .min()
     }
 
     fn fire_timers(&mut self) {
@@ -899,7 +1110,7 @@ impl Supervisor {
             // nothing about non-speech).
             let unanswered_voice = c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
                 && c.unanswered_since
-                    .is_some_and(|t| now.duration_since(t) > stall_timeout);
+                    .is_some_and(|t| now.duration_since(t) >= stall_timeout);
             let quiet_for = now.duration_since(c.last_heard);
             if quiet_for >= PING_AFTER && !c.pinged {
                 c.pinged = true;
@@ -937,18 +1148,20 @@ impl Supervisor {
     }
 }
 
+/// The machine's view of a connection's end. The reason may be the server's text: capped here
+/// (it travels on to NDJSON and the log; the terminal's wording defuses it further).
 fn closed_of(ended: &Ended) -> Closed {
+    let reason = match (&ended.error, ended.reason.is_empty()) {
+        (Some(e), _)
+            if ended.reason.is_empty() || ended.reason == crate::protocol::close::LONG_REASON =>
+        {
+            e.as_str()
+        }
+        _ => ended.reason.as_str(),
+    };
     Closed {
         code: ended.code,
-        reason: match (&ended.error, ended.reason.is_empty()) {
-            (Some(e), _)
-                if ended.reason.is_empty()
-                    || ended.reason == crate::protocol::close::LONG_REASON =>
-            {
-                e.clone()
-            }
-            _ => ended.reason.clone(),
-        },
+        reason: crate::untrusted::for_json(reason).into_owned(),
         class: ended.class,
         after_begin: ended.after_begin,
     }
@@ -959,6 +1172,7 @@ pub fn failure_of(e: &ProviderError) -> Failure {
     let class = match e {
         ProviderError::RateLimited { .. } => CloseClass::RateLimited,
         ProviderError::Transient { .. } | ProviderError::Exhausted { .. } => CloseClass::Transient,
+        ProviderError::Internal { .. } => CloseClass::Local,
         _ => CloseClass::Fatal,
     };
     Failure {
