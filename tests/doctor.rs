@@ -649,3 +649,28 @@ async fn the_new_session_limit_is_3009() {
     run.failed_at("begin", "3009");
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_status_names_its_section() {
+    let emu = common::start(emulator(0)).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    for (status, section) in [
+        (400, "token-400"),
+        (403, "token-403"),
+        (404, "token-404"),
+        (413, "token-413"),
+        (500, "token-5xx"),
+        (503, "token-5xx"),
+    ] {
+        add_fault(&emu, serde_json::json!({"spec": format!("token:{status}")})).await;
+        let run = doctor(home.path(), Some(&emu), KEY, &[], &["--input", "test:tone"]).await;
+        run.failed_at("token", section);
+        let detail = run.step("token")["detail"].as_str().expect("detail");
+        assert!(detail.contains(&format!("HTTP {status}")), "{detail}");
+    }
+    assert_eq!(
+        control(&emu, "/emulator/stats").await["tokens"]["minted"],
+        0
+    );
+    emu.shutdown().await;
+}
