@@ -222,11 +222,23 @@ pub async fn run(
         keep_going: options.keep_going,
         report: Report::default(),
     };
-    r.record(Step::pass(
-        "config",
-        format!("valid; layers: {}", options.layers.join(" → ")),
-    ));
-    network_steps(config, options, env, &mut r).await;
+    // The loader's warnings about secret files belong to the `secret` step; the rest here.
+    let (secret_warnings, other): (Vec<String>, Vec<String>) = options
+        .warnings
+        .iter()
+        .cloned()
+        .partition(|w| w.contains("readable by others"));
+    let layers = format!("valid; layers: {}", options.layers.join(" → "));
+    r.record(if other.is_empty() {
+        Step::pass("config", layers)
+    } else {
+        Step::warn(
+            "config",
+            format!("{layers}; {}", other.join("; ")),
+            Diagnosis::ConfigInvalid,
+        )
+    });
+    network_steps(config, &secret_warnings, options.redeem, env, &mut r).await;
     if !r.stopped() {
         let step = input_step(config, options.input_wait).await;
         r.record(step);
@@ -245,7 +257,8 @@ pub async fn run(
 )]
 async fn network_steps(
     config: &Config,
-    options: &Options,
+    secret_warnings: &[String],
+    redeem: bool,
     env: &dyn Fn(&str) -> Option<String>,
     r: &mut Recorder<'_>,
 ) {
@@ -285,7 +298,7 @@ async fn network_steps(
             return;
         }
     };
-    let mut warnings: Vec<String> = options.warnings.clone();
+    let mut warnings: Vec<String> = secret_warnings.to_vec();
     warnings.extend(built.warnings.iter().cloned());
     let source = secret_source(config);
     if warnings.is_empty() {
@@ -330,7 +343,7 @@ async fn network_steps(
         skip_from(r, "token", "skipped: token-endpoint failed");
         return;
     }
-    if config.provider.kind == ProviderKind::File && !options.redeem {
+    if config.provider.kind == ProviderKind::File && !redeem {
         skip_from(
             r,
             "token",

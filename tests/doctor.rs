@@ -674,3 +674,38 @@ async fn every_token_status_names_its_section() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_others_can_read_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = common::start(emulator(0)).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let key_file = home.path().join("key");
+    std::fs::write(&key_file, KEY).expect("write");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = doctor(
+        home.path(),
+        Some(&emu),
+        "unused",
+        &[(
+            "AAI_LIVE__PROVIDER__API_KEY__KEY_FILE",
+            key_file.display().to_string(),
+        )],
+        &["--input", "test:tone"],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let secret = run.step("secret");
+    assert_eq!(secret["status"], "warn", "{}", run.stdout);
+    assert_eq!(secret["section"], "secret-permissions");
+    assert!(
+        secret["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("readable by others"),
+        "{secret}"
+    );
+    assert_eq!(run.step("config")["status"], "pass", "{}", run.stdout);
+    assert_eq!(run.step("token")["status"], "pass", "{}", run.stdout);
+    emu.shutdown().await;
+}
