@@ -137,6 +137,9 @@ pub fn render_text(step: &Step, ascii: bool) -> String {
     }
     if ascii {
         text = text
+            .replace('→', "->")
+            .replace('±', "+/-")
+            .replace(['—', '–'], "-")
             .chars()
             .map(|c| if c.is_ascii() { c } else { '?' })
             .collect();
@@ -555,7 +558,7 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
             format!(
                 "Begin.expires_at is {} s {} than the {asked} s asked for: one of the two clocks \
                  is off; {}",
-                skew_ms.abs() / 1000,
+                (skew_ms.abs() + 500) / 1000,
                 if skew_ms > 0 { "later" } else { "earlier" },
                 date.unwrap_or_else(|e| e)
             ),
@@ -1035,6 +1038,11 @@ mod tests {
         );
         let ascii = render_text(&step, true);
         assert!(ascii.starts_with("[FAIL] token"), "{ascii}");
+        let layers = render_text(&Step::pass("config", "defaults → file; ±5 s"), true);
+        assert_eq!(
+            layers,
+            "[ok]   config             defaults -> file; +/-5 s\n"
+        );
         assert!(ascii.is_ascii());
         let json: serde_json::Value =
             serde_json::from_str(render_json(&step).trim()).expect("json");
