@@ -54,6 +54,18 @@ pub enum Command {
     /// Run a token server: mint one-time tokens with the API key held here for authenticated
     /// clients (the remote provider, browser pages), rate limited (docs/server.md).
     Serve(Box<crate::server::serve_cli::ServeArgs>),
+    /// Check the set-up step by step, as a run would take it (configuration, key, token,
+    /// streaming endpoint, session, clock, input, directories); with --server, a token server
+    /// from the outside. Exit 0 when nothing failed, 1 when a step failed, 2 for an invalid
+    /// configuration.
+    Doctor(DoctorArgs),
+    /// Print the troubleshooting section for a close code, an HTTP status or a topic (e.g.
+    /// 3009, 1008, 401, proxy, clock-skew); docs/troubleshooting.md is built in.
+    Explain {
+        /// A close code, HTTP status or topic; an unknown one lists them all.
+        #[arg(value_name = "CODE|TOPIC")]
+        topic: String,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -112,6 +124,62 @@ pub struct RunArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Options of `aai-live doctor`.
+#[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
+pub struct DoctorArgs {
+    /// Go on after a failed step (the steps that depend on it are reported as skipped).
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// One JSON object per step and line: step, status (pass|warn|fail|skip), detail, fix,
+    /// section.
+    #[arg(long)]
+    pub json: bool,
+
+    /// ASCII marks only (also chosen for a dumb terminal or a locale that is not UTF-8).
+    #[arg(long)]
+    pub ascii: bool,
+
+    /// With the file provider: take the file's token and open the session with it (a file
+    /// token is one-time, so by default it is only inspected).
+    #[arg(long)]
+    pub redeem: bool,
+
+    /// Audio input to check instead of audio.input: "mic", "file:PATH", "stdin",
+    /// "test:tone|noise|silence".
+    #[arg(long, value_name = "INPUT")]
+    pub input: Option<String>,
+
+    /// Microphone device as listed by `aai-live devices`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+
+    /// Check this token server from the outside instead (e.g. https://tokens.example/token).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<url::Url>,
+
+    /// With --server: the environment variable holding the bearer credential to present.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "server",
+        conflicts_with = "credential_file"
+    )]
+    pub credential_env: Option<String>,
+
+    /// With --server: a file holding the bearer credential to present.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub credential_file: Option<PathBuf>,
+
+    /// With --server: the browser origin whose CORS answer to check (e.g. https://app.example).
+    #[arg(long, value_name = "ORIGIN", requires = "server")]
+    pub origin: Option<String>,
 }
 
 /// Options of `aai-live token`.
@@ -213,6 +281,11 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "SECONDS")]
     pub session_limit: Option<u64>,
 
+    /// Report `Begin.expires_at` shifted by this much (e.g. "30s", or "-30s" for earlier), as a
+    /// server whose clock is off would; sessions still end on time. For clock-skew tests.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    pub clock_skew: Option<i64>,
+
     /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006). One a
     /// server may send: 1000–1003, 1007–1014 or 3000–4999.
     #[arg(long, default_value_t = 3006, value_name = "CODE",
@@ -288,10 +361,44 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// "30s", "-1m": a signed duration in milliseconds.
+fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    humantime::parse_duration(rest)
+        .map_err(|e| format!("{s:?} is not a duration such as 30s or -30s: {e}"))
+        .and_then(|d| {
+            i64::try_from(d.as_millis())
+                .map(|ms| sign * ms)
+                .map_err(|_| format!("{s:?} is too long"))
+        })
+}
+
 /// Accept one of two close codes.
 fn parse_one_of<const A: u16, const B: u16>(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(code) if code == A || code == B => Ok(code),
         _ => Err(format!("expected {A} or {B}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_skew_takes_signed_durations() {
+        assert_eq!(parse_signed_duration("30s"), Ok(30_000));
+        assert_eq!(parse_signed_duration("-30s"), Ok(-30_000));
+        assert_eq!(parse_signed_duration("+1m"), Ok(60_000));
+        assert!(parse_signed_duration("soon").is_err());
+        let cli =
+            Cli::try_parse_from(["aai-live", "emulate", "--clock-skew", "-45s"]).expect("parses");
+        let Command::Emulate(args) = cli.command else {
+            panic!("emulate");
+        };
+        assert_eq!(args.clock_skew, Some(-45_000));
     }
 }

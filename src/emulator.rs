@@ -96,6 +96,10 @@ pub struct EmulatorConfig {
     pub header_timeout: Option<Duration>,
     /// Answer the control API (`/emulator/*`) for peers that are not on loopback too.
     pub control_from_anywhere: bool,
+    /// Milliseconds added to the `expires_at` that `Begin` reports (negative: earlier), as a
+    /// server whose clock is off would report it; the session still ends on time. For clock-skew
+    /// tests (`aai-live doctor`'s `clock` step).
+    pub clock_skew_ms: i64,
 }
 
 impl Default for EmulatorConfig {
@@ -119,6 +123,7 @@ impl Default for EmulatorConfig {
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             control_from_anywhere: false,
+            clock_skew_ms: 0,
         }
     }
 }

@@ -150,14 +150,14 @@ fn describe(event: &SessionEvent) {
             code,
             reason,
             what_now,
-        } => strings::lost(*generation, *class, *code, reason, what_now),
+        } => strings::lost_explained(*generation, *class, *code, reason, what_now),
         SessionEvent::AudioLost { ms, cause, .. } => strings::audio_lost(*ms, *cause),
         SessionEvent::Rotation {
             from, to, forced, ..
         } => strings::rotated(*from, *to, *forced),
         SessionEvent::Finished {
             failure: Some(f), ..
-        } => strings::run_failed(f),
+        } => strings::run_failed_explained(f),
         SessionEvent::TokenFailed {
             generation,
             message,

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod demo;
+pub mod diagnosis;
+pub mod doctor;
 pub mod emulator;
 pub mod files;
 pub mod headless;

@@ -17,7 +17,7 @@
 pub mod api_key;
 pub mod contract;
 pub mod file;
-mod http;
+pub(crate) mod http;
 pub mod premint;
 pub mod remote;
 pub mod time;

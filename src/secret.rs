@@ -66,6 +66,9 @@ pub struct Token {
     pub max_session_duration: Option<Duration>,
     /// Name of the provider that produced it ("api-key", "remote", "file", ...).
     pub provider: &'static str,
+    /// The `Date` header of the answer that carried it, when there was one: `aai-live doctor`'s
+    /// second clock-skew signal.
+    pub server_date: Option<SystemTime>,
 }
 
 impl Token {
@@ -76,6 +79,7 @@ impl Token {
             redeem_by: None,
             max_session_duration: None,
             provider,
+            server_date: None,
         }
     }
 
@@ -128,6 +132,7 @@ impl fmt::Debug for Token {
             .field("redeem_by", &self.redeem_by)
             .field("max_session_duration", &self.max_session_duration)
             .field("provider", &self.provider)
+            .field("server_date", &self.server_date)
             .finish()
     }
 }

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crate::diagnosis::Diagnosis;
 use crate::protocol::CloseClass;
 use crate::session::ledger::LossCause;
 use crate::session::machine::{Cause, View};
@@ -121,6 +122,30 @@ pub fn stopped_hint(class: CloseClass, key: &str) -> String {
     }
 }
 
+/// [`stopped_hint`], then where the failure is explained: "... More: `aai-live explain 3009`."
+pub fn stopped_hint_explained(class: CloseClass, reason: &str, key: &str) -> String {
+    format!(
+        "{} More: {}.",
+        stopped_hint(class, key),
+        explain(Diagnosis::from_failure(class, reason))
+    )
+}
+
+/// `hint`, then where the problem is explained: "... More: `aai-live explain no-key`."
+pub fn explained(hint: &str, diagnosis: Diagnosis) -> String {
+    format!("{hint} More: {}.", explain(diagnosis))
+}
+
+/// The section for a provider that could not be built (`detail` is its error).
+pub fn provider_diagnosis(detail: &str) -> Diagnosis {
+    Diagnosis::from_failure(CloseClass::Fatal, detail)
+}
+
+/// "`aai-live explain 3009`": the command that prints a diagnosis's section.
+pub fn explain(diagnosis: Diagnosis) -> String {
+    format!("`{}`", diagnosis.explain_command())
+}
+
 // --- Session events ------------------------------------------------------------------------
 
 pub fn token_obtained(generation: u64, fingerprint: &str) -> String {
@@ -164,6 +189,21 @@ pub fn lost(
         "connection {generation} lost: {} ({code_text}: {}); {what_now}",
         class.describe(),
         for_terminal(reason)
+    )
+}
+
+/// [`lost`], then where it is explained (the headless runner's stderr line).
+pub fn lost_explained(
+    generation: u64,
+    class: CloseClass,
+    code: Option<u16>,
+    reason: &str,
+    what_now: &str,
+) -> String {
+    format!(
+        "{} (see {})",
+        lost(generation, class, code, reason, what_now),
+        explain(Diagnosis::from_lost(class, code, reason))
     )
 }
 
@@ -213,6 +253,15 @@ pub fn service_warning(message: &str) -> String {
 /// The run ended with a failure.
 pub fn run_failed(reason: &str) -> String {
     format!("failed: {}", for_terminal(reason))
+}
+
+/// [`run_failed`], then where it is explained.
+pub fn run_failed_explained(reason: &str) -> String {
+    format!(
+        "{} (see {})",
+        run_failed(reason),
+        explain(Diagnosis::from_failure_text(reason))
+    )
 }
 
 // --- The run as a whole --------------------------------------------------------------------
@@ -371,6 +420,26 @@ mod tests {
             );
             assert!(line.chars().count() < 700, "{}", line.len());
         }
+    }
+
+    #[test]
+    fn failures_name_their_section() {
+        assert_eq!(
+            lost_explained(
+                2,
+                CloseClass::RateLimited,
+                Some(3009),
+                "Too many concurrent sessions",
+                "backing off"
+            ),
+            "connection 2 lost: too many new sessions per minute (3009: Too many concurrent \
+             sessions); backing off (see `aai-live explain 3009`)"
+        );
+        assert!(
+            stopped_hint_explained(CloseClass::Fatal, "Invalid API key or token", "space")
+                .ends_with("press space to try again. More: `aai-live explain 1008-invalid-key`."),
+        );
+        assert!(run_failed_explained("the audio input failed: x").contains("explain local"));
     }
 
     #[test]

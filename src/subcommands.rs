@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, ConfigArgs, EmulateArgs, GlobalOpts, Shell, TokenArgs};
+use crate::cli::{Cli, Command, ConfigArgs, DoctorArgs, EmulateArgs, GlobalOpts, Shell, TokenArgs};
 use crate::config::{self, EnvSource, LoadOptions, Loaded};
 use crate::emulator::{self, EmulatorConfig, Pacing, Script};
 use crate::logging::{self, LogGuard, LogOptions};
@@ -52,6 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             devices(&mut std::io::stdout())
         }
         Command::Token(args) => token(&args, &cli.global),
+        Command::Doctor(args) => doctor(&args, &cli.global),
+        Command::Explain { topic } => Ok(ExitCode::from(explain(
+            &topic,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ))),
         Command::Serve(args) => serve(&args, &cli.global),
         Command::Emulate(args) => {
             let loaded = load_config(&cli.global)?;
@@ -147,6 +153,109 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         &mut std::io::stderr(),
     ));
     Ok(ExitCode::from(code))
+}
+
+/// `aai-live doctor`: every step of a run, checked (`crate::doctor`); exit 2 for an invalid
+/// configuration, as `run`.
+fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let mut extra = Vec::new();
+    if let Some(input) = &args.input {
+        extra.push(("audio.input".to_owned(), input.clone()));
+    }
+    if let Some(device) = &args.device {
+        extra.push(("audio.device".to_owned(), device.clone()));
+    }
+    let loaded = match load_config_with(global, extra) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let step = crate::doctor::Step::fail(
+                "config",
+                format!("{e:#}"),
+                crate::diagnosis::Diagnosis::ConfigInvalid,
+            );
+            let text = if args.json {
+                crate::doctor::render_json(&step)
+            } else {
+                crate::doctor::render_text(
+                    &step,
+                    crate::doctor::wants_ascii(args.ascii, &provider::process_env),
+                )
+            };
+            print!("{text}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Logging as a run has it; a log directory that cannot be written is the `files` step's
+    // finding, not a reason not to check the rest.
+    let _log = init_logging(global, &loaded).ok();
+    let format = if args.json {
+        crate::doctor::Format::Json
+    } else {
+        crate::doctor::Format::Text {
+            ascii: crate::doctor::wants_ascii(args.ascii, &provider::process_env),
+        }
+    };
+    let mut out = std::io::stdout();
+    let code = if let Some(server) = &args.server {
+        let options = crate::doctor::server::ServerOptions {
+            url: server.clone(),
+            credential_env: args.credential_env.clone(),
+            credential_file: args.credential_file.clone(),
+            origin: args.origin.clone(),
+            keep_going: args.keep_going,
+            format,
+        };
+        let report = runtime()?.block_on(crate::doctor::server::run(
+            &loaded.config,
+            &options,
+            &provider::process_env,
+            &mut out,
+        ));
+        report.exit_code()
+    } else {
+        let options = crate::doctor::Options {
+            keep_going: args.keep_going,
+            redeem: args.redeem,
+            format,
+            layers: loaded.layers.clone(),
+            warnings: loaded.warnings.clone(),
+            input_wait: crate::doctor::INPUT_WAIT,
+        };
+        let report = runtime()?.block_on(crate::doctor::run(
+            &loaded.config,
+            &options,
+            &provider::process_env,
+            &mut out,
+        ));
+        report.exit_code()
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// `aai-live explain TOPIC`: the troubleshooting sections a topic names; an unknown topic lists
+/// the topics (exit 2).
+pub fn explain(topic: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let found = crate::diagnosis::lookup(topic);
+    if found.is_empty() {
+        let keys: Vec<&str> = crate::diagnosis::sections().iter().map(|s| s.key).collect();
+        let _ = writeln!(
+            err,
+            "error: no troubleshooting section for {:?}; topics: {}",
+            crate::untrusted::for_terminal(topic),
+            keys.join(", ")
+        );
+        return 2;
+    }
+    let text = found
+        .iter()
+        .map(|s| s.text)
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    match writeln!(out, "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(_) => 1,
+        Ok(()) => 0,
+    }
 }
 
 /// `aai-live serve`: the token server (`server::serve_cli`), or `--hash-credential`.
@@ -263,6 +372,7 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         max_connections: Some(args.max_connections),
         header_timeout: Some(args.header_timeout),
         control_from_anywhere: args.control_from_anywhere,
+        clock_skew_ms: args.clock_skew.unwrap_or_default(),
     })
 }
 

@@ -40,6 +40,16 @@ fn help_lists_the_commands() {
 }
 
 #[test]
+fn help_of_doctor_and_explain() {
+    let out = aai_live(&["doctor", "--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("doctor_help", stdout(&out));
+    let out = aai_live(&["explain", "--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("explain_help", stdout(&out));
+}
+
+#[test]
 fn completions_for_each_shell() {
     for (shell, marker) in [
         ("bash", "_aai__live()"),
@@ -55,6 +65,10 @@ fn completions_for_each_shell() {
             &text[..text.len().min(200)]
         );
         assert!(text.contains("emulate"), "{shell} completes subcommands");
+        assert!(
+            text.contains("doctor") && text.contains("explain") && text.contains("keep-going"),
+            "{shell} completes doctor and explain"
+        );
     }
     let out = aai_live(&["completions", "powershell"]);
     assert_eq!(out.status.code(), Some(2));

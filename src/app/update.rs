@@ -7,6 +7,7 @@ use super::action::Action;
 use super::msg::{DashboardCommand, Msg, StartFailure};
 use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind, Severity};
 use crate::audio::{AudioStats, InputEnd};
+use crate::diagnosis::Diagnosis;
 use crate::protocol::CloseClass;
 use crate::provider::TokenState;
 use crate::session::machine::View;
@@ -310,14 +311,20 @@ impl DashboardState {
             StartFailure::Provider(detail) => Problem {
                 kind: ProblemKind::Provider,
                 title: strings::NO_PROVIDER_TITLE.into(),
+                hint: strings::explained(
+                    strings::NO_PROVIDER_HINT,
+                    strings::provider_diagnosis(&detail),
+                ),
                 detail,
-                hint: strings::NO_PROVIDER_HINT.into(),
             },
             StartFailure::Transcript(detail) => Problem {
                 kind: ProblemKind::Session,
                 title: strings::NO_TRANSCRIPT_TITLE.into(),
                 detail,
-                hint: strings::no_transcript_hint(&again),
+                hint: strings::explained(
+                    &strings::no_transcript_hint(&again),
+                    Diagnosis::TranscriptDirNotWritable,
+                ),
             },
             StartFailure::Audio(detail) => {
                 self.audio.open = false;
@@ -325,7 +332,10 @@ impl DashboardState {
                     kind: ProblemKind::Audio,
                     title: strings::NO_AUDIO_TITLE.into(),
                     detail,
-                    hint: strings::no_audio_hint(&again),
+                    hint: strings::explained(
+                        &strings::no_audio_hint(&again),
+                        Diagnosis::NoInputDevice,
+                    ),
                 }
             }
         };
@@ -366,7 +376,10 @@ impl DashboardState {
             self.audio.open = false;
             match &stats.ended {
                 Some(InputEnd::Failed(reason)) => {
-                    let hint = strings::audio_lost_hint(&self.key_hint(Action::ToggleStream));
+                    let hint = strings::explained(
+                        &strings::audio_lost_hint(&self.key_hint(Action::ToggleStream)),
+                        Diagnosis::LocalFailure,
+                    );
                     self.events
                         .push(now, Severity::Error, strings::audio_failed(reason));
                     // Quitting after this exits 1: the input failing is never a normal end.
@@ -596,7 +609,8 @@ impl DashboardState {
             View::Streaming { .. } => self.clear_problem(ProblemKind::Session),
             View::Failed { class, reason } => {
                 self.last_failure = Some(reason.clone());
-                let hint = strings::stopped_hint(*class, &self.key_hint(Action::ToggleStream));
+                let key = self.key_hint(Action::ToggleStream);
+                let hint = strings::stopped_hint_explained(*class, reason, &key);
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
                     title: strings::stopped_title(*class),

@@ -359,7 +359,10 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         .session_limit
         .map_or(grant.max_session, |cap| cap.min(grant.max_session));
     let started_wall = SystemTime::now();
-    let expires_at = unix_ms(started_wall + max_session).div_ceil(1000) as i64;
+    let expires_at = (unix_ms(started_wall + max_session) as i64)
+        .saturating_add(state.config.clock_skew_ms)
+        .saturating_add(999)
+        .div_euclid(1000);
     let id = uuid::Uuid::new_v4().to_string();
     let (echoed, ignored, params_truncated) = bounded_params(&params, &ignored);
     let record = state.register(SessionRecord {

@@ -198,6 +198,11 @@ impl ApiKeyProvider {
                 .max_session_duration_seconds
                 .map(|s| Duration::from_secs(u64::from(s)));
         }
+        token.server_date = reply
+            .headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::time::parse_http_date);
         tracing::debug!(token = %token.fingerprint(), "minted a token");
         Ok(token)
     }

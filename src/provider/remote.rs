@@ -251,6 +251,11 @@ impl RemoteProvider {
                 format_rfc3339(at)
             )));
         }
+        token.server_date = reply
+            .headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::time::parse_http_date);
         tracing::debug!(token = %token.fingerprint(), "got a token from the token server");
         Ok(token)
     }

@@ -88,7 +88,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-fn parse_http_date(value: &str) -> Option<SystemTime> {
+/// An HTTP date (IMF-fixdate), e.g. a `Date` or `Retry-After` header.
+pub fn parse_http_date(value: &str) -> Option<SystemTime> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -190,13 +191,9 @@ pub fn websocket() -> Arc<dyn Connector> {
     Arc::new(WebSocketConnector)
 }
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "connect, then one select loop; splitting hides the flow"
-)]
 async fn run(
     generation: Gen,
     url: &WsUrl,
@@ -212,55 +209,22 @@ async fn run(
         class: CloseClass::Transient,
         after_begin: false,
     };
-    let mut request = match url.expose().into_client_request() {
-        Ok(r) => r,
-        Err(e) => {
-            ended.reason = format!("invalid streaming URL {url}: {e}");
-            ended.class = CloseClass::Fatal;
-            return ended;
-        }
-    };
-    let headers = request.headers_mut();
-    if let Some(token) = header_token
-        && let Ok(mut value) = token
-            .expose_secret()
-            .parse::<tungstenite::http::HeaderValue>()
-    {
-        value.set_sensitive(true);
-        headers.insert("Authorization", value);
-    }
-    if let Ok(v) = API_VERSION.parse() {
-        headers.insert("AssemblyAI-Version", v);
-    }
-    if let Ok(v) = concat!(
-        "AssemblyAI/1.0 (integration=aai-live/",
-        env!("CARGO_PKG_VERSION"),
-        ")"
-    )
-    .parse()
-    {
-        headers.insert("User-Agent", v);
-    }
     tracing::debug!(generation, %url, "connecting");
+    let proxies = ProxyEnv::process();
     let connected = tokio::select! {
         () = stop.cancelled() => {
             ended.reason = "closed by aai-live before it was open".into();
             ended.class = CloseClass::Normal;
             return ended;
         }
-        connected = tokio_tungstenite::connect_async(request) => connected,
+        connected = connect(url, header_token, &proxies) => connected,
     };
     let mut ws = match connected {
-        Ok((ws, _)) => ws,
-        Err(tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            ended.reason = format!("the service refused the connection with HTTP {status}");
-            ended.class = classify_upgrade_status(status);
-            return ended;
-        }
+        Ok(ws) => ws,
         Err(e) => {
-            // Network errors carry no secrets (the URL is not part of tungstenite's messages).
-            ended.reason = format!("cannot connect to {url}: {e}");
+            // Connect errors carry no secrets: the URL they name is the redacted one.
+            ended.reason = e.to_string();
+            ended.class = e.class();
             return ended;
         }
     };
@@ -343,6 +307,366 @@ async fn run(
     }
 }
 
+/// How long reaching the server (or the proxy) may take: name resolution, TCP, the proxy's
+/// answer to `CONNECT`. The TLS and WebSocket handshakes after it are bounded by the
+/// supervisor's `begin_timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest proxy answer to `CONNECT` read (its status line and headers).
+const MAX_PROXY_ANSWER: usize = 8 * 1024;
+
+/// Why a WebSocket could not be opened. `Display` is the reason a connection reports: it names
+/// the redacted URL and the proxy without credentials, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid streaming URL {url}: {detail}")]
+    InvalidUrl { url: String, detail: String },
+    #[error("cannot connect to {url}: cannot resolve {host}: {detail}")]
+    Dns {
+        url: String,
+        host: String,
+        detail: String,
+    },
+    #[error("cannot connect to {url}: {detail}")]
+    Tcp { url: String, detail: String },
+    #[error("cannot connect to {url}: cannot reach the proxy {proxy}: {detail}")]
+    ProxyUnreachable {
+        url: String,
+        proxy: String,
+        detail: String,
+    },
+    #[error("cannot connect to {url}: the proxy {proxy} refused the tunnel: {answer}")]
+    ProxyRefused {
+        url: String,
+        proxy: String,
+        answer: String,
+    },
+    #[error("cannot connect to {url}: TLS handshake failed: {detail}")]
+    Tls { url: String, detail: String },
+    #[error("the service refused the connection with HTTP {status}")]
+    Refused { status: u16 },
+    #[error("cannot connect to {url}: {detail}")]
+    Handshake { url: String, detail: String },
+}
+
+impl ConnectError {
+    /// What the failure means for the session.
+    pub fn class(&self) -> CloseClass {
+        match self {
+            Self::InvalidUrl { .. } => CloseClass::Fatal,
+            Self::Refused { status } => classify_upgrade_status(*status),
+            _ => CloseClass::Transient,
+        }
+    }
+}
+
+/// The proxy settings of the environment, read as reqwest reads them for the token requests:
+/// `wss://` (like `https://`) goes through `HTTPS_PROXY`/`https_proxy`, else
+/// `ALL_PROXY`/`all_proxy`; `ws://` (like `http://`) through `HTTP_PROXY`/`http_proxy`, else
+/// `ALL_PROXY`; `NO_PROXY`/`no_proxy` lists hosts that bypass it. Only `http://` proxies are
+/// spoken (HTTP `CONNECT`); TLS to the service runs end to end through the tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    pub https: Option<String>,
+    pub http: Option<String>,
+    pub all: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyEnv {
+    /// From the process environment (upper case first, as reqwest does).
+    pub fn process() -> Self {
+        Self::from_env(&|name| std::env::var(name).ok())
+    }
+
+    /// From an environment given as a function.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let get = |upper: &str, lower: &str| {
+            env(upper)
+                .or_else(|| env(lower))
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        Self {
+            https: get("HTTPS_PROXY", "https_proxy"),
+            http: get("HTTP_PROXY", "http_proxy"),
+            all: get("ALL_PROXY", "all_proxy"),
+            no_proxy: get("NO_PROXY", "no_proxy"),
+        }
+    }
+
+    /// The proxy for `url`, if any (`Err` when the variable does not hold a usable proxy URL).
+    pub fn proxy_for(&self, url: &url::Url) -> Result<Option<url::Url>, String> {
+        let Some(host) = url.host_str() else {
+            return Ok(None);
+        };
+        if self.bypassed(host) {
+            return Ok(None);
+        }
+        let chosen = match url.scheme() {
+            "wss" | "https" => self.https.as_ref().or(self.all.as_ref()),
+            _ => self.http.as_ref().or(self.all.as_ref()),
+        };
+        let Some(value) = chosen else {
+            return Ok(None);
+        };
+        // "proxy:3128" without a scheme means http://, as in reqwest and curl.
+        let text = if value.contains("://") {
+            value.clone()
+        } else {
+            format!("http://{value}")
+        };
+        let proxy =
+            url::Url::parse(&text).map_err(|e| format!("the proxy setting is not a URL ({e})"))?;
+        if proxy.scheme() != "http" {
+            return Err(format!(
+                "{} proxies are not supported for the streaming connection (only http://)",
+                proxy.scheme()
+            ));
+        }
+        Ok(Some(proxy))
+    }
+
+    /// `NO_PROXY`: `*`, host names (matching the name and its subdomains, with or without a
+    /// leading dot) and IP addresses, comma-separated; ports are ignored.
+    fn bypassed(&self, host: &str) -> bool {
+        let Some(list) = &self.no_proxy else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.to_ascii_lowercase();
+        list.split(',').map(str::trim).any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            let entry = entry.trim_start_matches('.');
+            let entry = entry
+                .strip_prefix('[')
+                .and_then(|e| e.split_once(']').map(|(h, _)| h))
+                .unwrap_or_else(|| {
+                    // "host:port": the port is ignored (an IPv6 address has several colons).
+                    match entry.rsplit_once(':') {
+                        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h,
+                        _ => entry,
+                    }
+                });
+            !entry.is_empty()
+                && (entry == "*" || host == entry || host.ends_with(&format!(".{entry}")))
+        })
+    }
+}
+
+/// A proxy URL fit for messages: scheme, host and port, no credentials.
+pub fn display_proxy(proxy: &url::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        proxy.scheme(),
+        proxy.host_str().unwrap_or_default(),
+        proxy.port_or_known_default().unwrap_or(80)
+    )
+}
+
+/// Open the WebSocket to `url` (the token in `header_token` or in the URL) with aai-live's
+/// headers, through the proxy `proxies` name for it. `run` and `aai-live doctor` both connect
+/// through here, so the doctor cannot pass where a run fails.
+pub async fn connect(
+    url: &WsUrl,
+    header_token: Option<SecretString>,
+    proxies: &ProxyEnv,
+) -> Result<Socket, ConnectError> {
+    let shown = url.to_string();
+    let invalid = |detail: String| ConnectError::InvalidUrl {
+        url: shown.clone(),
+        detail,
+    };
+    let mut request = url
+        .expose()
+        .into_client_request()
+        .map_err(|e| invalid(e.to_string()))?;
+    let parsed = url::Url::parse(url.expose()).map_err(|e| invalid(e.to_string()))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| invalid("no host".into()))?
+        .to_owned();
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| invalid("no port".into()))?;
+    let headers = request.headers_mut();
+    if let Some(token) = header_token
+        && let Ok(mut value) = token
+            .expose_secret()
+            .parse::<tungstenite::http::HeaderValue>()
+    {
+        value.set_sensitive(true);
+        headers.insert("Authorization", value);
+    }
+    if let Ok(v) = API_VERSION.parse() {
+        headers.insert("AssemblyAI-Version", v);
+    }
+    if let Ok(v) = concat!(
+        "AssemblyAI/1.0 (integration=aai-live/",
+        env!("CARGO_PKG_VERSION"),
+        ")"
+    )
+    .parse()
+    {
+        headers.insert("User-Agent", v);
+    }
+    let proxy = proxies
+        .proxy_for(&parsed)
+        .map_err(|detail| ConnectError::ProxyUnreachable {
+            url: shown.clone(),
+            proxy: "(from the environment)".into(),
+            detail,
+        })?;
+    let tcp = match &proxy {
+        None => tcp_connect(&shown, &host, port).await?,
+        Some(proxy) => tunnel(&shown, proxy, &host, port).await?,
+    };
+    let _ = tcp.set_nodelay(true);
+    match tokio_tungstenite::client_async_tls_with_config(request, tcp, None, None).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => Err(ConnectError::Refused {
+            status: response.status().as_u16(),
+        }),
+        Err(tungstenite::Error::Tls(e)) => Err(ConnectError::Tls {
+            url: shown,
+            detail: e.to_string(),
+        }),
+        // rustls reports a refused certificate or a broken handshake as invalid data.
+        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(ConnectError::Tls {
+                url: shown,
+                detail: e.to_string(),
+            })
+        }
+        Err(e) => Err(ConnectError::Handshake {
+            url: shown,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Resolve `host` and connect, bounded by [`CONNECT_TIMEOUT`]; a name that does not resolve is
+/// told apart from an address that does not answer.
+async fn tcp_connect(shown: &str, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((bare, port))).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => {
+                return Err(ConnectError::Dns {
+                    url: shown.to_owned(),
+                    host: bare.to_owned(),
+                    detail: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ConnectError::Dns {
+                    url: shown.to_owned(),
+                    host: bare.to_owned(),
+                    detail: format!("no answer within {}", CONNECT_TIMEOUT.as_secs()),
+                });
+            }
+        };
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("IO error: {e}"),
+            Err(_) => {
+                last = format!(
+                    "no answer from {addr} within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                );
+            }
+        }
+    }
+    Err(ConnectError::Tcp {
+        url: shown.to_owned(),
+        detail: last,
+    })
+}
+
+/// Reach `host:port` through an HTTP proxy: `CONNECT`, with `Proxy-Authorization: Basic` when
+/// the proxy URL carries credentials (never shown), then a 2xx answer.
+async fn tunnel(
+    shown: &str,
+    proxy: &url::Url,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, ConnectError> {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy_shown = display_proxy(proxy);
+    let unreachable = |detail: String| ConnectError::ProxyUnreachable {
+        url: shown.to_owned(),
+        proxy: proxy_shown.clone(),
+        detail,
+    };
+    let proxy_host = proxy.host_str().unwrap_or_default().to_owned();
+    let proxy_port = proxy.port_or_known_default().unwrap_or(80);
+    let mut tcp = tcp_connect(&proxy_shown, &proxy_host, proxy_port)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if !proxy.username().is_empty() {
+        let user = percent_decode(proxy.username());
+        let password = percent_decode(proxy.password().unwrap_or_default());
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        head.push_str("Proxy-Authorization: Basic ");
+        head.push_str(&credentials);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let exchange = async {
+        tcp.write_all(head.as_bytes()).await?;
+        // Byte by byte up to the blank line: nothing of the tunnel's own data may be read here.
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\n") && answer.len() < MAX_PROXY_ANSWER {
+            let byte = tcp.read_u8().await?;
+            answer.push(byte);
+        }
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = match tokio::time::timeout(CONNECT_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(unreachable(format!("the CONNECT exchange failed: {e}"))),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer to CONNECT within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(tcp),
+        _ => Err(ConnectError::ProxyRefused {
+            url: shown.to_owned(),
+            proxy: proxy_shown,
+            answer: crate::untrusted::for_terminal(status_line.trim()).to_string(),
+        }),
+    }
+}
+
+/// `%40` → `@` in a proxy URL's user or password.
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// After `Termination`: send our close (1000) and wait, bounded, for the server's.
 async fn finish_after_termination(ws: &mut Socket, mut ended: Ended) -> Ended {
     let normal = CloseFrame {
@@ -398,6 +722,53 @@ async fn drain(ws: &mut Socket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxies_are_shown_without_credentials() {
+        let proxy = url::Url::parse("http://us%40er:p%2Bw@proxy.example:3128").expect("url");
+        assert_eq!(display_proxy(&proxy), "http://proxy.example:3128");
+        assert_eq!(percent_decode(proxy.username()), "us@er");
+        assert_eq!(percent_decode(proxy.password().unwrap_or_default()), "p+w");
+        let bare = url::Url::parse("http://proxy.example").expect("url");
+        assert_eq!(display_proxy(&bare), "http://proxy.example:80");
+    }
+
+    #[test]
+    fn a_refused_upgrade_keeps_its_class_and_words() {
+        let e = ConnectError::Refused { status: 429 };
+        assert_eq!(e.class(), CloseClass::RateLimited);
+        assert_eq!(
+            e.to_string(),
+            "the service refused the connection with HTTP 429"
+        );
+        let e = ConnectError::Dns {
+            url: "wss://x/v3/ws".into(),
+            host: "x".into(),
+            detail: "failed to lookup address information".into(),
+        };
+        assert_eq!(e.class(), CloseClass::Transient);
+        assert!(e.to_string().contains("cannot resolve x"));
+    }
+
+    #[test]
+    fn no_proxy_matches_names_suffixes_and_addresses() {
+        let env = |no_proxy: &str| ProxyEnv {
+            all: Some("http://p:1".into()),
+            no_proxy: Some(no_proxy.into()),
+            ..ProxyEnv::default()
+        };
+        let on = |e: &ProxyEnv, u: &str| {
+            e.proxy_for(&url::Url::parse(u).expect("url"))
+                .expect("ok")
+                .is_some()
+        };
+        assert!(!on(&env("127.0.0.1"), "ws://127.0.0.1:9/v3/ws"));
+        assert!(on(&env("127.0.0.2"), "ws://127.0.0.1:9/v3/ws"));
+        assert!(!on(&env("[::1]:9"), "ws://[::1]:9/v3/ws"));
+        assert!(!on(&env("example.com"), "wss://a.b.example.com/v3/ws"));
+        assert!(on(&env("example.com"), "wss://notexample.com/v3/ws"));
+        assert!(on(&env(""), "wss://example.com/v3/ws"));
+    }
 
     fn normal() -> Ended {
         Ended {
