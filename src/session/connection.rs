@@ -224,7 +224,13 @@ async fn run(
             ended.class = CloseClass::Normal;
             return ended;
         }
-        connected = tokio_tungstenite::connect_async(request) => connected,
+        // An 8 KiB read buffer: tungstenite zero-fills the whole buffer (128 KiB by default)
+        // before every read attempt, once per audio chunk sent; server messages are small.
+        connected = tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024)),
+            false,
+        ) => connected,
     };
     let mut ws = match connected {
         Ok((ws, _)) => ws,
