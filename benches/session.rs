@@ -220,7 +220,9 @@ fn rotation_gap() {
     );
 }
 
-/// Unplanned drop → streaming again: one TCP drop 3 s into a session, five runs.
+/// Unplanned drop → streaming again: one TCP drop 3 s into a session, five runs. The session
+/// counts as healthy after 2 s (`healthy_after`), so the first reconnect is immediate, as after
+/// any session that stayed up for `healthy_after`; with the default 30 s a drop at 3 s backs off.
 fn drop_recovery() {
     let mut samples = Vec::new();
     for _ in 0..5 {
@@ -230,7 +232,7 @@ fn drop_recovery() {
             &home,
             port,
             &["--input", "test:tone", "--duration", "6s"],
-            &[],
+            &[("AAI_LIVE__SESSION__HEALTHY_AFTER", "2s")],
         );
         let events = events(cmd);
         let lost = events
