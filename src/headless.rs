@@ -129,8 +129,11 @@ pub async fn run(
             }
         }
     }
-    let (outcome, transcript) = handle.task.await.context("the session task failed")?;
-    printer.finish()?;
+    let joined = handle.task.await;
+    // Every event is on stdout before anything else can end the run.
+    let printed = printer.finish();
+    let (outcome, transcript) = joined.context("the session task failed")?;
+    printed?;
     transcript
         .write_beside(&journal, &config.transcript.formats)
         .context("cannot write the transcript")?;
