@@ -131,9 +131,9 @@ pub async fn run(
     }
     let joined = handle.task.await;
     // Every event is on stdout before anything else can end the run.
-    let printed = printer.finish();
+    let all_written = printer.finish();
     let (outcome, transcript) = joined.context("the session task failed")?;
-    printed?;
+    all_written?;
     transcript
         .write_beside(&journal, &config.transcript.formats)
         .context("cannot write the transcript")?;
