@@ -11,7 +11,8 @@
 //! `cargo bench --bench session` runs every part (about 2.5 minutes); `-- rotation`, `-- drop`,
 //! `-- cost`, `-- sdk` pick parts. Env: `BENCH_SECONDS` (default 20) for the CPU run,
 //! `BENCH_SDK_SECONDS` (default 60) for the file both clients stream, `AAI_LIVE_PYTHON` (default
-//! `target/sdk-venv/bin/python`) for a Python with `assemblyai` installed.
+//! `target/sdk-venv/bin/python`) for a Python with `assemblyai` installed, `BENCH_AAI_LIVE_BIN`
+//! for another client build (before/after; the emulator stays the built one).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

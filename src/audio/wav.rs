@@ -1,7 +1,8 @@
 //! WAV files: checked up front (missing, not a WAV, truncated, unsupported encoding) with messages
 //! that say what the file is and how to convert it, then read block by block as f32 frames,
-//! optionally looping. Decoding is hound's: 8/16/24/32-bit integer and 32-bit float PCM, plain or
-//! WAVE_FORMAT_EXTENSIBLE, 8–384 kHz, 1–32 channels (`convert::NATIVE_RATES`,
+//! optionally looping (16-bit PCM can also be read straight from the file as i16:
+//! `WavSource::read_pcm16`). Decoding is hound's: 8/16/24/32-bit integer and 32-bit float PCM,
+//! plain or WAVE_FORMAT_EXTENSIBLE, 8–384 kHz, 1–32 channels (`convert::NATIVE_RATES`,
 //! `convert::NATIVE_CHANNELS`: a header is untrusted input, and buffers are sized from it).
 
 use std::fs::File;
