@@ -34,9 +34,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 unpaced: args.unpaced,
                 emulator_hints: args.emulator_hints,
             };
-            let code = runtime()?.block_on(async {
-                let mut out = std::io::stdout();
-                crate::headless::run(&loaded.config, &options, &mut out).await
+            let code = crate::headless::runtime(&loaded.config)?.block_on(async {
+                crate::headless::run(&loaded.config, &options, Box::new(std::io::stdout())).await
             })?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
@@ -457,8 +456,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
                 unpaced: args.unpaced,
                 emulator_hints: true,
             };
-            let mut out = std::io::stdout();
-            crate::headless::run(&config, &options, &mut out)
+            crate::headless::run(&config, &options, Box::new(std::io::stdout()))
                 .await
                 .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(1)))
         };

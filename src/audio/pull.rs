@@ -51,8 +51,13 @@ pub(super) fn spawn(
     options: &AudioOptions,
 ) -> Result<AudioInput, AudioError> {
     let native = source.format(options);
+    // 16-bit mono at the output rate: the file's samples are the chunks' samples.
+    let direct = matches!(&source, Source::Wav(wav) if wav.is_pcm16())
+        && native.channels == 1
+        && native.sample_rate == options.sample_rate;
     let converter = match &source {
         Source::Signal(_) => None,
+        _ if direct => None,
         _ => Some(Converter::new(
             native.sample_rate,
             native.channels,
@@ -170,6 +175,14 @@ impl Driver {
             }
             // A local file read of one chunk's worth is short; doing it inline keeps the task
             // simple and the paced timing exact.
+            Source::Wav(wav) if self.converter.is_none() => {
+                self.samples.clear();
+                if wav.read_pcm16(self.block_frames, &mut self.samples)? == 0 {
+                    return Ok(false);
+                }
+                self.chunker.push(&self.samples);
+                return Ok(true);
+            }
             Source::Wav(wav) => wav.read(self.block_frames, &mut self.frames)?,
             Source::Raw(raw) => raw.read(&mut self.frames).await?,
         };

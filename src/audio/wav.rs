@@ -1,7 +1,8 @@
 //! WAV files: checked up front (missing, not a WAV, truncated, unsupported encoding) with messages
 //! that say what the file is and how to convert it, then read block by block as f32 frames,
-//! optionally looping. Decoding is hound's: 8/16/24/32-bit integer and 32-bit float PCM, plain or
-//! WAVE_FORMAT_EXTENSIBLE, 8–384 kHz, 1–32 channels (`convert::NATIVE_RATES`,
+//! optionally looping (16-bit PCM can also be read straight from the file as i16:
+//! `WavSource::read_pcm16`). Decoding is hound's: 8/16/24/32-bit integer and 32-bit float PCM,
+//! plain or WAVE_FORMAT_EXTENSIBLE, 8–384 kHz, 1–32 channels (`convert::NATIVE_RATES`,
 //! `convert::NATIVE_CHANNELS`: a header is untrusted input, and buffers are sized from it).
 
 use std::fs::File;
@@ -25,6 +26,15 @@ pub struct WavSource {
     position: u64,
     loop_input: bool,
     loops: u64,
+    /// 16-bit integer PCM is read straight from the file (see [`WavSource::read_pcm16`]): the
+    /// file positioned in its `data` chunk, where that chunk starts, and a reused byte buffer.
+    pcm16: Option<Pcm16>,
+}
+
+struct Pcm16 {
+    file: BufReader<File>,
+    data_start: u64,
+    bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for WavSource {
@@ -46,7 +56,7 @@ impl WavSource {
             .metadata()
             .map_err(|source| open_error(path, source))?
             .len();
-        check_layout(path, BufReader::new(file), file_len)?;
+        let (data_start, data_len) = check_layout(path, BufReader::new(file), file_len)?;
         let reader = hound::WavReader::open(path).map_err(|e| hound_error(path, e))?;
         let spec = reader.spec();
         let frames = u64::from(reader.duration());
@@ -75,6 +85,22 @@ impl WavSource {
                 });
             }
         }
+        // 16-bit samples packed two bytes each (not in a wider container) are read as they are.
+        let pcm16 = if spec.sample_format == hound::SampleFormat::Int
+            && spec.bits_per_sample == 16
+            && u64::from(data_len) == frames * u64::from(spec.channels) * 2
+        {
+            let mut file = BufReader::new(File::open(path).map_err(|e| open_error(path, e))?);
+            file.seek(io::SeekFrom::Start(data_start))
+                .map_err(|e| open_error(path, e))?;
+            Some(Pcm16 {
+                file,
+                data_start,
+                bytes: Vec::new(),
+            })
+        } else {
+            None
+        };
         Ok(Self {
             path: path.to_owned(),
             reader,
@@ -83,7 +109,56 @@ impl WavSource {
             position: 0,
             loop_input,
             loops: 0,
+            pcm16,
         })
+    }
+
+    /// Whether [`WavSource::read_pcm16`] reads this file (16-bit integer PCM).
+    pub fn is_pcm16(&self) -> bool {
+        self.pcm16.is_some()
+    }
+
+    /// Like [`WavSource::read`], for 16-bit files, as the samples themselves: one read of the
+    /// block and no per-sample decoding, the cheapest path for the commonest file (16-bit mono
+    /// at the service's rate needs no conversion at all). Reads nothing for other files.
+    pub fn read_pcm16(
+        &mut self,
+        max_frames: usize,
+        out: &mut Vec<i16>,
+    ) -> Result<usize, AudioError> {
+        if self.pcm16.is_none() {
+            return Ok(0);
+        }
+        if self.position == self.frames {
+            if !self.loop_input {
+                return Ok(0);
+            }
+            if let Some(pcm) = &mut self.pcm16 {
+                let start = pcm.data_start;
+                pcm.file
+                    .seek(io::SeekFrom::Start(start))
+                    .map_err(|e| self.read_error(&hound::Error::IoError(e)))?;
+            }
+            self.position = 0;
+            self.loops += 1;
+            tracing::debug!(target: "aai_live::audio", path = %self.path.display(), loops = self.loops, "looping the file");
+        }
+        let frames = (max_frames as u64).min(self.frames - self.position) as usize;
+        let Some(pcm) = &mut self.pcm16 else {
+            return Ok(0);
+        };
+        pcm.bytes
+            .resize(frames * usize::from(self.spec.channels) * 2, 0);
+        if let Err(e) = pcm.file.read_exact(&mut pcm.bytes) {
+            return Err(self.read_error(&hound::Error::IoError(e)));
+        }
+        out.extend(
+            pcm.bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        self.position += frames as u64;
+        Ok(frames)
     }
 
     pub fn format(&self) -> SourceFormat {
@@ -205,11 +280,12 @@ fn hound_error(path: &Path, error: hound::Error) -> AudioError {
 /// Check the RIFF layout before decoding: what the file is if not a WAV, and whether its audio
 /// is all there. hound would report a truncated file only when reading reaches the missing part,
 /// possibly minutes into a session.
+/// Returns where the audio data starts and its declared length.
 fn check_layout<R: Read + Seek>(
     path: &Path,
     mut reader: R,
     file_len: u64,
-) -> Result<(), AudioError> {
+) -> Result<(u64, u32), AudioError> {
     let not_wav = |reason: String| AudioError::NotWav {
         path: path.to_owned(),
         reason,
@@ -247,7 +323,7 @@ fn check_layout<R: Read + Seek>(
             ),
         });
     }
-    Ok(())
+    Ok((data_start, data_len))
 }
 
 /// Walk the RIFF chunks after the 12-byte header to the `data` chunk: (offset of its first byte,
@@ -324,6 +400,72 @@ fn identify(head: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(path: &Path, channels: u16, bits: u16, samples: &[i32]) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: 16_000,
+            bits_per_sample: bits,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).expect("wav");
+        for &s in samples {
+            w.write_sample(s).expect("sample");
+        }
+        w.finalize().expect("finalize");
+    }
+
+    /// The direct 16-bit path gives exactly what hound decodes (through f32 and back), block by
+    /// block of any size, across a loop, and ends where the file ends.
+    #[test]
+    fn pcm16_reads_what_hound_decodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stereo.wav");
+        let samples: Vec<i32> = (0..2 * 1001)
+            .map(|i: i32| match i % 7 {
+                0 => i32::from(i16::MIN),
+                1 => i32::from(i16::MAX),
+                _ => (i * 7919) % 65_536 - 32_768,
+            })
+            .collect();
+        write(&path, 2, 16, &samples);
+        let mut hound_path = WavSource::open(&path, false).expect("open");
+        let mut frames = Vec::new();
+        while hound_path.read(97, &mut frames).expect("read") > 0 {}
+        let decoded: Vec<i16> = frames
+            .iter()
+            .map(|&f| super::super::convert::f32_to_i16(f))
+            .collect();
+        let expected: Vec<i16> = samples.iter().map(|&s| s as i16).collect();
+        assert_eq!(decoded, expected, "hound's path is lossless for 16-bit");
+
+        let mut direct = WavSource::open(&path, true).expect("open");
+        assert!(direct.is_pcm16());
+        let mut got = Vec::new();
+        while got.len() < 2 * expected.len() {
+            assert!(direct.read_pcm16(97, &mut got).expect("read") > 0);
+        }
+        assert_eq!(got[..expected.len()], expected[..]);
+        assert_eq!(got[expected.len()..], expected[..], "the second pass");
+        assert_eq!(direct.loops(), 1);
+
+        let mut once = WavSource::open(&path, false).expect("open");
+        let mut all = Vec::new();
+        while once.read_pcm16(1000, &mut all).expect("read") > 0 {}
+        assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn other_sample_sizes_are_decoded_by_hound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("24.wav");
+        write(&path, 1, 24, &[0, 1, -1, 8_388_607]);
+        let mut wav = WavSource::open(&path, false).expect("open");
+        assert!(!wav.is_pcm16());
+        let mut out = Vec::new();
+        assert_eq!(wav.read_pcm16(10, &mut out).expect("read"), 0);
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn identifies_common_formats() {

@@ -522,7 +522,10 @@ pub async fn connect(
         Some(proxy) => tunnel(&shown, proxy, &host, port).await?,
     };
     let _ = tcp.set_nodelay(true);
-    match tokio_tungstenite::client_async_tls_with_config(request, tcp, None, None).await {
+    // An 8 KiB read buffer: tungstenite zero-fills the whole buffer (128 KiB by default) before
+    // every read attempt, once per audio chunk sent; server messages are small.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
+    match tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), None).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => Err(ConnectError::Refused {
             status: response.status().as_u16(),
