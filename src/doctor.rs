@@ -428,20 +428,7 @@ async fn session_steps(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 64, events_tx);
     let begin_timeout = config.session.begin_timeout;
-    // One deadline for the whole wait: other frames before `Begin` do not extend it.
-    let begin_deadline = tokio::time::Instant::now() + begin_timeout;
-    let mut error_text: Option<String> = None;
-    let opened = loop {
-        match tokio::time::timeout_at(begin_deadline, events.recv()).await {
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
-                error_text = Some(e.error);
-            }
-            Ok(Some((_, ConnEvent::Closed(ended)))) => break Err(Some(ended)),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break Err(None),
-        }
-    };
+    let (opened, error_text) = wait_for_begin(&mut events, begin_timeout).await;
     let begin = match opened {
         Ok(begin) => begin,
         Err(Some(ended)) if ended.code.is_none() => {
@@ -804,7 +791,7 @@ pub async fn reach_step(step: &'static str, url: &Url, timeout: Duration) -> Ste
             Step::pass(step, format!("{shown}{via}: {}", found.join(", ")))
         }
         Ok(Err(e)) => {
-            let text = error_chain(&e);
+            let text = crate::provider::http::chain(&e);
             let lower = text.to_ascii_lowercase();
             let diagnosis = if !via.is_empty() && !lower.contains("certificate") {
                 Diagnosis::ProxyFailure
@@ -824,23 +811,30 @@ pub async fn reach_step(step: &'static str, url: &Url, timeout: Duration) -> Ste
     }
 }
 
-/// An error and its sources on one line, the URL left out.
-fn error_chain(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
+/// Wait up to `timeout` for `Begin` on a connection's events: the `Begin`, or how the connection
+/// ended (`None`: no answer in time), and the text of an `Error` frame seen meanwhile. One
+/// deadline for the whole wait: other frames before `Begin` do not extend it.
+pub(crate) async fn wait_for_begin(
+    events: &mut mpsc::UnboundedReceiver<(crate::session::machine::Gen, ConnEvent)>,
+    timeout: Duration,
+) -> (
+    Result<crate::protocol::messages::Begin, Option<connection::Ended>>,
+    Option<String>,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut error_text = None;
+    let outcome = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
+            Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
+                error_text = Some(e.error);
+            }
+            Ok(Some((_, ConnEvent::Closed(ended)))) => break Err(Some(ended)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break Err(None),
         }
-        source = s.source();
-    }
-    text
+    };
+    (outcome, error_text)
 }
 
 /// The file provider's "endpoint": the token file present, readable, fresh, and (as far as this

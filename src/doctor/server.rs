@@ -18,8 +18,8 @@ use url::Url;
 use super::{Format, Recorder, Report, Status, Step, reach_step};
 use crate::config::Config;
 use crate::diagnosis::Diagnosis;
-use crate::protocol::{ServerMessage, TokenPlacement, build_ws_url};
-use crate::session::connection::{self, ConnEvent};
+use crate::protocol::{TokenPlacement, build_ws_url};
+use crate::session::connection;
 
 /// What `--server` was given.
 #[derive(Debug, Clone)]
@@ -399,7 +399,7 @@ async fn fetch(request: reqwest::RequestBuilder, timeout: Duration) -> Result<An
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(super::error_chain(&e)),
+        Ok(Err(e)) => Err(crate::provider::http::chain(&e)),
         Err(_) => Err(format!(
             "no answer within {}",
             humantime::format_duration(timeout)
@@ -428,19 +428,8 @@ async fn redeem(config: &Config, token: String) -> Step {
     let shown = crate::provider::http::display_url(&endpoint);
     let (tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 8, tx);
-    let mut error_text = None;
-    let deadline = tokio::time::Instant::now() + config.session.begin_timeout;
-    let outcome = loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(b))))) => break Ok(b),
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
-                error_text = Some(e.error);
-            }
-            Ok(Some((_, ConnEvent::Closed(ended)))) => break Err(Some(ended)),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break Err(None),
-        }
-    };
+    let (outcome, error_text) =
+        super::wait_for_begin(&mut events, config.session.begin_timeout).await;
     let step = match outcome {
         Ok(begin) => Step::pass(
             STEP,

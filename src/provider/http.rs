@@ -137,7 +137,8 @@ fn transport_error(origin: &Origin, e: &reqwest::Error) -> ProviderError {
 
 /// An error and its sources on one line, without the URL (which may carry a query we do not
 /// show).
-fn chain(e: &reqwest::Error) -> String {
+/// An error and its sources on one line, the URL left out (the doctor says the same).
+pub(crate) fn chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     // reqwest puts the URL in its top-level message; the location already names it.
     if let Some(url) = e.url() {
