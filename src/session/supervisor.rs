@@ -448,12 +448,12 @@ impl Supervisor {
         let all_sent =
             self.ledger.settled() >= head && (self.route.is_none() || self.cursor >= head);
         let view = self.machine.view();
-        if let Some(reason) = self.input_failure.take() {
-            if all_sent || matches!(view, View::Idle) {
+        if self.input_failure.is_some() {
+            if (all_sent || matches!(view, View::Idle))
+                && let Some(reason) = self.input_failure.take()
+            {
                 self.finish_by = None;
                 self.fail_input(reason);
-            } else {
-                self.input_failure = Some(reason);
             }
             return;
         }
