@@ -137,19 +137,7 @@ pub async fn run(
     // the finals).
     let (outcome, transcript) = match joined {
         Ok(done) => done,
-        Err(join) => {
-            let reason = strings::crashed(&join.to_string());
-            let failed = SessionEvent::State {
-                view: session::machine::View::Failed {
-                    class: crate::protocol::CloseClass::Local,
-                    reason: reason.clone(),
-                },
-            };
-            printer.print(Line::Out(failed.to_line_at(std::time::SystemTime::now())))?;
-            printer.print(Line::Err(strings::run_failed_explained(&reason)))?;
-            printer.finish()?;
-            return Ok(1);
-        }
+        Err(join) => return vanished(printer, &join),
     };
     // Every event is on stdout before anything else can end the run.
     printer.finish()?;
@@ -162,6 +150,23 @@ pub async fn run(
     Ok(i32::from(outcome.failure.is_some()))
 }
 
+/// The supervisor's task vanished (it catches its own panics, so this is a last resort): the
+/// run must not look finished — `state: failed` on stdout, the reason on stderr, exit 1.
+fn vanished(printer: Printer, join: &tokio::task::JoinError) -> anyhow::Result<i32> {
+    let reason = strings::crashed(&join.to_string());
+    let failed = SessionEvent::State {
+        view: session::machine::View::Failed {
+            class: crate::protocol::CloseClass::Local,
+            reason: reason.clone(),
+        },
+    };
+    printer.print(Line::Out(failed.to_line_at(std::time::SystemTime::now())))?;
+    let section = crate::diagnosis::Diagnosis::from_failure_text(&reason).section();
+    printer.print(Line::Err(strings::run_failed_explained(&reason, section)))?;
+    printer.finish()?;
+    Ok(1)
+}
+
 /// The human-readable line for stderr, for the events a person wants to see (the dashboard's
 /// events pane says the same words).
 fn describe(event: &SessionEvent) -> Option<String> {
@@ -172,14 +177,20 @@ fn describe(event: &SessionEvent) -> Option<String> {
             code,
             reason,
             what_now,
-        } => strings::lost_explained(*generation, *class, *code, reason, what_now),
+            explain,
+        } => strings::lost_explained(*generation, *class, *code, reason, what_now, explain),
         SessionEvent::AudioLost { ms, cause, .. } => strings::audio_lost(*ms, *cause),
         SessionEvent::Rotation {
             from, to, forced, ..
         } => strings::rotated(*from, *to, *forced),
         SessionEvent::Finished {
-            failure: Some(f), ..
-        } => strings::run_failed_explained(f),
+            failure: Some(f),
+            explain,
+            ..
+        } => match explain {
+            Some(section) => strings::run_failed_explained(f, section),
+            None => strings::run_failed(f),
+        },
         SessionEvent::TokenFailed {
             generation,
             message,

@@ -192,19 +192,22 @@ pub fn lost(
     )
 }
 
-/// [`lost`], then where it is explained (the headless runner's stderr line).
+/// A headless stderr line, then the troubleshooting section that explains it.
+fn see(line: &str, section: &str) -> String {
+    format!("{line} (see `aai-live explain {section}`)")
+}
+
+/// [`lost`], then where it is explained (the headless runner's stderr line; `section` is the
+/// `lost` event's `explain`).
 pub fn lost_explained(
     generation: u64,
     class: CloseClass,
     code: Option<u16>,
     reason: &str,
     what_now: &str,
+    section: &str,
 ) -> String {
-    format!(
-        "{} (see {})",
-        lost(generation, class, code, reason, what_now),
-        explain(Diagnosis::from_lost(class, code, reason))
-    )
+    see(&lost(generation, class, code, reason, what_now), section)
 }
 
 pub fn reconnected(generation: u64, replay_ms: u64, gap_ms: u64) -> String {
@@ -255,13 +258,9 @@ pub fn run_failed(reason: &str) -> String {
     format!("failed: {}", for_terminal(reason))
 }
 
-/// [`run_failed`], then where it is explained.
-pub fn run_failed_explained(reason: &str) -> String {
-    format!(
-        "{} (see {})",
-        run_failed(reason),
-        explain(Diagnosis::from_failure_text(reason))
-    )
+/// [`run_failed`], then where it is explained (`section`: the `finished` event's `explain`).
+pub fn run_failed_explained(reason: &str, section: &str) -> String {
+    see(&run_failed(reason), section)
 }
 
 // --- The run as a whole --------------------------------------------------------------------
@@ -430,7 +429,13 @@ mod tests {
                 CloseClass::RateLimited,
                 Some(3009),
                 "Too many concurrent sessions",
-                "backing off"
+                "backing off",
+                Diagnosis::from_lost(
+                    CloseClass::RateLimited,
+                    Some(3009),
+                    "Too many concurrent sessions"
+                )
+                .section(),
             ),
             "connection 2 lost: too many new sessions per minute (3009: Too many concurrent \
              sessions); backing off (see `aai-live explain 3009`)"
@@ -439,7 +444,11 @@ mod tests {
             stopped_hint_explained(CloseClass::Fatal, "Invalid API key or token", "space")
                 .ends_with("press space to try again. More: `aai-live explain 1008-invalid-key`."),
         );
-        assert!(run_failed_explained("the audio input failed: x").contains("explain local"));
+        let failure = "the audio input failed: x";
+        assert!(
+            run_failed_explained(failure, Diagnosis::from_failure_text(failure).section())
+                .contains("explain local")
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn finished(failure: Option<&str>) -> SessionEvent {
         latency_p50_ms: None,
         latency_p95_ms: None,
         failure: failure.map(str::to_owned),
+        explain: None,
     }
 }
 
@@ -367,6 +368,7 @@ fn counters_and_the_last_close() {
             code: Some(1006),
             reason: "connection dropped".into(),
             what_now: CloseClass::Transient.advice(),
+            explain: "1006",
         },
         50,
     );

@@ -305,6 +305,9 @@ async fn a_failing_input_fails_the_run_with_exit_1() {
     assert_eq!(last["event"], "finished", "{events:?}");
     let failure = last["failure"].as_str().expect("a failure");
     assert!(failure.contains("audio input failed"), "{failure}");
+    // Where it is explained: `aai-live explain local`.
+    assert_eq!(last["explain"], "local", "{last}");
+    assert!(stderr.contains("aai-live explain local"), "{stderr}");
     assert!(
         events
             .iter()

@@ -285,6 +285,7 @@ fn backoff() -> DashboardState {
             code: Some(1011),
             reason: "Internal error".into(),
             what_now: CloseClass::Transient.advice(),
+            explain: "1006",
         },
         at(40),
     );
@@ -320,6 +321,7 @@ fn failed() -> DashboardState {
             code: Some(1008),
             reason: "Unauthorized connection: invalid API key".into(),
             what_now: CloseClass::Fatal.advice(),
+            explain: "1008-invalid-key",
         },
         at(40),
     );
@@ -344,6 +346,7 @@ fn failed() -> DashboardState {
             latency_p50_ms: Some(370),
             latency_p95_ms: Some(465),
             failure: Some("connection 1 closed: 1008 Unauthorized connection".into()),
+            explain: None,
         },
         at(40),
     );
@@ -520,6 +523,7 @@ fn hostile_server_text_never_reaches_the_terminal() {
             code: Some(1008),
             reason: format!("{EVIL}{}", "x".repeat(100_000)),
             what_now: CloseClass::Fatal.advice(),
+            explain: "1008-invalid-key",
         },
         at(40),
     );

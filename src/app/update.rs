@@ -536,6 +536,7 @@ impl DashboardState {
                 code,
                 reason,
                 what_now,
+                ..
             } => {
                 self.events.push(
                     now,

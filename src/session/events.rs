@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::ledger::LossCause;
 use super::machine::{Cause, Gen, Notice, View};
+use crate::diagnosis::Diagnosis;
 use crate::protocol::CloseClass;
 use crate::transcript::{FinalTurn, PartialTurn};
 
@@ -75,6 +76,8 @@ pub enum SessionEvent {
         code: Option<u16>,
         reason: String,
         what_now: &'static str,
+        /// The troubleshooting section for this ending (`aai-live explain TOPIC`).
+        explain: &'static str,
     },
     /// After a loss, the new session is fed from `replay_from_ms`; `gap_ms` is how long no
     /// session received live audio.
@@ -123,6 +126,9 @@ pub enum SessionEvent {
         latency_p95_ms: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
+        /// With a failure: its troubleshooting section (`aai-live explain TOPIC`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explain: Option<&'static str>,
     },
 }
 
@@ -147,6 +153,7 @@ impl SessionEvent {
                 code: *code,
                 reason: reason.clone(),
                 what_now: class.advice(),
+                explain: Diagnosis::from_lost(*class, *code, reason).section(),
             }),
             Notice::DrainTimedOut { generation } => Some(Self::DrainTimedOut {
                 generation: *generation,
@@ -200,5 +207,19 @@ mod tests {
             e.to_line(),
             r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2,"samples":32,"cause":"replay_buffer_full"}"#
         );
+    }
+
+    #[test]
+    fn a_lost_connection_names_its_troubleshooting_section() {
+        let notice = Notice::Lost {
+            generation: 3,
+            class: CloseClass::RateLimited,
+            code: Some(3009),
+            reason: "Too many concurrent sessions".into(),
+        };
+        let line = SessionEvent::from_notice(&notice)
+            .expect("an event")
+            .to_line();
+        assert!(line.contains(r#""explain":"3009""#), "{line}");
     }
 }

@@ -415,6 +415,9 @@ impl Supervisor {
             audio_lost_ms: self.ms(audio.lost),
             latency_p50_ms: p50,
             latency_p95_ms: p95,
+            explain: failure
+                .as_deref()
+                .map(|f| crate::diagnosis::Diagnosis::from_failure_text(f).section()),
             failure,
         });
         (self.outcome, self.transcript)
