@@ -553,23 +553,8 @@ async fn an_all_silent_input_is_a_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_fails_at_the_token_endpoint_with_tls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("this test needs the openssl command-line tool");
-    assert!(made.status.success());
-    let files = aai_live::listener::TlsFiles {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
-    };
-    let emu = aai_live::emulator::start(common::config(), "127.0.0.1:0", Some(files))
+    let cert = common::SelfSigned::generate();
+    let emu = aai_live::emulator::start(common::config(), "127.0.0.1:0", Some(cert.files()))
         .await
         .expect("TLS emulator");
     let home = tempfile::tempdir().expect("tempdir");

@@ -21,68 +21,14 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const BOUND: Duration = Duration::from_secs(10);
 
-/// A self-signed leaf certificate (and its key) for IP 127.0.0.1 and DNS localhost.
-struct SelfSigned {
-    dir: TempDir,
-}
-
-impl SelfSigned {
-    fn generate() -> Self {
-        let dir = TempDir::new().expect("tempdir");
-        let output = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-            .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            // `req -x509` marks the certificate as a CA by default, and rustls (webpki) refuses a
-            // CA certificate as a server's own ("CaUsedAsEndEntity"): make it a leaf.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "this test needs the `openssl` command-line tool to make a test certificate \
-                     (Debian/Ubuntu: apt-get install openssl): cannot run it: {e}"
-                )
-            });
-        assert!(
-            output.status.success(),
-            "openssl req failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self { dir }
-    }
-
-    fn cert(&self) -> std::path::PathBuf {
-        self.dir.path().join("cert.pem")
-    }
-
-    fn key(&self) -> std::path::PathBuf {
-        self.dir.path().join("key.pem")
-    }
-
-    fn files(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.cert(),
-            key: self.key(),
-        }
-    }
-
-    fn pem(&self) -> Vec<u8> {
-        std::fs::read(self.cert()).expect("cert.pem")
-    }
-}
-
-async fn start_tls(cert: &SelfSigned) -> RunningEmulator {
+async fn start_tls(cert: &common::SelfSigned) -> RunningEmulator {
     emulator::start(common::config(), "127.0.0.1:0", Some(cert.files()))
         .await
         .expect("TLS emulator starts")
 }
 
 /// reqwest trusting only `cert`.
-fn https_client(cert: &SelfSigned) -> reqwest::Client {
+fn https_client(cert: &common::SelfSigned) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&cert.pem()).expect("PEM certificate")])
         .timeout(BOUND)
@@ -136,7 +82,7 @@ async fn mint_over_https(client: &reqwest::Client, emu: &RunningEmulator) -> Str
 
 #[tokio::test]
 async fn token_over_https_and_stream_over_wss() {
-    let cert = SelfSigned::generate();
+    let cert = common::SelfSigned::generate();
     let emu = start_tls(&cert).await;
     assert!(emu.tls);
     assert_eq!(emu.base_url(), format!("https://{}", emu.addr));
@@ -174,7 +120,7 @@ async fn token_over_https_and_stream_over_wss() {
 
 #[tokio::test]
 async fn certificate_name_localhost_verifies_too() {
-    let cert = SelfSigned::generate();
+    let cert = common::SelfSigned::generate();
     let emu = start_tls(&cert).await;
     // The name "localhost" for SNI and verification, the connection pinned to 127.0.0.1 (never
     // ::1 or anything a resolver says).
@@ -217,7 +163,7 @@ async fn certificate_name_localhost_verifies_too() {
 
 #[tokio::test]
 async fn untrusted_clients_and_plain_http_are_refused() {
-    let cert = SelfSigned::generate();
+    let cert = common::SelfSigned::generate();
     let emu = start_tls(&cert).await;
 
     // Built-in roots only: the self-signed certificate does not verify.
@@ -234,7 +180,7 @@ async fn untrusted_clients_and_plain_http_are_refused() {
     assert!(err.is_connect(), "{err:?}");
 
     // A rustls client trusting another certificate: the WebSocket handshake fails.
-    let other = SelfSigned::generate();
+    let other = common::SelfSigned::generate();
     let wss = connect_wss(
         &format!("{}?sample_rate=16000", emu.ws_url()),
         rustls_trusting(&other.cert()),
@@ -289,7 +235,7 @@ async fn missing_certificate_file_is_a_clear_error() {
 
 #[tokio::test]
 async fn the_binary_serves_https_with_tls_flags() {
-    let cert = SelfSigned::generate();
+    let cert = common::SelfSigned::generate();
     let home = TempDir::new().expect("tempdir");
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aai-live"));
     for (name, _) in std::env::vars_os() {
@@ -344,7 +290,7 @@ async fn the_binary_serves_https_with_tls_flags() {
 #[tokio::test]
 async fn the_connection_cap_holds_over_tls_too() {
     use tokio::io::AsyncReadExt;
-    let cert = SelfSigned::generate();
+    let cert = common::SelfSigned::generate();
     let emu = emulator::start(
         aai_live::emulator::EmulatorConfig {
             max_connections: Some(1),

@@ -1412,33 +1412,15 @@ async fn slow_headers_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_self_signed_certificate() {
-    let dir = tempfile::TempDir::new().expect("tempdir");
-    let output = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .current_dir(dir.path())
-        .output()
-        .expect("this test needs the openssl command-line tool");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let cert = common::SelfSigned::generate();
     let emu = common::start(common::config()).await;
-    let files = TlsFiles {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
-    };
     let server = serve(api_key_provider(KEY, &emu.token_url(), BOUND), |c| {
-        c.tls = Some(files);
+        c.tls = Some(cert.files());
     })
     .await;
     assert!(server.tls);
     assert_eq!(server.token_url(), format!("https://{}/token", server.addr));
-    let pem = std::fs::read(dir.path().join("cert.pem")).expect("cert");
+    let pem = cert.pem();
     let https = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("PEM")])
         .timeout(BOUND)
@@ -1454,8 +1436,8 @@ async fn tls_with_a_self_signed_certificate() {
     // Unreadable TLS files are a start error, not a panic.
     let mut config = base_config();
     config.tls = Some(TlsFiles {
-        cert: dir.path().join("missing.pem"),
-        key: dir.path().join("key.pem"),
+        cert: cert.key().with_file_name("missing.pem"),
+        key: cert.key(),
     });
     let e = server::start(config, api_key_provider(KEY, &emu.token_url(), BOUND))
         .await

@@ -349,3 +349,57 @@ pub fn mark_of(chunk: &[i16]) -> Option<usize> {
     (chunk.len() >= 2 && chunk[0] > 0 && chunk[1] == -chunk[0])
         .then(|| usize::try_from(chunk[0] - 1).expect("positive"))
 }
+
+/// A self-signed leaf certificate (and its key) for IP 127.0.0.1 and DNS localhost.
+pub struct SelfSigned {
+    dir: tempfile::TempDir,
+}
+
+impl SelfSigned {
+    pub fn generate() -> Self {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let output = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+            .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1"])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            // `req -x509` marks the certificate as a CA by default, and rustls (webpki) refuses a
+            // CA certificate as a server's own ("CaUsedAsEndEntity"): make it a leaf.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test needs the `openssl` command-line tool to make a test certificate \
+                     (Debian/Ubuntu: apt-get install openssl): cannot run it: {e}"
+                )
+            });
+        assert!(
+            output.status.success(),
+            "openssl req failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key(&self) -> std::path::PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    pub fn files(&self) -> aai_live::listener::TlsFiles {
+        aai_live::listener::TlsFiles {
+            cert: self.cert(),
+            key: self.key(),
+        }
+    }
+
+    pub fn pem(&self) -> Vec<u8> {
+        std::fs::read(self.cert()).expect("cert.pem")
+    }
+}
