@@ -40,10 +40,12 @@ use tokio::task::JoinSet;
 use crate::audio::{self, AudioChunk, AudioInput, AudioOptions, AudioStats, Level};
 use crate::config::{Config, InputSpec, TranscriptFormat};
 use crate::deadline::sleep_until;
+use crate::events::SessionEvent;
+use crate::failure::Failure;
 use crate::provider::{
     self, PreMintOptions, PreMinter, ProviderError, TokenProvider, TokenRequest, TokenState,
 };
-use crate::session::{self, SessionEvent, SupervisorOptions};
+use crate::session::{self, SupervisorOptions};
 use crate::transcript::Transcript;
 use action::Action;
 pub use msg::{DashboardCommand, Msg, StartFailure};
@@ -123,6 +125,22 @@ pub struct Report {
     pub saved: Vec<PathBuf>,
     /// The last run's failure, if it ended in one.
     pub failure: Option<String>,
+    /// Audio reported lost over the dashboard's runs, in ms.
+    pub audio_lost_ms: u64,
+}
+
+impl Report {
+    /// The exit status (docs/events.md), as for a headless run: 1 when the last run failed, 3
+    /// when audio was reported lost, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.failure.is_some() {
+            1
+        } else if self.audio_lost_ms > 0 {
+            3
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +207,7 @@ struct Runtime {
     input_label: Option<String>,
     autostart: bool,
     duration: Option<Duration>,
-    provider_error: Option<String>,
+    provider_error: Option<Failure>,
     warnings: Vec<String>,
     premint: Option<Arc<PreMinter>>,
     provider: Option<Arc<dyn TokenProvider>>,
@@ -205,7 +223,7 @@ impl Runtime {
         let state = DashboardState::from_config(&setup.config, setup.info, setup.ui);
         let (provider, provider_error) = match setup.provider {
             Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(Failure::token(&e))),
         };
         Self {
             state,
@@ -321,6 +339,7 @@ impl Runtime {
         Ok(Report {
             saved: std::mem::take(&mut self.state.saved),
             failure: self.state.last_failure.take(),
+            audio_lost_ms: self.state.session.audio_lost_ms,
         })
     }
 
@@ -445,7 +464,7 @@ impl Runtime {
             let why = self
                 .provider_error
                 .clone()
-                .unwrap_or_else(|| "no token provider".to_owned());
+                .unwrap_or_else(|| Failure::internal("no token provider"));
             self.post(Msg::StartFailed(StartFailure::Provider(why)));
             return;
         };

@@ -7,10 +7,6 @@
 //! every variant and fails when one has no section, and another fails when a section of the page
 //! is reached by no variant: the page and the code cannot drift apart.
 
-use crate::protocol::CloseClass;
-use crate::protocol::close::reasons;
-use crate::provider::{ProviderError, ProviderErrorClass};
-
 /// The troubleshooting page, as shipped.
 pub const PAGE: &str = include_str!("../docs/troubleshooting.md");
 
@@ -94,6 +90,8 @@ pub enum Diagnosis {
     NoBegin,
     /// `Terminate` sent but no `Termination` came back.
     NoTermination,
+    /// More tokens than the mint budget allows without a session that lasted: minting paused.
+    MintBudget,
     // --- This machine ----------------------------------------------------------------------------
     /// `Begin.expires_at` or the token answer's `Date` disagree with this machine's clock.
     ClockSkew,
@@ -166,6 +164,7 @@ impl Diagnosis {
             Self::CloseBeforeBegin => "close-before-begin",
             Self::NoBegin => "no-begin",
             Self::NoTermination => "no-termination",
+            Self::MintBudget => "mint-budget",
             Self::ClockSkew => "clock-skew",
             Self::NoInputDevice => "no-microphone",
             Self::SilentInput => "silent-input",
@@ -192,82 +191,14 @@ impl Diagnosis {
         section(self.section()).map_or("", |s| s.fix)
     }
 
-    /// A WebSocket close: the code, its reason and the text of the `Error` frame before it.
-    /// `after_begin` is false for a session that never began.
-    pub fn from_close(
-        code: Option<u16>,
-        reason: &str,
-        error: Option<&str>,
-        after_begin: bool,
-    ) -> Self {
-        let text = format!("{reason} {}", error.unwrap_or_default()).to_ascii_lowercase();
-        let has = |word: &str| text.contains(&word.to_ascii_lowercase());
-        let Some(code) = code else {
-            return Self::Close1006;
-        };
-        let diagnosis = match code {
-            1000 => Self::Close1000,
-            1008 if has("too many") => Self::Close1008TooManySessions,
-            1008 if has("incorrect padding") => Self::Close1008IncorrectPadding,
-            1008 if has(reasons::TOKEN_USED) || has("already used") => Self::Close1008TokenUsed,
-            1008 if has("token") && has("expired") => Self::Close1008TokenExpired,
-            1008 if has("missing") => Self::Close1008MissingAuth,
-            1008 if has("invalid") => Self::Close1008InvalidAuth,
-            1008 => Self::Close1008Account,
-            1009 => Self::Close1009,
-            1011..=1014 => Self::Close1011,
-            1006 | 1001 => Self::Close1006,
-            3005 if has("session expired") || has("maximum session duration") => Self::Close3008,
-            3005 if has("transmission rate") || has("input duration") => Self::Close3007,
-            3005 if has("invalid message") || has("invalid json") => Self::Close3006InvalidMessage,
-            3005 => Self::Close3005,
-            3006 if has("inactiv") || has("idle") => Self::Close3006Inactivity,
-            3006 => Self::Close3006InvalidMessage,
-            3007 => Self::Close3007,
-            3008 if has("token") => Self::Close1008TokenExpired,
-            3008 => Self::Close3008,
-            3009 | 4102 => Self::Close3009,
-            4001..=4003 => Self::FreeTier,
-            _ => match crate::protocol::classify(Some(code), reason, error) {
-                CloseClass::ClientBug => Self::Close1009,
-                CloseClass::Fatal => Self::Close1008Account,
-                CloseClass::RateLimited => Self::Close3009,
-                CloseClass::SessionExpired => Self::Close3008,
-                CloseClass::TokenRejected => Self::Close1008TokenUsed,
-                _ => Self::Close1006,
-            },
-        };
-        if after_begin {
-            return diagnosis;
-        }
-        // Before `Begin`, a close the rules cannot place is its own case (a fault, a proxy).
-        match diagnosis {
-            Self::Close1000 | Self::Close1006 | Self::Close1011 | Self::Close3005 => {
-                Self::CloseBeforeBegin
-            }
-            other => other,
-        }
-    }
-
-    /// A connection that never opened, from the reason `session::connection` gave.
-    pub fn from_connect_reason(reason: &str) -> Self {
-        if let Some(at) = reason.find("refused the connection with HTTP ") {
-            let status = reason[at + "refused the connection with HTTP ".len()..]
-                .get(..3)
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or_default();
-            return Self::from_upgrade_status(status);
-        }
-        if reason.contains("proxy") {
-            Self::ProxyFailure
-        } else if reason.contains("cannot resolve") {
-            Self::DnsFailure
-        } else if reason.contains("TLS") {
-            Self::TlsFailure
-        } else if reason.contains("invalid streaming URL") {
-            Self::ConfigInvalid
-        } else {
-            Self::TcpFailure
+    /// A transport failure of the token endpoint (`provider`), by its kind.
+    pub fn from_network(network: Network) -> Self {
+        match network {
+            Network::Timeout => Self::TokenTimeout,
+            Network::Dns => Self::DnsFailure,
+            Network::Refused => Self::TcpFailure,
+            Network::Tls => Self::TlsFailure,
+            Network::Proxy => Self::ProxyFailure,
         }
     }
 
@@ -282,68 +213,10 @@ impl Diagnosis {
         }
     }
 
-    /// A token provider's failure. `remote` is true for a token server (the remote provider),
-    /// whose statuses are `aai-live serve`'s rather than AssemblyAI's.
-    pub fn from_provider(error: &ProviderError) -> Self {
-        let remote = error.provider() == "remote";
-        let text = error.to_string();
-        let lower = text.to_ascii_lowercase();
-        if let Some(status) = error.status().or_else(|| status_in(&text)) {
-            if (200..300).contains(&status) {
-                return Self::TokenNotJson;
-            }
-            return Self::from_token_status(status, remote);
-        }
-        match error.class() {
-            ProviderErrorClass::NotConfigured => Self::SecretMissing,
-            ProviderErrorClass::Exhausted => {
-                if lower.contains("does not exist") || lower.contains("no such file") {
-                    Self::TokenFileMissing
-                } else {
-                    Self::TokenFileStale
-                }
-            }
-            ProviderErrorClass::InvalidConfig if lower.contains("does not exist") => {
-                Self::TokenFileMissing
-            }
-            ProviderErrorClass::InvalidConfig => Self::ConfigInvalid,
-            ProviderErrorClass::Rejected if remote => Self::ServeUnauthorized,
-            ProviderErrorClass::Rejected => Self::TokenUnauthorized,
-            ProviderErrorClass::RateLimited if remote => Self::ServeRateLimited,
-            ProviderErrorClass::RateLimited => Self::TokenRateLimited,
-            ProviderErrorClass::Transient => Self::from_transport_text(&lower),
-            ProviderErrorClass::Internal => Self::LocalFailure,
-        }
-    }
-
-    /// The words of a transport failure (reqwest's, tungstenite's), lower-cased.
-    pub fn from_transport_text(lower: &str) -> Self {
-        if lower.contains("provider.timeout")
-            || lower.contains("timed out")
-            || lower.contains("within")
-        {
-            Self::TokenTimeout
-        } else if lower.contains("proxy") {
-            Self::ProxyFailure
-        } else if lower.contains("dns")
-            || lower.contains("failed to lookup")
-            || lower.contains("name or service not known")
-            || lower.contains("no address")
-        {
-            Self::DnsFailure
-        } else if lower.contains("certificate")
-            || lower.contains("tls")
-            || lower.contains("handshake")
-        {
-            Self::TlsFailure
-        } else {
-            Self::TcpFailure
-        }
-    }
-
     /// An HTTP status from the token endpoint (`remote`: from a token server).
     pub fn from_token_status(status: u16, remote: bool) -> Self {
         match (status, remote) {
+            (200..=299, _) => Self::TokenNotJson,
             (400 | 422, false) => Self::TokenBadRequest,
             (401, false) => Self::TokenUnauthorized,
             (403, false) => Self::TokenForbidden,
@@ -361,102 +234,36 @@ impl Diagnosis {
         }
     }
 
-    /// The section to name when a run stopped or lost a connection with `class` (the
-    /// dashboard's problem panel, the headless `state: failed` line), with the close code when
-    /// there was one.
-    pub fn from_stop(class: CloseClass, code: Option<u16>, reason: &str) -> Self {
-        if code.is_some() {
-            return Self::from_close(code, reason, None, true);
-        }
-        match class {
-            CloseClass::Normal => Self::Close1000,
-            CloseClass::SessionExpired => Self::Close3008,
-            CloseClass::TokenRejected => Self::Close1008TokenUsed,
-            CloseClass::RateLimited => Self::Close3009,
-            CloseClass::Transient => Self::Close1006,
-            CloseClass::ClientBug => Self::Close3007,
-            CloseClass::Fatal => Self::Close1008InvalidAuth,
-            CloseClass::Local => Self::LocalFailure,
+    /// The diagnosis of a close that came before `Begin`: one the close table can only place
+    /// as a generic end (a normal close, a drop, a server error) is its own case there (a
+    /// fault, a proxy, a refused session); the specific ones keep their section.
+    #[must_use]
+    pub fn before_begin(self) -> Self {
+        match self {
+            Self::Close1000 | Self::Close1006 | Self::Close1011 | Self::Close3005 => {
+                Self::CloseBeforeBegin
+            }
+            other => other,
         }
     }
 }
 
-impl Diagnosis {
-    /// A lost connection as the session reports it (`SessionEvent::Lost`): with its close code,
-    /// or without one when it never opened or dropped.
-    pub fn from_lost(class: CloseClass, code: Option<u16>, reason: &str) -> Self {
-        match code {
-            Some(_) => Self::from_close(code, reason, None, true),
-            None if reason.contains("cannot connect")
-                || reason.contains("refused the connection with HTTP") =>
-            {
-                Self::from_connect_reason(reason)
-            }
-            None => Self::from_stop(class, None, reason),
-        }
-    }
-
-    /// A run that stopped for good with `class` and the supervisor's `reason` (the dashboard's
-    /// problem panel, the `failed` state): the reason's words decide where they can.
-    pub fn from_failure(class: CloseClass, reason: &str) -> Self {
-        let lower = reason.to_ascii_lowercase();
-        if lower.contains("token provider") {
-            if let Some(status) = status_in(reason) {
-                if (200..300).contains(&status) {
-                    return Self::TokenNotJson;
-                }
-                return Self::from_token_status(status, lower.contains("remote token provider"));
-            }
-            if lower.contains("not configured") {
-                return Self::SecretMissing;
-            }
-            return Self::from_transport_text(&lower);
-        }
-        if lower.contains("cannot connect") || lower.contains("refused the connection with http") {
-            return Self::from_connect_reason(reason);
-        }
-        if lower.contains("no begin within") {
-            return Self::NoBegin;
-        }
-        match class {
-            CloseClass::Fatal if lower.contains("unauthorized") => {
-                Self::from_close(Some(1008), reason, None, true)
-            }
-            CloseClass::TokenRejected => {
-                let d = Self::from_close(Some(1008), reason, None, true);
-                if matches!(
-                    d,
-                    Self::Close1008TokenExpired | Self::Close1008IncorrectPadding
-                ) {
-                    d
-                } else {
-                    Self::Close1008TokenUsed
-                }
-            }
-            CloseClass::ClientBug if lower.contains("invalid") => Self::Close3006InvalidMessage,
-            _ => Self::from_stop(class, None, reason),
-        }
-    }
-
-    /// The failure text of a finished run (`reason (class words; advice)`, as the session
-    /// machine writes it), its class read back from the words.
-    pub fn from_failure_text(text: &str) -> Self {
-        let class = crate::protocol::close::CLASSES
-            .iter()
-            .copied()
-            .find(|c| text.contains(&format!("({};", c.describe())))
-            .unwrap_or(CloseClass::Local);
-        Self::from_failure(class, text)
-    }
-}
-
-/// "HTTP 404" in a message: the status a provider quoted.
-fn status_in(text: &str) -> Option<u16> {
-    let at = text.find("HTTP ")?;
-    text[at + 5..]
-        .get(..3)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|s| (100..600).contains(s))
+/// What kind of transport failure it was, decided where the library's error is at hand (typed
+/// checks first: `reqwest::Error::is_timeout`, `io::ErrorKind`, the resolver's own error),
+/// so that no diagnosis reads a sentence back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// No complete answer in time.
+    Timeout,
+    /// The host name does not resolve.
+    Dns,
+    /// Refused, unreachable, reset: the TCP level.
+    Refused,
+    /// The TLS handshake or the certificate.
+    Tls,
+    /// The proxy refused or could not be reached.
+    Proxy,
 }
 
 /// One section of the troubleshooting page.
@@ -588,253 +395,5 @@ mod tests {
         assert_eq!(keys("TOKEN-HTML"), ["token-html"]);
         assert!(keys("nonsense").is_empty());
         assert!(keys("").is_empty());
-    }
-
-    #[test]
-    #[expect(clippy::too_many_lines, reason = "one table")]
-    fn closes_are_diagnosed_from_code_and_reason() {
-        use Diagnosis as D;
-        for (code, reason, error, began, expected) in [
-            (
-                Some(1008),
-                reasons::TOKEN_USED,
-                None,
-                false,
-                D::Close1008TokenUsed,
-            ),
-            (
-                Some(1008),
-                reasons::TOKEN_EXPIRED,
-                None,
-                false,
-                D::Close1008TokenExpired,
-            ),
-            (
-                Some(1008),
-                reasons::INVALID_AUTH,
-                None,
-                false,
-                D::Close1008InvalidAuth,
-            ),
-            (
-                Some(1008),
-                reasons::MISSING_AUTH,
-                None,
-                false,
-                D::Close1008MissingAuth,
-            ),
-            (
-                Some(1008),
-                "Unauthorized Connection: Insufficient balance",
-                None,
-                true,
-                D::Close1008Account,
-            ),
-            (
-                Some(1008),
-                reasons::TOO_MANY_SESSIONS,
-                None,
-                false,
-                D::Close1008TooManySessions,
-            ),
-            (
-                Some(1008),
-                "Unauthorized connection: Incorrect padding",
-                None,
-                false,
-                D::Close1008IncorrectPadding,
-            ),
-            (
-                Some(3009),
-                reasons::TOO_MANY_SESSIONS,
-                None,
-                false,
-                D::Close3009,
-            ),
-            (
-                Some(3008),
-                reasons::SESSION_EXPIRED,
-                None,
-                true,
-                D::Close3008,
-            ),
-            (
-                Some(3008),
-                "Temporary token expired",
-                None,
-                false,
-                D::Close1008TokenExpired,
-            ),
-            (
-                Some(3007),
-                "Input duration violation: 20 ms",
-                None,
-                true,
-                D::Close3007,
-            ),
-            (
-                Some(3006),
-                "Session terminated due to inactivity",
-                None,
-                true,
-                D::Close3006Inactivity,
-            ),
-            (
-                Some(3006),
-                "Invalid JSON: {",
-                None,
-                true,
-                D::Close3006InvalidMessage,
-            ),
-            (
-                Some(3005),
-                reasons::SESSION_CANCELLED,
-                None,
-                true,
-                D::Close3005,
-            ),
-            (
-                Some(3005),
-                "See Error message for details",
-                Some(reasons::SESSION_EXPIRED),
-                true,
-                D::Close3008,
-            ),
-            (Some(1011), "", None, true, D::Close1011),
-            (Some(1011), "", None, false, D::CloseBeforeBegin),
-            (Some(1009), "", None, true, D::Close1009),
-            (Some(1000), "", None, true, D::Close1000),
-            (None, "", None, true, D::Close1006),
-            (Some(4002), "Insufficient Funds", None, false, D::FreeTier),
-        ] {
-            assert_eq!(
-                Diagnosis::from_close(code, reason, error, began),
-                expected,
-                "{code:?} {reason}"
-            );
-        }
-    }
-
-    #[test]
-    fn losses_and_failures_name_their_section() {
-        use Diagnosis as D;
-        assert_eq!(
-            D::from_lost(
-                CloseClass::RateLimited,
-                Some(3009),
-                reasons::TOO_MANY_SESSIONS
-            ),
-            D::Close3009
-        );
-        assert_eq!(
-            D::from_lost(
-                CloseClass::Transient,
-                None,
-                "cannot connect to wss://x/v3/ws: cannot resolve x: failed to lookup"
-            ),
-            D::DnsFailure
-        );
-        assert_eq!(
-            D::from_lost(CloseClass::Transient, None, "connection lost"),
-            D::Close1006
-        );
-        let fatal = format!(
-            "{} ({}; {})",
-            reasons::INVALID_AUTH,
-            CloseClass::Fatal.describe(),
-            CloseClass::Fatal.advice()
-        );
-        assert_eq!(D::from_failure_text(&fatal), D::Close1008InvalidAuth);
-        let token = "no token: api-key token provider (GET http://h/v3/token): credential \
-                     rejected: HTTP 401 Unauthorized (credential or account refused; ...)";
-        assert_eq!(D::from_failure_text(token), D::TokenUnauthorized);
-        assert_eq!(
-            D::from_failure(
-                CloseClass::TokenRejected,
-                "a fresh token was rejected too (Unauthorized Connection: Temporary token expired)"
-            ),
-            D::Close1008TokenExpired
-        );
-        assert_eq!(
-            D::from_failure(
-                CloseClass::ClientBug,
-                "Audio Transmission Rate Exceeded: ..."
-            ),
-            D::Close3007
-        );
-        assert_eq!(
-            D::from_failure(CloseClass::Local, "the audio input failed: gone"),
-            D::LocalFailure
-        );
-    }
-
-    #[test]
-    fn provider_failures_are_diagnosed() {
-        use Diagnosis as D;
-        use std::time::Duration;
-        let rejected = |provider, status| ProviderError::Rejected {
-            provider,
-            location: "GET http://127.0.0.1:1/v3/token".into(),
-            status: Some(status),
-            detail: format!("HTTP {status}"),
-        };
-        assert_eq!(
-            D::from_provider(&rejected("api-key", 401)),
-            D::TokenUnauthorized
-        );
-        assert_eq!(
-            D::from_provider(&rejected("api-key", 403)),
-            D::TokenForbidden
-        );
-        assert_eq!(
-            D::from_provider(&rejected("remote", 401)),
-            D::ServeUnauthorized
-        );
-        let limited = ProviderError::RateLimited {
-            provider: "api-key",
-            location: "x".into(),
-            status: 429,
-            retry_after: Some(Duration::from_secs(7)),
-            detail: "HTTP 429".into(),
-        };
-        assert_eq!(D::from_provider(&limited), D::TokenRateLimited);
-        let not_found = ProviderError::InvalidConfig {
-            provider: "api-key",
-            location: "x".into(),
-            detail: "HTTP 404 Not Found; is this the token endpoint?".into(),
-        };
-        assert_eq!(D::from_provider(&not_found), D::TokenNotFound);
-        let html = ProviderError::Transient {
-            provider: "remote",
-            location: "x".into(),
-            status: Some(200),
-            retry_after: None,
-            detail: "HTTP 200 but the body is not JSON: \"<html>\"".into(),
-        };
-        assert_eq!(D::from_provider(&html), D::TokenNotJson);
-        let slow = ProviderError::Transient {
-            provider: "api-key",
-            location: "x".into(),
-            status: None,
-            retry_after: None,
-            detail: "no complete answer within 1s (provider.timeout)".into(),
-        };
-        assert_eq!(D::from_provider(&slow), D::TokenTimeout);
-        let refused = ProviderError::Transient {
-            provider: "api-key",
-            location: "x".into(),
-            status: None,
-            retry_after: None,
-            detail: "cannot connect: error sending request: Connection refused (os error 111)"
-                .into(),
-        };
-        assert_eq!(D::from_provider(&refused), D::TcpFailure);
-        let missing = ProviderError::NotConfigured {
-            provider: "api-key",
-            detail: "the environment variable ASSEMBLYAI_API_KEY is not set".into(),
-        };
-        assert_eq!(D::from_provider(&missing), D::SecretMissing);
-        assert_eq!(D::from_token_status(503, true), D::ServeUnavailable);
-        assert_eq!(D::from_token_status(502, false), D::TokenServerError);
     }
 }

@@ -288,11 +288,7 @@ async fn network_steps(
     let built = match provider::build_with(&config.provider, env) {
         Ok(built) => built,
         Err(e) => {
-            r.record(Step::fail(
-                "secret",
-                e.to_string(),
-                Diagnosis::from_provider(&e),
-            ));
+            r.record(Step::fail("secret", e.to_string(), e.diagnosis()));
             skip_from(
                 r,
                 "token-endpoint",
@@ -428,14 +424,14 @@ async fn session_steps(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 64, events_tx);
     let begin_timeout = config.session.begin_timeout;
-    let (opened, error_text) = wait_for_begin(&mut events, begin_timeout).await;
+    let opened = wait_for_begin(&mut events, begin_timeout).await;
     let begin = match opened {
         Ok(begin) => begin,
-        Err(Some(ended)) if ended.code.is_none() => {
+        Err(Some(ended)) if ended.failure.origin == crate::failure::Origin::Connect => {
             r.record(Step::fail(
                 "streaming-endpoint",
-                format!("{shown}{via}: {}", ended.reason),
-                Diagnosis::from_connect_reason(&ended.reason),
+                format!("{shown}{via}: {}", ended.failure.reason),
+                ended.failure.diagnosis,
             ));
             skip_from(r, "begin", "skipped: streaming-endpoint failed");
             return;
@@ -445,16 +441,18 @@ async fn session_steps(
                 "streaming-endpoint",
                 format!("{shown}{via}: WebSocket upgraded"),
             ));
-            let error = ended.error.or(error_text);
-            let code = ended.code.unwrap_or_default();
+            let error = ended.error;
+            let code = ended.failure.code.unwrap_or_default();
             let said = match &error {
-                Some(e) if *e != ended.reason => format!("{} (Error: {e})", ended.reason),
-                _ => ended.reason.clone(),
+                Some(e) if *e != ended.failure.reason => {
+                    format!("{} (Error: {e})", ended.failure.reason)
+                }
+                _ => ended.failure.reason.clone(),
             };
             r.record(Step::fail(
                 "begin",
                 format!("closed before Begin: {code} \"{said}\""),
-                Diagnosis::from_close(ended.code, &ended.reason, error.as_deref(), false),
+                ended.failure.diagnosis,
             ));
             skip_from(r, "clock", "skipped: begin failed");
             return;
@@ -584,7 +582,6 @@ async fn terminate_step(
     let chunk = audio::encode(&vec![0; samples], config.streaming.encoding);
     let chunks = (SILENCE.as_millis() as u32).div_ceil(chunk_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(chunk_ms)));
-    let mut error_text: Option<String> = None;
     let mut closed = None;
     for _ in 0..chunks {
         tick.tick().await;
@@ -593,10 +590,8 @@ async fn terminate_step(
         }
         // A close while streaming (pacing, chunk size) is the answer.
         while let Ok((_, event)) = events.try_recv() {
-            match event {
-                ConnEvent::Closed(ended) => closed = Some(ended),
-                ConnEvent::Message(ServerMessage::Error(e)) => error_text = Some(e.error),
-                _ => {}
+            if let ConnEvent::Closed(ended) = event {
+                closed = Some(ended);
             }
         }
         if closed.is_some() {
@@ -614,9 +609,6 @@ async fn terminate_step(
             Ok(Some((_, ConnEvent::Message(ServerMessage::Termination(t))))) => {
                 termination = Some(t);
             }
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
-                error_text = Some(e.error);
-            }
             Ok(Some((_, ConnEvent::Closed(ended)))) => closed = Some(ended),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
@@ -630,24 +622,22 @@ async fn terminate_step(
                 SILENCE.as_secs(),
                 t.audio_duration_seconds,
                 ended
-                    .and_then(|e| e.code)
+                    .and_then(|e| e.failure.code)
                     .map_or_else(|| "no code".to_owned(), |c| c.to_string())
             ),
         ),
-        (None, Some(ended)) => {
-            let error = ended.error.clone().or(error_text);
-            Step::fail(
-                "terminate",
-                format!(
-                    "closed without Termination: {} \"{}\"",
-                    ended
-                        .code
-                        .map_or_else(|| "no code".to_owned(), |c| c.to_string()),
-                    ended.reason
-                ),
-                Diagnosis::from_close(ended.code, &ended.reason, error.as_deref(), true),
-            )
-        }
+        (None, Some(ended)) => Step::fail(
+            "terminate",
+            format!(
+                "closed without Termination: {} \"{}\"",
+                ended
+                    .failure
+                    .code
+                    .map_or_else(|| "no code".to_owned(), |c| c.to_string()),
+                ended.failure.reason
+            ),
+            ended.failure.diagnosis,
+        ),
         (None, None) => Step::fail(
             "terminate",
             format!(
@@ -668,11 +658,7 @@ async fn fetch_once(
     let limit = config.provider.timeout + config.provider.file.wait + Duration::from_secs(5);
     match tokio::time::timeout(limit, provider.fetch(request)).await {
         Ok(Ok(token)) => Ok(token),
-        Ok(Err(e)) => Err(Box::new(Step::fail(
-            "token",
-            e.to_string(),
-            Diagnosis::from_provider(&e),
-        ))),
+        Ok(Err(e)) => Err(Box::new(Step::fail("token", e.to_string(), e.diagnosis()))),
         Err(_) => Err(Box::new(Step::fail(
             "token",
             format!(
@@ -796,7 +782,8 @@ pub async fn reach_step(step: &'static str, url: &Url, timeout: Duration) -> Ste
             let diagnosis = if !via.is_empty() && !lower.contains("certificate") {
                 Diagnosis::ProxyFailure
             } else {
-                Diagnosis::from_transport_text(&lower)
+                crate::provider::http::network_of(&e)
+                    .map_or(Diagnosis::TcpFailure, Diagnosis::from_network)
             };
             Step::fail(step, format!("{shown}{via}: {text}"), diagnosis)
         }
@@ -815,26 +802,18 @@ pub async fn reach_step(step: &'static str, url: &Url, timeout: Duration) -> Ste
 /// ended (`None`: no answer in time), and the text of an `Error` frame seen meanwhile. One
 /// deadline for the whole wait: other frames before `Begin` do not extend it.
 pub(crate) async fn wait_for_begin(
-    events: &mut mpsc::UnboundedReceiver<(crate::session::machine::Gen, ConnEvent)>,
+    events: &mut mpsc::UnboundedReceiver<(crate::events::Gen, ConnEvent)>,
     timeout: Duration,
-) -> (
-    Result<crate::protocol::messages::Begin, Option<connection::Ended>>,
-    Option<String>,
-) {
+) -> Result<crate::protocol::messages::Begin, Option<connection::Ended>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut error_text = None;
-    let outcome = loop {
+    loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Error(e))))) => {
-                error_text = Some(e.error);
-            }
             Ok(Some((_, ConnEvent::Closed(ended)))) => break Err(Some(ended)),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break Err(None),
         }
-    };
-    (outcome, error_text)
+    }
 }
 
 /// The file provider's "endpoint": the token file present, readable, fresh, and (as far as this

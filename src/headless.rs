@@ -10,8 +10,10 @@ use anyhow::Context;
 
 use crate::audio::{self, AudioOptions, Pace};
 use crate::config::{Config, InputSpec};
+use crate::events::{SessionEvent, View};
+use crate::failure::Failure;
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
-use crate::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
+use crate::session::{self, SessionCommand, SupervisorOptions};
 use crate::strings;
 use crate::transcript::{self, Transcript};
 
@@ -45,7 +47,9 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Run headless until the input ends, `--duration` passes, Ctrl-C, or a fatal failure.
-/// Returns the process exit code: 0 when the run ended normally, 1 when it failed.
+/// Returns the process exit code (docs/events.md): 0 when the run ended normally and every
+/// captured sample was sent, 3 when it ended normally but audio was reported lost, 1 when it
+/// failed.
 pub async fn run(
     config: &Config,
     options: &RunOptions,
@@ -91,7 +95,7 @@ pub async fn run(
     );
 
     let hello = SessionEvent::Hello {
-        schema: session::events::SCHEMA_VERSION,
+        schema: crate::events::SCHEMA_VERSION,
         version: env!("CARGO_PKG_VERSION"),
         input: input.name.clone(),
         provider: format!("{} ({})", provider.name(), provider.source()),
@@ -115,9 +119,12 @@ pub async fn run(
         tokio::select! {
             event = handle.events.recv() => {
                 let Some(event) = event else { break };
-                printer.print(Line::Out(event.to_line_at(std::time::SystemTime::now())))?;
-                if let Some(message) = describe(&event) {
-                    printer.print(Line::Err(message))?;
+                let now = std::time::SystemTime::now();
+                printer.print(Line::Out(event.to_line_at(now)))?;
+                if let Some(line) = strings::event_line(&event, now)
+                    && line.audience != strings::Audience::Pane
+                {
+                    printer.print(Line::Err(line.for_stderr()))?;
                 }
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !stop_sent => {
@@ -147,58 +154,26 @@ pub async fn run(
         .await
         .context("the transcript export task failed")?
         .context("cannot write the transcript")?;
-    Ok(i32::from(outcome.failure.is_some()))
+    Ok(outcome.exit_code())
 }
 
 /// The supervisor's task vanished (it catches its own panics, so this is a last resort): the
 /// run must not look finished — `state: failed` on stdout, the reason on stderr, exit 1.
 fn vanished(printer: Printer, join: &tokio::task::JoinError) -> anyhow::Result<i32> {
-    let reason = strings::crashed(&join.to_string());
+    let failure = Failure::internal(strings::crashed(&join.to_string()));
+    let line = strings::Line {
+        severity: strings::Severity::Error,
+        text: strings::run_failed(&strings::failure(&failure)),
+        explain: Some(failure.explain()),
+        audience: strings::Audience::Stderr,
+    };
     let failed = SessionEvent::State {
-        view: session::machine::View::Failed {
-            class: crate::protocol::CloseClass::Local,
-            reason: reason.clone(),
-        },
+        view: View::Failed(failure),
     };
     printer.print(Line::Out(failed.to_line_at(std::time::SystemTime::now())))?;
-    let section = crate::diagnosis::Diagnosis::from_failure_text(&reason).section();
-    printer.print(Line::Err(strings::run_failed_explained(&reason, section)))?;
+    printer.print(Line::Err(line.for_stderr()))?;
     printer.finish()?;
     Ok(1)
-}
-
-/// The human-readable line for stderr, for the events a person wants to see (the dashboard's
-/// events pane says the same words).
-fn describe(event: &SessionEvent) -> Option<String> {
-    let line = match event {
-        SessionEvent::Lost {
-            generation,
-            class,
-            code,
-            reason,
-            what_now,
-            explain,
-        } => strings::lost_explained(*generation, *class, *code, reason, what_now, explain),
-        SessionEvent::AudioLost { ms, cause, .. } => strings::audio_lost(*ms, *cause),
-        SessionEvent::Rotation {
-            from, to, forced, ..
-        } => strings::rotated(*from, *to, *forced),
-        SessionEvent::Finished {
-            failure: Some(f),
-            explain,
-            ..
-        } => match explain {
-            Some(section) => strings::run_failed_explained(f, section),
-            None => strings::run_failed(f),
-        },
-        SessionEvent::TokenFailed {
-            generation,
-            message,
-            ..
-        } => strings::token_failed(*generation, message),
-        _ => return None,
-    };
-    Some(line)
 }
 
 /// A line for the printer thread.

@@ -13,6 +13,8 @@ pub mod demo;
 pub mod diagnosis;
 pub mod doctor;
 pub mod emulator;
+pub mod events;
+pub mod failure;
 pub mod files;
 pub mod headless;
 pub mod listener;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::diagnosis::{Diagnosis, Network};
 pub use crate::secret::Token;
 pub use premint::{PreMintOptions, PreMinter, TokenState};
 
@@ -138,6 +139,8 @@ pub enum ProviderError {
         provider: &'static str,
         /// The URL or path concerned, or the config key.
         location: String,
+        /// The HTTP status that showed it (a 400, a 404, a redirect), when one did.
+        status: Option<u16>,
         /// What is wrong and what to fix.
         detail: String,
     },
@@ -146,6 +149,8 @@ pub enum ProviderError {
         provider: &'static str,
         location: String,
         status: Option<u16>,
+        /// The kind of transport failure, when it was one (decided from the library's error).
+        network: Option<Network>,
         /// A `Retry-After` the server sent with a 5xx, honoured like a rate limit's.
         retry_after: Option<Duration>,
         detail: String,
@@ -177,6 +182,8 @@ pub enum ProviderError {
         provider: &'static str,
         location: String,
         waited: Duration,
+        /// The file was not there at all (else it held no fresh token).
+        missing: bool,
         detail: String,
     },
 }
@@ -212,9 +219,46 @@ impl ProviderError {
     /// The HTTP status of the failed answer, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Transient { status, .. } | Self::Rejected { status, .. } => *status,
+            Self::Transient { status, .. }
+            | Self::Rejected { status, .. }
+            | Self::InvalidConfig { status, .. } => *status,
             Self::RateLimited { status, .. } => Some(*status),
+            Self::NotConfigured { .. } | Self::Internal { .. } | Self::Exhausted { .. } => None,
+        }
+    }
+
+    /// The kind of transport failure, when it was one.
+    pub fn network(&self) -> Option<Network> {
+        match self {
+            Self::Transient { network, .. } => *network,
             _ => None,
+        }
+    }
+
+    /// The troubleshooting section, from the typed facts: the status (a token server's are
+    /// `aai-live serve`'s, not AssemblyAI's), the network kind, the class.
+    pub fn diagnosis(&self) -> Diagnosis {
+        let remote = self.provider() == "remote";
+        if let Some(status) = self.status() {
+            return Diagnosis::from_token_status(status, remote);
+        }
+        match self {
+            Self::NotConfigured { .. } => Diagnosis::SecretMissing,
+            Self::InvalidConfig { .. } => Diagnosis::ConfigInvalid,
+            Self::Exhausted { missing: true, .. } => Diagnosis::TokenFileMissing,
+            Self::Exhausted { missing: false, .. } => Diagnosis::TokenFileStale,
+            Self::Rejected { .. } if remote => Diagnosis::ServeUnauthorized,
+            Self::Rejected { .. } => Diagnosis::TokenUnauthorized,
+            Self::RateLimited { .. } if remote => Diagnosis::ServeRateLimited,
+            Self::RateLimited { .. } => Diagnosis::TokenRateLimited,
+            Self::Transient {
+                network: Some(network),
+                ..
+            } => Diagnosis::from_network(*network),
+            // A token file that cannot be read.
+            Self::Transient { provider, .. } if *provider == "file" => Diagnosis::TokenFileMissing,
+            Self::Transient { .. } => Diagnosis::TcpFailure,
+            Self::Internal { .. } => Diagnosis::LocalFailure,
         }
     }
 
@@ -316,6 +360,7 @@ mod tests {
             provider: "file",
             location: "/tmp/t".into(),
             waited: Duration::from_secs(30),
+            missing: false,
             detail: "the file still holds a used token".into(),
         };
         assert!(!exhausted.is_fatal());

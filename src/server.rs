@@ -397,6 +397,7 @@ fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))
         .route("/aai-live-client.js", get(web::client))
+        .route("/aai-live-machine.js", get(web::machine))
         .route("/aai-live-worklet.js", get(web::worklet))
         .route("/close-codes.json", get(web::close_codes))
         .route("/config.json", get(web::config));

@@ -3,11 +3,11 @@
 //! so no audio and no words are lost.
 //!
 //! `machine` decides (pure); `supervisor` carries out its effects (sockets, timers, audio);
-//! `connection` is one WebSocket; `replay` the audio buffer; `events` what is reported.
+//! `connection` is one WebSocket; `replay` the audio buffer; `ledger` the accounts. What a run
+//! reports is `crate::events`.
 
 pub mod backoff;
 pub mod connection;
-pub mod events;
 pub mod ledger;
 pub mod machine;
 pub mod replay;
@@ -19,10 +19,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use url::Url;
 
-pub use events::SessionEvent;
 pub use supervisor::{AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions};
 
 use crate::config::{Config, ProviderKind};
+use crate::events::SessionEvent;
 use crate::protocol::StreamingParams;
 use crate::provider::PreMinter;
 use crate::transcript::Transcript;
@@ -69,11 +69,6 @@ impl SupervisorOptions {
             machine: machine::MachineConfig {
                 rotation: s.rotation,
                 rotation_lead: s.rotation_lead,
-                // Force a turn boundary with a third of the lead left, so a natural boundary has
-                // two thirds of the lead to come (the supervisor already plans with a second of
-                // safety before `expires_at`).
-                handover_margin: s.rotation_lead / 3,
-                handover_grace: Duration::from_millis(1500),
                 begin_timeout: s.begin_timeout,
                 drain_timeout: s.terminate_timeout,
                 healthy_after: s.healthy_after,
@@ -83,6 +78,7 @@ impl SupervisorOptions {
                     multiplier: s.backoff_multiplier,
                     rate_limited: s.rate_limit_backoff,
                 },
+                ..machine::MachineConfig::default()
             },
             replay_buffer: s.replay_buffer,
             replay_speed: s.replay_speed,

@@ -1,6 +1,8 @@
 //! The words aai-live says to people about a streaming run, in one place: the dashboard's events
 //! pane and problem panel and the headless runner's stderr lines use the same sentences for the
-//! same events, so both clients describe a run the same way.
+//! same events ([`event_line`] is the one dispatcher from an event to its line), so both clients
+//! describe a run the same way. Every sentence is a function of values (a [`Failure`], a
+//! [`View`], an event); nothing reads a sentence back.
 //!
 //! What each close class *means* and what aai-live does about it (`CloseClass::describe`,
 //! `CloseClass::advice`, `CloseClass::remedy`) lives with the classification in
@@ -10,12 +12,12 @@
 //! from the network (reasons, messages) goes through `untrusted::for_terminal` here, so no
 //! sentence can carry an escape sequence to a terminal.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::diagnosis::Diagnosis;
+use crate::events::{Cause, LossCause, SessionEvent, View};
+use crate::failure::{Failure, Origin};
 use crate::protocol::CloseClass;
-use crate::session::ledger::LossCause;
-use crate::session::machine::{Cause, View};
 use crate::untrusted::for_terminal;
 
 // --- Formatting helpers --------------------------------------------------------------------
@@ -98,8 +100,12 @@ pub fn view(view: &View) -> Option<String> {
             class.describe(),
             secs(*retry_in_ms)
         ),
-        View::Failed { class, reason } => {
-            format!("failed ({}): {}", class.describe(), for_terminal(reason))
+        View::Failed(failure) => {
+            format!(
+                "failed ({}): {}",
+                failure.class.describe(),
+                for_terminal(&failure.reason)
+            )
         }
     })
 }
@@ -123,22 +129,45 @@ pub fn stopped_hint(class: CloseClass, key: &str) -> String {
 }
 
 /// [`stopped_hint`], then where the failure is explained: "... More: `aai-live explain 3009`."
-pub fn stopped_hint_explained(class: CloseClass, reason: &str, key: &str) -> String {
+pub fn stopped_hint_explained(failure: &Failure, key: &str) -> String {
     format!(
         "{} More: {}.",
-        stopped_hint(class, key),
-        explain(Diagnosis::from_failure(class, reason))
+        stopped_hint(failure.class, key),
+        explain(failure.diagnosis)
+    )
+}
+
+/// A failure in one sentence: what failed, in its own words, then what its class means and
+/// what is (not) done about it. The `failure` of a `finished` event, the log, stderr.
+pub fn failure(failure: &Failure) -> String {
+    let reason = for_terminal(&failure.reason);
+    let what = match (failure.origin, failure.class, failure.code) {
+        (Origin::Input, ..) => format!("the audio input failed: {reason}"),
+        (Origin::Token, ..) => format!("no token: {reason}"),
+        // A close that fails the run with this class comes after the one retry: its advice
+        // ("retrying once") is spent.
+        (Origin::Close, CloseClass::TokenRejected, _) => {
+            return format!(
+                "a fresh token was rejected too ({reason}); check the token source and the \
+                 clock ({})",
+                failure.class.describe()
+            );
+        }
+        (Origin::Close, _, Some(code)) if reason.is_empty() => format!("closed with {code}"),
+        (Origin::Close, _, Some(code)) => format!("closed with {code} \"{reason}\""),
+        (Origin::Close, _, None) if reason.is_empty() => "connection lost".to_owned(),
+        (Origin::Close | Origin::Connect | Origin::Internal, ..) => reason.into_owned(),
+    };
+    format!(
+        "{what} ({}; {})",
+        failure.class.describe(),
+        failure.class.advice()
     )
 }
 
 /// `hint`, then where the problem is explained: "... More: `aai-live explain no-key`."
 pub fn explained(hint: &str, diagnosis: Diagnosis) -> String {
     format!("{hint} More: {}.", explain(diagnosis))
-}
-
-/// The section for a provider that could not be built (`detail` is its error).
-pub fn provider_diagnosis(detail: &str) -> Diagnosis {
-    Diagnosis::from_failure(CloseClass::Fatal, detail)
 }
 
 /// "`aai-live explain 3009`": the command that prints a diagnosis's section.
@@ -197,25 +226,47 @@ fn see(line: &str, section: &str) -> String {
     format!("{line} (see `aai-live explain {section}`)")
 }
 
-/// [`lost`], then where it is explained (the headless runner's stderr line; `section` is the
-/// `lost` event's `explain`).
-pub fn lost_explained(
-    generation: u64,
-    class: CloseClass,
-    code: Option<u16>,
-    reason: &str,
-    what_now: &str,
-    section: &str,
-) -> String {
-    see(&lost(generation, class, code, reason, what_now), section)
-}
-
 pub fn reconnected(generation: u64, replay_ms: u64, gap_ms: u64) -> String {
     format!(
         "reconnected on connection {generation}: replaying {} s of buffered audio (no live \
          session for {} s)",
         secs(replay_ms),
         secs(gap_ms)
+    )
+}
+
+/// A backlog that outgrew the replay buffer before a new session could take it again.
+pub fn replay_outgrown(ms: u64) -> String {
+    format!(
+        "{} s of audio sent to the lost session could not be replayed (it outgrew the replay \
+         buffer); words in it may be missing",
+        secs(ms)
+    )
+}
+
+/// A session that reads audio but answers nothing.
+pub fn stalled_unanswered(after: Duration) -> String {
+    format!(
+        "stalled: no reply for {} s while audio was sent",
+        after.as_secs()
+    )
+}
+
+/// A session that answers nothing at all, not even a ping.
+pub fn stalled_silent(after: Duration) -> String {
+    format!(
+        "stalled: nothing from the server for {} s, not even an answer to a ping",
+        after.as_secs()
+    )
+}
+
+/// The mint budget was spent without a session that lasted: minting pauses.
+pub fn mint_budget(mints: usize, window: Duration, wait: Duration) -> String {
+    format!(
+        "{mints} tokens in {} s and no session lasted: pausing new sessions for {} s so the \
+         token source is not flooded",
+        window.as_secs(),
+        wait.as_secs()
     )
 }
 
@@ -249,18 +300,165 @@ pub fn terminated(generation: u64, audio_seconds: u64, session_seconds: u64) -> 
     )
 }
 
-pub fn service_warning(message: &str) -> String {
-    format!("the service warns: {}", for_terminal(message))
-}
-
 /// The run ended with a failure.
 pub fn run_failed(reason: &str) -> String {
     format!("failed: {}", for_terminal(reason))
 }
 
-/// [`run_failed`], then where it is explained (`section`: the `finished` event's `explain`).
-pub fn run_failed_explained(reason: &str, section: &str) -> String {
-    see(&run_failed(reason), section)
+// --- One event, one line --------------------------------------------------------------------
+
+/// How much an events-pane entry or a stderr line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Who shows a line: the dashboard's events pane, the headless runner's stderr, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Both,
+    /// The events pane only: headless has the NDJSON event for it.
+    Pane,
+    /// Stderr only: the dashboard shows it otherwise (a failed `finished` is its problem panel).
+    Stderr,
+}
+
+/// What an event says to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub severity: Severity,
+    pub text: String,
+    /// The troubleshooting section that explains it, for failure-bearing events.
+    pub explain: Option<&'static str>,
+    pub audience: Audience,
+}
+
+impl Line {
+    fn new(severity: Severity, text: String, audience: Audience) -> Self {
+        Self {
+            severity,
+            text,
+            explain: None,
+            audience,
+        }
+    }
+
+    fn explained(self, explain: Option<&'static str>) -> Self {
+        Self { explain, ..self }
+    }
+
+    /// The headless stderr form: the line, then where it is explained.
+    pub fn for_stderr(&self) -> String {
+        match self.explain {
+            Some(section) => see(&self.text, section),
+            None => self.text.clone(),
+        }
+    }
+}
+
+fn by_class(class: CloseClass) -> Severity {
+    if class.retryable() {
+        Severity::Warn
+    } else {
+        Severity::Error
+    }
+}
+
+/// The line an event says, if any: the one dispatcher for the dashboard's events pane and the
+/// headless runner's stderr. No wildcard arm: a new event is a compile error here until it is
+/// decided. `now` is when it is shown (a session's time left).
+pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
+    use Audience::{Both, Pane, Stderr};
+    use Severity::{Error, Info, Warn};
+    let line = match event {
+        SessionEvent::Hello { .. } | SessionEvent::Partial(_) | SessionEvent::Final(_) => {
+            return None;
+        }
+        SessionEvent::State { view: v } => {
+            let severity = match v {
+                View::Backoff { .. } => Warn,
+                View::Failed(_) => Error,
+                _ => Info,
+            };
+            let explain = match v {
+                View::Failed(failure) => Some(failure.explain()),
+                _ => None,
+            };
+            Line::new(severity, view(v)?, Pane).explained(explain)
+        }
+        SessionEvent::Token {
+            generation,
+            fingerprint,
+            ..
+        } => Line::new(Info, token_obtained(*generation, fingerprint), Pane),
+        SessionEvent::TokenFailed {
+            generation,
+            class,
+            message,
+            explain,
+        } => Line::new(by_class(*class), token_failed(*generation, message), Both)
+            .explained(Some(explain)),
+        SessionEvent::Begin {
+            generation,
+            session_id,
+            expires_at,
+            ..
+        } => {
+            let ends = UNIX_EPOCH + Duration::from_secs((*expires_at).max(0).unsigned_abs());
+            let left = ends.duration_since(now).unwrap_or_default();
+            Line::new(Info, session_began(*generation, session_id, left), Pane)
+        }
+        SessionEvent::Rotation {
+            from, to, forced, ..
+        } => Line::new(Info, rotated(*from, *to, *forced), Both),
+        SessionEvent::Lost {
+            generation,
+            class,
+            code,
+            reason,
+            what_now,
+            explain,
+        } => Line::new(
+            by_class(*class),
+            lost(*generation, *class, *code, reason, what_now),
+            Both,
+        )
+        .explained(Some(explain)),
+        SessionEvent::Reconnected {
+            generation,
+            replay_ms,
+            gap_ms,
+            ..
+        } => Line::new(Info, reconnected(*generation, *replay_ms, *gap_ms), Pane),
+        SessionEvent::AudioLost { ms, cause, .. } => {
+            Line::new(Error, audio_lost(*ms, *cause), Both)
+        }
+        SessionEvent::DrainTimedOut { generation } => {
+            Line::new(Warn, drain_timed_out(*generation), Pane)
+        }
+        SessionEvent::Termination {
+            generation,
+            audio_duration_seconds,
+            session_duration_seconds,
+        } => Line::new(
+            Info,
+            terminated(
+                *generation,
+                *audio_duration_seconds,
+                *session_duration_seconds,
+            ),
+            Pane,
+        ),
+        SessionEvent::Warning { message, explain } => {
+            Line::new(Warn, for_terminal(message).into_owned(), Both).explained(*explain)
+        }
+        SessionEvent::Finished {
+            failure, explain, ..
+        } => Line::new(Error, run_failed(failure.as_deref()?), Stderr).explained(*explain),
+    };
+    Some(line)
 }
 
 // --- The run as a whole --------------------------------------------------------------------
@@ -362,7 +560,10 @@ pub fn implausible_expiry(expires_at: i64, left_ms: i64, planned: Duration) -> S
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
+    use crate::protocol::close::reasons;
 
     #[test]
     fn clock_and_ids() {
@@ -375,16 +576,7 @@ mod tests {
 
     #[test]
     fn every_class_has_a_stopped_hint_naming_the_key() {
-        for class in [
-            CloseClass::Normal,
-            CloseClass::SessionExpired,
-            CloseClass::TokenRejected,
-            CloseClass::RateLimited,
-            CloseClass::Transient,
-            CloseClass::ClientBug,
-            CloseClass::Fatal,
-            CloseClass::Local,
-        ] {
+        for class in CloseClass::iter() {
             let hint = stopped_hint(class, "space");
             assert!(
                 hint.contains("press space") || hint.contains("Press space"),
@@ -402,16 +594,22 @@ mod tests {
     #[test]
     fn network_text_cannot_reach_a_terminal_raw() {
         let evil = format!("\u{1b}]0;pwned\u{7}{}", "x".repeat(20_000));
+        let failed = Failure::close(Some(1008), &evil, None, true);
         for line in [
             lost(1, CloseClass::Transient, Some(1011), &evil, "reconnecting"),
-            service_warning(&evil),
             token_failed(1, &evil),
             run_failed(&evil),
-            view(&View::Failed {
-                class: CloseClass::Fatal,
-                reason: evil.clone(),
-            })
-            .expect("line"),
+            failure(&failed),
+            view(&View::Failed(failed.clone())).expect("line"),
+            event_line(
+                &SessionEvent::Warning {
+                    message: evil.clone(),
+                    explain: None,
+                },
+                SystemTime::now(),
+            )
+            .expect("line")
+            .text,
         ] {
             assert!(
                 !line.contains('\u{1b}') && !line.contains('\u{7}'),
@@ -423,32 +621,68 @@ mod tests {
 
     #[test]
     fn failures_name_their_section() {
+        let limited = Failure::close(Some(3009), "Too many concurrent sessions", None, true);
+        let line = event_line(
+            &SessionEvent::Lost {
+                generation: 2,
+                class: limited.class,
+                code: limited.code,
+                reason: limited.reason.clone(),
+                what_now: "backing off",
+                explain: limited.explain(),
+            },
+            SystemTime::now(),
+        )
+        .expect("a line");
         assert_eq!(
-            lost_explained(
-                2,
-                CloseClass::RateLimited,
-                Some(3009),
-                "Too many concurrent sessions",
-                "backing off",
-                Diagnosis::from_lost(
-                    CloseClass::RateLimited,
-                    Some(3009),
-                    "Too many concurrent sessions"
-                )
-                .section(),
-            ),
+            line.for_stderr(),
             "connection 2 lost: too many new sessions per minute (3009: Too many concurrent \
              sessions); backing off (see `aai-live explain 3009`)"
         );
+        let fatal = Failure::close(Some(1008), reasons::MISSING_AUTH, None, true);
         assert!(
-            stopped_hint_explained(CloseClass::Fatal, "Invalid API key or token", "space")
-                .ends_with("press space to try again. More: `aai-live explain 1008-invalid-key`."),
+            stopped_hint_explained(&fatal, "space")
+                .ends_with("press space to try again. More: `aai-live explain 1008-missing-auth`."),
         );
-        let failure = "the audio input failed: x";
-        assert!(
-            run_failed_explained(failure, Diagnosis::from_failure_text(failure).section())
-                .contains("explain local")
+        let input = Failure::input("gone");
+        assert_eq!(
+            failure(&input),
+            "the audio input failed: gone (a local failure (the audio input or aai-live \
+             itself); not retrying: the reason says what failed; the log file has details)"
         );
+        let finished = SessionEvent::Finished {
+            finals: 0,
+            rotations: 0,
+            reconnects: 0,
+            audio_captured_samples: 0,
+            audio_sent_samples: 0,
+            audio_lost_samples: 0,
+            audio_lost_ms: 0,
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+            failure: Some(failure(&input)),
+            explain: Some(input.explain()),
+        };
+        let line = event_line(&finished, SystemTime::now()).expect("a line");
+        assert_eq!(line.audience, Audience::Stderr);
+        assert!(line.for_stderr().contains("explain local"), "{line:?}");
+    }
+
+    /// Rewording any sentence changes no section: the sections come from the values, and the
+    /// words are only ever rendered from them. Every failure-bearing event keeps its section
+    /// whatever its reason says.
+    #[test]
+    fn rewording_changes_no_section() {
+        for reason in [
+            "",
+            "token provider",
+            "cannot resolve proxy TLS timed out dns",
+        ] {
+            let f = Failure::close(Some(3009), reason, None, true);
+            assert_eq!(f.explain(), "3009", "{reason:?}");
+            let f = Failure::input(reason);
+            assert_eq!(f.explain(), "local", "{reason:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let loaded = load_config_with(&cli.global, run_overrides(&args))?;
+            let loaded = match usage(load_config_with(&cli.global, run_overrides(&args))) {
+                Ok(loaded) => loaded,
+                Err(code) => return Ok(code),
+            };
             let _log = init_logging(&cli.global, &loaded)?;
             if wants_dashboard(&args) {
                 let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
@@ -40,7 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Demo(args) => {
-            let loaded = load_config_with(&cli.global, run_overrides(&args.run))?;
+            let loaded = match usage(load_config_with(&cli.global, run_overrides(&args.run))) {
+                Ok(loaded) => loaded,
+                Err(code) => return Ok(code),
+            };
             let _log = init_logging(&cli.global, &loaded)?;
             demo(loaded.config, &args.run)
         }
@@ -64,6 +70,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(emulate(*args))
         }
     }
+}
+
+/// An invalid configuration (a file, a variable or a flag) is a usage error: said on stderr,
+/// exit 2 (docs/events.md), never mistaken for a failed run.
+fn usage(loaded: anyhow::Result<Loaded>) -> Result<Loaded, ExitCode> {
+    loaded.map_err(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -425,9 +440,13 @@ async fn show_dashboard(setup: crate::app::Setup) -> anyhow::Result<ExitCode> {
             "aai-live: the last run failed: {}",
             crate::untrusted::for_terminal(failure)
         );
-        return Ok(ExitCode::FAILURE);
+    } else if report.audio_lost_ms > 0 {
+        eprintln!(
+            "aai-live: {}",
+            crate::strings::audio_lost(report.audio_lost_ms, crate::events::LossCause::Stopped)
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// `aai-live demo`: the emulator in-process, the configuration pointed at it, then the dashboard

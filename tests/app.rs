@@ -8,9 +8,12 @@ use aai_live::app::state::{DashboardState, Info, ProblemKind, UiOptions, locale_
 use aai_live::app::{DashboardCommand, Msg, StartFailure};
 use aai_live::audio::{AudioStats, InputEnd};
 use aai_live::config::{Config, KeySpec};
+use aai_live::events::SessionEvent;
+use aai_live::events::{Cause, View};
+use aai_live::failure::Failure;
 use aai_live::protocol::CloseClass;
-use aai_live::session::machine::{Cause, View};
-use aai_live::session::{self, SessionEvent};
+use aai_live::provider::ProviderError;
+use aai_live::session;
 use aai_live::transcript::{FinalTurn, PartialTurn};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -389,7 +392,7 @@ fn counters_and_the_last_close() {
             to_ms: 1500,
             ms: 1500,
             samples: 24_000,
-            cause: aai_live::session::ledger::LossCause::ReplayBufferFull,
+            cause: aai_live::events::LossCause::ReplayBufferFull,
         },
         51,
     );
@@ -425,10 +428,7 @@ fn backoff_and_failure_show_panels_and_keep_the_transcript() {
     );
     view(
         &mut s,
-        View::Failed {
-            class: CloseClass::Fatal,
-            reason: "1008 invalid API key".into(),
-        },
+        View::Failed(Failure::close(Some(1008), "invalid API key", None, true)),
         4,
     );
     let problem = s.problems.first().expect("panel");
@@ -446,9 +446,12 @@ fn backoff_and_failure_show_panels_and_keep_the_transcript() {
 fn a_provider_or_audio_failure_is_a_panel_and_start_can_be_retried() {
     let mut s = state();
     s.update(
-        Msg::StartFailed(StartFailure::Provider(
-            "ASSEMBLYAI_API_KEY is not set".into(),
-        )),
+        Msg::StartFailed(StartFailure::Provider(Failure::token(
+            &ProviderError::NotConfigured {
+                provider: "api-key",
+                detail: "ASSEMBLYAI_API_KEY is not set".into(),
+            },
+        ))),
         at(0),
     );
     assert_eq!(s.problems[0].kind, ProblemKind::Provider);

@@ -2,7 +2,9 @@
 //! `crate::` path in src/ (in `use` lines, grouped or not, and inline in code) is an edge between
 //! two top-level modules; the edges must be exactly those of the documented table ("Dependencies
 //! between modules"), no more (an undocumented dependency) and no fewer (a claim that is no
-//! longer true). It also checks the documented home of `anyhow` and that every module is listed.
+//! longer true). Edges point one way: the only loop between modules is the documented one
+//! (`app` ↔ `ui`: the model and its pure render). It also checks the documented home of
+//! `anyhow` and that every module is listed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -313,6 +315,79 @@ fn module_edges_are_exactly_the_documented_ones() {
         problems.is_empty(),
         "docs/architecture.md and the code disagree:\n  {}",
         problems.join("\n  ")
+    );
+}
+
+/// The groups of modules that reach each other (strongly connected components of more than one
+/// module), each sorted: every module in a group depends, through others, on every other.
+fn loops(edges: &Edges) -> Vec<Vec<String>> {
+    let nodes: BTreeSet<&String> = edges
+        .keys()
+        .chain(edges.values().flat_map(|tos| tos.iter()))
+        .collect();
+    let reach = |from: &String| {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![from.clone()];
+        while let Some(n) = stack.pop() {
+            for to in edges.get(&n).into_iter().flatten() {
+                if seen.insert(to.clone()) {
+                    stack.push(to.clone());
+                }
+            }
+        }
+        seen
+    };
+    let reached: BTreeMap<&String, BTreeSet<String>> =
+        nodes.iter().map(|n| (*n, reach(n))).collect();
+    let mut groups: BTreeSet<Vec<String>> = BTreeSet::new();
+    for n in &nodes {
+        let group: Vec<String> = nodes
+            .iter()
+            .filter(|m| reached[*n].contains(**m) && reached[*m].contains(*n))
+            .map(|m| (*m).clone())
+            .collect();
+        if group.len() > 1 {
+            groups.insert(group);
+        }
+    }
+    groups.into_iter().collect()
+}
+
+/// The loop the architecture allows: the dashboard's model (`app`) renders through `ui`, which
+/// reads the model's state types.
+const ALLOWED_LOOP: [&str; 2] = ["app", "ui"];
+
+#[test]
+fn module_edges_point_one_way() {
+    let (code, _) = code_edges();
+    let found = loops(&code);
+    let allowed = vec![ALLOWED_LOOP.map(str::to_owned).to_vec()];
+    assert_eq!(
+        found, allowed,
+        "modules that depend on each other (directly or through others): only app ↔ ui may"
+    );
+}
+
+#[test]
+fn the_loop_finder_finds_loops() {
+    let edge = |from: &str, to: &[&str]| {
+        (
+            from.to_owned(),
+            to.iter().map(|t| (*t).to_owned()).collect(),
+        )
+    };
+    let edges: Edges = [
+        edge("a", &["b"]),
+        edge("b", &["c"]),
+        edge("c", &["a", "d"]),
+        edge("d", &[]),
+        edge("e", &["d"]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        loops(&edges),
+        vec![vec!["a".to_owned(), "b".into(), "c".into()]]
     );
 }
 

@@ -1,10 +1,12 @@
 //! The browser client's JavaScript under Node (Debian's `nodejs`; `make deps` installs it): its
 //! unit tests (tests/web/client.test.mjs: resampler, chunker, replay buffer, ledger, one final
-//! per turn, backoff; tests/web/client-session.test.mjs: the session rules against a fake
-//! WebSocket and token server), and the proof that the close-code rules are not written twice: Rust's
-//! `classify` and the client's, fed the table `serve` publishes (`/close-codes.json`), must
-//! agree on every documented close and on thousands of generated ones. And a token's
-//! fingerprint on the page is the one `serve`'s access log shows.
+//! per turn, backoff; tests/web/client-session.test.mjs: the supervisor's ledger rows against a
+//! fake WebSocket and token server; tests/web/machine.test.mjs: every row of the Rust machine's
+//! scenario table, exported to tests/fixtures/machine-rows.json), and the proof that the
+//! close-code rules are not written twice: Rust's `verdict` and the client's, fed the table
+//! `serve` publishes (`/close-codes.json`), must agree (class and troubleshooting section) on
+//! every documented close and on thousands of generated ones. And a token's fingerprint on the
+//! page is the one `serve`'s access log shows.
 //!
 //! Without `node` these are skipped with a message; with `CI` set they fail.
 
@@ -14,7 +16,7 @@ mod cdp;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aai_live::protocol::close::{self, EXAMPLES, RULES, classify};
+use aai_live::protocol::close::{self, EXAMPLES, RULES, verdict};
 use serde_json::Value;
 
 fn manifest() -> &'static Path {
@@ -28,6 +30,29 @@ fn table_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// `/config.json` as `serve` publishes it for a configuration with short timings (those of
+/// tests/supervisor_ledger.rs) and the emulator's loopback streaming URL, written to `dir`.
+fn config_file(dir: &Path) -> PathBuf {
+    use std::time::Duration;
+    let mut config = aai_live::config::Config::default();
+    config.streaming.url = Some(url::Url::parse("ws://127.0.0.1:9/v3/ws").expect("url"));
+    let s = &mut config.session;
+    s.backoff_initial = Duration::from_millis(200);
+    s.backoff_max = Duration::from_secs(1);
+    s.rate_limit_backoff = Duration::from_secs(3);
+    s.stall_timeout = Duration::from_secs(2);
+    s.begin_timeout = Duration::from_secs(5);
+    s.terminate_timeout = Duration::from_secs(1);
+    let settings = aai_live::server::BrowserSettings::from_config(&config);
+    let path = dir.join("config.json");
+    std::fs::write(
+        &path,
+        aai_live::server::web::config_json(&settings, false).to_string(),
+    )
+    .expect("config");
+    path
+}
+
 #[test]
 fn the_client_logic_tests_pass_under_node() {
     if !cdp::node_available() {
@@ -35,14 +60,17 @@ fn the_client_logic_tests_pass_under_node() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let table = table_file(dir.path());
+    let config = config_file(dir.path());
     let out = Command::new("node")
         .args([
             "--test",
             "tests/web/client.test.mjs",
             "tests/web/client-session.test.mjs",
+            "tests/web/machine.test.mjs",
         ])
         .current_dir(manifest())
         .env("AAI_LIVE_CLOSE_CODES", &table)
+        .env("AAI_LIVE_CONFIG_JSON", &config)
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -77,7 +105,7 @@ fn rule_words() -> Vec<String> {
 fn corpus() -> Vec<(Option<u16>, String, Option<String>)> {
     let mut out: Vec<(Option<u16>, String, Option<String>)> = EXAMPLES
         .iter()
-        .map(|(code, reason, error, _)| (*code, (*reason).to_owned(), error.map(str::to_owned)))
+        .map(|(code, reason, error, _, _)| (*code, (*reason).to_owned(), error.map(str::to_owned)))
         .collect();
     let words = rule_words();
     let mut texts: Vec<String> = vec![String::new()];
@@ -141,15 +169,18 @@ fn rust_and_the_browser_client_classify_every_close_alike() {
         "node failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let js: Vec<String> = serde_json::from_slice(&out.stdout).expect("classes from node");
+    let js: Vec<Value> = serde_json::from_slice(&out.stdout).expect("verdicts from node");
     assert_eq!(js.len(), corpus.len());
     let mut disagreements = Vec::new();
-    for ((code, reason, error), js_class) in corpus.iter().zip(&js) {
-        let rust = classify(*code, reason, error.as_deref());
-        let rust_class = serde_json::to_value(rust).expect("class");
-        if rust_class != js_class.as_str() {
+    for ((code, reason, error), js_verdict) in corpus.iter().zip(&js) {
+        let rust = verdict(*code, reason, error.as_deref());
+        let rust_verdict = serde_json::json!({
+            "class": rust.class,
+            "explain": rust.diagnosis.section(),
+        });
+        if rust_verdict != *js_verdict {
             disagreements.push(format!(
-                "code {code:?} reason {reason:?} error {error:?}: Rust {rust_class}, JS {js_class}"
+                "code {code:?} reason {reason:?} error {error:?}: Rust {rust_verdict}, JS {js_verdict}"
             ));
         }
     }
@@ -160,11 +191,11 @@ fn rust_and_the_browser_client_classify_every_close_alike() {
         corpus.len(),
         disagreements.join("\n")
     );
-    // The documented closes also have the class the table test says.
-    for ((code, reason, error, expected), js_class) in EXAMPLES.iter().zip(&js) {
+    // The documented closes also have the class and section the table test says.
+    for ((code, reason, error, class, diagnosis), js_verdict) in EXAMPLES.iter().zip(&js) {
         assert_eq!(
-            Value::from(js_class.as_str()),
-            serde_json::to_value(expected).expect("class"),
+            *js_verdict,
+            serde_json::json!({"class": class, "explain": diagnosis.section()}),
             "code {code:?} reason {reason:?} error {error:?}"
         );
     }

@@ -444,6 +444,6 @@ async fn a_panicking_fetch_is_an_internal_fatal_error_not_a_transient_one() {
     assert_eq!(error.class(), ProviderErrorClass::Internal, "{error}");
     assert!(error.is_fatal());
     assert!(error.to_string().contains("a bug in aai-live"), "{error}");
-    let failure = aai_live::session::supervisor::failure_of(&error);
+    let failure = aai_live::failure::Failure::token(&error);
     assert_eq!(failure.class, aai_live::protocol::CloseClass::Local);
 }

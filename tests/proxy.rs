@@ -257,7 +257,7 @@ async fn a_refusing_proxy_is_named_without_its_credentials() {
     assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     assert_eq!(
-        aai_live::diagnosis::Diagnosis::from_connect_reason(&text),
+        error.failure().diagnosis,
         aai_live::diagnosis::Diagnosis::ProxyFailure
     );
     task.abort();

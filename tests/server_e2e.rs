@@ -12,11 +12,12 @@ use std::time::Duration;
 use aai_live::audio::{self, AudioOptions, Pace};
 use aai_live::config::{Config, InputSpec, ProviderKind};
 use aai_live::emulator::{EmulatorConfig, RunningEmulator};
+use aai_live::events::SessionEvent;
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use aai_live::secret::ApiKey;
 use aai_live::server::{self, Auth, Credentials, RunningServer, ServerConfig, hash_credential};
-use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, SessionCommand, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::{KEY, utterances, write_wav};
 

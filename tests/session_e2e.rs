@@ -12,10 +12,11 @@ use std::time::Duration;
 use aai_live::audio::{self, AudioOptions, Pace};
 use aai_live::config::{Config, InputSpec};
 use aai_live::emulator::{EmulatorConfig, RunningEmulator};
+use aai_live::events::SessionEvent;
+use aai_live::events::View;
 use aai_live::protocol::CloseClass;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
-use aai_live::session::machine::View;
-use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, SessionCommand, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::{KEY, utterances, write_wav};
 
@@ -104,7 +105,7 @@ async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
     Run {
         events,
         transcript,
-        failure: outcome.failure,
+        failure: outcome.failure.as_ref().map(aai_live::strings::failure),
     }
 }
 
@@ -375,8 +376,8 @@ async fn expiry_without_rotation_remints_and_reports_the_gap() {
 fn failed(run: &Run) -> Option<CloseClass> {
     run.events.iter().rev().find_map(|e| match e {
         SessionEvent::State {
-            view: View::Failed { class, .. },
-        } => Some(*class),
+            view: View::Failed(failure),
+        } => Some(failure.class),
         _ => None,
     })
 }

@@ -14,10 +14,11 @@ use std::time::Duration;
 use aai_live::audio::{self, AudioOptions, Pace};
 use aai_live::config::{Config, InputSpec};
 use aai_live::emulator::{EmulatorConfig, Pacing, RunningEmulator};
+use aai_live::events::LossCause;
+use aai_live::events::SessionEvent;
+use aai_live::events::View;
 use aai_live::provider::{self, PreMintOptions, PreMinter, TokenRequest};
-use aai_live::session::ledger::LossCause;
-use aai_live::session::machine::View;
-use aai_live::session::{self, SessionCommand, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, SessionCommand, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use common::{CHUNK, KEY, mark_of, marked_input, utterances, watermark, write_wav};
 

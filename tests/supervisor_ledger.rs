@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aai_live::audio::{AudioChunk, AudioStats, InputEnd};
 use aai_live::config::Config;
+use aai_live::events::LossCause;
+use aai_live::events::SessionEvent;
+use aai_live::events::View;
 use aai_live::protocol::CloseClass;
 use aai_live::protocol::WsUrl;
 use aai_live::protocol::messages::{Begin, ClientMessage, ServerMessage, Termination};
@@ -18,9 +21,7 @@ use aai_live::secret::Token;
 use aai_live::session::connection::{
     ConnEvent, Connection, Connector, Ended, EventSender, Outgoing,
 };
-use aai_live::session::ledger::LossCause;
-use aai_live::session::machine::View;
-use aai_live::session::{self, AudioFeed, SessionCommand, SessionEvent, SupervisorOptions};
+use aai_live::session::{self, AudioFeed, SessionCommand, SupervisorOptions};
 use aai_live::transcript::Transcript;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -124,13 +125,7 @@ fn begin_message(expires_at: Option<i64>) -> ServerMessage {
 }
 
 fn ended(code: Option<u16>, reason: &str, after_begin: bool) -> Ended {
-    Ended {
-        code,
-        reason: reason.into(),
-        error: None,
-        class: aai_live::protocol::classify(code, reason, None),
-        after_begin,
-    }
+    Ended::close(code, reason, None, after_begin)
 }
 
 impl Connector for FakeService {
@@ -314,6 +309,7 @@ fn server_error() -> ProviderError {
         provider: "fake",
         location: "fake".into(),
         status: Some(500),
+        network: None,
         retry_after: None,
         detail: "HTTP 500".into(),
     }
@@ -324,6 +320,7 @@ fn dns_error() -> ProviderError {
         provider: "fake",
         location: "fake".into(),
         status: None,
+        network: None,
         retry_after: None,
         detail: "dns error: failed to lookup address information".into(),
     }
@@ -334,6 +331,7 @@ fn timeout_error() -> ProviderError {
         provider: "fake",
         location: "fake".into(),
         status: None,
+        network: None,
         retry_after: None,
         detail: "no answer within 10s".into(),
     }
@@ -873,10 +871,10 @@ async fn a_failed_run_says_so() {
     assert!(played.events.iter().any(|e| matches!(
         e,
         SessionEvent::State {
-            view: View::Failed {
+            view: View::Failed(aai_live::failure::Failure {
                 class: CloseClass::Fatal,
                 ..
-            }
+            })
         }
     )));
 }
@@ -931,10 +929,10 @@ async fn an_input_failure_fails_the_run_after_sending_its_audio() {
         assert!(played.events.iter().any(|e| matches!(
             e,
             SessionEvent::State {
-                view: View::Failed {
+                view: View::Failed(aai_live::failure::Failure {
                     class: CloseClass::Local,
                     ..
-                }
+                })
             }
         )));
     }
@@ -981,7 +979,7 @@ async fn an_implausible_expires_at_does_not_make_the_client_rotate() {
         .events
         .iter()
         .filter_map(|e| match e {
-            SessionEvent::Warning { message } => Some(message.clone()),
+            SessionEvent::Warning { message, .. } => Some(message.clone()),
             _ => None,
         })
         .collect();
@@ -1002,7 +1000,9 @@ async fn clock_skew_is_reported_once_a_run() {
         .events
         .iter()
         .filter_map(|e| match e {
-            SessionEvent::Warning { message } if message.contains("clock skew") => Some(message),
+            SessionEvent::Warning { message, .. } if message.contains("clock skew") => {
+                Some(message)
+            }
             _ => None,
         })
         .collect();

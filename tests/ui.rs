@@ -10,10 +10,11 @@ use aai_live::app::action::Action;
 use aai_live::app::state::{DashboardState, Info, UiOptions};
 use aai_live::audio::{AudioStats, Level, SourceFormat};
 use aai_live::config::Config;
+use aai_live::events::SessionEvent;
+use aai_live::events::{Cause, View};
+use aai_live::failure::{Failure, Origin};
 use aai_live::protocol::CloseClass;
 use aai_live::provider::{ProviderErrorClass, TokenState};
-use aai_live::session::SessionEvent;
-use aai_live::session::machine::{Cause, View};
 use aai_live::transcript::{FinalTurn, PartialTurn};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -327,10 +328,9 @@ fn failed() -> DashboardState {
     );
     view(
         &mut s,
-        View::Failed {
-            class: CloseClass::Fatal,
-            reason: "connection 1 closed: 1008 Unauthorized connection: invalid API key".into(),
-        },
+        View::Failed(refused(
+            "connection 1 closed: 1008 Unauthorized connection: invalid API key",
+        )),
         at(40),
     );
     session(
@@ -448,16 +448,33 @@ fn scrolled_back_shows_new_turns_below() {
     insta::assert_snapshot!("scrolled_80x24", screen(&s, 80, 24, at(31)));
 }
 
+/// The service refused the credential (1008), with `reason` as said.
+fn refused(reason: &str) -> Failure {
+    Failure {
+        origin: Origin::Close,
+        class: CloseClass::Fatal,
+        code: Some(1008),
+        status: None,
+        network: None,
+        reason: reason.into(),
+        diagnosis: aai_live::diagnosis::Diagnosis::Close1008InvalidAuth,
+        retry_after: None,
+    }
+}
+
 #[test]
 fn a_failed_provider_is_a_panel_not_a_crash() {
     let mut s = idle();
     s.update(
-        Msg::StartFailed(aai_live::app::StartFailure::Provider(
-            "api-key token provider is not configured: the environment variable \
-             ASSEMBLYAI_API_KEY is not set; export it with your AssemblyAI API key, or set \
-             provider.api_key.key_file (or choose another provider.kind)"
-                .into(),
-        )),
+        Msg::StartFailed(aai_live::app::StartFailure::Provider(Failure::token(
+            &aai_live::provider::ProviderError::NotConfigured {
+                provider: "api-key",
+                detail: "the environment variable ASSEMBLYAI_API_KEY is not set; export it \
+                         with your AssemblyAI API key, or set provider.api_key.key_file (or \
+                         choose another provider.kind)"
+                    .into(),
+            },
+        ))),
         at(0),
     );
     insta::assert_snapshot!("provider_failed_80x24", screen(&s, 80, 24, at(0)));
@@ -527,14 +544,7 @@ fn hostile_server_text_never_reaches_the_terminal() {
         },
         at(40),
     );
-    view(
-        &mut s,
-        View::Failed {
-            class: CloseClass::Fatal,
-            reason: EVIL.into(),
-        },
-        at(40),
-    );
+    view(&mut s, View::Failed(refused(EVIL)), at(40));
     s.update(Msg::Action(Action::ToggleEvents), at(40));
     for (w, h) in [(80, 24), (200, 60)] {
         let frame = screen(&s, w, h, at(41));

@@ -14,8 +14,16 @@
 //   ...
 //   await client.stop();    // Terminate, the last turns, `finished`
 //
-// The pure parts (close classification, resampler, chunker, replay buffer, ledger, transcript)
-// are exported and unit-tested on their own (tests/web/*.test.mjs, node --test).
+// Like the terminal client, it is a pure machine and its I/O: every decision about a session
+// (when to rotate, back off, re-mint, stop) is made by aai-live-machine.js, the Rust machine's
+// twin held to its scenario table; this module carries out its effects (tokens, sockets, timers,
+// the audio, the replay buffer, the ledger). The policy comes only from the server's generated
+// data — `/config.json`'s `session` object and `/close-codes.json` — never from defaults here.
+//
+// The pure parts (close verdicts, resampler, chunker, replay buffer, ledger, transcript) are
+// exported and unit-tested on their own (tests/web/*.test.mjs, node --test).
+
+import { Machine } from "./aai-live-machine.js";
 
 /** Samples per second on the wire. */
 export const RATE = 16000;
@@ -23,19 +31,39 @@ export const RATE = 16000;
 // --- Close classification: the table `serve` publishes at /close-codes.json -----------------
 
 /**
- * Classify a close with the table of `src/protocol/close.rs` (`table_json`): the first rule
- * whose code range holds `code` and for which every word group has a word in the lower-cased
- * `reason + " " + errorText` decides. No code (a TCP drop) and unmatched codes: `no_rule`.
+ * The verdict on a close with the table of `src/protocol/close.rs` (`table_json`): the first
+ * rule whose code range holds `code` and for which every word group has a word in the
+ * lower-cased `reason + " " + errorText` decides. No code (a TCP drop) and unmatched codes:
+ * `no_rule`. Returns `{class, explain}`; before `Begin` the section is the rule's
+ * `explain_before_begin`.
  */
-export function classify(table, code, reason = "", errorText = "") {
-  if (code === null || code === undefined) return table.no_code;
-  const text = asciiLower(`${reason} ${errorText || ""}`);
-  for (const rule of table.rules) {
-    const [from, to] = rule.codes;
-    if (code < from || code > to) continue;
-    if (rule.all.every((group) => group.some((word) => text.includes(word)))) return rule.class;
+export function verdict(table, code, reason = "", errorText = "", afterBegin = true) {
+  let found = table.no_rule;
+  if (code === null || code === undefined) {
+    found = table.no_code;
+  } else {
+    const text = asciiLower(`${reason} ${errorText || ""}`);
+    for (const rule of table.rules) {
+      const [from, to] = rule.codes;
+      if (code < from || code > to) continue;
+      if (rule.all.every((group) => group.some((word) => text.includes(word)))) {
+        found = rule;
+        break;
+      }
+    }
   }
-  return table.no_rule;
+  return { class: found.class, explain: afterBegin ? found.explain : found.explain_before_begin };
+}
+
+/** The class of a close (see `verdict`). */
+export function classify(table, code, reason = "", errorText = "") {
+  return verdict(table, code, reason, errorText).class;
+}
+
+/** The verdict on an HTTP status of the token server (the table's `token_status`). */
+export function tokenStatusVerdict(table, status) {
+  const row = table.token_status.find(({ statuses: [from, to] }) => status >= from && status <= to);
+  return row ? { class: row.class, explain: row.explain } : table.token_unreachable;
 }
 
 /**
@@ -335,74 +363,46 @@ export class Transcript {
   }
 }
 
-// --- Backoff -----------------------------------------------------------------------------------
-
-/** Full-jitter exponential delay for `attempt` (1, 2, ...), in ms (src/session/backoff.rs). */
-export function backoffDelay(attempt, { initialMs, maxMs, multiplier }, unit = Math.random()) {
-  const exp = Math.max(1, multiplier) ** Math.min(64, Math.max(0, attempt - 1));
-  const ceiling = Math.min(maxMs, initialMs * exp);
-  return Math.floor(Math.min(1, Math.max(0, unit)) * ceiling);
-}
-
-/**
- * After a rate limit: the server's `Retry-After` (at least a second) or the minute-scale floor,
- * plus up to 25 % jitter, so many clients of one account do not come back in the same second.
- */
-export function rateLimitedDelay(retryAfterMs, floorMs, unit = Math.random()) {
-  const base = retryAfterMs ? Math.max(1000, retryAfterMs) : floorMs;
-  return Math.floor(base * (1 + 0.25 * Math.min(1, Math.max(0, unit))));
-}
-
 // --- The client --------------------------------------------------------------------------------
 
-const DEFAULTS = {
-  chunkMs: 50,
-  replayBufferMs: 30000,
-  replaySpeed: 1.25,
-  rotation: true,
-  rotationLeadMs: 30000,
-  beginTimeoutMs: 10000,
-  terminateTimeoutMs: 5000,
-  stallTimeoutMs: 20000,
-  healthyAfterMs: 30000,
-  backoff: { initialMs: 500, maxMs: 30000, multiplier: 2 },
-  rateLimitBackoffMs: 60000,
-  audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-};
+export { backoffDelay, rateLimitedDelay } from "./aai-live-machine.js";
 
-/** `/config.json`'s `session` (the server's `[session]`) in the client's option names. */
-function sessionOptions(session) {
-  if (!session || typeof session !== "object") return {};
-  const out = {};
-  const take = (name, key) => {
-    if (typeof session[key] === "number" || typeof session[key] === "boolean") out[name] = session[key];
-  };
-  take("rotation", "rotation");
-  take("rotationLeadMs", "rotation_lead_ms");
-  take("beginTimeoutMs", "begin_timeout_ms");
-  take("terminateTimeoutMs", "terminate_timeout_ms");
-  take("stallTimeoutMs", "stall_timeout_ms");
-  take("healthyAfterMs", "healthy_after_ms");
-  take("rateLimitBackoffMs", "rate_limit_backoff_ms");
-  take("replayBufferMs", "replay_buffer_ms");
-  take("replaySpeed", "replay_speed");
-  take("chunkMs", "chunk_ms");
-  const b = session.backoff;
-  if (b && typeof b === "object") {
-    out.backoff = {};
-    if (typeof b.initial_ms === "number") out.backoff.initialMs = b.initial_ms;
-    if (typeof b.max_ms === "number") out.backoff.maxMs = b.max_ms;
-    if (typeof b.multiplier === "number") out.backoff.multiplier = b.multiplier;
-  }
-  return out;
-}
-
-/** Silence needed before a hand-over may move the audio. */
+/** Silence needed before a hand-over may move the audio (as src/session/supervisor.rs). */
 const QUIET_AFTER_MS = 300;
 /** Voice: above -40 dBFS. */
 const VOICE_RMS = 327 / 32768;
 /** Audio queued in the socket beyond this means the server is not reading. */
 const QUEUE_MS = 2000;
+/** Voiced audio that must go unanswered before a session counts as stalled. */
+const STALL_MIN_VOICE_MS = 2000;
+/** How long the end of an input may take to be sent (a backlog at 1.25x real time). */
+const FINISH_LIMIT_MS = 60000;
+
+/** The browser's clock and timers; tests give a virtual one. */
+const REAL_CLOCK = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id),
+};
+
+/** What the client needs of /config.json's `session` besides the machine's policy. */
+function streamSettings(session) {
+  const need = (key) => {
+    if (!session || typeof session[key] !== "number") throw new Error(`config.json: session.${key} is missing`);
+    return session[key];
+  };
+  const expiry = (session && session.expiry) || {};
+  for (const key of ["min_ms", "max_ms", "fallback_ms"]) {
+    if (typeof expiry[key] !== "number") throw new Error(`config.json: session.expiry.${key} is missing`);
+  }
+  return {
+    chunkMs: Math.min(1000, Math.max(50, Math.round(need("chunk_ms")))),
+    replayBufferMs: need("replay_buffer_ms"),
+    replaySpeed: Math.min(1.25, Math.max(1, need("replay_speed"))),
+    stallTimeoutMs: need("stall_timeout_ms"),
+    expiry: { minMs: expiry.min_ms, maxMs: expiry.max_ms, fallbackMs: expiry.fallback_ms },
+  };
+}
 
 /**
  * The browser client. Events are dispatched as `CustomEvent`s named like docs/events.md
@@ -417,67 +417,26 @@ export class AaiLiveClient extends EventTarget {
    *   Authorization header, never in a URL)
    * @param {string} [options.streamingUrl] the v3 WebSocket URL; default from /config.json
    * @param {object} [options.params] streaming parameters (`sample_rate`, `format_turns`, ...)
+   * @param {object} [options.session] the session policy, in /config.json's `session` terms;
+   *   default: the server's /config.json
+   * @param {object} [options.closeCodes] the close table; default: the server's
+   *   /close-codes.json
    * @param {MediaStream} [options.stream] a stream to use instead of asking for the microphone
    */
   constructor(options = {}) {
     super();
     const base = new URL(".", import.meta.url);
     this.options = options;
-    this.configure({});
+    this.clock = options.clock || REAL_CLOCK;
+    this.random = options.random || Math.random;
+    this.audioOptions = { echoCancellation: false, noiseSuppression: false, autoGainControl: false, ...(options.audio || {}) };
     this.tokenUrl = new URL(options.tokenUrl || "token", base).href;
     this.configUrl = new URL(options.configUrl || "config.json", base).href;
     this.tableUrl = new URL(options.closeCodesUrl || "close-codes.json", base).href;
     this.workletUrl = new URL(options.workletUrl || "aai-live-worklet.js", base).href;
-    this.reset();
-  }
-
-  /** Options: the defaults, under the server's `[session]` (config.json), under the caller's. */
-  configure(server) {
-    const options = this.options;
-    this.opts = {
-      ...DEFAULTS,
-      ...server,
-      ...options,
-      backoff: { ...DEFAULTS.backoff, ...(server.backoff || {}), ...(options.backoff || {}) },
-      audio: { ...DEFAULTS.audio, ...(options.audio || {}) },
-    };
-    // 50 ms chunks unless configured otherwise; the service takes 50-1000 ms.
-    this.opts.chunkMs = Math.min(1000, Math.max(50, Math.round(this.opts.chunkMs)));
-    this.opts.replaySpeed = Math.min(1.25, Math.max(1, this.opts.replaySpeed));
-  }
-
-  reset() {
-    this.generation = 0;
-    this.conns = new Map(); // generation -> connection
-    this.retired = new Map(); // generation -> {base, lastFinalEnd}
     this.state = { state: "idle" };
-    this.route = null;
-    this.cursor = 0;
-    this.ledger = new Ledger();
-    this.buffer = new ReplayBuffer(Math.round((RATE * this.opts.replayBufferMs) / 1000));
-    this.transcript = new Transcript();
-    this.attempt = 0;
-    this.healthy = false;
-    this.tokenRetryUsed = false;
-    this.replayFrom = null;
-    this.rotations = 0;
-    this.reconnects = 0;
-    this.capturing = false;
-    this.silentMs = 0;
-    this.quiet = true;
+    this.finished = true;
     this.timers = new Set();
-    this.pumpTimer = null;
-    this.nextReplaySend = 0;
-    this.unroutedSince = null;
-    this.live = null;
-    this.successor = null;
-    this.forced = false;
-    this.tokens = new Map(); // generation -> the token answer's lifetimes (never the token)
-    this.latencies = [];
-    this.failure = null;
-    this.finished = false;
-    this.lastClose = null;
-    this.onEnd = null;
   }
 
   emit(name, fields = {}) {
@@ -487,13 +446,8 @@ export class AaiLiveClient extends EventTarget {
     return detail;
   }
 
-  setState(state) {
-    this.state = state;
-    this.emit("state", state);
-  }
-
   later(ms, fn) {
-    const id = setTimeout(() => {
+    const id = this.clock.setTimeout(() => {
       this.timers.delete(id);
       fn();
     }, Math.max(0, ms));
@@ -511,7 +465,7 @@ export class AaiLiveClient extends EventTarget {
 
   /** Load the configuration and the close table, open the microphone, start streaming. */
   async start() {
-    if (this.capturing || this.starting) return;
+    if (!this.finished || this.starting) return;
     this.starting = true;
     try {
       await this.begin();
@@ -521,13 +475,15 @@ export class AaiLiveClient extends EventTarget {
   }
 
   async begin() {
+    const needConfig = !this.options.session || !this.options.streamingUrl;
     const [table, config] = await Promise.all([
       this.options.closeCodes || fetchJson(this.tableUrl),
-      // Without a streaming URL of its own the client needs the server's configuration.
-      this.options.streamingUrl ? fetchJson(this.configUrl).catch(() => null) : fetchJson(this.configUrl),
+      needConfig ? fetchJson(this.configUrl) : null,
     ]);
     this.table = table;
-    this.configure(sessionOptions(config && config.session));
+    const session = this.options.session || (config && config.session);
+    this.machine = new Machine(session, table);
+    this.settings = streamSettings(session);
     this.streamingUrl = this.options.streamingUrl || (config && config.streaming_url);
     if (!this.streamingUrl) throw new Error("no streaming URL (options.streamingUrl or config.json)");
     this.params = { ...((config && config.params) || {}), ...(this.options.params || {}) };
@@ -543,21 +499,156 @@ export class AaiLiveClient extends EventTarget {
       throw e;
     }
     this.capturing = true;
-    this.mint("start");
+    this.finished = false;
+    this.input({ kind: "start" });
+  }
+
+  reset() {
+    this.conns = new Map(); // generation -> connection
+    this.retired = new Map(); // generation -> {base, lastFinalEnd}
+    this.tokens = new Map(); // generation -> the token server's answer
+    this.state = { state: "idle" };
+    this.route = null;
+    this.cursor = 0;
+    this.ledger = new Ledger();
+    this.buffer = new ReplayBuffer(Math.round((RATE * this.settings.replayBufferMs) / 1000));
+    this.transcript = new Transcript();
+    this.rotations = 0;
+    this.reconnects = 0;
+    this.capturing = false;
+    this.silentMs = 0;
+    this.quiet = true;
+    this.pumpTimer = null;
+    this.nextReplaySend = 0;
+    this.unroutedSince = null;
+    this.pendingCause = "start";
+    this.latencies = [];
+    this.inputDone = false;
+    this.finishBy = null;
+    this.warnedExpiry = false;
+    this.onEnd = null;
+  }
+
+  /** Feed the machine one input and carry out its effects (src/session/supervisor.rs). */
+  input(input) {
+    if (this.finished) return;
+    const effects = this.machine.handle(this.clock.now(), input, this.random());
+    for (const effect of effects) this.apply(effect);
+    if (this.capturing && this.machine.isDone()) {
+      this.capturing = false;
+      this.abandon(this.machine.failed() ? "failed" : "stopped");
+    }
+    if (this.machine.isDone()) this.endRun();
+    else this.maybeFinish();
+  }
+
+  apply(effect) {
+    if (effect.mint) {
+      const { generation } = effect.mint;
+      this.fetchToken().then(
+        (token) => this.onToken(generation, token),
+        (failure) => this.onTokenFailed(generation, failure),
+      );
+    } else if (effect.connect) {
+      this.connect(effect.connect.generation);
+    } else if (effect.route) {
+      this.routeTo(effect.route.to, effect.route.replay_from);
+    } else if (effect.terminate) {
+      const conn = this.conns.get(effect.terminate.generation);
+      if (conn) this.control(conn, { type: "Terminate" });
+    } else if (effect.force_endpoint) {
+      const conn = this.conns.get(effect.force_endpoint.generation);
+      if (conn) this.control(conn, { type: "ForceEndpoint" });
+    } else if (effect.drop) {
+      const conn = this.conns.get(effect.drop.generation);
+      if (conn) this.dropConn(conn);
+    } else if (effect.schedule) {
+      const { timer, at } = effect.schedule;
+      this.later(at - this.clock.now(), () => this.input({ kind: "timer", timer }));
+    } else if (effect.prepare_token) {
+      // No pre-minting in the browser: a token is fetched when a connection needs one (the
+      // token server is usually close by). Documented in docs/browser.md.
+    } else if (effect.changed) {
+      const view = effect.changed;
+      if (view.state === "minting" || view.state === "connecting") this.pendingCause = view.cause;
+      if (view.state === "rotating") this.pendingCause = "rotation";
+      this.state = view;
+      this.emit("state", view);
+    } else if (effect.notice) {
+      this.onNotice(effect.notice);
+    }
+  }
+
+  onNotice(notice) {
+    switch (notice.kind) {
+      case "rotated": {
+        this.rotations++;
+        const conn = this.conns.get(notice.to);
+        this.emit("rotation", {
+          from: notice.from,
+          to: notice.to,
+          forced: notice.forced,
+          gap_ms: 0,
+          stream_offset_ms: this.ms((conn && conn.base) || 0),
+        });
+        break;
+      }
+      case "lost": {
+        this.reconnects++;
+        const f = notice.failure;
+        this.emit("lost", {
+          generation: notice.generation,
+          class: f.class,
+          ...(f.code !== undefined && f.code !== null ? { code: f.code } : {}),
+          reason: f.reason,
+          what_now: this.words(f.class).advice,
+          explain: f.explain,
+        });
+        break;
+      }
+      case "drain_timed_out":
+        this.emit("drain_timed_out", { generation: notice.generation });
+        break;
+      case "mint_budget":
+        this.emit("warning", {
+          message: `${notice.mints} tokens in ${notice.window_ms / 1000} s and no session lasted: pausing new sessions for ${Math.round(notice.wait_ms / 1000)} s so the token server is not flooded`,
+          explain: "mint-budget",
+        });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** A class's words, from the table. */
+  words(cls) {
+    return this.table.classes[cls] || { describe: cls, advice: "" };
+  }
+
+  /** A failure in one sentence: its reason, then what its class means and what is done. */
+  sentence(failure) {
+    const w = this.words(failure.class);
+    if (failure.origin === "close" && failure.class === "token_rejected") {
+      // Its advice ("retrying once") is spent: this was the retry.
+      return `a fresh token was rejected too (${failure.reason}); check the token source and the clock (${w.describe})`;
+    }
+    return `${failure.reason} (${w.describe}; ${w.advice})`;
   }
 
   async openAudio() {
     const stream =
-      this.opts.stream ||
+      this.options.stream ||
       (await navigator.mediaDevices.getUserMedia({
         audio: {
-          echoCancellation: this.opts.audio.echoCancellation,
-          noiseSuppression: this.opts.audio.noiseSuppression,
-          autoGainControl: this.opts.audio.autoGainControl,
-          ...(this.opts.audio.deviceId ? { deviceId: this.opts.audio.deviceId } : {}),
+          echoCancellation: this.audioOptions.echoCancellation,
+          noiseSuppression: this.audioOptions.noiseSuppression,
+          autoGainControl: this.audioOptions.autoGainControl,
+          ...(this.audioOptions.deviceId ? { deviceId: this.audioOptions.deviceId } : {}),
         },
       }));
     this.stream = stream;
+    // A microphone unplugged, or a stream that ends: the input ended (its audio is still sent).
+    for (const track of stream.getAudioTracks()) track.addEventListener("ended", () => this.finish());
     this.audioContext = new AudioContext();
     // Started from a click this runs at once; a page that starts on load may need a gesture
     // first (the capture begins when the context runs).
@@ -569,7 +660,7 @@ export class AaiLiveClient extends EventTarget {
       numberOfOutputs: 0,
     });
     this.resampler = new Resampler(this.audioContext.sampleRate, RATE);
-    this.chunker = new Chunker(this.samples(this.opts.chunkMs));
+    this.chunker = new Chunker(this.samples(this.settings.chunkMs));
     this.nextFrame = null;
     this.node.port.onmessage = (e) => this.onFrames(e.data);
     source.connect(this.node);
@@ -579,7 +670,7 @@ export class AaiLiveClient extends EventTarget {
   closeAudio() {
     if (this.node) this.node.port.onmessage = null;
     if (this.source) this.source.disconnect();
-    if (this.stream && !this.opts.stream) this.stream.getTracks().forEach((t) => t.stop());
+    if (this.stream && !this.options.stream) this.stream.getTracks().forEach((t) => t.stop());
     if (this.audioContext) this.audioContext.close().catch(() => {});
     this.node = null;
     this.source = null;
@@ -602,6 +693,7 @@ export class AaiLiveClient extends EventTarget {
 
   /** A chunk of the stream: into the buffer and the ledger, then sent if a session takes it. */
   onChunk(samples) {
+    if (!this.capturing) return;
     const offset = this.ledger.head;
     this.ledger.capture(samples.length);
     const evictedTo = this.buffer.push(offset, samples);
@@ -623,21 +715,31 @@ export class AaiLiveClient extends EventTarget {
     });
   }
 
+  abandon(cause) {
+    const loss = this.ledger.abandon(cause);
+    if (loss) this.reportLoss(loss);
+  }
+
   // --- tokens ---
 
+  /** One token from the token server, or a failure `{origin, class, status?, reason, explain}`. */
   async fetchToken() {
     const url = new URL(this.tokenUrl);
-    const p = this.opts.tokenParams || {};
+    const p = this.options.tokenParams || {};
     for (const [k, v] of Object.entries(p)) url.searchParams.set(k, String(v));
     const headers = {};
-    if (this.opts.credential) headers.Authorization = `Bearer ${this.opts.credential}`;
+    if (this.options.credential) headers.Authorization = `Bearer ${this.options.credential}`;
     let response;
     try {
       // Cookies only to the page's own origin: an authenticating proxy in front of `serve`
       // works; a token server elsewhere gets the bearer credential only.
       response = await fetch(url, { headers, cache: "no-store", credentials: "same-origin" });
     } catch (e) {
-      throw { class: "transient", message: `the token server at ${this.tokenUrl} cannot be reached: ${e.message}` };
+      throw {
+        origin: "token",
+        ...this.table.token_unreachable,
+        reason: `the token server at ${this.tokenUrl} cannot be reached: ${e.message}`,
+      };
     }
     let body = null;
     try {
@@ -645,49 +747,23 @@ export class AaiLiveClient extends EventTarget {
     } catch {
       body = null;
     }
-    if (!response.ok) {
+    const status = response.status;
+    if (!response.ok || !body || typeof body.token !== "string" || !body.token) {
       const said = body && (body.message || body.error) ? `: ${String(body.message || body.error).slice(0, 512)}` : "";
-      const status = response.status;
       const retryAfter = Number(response.headers.get("retry-after")) || null;
-      const cls =
-        status === 401 || status === 403
-          ? "fatal"
-          : status === 429
-            ? "rate_limited"
-            : status >= 500
-              ? "transient"
-              : "fatal";
       throw {
-        class: cls,
-        retryAfterMs: retryAfter ? retryAfter * 1000 : null,
-        message:
-          status === 401 || status === 403
-            ? `the token server refused this client (HTTP ${status}${said}); check the credential`
-            : `the token server answered HTTP ${status}${said}`,
+        origin: "token",
+        ...tokenStatusVerdict(this.table, status),
+        status,
+        reason: response.ok ? `the token server answered HTTP ${status} without a token` : `the token server answered HTTP ${status}${said}`,
+        ...(retryAfter ? { retry_after_ms: retryAfter * 1000 } : {}),
       };
-    }
-    if (!body || typeof body.token !== "string" || !body.token) {
-      throw { class: "transient", message: "the token server answered without a token" };
     }
     return body;
   }
 
-  mint(cause) {
-    const generation = ++this.generation;
-    this.setState({ state: "minting", generation, cause });
-    this.fetchToken().then(
-      (token) => this.onToken(generation, cause, token),
-      (failure) => this.onTokenFailed(generation, failure),
-    );
-  }
-
-  onToken(generation, cause, token) {
-    const s = this.state;
-    const waiting =
-      (s.state === "minting" && s.generation === generation) ||
-      (s.state === "rotating" && s.new === generation);
-    if (!waiting || this.finished) return; // nobody waits for it: never reused
-    this.tokens.set(generation, { maxSessionS: Number(token.max_session_duration_seconds) || null });
+  onToken(generation, token) {
+    if (this.finished) return; // nobody waits for it: never reused
     const redeemBy = Date.parse(token.expires_at);
     const redeemInMs = Number.isFinite(redeemBy)
       ? Math.max(0, redeemBy - Date.now())
@@ -697,22 +773,27 @@ export class AaiLiveClient extends EventTarget {
       fingerprint: fingerprint(token.token),
       ...(redeemInMs !== null ? { redeem_in_ms: redeemInMs } : {}),
     });
-    if (s.state === "minting") this.setState({ state: "connecting", generation, cause: s.cause || cause });
-    this.connect(generation, s.state === "minting" ? s.cause || cause : cause, token);
+    this.tokens.set(generation, token);
+    this.input({ kind: "token_minted", generation });
+    // Connecting consumed it; one still here was minted for a connection no longer wanted.
+    this.tokens.delete(generation);
   }
 
   onTokenFailed(generation, failure) {
-    this.emit("token_failed", { generation, class: failure.class, message: failure.message });
-    if (this.state.state === "minting" && this.state.generation === generation) {
-      this.failOrBackOff(failure.class, failure.message, failure.retryAfterMs);
-    } else if (this.state.state === "rotating" && this.state.new === generation) {
-      this.setState({ state: "streaming", generation: this.state.old, session_id: this.live.sessionId });
+    if (this.finished) return;
+    if (!failure || !failure.class) {
+      failure = { origin: "internal", class: "local", reason: String(failure), explain: "local" };
     }
+    this.emit("token_failed", { generation, class: failure.class, message: failure.reason, explain: failure.explain });
+    this.input({ kind: "token_failed", generation, failure });
   }
 
   // --- connections ---
 
-  connect(generation, cause, token) {
+  connect(generation) {
+    const token = this.tokens.get(generation);
+    if (!token) return;
+    this.tokens.delete(generation);
     const url = new URL(this.streamingUrl);
     // What this client sends, whatever the parameters say: 16 kHz 16-bit PCM.
     const params = { ...this.params, sample_rate: RATE, encoding: "pcm_s16le" };
@@ -728,8 +809,9 @@ export class AaiLiveClient extends EventTarget {
     const conn = {
       generation,
       ws,
-      cause,
-      sessionId: null,
+      cause: this.pendingCause,
+      maxSessionS: Number(token.max_session_duration_seconds) || null,
+      sessionId: "",
       base: null,
       lastFinalEnd: null,
       began: false,
@@ -737,18 +819,12 @@ export class AaiLiveClient extends EventTarget {
       unansweredVoiceMs: 0,
       unansweredSince: null,
       stuckSince: null,
-      startedAt: performance.now(),
     };
     this.conns.set(generation, conn);
     ws.onmessage = (e) => this.onMessage(conn, e.data);
-    ws.onclose = (e) => this.onClose(conn, e.code, e.reason);
+    // A browser reports a failed upgrade and a TCP drop alike as 1006: no close frame.
+    ws.onclose = (e) => this.onClose(conn, e.code === 1006 ? null : e.code, String(e.reason || "").slice(0, 4096));
     ws.onerror = () => {};
-    conn.beginTimer = this.later(this.opts.beginTimeoutMs, () => {
-      if (!conn.began && this.conns.get(generation) === conn) {
-        this.dropConn(conn);
-        this.closed(conn, null, "no Begin within the timeout");
-      }
-    });
   }
 
   send(conn, data) {
@@ -761,11 +837,10 @@ export class AaiLiveClient extends EventTarget {
     return this.send(conn, JSON.stringify(message));
   }
 
-  /** Let a connection go, politely (1000). */
+  /** Let a connection go, politely (1000), remembering what a replay needs. */
   dropConn(conn) {
     this.conns.delete(conn.generation);
     this.retired.set(conn.generation, { base: conn.base, lastFinalEnd: conn.lastFinalEnd });
-    clearTimeout(conn.beginTimer);
     conn.ws.onmessage = null;
     conn.ws.onclose = null;
     try {
@@ -773,6 +848,24 @@ export class AaiLiveClient extends EventTarget {
     } catch {
       // already closing
     }
+  }
+
+  onClose(conn, code, reason) {
+    if (this.conns.get(conn.generation) !== conn) return;
+    this.conns.delete(conn.generation);
+    this.retired.set(conn.generation, { base: conn.base, lastFinalEnd: conn.lastFinalEnd });
+    const v = verdict(this.table, code, reason, conn.errorText, conn.began);
+    // The reason shown: the close reason, or the Error frame's when it says more.
+    const long = reason === "" || reason === "See Error message for details";
+    const shown = (long && conn.errorText) || reason;
+    const failure = {
+      origin: "close",
+      class: v.class,
+      ...(code !== null ? { code } : {}),
+      reason: shown,
+      explain: v.explain,
+    };
+    this.input({ kind: "closed", generation: conn.generation, after_begin: conn.began, failure });
   }
 
   onMessage(conn, data) {
@@ -799,12 +892,7 @@ export class AaiLiveClient extends EventTarget {
           audio_duration_seconds: m.audio_duration_seconds || 0,
           session_duration_seconds: m.session_duration_seconds || 0,
         });
-        if (this.state.state === "draining" && this.state.generation === conn.generation) {
-          this.dropConn(conn);
-          this.endRun();
-        } else {
-          this.dropConn(conn);
-        }
+        this.input({ kind: "termination", generation: conn.generation });
         break;
       case "Error":
         conn.errorText = String(m.error || "").slice(0, 4096);
@@ -817,49 +905,38 @@ export class AaiLiveClient extends EventTarget {
     }
   }
 
+  /**
+   * How long the session that just began will last: `expires_at` when it is believable (the
+   * bounds /config.json's `session.expiry` gives, from src/protocol/expiry.rs), else the length
+   * the token says it opens, else the fallback.
+   */
+  granted(conn, expiresAt) {
+    const leftMs = expiresAt * 1000 - Date.now();
+    const { minMs, maxMs, fallbackMs } = this.settings.expiry;
+    if (Number.isFinite(leftMs) && leftMs >= minMs && leftMs <= maxMs) return leftMs;
+    const planned = conn.maxSessionS ? conn.maxSessionS * 1000 : fallbackMs;
+    if (!this.warnedExpiry) {
+      this.warnedExpiry = true;
+      this.emit("warning", {
+        message: `the service's session end (expires_at ${expiresAt}) is not believable; planning the session for ${Math.round(planned / 1000)} s instead`,
+        explain: "clock-skew",
+      });
+    }
+    return planned;
+  }
+
   onBegin(conn, m) {
     conn.began = true;
     conn.sessionId = String(m.id || "");
-    clearTimeout(conn.beginTimer);
     const expiresAt = Number(m.expires_at);
-    const leftMs = expiresAt * 1000 - Date.now();
-    // The rule of src/protocol/expiry.rs: an implausible expiry (0, negative, beyond the
-    // service's 3 hours; shorter than a minute unless this is the emulator, whose sessions may
-    // be cut short on purpose) is not planned on: the requested duration is.
-    const minMs = this.emulatorHints ? 0 : 55000;
-    const granted = this.tokens.get(conn.generation);
-    const requestedMs = ((granted && granted.maxSessionS) || 10800) * 1000;
-    const plausible = Number.isFinite(leftMs) && leftMs >= minMs && leftMs <= 10805000;
-    if (!plausible) {
-      this.emit("warning", { message: `the session's expires_at (${m.expires_at}) is not plausible; planning with the requested duration` });
-    }
-    // expires_at is whole seconds: plan as if the session ended a second early.
-    const planMs = (plausible ? leftMs : requestedMs) - 1000;
-    const live = { generation: conn.generation, sessionId: conn.sessionId, expiresAt: performance.now() + planMs, turnOpen: false };
-    const s = this.state;
-    if (s.state === "connecting" && s.generation === conn.generation) {
-      this.tokenRetryUsed = false;
-      this.live = live;
-      const replayFrom = this.replayFrom;
-      this.replayFrom = null;
-      this.routeTo(conn.generation, replayFrom);
-      this.scheduleSessionTimers(live);
-      this.setState({ state: "streaming", generation: conn.generation, session_id: conn.sessionId });
-    } else if (s.state === "rotating" && s.new === conn.generation) {
-      this.successor = live;
-      this.setState({ state: "rotating", old: s.old, new: s.new, new_ready: true });
-      if (this.forced) this.forceHandOver();
-      else if (!this.live.turnOpen && this.quiet) this.handOver(false);
-    } else {
-      // Nobody waits for this session any more (stopped, or superseded).
-      this.dropConn(conn);
-      return;
-    }
+    this.input({ kind: "begin", generation: conn.generation, session_id: conn.sessionId, granted_ms: this.granted(conn, expiresAt) });
+    if (this.conns.get(conn.generation) !== conn) return;
     this.emit("begin", {
       generation: conn.generation,
       session_id: conn.sessionId,
       expires_at: expiresAt,
       stream_offset_ms: conn.base === null ? 0 : this.ms(conn.base),
+      // Audio captured before this session could take it, sent to it first (paced).
       backlog_ms: conn.base === null ? 0 : this.ms(this.ledger.head - conn.base),
       cause: conn.cause,
     });
@@ -906,11 +983,7 @@ export class AaiLiveClient extends EventTarget {
       const text = words.length ? words.map((w) => String(w.text || "")).join(" ") : String(turn.transcript || "");
       this.emit("partial", { generation: conn.generation, turn_order: order, text, start_ms: start, end_ms: end });
     }
-    // Turn boundaries drive hand-overs.
-    if (this.live && this.live.generation === conn.generation) {
-      this.live.turnOpen = !turn.end_of_turn;
-      if (turn.end_of_turn && this.state.state === "rotating" && this.successor && this.quiet) this.handOver(false);
-    }
+    this.input({ kind: "turn", generation: conn.generation, end_of_turn: Boolean(turn.end_of_turn) });
   }
 
   /** From sending the audio that holds a turn's last word to now (its final), if known. */
@@ -921,187 +994,10 @@ export class AaiLiveClient extends EventTarget {
     const at = conn.base + this.samples(Math.max(0, lastEnd - 1));
     const chunk = this.buffer.atOrAfter(at);
     if (!chunk || chunk.offset > at || chunk.sentAt === null) return null;
-    return Math.round(performance.now() - chunk.sentAt);
-  }
-
-  onClose(conn, code, reason) {
-    if (this.conns.get(conn.generation) !== conn) return;
-    this.conns.delete(conn.generation);
-    this.retired.set(conn.generation, { base: conn.base, lastFinalEnd: conn.lastFinalEnd });
-    clearTimeout(conn.beginTimer);
-    // A browser reports a failed upgrade and a TCP drop alike as 1006: no close frame.
-    this.closed(conn, code === 1006 ? null : code, String(reason || "").slice(0, 4096));
-  }
-
-  /** A connection ended: decide, as the terminal client's machine does. */
-  closed(conn, code, reason) {
-    const cls = code === null && reason === "no Begin within the timeout" ? "transient" : classify(this.table, code, reason, conn.errorText);
-    const shownReason = reason || conn.errorText || (code === null ? "connection lost" : "");
-    const s = this.state;
-    const lostEvent = () => {
-      this.reconnects++;
-      this.lastClose = { code, reason: shownReason, class: cls };
-      this.emit("lost", {
-        generation: conn.generation,
-        class: cls,
-        ...(code !== null ? { code } : {}),
-        reason: shownReason,
-        what_now: this.table.classes[cls] ? this.table.classes[cls].advice : "",
-      });
-    };
-    if (s.state === "draining" && s.generation === conn.generation) {
-      this.endRun();
-    } else if (s.state === "connecting" && s.generation === conn.generation) {
-      lostEvent();
-      this.afterLoss(cls, shownReason, code);
-    } else if (s.state === "streaming" && s.generation === conn.generation) {
-      this.unroute();
-      lostEvent();
-      this.replayFrom = conn.generation;
-      this.afterLoss(cls, shownReason, code);
-    } else if (s.state === "rotating" && s.old === conn.generation) {
-      lostEvent();
-      if (this.successor) {
-        const next = this.successor;
-        this.successor = null;
-        this.live = next;
-        this.routeTo(next.generation, conn.generation);
-        this.scheduleSessionTimers(next);
-        this.setState({ state: "streaming", generation: next.generation, session_id: next.sessionId });
-      } else {
-        this.unroute();
-        this.replayFrom = conn.generation;
-        // The successor carries on from where it is: connecting (its Begin timeout is armed)
-        // or still waiting for its token.
-        const connecting = this.conns.has(s.new);
-        this.setState({ state: connecting ? "connecting" : "minting", generation: s.new, cause: "expired" });
-      }
-    } else if (s.state === "rotating" && s.new === conn.generation) {
-      this.successor = null;
-      this.setState({ state: "streaming", generation: s.old, session_id: this.live.sessionId });
-    }
-  }
-
-  afterLoss(cls, reason, code) {
-    switch (cls) {
-      case "session_expired":
-        this.mint("expired");
-        break;
-      case "token_rejected":
-        if (!this.tokenRetryUsed) {
-          this.tokenRetryUsed = true;
-          this.mint("token_rejected");
-        } else {
-          this.fail(cls, `a fresh token was rejected too (${reason}); check the token source and the clock`);
-        }
-        break;
-      case "normal":
-        this.failOrBackOff("transient", reason, null);
-        break;
-      default:
-        this.failOrBackOff(cls, code !== null ? `closed with ${code}${reason ? ` "${reason}"` : ""}` : reason, null);
-    }
-  }
-
-  failOrBackOff(cls, reason, retryAfterMs) {
-    if (!retryable(this.table, cls) && cls !== "normal") {
-      const words = this.table.classes[cls] || { describe: cls, advice: "" };
-      this.fail(cls, `${reason} (${words.describe}; ${words.advice})`);
-      return;
-    }
-    if (cls === "transient" && this.healthy) {
-      this.healthy = false;
-      this.mint("dropped");
-      return;
-    }
-    this.attempt++;
-    const delay =
-      cls === "rate_limited"
-        ? rateLimitedDelay(retryAfterMs, this.opts.rateLimitBackoffMs)
-        : backoffDelay(this.attempt, this.opts.backoff);
-    const attempt = this.attempt;
-    this.setState({ state: "backoff", attempt, retry_in_ms: Math.round(delay), class: cls });
-    this.later(delay, () => {
-      if (this.state.state === "backoff" && this.state.attempt === attempt) this.mint("dropped");
-    });
-  }
-
-  scheduleSessionTimers(live) {
-    this.later(this.opts.healthyAfterMs, () => {
-      if (this.state.state === "streaming" && this.live === live) {
-        this.attempt = 0;
-        this.healthy = true;
-      }
-    });
-    if (!this.opts.rotation) return;
-    const rotateIn = live.expiresAt - this.opts.rotationLeadMs - performance.now();
-    this.later(rotateIn, () => this.rotate(live));
-  }
-
-  // --- rotation ---
-
-  rotate(live) {
-    if (this.state.state !== "streaming" || this.live !== live) return;
-    const old = live.generation;
-    this.forced = false;
-    this.successor = null;
-    const generation = ++this.generation;
-    this.setState({ state: "rotating", old, new: generation, new_ready: false });
-    this.fetchToken().then(
-      (token) => this.onToken(generation, "rotation", token),
-      (failure) => this.onTokenFailed(generation, failure),
-    );
-    const deadline = live.expiresAt - this.opts.rotationLeadMs / 3 - performance.now();
-    this.later(deadline, () => {
-      if (this.state.state === "rotating" && this.state.old === old) {
-        this.forced = true;
-        if (this.successor) this.forceHandOver();
-      }
-    });
-  }
-
-  forceHandOver() {
-    const conn = this.conns.get(this.state.old);
-    if (conn) this.control(conn, { type: "ForceEndpoint" });
-    const old = this.state.old;
-    // Short, and well inside the margin left before the old session expires.
-    this.later(Math.min(1500, this.opts.rotationLeadMs / 6), () => {
-      if (this.state.state === "rotating" && this.state.old === old && this.successor) this.handOver(true);
-    });
-  }
-
-  handOver(forced) {
-    const s = this.state;
-    const next = this.successor;
-    if (s.state !== "rotating" || !next) return;
-    const oldConn = this.conns.get(s.old);
-    this.successor = null;
-    this.routeTo(next.generation, null);
-    if (oldConn) {
-      this.control(oldConn, { type: "Terminate" });
-      this.later(this.opts.terminateTimeoutMs, () => this.conns.get(oldConn.generation) === oldConn && this.dropConn(oldConn));
-    }
-    this.rotations++;
-    const base = this.conns.get(next.generation) ? this.conns.get(next.generation).base : 0;
-    // Forced: by the grace timer, or a boundary that came only after the deadline had passed.
-    this.emit("rotation", {
-      from: s.old,
-      to: next.generation,
-      forced: forced || this.forced,
-      gap_ms: 0,
-      stream_offset_ms: this.ms(base || 0),
-    });
-    this.live = next;
-    this.scheduleSessionTimers(next);
-    this.setState({ state: "streaming", generation: next.generation, session_id: next.sessionId });
+    return Math.round(this.clock.now() - chunk.sentAt);
   }
 
   // --- audio routing ---
-
-  unroute() {
-    if (this.route !== null) this.unroutedSince = performance.now();
-    this.route = null;
-  }
 
   replayStart(generation) {
     const c = this.conns.get(generation) || this.retired.get(generation);
@@ -1109,9 +1005,17 @@ export class AaiLiveClient extends EventTarget {
     return c.lastFinalEnd !== null ? c.lastFinalEnd : c.base;
   }
 
-  routeTo(generation, replayFrom) {
+  routeTo(to, replayFrom) {
+    const now = this.clock.now();
+    if (to === null) {
+      if (this.route !== null) this.unroutedSince = now;
+      this.route = null;
+      return;
+    }
     const head = this.ledger.head;
     const settled = this.ledger.settled;
+    // A hand-over continues exactly where the previous session stopped; any other session
+    // starts at the first unsent sample.
     const handingOver = this.route !== null;
     let start = handingOver ? this.cursor : settled;
     if (replayFrom !== null && replayFrom !== undefined) {
@@ -1120,24 +1024,24 @@ export class AaiLiveClient extends EventTarget {
       const oldest = this.buffer.oldest() === null ? head : this.buffer.oldest();
       if (wanted < oldest) {
         this.emit("warning", {
-          message: `${((this.ms(oldest) - this.ms(wanted)) / 1000).toFixed(1)} s of audio sent to the lost session could not be replayed; words in it may be missing`,
+          message: `${((this.ms(oldest) - this.ms(wanted)) / 1000).toFixed(1)} s of audio sent to the lost session could not be replayed (it outgrew the replay buffer); words in it may be missing`,
         });
       }
       const chunk = this.buffer.chunkStart(Math.max(wanted, oldest));
       start = chunk === null ? head : chunk;
-      const gap = this.unroutedSince ? Math.round(performance.now() - this.unroutedSince) : 0;
+      const gap = this.unroutedSince !== null ? Math.round(now - this.unroutedSince) : 0;
       this.emit("reconnected", {
-        generation,
+        generation: to,
         replay_from_ms: this.ms(start),
         replay_ms: this.ms(Math.max(0, head - start)),
         gap_ms: gap,
       });
     }
     this.unroutedSince = null;
-    this.route = generation;
+    this.route = to;
     this.cursor = start;
-    this.nextReplaySend = performance.now();
-    const conn = this.conns.get(generation);
+    this.nextReplaySend = now;
+    const conn = this.conns.get(to);
     if (conn) {
       conn.base = start;
       if (this.emulatorHints) {
@@ -1153,31 +1057,33 @@ export class AaiLiveClient extends EventTarget {
     if (this.route === null) return;
     const conn = this.conns.get(this.route);
     if (!conn || conn.ws.readyState !== WebSocket.OPEN) return;
-    const chunkMs = this.opts.chunkMs;
-    const now = performance.now();
+    const chunkMs = this.settings.chunkMs;
+    const now = this.clock.now();
     for (;;) {
       const chunk = this.buffer.atOrAfter(this.cursor);
-      if (!chunk) return;
+      if (!chunk) break;
       const end = chunk.offset + chunk.samples.length;
       const live = end === this.buffer.head();
       if (!live) {
         if (this.quiet) {
+          // While a backlog is replayed the audio sent is not "now": never hand over in the
+          // middle of it on the strength of an old silence.
           this.quiet = false;
           this.silentMs = 0;
+          this.input({ kind: "quiet", quiet: false });
+          if (this.route !== conn.generation) return;
         }
         if (now < this.nextReplaySend) {
           this.schedulePump(this.nextReplaySend - now);
           return;
         }
-        this.nextReplaySend =
-          Math.max(this.nextReplaySend, now - chunkMs) + chunkMs / Math.min(1.25, Math.max(1, this.opts.replaySpeed));
+        this.nextReplaySend = Math.max(this.nextReplaySend, now - chunkMs) + chunkMs / this.settings.replaySpeed;
       }
       if (conn.ws.bufferedAmount > (QUEUE_MS / 1000) * RATE * 2) {
         // The server is not reading: keep the audio here (in the replay buffer, not in the
         // socket's queue) and give up on it after `stallTimeoutMs`.
-        conn.stuckSince = conn.stuckSince || now;
-        this.checkStall(conn, now);
-        if (this.route === conn.generation) this.schedulePump(chunkMs);
+        conn.stuckSince = conn.stuckSince === null ? now : conn.stuckSince;
+        if (!this.checkStall(conn, now)) this.schedulePump(chunkMs);
         return;
       }
       conn.stuckSince = null;
@@ -1185,87 +1091,116 @@ export class AaiLiveClient extends EventTarget {
       conn.ws.send(chunk.samples.buffer.slice(chunk.samples.byteOffset, chunk.samples.byteOffset + chunk.samples.byteLength));
       if (chunk.sentAt === null) chunk.sentAt = now;
       if (voiced) {
-        conn.unansweredSince = conn.unansweredSince || now;
+        conn.unansweredSince = conn.unansweredSince === null ? now : conn.unansweredSince;
         conn.unansweredVoiceMs += chunkMs;
       }
       const loss = this.ledger.markSent(chunk.offset, end);
       if (loss) this.reportLoss(loss);
       this.cursor = end;
       if (live) {
-        this.silentMs = voiced ? 0 : this.silentMs + chunkMs;
-        const quiet = this.silentMs >= QUIET_AFTER_MS;
-        if (quiet !== this.quiet) {
-          this.quiet = quiet;
-          if (quiet && this.state.state === "rotating" && this.successor && this.live && !this.live.turnOpen) {
-            this.handOver(false);
-          }
-        }
-        this.checkStall(conn, now);
-        return;
+        this.trackQuiet(voiced, chunkMs);
+        if (this.route === conn.generation) this.checkStall(conn, now);
+        break;
       }
+    }
+    this.maybeFinish();
+  }
+
+  /** Tell the machine when the live audio turns quiet (300 ms of silence) or voiced again. */
+  trackQuiet(voiced, chunkMs) {
+    this.silentMs = voiced ? 0 : this.silentMs + chunkMs;
+    const quiet = this.silentMs >= QUIET_AFTER_MS;
+    if (quiet !== this.quiet) {
+      this.quiet = quiet;
+      this.input({ kind: "quiet", quiet });
     }
   }
 
   schedulePump(ms) {
-    if (this.pumpTimer) return;
+    if (this.pumpTimer !== null) return;
     this.pumpTimer = this.later(ms, () => {
       this.pumpTimer = null;
       this.pump();
     });
   }
 
-  /** Voice unanswered, or the socket not draining, for `stallTimeoutMs`: treat as dropped. */
+  /**
+   * Voice unanswered, or the socket not draining, for `stallTimeoutMs`: the session is treated
+   * as dropped (a transient loss, as a close without a code). Returns whether it was.
+   */
   checkStall(conn, now) {
+    const timeout = this.settings.stallTimeoutMs;
     const voiceStalled =
-      conn.unansweredVoiceMs >= 2000 && conn.unansweredSince !== null && now - conn.unansweredSince > this.opts.stallTimeoutMs;
-    const stuck = conn.stuckSince !== null && now - conn.stuckSince > this.opts.stallTimeoutMs;
-    if (voiceStalled || stuck) {
-      this.dropConn(conn);
-      this.closed(conn, null, voiceStalled ? "stalled: no reply while audio was sent" : "stalled: the server stopped reading");
-    }
+      conn.unansweredVoiceMs >= STALL_MIN_VOICE_MS && conn.unansweredSince !== null && now - conn.unansweredSince > timeout;
+    const stuck = conn.stuckSince !== null && now - conn.stuckSince > timeout;
+    if (!voiceStalled && !stuck) return false;
+    this.dropConn(conn);
+    const v = verdict(this.table, null, "", "", true);
+    const reason = voiceStalled
+      ? `stalled: no reply for ${Math.round(timeout / 1000)} s while audio was sent`
+      : `stalled: the server stopped reading for ${Math.round(timeout / 1000)} s`;
+    this.input({
+      kind: "closed",
+      generation: conn.generation,
+      after_begin: true,
+      failure: { origin: "close", class: v.class, reason, explain: v.explain },
+    });
+    return true;
   }
 
-  // --- stop, failure, the end ---
+  // --- the end ---
+
+  /**
+   * The input ended (the microphone went away, a stream that ended): what was captured is
+   * still sent, then the last session is asked to confirm its end (`finish`), as the terminal
+   * client does with the end of a file.
+   */
+  finish() {
+    if (this.finished || this.inputDone) return;
+    this.inputDone = true;
+    this.closeAudio();
+    this.finishBy = this.clock.now() + FINISH_LIMIT_MS;
+    this.later(FINISH_LIMIT_MS, () => this.maybeFinish());
+    this.maybeFinish();
+  }
+
+  maybeFinish() {
+    if (this.finishBy === null || this.finished || !this.capturing) return;
+    if (this.clock.now() >= this.finishBy) {
+      this.finishBy = null;
+      this.capturing = false;
+      this.abandon("finish_timeout");
+      this.input({ kind: "stop" });
+      return;
+    }
+    const head = this.ledger.head;
+    const allSent = this.ledger.settled >= head && (this.route === null || this.cursor >= head);
+    const s = this.machine.view();
+    if (s.state === "idle") {
+      this.finishBy = null;
+      this.stop();
+    } else if (s.state === "streaming" && allSent) {
+      this.capturing = false;
+      this.input({ kind: "finish" });
+    }
+  }
 
   /** Stop streaming: Terminate, the last turns (bounded), then `finished`. */
   async stop() {
-    if (!this.capturing && this.finished) return;
+    if (this.finished) return;
+    const ended = new Promise((resolve) => {
+      const previous = this.onEnd;
+      this.onEnd = () => {
+        if (previous) previous();
+        resolve();
+      };
+    });
+    this.finishBy = null;
     this.capturing = false;
     this.closeAudio();
-    const loss = this.ledger.abandon("stopped");
-    if (loss) this.reportLoss(loss);
-    const s = this.state;
-    const live = s.state === "streaming" || s.state === "rotating" ? this.conns.get(s.state === "streaming" ? s.generation : s.old) : null;
-    if (s.state === "rotating" && this.conns.get(s.new)) this.dropConn(this.conns.get(s.new));
-    if (live) {
-      this.unroute();
-      this.control(live, { type: "Terminate" });
-      this.setState({ state: "draining", generation: live.generation });
-      await new Promise((resolve) => {
-        this.onEnd = resolve;
-        this.later(this.opts.terminateTimeoutMs, () => {
-          if (!this.finished) {
-            this.dropConn(live);
-            this.emit("drain_timed_out", { generation: live.generation });
-            this.endRun();
-          }
-        });
-      });
-    } else {
-      for (const c of [...this.conns.values()]) this.dropConn(c);
-      this.endRun();
-    }
-  }
-
-  fail(cls, reason) {
-    this.failure = reason;
-    this.capturing = false;
-    const loss = this.ledger.abandon("failed");
-    if (loss) this.reportLoss(loss);
-    this.closeAudio();
-    for (const c of [...this.conns.values()]) this.dropConn(c);
-    this.setState({ state: "failed", class: cls, reason });
-    this.endRun();
+    this.abandon("stopped");
+    this.input({ kind: "stop" });
+    await ended;
   }
 
   endRun() {
@@ -1273,12 +1208,12 @@ export class AaiLiveClient extends EventTarget {
     this.finished = true;
     this.capturing = false;
     this.closeAudio();
-    for (const id of this.timers) clearTimeout(id);
+    for (const id of this.timers) this.clock.clearTimeout(id);
     this.timers.clear();
+    this.pumpTimer = null;
     for (const c of [...this.conns.values()]) this.dropConn(c);
-    const loss = this.ledger.abandon(this.failure ? "failed" : "stopped");
-    if (loss) this.reportLoss(loss);
-    if (this.state.state !== "failed") this.setState({ state: "stopped" });
+    const failure = this.machine.failed();
+    this.abandon(failure ? "failed" : "stopped");
     this.emit("finished", {
       finals: this.transcript.list().length,
       rotations: this.rotations,
@@ -1288,7 +1223,7 @@ export class AaiLiveClient extends EventTarget {
       audio_lost_samples: this.ledger.lost,
       audio_lost_ms: this.ms(this.ledger.lost),
       ...percentiles(this.latencies),
-      ...(this.failure ? { failure: this.failure } : {}),
+      ...(failure ? { failure: this.sentence(failure), explain: failure.explain } : {}),
     });
     if (this.onEnd) this.onEnd();
   }

@@ -59,10 +59,10 @@ function wire(c) {
     const s = e.detail;
     $("state").textContent = s.state + (s.state === "backoff" ? ` (attempt ${s.attempt}, ${seconds(s.retry_in_ms)})` : "");
     if (s.state === "failed") {
-      say(`Streaming stopped: ${s.reason}`);
+      say(`Streaming stopped: ${s.reason} (aai-live explain ${s.explain})`);
       stopped();
       // A refused credential is forgotten, and the page asks for another.
-      if (/HTTP 40[13]/.test(s.reason) && sessionStorage.getItem(CREDENTIAL_KEY)) {
+      if (s.origin === "token" && (s.status === 401 || s.status === 403) && sessionStorage.getItem(CREDENTIAL_KEY)) {
         sessionStorage.removeItem(CREDENTIAL_KEY);
         $("auth").hidden = false;
       }

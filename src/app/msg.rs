@@ -8,8 +8,9 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, MouseEventKind};
 
 use super::action::{Action, Keymap};
 use crate::audio::{AudioStats, Level};
+use crate::events::SessionEvent;
 use crate::provider::TokenState;
-use crate::session::{self, SessionEvent};
+use crate::session;
 
 /// An input to `update`.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +66,8 @@ impl Msg {
 /// Why the runtime could not start a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartFailure {
-    /// No token provider (it failed to build); the message says why.
-    Provider(String),
+    /// No token provider (it failed to build): why, and where that is explained.
+    Provider(crate::failure::Failure),
     /// The audio input cannot be opened.
     Audio(String),
     /// The transcript journal cannot be created.

@@ -10,9 +10,9 @@ use super::action::Keymap;
 use super::transcript::TranscriptView;
 use crate::audio::{AudioStats, Level};
 use crate::config::{Config, Theme};
+use crate::events::{Gen, View};
 use crate::protocol::CloseClass;
 use crate::provider::TokenState;
-use crate::session::machine::{Gen, View};
 
 /// Entries kept in the events pane.
 pub const EVENT_LOG_CAPACITY: usize = 200;
@@ -266,13 +266,7 @@ impl WordRate {
     }
 }
 
-/// Severity of an events-pane entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Info,
-    Warn,
-    Error,
-}
+pub use crate::strings::Severity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {

@@ -5,14 +5,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::action::Action;
 use super::msg::{DashboardCommand, Msg, StartFailure};
-use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind, Severity};
+use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind};
 use crate::audio::{AudioStats, InputEnd};
 use crate::diagnosis::Diagnosis;
-use crate::protocol::CloseClass;
+use crate::events::SessionEvent;
+use crate::events::View;
+use crate::failure::Failure;
 use crate::provider::TokenState;
-use crate::session::machine::View;
-use crate::session::{self, SessionEvent};
-use crate::strings;
+use crate::session;
+use crate::strings::{self, Severity};
 
 /// Sessions kept for the lifetime gauge (the live one, its successor, a retired one).
 const LIVES_KEPT: usize = 4;
@@ -88,10 +89,7 @@ impl DashboardState {
                     self.lifecycle.saving = self.lifecycle.saving.saturating_sub(1);
                 }
                 self.lifecycle.running = false;
-                self.session.view = View::Failed {
-                    class: CloseClass::ClientBug,
-                    reason: reason.clone(),
-                };
+                self.session.view = View::Failed(Failure::internal(reason.clone()));
                 self.session.since = now;
                 self.last_failure = Some(reason.clone());
                 let hint = strings::crash_hint(&self.key_hint(Action::ToggleStream));
@@ -308,14 +306,11 @@ impl DashboardState {
         self.session.run_started = None;
         let again = self.key_hint(Action::ToggleStream);
         let problem = match failure {
-            StartFailure::Provider(detail) => Problem {
+            StartFailure::Provider(failure) => Problem {
                 kind: ProblemKind::Provider,
                 title: strings::NO_PROVIDER_TITLE.into(),
-                hint: strings::explained(
-                    strings::NO_PROVIDER_HINT,
-                    strings::provider_diagnosis(&detail),
-                ),
-                detail,
+                hint: strings::explained(strings::NO_PROVIDER_HINT, failure.diagnosis),
+                detail: failure.reason,
             },
             StartFailure::Transcript(detail) => Problem {
                 kind: ProblemKind::Session,
@@ -441,34 +436,21 @@ impl DashboardState {
         now: SystemTime,
         out: &mut Vec<DashboardCommand>,
     ) {
+        // The events pane says what the headless runner's stderr says, from the one dispatcher.
+        if let Some(line) = strings::event_line(&event, now)
+            && line.audience != strings::Audience::Stderr
+        {
+            self.events.push(now, line.severity, line.text);
+        }
         let run = self.lifecycle.run;
+        // The model: one arm per event, no catch-all (a new event must be decided here).
         match event {
             SessionEvent::State { view } => self.on_view(view, now),
             SessionEvent::Token {
                 generation,
                 fingerprint,
                 ..
-            } => {
-                self.events.push(
-                    now,
-                    Severity::Info,
-                    strings::token_obtained(generation, &fingerprint),
-                );
-                self.session.last_token = Some((generation, fingerprint));
-            }
-            SessionEvent::TokenFailed {
-                generation,
-                class,
-                message,
-            } => {
-                let level = if class.retryable() {
-                    Severity::Warn
-                } else {
-                    Severity::Error
-                };
-                self.events
-                    .push(now, level, strings::token_failed(generation, &message));
-            }
+            } => self.session.last_token = Some((generation, fingerprint)),
             SessionEvent::Begin {
                 generation,
                 session_id,
@@ -476,12 +458,6 @@ impl DashboardState {
                 ..
             } => {
                 let expires_at = UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
-                let left = expires_at.duration_since(now).unwrap_or_default();
-                self.events.push(
-                    now,
-                    Severity::Info,
-                    strings::session_began(generation, &session_id, left),
-                );
                 self.session.lives.push(Life {
                     run,
                     generation,
@@ -515,38 +491,13 @@ impl DashboardState {
                     self.start(now, out);
                 }
             }
-            SessionEvent::Hello { .. } => {}
-            other => self.on_notice(other, now),
-        }
-    }
-
-    /// Session events that only count or inform: rotations, losses, replays, warnings.
-    fn on_notice(&mut self, event: SessionEvent, now: SystemTime) {
-        match event {
-            SessionEvent::Rotation {
-                from, to, forced, ..
-            } => {
-                self.session.rotations += 1;
-                self.events
-                    .push(now, Severity::Info, strings::rotated(from, to, forced));
-            }
+            SessionEvent::Rotation { .. } => self.session.rotations += 1,
             SessionEvent::Lost {
-                generation,
                 class,
                 code,
                 reason,
-                what_now,
                 ..
             } => {
-                self.events.push(
-                    now,
-                    if class.retryable() {
-                        Severity::Warn
-                    } else {
-                        Severity::Error
-                    },
-                    strings::lost(generation, class, code, &reason, what_now),
-                );
                 self.session.last_close = Some(CloseInfo {
                     code,
                     reason: crate::untrusted::for_terminal(&reason).into_owned(),
@@ -554,42 +505,13 @@ impl DashboardState {
                     at: now,
                 });
             }
-            SessionEvent::Reconnected {
-                generation,
-                replay_ms,
-                gap_ms,
-                ..
-            } => {
-                self.session.reconnects += 1;
-                self.events.push(
-                    now,
-                    Severity::Info,
-                    strings::reconnected(generation, replay_ms, gap_ms),
-                );
-            }
-            SessionEvent::AudioLost { ms, cause, .. } => {
-                self.session.audio_lost_ms += ms;
-                self.events
-                    .push(now, Severity::Error, strings::audio_lost(ms, cause));
-            }
-            SessionEvent::DrainTimedOut { generation } => {
-                self.events
-                    .push(now, Severity::Warn, strings::drain_timed_out(generation));
-            }
-            SessionEvent::Termination {
-                generation,
-                audio_duration_seconds,
-                session_duration_seconds,
-            } => self.events.push(
-                now,
-                Severity::Info,
-                strings::terminated(generation, audio_duration_seconds, session_duration_seconds),
-            ),
-            SessionEvent::Warning { message } => {
-                self.events
-                    .push(now, Severity::Warn, strings::service_warning(&message));
-            }
-            _ => {}
+            SessionEvent::Reconnected { .. } => self.session.reconnects += 1,
+            SessionEvent::AudioLost { ms, .. } => self.session.audio_lost_ms += ms,
+            SessionEvent::Hello { .. }
+            | SessionEvent::TokenFailed { .. }
+            | SessionEvent::DrainTimedOut { .. }
+            | SessionEvent::Termination { .. }
+            | SessionEvent::Warning { .. } => {}
         }
     }
 
@@ -598,24 +520,16 @@ impl DashboardState {
             View::Backoff { retry_in_ms, .. } => Some(now + Duration::from_millis(*retry_in_ms)),
             _ => None,
         };
-        if let Some(text) = strings::view(&view) {
-            let level = match view {
-                View::Backoff { .. } => Severity::Warn,
-                View::Failed { .. } => Severity::Error,
-                _ => Severity::Info,
-            };
-            self.events.push(now, level, text);
-        }
         match &view {
             View::Streaming { .. } => self.clear_problem(ProblemKind::Session),
-            View::Failed { class, reason } => {
-                self.last_failure = Some(reason.clone());
+            View::Failed(failure) => {
+                self.last_failure = Some(strings::failure(failure));
                 let key = self.key_hint(Action::ToggleStream);
-                let hint = strings::stopped_hint_explained(*class, reason, &key);
+                let hint = strings::stopped_hint_explained(failure, &key);
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
-                    title: strings::stopped_title(*class),
-                    detail: reason.clone(),
+                    title: strings::stopped_title(failure.class),
+                    detail: failure.reason.clone(),
                     hint,
                 });
             }

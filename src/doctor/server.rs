@@ -428,8 +428,7 @@ async fn redeem(config: &Config, token: String) -> Step {
     let shown = crate::provider::http::display_url(&endpoint);
     let (tx, mut events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, 8, tx);
-    let (outcome, error_text) =
-        super::wait_for_begin(&mut events, config.session.begin_timeout).await;
+    let outcome = super::wait_for_begin(&mut events, config.session.begin_timeout).await;
     let step = match outcome {
         Ok(begin) => Step::pass(
             STEP,
@@ -438,23 +437,20 @@ async fn redeem(config: &Config, token: String) -> Step {
                 crate::strings::short_id(&begin.id)
             ),
         ),
-        Err(Some(ended)) if ended.code.is_none() => Step::fail(
+        Err(Some(ended)) if ended.failure.origin == crate::failure::Origin::Connect => Step::fail(
             STEP,
-            format!("{shown}: {}", ended.reason),
-            Diagnosis::from_connect_reason(&ended.reason),
+            format!("{shown}: {}", ended.failure.reason),
+            ended.failure.diagnosis,
         ),
-        Err(Some(ended)) => {
-            let error = ended.error.clone().or(error_text);
-            Step::fail(
-                STEP,
-                format!(
-                    "token {fingerprint} refused at {shown}: {} \"{}\"",
-                    ended.code.unwrap_or_default(),
-                    ended.reason
-                ),
-                Diagnosis::from_close(ended.code, &ended.reason, error.as_deref(), false),
-            )
-        }
+        Err(Some(ended)) => Step::fail(
+            STEP,
+            format!(
+                "token {fingerprint} refused at {shown}: {} \"{}\"",
+                ended.failure.code.unwrap_or_default(),
+                ended.failure.reason
+            ),
+            ended.failure.diagnosis,
+        ),
         Err(None) => Step::fail(
             STEP,
             format!("{shown}: no Begin within the begin timeout"),

@@ -64,6 +64,7 @@ impl ApiKeyProvider {
             return Err(ProviderError::InvalidConfig {
                 provider: NAME,
                 location: key_source,
+                status: None,
                 detail: "the API key holds characters that cannot go in an HTTP header (a stray \
                          quote or line break?)"
                     .into(),
@@ -141,6 +142,7 @@ impl ApiKeyProvider {
             HeaderValue::from_str(self.key.expose()).map_err(|_| ProviderError::InvalidConfig {
                 provider: NAME,
                 location: self.key_source.clone(),
+                status: None,
                 detail: "the API key cannot go in an HTTP header".into(),
             })?;
         auth.set_sensitive(true);
@@ -172,6 +174,7 @@ impl ApiKeyProvider {
             provider: NAME,
             location: self.origin.location.clone(),
             status: Some(reply.status.as_u16()),
+            network: None,
             retry_after: None,
             detail: format!(
                 "HTTP {} but {what}: \"{}\"",
@@ -236,6 +239,7 @@ fn read_key_file(path: &Path) -> Result<ApiKey, ProviderError> {
         Err(SecretFileError::Io { path, source }) => Err(ProviderError::InvalidConfig {
             provider: NAME,
             location: path,
+            status: None,
             detail: format!("cannot read the key file (provider.api_key.key_file): {source}"),
         }),
     }

@@ -116,6 +116,8 @@ enum Look {
     },
     /// Nothing usable yet; why, for the final message.
     Wait(String),
+    /// The file is not there (yet).
+    Missing,
 }
 
 impl FileProvider {
@@ -171,6 +173,7 @@ impl FileProvider {
         };
         let mut announced = false;
         loop {
+            let mut missing = false;
             let reason = match self.look().await? {
                 Look::Fresh { token, hash, bytes } => match self.claim(hash, &bytes).await? {
                     Ok(()) => {
@@ -183,12 +186,17 @@ impl FileProvider {
                     Err(reason) => reason,
                 },
                 Look::Wait(reason) => reason,
+                Look::Missing => {
+                    missing = true;
+                    "the file does not exist (yet)".to_owned()
+                }
             };
             if Instant::now() >= deadline {
                 return Err(ProviderError::Exhausted {
                     provider: NAME,
                     location: self.location(),
                     waited: self.settings.wait,
+                    missing,
                     detail: format!(
                         "{reason}; is the process that writes it running? (provider.file.wait)"
                     ),
@@ -216,6 +224,7 @@ impl FileProvider {
                     provider: NAME,
                     location: self.location(),
                     status: None,
+                    network: None,
                     retry_after: None,
                     detail: format!(
                         "reading the file took longer than {} (provider.timeout)",
@@ -228,6 +237,7 @@ impl FileProvider {
                     provider: NAME,
                     location: self.location(),
                     status: None,
+                    network: None,
                     retry_after: None,
                     detail: format!("the read was interrupted: {join}"),
                 });
@@ -302,10 +312,11 @@ impl FileProvider {
     fn read_error(&self, e: &std::io::Error) -> Result<Look, ProviderError> {
         use std::io::ErrorKind;
         match e.kind() {
-            ErrorKind::NotFound => Ok(Look::Wait("the file does not exist (yet)".into())),
+            ErrorKind::NotFound => Ok(Look::Missing),
             ErrorKind::PermissionDenied => Err(ProviderError::InvalidConfig {
                 provider: NAME,
                 location: self.location(),
+                status: None,
                 detail: format!(
                     "cannot read the token file: {e}; let the user running aai-live read it"
                 ),
@@ -313,12 +324,14 @@ impl FileProvider {
             ErrorKind::IsADirectory => Err(ProviderError::InvalidConfig {
                 provider: NAME,
                 location: self.location(),
+                status: None,
                 detail: "this is a directory; provider.file.path must name the token file".into(),
             }),
             _ => Err(ProviderError::Transient {
                 provider: NAME,
                 location: self.location(),
                 status: None,
+                network: None,
                 retry_after: None,
                 detail: format!("cannot read the token file: {e}"),
             }),
@@ -357,6 +370,7 @@ impl FileProvider {
                 Err(ProviderError::InvalidConfig {
                     provider: NAME,
                     location: self.location(),
+                    status: None,
                     detail: format!(
                         "cannot remove the token file after use (provider.file.remove_after_use): \
                          {e}; the directory must be writable"

@@ -13,6 +13,7 @@ use url::Url;
 use super::ProviderError;
 use super::contract::mask_token_like;
 use super::time::parse_retry_after;
+use crate::diagnosis::Network;
 use crate::secret::scrub;
 
 /// Bodies larger than this are cut: a token answer is well under 1 KiB, and an error page need
@@ -63,6 +64,7 @@ pub(crate) fn client(
         .map_err(|e| ProviderError::InvalidConfig {
             provider,
             location: "HTTP client".into(),
+            status: None,
             detail: format!("cannot set up the HTTP client: {}", chain(&e)),
         })
 }
@@ -107,6 +109,7 @@ pub(crate) async fn exchange(
             provider: origin.provider,
             location: origin.location.clone(),
             status: None,
+            network: Some(Network::Timeout),
             retry_after: None,
             detail: format!(
                 "no complete answer within {} (provider.timeout)",
@@ -130,8 +133,53 @@ fn transport_error(origin: &Origin, e: &reqwest::Error) -> ProviderError {
         provider: origin.provider,
         location: origin.location.clone(),
         status: None,
+        network: network_of(e),
         retry_after: None,
         detail: format!("{what}: {}", chain(e)),
+    }
+}
+
+/// The kind of a transport failure: reqwest's and the OS's typed facts first; the resolver and
+/// the TLS stack report through boxed errors whose types are private to hyper-util and rustls,
+/// so for those the words of their messages decide, here where the error is at hand.
+pub(crate) fn network_of(e: &reqwest::Error) -> Option<Network> {
+    if e.is_timeout() {
+        return Some(Network::Timeout);
+    }
+    let mut words = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            match io.kind() {
+                ErrorKind::TimedOut => return Some(Network::Timeout),
+                ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::AddrNotAvailable => return Some(Network::Refused),
+                _ => {}
+            }
+        }
+        words.push_str(&s.to_string().to_ascii_lowercase());
+        words.push(' ');
+        source = s.source();
+    }
+    if words.contains("proxy") {
+        Some(Network::Proxy)
+    } else if words.contains("dns error")
+        || words.contains("failed to lookup")
+        || words.contains("name or service not known")
+    {
+        Some(Network::Dns)
+    } else if words.contains("certificate") || words.contains("tls") || words.contains("handshake")
+    {
+        Some(Network::Tls)
+    } else if e.is_connect() {
+        Some(Network::Refused)
+    } else {
+        None
     }
 }
 
@@ -205,11 +253,13 @@ pub(crate) fn status_error(
         400 | 422 => ProviderError::InvalidConfig {
             provider,
             location,
+            status: Some(code),
             detail: with_hint(detail, hints.bad_request),
         },
         404 | 405 | 410 => ProviderError::InvalidConfig {
             provider,
             location,
+            status: Some(code),
             detail: with_hint(detail, hints.not_found),
         },
         300..=399 => {
@@ -227,6 +277,7 @@ pub(crate) fn status_error(
             ProviderError::InvalidConfig {
                 provider,
                 location,
+                status: Some(code),
                 detail,
             }
         }
@@ -234,6 +285,7 @@ pub(crate) fn status_error(
         400..=499 if code != 408 && code != 425 => ProviderError::InvalidConfig {
             provider,
             location,
+            status: Some(code),
             detail,
         },
         // 408, 425, 5xx and anything unexpected: the next attempt may well work.
@@ -241,6 +293,7 @@ pub(crate) fn status_error(
             provider,
             location,
             status: Some(code),
+            network: None,
             retry_after,
             detail,
         },

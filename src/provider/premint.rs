@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -98,6 +99,8 @@ pub struct PreMinter {
     commands: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<TokenState>,
     provider: &'static str,
+    /// Tokens minted and dropped unused (lapsed, replaced, refreshed, cancelled).
+    discarded: Arc<AtomicU64>,
 }
 
 impl PreMinter {
@@ -109,7 +112,9 @@ impl PreMinter {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(TokenState::None);
         let name = provider.name();
+        let discarded = Arc::new(AtomicU64::new(0));
         let scheduler = Scheduler {
+            discarded: Arc::clone(&discarded),
             provider,
             request,
             options,
@@ -127,7 +132,15 @@ impl PreMinter {
             commands,
             state,
             provider: name,
+            discarded,
         }
+    }
+
+    /// How many tokens this scheduler minted and dropped without handing them out (their
+    /// window lapsed, a fresh one was asked for, the preparation was cancelled). Every other
+    /// token it minted was handed out or is still held.
+    pub fn discarded(&self) -> u64 {
+        self.discarded.load(Ordering::Relaxed)
     }
 
     /// Have a fresh token ready by `at`: fetch at `at - lead` (up to `jitter` earlier), unless
@@ -208,6 +221,7 @@ enum Event {
 }
 
 struct Scheduler {
+    discarded: Arc<AtomicU64>,
     provider: Arc<dyn TokenProvider>,
     request: TokenRequest,
     options: PreMintOptions,
@@ -301,6 +315,7 @@ impl Scheduler {
             }
             Command::RefreshNow => {
                 if let Some(old) = self.ready.take() {
+                    self.count_discarded();
                     tracing::debug!(token = %old.token.fingerprint(), "discarded on request");
                 }
                 self.retry_at = None;
@@ -310,7 +325,9 @@ impl Scheduler {
             Command::Cancel => {
                 self.target = None;
                 self.retry_at = None;
-                self.ready = None;
+                if self.ready.take().is_some() {
+                    self.count_discarded();
+                }
                 self.last_error = None;
                 self.waiters.retain(|w| !w.is_closed());
                 if self.waiters.is_empty() {
@@ -357,6 +374,7 @@ impl Scheduler {
                 while let Some(waiter) = self.waiters.pop_front() {
                     let Some(t) = token.take() else { break };
                     if t.is_lapsed(SystemTime::now()) {
+                        self.count_discarded();
                         let error = self.late_token_error(&t);
                         let _ = waiter.send(Err(error));
                         break;
@@ -371,6 +389,9 @@ impl Scheduler {
                     if discard_at > now {
                         tracing::debug!(token = %token.fingerprint(), "token ready");
                         // A token replaced here was never handed out; dropping it is the point.
+                        if self.ready.is_some() {
+                            self.count_discarded();
+                        }
                         self.ready = Some(Ready {
                             token,
                             discard_at,
@@ -378,6 +399,7 @@ impl Scheduler {
                         });
                     } else {
                         let error = self.late_token_error(&token);
+                        self.count_discarded();
                         tracing::debug!(%error, "token discarded on arrival");
                         self.on_failure(error, now);
                     }
@@ -420,12 +442,17 @@ impl Scheduler {
             provider: token.provider,
             location: self.provider.source(),
             status: None,
+            network: None,
             retry_after: None,
             detail: format!(
                 "token {} arrived with its redemption window (almost) over",
                 token.fingerprint()
             ),
         }
+    }
+
+    fn count_discarded(&self) {
+        self.discarded.fetch_add(1, Ordering::Relaxed);
     }
 
     fn target_ahead(&self, now: Instant) -> bool {
@@ -436,6 +463,7 @@ impl Scheduler {
     fn discard_if_lapsed(&mut self, now: Instant) -> bool {
         if self.ready.as_ref().is_some_and(|r| r.discard_at <= now) {
             if let Some(old) = self.ready.take() {
+                self.count_discarded();
                 tracing::debug!(token = %old.token.fingerprint(), "discarded: window lapsing");
             }
             return true;

@@ -75,6 +75,7 @@ impl RemoteProvider {
         let invalid = |detail: String| ProviderError::InvalidConfig {
             provider: NAME,
             location: location.clone(),
+            status: None,
             detail,
         };
         let mut headers = HeaderMap::new();
@@ -106,6 +107,7 @@ impl RemoteProvider {
             return Err(ProviderError::InvalidConfig {
                 provider: NAME,
                 location: source.clone(),
+                status: None,
                 detail: "the bearer credential holds characters that cannot go in an HTTP header"
                     .into(),
             });
@@ -224,6 +226,7 @@ impl RemoteProvider {
             provider: NAME,
             location: self.origin.location.clone(),
             status: Some(status),
+            network: None,
             retry_after: None,
             detail: format!("HTTP {status} but {detail}"),
         };
@@ -323,6 +326,7 @@ fn read_bearer_file(path: &Path) -> Result<BearerCredential, ProviderError> {
         Err(SecretFileError::Io { path, source }) => Err(ProviderError::InvalidConfig {
             provider: NAME,
             location: path,
+            status: None,
             detail: format!("cannot read the bearer file (provider.remote.bearer_file): {source}"),
         }),
     }

@@ -653,7 +653,7 @@ pub async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint: use /token, /healthz, /readyz, /metrics, /config.json, \
-         /close-codes.json or /aai-live-client.js",
+         /close-codes.json, /aai-live-client.js or /aai-live-machine.js",
     )
     .into_response()
 }

@@ -230,6 +230,7 @@ mod tests {
             provider: "api-key",
             location: "x".into(),
             status: None,
+            network: None,
             retry_after: None,
             detail: "cannot connect".into(),
         };
@@ -238,6 +239,7 @@ mod tests {
         let refused = ProviderError::InvalidConfig {
             provider: "api-key",
             location: "x".into(),
+            status: None,
             detail: "HTTP 404".into(),
         };
         assert_eq!(describe(&refused).1, "upstream_refused");

@@ -26,6 +26,8 @@ use crate::protocol::params::{self, is_public_param};
 
 /// The client module: `import { AaiLiveClient } from ".../aai-live-client.js"`.
 pub const CLIENT_JS: &str = include_str!("../../assets/web/aai-live-client.js");
+/// The session machine the client module imports (the Rust machine's twin).
+pub const MACHINE_JS: &str = include_str!("../../assets/web/aai-live-machine.js");
 /// The AudioWorklet the module loads (downmix, frame-stamped blocks).
 pub const WORKLET_JS: &str = include_str!("../../assets/web/aai-live-worklet.js");
 /// The page at `/` (with `server.web`).
@@ -76,24 +78,28 @@ impl BrowserSettings {
             }
         }
         let emulator_hints = streaming_url.scheme() == "ws" && params::is_loopback(&streaming_url);
-        let s = &config.session;
-        let ms = |d: std::time::Duration| d.as_millis() as u64;
-        let session = json!({
-            "rotation": s.rotation,
-            "rotation_lead_ms": ms(s.rotation_lead),
-            "begin_timeout_ms": ms(s.begin_timeout),
-            "terminate_timeout_ms": ms(s.terminate_timeout),
-            "stall_timeout_ms": ms(s.stall_timeout),
-            "healthy_after_ms": ms(s.healthy_after),
-            "backoff": {
-                "initial_ms": ms(s.backoff_initial),
-                "max_ms": ms(s.backoff_max),
-                "multiplier": s.backoff_multiplier,
+        // The machine's policy as the terminal client runs it (one home: MachineConfig), plus
+        // what the browser's I/O needs: stalls, the replay buffer, chunks, and the expiry rule
+        // (which session ends are believed: src/protocol/expiry.rs).
+        let options = crate::session::SupervisorOptions::from_config(config);
+        let bounds = crate::protocol::expiry::Bounds {
+            min: if emulator_hints {
+                std::time::Duration::from_secs(1)
+            } else {
+                crate::protocol::expiry::Bounds::default().min
             },
-            "rate_limit_backoff_ms": ms(s.rate_limit_backoff),
-            "replay_buffer_ms": ms(s.replay_buffer),
-            "replay_speed": s.replay_speed,
-            "chunk_ms": config.audio.chunk_ms,
+            ..crate::protocol::expiry::Bounds::default()
+        };
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let mut session = options.machine.to_json();
+        session["stall_timeout_ms"] = json!(ms(options.stall_timeout));
+        session["replay_buffer_ms"] = json!(ms(options.replay_buffer));
+        session["replay_speed"] = json!(options.replay_speed);
+        session["chunk_ms"] = json!(options.chunk_ms);
+        session["expiry"] = json!({
+            "min_ms": ms(bounds.min),
+            "max_ms": ms(bounds.max),
+            "fallback_ms": ms(crate::protocol::expiry::MIN_SESSION),
         });
         Self {
             streaming_url,
@@ -174,6 +180,7 @@ fn etag(body: &[u8]) -> HeaderValue {
 #[derive(Debug, Clone)]
 pub struct Web {
     pub client: Asset,
+    pub machine: Asset,
     pub worklet: Asset,
     pub index: Asset,
     pub app_js: Asset,
@@ -188,21 +195,29 @@ pub struct Web {
     pub page: bool,
 }
 
+/// `/config.json`: the streaming endpoint and parameters, the emulator hints, whether `/token`
+/// wants a credential, and the session policy (`session`) — the browser client's only source of
+/// settings.
+pub fn config_json(settings: &BrowserSettings, auth_required: bool) -> Value {
+    json!({
+        "streaming_url": settings.streaming_url.as_str(),
+        "params": settings
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect::<serde_json::Map<String, Value>>(),
+        "emulator_hints": settings.emulator_hints,
+        "auth_required": auth_required,
+        "session": settings.session,
+    })
+}
+
 impl Web {
     pub fn new(settings: &BrowserSettings, auth_required: bool, page: bool) -> Self {
-        let config = json!({
-            "streaming_url": settings.streaming_url.as_str(),
-            "params": settings
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                .collect::<serde_json::Map<String, Value>>(),
-            "emulator_hints": settings.emulator_hints,
-            "auth_required": auth_required,
-            "session": settings.session,
-        });
+        let config = config_json(settings, auth_required);
         Self {
             client: Asset::new(CLIENT_JS, JAVASCRIPT),
+            machine: Asset::new(MACHINE_JS, JAVASCRIPT),
             worklet: Asset::new(WORKLET_JS, JAVASCRIPT),
             index: Asset::new(INDEX_HTML, "text/html; charset=utf-8"),
             app_js: Asset::new(APP_JS, JAVASCRIPT),
@@ -270,6 +285,11 @@ fn asset(asset: &Asset, request: &HeaderMap, outcome: &'static str) -> Response 
 /// `GET /aai-live-client.js`.
 pub async fn client(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     asset(&state.web.client, &headers, "client")
+}
+
+/// `GET /aai-live-machine.js` (imported by the client module).
+pub async fn machine(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    asset(&state.web.machine, &headers, "machine")
 }
 
 /// `GET /aai-live-worklet.js`.

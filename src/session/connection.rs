@@ -24,10 +24,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::machine::Gen;
-use crate::protocol::close::classify_upgrade_status;
+use crate::diagnosis::{Diagnosis, Network};
+use crate::events::Gen;
+use crate::failure::Failure;
+use crate::protocol::close::upgrade_verdict;
 use crate::protocol::messages::{ClientMessage, ServerMessage};
-use crate::protocol::{API_VERSION, CloseClass, WsUrl, classify};
+use crate::protocol::{API_VERSION, CloseClass, WsUrl};
 
 /// How long a polite close may take (our close frame out, the server's reply in) before the
 /// socket is simply dropped.
@@ -51,15 +53,54 @@ pub enum ConnEvent {
     Closed(Ended),
 }
 
-/// How a connection ended.
+/// How a connection ended: the failure (or the normal end) it was, and whether `Begin` had
+/// arrived on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
-    pub code: Option<u16>,
-    pub reason: String,
+    /// Its class, close code, reason (the server's, not yet capped) and troubleshooting section.
+    pub failure: Failure,
     /// The `error` of the last `Error` frame, if any.
     pub error: Option<String>,
-    pub class: CloseClass,
     pub after_begin: bool,
+}
+
+impl Ended {
+    /// The service closed it (or the connection dropped: `code` `None`).
+    pub fn close(
+        code: Option<u16>,
+        reason: &str,
+        error: Option<String>,
+        after_begin: bool,
+    ) -> Self {
+        Self {
+            failure: Failure::close(code, reason, error.as_deref(), after_begin),
+            error,
+            after_begin,
+        }
+    }
+
+    /// The connection ended because aai-live closed it.
+    pub fn by_us(reason: &str, after_begin: bool) -> Self {
+        Self {
+            failure: Failure::close(Some(1000), reason, None, true),
+            error: None,
+            after_begin,
+        }
+    }
+
+    /// It could not be opened.
+    pub fn not_opened(error: &ConnectError) -> Self {
+        Self {
+            failure: error.failure(),
+            error: None,
+            after_begin: false,
+        }
+    }
+
+    /// Its class.
+    pub fn class(&self) -> CloseClass {
+        self.failure.class
+    }
 }
 
 /// Where a connection reports, tagged with its generation.
@@ -158,9 +199,9 @@ impl Connector for WebSocketConnector {
                 .await;
                 tracing::info!(
                     generation,
-                    code = ?ended.code,
-                    reason = %crate::untrusted::for_terminal(&ended.reason),
-                    class = ?ended.class,
+                    code = ?ended.failure.code,
+                    reason = %crate::untrusted::for_terminal(&ended.failure.reason),
+                    class = ?ended.failure.class,
                     "connection ended"
                 );
                 let _ = events.send((generation, ConnEvent::Closed(ended)));
@@ -178,10 +219,8 @@ pub async fn guarded(task: impl std::future::Future<Output = Ended>) -> Ended {
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Ended {
-            code: None,
-            reason: crate::strings::CONNECTION_TASK_DIED.to_owned(),
+            failure: Failure::internal(crate::strings::CONNECTION_TASK_DIED),
             error: None,
-            class: CloseClass::Local,
             after_begin: false,
         })
 }
@@ -202,46 +241,29 @@ async fn run(
     events: &EventSender,
     stop: CancellationToken,
 ) -> Ended {
-    let mut ended = Ended {
-        code: None,
-        reason: String::new(),
-        error: None,
-        class: CloseClass::Transient,
-        after_begin: false,
-    };
     tracing::debug!(generation, %url, "connecting");
     let proxies = ProxyEnv::process();
     let connected = tokio::select! {
-        () = stop.cancelled() => {
-            ended.reason = "closed by aai-live before it was open".into();
-            ended.class = CloseClass::Normal;
-            return ended;
-        }
+        () = stop.cancelled() => return Ended::by_us("closed by aai-live before it was open", false),
         connected = connect(url, header_token, &proxies) => connected,
     };
+    // Connect errors carry no secrets: the URL they name is the redacted one.
     let mut ws = match connected {
         Ok(ws) => ws,
-        Err(e) => {
-            // Connect errors carry no secrets: the URL they name is the redacted one.
-            ended.reason = e.to_string();
-            ended.class = e.class();
-            return ended;
-        }
+        Err(e) => return Ended::not_opened(&e),
     };
+    let mut error: Option<String> = None;
+    let mut after_begin = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => {
                 close_politely(&mut ws).await;
-                ended.reason = "closed by aai-live".into();
-                ended.class = CloseClass::Normal;
-                return ended;
+                return Ended::by_us("closed by aai-live", after_begin);
             }
             out = rx.recv() => {
                 let Some(out) = out else {
                     close_politely(&mut ws).await;
-                    ended.reason = "closed by aai-live".into();
-                    ended.class = CloseClass::Normal;
-                    return ended;
+                    return Ended::by_us("closed by aai-live", after_begin);
                 };
                 let message = match out {
                     Outgoing::Audio(bytes) => Message::Binary(bytes.into()),
@@ -251,57 +273,50 @@ async fn run(
                 // A server that stops reading blocks this send: stay stoppable meanwhile.
                 let sent = tokio::select! {
                     () = stop.cancelled() => {
-                        ended.reason = "closed by aai-live (the socket was not writable)".into();
-                        ended.class = CloseClass::Normal;
-                        return ended;
+                        return Ended::by_us(
+                            "closed by aai-live (the socket was not writable)",
+                            after_begin,
+                        );
                     }
                     sent = ws.send(message) => sent,
                 };
                 if let Err(e) = sent {
-                    ended.reason = format!("send failed: {e}");
-                    return ended;
+                    return Ended::close(None, &format!("send failed: {e}"), error, after_begin);
                 }
             }
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match ServerMessage::parse(text.as_str()) {
                     Ok(message) => {
                         if let ServerMessage::Error(e) = &message {
-                            ended.error = Some(e.error.clone());
+                            error = Some(e.error.clone());
                         }
                         if matches!(message, ServerMessage::Begin(_)) {
-                            ended.after_begin = true;
+                            after_begin = true;
                         }
                         let terminated = matches!(message, ServerMessage::Termination(_));
                         let _ = events.send((generation, ConnEvent::Message(message)));
                         if terminated {
                             // The session is over: close with 1000 ourselves and take the
                             // server's close (its code is what the session ended with).
-                            return finish_after_termination(&mut ws, ended).await;
+                            let (code, reason) = finish_after_termination(&mut ws).await;
+                            return Ended::close(Some(code), &reason, error, after_begin);
                         }
                     }
                     Err(e) => tracing::warn!(generation, "ignoring an unreadable server message: {e}"),
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                    ended.code = Some(code);
-                    ended.reason = reason;
-                    ended.class = classify(Some(code), &ended.reason, ended.error.as_deref());
                     // tungstenite queued the reply to the server's close frame: flush it.
                     drain(&mut ws).await;
-                    return ended;
+                    return Ended::close(Some(code), &reason, error, after_begin);
                 }
                 Some(Ok(_)) => {
                     let _ = events.send((generation, ConnEvent::Alive));
                 }
                 Some(Err(e)) => {
-                    ended.reason = format!("connection lost: {e}");
-                    ended.class = classify(None, "", ended.error.as_deref());
-                    return ended;
+                    return Ended::close(None, &format!("connection lost: {e}"), error, after_begin);
                 }
-                None => {
-                    ended.reason = "connection lost".into();
-                    return ended;
-                }
+                None => return Ended::close(None, "connection lost", error, after_begin),
             }
         }
     }
@@ -354,9 +369,26 @@ impl ConnectError {
     pub fn class(&self) -> CloseClass {
         match self {
             Self::InvalidUrl { .. } => CloseClass::Fatal,
-            Self::Refused { status } => classify_upgrade_status(*status),
+            Self::Refused { status } => upgrade_verdict(*status).class,
             _ => CloseClass::Transient,
         }
+    }
+
+    /// The failure it is, with its troubleshooting section (decided here, from the variant).
+    pub fn failure(&self) -> Failure {
+        let (diagnosis, status, network) = match self {
+            Self::InvalidUrl { .. } => (Diagnosis::ConfigInvalid, None, None),
+            Self::Dns { .. } => (Diagnosis::DnsFailure, None, Some(Network::Dns)),
+            Self::Tcp { .. } | Self::Handshake { .. } => {
+                (Diagnosis::TcpFailure, None, Some(Network::Refused))
+            }
+            Self::ProxyUnreachable { .. } | Self::ProxyRefused { .. } => {
+                (Diagnosis::ProxyFailure, None, Some(Network::Proxy))
+            }
+            Self::Tls { .. } => (Diagnosis::TlsFailure, None, Some(Network::Tls)),
+            Self::Refused { status } => (upgrade_verdict(*status).diagnosis, Some(*status), None),
+        };
+        Failure::connect(self.class(), self.to_string(), diagnosis, status, network)
     }
 }
 
@@ -670,8 +702,9 @@ fn percent_decode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// After `Termination`: send our close (1000) and wait, bounded, for the server's.
-async fn finish_after_termination(ws: &mut Socket, mut ended: Ended) -> Ended {
+/// After `Termination`: send our close (1000) and wait, bounded, for the server's (its code
+/// and reason).
+async fn finish_after_termination(ws: &mut Socket) -> (u16, String) {
     let normal = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
@@ -690,15 +723,11 @@ async fn finish_after_termination(ws: &mut Socket, mut ended: Ended) -> Ended {
         }
         None
     };
-    let (code, reason) = tokio::time::timeout(CLOSE_TIMEOUT, closing)
+    tokio::time::timeout(CLOSE_TIMEOUT, closing)
         .await
         .ok()
         .flatten()
-        .unwrap_or((1000, String::new()));
-    ended.code = Some(code);
-    ended.reason = reason;
-    ended.class = classify(Some(code), &ended.reason, ended.error.as_deref());
-    ended
+        .unwrap_or((1000, String::new()))
 }
 
 /// Send a 1000 close frame and wait, bounded, for the server's reply.
@@ -774,24 +803,21 @@ mod tests {
     }
 
     fn normal() -> Ended {
-        Ended {
-            code: Some(1000),
-            reason: "bye".into(),
-            error: None,
-            class: CloseClass::Normal,
-            after_begin: true,
-        }
+        Ended::close(Some(1000), "bye", None, true)
     }
 
     #[tokio::test]
     async fn a_panicking_connection_task_ends_as_a_local_failure_not_a_silence() {
         let ended = guarded(async {
-            assert!(normal().code.is_none(), "a bug in the connection task");
+            assert!(
+                normal().failure.code.is_none(),
+                "a bug in the connection task"
+            );
             normal()
         })
         .await;
-        assert_eq!(ended.class, CloseClass::Local);
-        assert_eq!(ended.reason, crate::strings::CONNECTION_TASK_DIED);
+        assert_eq!(ended.class(), CloseClass::Local);
+        assert_eq!(ended.failure.reason, crate::strings::CONNECTION_TASK_DIED);
         assert_eq!(guarded(async { normal() }).await, normal());
     }
 }

@@ -8,24 +8,7 @@
 //! Samples the capture itself dropped (microphone overruns) never reach the timeline: they are
 //! counted as captured and lost at the position where they were dropped.
 
-use serde::Serialize;
-
-/// Why audio was never sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossCause {
-    /// The replay buffer was outgrown while no session could take the audio (a long mint, a
-    /// backoff, an outage).
-    ReplayBufferFull,
-    /// The run was stopped (stop, quit, `--duration`, a signal) before the audio could be sent.
-    Stopped,
-    /// The run failed (a fatal error or a protocol violation) with the audio unsent.
-    Failed,
-    /// The input ended and the rest could not be sent within the finishing deadline.
-    FinishTimeout,
-    /// The microphone capture fell behind and dropped frames before aai-live got them.
-    CaptureOverrun,
-}
+use crate::events::LossCause;
 
 /// A stretch of audio that will never be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

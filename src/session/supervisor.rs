@@ -22,13 +22,17 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use url::Url;
 
+use rand::{RngExt, SeedableRng};
+
 use super::connection::{ConnEvent, Connection, Connector, Ended, Outgoing};
-use super::events::SessionEvent;
-use super::ledger::{Ledger, Loss, LossCause, Totals};
-use super::machine::{Closed, Effect, Failure, Gen, Input, Machine, MachineConfig, Timer, View};
+use super::ledger::{Ledger, Loss, Totals};
+use super::machine::{Closed, Effect, Input, Machine, MachineConfig, Notice, Timer};
 use super::replay::ReplayBuffer;
 use crate::audio::{self, AudioChunk, AudioStats, InputEnd};
 use crate::deadline::sleep_until;
+use crate::diagnosis::Diagnosis;
+use crate::events::{Cause, Gen, LossCause, SessionEvent, View};
+use crate::failure::Failure;
 use crate::protocol::expiry::{self, Bounds, Finding};
 use crate::protocol::messages::{ClientMessage, ServerMessage, UpdateConfiguration};
 use crate::protocol::params::OFFSET_PARAM;
@@ -39,10 +43,6 @@ use crate::transcript::{Change, Transcript};
 
 /// How long the end of an input may take to be sent (a replay backlog at 1.25× real time).
 const FINISH_LIMIT: Duration = Duration::from_secs(60);
-
-/// How much earlier than `Begin.expires_at` (whole seconds) the supervisor assumes the session
-/// ends.
-const EXPIRY_SAFETY_MS: u64 = 1000;
 
 /// Voiced audio that must go unanswered before a session counts as stalled.
 const STALL_MIN_VOICE_MS: u64 = 2000;
@@ -102,7 +102,7 @@ pub struct SupervisorOptions {
     /// aai-live asked for it itself (the API-key provider): `Begin.expires_at` is checked against
     /// it for clock skew. `None` (a token server or a token file decided): only plausibility.
     pub session_duration: Option<Duration>,
-    /// Seed for backoff jitter.
+    /// Seed of the draws the machine's backoff jitter takes.
     pub seed: u64,
     /// Opens the connections (the real WebSocket, or a fake in tests).
     pub connector: Arc<dyn Connector>,
@@ -125,7 +125,7 @@ struct Conn {
     last_heard: Instant,
     /// A ping went out since `last_heard`.
     pinged: bool,
-    cause: super::machine::Cause,
+    cause: Cause,
 }
 
 /// The audio a run streams, and (when the caller has them) the input's statistics, which say
@@ -148,12 +148,12 @@ impl AudioFeed {
     }
 
     /// Why the chunks stopped: `None` for a normal end, else the failure.
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         let stats = self.stats.as_ref()?;
         match &stats.borrow().ended {
             Some(InputEnd::Finished | InputEnd::Stopped) => None,
-            Some(InputEnd::Failed(reason)) => Some(crate::strings::audio_failed(reason)),
-            None => Some(crate::strings::AUDIO_TASK_DIED.to_owned()),
+            Some(InputEnd::Failed(reason)) => Some(Failure::input(reason.clone())),
+            None => Some(Failure::internal(crate::strings::AUDIO_TASK_DIED)),
         }
     }
 }
@@ -171,11 +171,28 @@ impl From<mpsc::Receiver<AudioChunk>> for AudioFeed {
 /// Summary of a run.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     pub rotations: u32,
     pub reconnects: u32,
+    /// Tokens that arrived for a connection no longer wanted (stopped, superseded): dropped
+    /// unused, never reused.
+    pub tokens_unused: u32,
     /// The audio ledger: captured = sent + lost, in samples.
     pub audio: Totals,
+}
+
+impl Outcome {
+    /// The exit status of a run that ended like this (docs/events.md): 1 when it failed, 3
+    /// when it ended normally but audio was reported lost, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.failure.is_some() {
+            1
+        } else if self.audio.lost > 0 {
+            3
+        } else {
+            0
+        }
+    }
 }
 
 #[expect(
@@ -185,6 +202,8 @@ pub struct Outcome {
 pub struct Supervisor {
     opts: SupervisorOptions,
     machine: Machine,
+    /// The machine's jitter draws.
+    rng: rand::rngs::SmallRng,
     premint: Arc<PreMinter>,
     events: mpsc::UnboundedSender<SessionEvent>,
     conns: HashMap<Gen, Conn>,
@@ -215,16 +234,16 @@ pub struct Supervisor {
     finish_by: Option<Instant>,
     /// The input failed (or its task died): the run ends `Failed` with this once its backlog
     /// is sent.
-    input_failure: Option<String>,
+    input_failure: Option<Failure>,
     /// The loop panicked (a bug): the run ends `Failed` with this.
-    crashed: Option<String>,
+    crashed: Option<Failure>,
     /// `Begin.expires_at` findings already reported (once per run is enough).
     reported_skew: bool,
     reported_implausible: bool,
     /// Milliseconds of silence at the end of the audio sent live (for hand-overs).
     silent_ms: u64,
     quiet: bool,
-    pending_cause: super::machine::Cause,
+    pending_cause: Cause,
     /// Connections let go of, finishing their closing handshakes (waited for at the end).
     closing: JoinSet<()>,
 }
@@ -240,7 +259,8 @@ impl Supervisor {
         let samples =
             u64::from(opts.params.sample_rate) * opts.replay_buffer.as_millis() as u64 / 1000;
         Self {
-            machine: Machine::new(opts.machine.clone(), opts.seed),
+            machine: Machine::new(opts.machine.clone()),
+            rng: rand::rngs::SmallRng::seed_from_u64(opts.seed),
             buffer: ReplayBuffer::new(samples),
             ledger: Ledger::default(),
             capturing: true,
@@ -271,7 +291,7 @@ impl Supervisor {
             reported_implausible: false,
             silent_ms: 0,
             quiet: true,
-            pending_cause: super::machine::Cause::Start,
+            pending_cause: Cause::Start,
             closing: JoinSet::new(),
         }
     }
@@ -308,18 +328,15 @@ impl Supervisor {
                 .map(ToString::to_string)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".to_owned());
-            let reason = crate::strings::crashed(&what);
-            tracing::error!(%reason, "the session supervisor panicked");
+            let failure = Failure::internal(crate::strings::crashed(&what));
+            tracing::error!(reason = %failure.reason, "the session supervisor panicked");
             self.capturing = false;
             for generation in self.conns.keys().copied().collect::<Vec<_>>() {
                 self.retire(generation);
             }
-            self.crashed = Some(reason.clone());
+            self.crashed = Some(failure.clone());
             self.emit(SessionEvent::State {
-                view: View::Failed {
-                    class: CloseClass::Local,
-                    reason,
-                },
+                view: View::Failed(failure),
             });
         }
         self.conclude().await
@@ -349,8 +366,8 @@ impl Supervisor {
                     } else {
                         self.input_done = true;
                         self.input_failure = audio.failure();
-                        if let Some(reason) = &self.input_failure {
-                            tracing::error!(%reason, "the audio input failed; stopping once the backlog is sent");
+                        if let Some(failure) = &self.input_failure {
+                            tracing::error!(reason = %failure.reason, "the audio input failed; stopping once the backlog is sent");
                         } else {
                             tracing::info!("the audio input ended; stopping once the backlog is sent");
                         }
@@ -384,13 +401,10 @@ impl Supervisor {
 
     /// The end of a run: what was not sent is reported lost, connections close, `Finished`.
     async fn conclude(mut self) -> (Outcome, Transcript) {
-        let failure = if let Some(reason) = self.crashed.clone() {
-            Some(reason)
-        } else if let View::Failed { reason, .. } = self.machine.view() {
-            Some(reason)
-        } else {
-            None
-        };
+        let failure = self
+            .crashed
+            .clone()
+            .or_else(|| self.machine.failed().cloned());
         // Whatever is still unsent will not be sent now: say so (normally nothing is left).
         self.abandon(if failure.is_some() {
             LossCause::Failed
@@ -415,10 +429,8 @@ impl Supervisor {
             audio_lost_ms: self.ms(audio.lost),
             latency_p50_ms: p50,
             latency_p95_ms: p95,
-            explain: failure
-                .as_deref()
-                .map(|f| crate::diagnosis::Diagnosis::from_failure_text(f).section()),
-            failure,
+            explain: failure.as_ref().map(Failure::explain),
+            failure: failure.as_ref().map(crate::strings::failure),
         });
         (self.outcome, self.transcript)
     }
@@ -442,7 +454,7 @@ impl Supervisor {
             self.finish_by = None;
             self.abandon(LossCause::FinishTimeout);
             match self.input_failure.take() {
-                Some(reason) => self.fail_input(reason),
+                Some(failure) => self.fail_input(failure),
                 None => self.stop(),
             }
             return;
@@ -453,10 +465,10 @@ impl Supervisor {
         let view = self.machine.view();
         if self.input_failure.is_some() {
             if (all_sent || matches!(view, View::Idle))
-                && let Some(reason) = self.input_failure.take()
+                && let Some(failure) = self.input_failure.take()
             {
                 self.finish_by = None;
-                self.fail_input(reason);
+                self.fail_input(failure);
             }
             return;
         }
@@ -475,13 +487,10 @@ impl Supervisor {
 
     /// The input failed: nothing more will be captured; the run ends `Failed` (the live
     /// session still drains, so its last turns arrive).
-    fn fail_input(&mut self, reason: String) {
+    fn fail_input(&mut self, failure: Failure) {
         self.capturing = false;
         self.abandon(LossCause::Failed);
-        self.input(Input::Fail {
-            class: CloseClass::Local,
-            reason,
-        });
+        self.input(Input::Fail(failure));
     }
 
     /// End capturing and stop: what was captured and not sent is reported lost (stopped).
@@ -518,7 +527,8 @@ impl Supervisor {
     }
 
     fn input(&mut self, input: Input) {
-        let effects = self.machine.handle(Instant::now(), input);
+        let draw = self.rng.random::<f64>();
+        let effects = self.machine.handle(Instant::now(), input, draw);
         for effect in effects {
             self.apply(effect);
         }
@@ -587,32 +597,64 @@ impl Supervisor {
                     View::Minting { cause, .. } | View::Connecting { cause, .. } => {
                         self.pending_cause = *cause;
                     }
-                    View::Rotating { .. } => self.pending_cause = super::machine::Cause::Rotation,
+                    View::Rotating { .. } => self.pending_cause = Cause::Rotation,
                     _ => {}
                 }
                 self.emit(SessionEvent::State { view });
             }
             Effect::Notice(notice) => {
                 tracing::info!(?notice, "session notice");
-                match &notice {
-                    super::machine::Notice::Rotated { .. } => self.outcome.rotations += 1,
-                    super::machine::Notice::Lost { .. } => self.outcome.reconnects += 1,
-                    _ => {}
-                }
-                if let Some(mut event) = SessionEvent::from_notice(&notice) {
-                    if let SessionEvent::Rotation {
-                        to,
-                        stream_offset_ms,
-                        ..
-                    } = &mut event
-                    {
-                        let base = self.conns.get(to).and_then(|c| c.base).unwrap_or(0);
-                        *stream_offset_ms = self.ms(base);
-                    }
+                if let Some(event) = self.notice_event(notice) {
                     self.emit(event);
                 }
             }
         }
+    }
+
+    /// The event a machine notice becomes (with what only the supervisor knows), counting
+    /// rotations and reconnects.
+    fn notice_event(&mut self, notice: Notice) -> Option<SessionEvent> {
+        Some(match notice {
+            Notice::Rotated { from, to, forced } => {
+                self.outcome.rotations += 1;
+                let base = self.conns.get(&to).and_then(|c| c.base).unwrap_or(0);
+                SessionEvent::Rotation {
+                    from,
+                    to,
+                    forced,
+                    gap_ms: 0,
+                    stream_offset_ms: self.ms(base),
+                }
+            }
+            Notice::Lost {
+                generation,
+                failure,
+            } => {
+                self.outcome.reconnects += 1;
+                SessionEvent::Lost {
+                    generation,
+                    class: failure.class,
+                    code: failure.code,
+                    what_now: failure.class.advice(),
+                    explain: failure.explain(),
+                    reason: failure.reason,
+                }
+            }
+            Notice::DrainTimedOut { generation } => SessionEvent::DrainTimedOut { generation },
+            Notice::RetryingToken { .. } => return None,
+            Notice::MintBudget {
+                mints,
+                window,
+                wait,
+            } => {
+                let message = crate::strings::mint_budget(mints, window, wait);
+                tracing::warn!("{message}");
+                SessionEvent::Warning {
+                    message,
+                    explain: Some(Diagnosis::MintBudget.section()),
+                }
+            }
+        })
     }
 
     fn connect(&mut self, generation: Gen) {
@@ -664,9 +706,13 @@ impl Supervisor {
             Err(e) => self.input(Input::Closed {
                 generation,
                 closed: Closed {
-                    code: None,
-                    reason: e.to_string(),
-                    class: CloseClass::ClientBug,
+                    failure: Failure::connect(
+                        CloseClass::ClientBug,
+                        e.to_string(),
+                        Diagnosis::ConfigInvalid,
+                        None,
+                        None,
+                    ),
                     after_begin: false,
                 },
             }),
@@ -699,13 +745,12 @@ impl Supervisor {
             if wanted < oldest {
                 // Sent to the lost session but gone from the buffer before it could be sent
                 // again: counted as sent, but its words may be missing. Say so.
-                let message = format!(
-                    "{:.1} s of audio sent to the lost session could not be replayed (it \
-                     outgrew the replay buffer); words in it may be missing",
-                    (self.ms(oldest) - self.ms(wanted)) as f64 / 1000.0
-                );
+                let message = crate::strings::replay_outgrown(self.ms(oldest) - self.ms(wanted));
                 tracing::warn!("{message}");
-                self.emit(SessionEvent::Warning { message });
+                self.emit(SessionEvent::Warning {
+                    message,
+                    explain: None,
+                });
             }
             start = self.buffer.chunk_start(wanted.max(oldest)).unwrap_or(head);
             let gap_ms = self
@@ -889,15 +934,17 @@ impl Supervisor {
                 // Connecting consumed it; one still here was minted for a connection that is
                 // no longer wanted (stopped, or superseded): drop it, never reuse it.
                 if self.tokens.remove(&generation).is_some() {
+                    self.outcome.tokens_unused += 1;
                     tracing::debug!(generation, "dropping a token nobody waits for");
                 }
             }
             Err(e) => {
-                let failure = failure_of(&e);
+                let failure = Failure::token(&e);
                 self.emit(SessionEvent::TokenFailed {
                     generation,
                     class: failure.class,
                     message: crate::untrusted::for_json(&e.to_string()).into_owned(),
+                    explain: failure.explain(),
                 });
                 self.input(Input::TokenFailed {
                     generation,
@@ -937,11 +984,9 @@ impl Supervisor {
     fn on_message(&mut self, generation: Gen, message: ServerMessage) {
         match message {
             ServerMessage::Begin(begin) => {
-                // `expires_at` is whole seconds and may be rounded either way: plan as if the
-                // session ended a second early.
-                let expires_in = self
-                    .plan_session(begin.expires_at)
-                    .saturating_sub(Duration::from_millis(EXPIRY_SAFETY_MS));
+                // What the service granted (the machine plans a little early: `expires_at` is
+                // whole seconds).
+                let granted = self.plan_session(begin.expires_at);
                 let cause = self
                     .conns
                     .get(&generation)
@@ -953,7 +998,7 @@ impl Supervisor {
                 self.input(Input::Begin {
                     generation,
                     session_id: begin.id.clone(),
-                    expires_in,
+                    granted,
                 });
                 let base = self.conns.get(&generation).and_then(|c| c.base);
                 self.emit(SessionEvent::Begin {
@@ -1021,6 +1066,7 @@ impl Supervisor {
             }
             ServerMessage::Warning(w) => self.emit(SessionEvent::Warning {
                 message: crate::untrusted::for_json(&w.warning).into_owned(),
+                explain: None,
             }),
             other => tracing::debug!(generation, kind = other.kind(), "server message"),
         }
@@ -1054,7 +1100,10 @@ impl Supervisor {
                 if !std::mem::replace(&mut self.reported_skew, true) {
                     let message = crate::strings::clock_skew(skew_ms, requested);
                     tracing::warn!(expires_at, skew_ms, "{message}");
-                    self.emit(SessionEvent::Warning { message });
+                    self.emit(SessionEvent::Warning {
+                        message,
+                        explain: Some(Diagnosis::ClockSkew.section()),
+                    });
                 }
             }
             Finding::Consistent | Finding::ClockSkew { .. } => {}
@@ -1063,7 +1112,10 @@ impl Supervisor {
                     let message =
                         crate::strings::implausible_expiry(expires_at, left_ms, requested);
                     tracing::warn!(expires_at, left_ms, "{message}");
-                    self.emit(SessionEvent::Warning { message });
+                    self.emit(SessionEvent::Warning {
+                        message,
+                        explain: Some(Diagnosis::ClockSkew.section()),
+                    });
                 }
             }
         }
@@ -1126,24 +1178,16 @@ impl Supervisor {
         }
         for (generation, voice) in stalled {
             let reason = if voice {
-                format!(
-                    "stalled: no reply for {} s while audio was sent",
-                    stall_timeout.as_secs()
-                )
+                crate::strings::stalled_unanswered(stall_timeout)
             } else {
-                format!(
-                    "stalled: nothing from the server for {} s, not even an answer to a ping",
-                    (PING_AFTER + stall_timeout).as_secs()
-                )
+                crate::strings::stalled_silent(PING_AFTER + stall_timeout)
             };
             tracing::warn!(generation, "{reason}: treating the session as dropped");
             self.retire(generation);
             self.input(Input::Closed {
                 generation,
                 closed: Closed {
-                    code: None,
-                    reason,
-                    class: CloseClass::Transient,
+                    failure: Failure::silent(reason, Diagnosis::Close1006),
                     after_begin: true,
                 },
             });
@@ -1154,34 +1198,11 @@ impl Supervisor {
 /// The machine's view of a connection's end. The reason may be the server's text: capped here
 /// (it travels on to NDJSON and the log; the terminal's wording defuses it further).
 fn closed_of(ended: &Ended) -> Closed {
-    let reason = match (&ended.error, ended.reason.is_empty()) {
-        (Some(e), _)
-            if ended.reason.is_empty() || ended.reason == crate::protocol::close::LONG_REASON =>
-        {
-            e.as_str()
-        }
-        _ => ended.reason.as_str(),
-    };
+    let mut failure = ended.failure.clone();
+    failure.reason = crate::untrusted::for_json(&failure.reason).into_owned();
     Closed {
-        code: ended.code,
-        reason: crate::untrusted::for_json(reason).into_owned(),
-        class: ended.class,
+        failure,
         after_begin: ended.after_begin,
-    }
-}
-
-/// How the machine should treat a token failure.
-pub fn failure_of(e: &ProviderError) -> Failure {
-    let class = match e {
-        ProviderError::RateLimited { .. } => CloseClass::RateLimited,
-        ProviderError::Transient { .. } | ProviderError::Exhausted { .. } => CloseClass::Transient,
-        ProviderError::Internal { .. } => CloseClass::Local,
-        _ => CloseClass::Fatal,
-    };
-    Failure {
-        class,
-        message: e.to_string(),
-        retry_after: e.retry_after(),
     }
 }
 

@@ -12,8 +12,8 @@ use ratatui::widgets::Paragraph;
 use super::header::clip;
 use super::{Theme, bar, since, until};
 use crate::app::state::DashboardState;
+use crate::events::View;
 use crate::provider::TokenState;
-use crate::session::machine::View;
 use crate::strings::mm_ss;
 
 const LABEL_W: usize = 9;

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders};
 
 use crate::app::state::{Severity, UiOptions};
-use crate::session::machine::View;
+use crate::events::View;
 
 const ASCII_BORDER: border::Set<'static> = border::Set {
     top_left: "+",

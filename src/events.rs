@@ -1,14 +1,83 @@
-//! The event stream: everything the supervisor reports, as one enum that serializes to one JSON
-//! object per line (`aai-live run --headless`) with an `"event"` field. Schema in docs/events.md;
-//! bump [`SCHEMA_VERSION`] on any incompatible change.
+//! What a streaming run reports: the event stream, one enum that serializes to one JSON object
+//! per line (`aai-live run --headless`) with an `"event"` field (schema in docs/events.md; bump
+//! [`SCHEMA_VERSION`] on any incompatible change), and its vocabulary — the session's state as
+//! seen from outside ([`View`]), why a connection is made ([`Cause`]), why audio was lost
+//! ([`LossCause`]). The session produces these values, `strings` puts them into words, and the
+//! clients (the dashboard, headless, the browser client's same-named events) show them.
 
 use serde::Serialize;
 
-use super::ledger::LossCause;
-use super::machine::{Cause, Gen, Notice, View};
-use crate::diagnosis::Diagnosis;
+use crate::failure::Failure;
 use crate::protocol::CloseClass;
 use crate::transcript::{FinalTurn, PartialTurn};
+
+/// Connection generation: 1, 2, 3, ... one per connection attempt of a run.
+pub type Gen = u64;
+
+/// Why a new connection is being made (for the event stream and the dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    Start,
+    Rotation,
+    Expired,
+    Dropped,
+    TokenRejected,
+    User,
+}
+
+/// The session's state, as seen from outside (`state` events).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum View {
+    Idle,
+    Minting {
+        generation: Gen,
+        cause: Cause,
+    },
+    Connecting {
+        generation: Gen,
+        cause: Cause,
+    },
+    Streaming {
+        generation: Gen,
+        session_id: String,
+    },
+    Rotating {
+        old: Gen,
+        new: Gen,
+        new_ready: bool,
+    },
+    Draining {
+        generation: Gen,
+    },
+    Stopped,
+    /// Waiting before the next attempt; `retry_in_ms` is the wait decided when it began.
+    Backoff {
+        attempt: u32,
+        retry_in_ms: u64,
+        class: CloseClass,
+    },
+    /// Stopped for good: what failed (`class`, `reason`, `explain`, ...).
+    Failed(Failure),
+}
+
+/// Why audio was never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossCause {
+    /// The replay buffer was outgrown while no session could take the audio (a long mint, a
+    /// backoff, an outage).
+    ReplayBufferFull,
+    /// The run was stopped (stop, quit, `--duration`, a signal) before the audio could be sent.
+    Stopped,
+    /// The run failed (a fatal error or a protocol violation) with the audio unsent.
+    Failed,
+    /// The input ended and the rest could not be sent within the finishing deadline.
+    FinishTimeout,
+    /// The microphone capture fell behind and dropped frames before aai-live got them.
+    CaptureOverrun,
+}
 
 /// Version of the NDJSON schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -41,6 +110,8 @@ pub enum SessionEvent {
         generation: Gen,
         class: CloseClass,
         message: String,
+        /// The troubleshooting section for this failure (`aai-live explain TOPIC`).
+        explain: &'static str,
     },
     /// A session began.
     Begin {
@@ -109,6 +180,9 @@ pub enum SessionEvent {
     /// Something the user should know that is not a state change.
     Warning {
         message: String,
+        /// The troubleshooting section, when one explains it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explain: Option<&'static str>,
     },
     /// The run ended. `audio_captured_samples = audio_sent_samples + audio_lost_samples`.
     Finished {
@@ -133,35 +207,6 @@ pub enum SessionEvent {
 }
 
 impl SessionEvent {
-    pub fn from_notice(notice: &Notice) -> Option<Self> {
-        match notice {
-            Notice::Rotated { from, to, forced } => Some(Self::Rotation {
-                from: *from,
-                to: *to,
-                forced: *forced,
-                gap_ms: 0,
-                stream_offset_ms: 0,
-            }),
-            Notice::Lost {
-                generation,
-                class,
-                code,
-                reason,
-            } => Some(Self::Lost {
-                generation: *generation,
-                class: *class,
-                code: *code,
-                reason: reason.clone(),
-                what_now: class.advice(),
-                explain: Diagnosis::from_lost(*class, *code, reason).section(),
-            }),
-            Notice::DrainTimedOut { generation } => Some(Self::DrainTimedOut {
-                generation: *generation,
-            }),
-            Notice::RetryingToken { .. } => None,
-        }
-    }
-
     /// One NDJSON line.
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -207,19 +252,5 @@ mod tests {
             e.to_line(),
             r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2,"samples":32,"cause":"replay_buffer_full"}"#
         );
-    }
-
-    #[test]
-    fn a_lost_connection_names_its_troubleshooting_section() {
-        let notice = Notice::Lost {
-            generation: 3,
-            class: CloseClass::RateLimited,
-            code: Some(3009),
-            reason: "Too many concurrent sessions".into(),
-        };
-        let line = SessionEvent::from_notice(&notice)
-            .expect("an event")
-            .to_line();
-        assert!(line.contains(r#""explain":"3009""#), "{line}");
     }
 }
