@@ -600,3 +600,19 @@ async fn changed<T: Clone>(rx: Option<&mut watch::Receiver<T>>) -> T {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    /// The dashboard exits as a headless run would (docs/events.md).
+    #[test]
+    fn exit_codes() {
+        let mut report = Report::default();
+        assert_eq!(report.exit_code(), 0);
+        report.audio_lost_ms = 50;
+        assert_eq!(report.exit_code(), 3);
+        report.failure = Some("failed".into());
+        assert_eq!(report.exit_code(), 1);
+    }
+}

@@ -233,6 +233,80 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Rewording any message changes no section: whatever a provider's or a connection's
+        /// message says (our own words, a library's, a server's), the section comes from the
+        /// typed facts alone.
+        #[test]
+        fn sections_do_not_read_the_words(detail in ".{0,200}") {
+            use crate::diagnosis::Network;
+            let at = "GET http://127.0.0.1:9/v3/token".to_owned();
+            let cases = [
+                (
+                    ProviderError::Transient {
+                        provider: "api-key",
+                        location: at.clone(),
+                        status: None,
+                        network: Some(Network::Dns),
+                        retry_after: None,
+                        detail: detail.clone(),
+                    },
+                    Diagnosis::DnsFailure,
+                ),
+                (
+                    ProviderError::Transient {
+                        provider: "remote",
+                        location: at.clone(),
+                        status: Some(503),
+                        network: None,
+                        retry_after: None,
+                        detail: detail.clone(),
+                    },
+                    Diagnosis::ServeUnavailable,
+                ),
+                (
+                    ProviderError::Rejected {
+                        provider: "api-key",
+                        location: at.clone(),
+                        status: Some(401),
+                        detail: detail.clone(),
+                    },
+                    Diagnosis::TokenUnauthorized,
+                ),
+                (
+                    ProviderError::NotConfigured {
+                        provider: "api-key",
+                        detail: detail.clone(),
+                    },
+                    Diagnosis::SecretMissing,
+                ),
+                (
+                    ProviderError::Exhausted {
+                        provider: "file",
+                        location: at.clone(),
+                        waited: Duration::from_secs(1),
+                        missing: true,
+                        detail: detail.clone(),
+                    },
+                    Diagnosis::TokenFileMissing,
+                ),
+            ];
+            for (error, section) in cases {
+                proptest::prop_assert_eq!(Failure::token(&error).diagnosis, section);
+            }
+            // Closes whose rule looks at the code only.
+            for (code, section) in [
+                (Some(3009), Diagnosis::Close3009),
+                (Some(3007), Diagnosis::Close3007),
+                (Some(1011), Diagnosis::Close1011),
+                (None, Diagnosis::Close1006),
+            ] {
+                proptest::prop_assert_eq!(Failure::close(code, &detail, None, true).diagnosis, section);
+            }
+            proptest::prop_assert_eq!(Failure::input(detail.clone()).diagnosis, Diagnosis::LocalFailure);
+        }
+    }
+
     #[test]
     fn serialized_with_its_section() {
         let f = Failure::close(Some(1008), reasons::MISSING_AUTH, None, true);

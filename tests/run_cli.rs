@@ -316,3 +316,149 @@ async fn a_failing_input_fails_the_run_with_exit_1() {
     );
     assert!(stderr.contains("audio input failed"), "{stderr}");
 }
+
+/// The exit-status contract (docs/events.md), status 3: a token endpoint that refuses every
+/// connection for a whole 4 s run — nothing crashes, the run ends normally, but every captured
+/// sample is reported lost, each `token_failed` says where it is explained, and the exit status
+/// tells a script so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_lost_audio_exits_3_and_every_token_failure_is_explained() {
+    let home = tempfile::tempdir().expect("tempdir");
+    // A port nobody listens on (bound, then freed).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let out = common::aai_live(home.path())
+        .args([
+            "run",
+            "--headless",
+            "--input",
+            "test:tone",
+            "--duration",
+            "4s",
+        ])
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env(
+            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+            format!("http://{closed}/v3/token"),
+        )
+        .env("AAI_LIVE__STREAMING__URL", format!("ws://{closed}/v3/ws"))
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let events = lines(&out);
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "token_failed")
+        .collect();
+    assert!(!failed.is_empty(), "{events:?}");
+    for e in &failed {
+        assert_eq!(e["explain"], "tcp", "{e}");
+    }
+    assert!(stderr.contains("(see `aai-live explain tcp`)"), "{stderr}");
+    let last = events.last().expect("last");
+    assert_eq!(last["event"], "finished");
+    assert!(last["failure"].is_null(), "{last}");
+    let captured = last["audio_captured_samples"].as_u64().expect("captured");
+    assert!(captured > 0);
+    assert_eq!(
+        last["audio_lost_samples"].as_u64(),
+        Some(captured),
+        "{last}"
+    );
+}
+
+/// Status 2: an invalid configuration value is a usage error, named on stderr, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_value_exits_2() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for command in [["run", "--headless"], ["demo", "--headless"]] {
+        let out = common::aai_live(home.path())
+            .args(command)
+            .args(["--input", "test:tone", "--duration", "1s"])
+            .env("AAI_LIVE__SESSION__ROTATION_LEAD", "banana")
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(stderr.contains("session.rotation_lead"), "{stderr}");
+        assert!(stderr.contains("banana"), "{stderr}");
+        assert!(out.stdout.is_empty(), "no events: {command:?}");
+    }
+}
+
+/// The storm of the decision-core issue, with the real binary: the emulator ends sessions after
+/// 20 s, shorter than the default 30 s `rotation_lead`. A 40 s file makes at most 6 rotations
+/// and mints at most 8 tokens (it made 1 319 and 1 320 in 24 s before the rotation rule), the
+/// recordings hold every chunk of the file exactly once, and the run exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_shorter_than_the_rotation_lead_rotate_at_half_their_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("record");
+    std::fs::create_dir_all(&record).expect("record dir");
+    let emu = common::start(aai_live::emulator::EmulatorConfig {
+        session_limit: Some(std::time::Duration::from_secs(20)),
+        record_dir: Some(record.clone()),
+        ..common::config()
+    })
+    .await;
+    let input = common::watermark(
+        std::iter::repeat_n(common::utterances(4), 10)
+            .flatten()
+            .take(40 * 16_000)
+            .collect(),
+    );
+    let wav = dir.path().join("forty.wav");
+    common::write_wav(&wav, &input);
+    let out = common::aai_live(dir.path())
+        .args(["run", "--headless", "--emulator-hints", "--input"])
+        .arg(format!("file:{}", wav.display()))
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url())
+        .env("AAI_LIVE__STREAMING__URL", emu.ws_url())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = lines(&out);
+    let rotations = events.iter().filter(|e| e["event"] == "rotation").count();
+    let tokens = emu.stats().tokens.minted;
+    assert!(rotations <= 6, "{rotations} rotations");
+    assert!(tokens <= 8, "{tokens} tokens");
+    let last = events.last().expect("last");
+    assert_eq!(last["audio_lost_samples"], 0, "{last}");
+    // Every chunk of the file reached a session exactly once, in order within each session.
+    let mut sessions = emu.sessions();
+    sessions.sort_by_key(|s| s.started_at_ms);
+    let mut got = vec![0_u32; input.len() / common::CHUNK];
+    for s in &sessions {
+        let bytes = std::fs::read(record.join(format!("{}.pcm", s.id))).unwrap_or_default();
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|p| i16::from_le_bytes([p[0], p[1]]))
+            .collect();
+        let marks: Vec<usize> = samples
+            .chunks(common::CHUNK)
+            .map(|c| common::mark_of(c).expect("a marked chunk"))
+            .collect();
+        for pair in marks.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "session {}: a gap or a repeat", s.id);
+        }
+        for k in marks {
+            got[k] += 1;
+        }
+    }
+    let missing = got.iter().filter(|n| **n == 0).count();
+    let twice = got.iter().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, twice),
+        (0, 0),
+        "chunks missing, chunks sent twice"
+    );
+    emu.shutdown().await;
+}

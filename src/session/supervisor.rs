@@ -1221,3 +1221,19 @@ pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (Some(at(0.5)), Some(at(0.95)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit-status contract (docs/events.md): failed → 1, audio lost → 3, else 0.
+    #[test]
+    fn exit_codes() {
+        let mut outcome = Outcome::default();
+        assert_eq!(outcome.exit_code(), 0);
+        outcome.audio.lost = 1;
+        assert_eq!(outcome.exit_code(), 3);
+        outcome.failure = Some(Failure::input("gone"));
+        assert_eq!(outcome.exit_code(), 1);
+    }
+}
