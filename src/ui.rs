@@ -46,6 +46,15 @@ pub const FULL_SIZE: (u16, u16) = (70, 20);
 /// From this size, the wide layout.
 pub const WIDE_SIZE: (u16, u16) = (140, 36);
 
+/// What every panel is drawn from: the model, the instant of the frame and the theme — one
+/// value passed by copy, rather than the same three arguments to every function.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub state: &'a DashboardState,
+    pub now: SystemTime,
+    pub t: Theme,
+}
+
 /// Draw the whole dashboard.
 pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
     let area = frame.area();
@@ -54,6 +63,11 @@ pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
         too_small(frame, area, theme);
         return;
     }
+    let cx = Ctx {
+        state,
+        now,
+        t: theme,
+    };
     let full = area.width >= FULL_SIZE.0 && area.height >= FULL_SIZE.1;
     let wide = area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1;
     let problem_height = problem::height(state, area.width, if full { 7 } else { 4 });
@@ -79,44 +93,44 @@ pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
     ])
     .areas(area);
 
-    header::render(frame, header_area, state, now, theme);
+    header::render(frame, header_area, cx);
     if full {
         let ratios: &[u16] = if wide { &[40, 30, 30] } else { &[55, 45] };
         let columns =
             Layout::horizontal(ratios.iter().map(|&r| Constraint::Fill(r))).split(panels_area);
-        lifetimes::render(frame, columns[0], state, now, theme, wide);
+        lifetimes::render(frame, columns[0], cx, wide);
         if wide {
-            audio::render(frame, columns[1], state, now, theme, false);
-            audio::render_throughput(frame, columns[2], state, now, theme);
+            audio::render(frame, columns[1], cx, false);
+            audio::render_throughput(frame, columns[2], cx);
         } else {
-            audio::render(frame, columns[1], state, now, theme, true);
+            audio::render(frame, columns[1], cx, true);
         }
     } else {
-        compact_status(frame, panels_area, state, now, theme);
+        compact_status(frame, panels_area, cx);
     }
     if problem_height > 0 {
-        problem::render(frame, problem_area, state, theme);
+        problem::render(frame, problem_area, cx);
     }
     if state.show_events {
         if wide || (full && area.width >= 110) {
             let [left, right] =
                 Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).areas(body_area);
-            transcript::render(frame, left, state, theme);
-            events::render(frame, right, state, now, theme);
+            transcript::render(frame, left, cx);
+            events::render(frame, right, cx);
         } else {
             let events_h = (body_area.height / 2).clamp(3, 10);
             let [top, bottom] =
                 Layout::vertical([Constraint::Min(3), Constraint::Length(events_h)])
                     .areas(body_area);
-            transcript::render(frame, top, state, theme);
-            events::render(frame, bottom, state, now, theme);
+            transcript::render(frame, top, cx);
+            events::render(frame, bottom, cx);
         }
     } else {
-        transcript::render(frame, body_area, state, theme);
+        transcript::render(frame, body_area, cx);
     }
-    footer::render(frame, footer_area, state, now, theme);
+    footer::render(frame, footer_area, cx);
     if state.show_help {
-        help::render(frame, area, state, theme);
+        help::render(frame, area, cx);
     }
 }
 
@@ -133,16 +147,10 @@ fn too_small(frame: &mut Frame<'_>, area: Rect, theme: Theme) {
 }
 
 /// The two status rows of the compact layout.
-fn compact_status(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-) {
+fn compact_status(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let width = usize::from(area.width);
-    let first = lifetimes::session_line(state, now, t, width);
-    let second = audio::compact_line(state, now, t, width);
+    let first = lifetimes::session_line(cx, width);
+    let second = audio::compact_line(cx, width);
     frame.render_widget(Paragraph::new(vec![first, second]), area);
 }
 

@@ -280,17 +280,18 @@ impl Live {
     }
 }
 
+/// A connection being made: its generation and why.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    generation: Gen,
+    cause: Cause,
+}
+
 #[derive(Debug, Clone)]
 enum State {
     Idle,
-    Minting {
-        generation: Gen,
-        cause: Cause,
-    },
-    Connecting {
-        generation: Gen,
-        cause: Cause,
-    },
+    Minting(Attempt),
+    Connecting(Attempt),
     Streaming(Live),
     Rotating {
         old: Live,
@@ -366,11 +367,11 @@ impl Machine {
     pub fn view(&self) -> View {
         match &self.state {
             State::Idle => View::Idle,
-            State::Minting { generation, cause } => View::Minting {
+            State::Minting(Attempt { generation, cause }) => View::Minting {
                 generation: *generation,
                 cause: *cause,
             },
-            State::Connecting { generation, cause } => View::Connecting {
+            State::Connecting(Attempt { generation, cause }) => View::Connecting {
                 generation: *generation,
                 cause: *cause,
             },
@@ -481,7 +482,7 @@ impl Machine {
         }
         self.mints.push_back(now);
         let generation = self.new_gen();
-        self.set(State::Minting { generation, cause }, out);
+        self.set(State::Minting(Attempt { generation, cause }), out);
         out.push(Effect::Mint { generation });
     }
 
@@ -556,12 +557,12 @@ impl Machine {
                 out.push(Effect::Drop { generation: new });
                 self.drain(now, old.generation, out);
             }
-            State::Connecting { generation, .. } => {
+            State::Connecting(Attempt { generation, .. }) => {
                 out.push(Effect::Drop { generation });
                 self.set(State::Stopped, out);
             }
             State::Draining { generation } => self.state = State::Draining { generation },
-            State::Idle | State::Minting { .. } | State::Backoff { .. } => {
+            State::Idle | State::Minting(_) | State::Backoff { .. } => {
                 self.set(State::Stopped, out);
             }
             other @ (State::Stopped | State::Failed(_)) => self.state = other,
@@ -596,13 +597,13 @@ impl Machine {
                 out.push(Effect::Drop { generation: *new });
                 Some(old.generation)
             }
-            State::Connecting { generation, .. } => {
+            State::Connecting(Attempt { generation, .. }) => {
                 out.push(Effect::Drop {
                     generation: *generation,
                 });
                 None
             }
-            State::Backoff { .. } | State::Minting { .. } => None,
+            State::Backoff { .. } | State::Minting(_) => None,
             _ => return,
         };
         if let Some(generation) = lost {
@@ -611,19 +612,19 @@ impl Machine {
             self.retire(now, generation, None, out);
             self.replay_from = Some(generation);
         }
-        if !matches!(self.state, State::Minting { .. }) {
+        if !matches!(self.state, State::Minting(_)) {
             self.mint(now, Cause::User, out);
         }
     }
 
     fn token_minted(&mut self, now: Instant, generation: Gen, out: &mut Vec<Effect>) {
         match &mut self.state {
-            State::Minting {
+            State::Minting(Attempt {
                 generation: g,
                 cause,
-            } if *g == generation => {
+            }) if *g == generation => {
                 let cause = *cause;
-                self.set(State::Connecting { generation, cause }, out);
+                self.set(State::Connecting(Attempt { generation, cause }), out);
                 self.connect(now, generation, out);
             }
             State::Rotating {
@@ -654,7 +655,7 @@ impl Machine {
         out: &mut Vec<Effect>,
     ) {
         match &self.state {
-            State::Minting { generation: g, .. } if *g == generation => {
+            State::Minting(Attempt { generation: g, .. }) if *g == generation => {
                 self.fail_or_back_off(now, failure.class, failure, out);
             }
             State::Rotating { old, new, .. } if *new == generation => {
@@ -741,7 +742,7 @@ impl Machine {
             turn_open: false,
         };
         match &mut self.state {
-            State::Connecting { generation: g, .. } if *g == generation => {
+            State::Connecting(Attempt { generation: g, .. }) if *g == generation => {
                 self.token_retry_used = false;
                 let replay_from = self.replay_from.take();
                 out.push(Effect::Route {
@@ -871,7 +872,7 @@ impl Machine {
                 self.after_loss(now, closed, out);
             }
             State::Draining { generation: g } if g == generation => self.set(State::Stopped, out),
-            State::Connecting { generation: g, .. } if g == generation => {
+            State::Connecting(Attempt { generation: g, .. }) if g == generation => {
                 Self::lost(generation, closed, out);
                 self.after_loss(now, closed, out);
             }
@@ -911,15 +912,15 @@ impl Machine {
                         // The successor carries on from where it is: connecting (its Begin
                         // timeout is armed) or still waiting for its token.
                         let state = if new_connecting {
-                            State::Connecting {
+                            State::Connecting(Attempt {
                                 generation: new,
                                 cause: Cause::Expired,
-                            }
+                            })
                         } else {
-                            State::Minting {
+                            State::Minting(Attempt {
                                 generation: new,
                                 cause: Cause::Expired,
-                            }
+                            })
                         };
                         self.set(state, out);
                     }
@@ -1016,7 +1017,7 @@ impl Machine {
 
     fn begin_timeout(&mut self, now: Instant, generation: Gen, out: &mut Vec<Effect>) {
         let waiting = match &self.state {
-            State::Connecting { generation: g, .. } => *g == generation,
+            State::Connecting(Attempt { generation: g, .. }) => *g == generation,
             State::Rotating { new, new_ready, .. } => *new == generation && new_ready.is_none(),
             _ => false,
         };

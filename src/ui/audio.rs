@@ -1,8 +1,6 @@
 //! The audio panel (level meter with RMS and peak, clipping, muted, input name, dropped frames)
 //! and the throughput figures (latency p50/p95, words per minute).
 
-use std::time::SystemTime;
-
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
@@ -10,8 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::header::clip;
-use super::{Theme, bar};
-use crate::app::state::DashboardState;
+use super::{Ctx, Theme, bar};
 
 const LABEL_W: usize = 8;
 /// Room kept after the peak meter for the clipping tag.
@@ -19,14 +16,8 @@ const CLIP_W: usize = 7;
 /// The meter's scale: -60 dBFS (empty) to 0 dBFS (full).
 const FLOOR_DB: f32 = -60.0;
 
-pub fn render(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-    with_throughput: bool,
-) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>, with_throughput: bool) {
+    let Ctx { state, t, .. } = cx;
     let block = t.block(" audio ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -35,17 +26,16 @@ pub fn render(
         meter_line(
             "rms",
             state.audio.level.rms_dbfs,
-            state,
-            t,
+            cx,
             w.saturating_sub(CLIP_W),
         ),
-        peak_line(state, t, w),
-        input_line(state, t, w),
+        peak_line(cx, w),
+        input_line(cx, w),
     ];
     if with_throughput {
-        lines.push(latency_line(state, now, t, w));
+        lines.push(latency_line(cx, w));
     } else {
-        lines.push(dropped_line(state, t, w));
+        lines.push(dropped_line(cx, w));
         let native = &state.audio.stats.native;
         if native.sample_rate > 0 {
             lines.push(clip(
@@ -62,13 +52,8 @@ pub fn render(
 }
 
 /// Latency, pace and totals (the wide layout's third panel).
-pub fn render_throughput(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-) {
+pub fn render_throughput(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, now, t } = cx;
     let block = t.block(" throughput ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -143,7 +128,8 @@ fn db_text(db: f32) -> String {
     }
 }
 
-fn meter_line(name: &str, db: f32, state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
+fn meter_line(name: &str, db: f32, cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let text = db_text(db);
     let cells = w.saturating_sub(LABEL_W + text.len()).min(40);
     let (full, empty) = bar(ratio(db), cells, t);
@@ -166,9 +152,10 @@ fn meter_line(name: &str, db: f32, state: &DashboardState, t: Theme, w: usize) -
     )
 }
 
-fn peak_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
+fn peak_line(cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let level = &state.audio.level;
-    let mut line = meter_line("peak", level.peak_dbfs, state, t, w.saturating_sub(CLIP_W));
+    let mut line = meter_line("peak", level.peak_dbfs, cx, w.saturating_sub(CLIP_W));
     if level.clipping {
         line.spans.push(Span::raw(" "));
         line.spans.push(Span::styled(
@@ -179,7 +166,8 @@ fn peak_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     line
 }
 
-fn input_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
+fn input_line(cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let mut spans = vec![label("input", t)];
     if state.audio.muted {
         spans.push(Span::styled(
@@ -201,7 +189,8 @@ fn input_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     clip(spans, w, t)
 }
 
-fn dropped_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
+fn dropped_line(cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let counts = &state.audio.stats;
     let style = if counts.dropped_frames > 0 {
         t.warn()
@@ -224,7 +213,8 @@ fn dropped_line(state: &DashboardState, t: Theme, w: usize) -> Line<'static> {
     )
 }
 
-fn latency_line(state: &DashboardState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
+fn latency_line(cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
     let wpm = state
         .rate
@@ -244,8 +234,9 @@ fn latency_line(state: &DashboardState, now: SystemTime, t: Theme, w: usize) -> 
 }
 
 /// The second status row of the compact layout.
-pub fn compact_line(state: &DashboardState, now: SystemTime, t: Theme, w: usize) -> Line<'static> {
-    let mut line = meter_line("level", state.audio.level.rms_dbfs, state, t, w.min(30));
+pub fn compact_line(cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
+    let mut line = meter_line("level", state.audio.level.rms_dbfs, cx, w.min(30));
     let s = &state.session;
     let p50 = state
         .latency

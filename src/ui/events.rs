@@ -1,26 +1,18 @@
 //! The events pane (toggle): recent state changes and errors in plain words, newest at the
 //! bottom, each with its age.
 
-use std::time::SystemTime;
-
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, since, wrap};
-use crate::app::state::DashboardState;
+use super::{Ctx, since, wrap};
 
 /// Width of the age column ("12s ", "3m  ").
 const AGE_W: usize = 4;
 
-pub fn render(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, now, t } = cx;
     let block = t.block(" events ");
     let inner = block.inner(area);
     frame.render_widget(block, area);

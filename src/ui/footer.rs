@@ -1,14 +1,12 @@
 //! The footer: the main keys from the live keymap (as many as fit, help and quit always), or a
 //! short notice after an action.
 
-use std::time::SystemTime;
-
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::Span;
 use ratatui::widgets::Paragraph;
 
-use super::Theme;
+use super::Ctx;
 use super::header::join_left_right;
 use crate::app::action::Action;
 use crate::app::state::{DashboardState, Severity};
@@ -27,13 +25,8 @@ const PRIORITY: [Action; 10] = [
     Action::Clear,
 ];
 
-pub fn render(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, now, t } = cx;
     let width = usize::from(area.width);
     let notice = if state.lifecycle.quitting.is_some() {
         Some((
@@ -51,7 +44,7 @@ pub fn render(
             .map(|n| (n.text.clone(), n.level))
     };
     let line = if let Some((text, level)) = notice {
-        let right = key_spans(state, &[Action::Help, Action::Quit], t);
+        let right = key_spans(cx, &[Action::Help, Action::Quit]);
         join_left_right(
             vec![Span::styled(format!(" {text}"), t.severity(level))],
             right,
@@ -70,7 +63,7 @@ pub fn render(
         }
         let ordered: Vec<Action> = Action::all().filter(|a| chosen.contains(a)).collect();
         let mut spans = vec![Span::raw(" ")];
-        spans.extend(key_spans(state, &ordered, t));
+        spans.extend(key_spans(cx, &ordered));
         ratatui::text::Line::from(spans)
     };
     frame.render_widget(Paragraph::new(line), area);
@@ -83,7 +76,8 @@ fn item_width(state: &DashboardState, action: Action) -> usize {
     })
 }
 
-fn key_spans(state: &DashboardState, actions: &[Action], t: Theme) -> Vec<Span<'static>> {
+fn key_spans(cx: Ctx<'_>, actions: &[Action]) -> Vec<Span<'static>> {
+    let Ctx { state, t, .. } = cx;
     let mut spans = Vec::new();
     for &action in actions {
         if let Some(key) = state.keymap.first_key(action) {

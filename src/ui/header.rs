@@ -1,34 +1,26 @@
 //! The header: the state badge, the session, elapsed time, muted and demo tags; then where tokens
 //! come from and where audio goes (kind and URL or path, never a secret).
 
-use std::time::SystemTime;
-
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, display_width, since, truncate};
-use crate::app::state::DashboardState;
+use super::{Ctx, Theme, display_width, since, truncate};
 use crate::strings::{mm_ss, short_id};
 
-pub fn render(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let width = usize::from(area.width);
-    let mut lines = vec![first_line(state, now, t, width)];
+    let mut lines = vec![first_line(cx, width)];
     if area.height > 1 {
-        lines.push(second_line(state, t, width));
+        lines.push(second_line(cx, width));
     }
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-fn first_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn first_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let mut left = vec![
         Span::styled(" aai-live ", t.strong()),
         t.badge(&state.session.view),
@@ -75,7 +67,8 @@ fn first_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -
     join_left_right(left, right, width, t)
 }
 
-fn second_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
+fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let info = &state.info;
     let mut spans = vec![Span::raw(" ")];
     if let Some(addr) = &info.demo {

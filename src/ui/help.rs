@@ -7,11 +7,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 
 use super::header::clip;
-use super::{Theme, display_width};
+use super::{Ctx, display_width};
 use crate::app::action::Action;
-use crate::app::state::DashboardState;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, t, .. } = cx;
     let keys: Vec<(String, &str)> = Action::all()
         .map(|a| (state.keymap.keys_text(a), a.describe()))
         .chain([

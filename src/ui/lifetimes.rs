@@ -2,46 +2,37 @@
 //! the hand-over while rotating), the ready token's redemption window (or how old the token
 //! file is), rotation and reconnect counters, and the last close in plain words.
 
-use std::time::SystemTime;
-
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::header::clip;
-use super::{Theme, bar, since, until};
-use crate::app::state::DashboardState;
+use super::{Ctx, Theme, bar, since, until};
 use crate::events::View;
 use crate::provider::TokenState;
 use crate::strings::mm_ss;
 
 const LABEL_W: usize = 9;
 
-pub fn render(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-    detailed: bool,
-) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>, detailed: bool) {
+    let Ctx { state, t, .. } = cx;
     let block = t.block(" lifetimes ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let w = usize::from(inner.width);
-    let mut lines = vec![session_line(state, now, t, w)];
+    let mut lines = vec![session_line(cx, w)];
     if detailed {
-        lines.push(rotation_line(state, now, t, w));
-        lines.push(token_line(state, now, t, w));
-        lines.push(token_gauge(state, now, t, w));
+        lines.push(rotation_line(cx, w));
+        lines.push(token_line(cx, w));
+        lines.push(token_gauge(cx, w));
     } else if matches!(state.session.view, View::Rotating { .. }) {
-        lines.push(rotation_line(state, now, t, w));
+        lines.push(rotation_line(cx, w));
     } else {
-        lines.push(token_line(state, now, t, w));
+        lines.push(token_line(cx, w));
     }
-    lines.push(counters_line(state, t, w));
-    lines.push(last_close_line(state, t, w));
+    lines.push(counters_line(cx, w));
+    lines.push(last_close_line(cx, w));
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
@@ -50,12 +41,8 @@ fn label(text: &str, t: Theme) -> Span<'static> {
 }
 
 /// The session gauge (also the first status row of the compact layout).
-pub fn session_line(
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-    width: usize,
-) -> Line<'static> {
+pub fn session_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let s = &state.session;
     let mut spans = vec![label("session", t)];
     if let Some(life) = s.active_life() {
@@ -109,7 +96,8 @@ pub fn session_line(
 }
 
 /// While rotating: the hand-over; otherwise when the next rotation starts.
-fn rotation_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn rotation_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let s = &state.session;
     let mut spans = vec![label("handover", t)];
     match &s.view {
@@ -142,12 +130,8 @@ fn rotation_line(state: &DashboardState, now: SystemTime, t: Theme, width: usize
 }
 
 /// The ready token's window, or what the pre-minter is doing.
-pub fn token_line(
-    state: &DashboardState,
-    now: SystemTime,
-    t: Theme,
-    width: usize,
-) -> Line<'static> {
+pub fn token_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let mut spans = vec![label("token", t)];
     match &state.token {
         TokenState::None => spans.push(Span::styled("none held (minted when needed)", t.dim())),
@@ -206,7 +190,8 @@ pub fn token_line(
 }
 
 /// The ready token's window as a gauge (wide layout).
-fn token_gauge(state: &DashboardState, now: SystemTime, t: Theme, width: usize) -> Line<'static> {
+fn token_gauge(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, now, t } = cx;
     let mut spans = vec![label("window", t)];
     if let TokenState::Ready {
         minted_at,
@@ -233,7 +218,8 @@ fn token_gauge(state: &DashboardState, now: SystemTime, t: Theme, width: usize) 
     clip(spans, width, t)
 }
 
-fn counters_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
+fn counters_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let s = &state.session;
     let mut spans = vec![
         label("count", t),
@@ -256,7 +242,8 @@ fn counters_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static
     clip(spans, width, t)
 }
 
-fn last_close_line(state: &DashboardState, t: Theme, width: usize) -> Line<'static> {
+fn last_close_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    let Ctx { state, t, .. } = cx;
     let mut spans = vec![label("closed", t)];
     match &state.session.last_close {
         None => spans.push(Span::styled("no unexpected close", t.dim())),

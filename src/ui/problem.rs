@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, wrap};
+use super::{Ctx, wrap};
 use crate::app::state::DashboardState;
 
 /// Rows the panel needs at `width`, at most `max` (0 when there is no problem).
@@ -22,7 +22,8 @@ pub fn height(state: &DashboardState, width: u16, max: u16) -> u16 {
     (lines as u16 + 2).min(max)
 }
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, t, .. } = cx;
     let Some(problem) = state.problems.first() else {
         return;
     };

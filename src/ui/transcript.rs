@@ -7,12 +7,12 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, display_width, wrap};
+use super::{Ctx, Theme, display_width, wrap};
 use crate::app::action::Action;
-use crate::app::state::DashboardState;
 use crate::app::transcript::Turn;
 
-pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Theme) {
+pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
+    let Ctx { state, t, .. } = cx;
     let view = &state.transcript;
     let title = if state.info.demo.is_some() {
         " transcript (offline demo: the emulator knows the recording's words) "
@@ -37,14 +37,9 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Them
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let lines = visible_lines(
-        state,
-        t,
-        usize::from(inner.width),
-        usize::from(inner.height),
-    );
+    let lines = visible_lines(cx, usize::from(inner.width), usize::from(inner.height));
     let lines = if lines.is_empty() {
-        placeholder(state, t, usize::from(inner.width))
+        placeholder(cx, usize::from(inner.width))
     } else {
         lines
     };
@@ -53,12 +48,8 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &DashboardState, t: Them
 
 /// The lines that fit, bottom-aligned: from the bottom turn (and the partial, when following)
 /// upwards, stopping once `height` lines are collected.
-pub fn visible_lines(
-    state: &DashboardState,
-    t: Theme,
-    width: usize,
-    height: usize,
-) -> Vec<Line<'static>> {
+pub fn visible_lines(cx: Ctx<'_>, width: usize, height: usize) -> Vec<Line<'static>> {
+    let Ctx { state, t, .. } = cx;
     let view = &state.transcript;
     let mut up: Vec<Line<'static>> = Vec::with_capacity(height);
     if height == 0 || width == 0 {
@@ -135,7 +126,8 @@ fn stamp(ms: u64) -> String {
     crate::strings::mm_ss(std::time::Duration::from_millis(ms))
 }
 
-fn placeholder(state: &DashboardState, t: Theme, width: usize) -> Vec<Line<'static>> {
+fn placeholder(cx: Ctx<'_>, width: usize) -> Vec<Line<'static>> {
+    let Ctx { state, t, .. } = cx;
     let start = state
         .keymap
         .first_key(Action::ToggleStream)

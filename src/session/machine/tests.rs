@@ -252,6 +252,12 @@ impl Row {
         }
     }
 
+    /// More steps after these.
+    fn and(mut self, more: impl IntoIterator<Item = Step>) -> Self {
+        self.then.extend(more);
+        self
+    }
+
     fn machine_config(&self) -> MachineConfig {
         let mut cfg = MachineConfig::default();
         (self.tweak)(&mut cfg);
@@ -655,6 +661,39 @@ fn healthy_streaming(granted_secs: u64) -> Vec<Step> {
     steps
 }
 
+/// `Begin` on `generation` at `healthy - 30 s`: audio goes to it, it is healthy at `healthy`, and
+/// its successor is prepared and due at `rotate` (ms).
+fn streams(generation: Gen, session_id: &str, healthy: u64, rotate: u64) -> Step {
+    effects([
+        route(generation),
+        schedule(Healthy(generation), healthy),
+        prepare_token(rotate),
+        schedule(Rotate(generation), rotate),
+        changed(is_streaming(generation, session_id)),
+    ])
+}
+
+/// The successor `generation` gets its token and `Begin` (60 s), and is fed what `from` had not
+/// finalized.
+fn replayed_into(generation: Gen, from: Gen) -> [Step; 3] {
+    [
+        after(0, minted(generation)),
+        after(0, begin(generation, &format!("s{generation}"), 60)),
+        has([route_replaying(generation, from)]),
+    ]
+}
+
+/// The effects of a stop (or a finish, a local failure) while streaming on `generation`: no more
+/// audio to it, `Terminate`, the drain bounded at `until` ms.
+fn drains(generation: Gen, until: u64) -> Step {
+    effects([
+        route_nowhere(),
+        terminate(generation),
+        schedule(Drain(generation), until),
+        changed(is_draining(generation)),
+    ])
+}
+
 /// A close that a retry cannot cure: the machine fails, and says where it is explained.
 fn fails_with_advice(
     name: &'static str,
@@ -684,24 +723,13 @@ fn rows() -> Vec<Row> {
             ]),
             at(0, begin(1, "s1", 60)),
             // Rotation prepared 30 s before expiry.
-            effects([
-                route(1),
-                schedule(Healthy(1), 30 * S),
-                prepare_token(30 * S),
-                schedule(Rotate(1), 30 * S),
-                changed(is_streaming(1, "s1")),
-            ]),
+            streams(1, "s1", 30 * S, 30 * S),
         ]),
         Row::new("stop_terminates_and_termination_ends_it")
             .given(streaming(60))
             .then([
                 at(0, stop()),
-                effects([
-                    route_nowhere(),
-                    terminate(1),
-                    schedule(Drain(1), 5 * S),
-                    changed(is_draining(1)),
-                ]),
+                drains(1, 5 * S),
                 at(0, termination(1)),
                 changes([is_stopped()]),
                 done(),
@@ -719,12 +747,7 @@ fn rows() -> Vec<Row> {
             .then([
                 // The input ended; the last session never confirms (it stopped reading).
                 at(0, finish()),
-                effects([
-                    route_nowhere(),
-                    terminate(1),
-                    schedule(Drain(1), 5 * S),
-                    changed(is_draining(1)),
-                ]),
+                drains(1, 5 * S),
                 fire(Drain(1)),
                 effects([
                     drop_socket(1),
@@ -735,10 +758,7 @@ fn rows() -> Vec<Row> {
                 after(0, minted(2)),
                 after(0, begin(2, "s2", 60)),
                 // What it had not finalized goes to the new session.
-                has([Fx::Is(Effect::Route {
-                    to: Some(2),
-                    replay_from: Some(1),
-                })]),
+                has([route_replaying(2, 1)]),
                 after(0, finish()),
                 has([terminate(2)]),
                 after(0, termination(2)),
@@ -758,13 +778,8 @@ fn rows() -> Vec<Row> {
                     changed(is_minting(2, Cause::Expired)),
                     mint(2),
                 ]),
-                after(0, minted(2)),
-                after(0, begin(2, "s2", 60)),
-                has([Fx::Is(Effect::Route {
-                    to: Some(2),
-                    replay_from: Some(1),
-                })]),
-            ]),
+            ])
+            .and(replayed_into(2, 1)),
         Row::new("a_stop_closed_without_termination_just_stops")
             .given(streaming(60))
             .then([
@@ -1095,12 +1110,7 @@ fn rows() -> Vec<Row> {
             .given(streaming(60))
             .then([
                 at(S, fails_locally("the microphone went away")),
-                effects([
-                    route_nowhere(),
-                    terminate(1),
-                    schedule(Drain(1), 6 * S),
-                    changed(is_draining(1)),
-                ]),
+                drains(1, 6 * S),
                 // The last turns still come; then the run ends failed, never stopped.
                 at(2 * S, termination(1)),
                 changes([is_failed(CloseClass::Local, "local")]),
@@ -1143,10 +1153,8 @@ fn rows() -> Vec<Row> {
                     changed(is_minting(2, Cause::User)),
                     mint(2),
                 ]),
-                at(0, minted(2)),
-                at(0, begin(2, "s2", 60)),
-                has([route_replaying(2, 1)]),
-            ]),
+            ])
+            .and(replayed_into(2, 1)),
         Row::new("user_reconnect_during_rotation_drops_the_successor")
             .given(streaming(60))
             .then([
@@ -1181,13 +1189,7 @@ fn rotation_rule_rows() -> Vec<Row> {
             // (not at once, as `expires_at - lead` would say), and the hand-over is forced a
             // third of the lead before the planned end (19 s - 3.3 s).
             at(0, begin(1, "s1", 20)),
-            effects([
-                route(1),
-                schedule(Healthy(1), 30 * S),
-                prepare_token(10 * S),
-                schedule(Rotate(1), 10 * S),
-                changed(is_streaming(1, "s1")),
-            ]),
+            streams(1, "s1", 30 * S, 10 * S),
             fire(Rotate(1)),
             has([
                 mint(2),
