@@ -25,6 +25,8 @@ struct Setup {
     dir: tempfile::TempDir,
     record: PathBuf,
     config: Config,
+    /// Give the emulator aai-live's stream-offset hints (its words then follow stream time).
+    hints: bool,
 }
 
 async fn setup(emulator: EmulatorConfig, tweak: impl FnOnce(&mut Config)) -> Setup {
@@ -56,6 +58,7 @@ async fn setup(emulator: EmulatorConfig, tweak: impl FnOnce(&mut Config)) -> Set
         dir,
         record,
         config,
+        hints: false,
     }
 }
 
@@ -80,12 +83,9 @@ async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
     let input = audio::open(&InputSpec::File(wav), &options)
         .await
         .expect("audio");
-    let mut handle = session::spawn(
-        SupervisorOptions::from_config(&setup.config),
-        premint,
-        Transcript::default(),
-        input.chunks,
-    );
+    let mut options = SupervisorOptions::from_config(&setup.config);
+    options.emulator_hints = setup.hints;
+    let mut handle = session::spawn(options, premint, Transcript::default(), input.chunks);
     handle.commands.send(SessionCommand::Start).expect("start");
     let mut events = Vec::new();
     let collect = async {
@@ -503,5 +503,74 @@ async fn full_scale_three_minutes_with_60_second_sessions() {
         "full scale: {rotations} rotations, {} finals, {} sessions, 0 samples missing",
         run.transcript.finals().len(),
         setup.emu.sessions().len()
+    );
+}
+
+/// The final words of a run, in stream order.
+fn final_words(run: &Run) -> Vec<String> {
+    let mut finals: Vec<_> = run.transcript.finals().to_vec();
+    finals.sort_by_key(|f| f.start_ms);
+    finals
+        .iter()
+        .flat_map(|f| f.words.iter().map(|w| w.text.clone()))
+        .collect()
+}
+
+/// The strongest lossless check, readable by a person: with the stream-offset hints, the
+/// emulator's words follow stream time, so the same input gives the same final words whether
+/// the run was clean or went through a drop, a stall and 20 s sessions (rotations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_audio_gives_the_same_words_through_drops_stalls_and_rotations() {
+    let input = utterances(14);
+    let tweak = |c: &mut Config| c.session.stall_timeout = Duration::from_secs(2);
+    let mut clean = setup(common::config(), tweak).await;
+    clean.hints = true;
+    let mut faulted = setup(
+        EmulatorConfig {
+            session_limit: Some(Duration::from_secs(20)),
+            ..common::config()
+        },
+        tweak,
+    )
+    .await;
+    faulted.hints = true;
+    // A session takes every fault pending when it starts: the drop goes to the first session,
+    // the stall (added once the drop happened) to the second.
+    faulted.emu.add_fault("drop@3300ms".parse().expect("fault"));
+    let stall_later = async {
+        while faulted.emu.sessions().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        faulted
+            .emu
+            .add_fault("stall@4000ms".parse().expect("fault"));
+    };
+    let limit = Duration::from_secs(90);
+    let (clean_run, faulted_run, ()) = tokio::join!(
+        run(&clean, &input, limit),
+        run(&faulted, &input, limit),
+        stall_later
+    );
+    assert!(clean_run.failure.is_none(), "{:?}", clean_run.failure);
+    assert!(faulted_run.failure.is_none(), "{:?}", faulted_run.failure);
+    let count = |run: &Run, kind: &str| {
+        run.events
+            .iter()
+            .filter(|e| match e {
+                SessionEvent::Lost { .. } => kind == "lost",
+                SessionEvent::Rotation { .. } => kind == "rotation",
+                _ => false,
+            })
+            .count()
+    };
+    assert!(count(&faulted_run, "lost") >= 2, "a drop and a stall");
+    assert!(count(&faulted_run, "rotation") >= 1, "20 s sessions rotate");
+    assert_eq!(count(&clean_run, "lost") + count(&clean_run, "rotation"), 0);
+    let words = final_words(&clean_run);
+    assert_eq!(words.len(), 14 * 3, "{words:?}");
+    assert_eq!(
+        final_words(&faulted_run),
+        words,
+        "the same words, in the same order"
     );
 }

@@ -5,6 +5,14 @@
 //! word list; word *timing* comes from the audio. Everything runs on audio time (samples
 //! received), so the output for a given input is deterministic. The session loop adds the
 //! processing delay on the wall clock.
+//!
+//! When the client says where the session's audio starts in its stream (aai-live's offset hint),
+//! the recogniser runs on *stream* time: its frames sit on the same 20 ms grid of the stream
+//! whatever chunk the session starts at, a word-list word's text is chosen from the stream time
+//! it starts at, and a voiced run already under way when a mid-stream session starts (the tail
+//! of a word an earlier session finalized, which a replay resends) is not a word again. So the
+//! same audio gives the same final words whatever rotations, reconnects and replays happened.
+//! Without the hint (the official SDKs) every session starts its own time at zero.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,10 +50,13 @@ pub struct RecognizerConfig {
     pub threshold_dbfs: f64,
     /// Stream offset of this session's first sample, in ms (script alignment after a reconnect).
     pub offset_ms: u64,
+    /// The client gave the offset hint: run on stream time (see the module's comment).
+    pub hinted: bool,
 }
 
 impl RecognizerConfig {
-    pub fn from_params(params: &StreamingParams, profile: Profile, offset_ms: u64) -> Self {
+    /// `offset_ms`: the client's offset hint, if it gave one.
+    pub fn from_params(params: &StreamingParams, profile: Profile, offset_ms: Option<u64>) -> Self {
         let u3_style = profile == Profile::U3Pro || params.is_u3();
         // The service's defaults differ per family (protocol.md §2.3).
         let (min_default, max_default) = if u3_style { (100, 1000) } else { (400, 1280) };
@@ -61,7 +72,8 @@ impl RecognizerConfig {
                 .map_or(max_default, u64::from)
                 .max(params.min_turn_silence.map_or(0, u64::from)),
             threshold_dbfs: -60.0 + 40.0 * vad.clamp(0.0, 1.0),
-            offset_ms,
+            offset_ms: offset_ms.unwrap_or(0),
+            hinted: offset_ms.is_some(),
         }
     }
 }
@@ -149,6 +161,11 @@ pub struct Recognizer {
     words: Words,
     /// (frame start in stream ms, voiced) for recent frames.
     history: VecDeque<(u64, bool)>,
+    /// Samples still to drop before the first frame (to land on the stream's frame grid).
+    skip: usize,
+    /// A mid-stream session's leading voiced run is the tail of a word already transcribed:
+    /// true until the first silent frame.
+    leading: bool,
 }
 
 impl Recognizer {
@@ -158,11 +175,21 @@ impl Recognizer {
             Some(s) => Words::Script(ScriptCursor::new(s, cfg.offset_ms)),
             None => Words::List { next: 0 },
         };
+        // On stream time, the first frame starts at the next multiple of the frame length.
+        let skip_ms = if cfg.hinted {
+            (FRAME_MS - cfg.offset_ms % FRAME_MS) % FRAME_MS
+        } else {
+            0
+        };
+        let skip = (u64::from(cfg.sample_rate) * skip_ms / 1000) as usize;
+        let leading = cfg.hinted && cfg.offset_ms > 0;
         Self {
             cfg,
             frame_len,
             pending: Vec::new(),
-            now_ms: 0,
+            now_ms: skip_ms,
+            skip,
+            leading,
             word_start: None,
             silence_ms: 0,
             last_voice_ms: 0,
@@ -192,7 +219,9 @@ impl Recognizer {
     /// Feed PCM samples; returns the messages they cause, in order.
     pub fn feed(&mut self, samples: &[i16]) -> Vec<ServerMessage> {
         let mut out = Vec::new();
-        self.pending.extend_from_slice(samples);
+        let skipped = self.skip.min(samples.len());
+        self.skip -= skipped;
+        self.pending.extend_from_slice(&samples[skipped..]);
         let mut start = 0;
         while self.pending.len() - start >= self.frame_len {
             let frame = &self.pending[start..start + self.frame_len];
@@ -247,6 +276,11 @@ impl Recognizer {
     }
 
     fn list_mode(&mut self, voiced: bool, frame_start: u64, out: &mut Vec<ServerMessage>) {
+        if self.leading {
+            // The tail of a word an earlier session finalized: not a word again.
+            self.leading = voiced;
+            return;
+        }
         if voiced {
             let start = *self.word_start.get_or_insert(frame_start);
             if self.now_ms - start >= MAX_WORD_MS {
@@ -301,8 +335,14 @@ impl Recognizer {
         }
     }
 
-    fn next_list_word(&mut self) -> String {
+    /// The next word-list word: in order, or on stream time the one its start chooses (the
+    /// same word whichever session hears it).
+    fn next_list_word(&mut self, start: u64) -> String {
+        let stream_frame = (start + self.cfg.offset_ms) / FRAME_MS;
         match &mut self.words {
+            Words::List { .. } if self.cfg.hinted => {
+                WORD_LIST[(stream_frame % WORD_LIST.len() as u64) as usize].to_owned()
+            }
             Words::List { next } => {
                 let w = WORD_LIST[*next % WORD_LIST.len()];
                 *next += 1;
@@ -319,7 +359,7 @@ impl Recognizer {
         text: Option<String>,
         out: &mut Vec<ServerMessage>,
     ) {
-        let text = text.unwrap_or_else(|| self.next_list_word());
+        let text = text.unwrap_or_else(|| self.next_list_word(start));
         if self.turn.is_none() {
             let order = self.next_turn_order;
             self.next_turn_order += 1;
@@ -583,7 +623,7 @@ mod tests {
     }
 
     fn recognizer(params: &StreamingParams, profile: Profile) -> Recognizer {
-        Recognizer::new(RecognizerConfig::from_params(params, profile, 0), None)
+        Recognizer::new(RecognizerConfig::from_params(params, profile, None), None)
     }
 
     /// Three 300 ms "words" separated by 100 ms gaps, then silence.
@@ -595,6 +635,86 @@ mod tests {
         }
         a.extend(silence(1000));
         a
+    }
+
+    /// The final words (text, stream start, stream end) of a hinted session fed `audio` (the
+    /// stream from `offset_ms` on) in 50 ms chunks; `flush`: it was asked to end (Terminate),
+    /// else it just stopped hearing (a drop).
+    fn hinted_finals(audio: &[i16], offset_ms: u64, flush: bool) -> Vec<(String, u64, u64)> {
+        let cfg = RecognizerConfig::from_params(
+            &StreamingParams::default(),
+            Profile::Current,
+            Some(offset_ms),
+        );
+        let mut r = Recognizer::new(cfg, None);
+        let mut msgs = Vec::new();
+        for chunk in audio.chunks(800) {
+            msgs.extend(r.feed(chunk));
+        }
+        if flush {
+            msgs.extend(r.flush());
+        }
+        turns(&msgs)
+            .into_iter()
+            .filter(|t| t.end_of_turn)
+            .flat_map(|t| {
+                t.words
+                    .iter()
+                    .map(|w| (w.text.clone(), w.start + offset_ms, w.end + offset_ms))
+            })
+            .collect()
+    }
+
+    /// Turns of words of uneven lengths and gaps, so that word starts fall anywhere on the grid.
+    fn talk() -> Vec<i16> {
+        let mut a = silence(130);
+        for (word, gap) in [
+            (260, 90),
+            (410, 120),
+            (180, 650),
+            (330, 70),
+            (520, 900),
+            (240, 110),
+        ] {
+            a.extend(tone(word));
+            a.extend(silence(gap));
+        }
+        a.extend(tone(700));
+        a.extend(silence(1500));
+        a
+    }
+
+    /// On stream time, the same audio gives the same final words whichever sessions hear it: a
+    /// session that stops hearing anywhere (a drop) and a new one that is fed from the chunk
+    /// holding the end of the last final word (as aai-live replays) together say exactly the
+    /// words one session says, with the same texts and times.
+    #[test]
+    fn hinted_words_follow_stream_time_across_a_drop_and_replay() {
+        let audio = talk();
+        let clean = hinted_finals(&audio, 0, true);
+        assert!(clean.len() >= 7, "{clean:?}");
+        let texts: Vec<&str> = clean.iter().map(|(t, ..)| t.as_str()).collect();
+        assert_ne!(
+            texts[..4],
+            ["the", "quick", "brown", "fox"],
+            "chosen by start"
+        );
+        let total_ms = audio.len() as u64 / 16;
+        let mut cuts = 0;
+        for cut_ms in (50..total_ms).step_by(50) {
+            let first = hinted_finals(&audio[..(cut_ms * 16) as usize], 0, false);
+            // Where aai-live resumes: the chunk holding the last final word's end, else the
+            // first session's own start.
+            let resume = first.last().map_or(0, |(.., end)| end / 50 * 50);
+            let second = hinted_finals(&audio[(resume * 16) as usize..], resume, true);
+            let joined: Vec<_> = first.iter().chain(&second).cloned().collect();
+            assert_eq!(
+                joined, clean,
+                "dropped at {cut_ms} ms, resumed at {resume} ms"
+            );
+            cuts += 1;
+        }
+        assert!(cuts > 50);
     }
 
     #[test]
@@ -714,7 +834,8 @@ mod tests {
         )
         .expect("json");
         let script = Arc::new(script);
-        let cfg = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 0);
+        let cfg =
+            RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, Some(0));
         let mut r = Recognizer::new(cfg, Some(&script));
         let mut audio = Vec::new();
         for _ in 0..3 {
@@ -733,8 +854,11 @@ mod tests {
         assert_eq!(finals[1].transcript, "again");
 
         // A session that starts 2400 ms into the looped stream continues with "world".
-        let cfg =
-            RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 2400);
+        let cfg = RecognizerConfig::from_params(
+            &StreamingParams::default(),
+            Profile::Current,
+            Some(2400),
+        );
         let mut r = Recognizer::new(cfg, Some(&script));
         let msgs = r.feed(&tone(300));
         let t = turns(&msgs);
@@ -750,7 +874,8 @@ mod tests {
             )
             .expect("json"),
         );
-        let cfg = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 0);
+        let cfg =
+            RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, Some(0));
         let mut r = Recognizer::new(cfg, Some(&script));
         assert!(r.feed(&silence(1000)).is_empty());
     }

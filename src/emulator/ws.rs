@@ -331,8 +331,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             .iter()
             .find(|(k, _)| k == OFFSET_PARAM)
             .and_then(|(_, v)| v.parse().ok()),
-    )
-    .unwrap_or(0);
+    );
 
     let faults = state.lock().faults.take_session_faults();
     let Some(plan) = Plan::from_faults(&faults) else {
@@ -539,6 +538,7 @@ fn apply_update(
     {
         let mut cfg = base.clone();
         cfg.offset_ms = offset;
+        cfg.hinted = true;
         *recognizer = Recognizer::new(cfg, script);
     }
     recognizer.update(update);
@@ -1013,7 +1013,7 @@ mod tests {
             scripted in any::<bool>(),
             before_audio in any::<bool>(),
         ) {
-            let base = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, 0);
+            let base = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, None);
             let script = scripted.then(script);
             let mut recognizer = Recognizer::new(base.clone(), script.as_ref());
             match read_client_text(&text) {
