@@ -9,152 +9,37 @@
 //! `streaming-endpoint` → `begin` → `clock` → `terminate` → `input` → `files`. It stops at the
 //! first failure unless `keep_going`; then the steps that depend on a failed one are skipped.
 //! `doctor --server` ([`server`]) checks a token server from the outside.
+//!
+//! Which steps there are, their order and which needs which is one model, [`Check`]; the
+//! recorder of `report` writes the lines and derives the skipped ones from it; `probe` holds
+//! what both doctors do on the network.
 
+mod check;
+mod probe;
+mod report;
 pub mod server;
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::sync::mpsc;
-use url::Url;
+pub use check::{Check, Suite};
+pub use report::{Format, Report, Status, Step, render, render_json, render_text, wants_ascii};
 
 use crate::audio::{self, AudioError, AudioOptions};
 use crate::config::{Config, ProviderKind};
 use crate::diagnosis::Diagnosis;
 use crate::protocol::expiry::{self, Finding};
-use crate::protocol::{ClientMessage, ServerMessage, TokenPlacement, build_ws_url};
+use crate::protocol::{ClientMessage, ServerMessage};
 use crate::provider::{self, TokenProvider, TokenRequest};
-use crate::session::connection::{self, ConnEvent, Outgoing, ProxyEnv};
+use crate::session::connection::{self, ConnEvent, Outgoing};
+use probe::{Dialed, Events};
+use report::Recorder;
 
 /// How long the input has to deliver its first frames.
 pub const INPUT_WAIT: Duration = Duration::from_secs(2);
 /// The silence sent before `Terminate`.
 const SILENCE: Duration = Duration::from_secs(1);
-
-/// What a step found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
-    Skip,
-}
-
-/// One step's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Step {
-    pub step: &'static str,
-    pub status: Status,
-    /// What was found (never a secret).
-    pub detail: String,
-    /// The cause in plain words, for a warning or a failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<&'static str>,
-    /// What to do, for a warning or a failure.
-    pub fix: Option<&'static str>,
-    /// The section of docs/troubleshooting.md (`aai-live explain SECTION`).
-    pub section: Option<&'static str>,
-}
-
-impl Step {
-    pub fn pass(step: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            step,
-            status: Status::Pass,
-            detail: detail.into(),
-            cause: None,
-            fix: None,
-            section: None,
-        }
-    }
-
-    pub fn skip(step: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status: Status::Skip,
-            ..Self::pass(step, detail)
-        }
-    }
-
-    pub fn warn(step: &'static str, detail: impl Into<String>, diagnosis: Diagnosis) -> Self {
-        Self {
-            status: Status::Warn,
-            ..Self::fail(step, detail, diagnosis)
-        }
-    }
-
-    pub fn fail(step: &'static str, detail: impl Into<String>, diagnosis: Diagnosis) -> Self {
-        Self {
-            step,
-            status: Status::Fail,
-            detail: crate::untrusted::for_terminal(&detail.into()).into_owned(),
-            cause: Some(diagnosis.title()),
-            fix: Some(diagnosis.fix()),
-            section: Some(diagnosis.section()),
-        }
-    }
-}
-
-/// How the report is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One line per step with ✔/⚠/✘ (or ASCII), cause, fix and section beneath a problem.
-    Text { ascii: bool },
-    /// One JSON object per step and line: `step`, `status`, `detail`, `fix`, `section`.
-    Json,
-}
-
-/// Whether to draw ASCII only: asked for, a dumb terminal, or a locale that is not UTF-8.
-pub fn wants_ascii(asked: bool, env: &dyn Fn(&str) -> Option<String>) -> bool {
-    asked || env("TERM").is_some_and(|t| t == "dumb") || !crate::app::state::locale_is_utf8(env)
-}
-
-/// One step as the text report shows it.
-pub fn render_text(step: &Step, ascii: bool) -> String {
-    let mark = match (step.status, ascii) {
-        (Status::Pass, false) => "✔",
-        (Status::Warn, false) => "⚠",
-        (Status::Fail, false) => "✘",
-        (Status::Skip, false) => "–",
-        (Status::Pass, true) => "[ok]  ",
-        (Status::Warn, true) => "[warn]",
-        (Status::Fail, true) => "[FAIL]",
-        (Status::Skip, true) => "[skip]",
-    };
-    let mut text = format!("{mark} {:<18} {}\n", step.step, step.detail);
-    if let Some(cause) = step.cause {
-        let _ = writeln!(text, "    cause: {cause}");
-    }
-    if let Some(fix) = step.fix {
-        let fix = fix.split_whitespace().collect::<Vec<_>>().join(" ");
-        let _ = writeln!(text, "    fix:   {fix}");
-    }
-    if let Some(section) = step.section {
-        let _ = writeln!(text, "    more:  aai-live explain {section}");
-    }
-    if ascii {
-        text = text
-            .replace('→', "->")
-            .replace('±', "+/-")
-            .replace(['—', '–'], "-")
-            .chars()
-            .map(|c| if c.is_ascii() { c } else { '?' })
-            .collect();
-    }
-    text
-}
-
-/// One step as a JSON line.
-pub fn render_json(step: &Step) -> String {
-    let mut value = serde_json::to_value(step).unwrap_or_default();
-    if let Some(fix) = step.fix {
-        value["fix"] = fix.split_whitespace().collect::<Vec<_>>().join(" ").into();
-    }
-    format!("{value}\n")
-}
 
 /// What the command line asks of the doctor.
 #[derive(Debug, Clone)]
@@ -169,48 +54,6 @@ pub struct Options {
     pub input_wait: Duration,
 }
 
-/// The steps as they were written, and the exit status they make.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub steps: Vec<Step>,
-}
-
-impl Report {
-    /// 0 when nothing failed (warnings allowed), 1 when a step failed.
-    pub fn exit_code(&self) -> u8 {
-        u8::from(self.steps.iter().any(|s| s.status == Status::Fail))
-    }
-
-    pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.step == name)
-    }
-}
-
-/// Writes each step as soon as it is known and remembers it.
-struct Recorder<'a> {
-    out: &'a mut (dyn Write + Send),
-    format: Format,
-    keep_going: bool,
-    report: Report,
-}
-
-impl Recorder<'_> {
-    fn record(&mut self, step: Step) {
-        let text = match self.format {
-            Format::Text { ascii } => render_text(&step, ascii),
-            Format::Json => render_json(&step),
-        };
-        let _ = self.out.write_all(text.as_bytes());
-        let _ = self.out.flush();
-        self.report.steps.push(step);
-    }
-
-    /// A step failed and the doctor stops there.
-    fn stopped(&self) -> bool {
-        !self.keep_going && self.report.exit_code() != 0
-    }
-}
-
 /// Run every step with `config`; `env` is where the provider reads its credentials (the process
 /// environment for `aai-live doctor`).
 pub async fn run(
@@ -219,12 +62,7 @@ pub async fn run(
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut (dyn Write + Send),
 ) -> Report {
-    let mut r = Recorder {
-        out,
-        format: options.format,
-        keep_going: options.keep_going,
-        report: Report::default(),
-    };
+    let mut r = Recorder::new(Suite::Run, out, options.format, options.keep_going);
     // The loader's warnings about secret files belong to the `secret` step; the rest here.
     let (secret_warnings, other): (Vec<String>, Vec<String>) = options
         .warnings
@@ -233,31 +71,27 @@ pub async fn run(
         .partition(|w| w.contains("readable by others"));
     let layers = format!("valid; layers: {}", options.layers.join(" → "));
     r.record(if other.is_empty() {
-        Step::pass("config", layers)
+        Step::pass(Check::Config, layers)
     } else {
         Step::warn(
-            "config",
+            Check::Config,
             format!("{layers}; {}", other.join("; ")),
             Diagnosis::ConfigInvalid,
         )
     });
     network_steps(config, &secret_warnings, options.redeem, env, &mut r).await;
-    if !r.stopped() {
+    if r.runs(Check::Input) {
         let step = input_step(config, options.input_wait).await;
         r.record(step);
     }
-    if !r.stopped() {
+    if r.runs(Check::Files) {
         r.record(files_step(config));
     }
-    r.report
+    r.finish()
 }
 
-/// `secret` → `token-endpoint` → `token` → `streaming-endpoint` → `begin` → `clock` →
-/// `terminate`: each needs the one before.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the chain in order, each step a few lines; splitting hides the order"
-)]
+/// `secret` → `token-endpoint` → `token`, then the session's steps: each needs the one before,
+/// so a failure returns and the recorder reports what it leaves out.
 async fn network_steps(
     config: &Config,
     secret_warnings: &[String],
@@ -265,35 +99,13 @@ async fn network_steps(
     env: &dyn Fn(&str) -> Option<String>,
     r: &mut Recorder<'_>,
 ) {
-    const CHAIN: [&str; 7] = [
-        "secret",
-        "token-endpoint",
-        "token",
-        "streaming-endpoint",
-        "begin",
-        "clock",
-        "terminate",
-    ];
-    let skip_from = |r: &mut Recorder<'_>, from: &str, why: &str| {
-        if r.stopped() {
-            return;
-        }
-        let at = CHAIN.iter().position(|s| *s == from).unwrap_or(CHAIN.len());
-        for step in &CHAIN[at..] {
-            r.record(Step::skip(step, why.to_owned()));
-        }
-    };
-
-    // secret
+    if !r.runs(Check::Secret) {
+        return;
+    }
     let built = match provider::build_with(&config.provider, env) {
         Ok(built) => built,
         Err(e) => {
-            r.record(Step::fail("secret", e.to_string(), e.diagnosis()));
-            skip_from(
-                r,
-                "token-endpoint",
-                "skipped: no token provider (secret failed)",
-            );
+            r.record(Step::fail(Check::Secret, e.to_string(), e.diagnosis()));
             return;
         }
     };
@@ -301,68 +113,42 @@ async fn network_steps(
     warnings.extend(built.warnings.iter().cloned());
     let source = secret_source(config);
     if warnings.is_empty() {
-        r.record(Step::pass("secret", source));
+        r.record(Step::pass(Check::Secret, source));
     } else {
         r.record(Step::warn(
-            "secret",
+            Check::Secret,
             format!("{source}; {}", warnings.join("; ")),
             Diagnosis::SecretReadableByOthers,
         ));
     }
     let provider = built.provider;
 
-    // token-endpoint
-    let endpoint_step = match config.provider.kind {
-        ProviderKind::File => file_step(config),
-        ProviderKind::ApiKey | ProviderKind::Remote => {
-            let url = match config.provider.kind {
-                ProviderKind::Remote => config.provider.remote.url.clone(),
-                _ => Some(
-                    config
-                        .provider
-                        .api_key
-                        .token_url
-                        .clone()
-                        .unwrap_or_else(|| config.provider.api_key.region.token_url()),
-                ),
-            };
-            match url {
-                Some(url) => reach_step("token-endpoint", &url, config.provider.timeout).await,
-                None => Step::fail(
-                    "token-endpoint",
-                    "provider.remote.url is not set",
-                    Diagnosis::ConfigInvalid,
-                ),
-            }
-        }
-    };
-    let endpoint_failed = endpoint_step.status == Status::Fail;
-    r.record(endpoint_step);
-    if endpoint_failed {
-        skip_from(r, "token", "skipped: token-endpoint failed");
+    if !r.runs(Check::TokenEndpoint) {
+        return;
+    }
+    let step = token_endpoint_step(config).await;
+    r.record(step);
+
+    if !r.runs(Check::Token) {
         return;
     }
     if config.provider.kind == ProviderKind::File && !redeem {
-        skip_from(
-            r,
-            "token",
+        r.record(Step::skip(
+            Check::Token,
             "not redeemed: a file token opens one session only (--redeem uses it)",
-        );
+        ));
         return;
     }
-
-    // token
     let request = TokenRequest::from_config(&config.provider);
     let token = match fetch_once(provider.as_ref(), &request, config).await {
         Ok(token) => token,
         Err(step) => {
             r.record(*step);
-            skip_from(r, "streaming-endpoint", "skipped: no token (token failed)");
             return;
         }
     };
     r.record(Step::pass(
-        "token",
+        Check::Token,
         format!(
             "token {} from {} ({}); redemption window {}",
             token.fingerprint(),
@@ -374,22 +160,43 @@ async fn network_steps(
                 .map_or_else(|| "not stated".to_owned(), |d| format!("{} s", d.as_secs())),
         ),
     ));
-    session_steps(config, token, r, &skip_from).await;
+    session_steps(config, token, r).await;
 }
 
-type SkipFrom<'s> = dyn Fn(&mut Recorder<'_>, &str, &str) + 's;
+/// The token endpoint of the configured provider: reached over the network, or for the file
+/// provider the file inspected.
+async fn token_endpoint_step(config: &Config) -> Step {
+    let url = match config.provider.kind {
+        ProviderKind::File => return file_step(config),
+        ProviderKind::Remote => config.provider.remote.url.clone(),
+        ProviderKind::ApiKey => Some(
+            config
+                .provider
+                .api_key
+                .token_url
+                .clone()
+                .unwrap_or_else(|| config.provider.api_key.region.token_url()),
+        ),
+    };
+    match url {
+        Some(url) => {
+            probe::reach(Check::TokenEndpoint, &url, config.provider.timeout)
+                .await
+                .0
+        }
+        None => Step::fail(
+            Check::TokenEndpoint,
+            "provider.remote.url is not set",
+            Diagnosis::ConfigInvalid,
+        ),
+    }
+}
 
 /// `streaming-endpoint` → `begin` → `clock` → `terminate`, on one session opened with `token`.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one session's steps in order; splitting hides the order"
-)]
-async fn session_steps(
-    config: &Config,
-    token: provider::Token,
-    r: &mut Recorder<'_>,
-    skip_from: &SkipFrom<'_>,
-) {
+async fn session_steps(config: &Config, token: provider::Token, r: &mut Recorder<'_>) {
+    if !r.runs(Check::StreamingEndpoint) {
+        return;
+    }
     let requested = token
         .max_session_duration
         .unwrap_or(Duration::from_secs(u64::from(
@@ -398,47 +205,33 @@ async fn session_steps(
     let date_skew_ms = token
         .server_date
         .map(|date| signed_ms(date, token.minted_at));
-    let endpoint = crate::session::endpoint(config);
-    let params = crate::session::params(config);
-    let (url, header) = match config.streaming.token_in {
-        TokenPlacement::Query => (build_ws_url(&endpoint, &params, Some(&token)), None),
-        TokenPlacement::Header => (
-            build_ws_url(&endpoint, &params, None),
-            Some(token.into_secret()),
-        ),
-    };
-    let url = match url {
-        Ok(url) => url,
-        Err(e) => {
-            r.record(Step::fail(
-                "streaming-endpoint",
-                format!("{endpoint}: {e}"),
-                Diagnosis::ConfigInvalid,
-            ));
-            skip_from(r, "begin", "skipped: streaming-endpoint failed");
+    let Dialed {
+        connection,
+        mut events,
+        endpoint,
+    } = match probe::dial(Check::StreamingEndpoint, config, token) {
+        Ok(dialed) => dialed,
+        Err(step) => {
+            r.record(*step);
             return;
         }
     };
     let shown = crate::provider::http::display_url(&endpoint);
-    let via = proxy_note(&endpoint);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let connection = connection::websocket().open(1, url, header, 64, events_tx);
+    let via = probe::proxy_note(&endpoint);
     let begin_timeout = config.session.begin_timeout;
-    let opened = wait_for_begin(&mut events, begin_timeout).await;
-    let begin = match opened {
+    let begin = match probe::wait_for_begin(&mut events, begin_timeout).await {
         Ok(begin) => begin,
         Err(Some(ended)) if ended.failure.origin == crate::failure::Origin::Connect => {
             r.record(Step::fail(
-                "streaming-endpoint",
+                Check::StreamingEndpoint,
                 format!("{shown}{via}: {}", ended.failure.reason),
                 ended.failure.diagnosis,
             ));
-            skip_from(r, "begin", "skipped: streaming-endpoint failed");
             return;
         }
         Err(Some(ended)) => {
             r.record(Step::pass(
-                "streaming-endpoint",
+                Check::StreamingEndpoint,
                 format!("{shown}{via}: WebSocket upgraded"),
             ));
             let error = ended.error;
@@ -450,68 +243,54 @@ async fn session_steps(
                 _ => ended.failure.reason.clone(),
             };
             r.record(Step::fail(
-                "begin",
+                Check::Begin,
                 format!("closed before Begin: {code} \"{said}\""),
                 ended.failure.diagnosis,
             ));
-            skip_from(r, "clock", "skipped: begin failed");
             return;
         }
         Err(None) => {
             drop(connection);
             r.record(Step::warn(
-                "streaming-endpoint",
+                Check::StreamingEndpoint,
                 format!("{shown}{via}: no answer to tell whether the upgrade completed"),
                 Diagnosis::NoBegin,
             ));
             r.record(Step::fail(
-                "begin",
+                Check::Begin,
                 format!(
                     "no Begin within {} (session.begin_timeout)",
                     humantime::format_duration(begin_timeout)
                 ),
                 Diagnosis::NoBegin,
             ));
-            skip_from(r, "clock", "skipped: begin failed");
             return;
         }
     };
     r.record(Step::pass(
-        "streaming-endpoint",
+        Check::StreamingEndpoint,
         format!("{shown}{via}: WebSocket upgraded"),
     ));
     r.record(Step::pass(
-        "begin",
+        Check::Begin,
         format!("session {} began", crate::strings::short_id(&begin.id)),
     ));
 
-    // clock
-    let now_ms = signed_ms(SystemTime::now(), UNIX_EPOCH);
-    let plan = expiry::plan(
-        begin.expires_at,
-        now_ms,
-        requested,
-        expiry::Bounds::default(),
-    );
-    let clock = clock_step(plan.finding, requested, date_skew_ms);
-    let clock_failed = clock.status == Status::Fail;
-    r.record(clock);
-    if clock_failed && !r.keep_going {
-        close(connection).await;
-        return;
+    if r.runs(Check::Clock) {
+        let now_ms = signed_ms(SystemTime::now(), UNIX_EPOCH);
+        let plan = expiry::plan(
+            begin.expires_at,
+            now_ms,
+            requested,
+            expiry::Bounds::default(),
+        );
+        r.record(clock_step(plan.finding, requested, date_skew_ms));
     }
-
-    // terminate
-    let step = terminate_step(config, &connection, &mut events).await;
-    r.record(step);
-    close(connection).await;
-}
-
-/// Close the session politely and wait for it, bounded: the doctor leaves no session open.
-async fn close(connection: connection::Connection) {
-    if let Some(task) = connection.close() {
-        let _ = tokio::time::timeout(connection::CLOSE_TIMEOUT * 2, task).await;
+    if r.runs(Check::Terminate) {
+        let step = terminate_step(config, &connection, &mut events).await;
+        r.record(step);
     }
+    probe::close(connection).await;
 }
 
 /// Milliseconds from `since` to `at` (negative when `at` is earlier).
@@ -539,7 +318,7 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
     };
     match (finding, date_text) {
         (Finding::ClockSkew { skew_ms }, date) => Step::fail(
-            "clock",
+            Check::Clock,
             format!(
                 "Begin.expires_at is {} s {} than the {asked} s asked for: one of the two clocks \
                  is off; {}",
@@ -550,12 +329,12 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
             Diagnosis::ClockSkew,
         ),
         (Finding::Consistent, Err(date)) => Step::fail(
-            "clock",
+            Check::Clock,
             format!("Begin.expires_at matches the {asked} s asked for, but {date}"),
             Diagnosis::ClockSkew,
         ),
         (Finding::Implausible { left_ms }, date) => Step::fail(
-            "clock",
+            Check::Clock,
             format!(
                 "Begin.expires_at leaves {} s, not a session length the service grants (asked: \
                  {asked} s): one of the two clocks is far off; {}",
@@ -565,7 +344,7 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
             Diagnosis::ClockSkew,
         ),
         (Finding::Consistent, Ok(date)) => Step::pass(
-            "clock",
+            Check::Clock,
             format!("Begin.expires_at matches the {asked} s asked for (±5 s); {date}"),
         ),
     }
@@ -575,7 +354,7 @@ fn clock_step(finding: Finding, requested: Duration, date_skew_ms: Option<i64>) 
 async fn terminate_step(
     config: &Config,
     connection: &connection::Connection,
-    events: &mut mpsc::UnboundedReceiver<(u64, ConnEvent)>,
+    events: &mut Events,
 ) -> Step {
     let chunk_ms = config.audio.chunk_ms.max(1);
     let samples = (u64::from(config.streaming.sample_rate) * u64::from(chunk_ms) / 1000) as usize;
@@ -616,7 +395,7 @@ async fn terminate_step(
     }
     match (termination, closed) {
         (Some(t), ended) => Step::pass(
-            "terminate",
+            Check::Terminate,
             format!(
                 "{} s of silence sent; Termination received ({} s of audio); closed with {}",
                 SILENCE.as_secs(),
@@ -627,7 +406,7 @@ async fn terminate_step(
             ),
         ),
         (None, Some(ended)) => Step::fail(
-            "terminate",
+            Check::Terminate,
             format!(
                 "closed without Termination: {} \"{}\"",
                 ended
@@ -639,7 +418,7 @@ async fn terminate_step(
             ended.failure.diagnosis,
         ),
         (None, None) => Step::fail(
-            "terminate",
+            Check::Terminate,
             format!(
                 "no Termination within {} after Terminate",
                 humantime::format_duration(wait)
@@ -658,9 +437,13 @@ async fn fetch_once(
     let limit = config.provider.timeout + config.provider.file.wait + Duration::from_secs(5);
     match tokio::time::timeout(limit, provider.fetch(request)).await {
         Ok(Ok(token)) => Ok(token),
-        Ok(Err(e)) => Err(Box::new(Step::fail("token", e.to_string(), e.diagnosis()))),
+        Ok(Err(e)) => Err(Box::new(Step::fail(
+            Check::Token,
+            e.to_string(),
+            e.diagnosis(),
+        ))),
         Err(_) => Err(Box::new(Step::fail(
-            "token",
+            Check::Token,
             format!(
                 "no token within {}",
                 humantime::format_duration(config.provider.timeout)
@@ -692,134 +475,10 @@ fn secret_source(config: &Config) -> String {
     }
 }
 
-/// " via proxy http://host:port" when the environment routes `url` through one.
-fn proxy_note(url: &Url) -> String {
-    match ProxyEnv::process().proxy_for(url) {
-        Ok(Some(proxy)) => format!(" via proxy {}", connection::display_proxy(&proxy)),
-        Ok(None) => String::new(),
-        Err(e) => format!(" (proxy setting ignored: {e})"),
-    }
-}
-
-/// DNS, TCP and TLS to `url`'s host with the HTTP client the providers build: a request for
-/// the host's root, without credentials, so nothing is minted and no token fault is consumed.
-pub async fn reach_step(step: &'static str, url: &Url, timeout: Duration) -> Step {
-    let shown = crate::provider::http::display_url(url);
-    let via = proxy_note(url);
-    let Some(host) = url.host_str() else {
-        return Step::fail(step, format!("{shown}: no host"), Diagnosis::ConfigInvalid);
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let mut found = Vec::new();
-    if via.is_empty() {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = match tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port))).await
-        {
-            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
-            Ok(Err(e)) => {
-                return Step::fail(
-                    step,
-                    format!("{shown}: cannot resolve {bare}: {e}"),
-                    Diagnosis::DnsFailure,
-                );
-            }
-            Err(_) => {
-                return Step::fail(
-                    step,
-                    format!("{shown}: no DNS answer for {bare}"),
-                    Diagnosis::DnsFailure,
-                );
-            }
-        };
-        let Some(first) = addrs.first() else {
-            return Step::fail(
-                step,
-                format!("{shown}: {bare} has no address"),
-                Diagnosis::DnsFailure,
-            );
-        };
-        if bare.parse::<std::net::IpAddr>().is_err() {
-            found.push(format!("{bare} resolves to {}", first.ip()));
-        }
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(first)).await {
-            Ok(Ok(_)) => found.push("TCP connects".to_owned()),
-            Ok(Err(e)) => {
-                return Step::fail(
-                    step,
-                    format!("{shown}: cannot connect to {first}: {e}"),
-                    Diagnosis::TcpFailure,
-                );
-            }
-            Err(_) => {
-                return Step::fail(
-                    step,
-                    format!("{shown}: no TCP answer from {first}"),
-                    Diagnosis::TcpFailure,
-                );
-            }
-        }
-    }
-    let client = match crate::provider::http::client("doctor", timeout) {
-        Ok(client) => client,
-        Err(e) => return Step::fail(step, e.to_string(), Diagnosis::TlsFailure),
-    };
-    let mut root = url.clone();
-    root.set_path("/");
-    root.set_query(None);
-    let _ = root.set_username("");
-    let _ = root.set_password(None);
-    match tokio::time::timeout(timeout, client.get(root).send()).await {
-        Ok(Ok(response)) => {
-            if url.scheme() == "https" {
-                found.push("TLS verified".to_owned());
-            }
-            found.push(format!("HTTP answers ({})", response.status().as_u16()));
-            Step::pass(step, format!("{shown}{via}: {}", found.join(", ")))
-        }
-        Ok(Err(e)) => {
-            let text = crate::provider::http::chain(&e);
-            let lower = text.to_ascii_lowercase();
-            let diagnosis = if !via.is_empty() && !lower.contains("certificate") {
-                Diagnosis::ProxyFailure
-            } else {
-                crate::provider::http::network_of(&e)
-                    .map_or(Diagnosis::TcpFailure, Diagnosis::from_network)
-            };
-            Step::fail(step, format!("{shown}{via}: {text}"), diagnosis)
-        }
-        Err(_) => Step::fail(
-            step,
-            format!(
-                "{shown}{via}: no HTTP answer within {}",
-                humantime::format_duration(timeout)
-            ),
-            Diagnosis::TcpFailure,
-        ),
-    }
-}
-
-/// Wait up to `timeout` for `Begin` on a connection's events: the `Begin`, or how the connection
-/// ended (`None`: no answer in time), and the text of an `Error` frame seen meanwhile. One
-/// deadline for the whole wait: other frames before `Begin` do not extend it.
-pub(crate) async fn wait_for_begin(
-    events: &mut mpsc::UnboundedReceiver<(crate::events::Gen, ConnEvent)>,
-    timeout: Duration,
-) -> Result<crate::protocol::messages::Begin, Option<connection::Ended>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some((_, ConnEvent::Message(ServerMessage::Begin(begin))))) => break Ok(begin),
-            Ok(Some((_, ConnEvent::Closed(ended)))) => break Err(Some(ended)),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break Err(None),
-        }
-    }
-}
-
 /// The file provider's "endpoint": the token file present, readable, fresh, and (as far as this
 /// process can tell) unused — without taking its token.
 fn file_step(config: &Config) -> Step {
-    const STEP: &str = "token-endpoint";
+    const STEP: Check = Check::TokenEndpoint;
     let Some(path) = config.provider.file.path.as_deref() else {
         return Step::fail(
             STEP,
@@ -900,7 +559,7 @@ fn file_step(config: &Config) -> Step {
 
 /// The input opens and delivers frames within `wait`; all-zero frames are a warning.
 async fn input_step(config: &Config, wait: Duration) -> Step {
-    const STEP: &str = "input";
+    const STEP: Check = Check::Input;
     let options = AudioOptions::from_config(config);
     let mut input = match audio::open(&config.audio.input, &options).await {
         Ok(input) => input,
@@ -960,7 +619,7 @@ async fn input_step(config: &Config, wait: Duration) -> Step {
 
 /// The transcript and log directories can be created and written.
 fn files_step(config: &Config) -> Step {
-    const STEP: &str = "files";
+    const STEP: Check = Check::Files;
     let transcript = config.transcript.dir_or_default();
     let log = config.log.dir_or_default();
     if let Err(e) = writable(&transcript) {
@@ -999,53 +658,85 @@ fn writable(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_show_marks_cause_fix_and_section() {
-        let step = Step::fail("token", "HTTP 401", Diagnosis::TokenUnauthorized);
-        let text = render_text(&step, false);
-        assert!(text.starts_with("✘ token "), "{text}");
-        assert!(text.contains("more:  aai-live explain token-401"), "{text}");
-        assert!(
-            text.contains("cause: The token endpoint refuses the API key"),
-            "{text}"
-        );
-        let ascii = render_text(&step, true);
-        assert!(ascii.starts_with("[FAIL] token"), "{ascii}");
-        let layers = render_text(&Step::pass("config", "defaults → file; ±5 s"), true);
+    /// A full run with `--keep-going` and nothing to reach (port 1 on loopback refuses): every
+    /// step of the model is reported, in order — the failure in the network chain, the steps
+    /// after it skipped naming it, the input and the directories still checked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_run_reports_every_step_of_the_model_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.provider.api_key.token_url =
+            Some("http://127.0.0.1:1/v3/token".parse().expect("url"));
+        config.provider.timeout = Duration::from_secs(2);
+        config.audio.input = crate::config::InputSpec::Test(crate::config::TestSignal::Tone);
+        config.transcript.dir = Some(dir.path().join("transcripts"));
+        config.log.dir = Some(dir.path().join("logs"));
+        let options = Options {
+            keep_going: true,
+            redeem: false,
+            format: Format::Json,
+            layers: vec!["built-in defaults".to_owned()],
+            warnings: Vec::new(),
+            input_wait: INPUT_WAIT,
+        };
+        let env = |name: &str| {
+            (name == "ASSEMBLYAI_API_KEY").then(|| "0123456789abcdef0123456789abcdef".to_owned())
+        };
+        let mut out = Vec::new();
+        let report = run(&config, &options, &env, &mut out).await;
+        let written = String::from_utf8(out).expect("utf-8");
+        let names: Vec<Check> = report.steps.iter().map(|s| s.step).collect();
         assert_eq!(
-            layers,
-            "[ok]   config             defaults -> file; +/-5 s\n"
+            names,
+            Check::all(Suite::Run).collect::<Vec<_>>(),
+            "{written}"
         );
-        assert!(ascii.is_ascii());
-        let json: serde_json::Value =
-            serde_json::from_str(render_json(&step).trim()).expect("json");
-        assert_eq!(json["status"], "fail");
-        assert_eq!(json["section"], "token-401");
-        assert_eq!(json["step"], "token");
-        assert!(json["fix"].as_str().expect("fix").contains("the key again"));
-        let pass: serde_json::Value =
-            serde_json::from_str(render_json(&Step::pass("files", "ok")).trim()).expect("json");
-        assert_eq!(pass["status"], "pass");
-        assert!(pass["fix"].is_null() && pass["section"].is_null());
+        assert_eq!(written.lines().count(), names.len(), "{written}");
+        assert_eq!(report.exit_code(), 1, "{written}");
+        // Where the chain breaks depends on the machine's proxy settings; what follows does not.
+        let failed = report
+            .steps
+            .iter()
+            .find(|s| s.status == Status::Fail)
+            .expect("a failure");
+        for dependent in failed.step.dependents() {
+            let step = report.step(dependent).expect("reported");
+            assert_eq!(step.status, Status::Skip, "{written}");
+            assert!(step.detail.contains(failed.step.name()), "{written}");
+        }
+        for check in [Check::Config, Check::Secret, Check::Input, Check::Files] {
+            assert_eq!(
+                report.step(check).map(|s| s.status),
+                Some(Status::Pass),
+                "{written}"
+            );
+        }
     }
 
-    #[test]
-    fn ascii_where_the_terminal_cannot_show_marks() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
+    /// `--server` at a port that refuses: every step of its model is reported, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_server_run_reports_every_step_of_the_model_in_order() {
+        let mut config = Config::default();
+        config.provider.timeout = Duration::from_secs(2);
+        let options = server::ServerOptions {
+            url: "http://127.0.0.1:1/token".parse().expect("url"),
+            credential_env: None,
+            credential_file: None,
+            origin: None,
+            keep_going: true,
+            format: Format::Text { ascii: true },
         };
-        assert!(!wants_ascii(false, &env(&[("LANG", "en_US.UTF-8")])));
-        assert!(wants_ascii(true, &env(&[("LANG", "en_US.UTF-8")])));
-        assert!(wants_ascii(false, &env(&[("LANG", "C")])));
-        assert!(wants_ascii(false, &env(&[])));
-        assert!(wants_ascii(
-            false,
-            &env(&[("LANG", "en_US.UTF-8"), ("TERM", "dumb")])
-        ));
+        let mut out = Vec::new();
+        let report = server::run(&config, &options, &|_| None, &mut out).await;
+        let written = String::from_utf8(out).expect("utf-8");
+        let names: Vec<Check> = report.steps.iter().map(|s| s.step).collect();
+        assert_eq!(
+            names,
+            Check::all(Suite::Server).collect::<Vec<_>>(),
+            "{written}"
+        );
+        assert_eq!(report.exit_code(), 1, "{written}");
+        assert!(written.starts_with("[FAIL] server-reachable"), "{written}");
     }
 
     #[test]

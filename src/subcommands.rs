@@ -179,29 +179,6 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     if let Some(device) = &args.device {
         extra.push(("audio.device".to_owned(), device.clone()));
     }
-    let loaded = match load_config_with(global, extra) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            let step = crate::doctor::Step::fail(
-                "config",
-                format!("{e:#}"),
-                crate::diagnosis::Diagnosis::ConfigInvalid,
-            );
-            let text = if args.json {
-                crate::doctor::render_json(&step)
-            } else {
-                crate::doctor::render_text(
-                    &step,
-                    crate::doctor::wants_ascii(args.ascii, &provider::process_env),
-                )
-            };
-            print!("{text}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    // Logging as a run has it; a log directory that cannot be written is the `files` step's
-    // finding, not a reason not to check the rest.
-    let _log = init_logging(global, &loaded).ok();
     let format = if args.json {
         crate::doctor::Format::Json
     } else {
@@ -209,6 +186,21 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             ascii: crate::doctor::wants_ascii(args.ascii, &provider::process_env),
         }
     };
+    let loaded = match load_config_with(global, extra) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let step = crate::doctor::Step::fail(
+                crate::doctor::Check::Config,
+                format!("{e:#}"),
+                crate::diagnosis::Diagnosis::ConfigInvalid,
+            );
+            print!("{}", crate::doctor::render(&step, format));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Logging as a run has it; a log directory that cannot be written is the `files` step's
+    // finding, not a reason not to check the rest.
+    let _log = init_logging(global, &loaded).ok();
     let mut out = std::io::stdout();
     let code = if let Some(server) = &args.server {
         let options = crate::doctor::server::ServerOptions {

@@ -8,22 +8,16 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use aai_live::doctor::{Check, Suite};
 use aai_live::emulator::{EmulatorConfig, RunningEmulator};
 use common::KEY;
 use serde_json::Value;
 
-const STEPS: [&str; 10] = [
-    "config",
-    "secret",
-    "token-endpoint",
-    "token",
-    "streaming-endpoint",
-    "begin",
-    "clock",
-    "terminate",
-    "input",
-    "files",
-];
+/// Every step of `aai-live doctor`, in report order, from the model the runs are built on: a step
+/// the model has and the run never reports (or reports out of place) fails the full runs below.
+fn steps() -> Vec<&'static str> {
+    Check::all(Suite::Run).map(Check::name).collect()
+}
 
 struct Run {
     code: Option<i32>,
@@ -149,7 +143,7 @@ async fn every_step_passes_with_one_token_and_one_session() {
     let home = tempfile::tempdir().expect("tempdir");
     let run = doctor(home.path(), Some(&emu), KEY, &[], &["--input", "test:tone"]).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.names(), STEPS, "{}", run.stdout);
+    assert_eq!(run.names(), steps(), "{}", run.stdout);
     for step in &run.steps {
         assert_eq!(step["status"], "pass", "{step}");
         assert!(step["fix"].is_null() && step["section"].is_null(), "{step}");
@@ -263,9 +257,15 @@ async fn keep_going_reports_dependents_skipped_and_runs_the_rest() {
     )
     .await;
     assert_eq!(run.code, Some(1));
-    assert_eq!(run.names(), STEPS, "{}", run.stdout);
+    assert_eq!(run.names(), steps(), "{}", run.stdout);
     for skipped in ["streaming-endpoint", "begin", "clock", "terminate"] {
         assert_eq!(run.step(skipped)["status"], "skip", "{}", run.stdout);
+        assert_eq!(
+            run.step(skipped)["detail"],
+            "skipped: no token (token failed)",
+            "{}",
+            run.stdout
+        );
     }
     assert_eq!(run.step("input")["status"], "pass");
     assert_eq!(run.step("files")["status"], "pass");
@@ -547,7 +547,7 @@ async fn an_all_silent_input_is_a_warning() {
             .expect("detail")
             .contains("all zero")
     );
-    assert_eq!(run.names(), STEPS);
+    assert_eq!(run.names(), steps());
     emu.shutdown().await;
 }
 

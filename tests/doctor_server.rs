@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aai_live::doctor::{Check, Suite};
 use aai_live::emulator::RunningEmulator;
 use aai_live::provider::api_key::ApiKeyProvider;
 use aai_live::secret::ApiKey;
@@ -97,7 +98,15 @@ async fn serve_with_a_credential_passes_every_step_and_its_token_opens_a_session
     )
     .await;
     assert_eq!(run.code, Some(0), "{}", run.stdout);
-    for step in aai_live::doctor::server::STEPS {
+    // Every step of the model, in its order, and each passes.
+    let names: Vec<&str> = run
+        .steps
+        .iter()
+        .map(|s| s["step"].as_str().expect("step"))
+        .collect();
+    let model: Vec<&str> = Check::all(Suite::Server).map(Check::name).collect();
+    assert_eq!(names, model, "{}", run.stdout);
+    for step in model {
         assert_eq!(run.status(step), "pass", "{step}: {}", run.stdout);
     }
     assert!(!run.stdout.contains(CREDENTIAL));

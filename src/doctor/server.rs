@@ -12,14 +12,13 @@ use reqwest::header::{
     CACHE_CONTROL, HeaderMap, ORIGIN,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::mpsc;
 use url::Url;
 
-use super::{Format, Recorder, Report, Status, Step, reach_step};
+use super::check::{Check, Suite};
+use super::probe::{self, Dialed};
+use super::report::{Format, Recorder, Report, Step};
 use crate::config::Config;
 use crate::diagnosis::Diagnosis;
-use crate::protocol::{TokenPlacement, build_ws_url};
-use crate::session::connection;
 
 /// What `--server` was given.
 #[derive(Debug, Clone)]
@@ -41,77 +40,117 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// The token answer the last steps inspect, and the credential that got it (kept out of what
+/// they print).
+struct Minted {
+    answer: Answer,
+    credential: Option<SecretString>,
+}
+
+/// The server being asked: where, with which client, how long to wait.
+struct Server<'a> {
+    url: &'a Url,
+    client: reqwest::Client,
+    timeout: Duration,
+    /// On this machine: plain HTTP and an open token endpoint are fine there.
+    loopback: bool,
+}
+
 /// Check the server; `env` is where `--credential-env` is read.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the steps in order, each a few lines; splitting hides the order"
-)]
 pub async fn run(
     config: &Config,
     options: &ServerOptions,
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut (dyn Write + Send),
 ) -> Report {
-    let mut r = Recorder {
-        out,
-        format: options.format,
-        keep_going: options.keep_going,
-        report: Report::default(),
-    };
+    let mut r = Recorder::new(Suite::Server, out, options.format, options.keep_going);
     let url = &options.url;
     let timeout = config.provider.timeout;
-    let shown = crate::provider::http::display_url(url);
 
-    // server-reachable, server-tls
-    let reach = reach_step("server-reachable", url, timeout).await;
-    let reached = reach.status == Status::Pass;
-    r.record(reach);
-    if !reached {
-        finish_skipped(&mut r, "server-tls", "skipped: server-reachable failed");
-        return r.report;
-    }
+    // The client that reached the server asks it everything else.
+    let (step, client) = probe::reach(Check::ServerReachable, url, timeout).await;
+    r.record(step);
+    let Some(client) = client else {
+        return r.finish();
+    };
     let loopback = url.host_str().is_some_and(|h| {
         h == "localhost"
             || h.parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
             || h == "[::1]"
     });
-    r.record(match (url.scheme(), loopback) {
-        ("https", _) => Step::pass("server-tls", "HTTPS with a verified certificate"),
-        (_, true) => Step::pass(
-            "server-tls",
-            "plain HTTP on loopback (tokens stay on this machine)",
-        ),
-        _ => Step::fail(
-            "server-tls",
-            format!("{shown} is plain HTTP: tokens and credentials cross the network unencrypted"),
-            Diagnosis::TlsFailure,
-        ),
-    });
-    if r.stopped() {
-        return r.report;
-    }
-
-    let client = match crate::provider::http::client("doctor", timeout) {
-        Ok(client) => client,
-        Err(e) => {
-            r.record(Step::fail(
-                "server-ready",
-                e.to_string(),
-                Diagnosis::TlsFailure,
-            ));
-            return r.report;
-        }
+    let server = Server {
+        url,
+        client,
+        timeout,
+        loopback,
     };
 
-    // server-ready
-    let mut readyz = url.clone();
+    if r.runs(Check::ServerTls) {
+        r.record(tls_step(&server));
+    }
+    if r.runs(Check::ServerReady) {
+        r.record(ready_step(&server).await);
+    }
+    let mut without = None;
+    if r.runs(Check::ServerNoCredential) {
+        let (step, answer) = no_credential_step(&server).await;
+        without = answer;
+        r.record(step);
+    }
+    let mut minted = None;
+    if r.runs(Check::ServerCredential) {
+        let (step, answer) = credential_step(&server, options, env, without).await;
+        minted = answer;
+        r.record(step);
+    }
+    if r.runs(Check::ServerCors) {
+        r.record(cors_step(&server, options.origin.as_deref()).await);
+    }
+    // `server-credential` passes exactly when there is an answer; otherwise the recorder
+    // reports these three as skipped.
+    if let Some(minted) = minted {
+        let headers = &minted.answer.headers;
+        if r.runs(Check::ServerRateLimitHeaders) {
+            r.record(rate_limit_step(headers));
+        }
+        if r.runs(Check::ServerCacheControl) {
+            r.record(cache_step(headers));
+        }
+        if r.runs(Check::ServerRedeem) {
+            r.record(redeem_step(config, &minted).await);
+        }
+    }
+    r.finish()
+}
+
+/// Tokens and credentials cross the network encrypted, or stay on this machine.
+fn tls_step(server: &Server<'_>) -> Step {
+    const STEP: Check = Check::ServerTls;
+    match (server.url.scheme(), server.loopback) {
+        ("https", _) => Step::pass(STEP, "HTTPS with a verified certificate"),
+        (_, true) => Step::pass(STEP, "plain HTTP on loopback (tokens stay on this machine)"),
+        _ => Step::fail(
+            STEP,
+            format!(
+                "{} is plain HTTP: tokens and credentials cross the network unencrypted",
+                crate::provider::http::display_url(server.url)
+            ),
+            Diagnosis::TlsFailure,
+        ),
+    }
+}
+
+/// `/readyz` of `aai-live serve`; another server's answer is noted, not held against it.
+async fn ready_step(server: &Server<'_>) -> Step {
+    const STEP: Check = Check::ServerReady;
+    let mut readyz = server.url.clone();
     readyz.set_path("/readyz");
     readyz.set_query(None);
-    r.record(match fetch(client.get(readyz), timeout).await {
-        Ok(a) if a.status == 200 => Step::pass("server-ready", "/readyz: ready"),
+    match fetch(server.client.get(readyz), server.timeout).await {
+        Ok(a) if a.status == 200 => Step::pass(STEP, "/readyz: ready"),
         Ok(a) if a.status == 503 => Step::fail(
-            "server-ready",
+            STEP,
             format!(
                 "/readyz: HTTP 503 {}",
                 crate::provider::http::excerpt(&a.body, &[])
@@ -119,241 +158,204 @@ pub async fn run(
             Diagnosis::ServeLimitsStoreDown,
         ),
         Ok(a) => Step::skip(
-            "server-ready",
+            STEP,
             format!("/readyz: HTTP {} (not aai-live serve?)", a.status),
         ),
-        Err(e) => Step::fail(
-            "server-ready",
-            format!("/readyz: {e}"),
-            Diagnosis::TcpFailure,
-        ),
-    });
-    if r.stopped() {
-        return r.report;
+        Err(e) => Step::fail(STEP, format!("/readyz: {e}"), Diagnosis::TcpFailure),
     }
+}
 
-    // server-no-credential
-    let mut minted: Option<Answer> = None;
-    let bare = fetch(client.post(url.clone()), timeout).await;
-    let no_credential = match bare {
-        Ok(a) if a.status == 401 || a.status == 403 => Step::pass(
-            "server-no-credential",
-            format!("refuses a request without a credential (HTTP {})", a.status),
-        ),
+/// A request without a credential is refused (or, on loopback, may be answered); a token
+/// answered to it is returned for the steps that inspect one.
+async fn no_credential_step(server: &Server<'_>) -> (Step, Option<Answer>) {
+    const STEP: Check = Check::ServerNoCredential;
+    match fetch(server.client.post(server.url.clone()), server.timeout).await {
+        Ok(a) if a.status == 401 || a.status == 403 => {
+            let step = Step::pass(
+                STEP,
+                format!("refuses a request without a credential (HTTP {})", a.status),
+            );
+            (step, None)
+        }
         Ok(a) if (200..300).contains(&a.status) => {
-            let step = if loopback {
+            let step = if server.loopback {
                 Step::pass(
-                    "server-no-credential",
+                    STEP,
                     "answers without a credential (allowed on loopback only)",
                 )
             } else {
                 Step::fail(
-                    "server-no-credential",
+                    STEP,
                     format!(
-                        "{shown} hands out tokens without a credential, to anyone who reaches it"
+                        "{} hands out tokens without a credential, to anyone who reaches it",
+                        crate::provider::http::display_url(server.url)
                     ),
                     Diagnosis::ServeUnauthorized,
                 )
             };
-            minted = Some(a);
-            step
+            (step, Some(a))
+        }
+        Ok(a) => {
+            let step = Step::fail(
+                STEP,
+                format!(
+                    "HTTP {}: {}",
+                    a.status,
+                    crate::provider::http::excerpt(&a.body, &[])
+                ),
+                Diagnosis::from_token_status(a.status, true),
+            );
+            (step, None)
+        }
+        Err(e) => (Step::fail(STEP, e, Diagnosis::TcpFailure), None),
+    }
+}
+
+/// The credential is accepted with a token; without one, the answer `without` a credential (if
+/// the server gave one) stands in. The token answer comes back exactly when the step passes.
+async fn credential_step(
+    server: &Server<'_>,
+    options: &ServerOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+    without: Option<Answer>,
+) -> (Step, Option<Minted>) {
+    const STEP: Check = Check::ServerCredential;
+    let credential = match read_credential(options, env) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => {
+            return match without {
+                Some(answer) => (
+                    Step::pass(STEP, "not needed: the server answered without one"),
+                    Some(Minted {
+                        answer,
+                        credential: None,
+                    }),
+                ),
+                None => (
+                    Step::skip(
+                        STEP,
+                        "no credential given (--credential-env NAME or --credential-file FILE)",
+                    ),
+                    None,
+                ),
+            };
+        }
+        Err(e) => return (Step::fail(STEP, e, Diagnosis::SecretMissing), None),
+    };
+    let request = server
+        .client
+        .post(server.url.clone())
+        .bearer_auth(credential.expose_secret());
+    let secrets = [credential.expose_secret()];
+    let step = match fetch(request, server.timeout).await {
+        Ok(a) if (200..300).contains(&a.status) => {
+            match crate::provider::remote::parse_answer(&a.body, &secrets) {
+                Ok(_) => {
+                    let step = Step::pass(
+                        STEP,
+                        format!("the credential is accepted: HTTP {} with a token", a.status),
+                    );
+                    let minted = Minted {
+                        answer: a,
+                        credential: Some(credential),
+                    };
+                    return (step, Some(minted));
+                }
+                Err(e) => Step::fail(
+                    STEP,
+                    format!("HTTP {} but {e}", a.status),
+                    Diagnosis::TokenNotJson,
+                ),
+            }
         }
         Ok(a) => Step::fail(
-            "server-no-credential",
+            STEP,
             format!(
                 "HTTP {}: {}",
                 a.status,
-                crate::provider::http::excerpt(&a.body, &[])
+                crate::provider::http::excerpt(&a.body, &secrets)
             ),
             Diagnosis::from_token_status(a.status, true),
         ),
-        Err(e) => Step::fail("server-no-credential", e, Diagnosis::TcpFailure),
+        Err(e) => Step::fail(STEP, e, Diagnosis::TcpFailure),
     };
-    r.record(no_credential);
-    if r.stopped() {
-        return r.report;
-    }
+    (step, None)
+}
 
-    // server-credential
-    let credential = match read_credential(options, env) {
-        Ok(credential) => credential,
-        Err(e) => {
-            r.record(Step::fail("server-credential", e, Diagnosis::SecretMissing));
-            finish_skipped(&mut r, "server-cors", "skipped: no credential");
-            return r.report;
-        }
+/// The CORS preflight a browser at `origin` sends before asking for a token.
+async fn cors_step(server: &Server<'_>, origin: Option<&str>) -> Step {
+    const STEP: Check = Check::ServerCors;
+    let Some(origin) = origin else {
+        return Step::skip(STEP, "no --origin given");
     };
-    match &credential {
-        Some(credential) => {
-            let request = client
-                .post(url.clone())
-                .bearer_auth(credential.expose_secret());
-            let secrets = [credential.expose_secret()];
-            match fetch(request, timeout).await {
-                Ok(a) if (200..300).contains(&a.status) => {
-                    match crate::provider::remote::parse_answer(&a.body, &secrets) {
-                        Ok(_) => {
-                            r.record(Step::pass(
-                                "server-credential",
-                                format!(
-                                    "the credential is accepted: HTTP {} with a token",
-                                    a.status
-                                ),
-                            ));
-                            minted = Some(a);
-                        }
-                        Err(e) => r.record(Step::fail(
-                            "server-credential",
-                            format!("HTTP {} but {e}", a.status),
-                            Diagnosis::TokenNotJson,
-                        )),
-                    }
-                }
-                Ok(a) => r.record(Step::fail(
-                    "server-credential",
-                    format!(
-                        "HTTP {}: {}",
-                        a.status,
-                        crate::provider::http::excerpt(&a.body, &secrets)
-                    ),
-                    Diagnosis::from_token_status(a.status, true),
-                )),
-                Err(e) => r.record(Step::fail("server-credential", e, Diagnosis::TcpFailure)),
-            }
-        }
-        None if minted.is_some() => r.record(Step::pass(
-            "server-credential",
-            "not needed: the server answered without one",
-        )),
-        None => r.record(Step::skip(
-            "server-credential",
-            "no credential given (--credential-env NAME or --credential-file FILE)",
-        )),
-    }
-    if r.stopped() {
-        return r.report;
-    }
-
-    // server-cors
-    r.record(match &options.origin {
-        None => Step::skip("server-cors", "no --origin given"),
-        Some(origin) => {
-            let request = client
-                .request(reqwest::Method::OPTIONS, url.clone())
-                .header(ORIGIN, origin.as_str())
-                .header(ACCESS_CONTROL_REQUEST_METHOD, "POST")
-                .header(ACCESS_CONTROL_REQUEST_HEADERS, "authorization");
-            match fetch(request, timeout).await {
-                Ok(a) => {
-                    let allowed = a
-                        .headers
-                        .get(ACCESS_CONTROL_ALLOW_ORIGIN)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    match allowed {
-                        Some(v) if v == *origin || v == "*" => Step::pass(
-                            "server-cors",
-                            format!(
-                                "{origin} may ask for tokens (Access-Control-Allow-Origin: {v})"
-                            ),
-                        ),
-                        _ => Step::fail(
-                            "server-cors",
-                            format!(
-                                "no Access-Control-Allow-Origin for {} (preflight HTTP {})",
-                                crate::untrusted::for_terminal(origin),
-                                a.status
-                            ),
-                            Diagnosis::CorsRefused,
-                        ),
-                    }
-                }
-                Err(e) => Step::fail("server-cors", e, Diagnosis::TcpFailure),
-            }
-        }
-    });
-    if r.stopped() {
-        return r.report;
-    }
-
-    // server-rate-limit-headers, server-cache-control: on the answer that carried a token.
-    let Some(answer) = minted else {
-        finish_skipped(
-            &mut r,
-            "server-rate-limit-headers",
-            "skipped: no token answer to inspect",
-        );
-        return r.report;
-    };
-    let has = |name: &str| answer.headers.contains_key(name);
-    r.record(
-        if has("x-ratelimit-limit") && has("x-ratelimit-remaining") {
-            Step::pass(
-                "server-rate-limit-headers",
-                format!(
-                    "X-RateLimit-Limit {}, X-RateLimit-Remaining {}",
-                    header_text(&answer.headers, "x-ratelimit-limit"),
-                    header_text(&answer.headers, "x-ratelimit-remaining")
+    let request = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url.clone())
+        .header(ORIGIN, origin)
+        .header(ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(ACCESS_CONTROL_REQUEST_HEADERS, "authorization");
+    match fetch(request, server.timeout).await {
+        Ok(a) => {
+            let allowed = a
+                .headers
+                .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match allowed {
+                Some(v) if v == origin || v == "*" => Step::pass(
+                    STEP,
+                    format!("{origin} may ask for tokens (Access-Control-Allow-Origin: {v})"),
                 ),
-            )
-        } else {
-            Step::warn(
-                "server-rate-limit-headers",
-                "no X-RateLimit-Limit / X-RateLimit-Remaining headers",
-                Diagnosis::RateLimitHeadersMissing,
-            )
-        },
-    );
-    if r.stopped() {
-        return r.report;
+                _ => Step::fail(
+                    STEP,
+                    format!(
+                        "no Access-Control-Allow-Origin for {} (preflight HTTP {})",
+                        crate::untrusted::for_terminal(origin),
+                        a.status
+                    ),
+                    Diagnosis::CorsRefused,
+                ),
+            }
+        }
+        Err(e) => Step::fail(STEP, e, Diagnosis::TcpFailure),
     }
-    let cache = header_text(&answer.headers, CACHE_CONTROL.as_str());
-    r.record(if cache.to_ascii_lowercase().contains("no-store") {
-        Step::pass("server-cache-control", format!("Cache-Control: {cache}"))
+}
+
+/// The token answer tells clients their budget.
+fn rate_limit_step(headers: &HeaderMap) -> Step {
+    const STEP: Check = Check::ServerRateLimitHeaders;
+    if headers.contains_key("x-ratelimit-limit") && headers.contains_key("x-ratelimit-remaining") {
+        Step::pass(
+            STEP,
+            format!(
+                "X-RateLimit-Limit {}, X-RateLimit-Remaining {}",
+                header_text(headers, "x-ratelimit-limit"),
+                header_text(headers, "x-ratelimit-remaining")
+            ),
+        )
+    } else {
+        Step::warn(
+            STEP,
+            "no X-RateLimit-Limit / X-RateLimit-Remaining headers",
+            Diagnosis::RateLimitHeadersMissing,
+        )
+    }
+}
+
+/// The token answer is kept out of caches.
+fn cache_step(headers: &HeaderMap) -> Step {
+    const STEP: Check = Check::ServerCacheControl;
+    let cache = header_text(headers, CACHE_CONTROL.as_str());
+    if cache.to_ascii_lowercase().contains("no-store") {
+        Step::pass(STEP, format!("Cache-Control: {cache}"))
     } else {
         Step::fail(
-            "server-cache-control",
+            STEP,
             "the token answer has no Cache-Control: no-store",
             Diagnosis::TokenCacheable,
         )
-    });
-    if r.stopped() {
-        return r.report;
-    }
-
-    // server-redeem
-    let secrets: Vec<&str> = credential.iter().map(ExposeSecret::expose_secret).collect();
-    let step = match crate::provider::remote::parse_answer(&answer.body, &secrets) {
-        Ok(doc) => redeem(config, doc.secret).await,
-        Err(e) => Step::fail("server-redeem", e, Diagnosis::TokenNotJson),
-    };
-    r.record(step);
-    r.report
-}
-
-/// Record every remaining step from `from` as skipped (the order of [`STEPS`]).
-fn finish_skipped(r: &mut Recorder<'_>, from: &str, why: &str) {
-    if r.stopped() {
-        return;
-    }
-    let at = STEPS.iter().position(|s| *s == from).unwrap_or(STEPS.len());
-    for step in &STEPS[at..] {
-        r.record(Step::skip(step, why.to_owned()));
     }
 }
-
-/// The steps of `--server`, in order.
-pub const STEPS: [&str; 9] = [
-    "server-reachable",
-    "server-tls",
-    "server-ready",
-    "server-no-credential",
-    "server-credential",
-    "server-cors",
-    "server-rate-limit-headers",
-    "server-cache-control",
-    "server-redeem",
-];
 
 fn header_text(headers: &HeaderMap, name: &str) -> String {
     headers
@@ -407,28 +409,30 @@ async fn fetch(request: reqwest::RequestBuilder, timeout: Duration) -> Result<An
     }
 }
 
-/// Open one session with `token` at the configured streaming URL, wait for `Begin`, close.
-async fn redeem(config: &Config, token: String) -> Step {
-    const STEP: &str = "server-redeem";
-    let token = crate::secret::Token::new(token, "remote");
-    let endpoint = crate::session::endpoint(config);
-    let params = crate::session::params(config);
-    let fingerprint = token.fingerprint();
-    let (url, header) = match config.streaming.token_in {
-        TokenPlacement::Query => (build_ws_url(&endpoint, &params, Some(&token)), None),
-        TokenPlacement::Header => (
-            build_ws_url(&endpoint, &params, None),
-            Some(token.into_secret()),
-        ),
+/// The token of the answer opens one session at the configured streaming URL: `Begin`, then
+/// closed at once.
+async fn redeem_step(config: &Config, minted: &Minted) -> Step {
+    const STEP: Check = Check::ServerRedeem;
+    let secrets: Vec<&str> = minted
+        .credential
+        .iter()
+        .map(ExposeSecret::expose_secret)
+        .collect();
+    let token = match crate::provider::remote::parse_answer(&minted.answer.body, &secrets) {
+        Ok(doc) => crate::secret::Token::new(doc.secret, "remote"),
+        Err(e) => return Step::fail(STEP, e, Diagnosis::TokenNotJson),
     };
-    let url = match url {
-        Ok(url) => url,
-        Err(e) => return Step::fail(STEP, format!("{endpoint}: {e}"), Diagnosis::ConfigInvalid),
+    let fingerprint = token.fingerprint();
+    let Dialed {
+        connection,
+        mut events,
+        endpoint,
+    } = match probe::dial(STEP, config, token) {
+        Ok(dialed) => dialed,
+        Err(step) => return *step,
     };
     let shown = crate::provider::http::display_url(&endpoint);
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let connection = connection::websocket().open(1, url, header, 8, tx);
-    let outcome = super::wait_for_begin(&mut events, config.session.begin_timeout).await;
+    let outcome = probe::wait_for_begin(&mut events, config.session.begin_timeout).await;
     let step = match outcome {
         Ok(begin) => Step::pass(
             STEP,
@@ -457,6 +461,6 @@ async fn redeem(config: &Config, token: String) -> Step {
             Diagnosis::NoBegin,
         ),
     };
-    super::close(connection).await;
+    probe::close(connection).await;
     step
 }
