@@ -27,7 +27,8 @@ use crate::diagnosis::Diagnosis;
 use crate::protocol::expiry::{self, Finding};
 use crate::protocol::{ClientMessage, ServerMessage, TokenPlacement, build_ws_url};
 use crate::provider::{self, TokenProvider, TokenRequest};
-use crate::session::connection::{self, ConnEvent, Outgoing, ProxyEnv};
+use crate::session::connection::{self, ConnEvent, Outgoing};
+use crate::session::proxy::{self, ProxyEnv};
 
 /// How long the input has to deliver its first frames.
 pub const INPUT_WAIT: Duration = Duration::from_secs(2);
@@ -695,7 +696,7 @@ fn secret_source(config: &Config) -> String {
 /// " via proxy http://host:port" when the environment routes `url` through one.
 fn proxy_note(url: &Url) -> String {
     match ProxyEnv::process().proxy_for(url) {
-        Ok(Some(proxy)) => format!(" via proxy {}", connection::display_proxy(&proxy)),
+        Ok(Some(proxy)) => format!(" via proxy {}", proxy::display_proxy(&proxy)),
         Ok(None) => String::new(),
         Err(e) => format!(" (proxy setting ignored: {e})"),
     }
