@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod policy;
 pub mod redis_store;
 pub mod serve_cli;
+pub mod state;
 pub mod store;
 pub mod upstream;
 pub mod web;
@@ -49,9 +50,9 @@ pub use web::BrowserSettings;
 use crate::config::{Cidr, ServerSettings};
 use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
 use crate::provider::{ProviderError, TokenProvider};
-use handler::ServerState;
 use metrics::Metrics;
 use redis_store::StoreError;
+use state::ServerState;
 use store::Limits;
 
 /// Everything the server can be told. [`ServerConfig::new`] gives the documented defaults.
@@ -284,7 +285,12 @@ pub async fn start(
         origins.clone(),
         public_origin,
     )?);
-    let app = router(Arc::clone(&state), &origins);
+    let web = web::Web::new(
+        &config.browser,
+        matches!(config.auth, Auth::Bearer(_)),
+        config.web,
+    );
+    let app = router(Arc::clone(&state), Arc::new(web), &origins);
     if !config.browser.withheld.is_empty() {
         tracing::warn!(
             withheld = ?config.browser.withheld,
@@ -382,31 +388,29 @@ fn build_state(
         public_metrics: config.public_metrics,
         tls: config.tls.is_some(),
         public_origin,
-        web: web::Web::new(
-            &config.browser,
-            matches!(config.auth, Auth::Bearer(_)),
-            config.web,
-        ),
     })
 }
 
-fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
-    let mut router = Router::new()
-        .route("/token", get(handler::token).post(handler::token))
-        .route("/healthz", get(handler::healthz))
-        .route("/readyz", get(handler::readyz))
-        .route("/metrics", get(handler::metrics))
+fn router(state: Arc<ServerState>, web: Arc<web::Web>, origins: &[HeaderValue]) -> Router {
+    // The browser routes have their own state: they need none of the API's.
+    let mut browser = Router::new()
         .route("/aai-live-client.js", get(web::client))
         .route("/aai-live-machine.js", get(web::machine))
         .route("/aai-live-worklet.js", get(web::worklet))
         .route("/close-codes.json", get(web::close_codes))
         .route("/config.json", get(web::config));
-    if state.web.page {
-        router = router
+    if web.page {
+        browser = browser
             .route("/", get(web::index))
             .route("/app.js", get(web::app_js))
             .route("/app.css", get(web::app_css));
     }
+    let mut router = Router::new()
+        .route("/token", get(handler::token).post(handler::token))
+        .route("/healthz", get(handler::healthz))
+        .route("/readyz", get(handler::readyz))
+        .route("/metrics", get(handler::metrics))
+        .merge(browser.with_state(web));
     router = router
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed);
