@@ -487,7 +487,7 @@ fn file_step(config: &Config) -> Step {
         );
     };
     let shown = path.display();
-    let bytes = match crate::files::read_capped(path, 1024 * 1024) {
+    let bytes = match crate::files::read_capped(path, crate::files::MAX_FILE_BYTES) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Step::fail(

@@ -10,8 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
-/// The most aai-live reads of a configuration, key, credential or token file: 1 MiB. Real ones
-/// are a few KB at most.
+/// The most aai-live reads of a configuration, key, credential, CA certificate or token file:
+/// 1 MiB. Real ones are a few KB at most.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Read all of `path`, refusing it (`ErrorKind::FileTooLarge`) when it holds more than `limit`

@@ -173,7 +173,8 @@ impl ConnectionLimit {
 }
 
 /// This process's soft limit on open files (`None` when unlimited or unknown), read from
-/// /proc/self/limits: a connection cap above it cannot hold, since `accept` fails first.
+/// /proc/self/limits: a connection cap above it cannot hold, since `accept` fails first. The
+/// emulator lowers its cap to fit it, `serve` warns.
 pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -436,6 +437,14 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         tls: TlsArgs,
+    }
+
+    #[test]
+    fn open_file_limit_is_read() {
+        // Linux has /proc/self/limits; elsewhere there is nothing to fit a cap to.
+        if std::path::Path::new("/proc/self/limits").exists() {
+            assert!(open_file_limit().is_some_and(|n| n > 0));
+        }
     }
 
     #[test]

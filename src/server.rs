@@ -23,13 +23,12 @@ pub mod metrics;
 pub mod policy;
 pub mod redis_store;
 pub mod serve_cli;
+pub mod state;
 pub mod store;
 pub mod upstream;
 pub mod web;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +48,9 @@ pub use web::BrowserSettings;
 use crate::config::{Cidr, ServerSettings};
 use crate::listener::{self, ListenError, ListenOptions, TlsFiles};
 use crate::provider::{ProviderError, TokenProvider};
-use handler::ServerState;
 use metrics::Metrics;
 use redis_store::StoreError;
+use state::ServerState;
 use store::Limits;
 
 /// Everything the server can be told. [`ServerConfig::new`] gives the documented defaults.
@@ -100,10 +99,6 @@ pub struct ServerConfig {
 
 /// Largest request body accepted by default.
 pub const DEFAULT_MAX_BODY: usize = 4096;
-
-/// Largest file `serve` reads (credentials, a CA certificate): far above any real one, and a
-/// bound on what a wrong path (`/dev/zero`, a log) can make the server allocate.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 impl ServerConfig {
     /// The defaults of `[server]` in config/default.toml (60 s windows, 30/min per client,
@@ -164,24 +159,6 @@ impl ServerConfig {
             browser: BrowserSettings::from_config(&crate::config::Config::default()),
         }
     }
-}
-
-/// Read a whole file of at most [`MAX_FILE_BYTES`]; a larger one is an error, not an allocation.
-pub fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "larger than {} KiB: is it the right file?",
-                MAX_FILE_BYTES / 1024
-            ),
-        ));
-    }
-    Ok(bytes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,7 +261,12 @@ pub async fn start(
         origins.clone(),
         public_origin,
     )?);
-    let app = router(Arc::clone(&state), &origins);
+    let web = web::Web::new(
+        &config.browser,
+        matches!(config.auth, Auth::Bearer(_)),
+        config.web,
+    );
+    let app = router(Arc::clone(&state), Arc::new(web), &origins);
     if !config.browser.withheld.is_empty() {
         tracing::warn!(
             withheld = ?config.browser.withheld,
@@ -382,31 +364,29 @@ fn build_state(
         public_metrics: config.public_metrics,
         tls: config.tls.is_some(),
         public_origin,
-        web: web::Web::new(
-            &config.browser,
-            matches!(config.auth, Auth::Bearer(_)),
-            config.web,
-        ),
     })
 }
 
-fn router(state: Arc<ServerState>, origins: &[HeaderValue]) -> Router {
-    let mut router = Router::new()
-        .route("/token", get(handler::token).post(handler::token))
-        .route("/healthz", get(handler::healthz))
-        .route("/readyz", get(handler::readyz))
-        .route("/metrics", get(handler::metrics))
+fn router(state: Arc<ServerState>, web: Arc<web::Web>, origins: &[HeaderValue]) -> Router {
+    // The browser routes have their own state: they need none of the API's.
+    let mut browser = Router::new()
         .route("/aai-live-client.js", get(web::client))
         .route("/aai-live-machine.js", get(web::machine))
         .route("/aai-live-worklet.js", get(web::worklet))
         .route("/close-codes.json", get(web::close_codes))
         .route("/config.json", get(web::config));
-    if state.web.page {
-        router = router
+    if web.page {
+        browser = browser
             .route("/", get(web::index))
             .route("/app.js", get(web::app_js))
             .route("/app.css", get(web::app_css));
     }
+    let mut router = Router::new()
+        .route("/token", get(handler::token).post(handler::token))
+        .route("/healthz", get(handler::healthz))
+        .route("/readyz", get(handler::readyz))
+        .route("/metrics", get(handler::metrics))
+        .merge(browser.with_state(web));
     router = router
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed);
@@ -451,31 +431,23 @@ fn parse_origins(origins: &[String]) -> Result<Vec<HeaderValue>, ServerError> {
 mod tests {
     use super::*;
 
+    /// The rule of an origin is `config::parse_origin`'s (tested there); this is what the list
+    /// adds: each one normalised, and a bad one named in a configuration error.
     #[test]
     fn origins_are_normalised_and_checked() {
         let ok = parse_origins(&[
             "https://App.Example.com".into(),
             "http://localhost:3000/".into(),
-            "https://example.com:443".into(),
         ])
         .expect("valid");
-        assert_eq!(
-            ok,
-            [
-                "https://app.example.com",
-                "http://localhost:3000",
-                "https://example.com"
-            ]
+        assert_eq!(ok, ["https://app.example.com", "http://localhost:3000"]);
+        let e = parse_origins(&["https://ok.example".into(), "example.com".into()])
+            .expect_err("one bad");
+        assert!(matches!(e, ServerError::InvalidConfig(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("CORS origin \"example.com\"") && e.contains("scheme://host"),
+            "{e}"
         );
-        for bad in [
-            "*",
-            "example.com",
-            "https://example.com/app",
-            "ftp://x",
-            "https://u@x",
-        ] {
-            let e = parse_origins(&[bad.into()]).expect_err(bad).to_string();
-            assert!(e.contains("scheme://host"), "{e}");
-        }
     }
 }

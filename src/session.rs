@@ -3,13 +3,14 @@
 //! so no audio and no words are lost.
 //!
 //! `machine` decides (pure); `supervisor` carries out its effects (sockets, timers, audio);
-//! `connection` is one WebSocket; `replay` the audio buffer; `ledger` the accounts. What a run
-//! reports is `crate::events`.
+//! `connection` is one WebSocket (through the HTTP proxy of `proxy`, if any); `replay` the audio
+//! buffer; `ledger` the accounts. What a run reports is `crate::events`.
 
 pub mod backoff;
 pub mod connection;
 pub mod ledger;
 pub mod machine;
+pub mod proxy;
 pub mod replay;
 pub mod supervisor;
 

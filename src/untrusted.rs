@@ -1,7 +1,8 @@
 //! Text from the network — close reasons, `Error` and `Warning` text, transcripts — made safe
 //! to show. A server (or anything between it and us) can put escape sequences, bidi overrides
 //! and megabytes into a close reason; printed as they are, they rewrite the user's terminal or
-//! flood the log. Everything untrusted goes through here on its way out.
+//! flood the log. Everything untrusted goes through here on its way out. A JSON value that is
+//! not what was expected is described by its kind ([`json_kind`]), never shown.
 
 use std::borrow::Cow;
 
@@ -79,6 +80,20 @@ pub fn for_json(text: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}{ELLIPSIS}", &text[..end]))
 }
 
+/// The kind of a JSON value, as words for a message ("a string", "an object"): an error about
+/// a document from outside (a token answer, a fault rule) says what arrived without echoing it.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +118,32 @@ mod tests {
         assert!(json.len() <= JSON_MAX_BYTES, "{}", json.len());
         assert!(json.ends_with(ELLIPSIS));
         assert_eq!(for_json("short"), "short");
+    }
+
+    #[test]
+    fn json_values_are_named_by_kind() {
+        use serde_json::json;
+        let kinds: Vec<&str> = [
+            json!(null),
+            json!(true),
+            json!(1.5),
+            json!("x"),
+            json!([]),
+            json!({}),
+        ]
+        .iter()
+        .map(json_kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "null",
+                "a boolean",
+                "a number",
+                "a string",
+                "an array",
+                "an object"
+            ]
+        );
     }
 }

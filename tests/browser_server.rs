@@ -148,6 +148,15 @@ async fn the_close_table_and_the_client_configuration() {
     );
     assert!(config["params"].get("sample_rate").is_none(), "{config}");
     assert_eq!(config["session"]["rotation_lead_ms"], 30_000);
+    // The browser routes have their own state, and the API's JSON answer to a wrong method.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/config.json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 405);
+    let error: Value = r.json().await.expect("json");
+    assert_eq!(error["error"], "method_not_allowed");
     running.shutdown().await;
     emu.shutdown().await;
 }

@@ -7,7 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aai_live::session::connection::{self, ConnectError, ProxyEnv};
+use aai_live::session::connection::{self, ConnectError};
+use aai_live::session::proxy::ProxyEnv;
 use common::KEY;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

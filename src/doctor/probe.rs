@@ -12,7 +12,8 @@ use super::report::Step;
 use crate::config::Config;
 use crate::diagnosis::Diagnosis;
 use crate::protocol::{ServerMessage, TokenPlacement, build_ws_url};
-use crate::session::connection::{self, ConnEvent, ProxyEnv};
+use crate::session::connection::{self, ConnEvent};
+use crate::session::proxy::{self, ProxyEnv};
 
 /// The outgoing queue of the one session: a second of silence in chunks at most, sent paced.
 const QUEUE: usize = 64;
@@ -20,7 +21,7 @@ const QUEUE: usize = 64;
 /// " via proxy http://host:port" when the environment routes `url` through one.
 pub(super) fn proxy_note(url: &Url) -> String {
     match ProxyEnv::process().proxy_for(url) {
-        Ok(Some(proxy)) => format!(" via proxy {}", connection::display_proxy(&proxy)),
+        Ok(Some(proxy)) => format!(" via proxy {}", proxy::display_proxy(&proxy)),
         Ok(None) => String::new(),
         Err(e) => format!(" (proxy setting ignored: {e})"),
     }

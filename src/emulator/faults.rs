@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::untrusted::json_kind;
+
 /// One way to fail.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -174,7 +176,7 @@ impl FaultRule {
         let Some(object) = value.as_object() else {
             return Err(json_error(
                 "kind",
-                format!("a fault is a JSON object, not {}", type_name(value)),
+                format!("a fault is a JSON object, not {}", json_kind(value)),
             ));
         };
         let mut fields = Fields {
@@ -267,7 +269,7 @@ impl Fields<'_> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(json_error(
                 name,
-                format!("expected a string, got {}", type_name(other)),
+                format!("expected a string, got {}", json_kind(other)),
             )),
         }
     }
@@ -283,7 +285,7 @@ impl Fields<'_> {
             }),
             Some(other) => Err(json_error(
                 name,
-                format!("expected an integer, got {}", type_name(other)),
+                format!("expected an integer, got {}", json_kind(other)),
             )),
         }
     }
@@ -338,17 +340,6 @@ fn missing(field: &str) -> FaultJsonError {
 
 fn out_of_range(field: &str, value: u64) -> FaultJsonError {
     json_error(field, format!("{value} is out of range"))
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Client-supplied text in an error message: at most 64 characters.

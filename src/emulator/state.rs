@@ -80,6 +80,42 @@ pub struct SessionRecord {
     pub faults: Vec<String>,
 }
 
+impl SessionRecord {
+    /// The record of a session as it starts: which, by what credential, when and until when;
+    /// nothing closed, nothing counted, no parameters or faults (the caller adds them, the
+    /// parameters bounded by [`bounded_params`]). The one place a new counter starts at zero.
+    pub fn started(
+        id: String,
+        credential: CredentialKind,
+        started_at_ms: u64,
+        expires_at: i64,
+    ) -> Self {
+        Self {
+            id,
+            credential,
+            params: StreamingParams::default(),
+            ignored_params: Vec::new(),
+            params_truncated: false,
+            started_at_ms,
+            ended_at_ms: None,
+            expires_at,
+            close_code: None,
+            close_reason: None,
+            client_close_code: None,
+            client_close_reason: None,
+            closed_at_ms: None,
+            audio_bytes: 0,
+            audio_ms: 0,
+            audio_messages: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            final_turns: 0,
+            terminated_by_client: false,
+            faults: Vec::new(),
+        }
+    }
+}
+
 /// Default session length when an API key is used directly (the service's 3 hours).
 pub const DEFAULT_MAX_SESSION: Duration = Duration::from_secs(10_800);
 /// Each text value echoed in a session record is cut to this many characters.
@@ -409,29 +445,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> SessionRecord {
-        SessionRecord {
-            id: id.to_owned(),
-            credential: CredentialKind::ApiKey,
-            params: StreamingParams::default(),
-            ignored_params: Vec::new(),
-            params_truncated: false,
-            started_at_ms: 0,
-            ended_at_ms: None,
-            expires_at: 0,
-            close_code: None,
-            close_reason: None,
-            client_close_code: None,
-            client_close_reason: None,
-            closed_at_ms: None,
-            audio_bytes: 0,
-            audio_ms: 0,
-            audio_messages: 0,
-            messages_sent: 0,
-            messages_received: 0,
-            final_turns: 0,
-            terminated_by_client: false,
-            faults: Vec::new(),
-        }
+        SessionRecord::started(id.to_owned(), CredentialKind::ApiKey, 0, 0)
     }
 
     #[test]

@@ -365,27 +365,11 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     let id = uuid::Uuid::new_v4().to_string();
     let (echoed, ignored, params_truncated) = bounded_params(&params, &ignored);
     let record = state.register(SessionRecord {
-        id: id.clone(),
-        credential: grant.kind,
         params: echoed,
         ignored_params: ignored,
         params_truncated,
-        started_at_ms: unix_ms(started_wall),
-        ended_at_ms: None,
-        expires_at,
-        close_code: None,
-        close_reason: None,
-        client_close_code: None,
-        client_close_reason: None,
-        closed_at_ms: None,
-        audio_bytes: 0,
-        audio_ms: 0,
-        audio_messages: 0,
-        messages_sent: 0,
-        messages_received: 0,
-        final_turns: 0,
-        terminated_by_client: false,
         faults: faults.iter().map(ToString::to_string).collect(),
+        ..SessionRecord::started(id.clone(), grant.kind, unix_ms(started_wall), expires_at)
     });
     tracing::debug!(session = %id, credential = ?grant.kind, "session starts");
 

@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 
 use super::time::{format_rfc3339, parse_json_timestamp, seconds_until};
 use crate::secret::{REDACTED, Token};
+use crate::untrusted::json_kind;
 
 /// Longest token we accept; AssemblyAI's are about 100 characters.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -241,17 +242,6 @@ fn lifetime(n: f64, zero: bool) -> Option<Duration> {
     Duration::try_from_secs_f64(n)
         .ok()
         .filter(|d| (zero || !d.is_zero()) && *d <= MAX_LIFETIME)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The document `aai-live token` prints: the token and its lifetimes as of `now`. `null` for

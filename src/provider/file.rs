@@ -157,6 +157,20 @@ impl FileProvider {
         self.settings.path.display().to_string()
     }
 
+    /// A read of the file that failed but may pass next time (too slow, interrupted, an I/O
+    /// error): retried like any transient failure. A file has no status, network or server's
+    /// wait to report.
+    fn transient(&self, detail: String) -> ProviderError {
+        ProviderError::Transient {
+            provider: NAME,
+            location: self.location(),
+            status: None,
+            network: None,
+            retry_after: None,
+            detail,
+        }
+    }
+
     fn lock_used(&self) -> std::sync::MutexGuard<'_, UsedTokens> {
         // A panic while holding the lock cannot leave the set half-updated in a harmful way.
         self.used.lock().unwrap_or_else(PoisonError::into_inner)
@@ -220,27 +234,13 @@ impl FileProvider {
         let read = tokio::task::spawn_blocking(move || read_bounded(&path));
         let (bytes, meta) = match tokio::time::timeout(self.settings.timeout, read).await {
             Err(_) => {
-                return Err(ProviderError::Transient {
-                    provider: NAME,
-                    location: self.location(),
-                    status: None,
-                    network: None,
-                    retry_after: None,
-                    detail: format!(
-                        "reading the file took longer than {} (provider.timeout)",
-                        humantime::format_duration(self.settings.timeout)
-                    ),
-                });
+                return Err(self.transient(format!(
+                    "reading the file took longer than {} (provider.timeout)",
+                    humantime::format_duration(self.settings.timeout)
+                )));
             }
             Ok(Err(join)) => {
-                return Err(ProviderError::Transient {
-                    provider: NAME,
-                    location: self.location(),
-                    status: None,
-                    network: None,
-                    retry_after: None,
-                    detail: format!("the read was interrupted: {join}"),
-                });
+                return Err(self.transient(format!("the read was interrupted: {join}")));
             }
             Ok(Ok(Err(e))) => return self.read_error(&e),
             Ok(Ok(Ok(read))) => read,
@@ -327,14 +327,7 @@ impl FileProvider {
                 status: None,
                 detail: "this is a directory; provider.file.path must name the token file".into(),
             }),
-            _ => Err(ProviderError::Transient {
-                provider: NAME,
-                location: self.location(),
-                status: None,
-                network: None,
-                retry_after: None,
-                detail: format!("cannot read the token file: {e}"),
-            }),
+            _ => Err(self.transient(format!("cannot read the token file: {e}"))),
         }
     }
 

@@ -83,21 +83,16 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Read and check a credentials file (at most [`super::MAX_FILE_BYTES`]: a wrong path such as
-    /// `/dev/zero` is an error, not an allocation without end).
+    /// Read and check a credentials file (at most [`crate::files::MAX_FILE_BYTES`]: a wrong
+    /// path such as `/dev/zero` is an error, not an allocation without end).
     pub fn load(path: &Path) -> Result<Self, CredentialsError> {
         let shown = path.display().to_string();
-        let io = |source| CredentialsError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let bytes = super::read_capped(path).map_err(io)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not UTF-8 text",
-            ))
-        })?;
+        let text = crate::files::read_capped_string(path, crate::files::MAX_FILE_BYTES).map_err(
+            |source| CredentialsError::Io {
+                path: shown.clone(),
+                source,
+            },
+        )?;
         Self::parse(&text, &shown)
     }
 
@@ -309,7 +304,7 @@ mod tests {
             .expect_err("endless")
             .to_string();
         assert!(
-            e.contains("/dev/zero") && e.contains("larger than 1024 KiB"),
+            e.contains("/dev/zero") && e.contains("larger than 1 MiB"),
             "{e}"
         );
         let dir = tempfile::tempdir().expect("tempdir");

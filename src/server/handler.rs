@@ -25,11 +25,10 @@ use super::auth::{ANONYMOUS, Auth, Presented, presented};
 use super::forwarded;
 use super::host;
 use super::limit::{Decision, RateSpec};
-use super::metrics::{Denial, Metrics};
-use super::policy::LifetimePolicy;
-use super::store::{Admission, Limits, StoreUnavailable};
-use super::upstream::{self, MintError, Upstream};
-use crate::config::Cidr;
+use super::metrics::Denial;
+use super::state::{Access, ServerState};
+use super::store::{Admission, StoreUnavailable};
+use super::upstream::{self, MintError};
 use crate::provider::time::format_rfc3339;
 use crate::provider::{Token, TokenRequest};
 
@@ -40,67 +39,9 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 /// Longest path the access log records (paths are the caller's text).
 const MAX_LOGGED_PATH: usize = 96;
 
-/// Everything the handlers share.
-#[derive(Debug)]
-pub struct ServerState {
-    pub auth: Auth,
-    pub policy: LifetimePolicy,
-    /// The per-client, global and refusal budgets, in memory or in the shared store.
-    pub limits: Limits,
-    /// Allowed browser origins, as browsers send them (`https://app.example.com`).
-    pub origins: Vec<HeaderValue>,
-    /// Without authentication: answer only requests addressed to a loopback name, so a web page
-    /// cannot reach the server through DNS rebinding.
-    pub loopback_hosts_only: bool,
-    /// Peers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<Cidr>,
-    pub request_timeout: Duration,
-    /// Time a client has to send its whole body once the server reads it.
-    pub body_timeout: Duration,
-    pub max_body: usize,
-    pub upstream: Upstream,
-    pub metrics: Metrics,
-    pub public_metrics: bool,
-    /// The server listens with TLS: its own origin is `https://`.
-    pub tls: bool,
-    /// The origin browsers see behind a proxy (`server.public_origin`).
-    pub public_origin: Option<HeaderValue>,
-    /// The browser routes' files and settings.
-    pub web: super::web::Web,
-}
-
-impl ServerState {
-    /// The server's own origin as this request's browser would send it: `server.public_origin`,
-    /// or the scheme it listens with and the request's `Host`. Only a `Host` that passes the
-    /// checks counts: exactly `name[:port]`, one of them, agreeing with the URI, and (without
-    /// authentication) a loopback name, so a page on a rebinding name (`evil.example` resolved
-    /// to this server) never has this origin.
-    pub fn own_origin(&self, headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
-        if let Some(origin) = &self.public_origin {
-            return Some(origin.clone());
-        }
-        if self.loopback_hosts_only && !host::addressed_to_loopback(headers, uri) {
-            return None;
-        }
-        let scheme = if self.tls { "https" } else { "http" };
-        host::request_origin(headers, uri, scheme)
-            .and_then(|origin| HeaderValue::from_str(&origin).ok())
-    }
-}
-
 /// The caller's address: the peer's, or the client a trusted proxy forwarded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
-
-/// What the access log says about a request beyond method, path, status and latency; handlers
-/// attach it to their response.
-#[derive(Debug, Clone, Default)]
-pub struct Access {
-    pub client: Option<Arc<str>>,
-    pub outcome: Option<&'static str>,
-    /// The minted token's fingerprint, never the token.
-    pub token: Option<String>,
-}
 
 /// A refusal or failure, answered as `{"error": code, "message": ...}`.
 #[derive(Debug)]
@@ -131,6 +72,11 @@ impl ApiError {
     fn retry_after(mut self, wait: Option<Duration>) -> Self {
         self.retry_after = wait;
         self
+    }
+
+    /// A 403 (`forbidden`): who or where the request comes from may not have this answer.
+    fn forbidden(message: &'static str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// The `closed` failure policy's answer while the limits store cannot be reached.
@@ -252,32 +198,16 @@ async fn serve_token(
 ) -> Result<Response, ApiError> {
     let own = state.own_origin(headers, uri);
     if !origin_allowed(headers, &state.origins, own.as_ref()) {
-        return Err(refuse(
-            state,
-            peer,
-            ctx,
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this origin may not ask for tokens (see --cors-origin)",
-            )
-            .denied(Denial::ForbiddenOrigin),
-        )
-        .await);
+        let error = ApiError::forbidden("this origin may not ask for tokens (see --cors-origin)")
+            .denied(Denial::ForbiddenOrigin);
+        return Err(refuse(state, peer, ctx, error).await);
     }
     if state.loopback_hosts_only && !host::addressed_to_loopback(headers, uri) {
-        return Err(refuse(
-            state,
-            peer,
-            ctx,
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "without authentication this server answers requests for localhost only",
-            )
-            .denied(Denial::ForbiddenHost),
+        let error = ApiError::forbidden(
+            "without authentication this server answers requests for localhost only",
         )
-        .await);
+        .denied(Denial::ForbiddenHost);
+        return Err(refuse(state, peer, ctx, error).await);
     }
 
     let client = authenticate(state, peer, headers, ctx).await?;
@@ -630,9 +560,7 @@ pub async fn metrics(
 ) -> Response {
     let local = addr.to_canonical().is_loopback() && host::addressed_to_loopback(&headers, &uri);
     if !(state.public_metrics || local) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return ApiError::forbidden(
             "metrics are served to loopback addresses and names only (see --public-metrics)",
         )
         .into_response();
@@ -723,6 +651,7 @@ pub async fn access_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::policy::LifetimePolicy;
     use proptest::prelude::*;
 
     const FORM: &[u8] = b"application/x-www-form-urlencoded";

@@ -24,7 +24,7 @@ use super::auth::{Auth, Credentials, MIN_CREDENTIAL_LEN, hash_credential};
 use super::limit::LimitSetting;
 use super::{RunningServer, ServerConfig, ServerError};
 use crate::config::{Choice, Cidr, Config, LimitsStore, ServerAuth, ServerSettings, StoreFailure};
-use crate::listener::TlsArgs;
+use crate::listener::{TlsArgs, open_file_limit};
 use crate::provider::{self, TokenProvider};
 
 /// Options of `aai-live serve`. Each flag given overrides its `[server]` key (the table is in
@@ -381,13 +381,6 @@ pub fn warnings(config: &ServerConfig) -> Vec<String> {
 /// upstream's pooled connections, the limits store.
 const FD_MARGIN: u64 = 64;
 
-/// The soft limit on open files (Linux: /proc/self/limits), if it can be read.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
 /// Run `aai-live serve` until SIGINT or SIGTERM, with `config` (the flags already applied as
 /// overrides). The first stdout line is a contract: `aai-live serve listening on
 /// http(s)://HOST:PORT`.
@@ -661,14 +654,6 @@ mod tests {
             hash_credential_command(&mut "\n".as_bytes(), &mut Vec::new(), &mut err),
             2
         );
-    }
-
-    #[test]
-    fn open_file_limit_is_read() {
-        // Linux has /proc/self/limits; elsewhere there is nothing to warn about.
-        if std::path::Path::new("/proc/self/limits").exists() {
-            assert!(open_file_limit().is_some_and(|n| n > 0));
-        }
     }
 
     #[test]

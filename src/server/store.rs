@@ -21,6 +21,7 @@ use super::limit::{Decision, Gcra, Limiter, RateSpec};
 use super::metrics::{Metrics, StoreMetrics};
 use super::redis_store::{Budget, RedisStore, StoreError};
 use crate::config::{Choice, LimitsStore, ServerSettings, StoreFailure};
+use crate::files::{MAX_FILE_BYTES, read_capped};
 
 /// The limits store as `serve` is told: `[server] limits_store*`, with the password read.
 #[derive(Debug, Clone)]
@@ -98,10 +99,14 @@ impl Limits {
             LimitsStore::Memory => None,
             LimitsStore::Redis(address) => {
                 let ca = match &store.ca {
-                    Some(path) => Some(super::read_capped(path).map_err(|e| StoreError::Ca {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?),
+                    Some(path) => {
+                        Some(
+                            read_capped(path, MAX_FILE_BYTES).map_err(|e| StoreError::Ca {
+                                path: path.display().to_string(),
+                                reason: e.to_string(),
+                            })?,
+                        )
+                    }
                     None => None,
                 };
                 Some(Arc::new(RedisStore::new(

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::handler::{Access, ServerState};
+use super::state::Access;
 use crate::config::Config;
 use crate::protocol::close;
 use crate::protocol::params::{self, is_public_param};
@@ -283,32 +283,32 @@ fn asset(asset: &Asset, request: &HeaderMap, outcome: &'static str) -> Response 
 }
 
 /// `GET /aai-live-client.js`.
-pub async fn client(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.client, &headers, "client")
+pub async fn client(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.client, &headers, "client")
 }
 
 /// `GET /aai-live-machine.js` (imported by the client module).
-pub async fn machine(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.machine, &headers, "machine")
+pub async fn machine(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.machine, &headers, "machine")
 }
 
 /// `GET /aai-live-worklet.js`.
-pub async fn worklet(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.worklet, &headers, "worklet")
+pub async fn worklet(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.worklet, &headers, "worklet")
 }
 
 /// `GET /close-codes.json`: the classification rules of `protocol::close`, for clients in
 /// other languages.
-pub async fn close_codes(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.close_codes, &headers, "close_codes")
+pub async fn close_codes(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.close_codes, &headers, "close_codes")
 }
 
 /// `GET /config.json`: the streaming endpoint, parameters and session timings for browser
 /// clients, and whether `/token` needs a credential. Never cached: it follows the configuration.
-pub async fn config(State(state): State<Arc<ServerState>>) -> Response {
+pub async fn config(State(web): State<Arc<Web>>) -> Response {
     let mut response = (
         [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE))],
-        state.web.config_json.clone(),
+        web.config_json.clone(),
     )
         .into_response();
     response.extensions_mut().insert(Access {
@@ -319,10 +319,10 @@ pub async fn config(State(state): State<Arc<ServerState>>) -> Response {
 }
 
 /// `GET /` with `server.web`: the page, under its Content-Security-Policy.
-pub async fn index(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    let mut response = asset(&state.web.index, &headers, "page");
+pub async fn index(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let mut response = asset(&web.index, &headers, "page");
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, state.web.csp.clone());
+    h.insert(header::CONTENT_SECURITY_POLICY, web.csp.clone());
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -331,13 +331,13 @@ pub async fn index(State(state): State<Arc<ServerState>>, headers: HeaderMap) ->
 }
 
 /// `GET /app.js` with `server.web`.
-pub async fn app_js(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.app_js, &headers, "page")
+pub async fn app_js(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.app_js, &headers, "page")
 }
 
 /// `GET /app.css` with `server.web`.
-pub async fn app_css(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    asset(&state.web.app_css, &headers, "page")
+pub async fn app_css(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    asset(&web.app_css, &headers, "page")
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! supervisor lets go is closed with 1000 — each bounded, so a dead socket cannot hold a task.
 //!
 //! [`Connector`] is the seam between the supervisor and the network: the supervisor opens every
-//! connection through it, so tests drive the supervisor against fake connections.
+//! connection through it, so tests drive the supervisor against fake connections. [`connect`]
+//! is the one way to open the socket; which HTTP proxy it goes through, and the tunnel's
+//! `CONNECT`, are `super::proxy`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,8 @@ use crate::failure::Failure;
 use crate::protocol::close::upgrade_verdict;
 use crate::protocol::messages::{ClientMessage, ServerMessage};
 use crate::protocol::{API_VERSION, CloseClass, WsUrl};
+
+use super::proxy::{ProxyEnv, TunnelError, display_proxy, proxy_address, tunnel};
 
 /// How long a polite close may take (our close frame out, the server's reply in) before the
 /// socket is simply dropped.
@@ -327,9 +331,6 @@ async fn run(
 /// supervisor's `begin_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest proxy answer to `CONNECT` read (its status line and headers).
-const MAX_PROXY_ANSWER: usize = 8 * 1024;
-
 /// Why a WebSocket could not be opened. `Display` is the reason a connection reports: it names
 /// the redacted URL and the proxy without credentials, never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -392,110 +393,6 @@ impl ConnectError {
     }
 }
 
-/// The proxy settings of the environment, read as reqwest reads them for the token requests:
-/// `wss://` (like `https://`) goes through `HTTPS_PROXY`/`https_proxy`, else
-/// `ALL_PROXY`/`all_proxy`; `ws://` (like `http://`) through `HTTP_PROXY`/`http_proxy`, else
-/// `ALL_PROXY`; `NO_PROXY`/`no_proxy` lists hosts that bypass it. Only `http://` proxies are
-/// spoken (HTTP `CONNECT`); TLS to the service runs end to end through the tunnel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyEnv {
-    pub https: Option<String>,
-    pub http: Option<String>,
-    pub all: Option<String>,
-    pub no_proxy: Option<String>,
-}
-
-impl ProxyEnv {
-    /// From the process environment (upper case first, as reqwest does).
-    pub fn process() -> Self {
-        Self::from_env(&|name| std::env::var(name).ok())
-    }
-
-    /// From an environment given as a function.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let get = |upper: &str, lower: &str| {
-            env(upper)
-                .or_else(|| env(lower))
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        Self {
-            https: get("HTTPS_PROXY", "https_proxy"),
-            http: get("HTTP_PROXY", "http_proxy"),
-            all: get("ALL_PROXY", "all_proxy"),
-            no_proxy: get("NO_PROXY", "no_proxy"),
-        }
-    }
-
-    /// The proxy for `url`, if any (`Err` when the variable does not hold a usable proxy URL).
-    pub fn proxy_for(&self, url: &url::Url) -> Result<Option<url::Url>, String> {
-        let Some(host) = url.host_str() else {
-            return Ok(None);
-        };
-        if self.bypassed(host) {
-            return Ok(None);
-        }
-        let chosen = match url.scheme() {
-            "wss" | "https" => self.https.as_ref().or(self.all.as_ref()),
-            _ => self.http.as_ref().or(self.all.as_ref()),
-        };
-        let Some(value) = chosen else {
-            return Ok(None);
-        };
-        // "proxy:3128" without a scheme means http://, as in reqwest and curl.
-        let text = if value.contains("://") {
-            value.clone()
-        } else {
-            format!("http://{value}")
-        };
-        let proxy =
-            url::Url::parse(&text).map_err(|e| format!("the proxy setting is not a URL ({e})"))?;
-        if proxy.scheme() != "http" {
-            return Err(format!(
-                "{} proxies are not supported for the streaming connection (only http://)",
-                proxy.scheme()
-            ));
-        }
-        Ok(Some(proxy))
-    }
-
-    /// `NO_PROXY`: `*`, host names (matching the name and its subdomains, with or without a
-    /// leading dot) and IP addresses, comma-separated; ports are ignored.
-    fn bypassed(&self, host: &str) -> bool {
-        let Some(list) = &self.no_proxy else {
-            return false;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host = host.to_ascii_lowercase();
-        list.split(',').map(str::trim).any(|entry| {
-            let entry = entry.to_ascii_lowercase();
-            let entry = entry.trim_start_matches('.');
-            let entry = entry
-                .strip_prefix('[')
-                .and_then(|e| e.split_once(']').map(|(h, _)| h))
-                .unwrap_or_else(|| {
-                    // "host:port": the port is ignored (an IPv6 address has several colons).
-                    match entry.rsplit_once(':') {
-                        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h,
-                        _ => entry,
-                    }
-                });
-            !entry.is_empty()
-                && (entry == "*" || host == entry || host.ends_with(&format!(".{entry}")))
-        })
-    }
-}
-
-/// A proxy URL fit for messages: scheme, host and port, no credentials.
-pub fn display_proxy(proxy: &url::Url) -> String {
-    format!(
-        "{}://{}:{}",
-        proxy.scheme(),
-        proxy.host_str().unwrap_or_default(),
-        proxy.port_or_known_default().unwrap_or(80)
-    )
-}
-
 /// Open the WebSocket to `url` (the token in `header_token` or in the URL) with aai-live's
 /// headers, through the proxy `proxies` name for it. `run` and `aai-live doctor` both connect
 /// through here, so the doctor cannot pass where a run fails.
@@ -551,7 +448,7 @@ pub async fn connect(
         })?;
     let tcp = match &proxy {
         None => tcp_connect(&shown, &host, port).await?,
-        Some(proxy) => tunnel(&shown, proxy, &host, port).await?,
+        Some(proxy) => through_proxy(&shown, proxy, &host, port).await?,
     };
     let _ = tcp.set_nodelay(true);
     // An 8 KiB read buffer: tungstenite zero-fills the whole buffer (128 KiB by default) before
@@ -621,85 +518,34 @@ async fn tcp_connect(shown: &str, host: &str, port: u16) -> Result<TcpStream, Co
     })
 }
 
-/// Reach `host:port` through an HTTP proxy: `CONNECT`, with `Proxy-Authorization: Basic` when
-/// the proxy URL carries credentials (never shown), then a 2xx answer.
-async fn tunnel(
+/// Reach `host:port` through the HTTP proxy `proxy`: TCP to the proxy (bounded as any
+/// connect), then its tunnel ([`tunnel`]); its failures are the proxy's, with the proxy
+/// shown without credentials.
+async fn through_proxy(
     shown: &str,
     proxy: &url::Url,
     host: &str,
     port: u16,
 ) -> Result<TcpStream, ConnectError> {
-    use base64::Engine;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let proxy_shown = display_proxy(proxy);
     let unreachable = |detail: String| ConnectError::ProxyUnreachable {
         url: shown.to_owned(),
         proxy: proxy_shown.clone(),
         detail,
     };
-    let proxy_host = proxy.host_str().unwrap_or_default().to_owned();
-    let proxy_port = proxy.port_or_known_default().unwrap_or(80);
-    let mut tcp = tcp_connect(&proxy_shown, &proxy_host, proxy_port)
+    let (proxy_host, proxy_port) = proxy_address(proxy);
+    let mut tcp = tcp_connect(&proxy_shown, proxy_host, proxy_port)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let authority = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if !proxy.username().is_empty() {
-        let user = percent_decode(proxy.username());
-        let password = percent_decode(proxy.password().unwrap_or_default());
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        head.push_str("Proxy-Authorization: Basic ");
-        head.push_str(&credentials);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    let exchange = async {
-        tcp.write_all(head.as_bytes()).await?;
-        // Byte by byte up to the blank line: nothing of the tunnel's own data may be read here.
-        let mut answer = Vec::new();
-        while !answer.ends_with(b"\r\n\r\n") && answer.len() < MAX_PROXY_ANSWER {
-            let byte = tcp.read_u8().await?;
-            answer.push(byte);
-        }
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = match tokio::time::timeout(CONNECT_TIMEOUT, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => return Err(unreachable(format!("the CONNECT exchange failed: {e}"))),
-        Err(_) => {
-            return Err(unreachable(format!(
-                "no answer to CONNECT within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )));
-        }
-    };
-    let text = String::from_utf8_lossy(&answer);
-    let status_line = text.lines().next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok());
-    match status {
-        Some(200..=299) => Ok(tcp),
-        _ => Err(ConnectError::ProxyRefused {
+    match tunnel(&mut tcp, proxy, host, port, CONNECT_TIMEOUT).await {
+        Ok(()) => Ok(tcp),
+        Err(TunnelError::Unreachable(detail)) => Err(unreachable(detail)),
+        Err(TunnelError::Refused(answer)) => Err(ConnectError::ProxyRefused {
             url: shown.to_owned(),
             proxy: proxy_shown,
-            answer: crate::untrusted::for_terminal(status_line.trim()).to_string(),
+            answer,
         }),
     }
-}
-
-/// `%40` → `@` in a proxy URL's user or password.
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 /// After `Termination`: send our close (1000) and wait, bounded, for the server's (its code
@@ -756,16 +602,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proxies_are_shown_without_credentials() {
-        let proxy = url::Url::parse("http://us%40er:p%2Bw@proxy.example:3128").expect("url");
-        assert_eq!(display_proxy(&proxy), "http://proxy.example:3128");
-        assert_eq!(percent_decode(proxy.username()), "us@er");
-        assert_eq!(percent_decode(proxy.password().unwrap_or_default()), "p+w");
-        let bare = url::Url::parse("http://proxy.example").expect("url");
-        assert_eq!(display_proxy(&bare), "http://proxy.example:80");
-    }
-
-    #[test]
     fn a_refused_upgrade_keeps_its_class_and_words() {
         let e = ConnectError::Refused { status: 429 };
         assert_eq!(e.class(), CloseClass::RateLimited);
@@ -780,26 +616,6 @@ mod tests {
         };
         assert_eq!(e.class(), CloseClass::Transient);
         assert!(e.to_string().contains("cannot resolve x"));
-    }
-
-    #[test]
-    fn no_proxy_matches_names_suffixes_and_addresses() {
-        let env = |no_proxy: &str| ProxyEnv {
-            all: Some("http://p:1".into()),
-            no_proxy: Some(no_proxy.into()),
-            ..ProxyEnv::default()
-        };
-        let on = |e: &ProxyEnv, u: &str| {
-            e.proxy_for(&url::Url::parse(u).expect("url"))
-                .expect("ok")
-                .is_some()
-        };
-        assert!(!on(&env("127.0.0.1"), "ws://127.0.0.1:9/v3/ws"));
-        assert!(on(&env("127.0.0.2"), "ws://127.0.0.1:9/v3/ws"));
-        assert!(!on(&env("[::1]:9"), "ws://[::1]:9/v3/ws"));
-        assert!(!on(&env("example.com"), "wss://a.b.example.com/v3/ws"));
-        assert!(on(&env("example.com"), "wss://notexample.com/v3/ws"));
-        assert!(on(&env(""), "wss://example.com/v3/ws"));
     }
 
     fn normal() -> Ended {
