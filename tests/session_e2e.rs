@@ -209,9 +209,12 @@ fn count(run: &Run, pred: impl Fn(&SessionEvent) -> bool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_rotations_lose_nothing() {
+    // 8 s sessions, a 3 s lead: the successor is prepared at 4 s (half the session: the
+    // rotation rule) and has 2 s to meet a natural turn boundary before the hand-over would be
+    // forced (a third of the lead before the end, planned a second early).
     let setup = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(6)),
+            session_limit: Some(Duration::from_secs(8)),
             ..common::config()
         },
         |c| c.session.rotation_lead = Duration::from_secs(3),
