@@ -170,3 +170,130 @@ async fn a_missing_api_key_is_a_panel_and_quit_still_works() {
     assert!(screen.contains("No token provider"), "{screen}");
     assert!(screen.contains("AAI_LIVE_TEST_SURELY_UNSET"), "{screen}");
 }
+
+/// The transcript a run journaled: its finals' texts, in order.
+fn journaled_finals(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Stop, wait while the looping recording plays on, start again: the second run's stream
+/// starts at 0 while the recording is anywhere, and its finals must still be the recording's
+/// sentences word for word (the emulator learns where the input is, not where the run is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_and_a_restart_keep_the_demo_word_perfect() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let demo = Demo::start(true).await.expect("demo");
+    let mut config = Config::default();
+    demo.configure(&mut config);
+    config.transcript.dir = Some(data.path().to_owned());
+    let mut setup = Setup::from_config(
+        &config,
+        provider::build_with(&config.provider, &Demo::env),
+        &no_env,
+    );
+    setup.supervisor.emulator_hints = true;
+    setup.input_label = Some(INPUT_LABEL.to_owned());
+    let (tx, events) = keys();
+    let dir = data.path().to_owned();
+    let driver = tokio::spawn(async move {
+        wait_for_journal(&dir, "Tokens are minted once", Duration::from_secs(30)).await;
+        let _ = tx.send(Ok(press(' ')));
+        wait_for_files(&dir, "txt", 1, Duration::from_secs(30)).await;
+        // The recording plays on while stopped: the restart begins mid-sentence.
+        tokio::time::sleep(Duration::from_millis(6300)).await;
+        let _ = tx.send(Ok(press(' ')));
+        // Once the second run has its first final, a reconnect (`r`) and a fresh token (`t`):
+        // the new session is fed from the last final word, and its words follow the input too.
+        let second_run = |dir: &Path, n: usize| {
+            std::fs::read_dir(dir).expect("dir").flatten().any(|e| {
+                let p = e.path();
+                p.extension().is_some_and(|x| x == "jsonl")
+                    && !std::fs::read_to_string(&p)
+                        .unwrap_or_default()
+                        .contains("Tokens are minted once")
+                    && journaled_finals(&p).len() >= n
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !second_run(&dir, 1) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no final in the second run"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = tx.send(Ok(press('r')));
+        let _ = tx.send(Ok(press('t')));
+        // Two whole sentences more.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let journals: Vec<_> = std::fs::read_dir(&dir)
+                .expect("dir")
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            if journals.len() == 2 && journals.iter().any(|j| journaled_finals(j).len() >= 3) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no second run");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = tx.send(Ok(press('q')));
+        tx
+    });
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).expect("terminal");
+    let report = tokio::time::timeout(
+        Duration::from_secs(90),
+        app::run_with(setup, &mut terminal, events),
+    )
+    .await
+    .expect("the dashboard quits")
+    .expect("no error");
+    let _tx = driver.await.expect("driver");
+    demo.shutdown().await;
+    let sentences: Vec<String> = {
+        let script: serde_json::Value = serde_json::from_str(aai_live::demo::SCRIPT).expect("json");
+        script["turns"]
+            .as_array()
+            .expect("turns")
+            .iter()
+            .map(|t| {
+                let words: Vec<&str> = t["words"]
+                    .as_array()
+                    .expect("words")
+                    .iter()
+                    .map(|w| w["text"].as_str().expect("text"))
+                    .collect();
+                words.join(" ")
+            })
+            .collect()
+    };
+    let mut journals: Vec<_> = report
+        .saved
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    journals.sort();
+    assert_eq!(journals.len(), 2, "{:?}", report.saved);
+    let second = journaled_finals(journals[1]);
+    assert!(second.len() >= 3, "{second:?}");
+    // A run hears what is said after it starts: its first final may be the end of a sentence
+    // (the words before it were never captured), every other final a whole sentence.
+    for journal in journals {
+        for (i, text) in journaled_finals(journal).iter().enumerate() {
+            let plain = text.to_lowercase().replace('.', "");
+            let whole = sentences.contains(&plain);
+            let tail = i == 0 && sentences.iter().any(|s| s.ends_with(&plain));
+            assert!(
+                whole || tail,
+                "{text:?} is not one of the recording's sentences (second run: {second:?})"
+            );
+        }
+    }
+}

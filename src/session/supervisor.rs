@@ -125,6 +125,8 @@ struct Conn {
     last_heard: Instant,
     /// A ping went out since `last_heard`.
     pinged: bool,
+    /// The emulator was told where this session's audio starts.
+    hinted: bool,
     cause: Cause,
 }
 
@@ -220,6 +222,8 @@ pub struct Supervisor {
     ledger: Ledger,
     /// Audio is captured from the first chunk until the run is asked to stop (or fails).
     capturing: bool,
+    /// The input's own offset of the stream's first sample (see [`Supervisor::hint_ms`]).
+    origin: Option<u64>,
     route: Option<Gen>,
     cursor: u64,
     next_replay_send: Instant,
@@ -264,6 +268,7 @@ impl Supervisor {
             buffer: ReplayBuffer::new(samples),
             ledger: Ledger::default(),
             capturing: true,
+            origin: None,
             opts,
             premint,
             events,
@@ -302,6 +307,14 @@ impl Supervisor {
 
     fn ms(&self, samples: u64) -> u64 {
         samples.saturating_mul(1000) / u64::from(self.opts.params.sample_rate.max(1))
+    }
+
+    /// The emulator's offset hint for a stream position: where that sample is in the *input*,
+    /// not in this run's stream — a dashboard's input outlives its runs (a restart's stream
+    /// starts at 0 while a looping recording is anywhere), and the emulator's script and words
+    /// follow the input.
+    fn hint_ms(&self, position: u64) -> u64 {
+        self.ms(self.origin.unwrap_or(0).saturating_add(position))
     }
 
     /// Server times (word ends) go through here: saturating, whatever the server says.
@@ -668,7 +681,7 @@ impl Supervisor {
             // replay start, if it differs, follows as an UpdateConfiguration before any audio).
             params.extra.insert(
                 OFFSET_PARAM.into(),
-                self.ms(self.ledger.settled()).to_string(),
+                self.hint_ms(self.ledger.settled()).to_string(),
             );
         }
         let (url, header): (_, Option<SecretString>) = match self.opts.token_in {
@@ -699,6 +712,7 @@ impl Supervisor {
                         unanswered_voice_ms: 0,
                         last_heard: Instant::now(),
                         pinged: false,
+                        hinted: false,
                         cause: self.pending_cause,
                     },
                 );
@@ -767,22 +781,36 @@ impl Supervisor {
         self.route = Some(to);
         self.cursor = start;
         self.next_replay_send = now;
-        let hint = self.opts.emulator_hints.then(|| self.ms(start));
         if let Some(c) = self.conns.get_mut(&to) {
             c.base = Some(start);
-            if let Some(offset_ms) = hint {
-                // The emulator's script alignment; only ever sent to the emulator.
-                let mut update = UpdateConfiguration::default();
-                update
-                    .other
-                    .insert(OFFSET_PARAM.into(), serde_json::Value::from(offset_ms));
-                c.connection
-                    .try_send(Outgoing::Control(ClientMessage::UpdateConfiguration(
-                        update,
-                    )));
-            }
         }
         self.pump();
+    }
+
+    /// Before the first audio a session gets: tell the emulator where it starts (its script
+    /// and words follow the input; only ever sent to the emulator). Sent with the audio rather
+    /// than at the hand-over, so that the input's own position is known even for a session
+    /// that began before the first chunk was captured.
+    fn send_hint(&mut self, generation: Gen) {
+        let Some(base) = self.conns.get(&generation).and_then(|c| c.base) else {
+            return;
+        };
+        let offset_ms = self.hint_ms(base);
+        let Some(c) = self.conns.get_mut(&generation) else {
+            return;
+        };
+        if !self.opts.emulator_hints || c.hinted {
+            return;
+        }
+        let mut update = UpdateConfiguration::default();
+        update
+            .other
+            .insert(OFFSET_PARAM.into(), serde_json::Value::from(offset_ms));
+        c.hinted = c
+            .connection
+            .try_send(Outgoing::Control(ClientMessage::UpdateConfiguration(
+                update,
+            )));
     }
 
     /// Let a connection go (it closes politely, bounded) and remember what a replay needs.
@@ -829,7 +857,8 @@ impl Supervisor {
             chunk.samples.fill(0);
         }
         // Positions are the ledger's: the run's own timeline, whatever the input's offsets
-        // (the dashboard's input outlives runs).
+        // (the dashboard's input outlives runs); the input's are kept for the emulator's hint.
+        self.origin.get_or_insert(chunk.offset);
         let offset = self.ledger.head();
         self.ledger.captured(chunk.samples.len() as u64);
         if let Some(evicted_to) = self.buffer.push(offset, chunk.samples)
@@ -884,6 +913,7 @@ impl Supervisor {
             }
             let voiced = level_is_voice(&chunk.samples);
             let bytes = audio::encode(&chunk.samples, self.opts.params.encoding);
+            self.send_hint(generation);
             let Some(conn) = self.conns.get_mut(&generation) else {
                 return;
             };
