@@ -109,13 +109,27 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_rotation: bool,
 
+    #[command(flatten)]
+    pub emulator: EmulatorArg,
+
     /// Send file audio as fast as possible (only against the emulator with --no-pace-check).
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub unpaced: bool,
 
-    /// Tell the emulator where each session starts in the stream, for word scripts.
-    #[arg(long, hide = true)]
+    /// Tell the emulator where each session starts in the stream (its words and scripts then
+    /// follow stream time); on with --emulator, ignored by the service.
+    #[arg(long)]
     pub emulator_hints: bool,
+}
+
+/// `--emulator URL`: use the emulator at URL (as `aai-live emulate` prints it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EmulatorArg {
+    /// Use the emulator at URL (as `aai-live emulate` prints it, e.g. http://127.0.0.1:8080):
+    /// tokens from its /v3/token with the key in provider.api_key.key_env, streaming to its
+    /// /v3/ws.
+    #[arg(long = "emulator", value_name = "URL", env = "AAI_LIVE_EMULATOR")]
+    pub url: Option<url::Url>,
 }
 
 /// Options of `aai-live demo`: those of `run`. `--input` replaces the bundled recording (e.g.
@@ -180,6 +194,9 @@ pub struct DoctorArgs {
     /// With --server: the browser origin whose CORS answer to check (e.g. https://app.example).
     #[arg(long, value_name = "ORIGIN", requires = "server")]
     pub origin: Option<String>,
+
+    #[command(flatten)]
+    pub emulator: EmulatorArg,
 }
 
 /// Options of `aai-live token`.
@@ -198,6 +215,9 @@ pub struct TokenArgs {
     /// provider.max_session_duration_seconds).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(60..=10_800))]
     pub max_session_duration: Option<u32>,
+
+    #[command(flatten)]
+    pub emulator: EmulatorArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -276,6 +276,9 @@ pub struct Section {
     pub text: &'static str,
     /// The paragraph after "**Fix:**".
     pub fix: &'static str,
+    /// The paragraph after "**Fix (emulator):**", when the section says what to do against the
+    /// local emulator (its key, its address) instead.
+    pub emulator_fix: Option<&'static str>,
 }
 
 /// Every section of [`PAGE`], in order. A section starts at a heading `## \`KEY\` Title` and
@@ -305,18 +308,18 @@ pub fn sections() -> Vec<Section> {
         let Some((key, title)) = rest.split_once('`') else {
             continue;
         };
-        let fix = text
-            .find("**Fix:**")
-            .map(|at| {
-                let para = &text[at + "**Fix:**".len()..];
+        let paragraph = |label: &str| {
+            text.find(label).map(|at| {
+                let para = &text[at + label.len()..];
                 para.split("\n\n").next().unwrap_or_default().trim()
             })
-            .unwrap_or_default();
+        };
         out.push(Section {
             key,
             title: title.trim(),
             text,
-            fix,
+            fix: paragraph("**Fix:**").unwrap_or_default(),
+            emulator_fix: paragraph("**Fix (emulator):**"),
         });
     }
     out

@@ -23,10 +23,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let loaded = match usage(load_config_with(&cli.global, run_overrides(&args))) {
-                Ok(loaded) => loaded,
-                Err(code) => return Ok(code),
-            };
+            let loaded =
+                match usage(run_overrides(&args).and_then(|o| load_config_with(&cli.global, o))) {
+                    Ok(loaded) => loaded,
+                    Err(code) => return Ok(code),
+                };
             let _log = init_logging(&cli.global, &loaded)?;
             if wants_dashboard(&args) {
                 let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
@@ -35,7 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = crate::headless::RunOptions {
                 duration: args.duration,
                 unpaced: args.unpaced,
-                emulator_hints: args.emulator_hints,
+                emulator_hints: args.emulator_hints || args.emulator.url.is_some(),
             };
             let code = crate::headless::runtime(&loaded.config)?.block_on(async {
                 crate::headless::run(&loaded.config, &options, Box::new(std::io::stdout())).await
@@ -43,7 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Demo(args) => {
-            let loaded = match usage(load_config_with(&cli.global, run_overrides(&args.run))) {
+            let loaded = match usage(
+                run_overrides(&args.run).and_then(|o| load_config_with(&cli.global, o)),
+            ) {
                 Ok(loaded) => loaded,
                 Err(code) => return Ok(code),
             };
@@ -97,9 +100,24 @@ fn overrides(global: &GlobalOpts) -> Vec<(String, String)> {
     o
 }
 
+/// Config overrides for `--emulator URL`: the api-key provider minting at the emulator's
+/// /v3/token, streaming to its /v3/ws (the key still comes from `key_env`).
+fn emulator_overrides(emulator: &crate::cli::EmulatorArg) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(url) = &emulator.url else {
+        return Ok(Vec::new());
+    };
+    let (token, stream) = crate::protocol::params::server_endpoints(url)
+        .map_err(|why| anyhow::anyhow!("--emulator {url}: {why}"))?;
+    Ok(vec![
+        ("provider.kind".to_owned(), "api-key".to_owned()),
+        ("provider.api_key.token_url".to_owned(), token.to_string()),
+        ("streaming.url".to_owned(), stream.to_string()),
+    ])
+}
+
 /// Config overrides from `run` flags.
-fn run_overrides(args: &crate::cli::RunArgs) -> Vec<(String, String)> {
-    let mut o = Vec::new();
+fn run_overrides(args: &crate::cli::RunArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut o = emulator_overrides(&args.emulator)?;
     let mut set = |k: &str, v: Option<&String>| {
         if let Some(v) = v {
             o.push((k.to_owned(), v.clone()));
@@ -114,7 +132,7 @@ fn run_overrides(args: &crate::cli::RunArgs) -> Vec<(String, String)> {
     if args.no_rotation {
         o.push(("session.rotation".into(), "false".into()));
     }
-    o
+    Ok(o)
 }
 
 /// Load the effective configuration, printing its warnings to stderr (before any TUI starts).
@@ -153,7 +171,7 @@ fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard
 
 /// `aai-live token`: mint one token with the configured provider (`provider::token_cli`).
 fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
-    let loaded = load_config(global)?;
+    let loaded = load_config_with(global, emulator_overrides(&args.emulator)?)?;
     let _log = init_logging(global, &loaded)?;
     let command = provider::token_cli::TokenOptions {
         out: args.out.clone(),
@@ -172,7 +190,7 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
 /// `aai-live doctor`: every step of a run, checked (`crate::doctor`); exit 2 for an invalid
 /// configuration, as `run`.
 fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
-    let mut extra = Vec::new();
+    let mut extra = emulator_overrides(&args.emulator)?;
     if let Some(input) = &args.input {
         extra.push(("audio.input".to_owned(), input.clone()));
     }
@@ -226,6 +244,7 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
             layers: loaded.layers.clone(),
             warnings: loaded.warnings.clone(),
             input_wait: crate::doctor::INPUT_WAIT,
+            input_chosen: loaded.chose("audio.input"),
         };
         let report = runtime()?.block_on(crate::doctor::run(
             &loaded.config,
@@ -382,13 +401,45 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
     })
 }
 
+/// The command lines that use an emulator at `base` with `key`, as `emulate` prints them after
+/// its first line: ready to copy into another terminal.
+pub fn emulator_recipes(base: &str, key: &str) -> String {
+    let lines = [
+        (
+            format!("aai-live run --emulator {base} --input test:tone"),
+            "stream, on the dashboard",
+        ),
+        (
+            format!("aai-live run --emulator {base} --input file:speech.wav --headless"),
+            "a WAV file, NDJSON events",
+        ),
+        (
+            format!("aai-live doctor --emulator {base}"),
+            "check every step a run takes",
+        ),
+        (
+            format!("aai-live token --emulator {base}"),
+            "mint one token",
+        ),
+    ];
+    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let mut out = format!("\nUse it from another terminal:\n  export ASSEMBLYAI_API_KEY={key}\n");
+    for (line, what) in &lines {
+        out.push_str(&format!("  {line:<width$}   # {what}\n"));
+    }
+    out
+}
+
 async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     let config = emulator_config(&args)?;
-    let running = emulator::start(config, &args.listen, args.tls.files()).await?;
+    let running = emulator::start(config.clone(), &args.listen, args.tls.files()).await?;
     crate::signals::cancel_on_signals(running.cancel_token())
         .context("cannot install the signal handlers")?;
     // The first stdout line is a contract: scripts and tests read the real port from it.
     println!("aai-live emulator listening on {}", running.base_url());
+    // Then how to use it, ready to copy (the key is this emulator's own, not a secret).
+    let key = config.api_keys.first().map_or("KEY", String::as_str);
+    print!("{}", emulator_recipes(&running.base_url(), key));
     std::io::stdout().flush().ok();
     for warning in &running.warnings {
         eprintln!("warning: {warning}");
@@ -414,7 +465,7 @@ fn dashboard_setup(
     let built = provider::build_with(&config.provider, env);
     let mut setup = crate::app::Setup::from_config(config, built, &provider::process_env);
     setup.duration = args.duration;
-    setup.supervisor.emulator_hints = args.emulator_hints;
+    setup.supervisor.emulator_hints = args.emulator_hints || args.emulator.url.is_some();
     if args.unpaced {
         setup.audio.pace = crate::audio::Pace::Unpaced;
     }

@@ -698,3 +698,49 @@ async fn a_key_file_others_can_read_is_a_warning() {
     assert_eq!(run.step("token")["status"], "pass", "{}", run.stdout);
     emu.shutdown().await;
 }
+
+/// `doctor --emulator URL`, as `aai-live emulate` suggests it, on a machine with no sound card
+/// (this one, and CI's): every step passes but the default input, which nobody chose, and which
+/// only warns; no passing line shows an error status; and against the emulator a wrong key's fix
+/// speaks of the emulator's key, not of the AssemblyAI dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_with_emulator_passes_on_a_machine_without_a_sound_card() {
+    let emu = common::start(emulator(0)).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let base = emu.base_url();
+    let run = doctor(home.path(), None, KEY, &[], &["--emulator", &base]).await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.names(), steps());
+    for step in &run.steps {
+        let status = step["status"].as_str().expect("status");
+        let detail = step["detail"].as_str().expect("detail");
+        if step["step"] == "input" {
+            // Without a microphone a warning naming what works; with one, a pass.
+            assert!(status == "pass" || status == "warn", "{step}");
+            if status == "warn" {
+                assert!(detail.contains("--input file:PATH"), "{step}");
+            }
+            continue;
+        }
+        assert_eq!(status, "pass", "{step}");
+        for code in ["(4", "(5"] {
+            assert!(
+                !detail.contains(code),
+                "an error status on a passing line: {step}"
+            );
+        }
+    }
+    let wrong = doctor(
+        home.path(),
+        None,
+        "not-the-key",
+        &[],
+        &["--emulator", &base],
+    )
+    .await;
+    wrong.failed_at("token", "token-401");
+    let fix = wrong.step("token")["fix"].as_str().expect("fix").to_owned();
+    assert!(fix.contains("emulator"), "{fix}");
+    assert!(!fix.contains("AssemblyAI dashboard"), "{fix}");
+    emu.shutdown().await;
+}

@@ -32,7 +32,7 @@ struct CliEmulator {
     child: Child,
     port: u16,
     /// Kept open: the emulator may print more, and a closed pipe would turn that into EPIPE.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
     _home: TempDir,
 }
 
@@ -64,7 +64,7 @@ impl CliEmulator {
         Self {
             child,
             port,
-            _stdout: stdout,
+            stdout,
             _home: home,
         }
     }
@@ -520,4 +520,89 @@ async fn the_connection_cap_is_lowered_to_fit_a_low_open_file_limit() {
         .expect("JSON");
     assert_eq!(stats["connections"]["max"], 256 - 64, "{stats}");
     let _ = child.start_kill();
+}
+
+/// After its first line, `emulate` prints the command lines that use it, with its key; a
+/// newcomer copies them and they work: `token --emulator` mints, `run --emulator` streams.
+#[tokio::test]
+async fn the_emulator_prints_the_commands_that_use_it_and_they_work() {
+    let mut emu = CliEmulator::spawn(&["--api-key", "local-test-key"], &[]).await;
+    let mut printed = Vec::new();
+    while printed.len() < 7 {
+        match tokio::time::timeout(BOUND, emu.stdout.next_line()).await {
+            Ok(Ok(Some(line))) => printed.push(line),
+            other => panic!("the recipes end early ({other:?}): {printed:?}"),
+        }
+    }
+    let text = printed.join("\n");
+    let base = emu.base_url();
+    assert!(
+        text.contains("export ASSEMBLYAI_API_KEY=local-test-key"),
+        "{text}"
+    );
+    for command in ["run", "doctor", "token"] {
+        assert!(
+            text.contains(&format!("aai-live {command} --emulator {base}")),
+            "{command}: {text}"
+        );
+    }
+    let home = TempDir::new().expect("tempdir");
+    let token = aai_live(home.path())
+        .args(["token", "--emulator", &base])
+        .env("ASSEMBLYAI_API_KEY", "local-test-key")
+        .output()
+        .await
+        .expect("token");
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&token.stdout).expect("token JSON");
+    assert!(
+        doc["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{doc}"
+    );
+    let run = aai_live(home.path())
+        .args([
+            "run",
+            "--emulator",
+            &base,
+            "--input",
+            "test:tone",
+            "--duration",
+            "2s",
+            "--headless",
+        ])
+        .env("ASSEMBLYAI_API_KEY", "local-test-key")
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let hello: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .next()
+            .expect("hello"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        hello["endpoint"],
+        format!("ws://127.0.0.1:{}/v3/ws", emu.port),
+        "{hello}"
+    );
+    // AAI_LIVE_EMULATOR says the same.
+    let token = aai_live(home.path())
+        .args(["token"])
+        .env("ASSEMBLYAI_API_KEY", "local-test-key")
+        .env("AAI_LIVE_EMULATOR", &base)
+        .output()
+        .await
+        .expect("token");
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
 }

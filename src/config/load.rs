@@ -82,6 +82,33 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// A human description of each layer used, lowest first.
     pub layers: Vec<String>,
+    /// The keys a layer above the built-in defaults set (a file, the environment, a flag):
+    /// what the user chose, as dotted paths.
+    pub chosen: std::collections::BTreeSet<String>,
+}
+
+impl Loaded {
+    /// Whether the user set `key` (dotted), rather than leaving the built-in default.
+    pub fn chose(&self, key: &str) -> bool {
+        self.chosen.contains(key)
+    }
+}
+
+/// Every dotted key path (leaves) of `table`, under `prefix`.
+fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(sub) => leaf_keys(sub, &path, out),
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
 }
 
 /// Loads, merges and validates every layer.
@@ -102,7 +129,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let provenance = Provenance::new(layers);
     let config = validate::validate(merge(provenance.layers())?, &provenance)
         .map_err(ConfigError::Invalid)?;
+    let mut chosen = std::collections::BTreeSet::new();
+    for layer in provenance.layers() {
+        if !matches!(layer.source, LayerSource::Defaults) {
+            leaf_keys(&layer.table, "", &mut chosen);
+        }
+    }
     Ok(Loaded {
+        chosen,
         warnings: warnings(&config),
         layers: provenance
             .layers()

@@ -73,7 +73,14 @@ pub(super) async fn reach(
             if url.scheme() == "https" {
                 found.push("TLS verified".to_owned());
             }
-            found.push(format!("HTTP answers ({})", response.status().as_u16()));
+            // The root's own status says nothing about the endpoint: an error status on a
+            // passing line would read as a problem.
+            let status = response.status();
+            found.push(if status.is_client_error() || status.is_server_error() {
+                "an HTTP server answers".to_owned()
+            } else {
+                format!("HTTP answers ({})", status.as_u16())
+            });
             let step = Step::pass(check, format!("{shown}{via}: {}", found.join(", ")));
             (step, Some(client))
         }

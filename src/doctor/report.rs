@@ -171,6 +171,8 @@ pub(super) struct Recorder<'a> {
     /// Steps still to come that will not run, each with its line's detail: the dependents of a
     /// step that failed or was skipped, until their place in the order is reached.
     blocked: BTreeMap<Check, String>,
+    /// The target is a local emulator: fixes speak of it where the section has words for it.
+    local: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -187,7 +189,15 @@ impl<'a> Recorder<'a> {
             suite,
             report: Report::default(),
             blocked: BTreeMap::new(),
+            local: false,
         }
+    }
+
+    /// The doctor checks a local emulator (a loopback endpoint): its fixes say what to do there
+    /// (its key, its address) rather than speak of the AssemblyAI dashboard or port 443.
+    pub(super) fn against_emulator(mut self, local: bool) -> Self {
+        self.local = local;
+        self
     }
 
     /// Whether `check` is to run now: not once a failure stopped the doctor, and not when a step
@@ -260,8 +270,16 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn write(&mut self, step: Step) {
+    fn write(&mut self, mut step: Step) {
         debug_assert_eq!(step.step.suite(), self.suite, "{:?}", step.step);
+        if self.local
+            && let Some(fix) = step
+                .section
+                .and_then(crate::diagnosis::section)
+                .and_then(|s| s.emulator_fix)
+        {
+            step.fix = Some(fix);
+        }
         debug_assert!(
             self.report
                 .steps

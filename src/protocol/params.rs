@@ -87,6 +87,46 @@ pub enum Region {
     Eu,
 }
 
+/// The token and streaming endpoints of an emulator (or any v3 server), from the base URL
+/// `aai-live emulate` prints (`http://127.0.0.1:8080`), or its full `/v3/token` URL:
+/// `http(s)://HOST:PORT/v3/token` and `ws(s)://HOST:PORT/v3/ws`.
+pub fn server_endpoints(base: &Url) -> Result<(Url, Url), String> {
+    let secure = match base.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(format!(
+                "{other}:// is not an emulator's address: give the http:// or https:// URL \
+                 `aai-live emulate` prints"
+            ));
+        }
+    };
+    let host = base
+        .host_str()
+        .ok_or_else(|| "the URL names no host".to_owned())?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let authority = match base.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    let path = base.path().trim_end_matches('/');
+    let prefix = path.strip_suffix("/v3/token").unwrap_or(path);
+    let (http, ws) = if secure {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    let token =
+        Url::parse(&format!("{http}://{authority}{prefix}/v3/token")).map_err(|e| e.to_string())?;
+    let stream =
+        Url::parse(&format!("{ws}://{authority}{prefix}/v3/ws")).map_err(|e| e.to_string())?;
+    Ok((token, stream))
+}
+
 impl Region {
     pub fn host(self) -> &'static str {
         match self {
@@ -519,6 +559,41 @@ pub fn build_ws_url(
         full: SecretString::from(url.to_string()),
         redacted,
     })
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn an_emulators_base_url_gives_both_endpoints() {
+        for (given, token, ws) in [
+            (
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/v3/token",
+                "ws://127.0.0.1:8080/v3/ws",
+            ),
+            (
+                "http://127.0.0.1:8080/v3/token",
+                "http://127.0.0.1:8080/v3/token",
+                "ws://127.0.0.1:8080/v3/ws",
+            ),
+            (
+                "https://emu.example/base/",
+                "https://emu.example/base/v3/token",
+                "wss://emu.example/base/v3/ws",
+            ),
+            (
+                "http://[::1]:9/",
+                "http://[::1]:9/v3/token",
+                "ws://[::1]:9/v3/ws",
+            ),
+        ] {
+            let (t, w) = server_endpoints(&Url::parse(given).expect("url")).expect(given);
+            assert_eq!((t.as_str(), w.as_str()), (token, ws), "{given}");
+        }
+        assert!(server_endpoints(&Url::parse("ws://127.0.0.1:1").expect("url")).is_err());
+    }
 }
 
 #[cfg(test)]
