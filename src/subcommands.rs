@@ -1,6 +1,7 @@
 //! Subcommand adapters: each turns parsed arguments into a call on a library module, sets up
 //! logging where the command needs it, and returns the process exit code.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -425,7 +426,7 @@ pub fn emulator_recipes(base: &str, key: &str) -> String {
     let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let mut out = format!("\nUse it from another terminal:\n  export ASSEMBLYAI_API_KEY={key}\n");
     for (line, what) in &lines {
-        out.push_str(&format!("  {line:<width$}   # {what}\n"));
+        let _ = writeln!(out, "  {line:<width$}   # {what}");
     }
     out
 }
