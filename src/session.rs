@@ -37,6 +37,99 @@ pub fn endpoint(config: &Config) -> Url {
         .unwrap_or_else(|| config.provider.api_key.region.ws_url())
 }
 
+/// Why a token server's published streaming URL was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(
+        "the token server {server} publishes the streaming URL {published}, which is neither an \
+         AssemblyAI streaming host nor the token server's own host: refused (set \
+         [streaming] url, or provider.remote.follow_server_streaming_url = false)"
+    )]
+    Refused { server: String, published: String },
+    #[error("cannot ask the token server for its streaming URL: {0}")]
+    Provider(#[from] crate::provider::ProviderError),
+}
+
+/// Whether a streaming URL a token server published may be used: an AssemblyAI streaming host
+/// over `wss://`, or the token server's own host (`ws://` only when both are on loopback).
+pub fn accept_published(published: &str, token_server: &Url) -> Option<Url> {
+    let url = Url::parse(published).ok()?;
+    let host = url.host_str()?;
+    let assemblyai = [
+        crate::protocol::Region::Default,
+        crate::protocol::Region::Us,
+        crate::protocol::Region::Eu,
+    ]
+    .iter()
+    .any(|r| r.host().eq_ignore_ascii_case(host));
+    let own = token_server
+        .host_str()
+        .is_some_and(|h| h.eq_ignore_ascii_case(host));
+    let loopback = crate::protocol::params::is_loopback;
+    let ok = match url.scheme() {
+        "wss" => assemblyai || own,
+        "ws" => own && loopback(&url) && loopback(token_server),
+        _ => false,
+    };
+    (ok && url.password().is_none()).then_some(url)
+}
+
+/// With the remote provider and no `[streaming] url`, stream where the token server says (its
+/// `config.json`, once, before the first token): sets `streaming.url` and returns a line for
+/// the user saying where and why. A server without the document leaves the region's endpoint
+/// (also said); a URL elsewhere is refused.
+pub async fn follow_token_server(config: &mut Config) -> Result<Option<String>, EndpointError> {
+    let remote = &config.provider.remote;
+    if config.provider.kind != ProviderKind::Remote
+        || config.streaming.url.is_some()
+        || !remote.follow_server_streaming_url
+    {
+        return Ok(None);
+    }
+    let Some(server) = remote.url.clone() else {
+        return Ok(None);
+    };
+    let shown = crate::provider::http::display_url(&server);
+    let Some(url) = published_endpoint(&server, config.provider.timeout).await? else {
+        return Ok(Some(format!(
+            "the token server {shown} publishes no streaming URL (no config.json): streaming \
+             to {}",
+            endpoint(config)
+        )));
+    };
+    let line = format!("streaming to {url}, as the token server {shown} publishes");
+    config.streaming.url = Some(url);
+    Ok(Some(line))
+}
+
+/// The streaming URL the token server at `server` publishes in its `config.json`, if it does
+/// and it may be used (see [`accept_published`]); a URL elsewhere is refused.
+pub async fn published_endpoint(
+    server: &Url,
+    timeout: std::time::Duration,
+) -> Result<Option<Url>, EndpointError> {
+    // No credential: the document is public; the user's headers stay with the token requests.
+    let provider =
+        crate::provider::remote::RemoteProvider::new(crate::provider::remote::RemoteSettings {
+            url: server.clone(),
+            method: crate::config::HttpMethod::Get,
+            headers: std::collections::BTreeMap::new(),
+            bearer: None,
+            pass_lifetimes: false,
+            timeout,
+        })?;
+    let Some(published) = provider.published_streaming_url().await? else {
+        return Ok(None);
+    };
+    match accept_published(&published, server) {
+        Some(url) => Ok(Some(url)),
+        None => Err(EndpointError::Refused {
+            server: crate::provider::http::display_url(server),
+            published: crate::untrusted::for_terminal(&published).into_owned(),
+        }),
+    }
+}
+
 /// Connection parameters from `[streaming]`.
 pub fn params(config: &Config) -> StreamingParams {
     let s = &config.streaming;
@@ -119,5 +212,41 @@ pub fn spawn(
         commands,
         events,
         task,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_published;
+
+    #[test]
+    fn a_published_streaming_url_is_taken_only_from_a_trusted_host() {
+        let server = |u: &str| url::Url::parse(u).expect("url");
+        let remote = server("https://tokens.example.com/token");
+        let local = server("http://127.0.0.1:8787/token");
+        for (published, from, taken) in [
+            ("wss://streaming.assemblyai.com/v3/ws", &remote, true),
+            ("wss://streaming.eu.assemblyai.com/v3/ws", &remote, true),
+            ("wss://tokens.example.com/v3/ws", &remote, true),
+            ("ws://tokens.example.com/v3/ws", &remote, false),
+            ("wss://elsewhere.example.com/v3/ws", &remote, false),
+            (
+                "wss://streaming.assemblyai.com.evil.example/v3/ws",
+                &remote,
+                false,
+            ),
+            ("wss://user:pw@tokens.example.com/v3/ws", &remote, false),
+            ("https://tokens.example.com/v3/ws", &remote, false),
+            ("ws://127.0.0.1:8080/v3/ws", &local, true),
+            ("ws://localhost:8080/v3/ws", &local, false),
+            ("ws://127.0.0.1:8080/v3/ws", &remote, false),
+            ("not a url", &remote, false),
+        ] {
+            assert_eq!(
+                accept_published(published, from).is_some(),
+                taken,
+                "{published} from {from}"
+            );
+        }
     }
 }

@@ -24,12 +24,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let loaded =
+            let mut loaded =
                 match usage(run_overrides(&args).and_then(|o| load_config_with(&cli.global, o))) {
                     Ok(loaded) => loaded,
                     Err(code) => return Ok(code),
                 };
             let _log = init_logging(&cli.global, &loaded)?;
+            follow_token_server(&mut loaded)?;
             if wants_dashboard(&args) {
                 let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
                 return runtime()?.block_on(show_dashboard(setup));
@@ -170,6 +171,23 @@ fn init_logging(global: &GlobalOpts, loaded: &Loaded) -> anyhow::Result<LogGuard
     })?)
 }
 
+/// With the remote provider and no `[streaming] url`: stream where the token server publishes
+/// (`session::follow_token_server`), said on stderr before anything starts.
+fn follow_token_server(loaded: &mut Loaded) -> anyhow::Result<()> {
+    let before = loaded.config.streaming.url.is_some();
+    if let Some(line) =
+        runtime()?.block_on(crate::session::follow_token_server(&mut loaded.config))?
+    {
+        eprintln!("aai-live: {line}");
+        if !before && loaded.config.streaming.url.is_some() {
+            loaded
+                .layers
+                .push("the token server's config.json: streaming.url".to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// `aai-live token`: mint one token with the configured provider (`provider::token_cli`).
 fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let loaded = load_config_with(global, emulator_overrides(&args.emulator)?)?;
@@ -220,8 +238,21 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
     // Logging as a run has it; a log directory that cannot be written is the `files` step's
     // finding, not a reason not to check the rest.
     let _log = init_logging(global, &loaded).ok();
+    let mut loaded = loaded;
     let mut out = std::io::stdout();
     let code = if let Some(server) = &args.server {
+        // The token's session opens where the server says browsers and clients stream.
+        if loaded.config.streaming.url.is_none() {
+            let published = runtime()?.block_on(crate::session::published_endpoint(
+                server,
+                loaded.config.provider.timeout,
+            ));
+            match published {
+                Ok(Some(url)) => loaded.config.streaming.url = Some(url),
+                Ok(None) => {}
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
         let options = crate::doctor::server::ServerOptions {
             url: server.clone(),
             credential_env: args.credential_env.clone(),
@@ -238,6 +269,7 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         ));
         report.exit_code()
     } else {
+        follow_token_server(&mut loaded)?;
         let options = crate::doctor::Options {
             keep_going: args.keep_going,
             redeem: args.redeem,

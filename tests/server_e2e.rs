@@ -154,3 +154,63 @@ async fn remote_provider_streams_through_serve_with_a_rotation() {
     );
     server.shutdown().await;
 }
+
+/// A newcomer's set-up from docs/server.md: `serve --upstream` the emulator, the client with the
+/// remote provider and no `[streaming] url`. The client asks the token server's config.json where
+/// to stream (the emulator, as `serve` publishes it), says so, and streams there: exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_provider_streams_where_serve_publishes() {
+    let emu = common::start(common::config()).await;
+    let creds = Credentials::parse(
+        &format!("laptop:{}\n", hash_credential(CREDENTIAL)),
+        "credentials",
+    )
+    .expect("credentials");
+    let mut server_config =
+        ServerConfig::new("127.0.0.1:0".parse().expect("addr"), Auth::Bearer(creds));
+    let mut upstream_config = Config::default();
+    upstream_config.provider.api_key.token_url = Some(emu.token_url().parse().expect("url"));
+    server_config.browser = aai_live::server::BrowserSettings::from_config(&upstream_config);
+    let upstream = ApiKeyProvider::new(
+        ApiKey::new(KEY),
+        "the test key",
+        emu.token_url().parse().expect("url"),
+        Duration::from_secs(5),
+    )
+    .expect("upstream");
+    let server = server::start(server_config, Arc::new(upstream))
+        .await
+        .expect("server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bearer = dir.path().join("credential");
+    secret_file(&bearer, CREDENTIAL);
+    let out = common::aai_live(dir.path())
+        .args([
+            "run",
+            "--headless",
+            "--input",
+            "test:tone",
+            "--duration",
+            "2s",
+        ])
+        .env("AAI_LIVE__PROVIDER__KIND", "remote")
+        .env("AAI_LIVE__PROVIDER__REMOTE__URL", server.token_url())
+        .env("AAI_LIVE__PROVIDER__REMOTE__BEARER_FILE", &bearer)
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("as the token server"), "{stderr}");
+    let hello: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("hello"),
+    )
+    .expect("JSON");
+    assert_eq!(hello["endpoint"], emu.ws_url(), "{hello}");
+    assert_eq!(emu.sessions().len(), 1);
+    server.shutdown().await;
+    emu.shutdown().await;
+}

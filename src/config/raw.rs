@@ -68,6 +68,7 @@ pub(crate) struct RawRemote {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_file: Option<String>,
     pub pass_lifetimes: bool,
+    pub follow_server_streaming_url: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -243,6 +244,7 @@ impl From<&Config> for RawConfig {
                     bearer_env: p.remote.bearer_env.clone(),
                     bearer_file: path(p.remote.bearer_file.as_deref()),
                     pass_lifetimes: p.remote.pass_lifetimes,
+                    follow_server_streaming_url: p.remote.follow_server_streaming_url,
                 },
                 file: RawFile {
                     path: path(p.file.path.as_deref()),

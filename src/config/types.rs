@@ -244,8 +244,8 @@ impl Default for ApiKeyConfig {
     }
 }
 
-/// `[provider.remote]`. Every default is the type's own (`GET`, no headers, nothing unset).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `[provider.remote]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     /// Token server endpoint; required when `provider.kind = "remote"`.
     pub url: Option<Url>,
@@ -255,6 +255,22 @@ pub struct RemoteConfig {
     pub bearer_env: Option<String>,
     pub bearer_file: Option<PathBuf>,
     pub pass_lifetimes: bool,
+    /// Without `[streaming] url`, stream where the token server's `config.json` says.
+    pub follow_server_streaming_url: bool,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            method: HttpMethod::default(),
+            headers: BTreeMap::new(),
+            bearer_env: None,
+            bearer_file: None,
+            pass_lifetimes: false,
+            follow_server_streaming_url: true,
+        }
+    }
 }
 
 /// `[provider.file]`.

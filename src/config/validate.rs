@@ -131,6 +131,7 @@ fn validate_provider(v: &mut Validator<'_>, raw: RawProvider) -> ProviderConfig 
             bearer_env: v.non_empty("provider.remote.bearer_env", r.bearer_env),
             bearer_file: v.path("provider.remote.bearer_file", r.bearer_file),
             pass_lifetimes: r.pass_lifetimes,
+            follow_server_streaming_url: r.follow_server_streaming_url,
         },
         file: FileConfig {
             path: v.path("provider.file.path", f.path),

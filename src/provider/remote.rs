@@ -281,6 +281,34 @@ impl TokenProvider for RemoteProvider {
     }
 }
 
+impl RemoteProvider {
+    /// The `streaming_url` the token server publishes in its `config.json` (as `aai-live serve`
+    /// does), resolved beside the token URL so that a server behind a path prefix works. No
+    /// credential goes with it (the document is public). `Ok(None)`: the server has no such
+    /// document (an error status, not JSON, no field): not an `aai-live serve`.
+    pub async fn published_streaming_url(&self) -> Result<Option<String>, ProviderError> {
+        let Ok(url) = self.url.join("config.json") else {
+            return Ok(None);
+        };
+        let origin = Origin {
+            location: format!("GET {}", http::display_url(&url)),
+            ..self.origin.clone()
+        };
+        let request = self
+            .client
+            .get(url)
+            .header(CACHE_CONTROL, "no-store")
+            .header(ACCEPT, "application/json");
+        let reply = http::exchange(&origin, request).await?;
+        if !reply.status.is_success() {
+            return Ok(None);
+        }
+        Ok(serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("streaming_url")?.as_str().map(str::to_owned)))
+    }
+}
+
 /// Read a 2xx body: a token document, a JSON string, a plain-text token, or an error object.
 /// The `Err` text is the rest of a message (after "HTTP 200 but ") and quotes the body masked.
 pub fn parse_answer(body: &[u8], secrets: &[&str]) -> Result<contract::TokenDocument, String> {

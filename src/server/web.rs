@@ -64,9 +64,31 @@ pub struct BrowserSettings {
 
 impl BrowserSettings {
     pub fn from_config(config: &Config) -> Self {
-        let streaming_url = streaming_endpoint(config);
+        let mut streaming_url = streaming_endpoint(config);
         let mut params = Vec::new();
         let mut withheld = Vec::new();
+        // The URL itself may carry a secret (a password, a query credential of a proxy): never
+        // published, named among what is withheld.
+        if !streaming_url.username().is_empty() || streaming_url.password().is_some() {
+            let _ = streaming_url.set_username("");
+            let _ = streaming_url.set_password(None);
+            withheld.push("streaming.url's user and password".to_owned());
+        }
+        let pairs: Vec<(String, String)> = streaming_url.query_pairs().into_owned().collect();
+        let (public, secret): (Vec<_>, Vec<_>) =
+            pairs.into_iter().partition(|(name, _)| is_public_param(name));
+        if !secret.is_empty() {
+            withheld.extend(
+                secret
+                    .into_iter()
+                    .map(|(name, _)| format!("streaming.url's {name}")),
+            );
+            if public.is_empty() {
+                streaming_url.set_query(None);
+            } else {
+                streaming_url.query_pairs_mut().clear().extend_pairs(public);
+            }
+        }
         for (name, value) in crate::session::params(config).query_pairs() {
             if CLIENT_DECIDES.contains(&name.as_str()) {
                 continue;
@@ -419,6 +441,25 @@ mod tests {
             s.params
         );
         assert_eq!(s.withheld, ["webhook_auth_header_value"]);
+        // A secret in the streaming URL itself is withheld too.
+        let mut with_secrets = Config::default();
+        with_secrets.streaming.url = Some(
+            "wss://user:pw@proxy.example/v3/ws?access_key=hunter2&format_turns=true"
+                .parse()
+                .expect("url"),
+        );
+        let hidden = BrowserSettings::from_config(&with_secrets);
+        assert_eq!(
+            hidden.streaming_url.as_str(),
+            "wss://proxy.example/v3/ws?format_turns=true"
+        );
+        assert_eq!(
+            hidden.withheld,
+            [
+                "streaming.url's user and password",
+                "streaming.url's access_key"
+            ]
+        );
         let web = Web::new(&s, true, false);
         let text = String::from_utf8_lossy(&web.config_json).into_owned();
         assert!(!text.contains("s3cret"), "{text}");
