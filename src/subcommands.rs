@@ -63,11 +63,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(args) => token(&args, &cli.global),
         Command::Doctor(args) => doctor(&args, &cli.global),
-        Command::Explain { topic } => Ok(ExitCode::from(explain(
-            &topic,
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-        ))),
+        Command::Explain { topic } => {
+            use std::io::IsTerminal;
+            // On a terminal, rendered to its width; into a pipe, the Markdown as written.
+            let width = std::io::stdout()
+                .is_terminal()
+                .then(|| crossterm::terminal::size().map_or(80, |(w, _)| w));
+            Ok(ExitCode::from(explain(
+                &topic,
+                width,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )))
+        }
         Command::Serve(args) => serve(&args, &cli.global),
         Command::Emulate(args) => {
             let loaded = load_config(&cli.global)?;
@@ -292,7 +300,9 @@ fn doctor(args: &DoctorArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
 
 /// `aai-live explain TOPIC`: the troubleshooting sections a topic names; an unknown topic lists
 /// the topics (exit 2).
-pub fn explain(topic: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+/// `width`: render the Markdown for a terminal that wide (headings, emphasis, code, wrapped);
+/// `None` (a pipe, a file): the Markdown as written.
+pub fn explain(topic: &str, width: Option<u16>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let found = crate::diagnosis::lookup(topic);
     if found.is_empty() {
         let keys: Vec<&str> = crate::diagnosis::sections().iter().map(|s| s.key).collect();
@@ -309,6 +319,13 @@ pub fn explain(topic: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         .map(|s| s.text)
         .collect::<Vec<_>>()
         .join("\n\n");
+    let text = match width {
+        // Long lines read badly on a wide terminal: at most 100 columns.
+        Some(w) => termimad::MadSkin::default()
+            .text(&text, Some(usize::from(w.clamp(20, 100))))
+            .to_string(),
+        None => text,
+    };
     match writeln!(out, "{text}") {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(_) => 1,
@@ -558,4 +575,42 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
         demo.shutdown().await;
         code
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a terminal the section is rendered (no Markdown marks, wrapped to the width); into a
+    /// pipe it is the Markdown as written.
+    #[test]
+    fn explain_renders_for_a_terminal_and_stays_markdown_in_a_pipe() {
+        /// What a terminal shows: the text without its escape sequences.
+        fn visible(text: &str) -> String {
+            let mut plain = String::new();
+            let mut escape = false;
+            for c in text.chars() {
+                match (escape, c) {
+                    (false, '\u{1b}') => escape = true,
+                    (true, 'm') => escape = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            plain
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(explain("3009", Some(60), &mut out, &mut err), 0);
+        let rendered = String::from_utf8(out).expect("utf-8");
+        assert!(rendered.contains('\u{1b}'), "styled for a terminal");
+        let shown = visible(&rendered);
+        assert!(shown.contains("You see:"), "{shown}");
+        assert!(!shown.contains("**") && !shown.contains("## "), "{shown}");
+        let longest = shown.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(longest <= 60, "wrapped to 60 columns: {longest}");
+        let mut piped = Vec::new();
+        assert_eq!(explain("3009", None, &mut piped, &mut err), 0);
+        let piped = String::from_utf8(piped).expect("utf-8");
+        assert!(piped.starts_with("## `3009`") && piped.contains("**You see:**"));
+    }
 }

@@ -75,8 +75,9 @@ impl BrowserSettings {
             withheld.push("streaming.url's user and password".to_owned());
         }
         let pairs: Vec<(String, String)> = streaming_url.query_pairs().into_owned().collect();
-        let (public, secret): (Vec<_>, Vec<_>) =
-            pairs.into_iter().partition(|(name, _)| is_public_param(name));
+        let (public, secret): (Vec<_>, Vec<_>) = pairs
+            .into_iter()
+            .partition(|(name, _)| is_public_param(name));
         if !secret.is_empty() {
             withheld.extend(
                 secret
