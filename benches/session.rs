@@ -163,7 +163,7 @@ fn rotation_gap() {
     let (_emu, port) = emulator(
         &home,
         &[
-            "--session-limit",
+            "--max-session-duration",
             "8",
             "--record",
             record.to_str().expect("path"),

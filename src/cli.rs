@@ -101,8 +101,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FORMAT")]
     pub stdin_format: Option<String>,
 
-    /// Stop after this long (e.g. "90s", "3m").
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// Stop after this long (e.g. "90", "90s", "3m"; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::positive)]
     pub duration: Option<std::time::Duration>,
 
     /// No rotation before expiry: expiry is handled by re-mint and reconnect.
@@ -207,13 +207,13 @@ pub struct TokenArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
-    /// Redemption window in seconds, 1-600 (default: provider.expires_in_seconds).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    /// Redemption window, 1-600 s: "60", "60s" or "1m" (default: provider.expires_in_seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::expires_in)]
     pub expires_in: Option<u32>,
 
-    /// Maximum session duration in seconds, 60-10800 (default:
+    /// Maximum session duration, 60-10800 s: "3600", "1h" (default:
     /// provider.max_session_duration_seconds).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(60..=10_800))]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::session_duration)]
     pub max_session_duration: Option<u32>,
 
     #[command(flatten)]
@@ -288,22 +288,24 @@ pub struct EmulateArgs {
     #[arg(long, default_value_t = 1.5, value_name = "FACTOR")]
     pub max_rate_factor: f64,
 
-    /// Burst allowance on top of the rate factor, in milliseconds of audio.
-    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    /// Burst allowance on top of the rate factor, in milliseconds of audio ("2000" or "2s").
+    #[arg(long, default_value_t = 2000, value_name = "MS", value_parser = crate::duration::millis)]
     pub rate_burst_ms: u64,
 
     /// Switch the pacing check off (lets tests stream files faster than real time).
     #[arg(long)]
     pub no_pace_check: bool,
 
-    /// Cap every session's duration at this many seconds (default: the token's
-    /// max_session_duration_seconds, or 10800 with an API key). Makes expiry (3008) quick to test.
-    #[arg(long, value_name = "SECONDS")]
-    pub session_limit: Option<u64>,
+    /// Cap every session's duration, e.g. "20" (seconds) or "2m" (default: the token's
+    /// max_session_duration_seconds, or 10800 with an API key). Makes expiry (3008) quick to
+    /// test. Also spelled --session-limit.
+    #[arg(long, visible_alias = "session-limit", value_name = "DURATION",
+          value_parser = crate::duration::positive)]
+    pub max_session_duration: Option<std::time::Duration>,
 
     /// Report `Begin.expires_at` shifted by this much (e.g. "30s", or "-30s" for earlier), as a
     /// server whose clock is off would; sessions still end on time. For clock-skew tests.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = crate::duration::signed_millis)]
     pub clock_skew: Option<i64>,
 
     /// Inactivity close code (the service's is undocumented; AssemblyAI notes say 3006). One a
@@ -312,8 +314,9 @@ pub struct EmulateArgs {
           value_parser = crate::emulator::faults::parse_close_code)]
     pub inactivity_close_code: u16,
 
-    /// Delay between a word's audio arriving and the emulator reporting it, in milliseconds.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
+    /// Delay between a word's audio arriving and the emulator reporting it, in milliseconds
+    /// ("200" or "0.2s").
+    #[arg(long, default_value_t = 200, value_name = "MS", value_parser = crate::duration::millis)]
     pub processing_delay_ms: u64,
 
     /// Write each session's received audio to DIR/<session id>.pcm, and its record (the
@@ -350,7 +353,7 @@ pub struct EmulateArgs {
     /// Time a connection has to send a request's headers (e.g. "10s"); idle connections that
     /// never send one are closed after it.
     #[arg(long, default_value = "10s", value_name = "DURATION",
-          value_parser = positive_duration)]
+          value_parser = crate::duration::positive)]
     pub header_timeout: std::time::Duration,
 
     /// Answer the control API (/emulator/*) for peers that are not on loopback too (it still
@@ -373,29 +376,6 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than 0".to_owned()),
-        Err(e) => Err(format!("{s:?} is not a duration such as 10s: {e}")),
-    }
-}
-
-/// "30s", "-1m": a signed duration in milliseconds.
-fn parse_signed_duration(s: &str) -> Result<i64, String> {
-    let (sign, rest) = match s.strip_prefix('-') {
-        Some(rest) => (-1, rest),
-        None => (1, s.strip_prefix('+').unwrap_or(s)),
-    };
-    humantime::parse_duration(rest)
-        .map_err(|e| format!("{s:?} is not a duration such as 30s or -30s: {e}"))
-        .and_then(|d| {
-            i64::try_from(d.as_millis())
-                .map(|ms| sign * ms)
-                .map_err(|_| format!("{s:?} is too long"))
-        })
-}
-
 /// Accept one of two close codes.
 fn parse_one_of<const A: u16, const B: u16>(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
@@ -407,18 +387,64 @@ fn parse_one_of<const A: u16, const B: u16>(s: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(args).expect("parses").command
+    }
 
     #[test]
     fn clock_skew_takes_signed_durations() {
-        assert_eq!(parse_signed_duration("30s"), Ok(30_000));
-        assert_eq!(parse_signed_duration("-30s"), Ok(-30_000));
-        assert_eq!(parse_signed_duration("+1m"), Ok(60_000));
-        assert!(parse_signed_duration("soon").is_err());
-        let cli =
-            Cli::try_parse_from(["aai-live", "emulate", "--clock-skew", "-45s"]).expect("parses");
-        let Command::Emulate(args) = cli.command else {
+        let Command::Emulate(args) = parse(&["aai-live", "emulate", "--clock-skew", "-45s"]) else {
             panic!("emulate");
         };
         assert_eq!(args.clock_skew, Some(-45_000));
+    }
+
+    /// Every duration flag takes units and bare seconds alike (bare milliseconds for `…-ms`).
+    #[test]
+    fn duration_flags_take_units_and_bare_numbers() {
+        for spelling in [["60", "3600"], ["60s", "1h"], ["1m", "60m"]] {
+            let Command::Token(args) = parse(&[
+                "aai-live",
+                "token",
+                "--expires-in",
+                spelling[0],
+                "--max-session-duration",
+                spelling[1],
+            ]) else {
+                panic!("token");
+            };
+            assert_eq!(args.expires_in, Some(60), "{spelling:?}");
+            assert_eq!(args.max_session_duration, Some(3600), "{spelling:?}");
+        }
+        for spelling in ["90", "90s", "1m30s"] {
+            let Command::Run(args) = parse(&["aai-live", "run", "--duration", spelling]) else {
+                panic!("run");
+            };
+            assert_eq!(args.duration, Some(Duration::from_secs(90)), "{spelling}");
+        }
+        // The session cap has one name; the old spelling still works unchanged.
+        for flag in ["--max-session-duration", "--session-limit"] {
+            let Command::Emulate(args) = parse(&[
+                "aai-live",
+                "emulate",
+                flag,
+                "20",
+                "--processing-delay-ms",
+                "0.3s",
+            ]) else {
+                panic!("emulate");
+            };
+            assert_eq!(args.max_session_duration, Some(Duration::from_secs(20)));
+            assert_eq!(args.processing_delay_ms, 300);
+        }
+        let err = Cli::try_parse_from(["aai-live", "token", "--expires-in", "11m"])
+            .expect_err("out of range");
+        assert!(
+            err.to_string()
+                .contains("must be between 1 and 600 seconds"),
+            "{err}"
+        );
     }
 }

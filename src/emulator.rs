@@ -84,7 +84,9 @@ pub struct EmulatorConfig {
     pub processing_delay: Duration,
     pub record_dir: Option<PathBuf>,
     pub faults: Vec<FaultRule>,
-    pub session_limit: Option<Duration>,
+    /// Caps every session below the token's own `max_session_duration_seconds`
+    /// (`--max-session-duration`, once `--session-limit`).
+    pub max_session_duration: Option<Duration>,
     pub inactivity_close_code: u16,
     /// Finished sessions kept for `/emulator/sessions` (the open ones are always listed).
     pub keep_sessions: usize,
@@ -116,7 +118,7 @@ impl Default for EmulatorConfig {
             processing_delay: Duration::from_millis(200),
             record_dir: None,
             faults: Vec::new(),
-            session_limit: None,
+            max_session_duration: None,
             inactivity_close_code: 3006,
             keep_sessions: DEFAULT_KEEP_SESSIONS,
             max_tokens: DEFAULT_MAX_TOKENS,

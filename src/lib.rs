@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod demo;
 pub mod diagnosis;
 pub mod doctor;
+pub mod duration;
 pub mod emulator;
 pub mod events;
 pub mod failure;

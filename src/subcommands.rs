@@ -440,7 +440,7 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         processing_delay: Duration::from_millis(args.processing_delay_ms),
         record_dir: args.record.clone(),
         faults: args.faults.clone(),
-        session_limit: args.session_limit.map(Duration::from_secs),
+        max_session_duration: args.max_session_duration,
         inactivity_close_code: args.inactivity_close_code,
         keep_sessions: args.keep_sessions,
         max_tokens: args.max_tokens,

@@ -322,7 +322,7 @@ async fn the_page_streams_the_demo_across_rotations() {
     // session (the rule it gets from /config.json), never in a loop.
     let rig = rig(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(20)),
+            max_session_duration: Some(Duration::from_secs(20)),
             ..common::config()
         },
         Auth::None,

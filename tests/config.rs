@@ -647,3 +647,30 @@ fn config_files_are_read_with_a_size_cap() {
         "{e}"
     );
 }
+
+/// Durations read alike in every layer: units, a bare number of seconds in a string (file,
+/// environment, `--set`), and a bare TOML integer in a file.
+#[test]
+fn durations_take_units_and_bare_seconds_in_every_layer() {
+    let (_dir, path) = user_file("[session]\nstall_timeout = 21\nreplay_buffer = \"45\"\n");
+    let loaded = load_ok(&opts(
+        Some(&path),
+        &[("AAI_LIVE__SESSION__HEALTHY_AFTER", "40")],
+        &[("session.backoff_max", "1m 5s")],
+    ));
+    let session = &loaded.config.session;
+    assert_eq!(session.stall_timeout, std::time::Duration::from_secs(21));
+    assert_eq!(session.replay_buffer, std::time::Duration::from_secs(45));
+    assert_eq!(session.healthy_after, std::time::Duration::from_secs(40));
+    assert_eq!(session.backoff_max, std::time::Duration::from_secs(65));
+
+    let (_dir, path) = user_file("[session]\nstall_timeout = -3\n");
+    let err = load_err(&opts(Some(&path), &[], &[]));
+    assert!(
+        err.contains("`session.stall_timeout` = -3") && err.contains("a number of seconds"),
+        "{err}"
+    );
+    let (_dir, path) = user_file("[session]\nstall_timeout = \"soon\"\n");
+    let err = load_err(&opts(Some(&path), &[], &[]));
+    assert!(err.contains("\"20\" (seconds)"), "{err}");
+}

@@ -627,7 +627,7 @@ async fn no_termination_after_terminate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_new_session_limit_is_3009() {
+async fn the_new_max_session_duration_is_3009() {
     let emu = common::start(EmulatorConfig {
         sessions_per_minute: Some(0),
         ..emulator(0)

@@ -511,7 +511,7 @@ async fn profiles_shape_messages() {
 #[tokio::test]
 async fn session_expiry_is_error_3008_then_close_3008() {
     let emu = start(EmulatorConfig {
-        session_limit: Some(Duration::from_secs(1)),
+        max_session_duration: Some(Duration::from_secs(1)),
         ..config()
     })
     .await;
@@ -956,7 +956,7 @@ async fn record_writes_the_session_record_as_json_after_the_connection_ends() {
 async fn stop_reading_fault_builds_back_pressure_and_sends_nothing() {
     use futures_util::StreamExt;
     let emu = start(EmulatorConfig {
-        session_limit: Some(Duration::from_secs(60)),
+        max_session_duration: Some(Duration::from_secs(60)),
         ..config()
     })
     .await;

@@ -401,7 +401,7 @@ async fn sessions_shorter_than_the_rotation_lead_rotate_at_half_their_length() {
     let record = dir.path().join("record");
     std::fs::create_dir_all(&record).expect("record dir");
     let emu = common::start(aai_live::emulator::EmulatorConfig {
-        session_limit: Some(std::time::Duration::from_secs(20)),
+        max_session_duration: Some(std::time::Duration::from_secs(20)),
         record_dir: Some(record.clone()),
         ..common::config()
     })

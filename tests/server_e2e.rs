@@ -70,7 +70,7 @@ fn client_config(dir: &Path, server: &RunningServer, emu: &RunningEmulator) -> C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_provider_streams_through_serve_with_a_rotation() {
     let emu = common::start(EmulatorConfig {
-        session_limit: Some(Duration::from_secs(5)),
+        max_session_duration: Some(Duration::from_secs(5)),
         ..common::config()
     })
     .await;

@@ -214,7 +214,7 @@ async fn planned_rotations_lose_nothing() {
     // forced (a third of the lead before the end, planned a second early).
     let setup = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(8)),
+            max_session_duration: Some(Duration::from_secs(8)),
             ..common::config()
         },
         |c| c.session.rotation_lead = Duration::from_secs(3),
@@ -247,7 +247,7 @@ async fn planned_rotations_lose_nothing() {
 async fn a_speaker_who_never_pauses_is_handed_over_by_force_before_expiry() {
     let setup = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(6)),
+            max_session_duration: Some(Duration::from_secs(6)),
             ..common::config()
         },
         |c| c.session.rotation_lead = Duration::from_secs(3),
@@ -351,7 +351,7 @@ async fn stall_counts_as_a_drop() {
 async fn expiry_without_rotation_remints_and_reports_the_gap() {
     let setup = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(4)),
+            max_session_duration: Some(Duration::from_secs(4)),
             ..common::config()
         },
         |c| c.session.rotation = false,
@@ -530,7 +530,7 @@ async fn the_same_audio_gives_the_same_words_through_drops_stalls_and_rotations(
     clean.hints = true;
     let mut faulted = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(20)),
+            max_session_duration: Some(Duration::from_secs(20)),
             ..common::config()
         },
         tweak,

@@ -397,7 +397,7 @@ async fn the_client_closes_every_session_properly() {
     // of the input (Terminate, Termination, then the client closes with 1000 itself).
     let setup = setup(
         EmulatorConfig {
-            session_limit: Some(Duration::from_secs(3)),
+            max_session_duration: Some(Duration::from_secs(3)),
             ..common::config()
         },
         &[],

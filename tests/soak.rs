@@ -146,7 +146,7 @@ async fn recordings(base: &str, dir: &Path) -> Vec<Vec<usize>> {
 async fn start_emulator(home: &Path, record: &Path) -> (tokio::process::Child, String) {
     let mut emulator = aai_live(home)
         .args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
-        .args(["--session-limit", "20", "--record"])
+        .args(["--max-session-duration", "20", "--record"])
         .arg(record)
         .spawn()
         .expect("emulator");

@@ -20,6 +20,8 @@ pub(crate) enum Kind {
     Int,
     Float,
     Str,
+    /// A string whose default reads as a duration ("30s"): a bare TOML integer is seconds too.
+    Duration,
     List,
 }
 
@@ -33,6 +35,7 @@ impl Kind {
             Self::Int => "an integer",
             Self::Float => "a number",
             Self::Str => "a string",
+            Self::Duration => "a duration such as \"30s\" or a number of seconds",
             Self::List => "a list of strings",
         }
     }
@@ -46,7 +49,8 @@ impl Kind {
             | (Self::Bool, V::Boolean(_))
             | (Self::Int, V::Integer(_))
             | (Self::Float, V::Float(_) | V::Integer(_))
-            | (Self::Str, V::String(_)) => true,
+            | (Self::Str | Self::Duration, V::String(_)) => true,
+            (Self::Duration, V::Integer(n)) => *n >= 0,
             (Self::List, V::Array(items)) => items.iter().all(toml::Value::is_str),
             _ => false,
         }
@@ -70,7 +74,7 @@ impl Kind {
                 .ok()
                 .filter(|f| f.is_finite())
                 .map(V::Float),
-            Self::Str => Some(V::String(text.to_owned())),
+            Self::Str | Self::Duration => Some(V::String(text.to_owned())),
             Self::List if text.is_empty() => Some(V::Array(Vec::new())),
             Self::List => Some(V::Array(
                 text.split(',')
@@ -155,6 +159,8 @@ fn collect(table: &toml::Table, prefix: &str, kinds: &mut BTreeMap<String, Kind>
             toml::Value::Integer(_) => Kind::Int,
             toml::Value::Float(_) => Kind::Float,
             toml::Value::Array(_) => Kind::List,
+            // A default such as "30s" makes a duration key (a bare "20" in a default would not).
+            toml::Value::String(s) if humantime::parse_duration(s).is_ok() => Kind::Duration,
             toml::Value::String(_) | toml::Value::Datetime(_) => Kind::Str,
         };
         kinds.insert(path, kind);

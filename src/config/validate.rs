@@ -622,7 +622,8 @@ impl Validator<'_> {
         value
     }
 
-    /// A humantime duration that is positive and, with `range`, within it.
+    /// A duration (units or bare seconds, [`crate::duration`]) that is positive and, with
+    /// `range`, within it.
     fn duration(
         &mut self,
         key: &str,
@@ -630,14 +631,11 @@ impl Validator<'_> {
         range: Option<RangeInclusive<Duration>>,
     ) -> Duration {
         let fallback = Duration::from_secs(1);
-        let parsed = match humantime::parse_duration(text) {
-            Ok(d) => d,
-            Err(e) => {
-                let rule =
-                    format!("must be a duration such as \"30s\", \"1m 30s\" or \"500ms\" ({e})");
-                self.fail(key, &Q(text), &rule);
-                return fallback;
-            }
+        let Ok(parsed) = crate::duration::parse(text) else {
+            let rule =
+                "must be a duration such as \"30s\", \"1m 30s\", \"500ms\" or \"20\" (seconds)";
+            self.fail(key, &Q(text), rule);
+            return fallback;
         };
         let rule = match range {
             Some(range) if !range.contains(&parsed) => format!(
@@ -817,9 +815,16 @@ mod tests {
     #[test]
     fn durations() {
         assert_problem(
-            |r| r.session.stall_timeout = "20".into(),
-            "`session.stall_timeout` = \"20\"",
+            |r| r.session.stall_timeout = "twenty".into(),
+            "`session.stall_timeout` = \"twenty\"",
         );
+        // Bare numbers are seconds, as on the command line.
+        let mut raw = raw();
+        raw.session.stall_timeout = "21".into();
+        raw.session.replay_buffer = "90".into();
+        let settings = validate(raw, &Provenance::defaults_only_for_tests()).expect("valid");
+        assert_eq!(settings.session.stall_timeout, Duration::from_secs(21));
+        assert_eq!(settings.session.replay_buffer, Duration::from_secs(90));
         assert_problem(
             |r| r.provider.timeout = "0s".into(),
             "must be longer than 0",

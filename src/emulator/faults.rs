@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -427,12 +426,7 @@ impl FromStr for FaultRule {
 }
 
 fn parse_ms(s: &str) -> Option<u64> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Some(ms);
-    }
-    humantime::parse_duration(s)
-        .ok()
-        .and_then(|d: Duration| u64::try_from(d.as_millis()).ok())
+    crate::duration::millis(s).ok()
 }
 
 impl fmt::Display for Fault {

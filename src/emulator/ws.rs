@@ -355,7 +355,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
 
     let max_session = state
         .config
-        .session_limit
+        .max_session_duration
         .map_or(grant.max_session, |cap| cap.min(grant.max_session));
     let started_wall = SystemTime::now();
     let expires_at = (unix_ms(started_wall + max_session) as i64)

@@ -17,7 +17,7 @@ pub const MAX_SESSION: Duration = Duration::from_secs(10_800);
 pub const TOLERANCE: Duration = Duration::from_secs(5);
 
 /// Which session lengths are believed: normally 55 s to 10 805 s. The emulator can be told to
-/// make sessions shorter than the service allows (`--session-limit`), so a client that knows it
+/// make sessions shorter than the service allows (`--max-session-duration`), so a client that knows it
 /// talks to the emulator lowers the floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {

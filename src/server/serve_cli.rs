@@ -53,24 +53,22 @@ pub struct ServeArgs {
     #[arg(long, exclusive = true)]
     pub hash_credential: bool,
 
-    /// Redemption window given to each token, in seconds: the default, and the longest a caller
-    /// may get (1-600).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    /// Redemption window given to each token ("60", "60s", "1m"): the default, and the longest a
+    /// caller may get (1-600 s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::expires_in)]
     pub expires_in: Option<u32>,
 
-    /// Shortest window a caller may ask for, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    /// Shortest window a caller may ask for (1-600 s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::expires_in)]
     pub min_expires_in: Option<u32>,
 
-    /// Session limit of each token, in seconds: the default, and the longest a caller may get
-    /// (60-10800).
-    #[arg(long, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u32).range(60..=10_800))]
+    /// Maximum session duration of each token ("3600", "1h"): the default, and the longest a
+    /// caller may get (60-10800 s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::session_duration)]
     pub max_session_duration: Option<u32>,
 
-    /// Shortest session limit a caller may ask for, in seconds.
-    #[arg(long, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u32).range(60..=10_800))]
+    /// Shortest maximum session duration a caller may ask for (60-10800 s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::session_duration)]
     pub min_session_duration: Option<u32>,
 
     /// Token requests per client, e.g. "30/min", "5/s", or "off".
@@ -111,7 +109,7 @@ pub struct ServeArgs {
     pub upstream_timeout: Option<String>,
 
     /// Upper bound for answering one token request, upstream retry included.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::positive)]
     pub request_timeout: Option<Duration>,
 
     /// Upstream requests under way at once; more are answered 503.
