@@ -8,29 +8,38 @@ ASSEMBLYAI_SDK := assemblyai==1.8.2
 LISTEN ?= 127.0.0.1:8080
 KEY ?= local-test-key
 
-.PHONY: deps sdk-venv demo emulate test lint
+.PHONY: deps test-deps sdk-venv demo emulate test lint
 
-## System packages: ALSA headers for the microphone (cpal), openssl for the TLS tests'
-## certificates, python3-venv for the SDK interop test, tmux for the dashboard's terminal test,
-## redis-server for the token server's shared-limits tests (they start their own instances on
-## free loopback ports; the package's own daemon is not used), chromium for the browser client's
-## tests (headless, driven over the DevTools protocol) and nodejs for its unit tests.
+# Installs the packages in $$missing, if any (the recipes' probes fill it).
+APT_MISSING = if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## What building and the demo need: the ALSA headers for the microphone (cpal) and pkg-config
+## to find them, and the lint components.
 deps:
 	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
 	@missing=""; \
 	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev pkg-config"; \
+	$(APT_MISSING)
+
+## What the tests need on top: openssl for the TLS tests' certificates, python3-venv for the SDK
+## interop test, tmux for the dashboard's terminal test, redis-server for the token server's
+## shared-limits tests (they start their own instances on free loopback ports; the package's own
+## daemon is not used), chromium for the browser client's tests (headless, driven over the
+## DevTools protocol) and nodejs for its unit tests.
+test-deps: deps
+	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3 python3-venv"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	$(APT_MISSING)
 
-sdk-venv: deps
+sdk-venv: test-deps
 	@[ -x $(SDK_VENV)/bin/python ] || python3 -m venv $(SDK_VENV)
 	@$(SDK_VENV)/bin/python -c 'import assemblyai' 2>/dev/null || \
 		$(SDK_VENV)/bin/pip install -q $(ASSEMBLYAI_SDK)
@@ -45,7 +54,7 @@ emulate: deps
 	cargo run --release -- emulate --listen $(LISTEN) --api-key $(KEY)
 
 ## The whole test suite.
-test: deps sdk-venv
+test: test-deps sdk-venv
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		AAI_LIVE_PYTHON=$(SDK_VENV)/bin/python cargo nextest run --no-fail-fast; \
 	else \

@@ -441,8 +441,7 @@ impl Runtime {
                 let formats = self.config.transcript.formats.clone();
                 self.background.spawn(async move {
                     let written = tokio::task::spawn_blocking(move || {
-                        transcript::to_transcript(&turns)
-                            .export_to(&dir, &formats, SystemTime::now())
+                        transcript::export_runs(&turns, &dir, &formats, SystemTime::now())
                             .map_err(|e| e.to_string())
                     })
                     .await

@@ -165,7 +165,7 @@ impl Demo {
 }
 
 /// Rewrite the parts of `config` the demo decides: the provider and the endpoint (the
-/// emulator), the lifetimes, turn formatting, and the input (`wav` when bundled, looping).
+/// emulator), the lifetimes, turn formatting, the events pane, and the input (`wav` when bundled, looping).
 pub fn configure(config: &mut Config, token_url: &str, ws_url: &str, wav: Option<&Path>) {
     let provider = &mut config.provider;
     provider.kind = ProviderKind::ApiKey;
@@ -177,6 +177,8 @@ pub fn configure(config: &mut Config, token_url: &str, ws_url: &str, wav: Option
     config.streaming.url = Url::parse(ws_url).ok();
     config.streaming.format_turns = true;
     config.session.rotation_lead = ROTATION_LEAD;
+    // The events pane tells the story (tokens, rotations, hand-overs) from the first second.
+    config.ui.events = true;
     if let Some(wav) = wav {
         config.audio.input = InputSpec::File(wav.to_owned());
         config.audio.loop_input = true;

@@ -121,6 +121,10 @@ pub enum SessionEvent {
         expires_at: i64,
         /// Stream position of the session's first sample, in ms.
         stream_offset_ms: u64,
+        /// When its successor is prepared, in ms from now (the machine's rotation rule applied
+        /// to the granted length); absent with rotation off.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rotates_in_ms: Option<u64>,
         /// Audio captured before this session could take it (during the mint, the connect,
         /// a backoff or an outage), sent to it first at ≤ `replay_speed` × real time; 0 for a
         /// rotation's successor, which takes over live.

@@ -233,6 +233,19 @@ impl Transcript {
         }
     }
 
+    /// The journal's file, if this transcript keeps one and it is still empty (checked, so a
+    /// file another writer filled is never removed).
+    fn remove_empty_journal(&self) {
+        let Some(path) = self.journal_path() else {
+            return;
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!("cannot remove the empty journal {}: {e}", path.display());
+        }
+    }
+
     pub fn finals(&self) -> &[FinalTurn] {
         &self.finals
     }
@@ -385,12 +398,19 @@ impl Transcript {
     /// extensions). Returns the journal (when this transcript keeps one, every final written to
     /// it first) and the files written. Blocking file I/O: call it off the runtime threads
     /// (`spawn_blocking`).
+    ///
+    /// A run that produced no final leaves no file: its journal, empty, is removed, and no
+    /// export is written (a stop right after a start, a run that failed before `Begin`).
     pub fn write_beside(
         &self,
         journal: &Path,
         formats: &[TranscriptFormat],
     ) -> Result<Vec<PathBuf>, TranscriptError> {
         self.sync_journal();
+        if self.finals.is_empty() {
+            self.remove_empty_journal();
+            return Ok(Vec::new());
+        }
         let mut files: Vec<PathBuf> = self
             .journal_path()
             .map(Path::to_owned)
@@ -400,19 +420,22 @@ impl Transcript {
         Ok(files)
     }
 
-    /// A copy of the whole transcript, taken at `at`: `dir/aai-live-<stamp>-export.*` in
-    /// `formats` (plain text when none). Blocking file I/O.
+    /// A copy of the whole transcript, taken at `at`: `dir/aai-live-<stamp>-export[-<part>].*`
+    /// in `formats` (plain text when none). `part` names one of several files written at once
+    /// (`run2`: the dashboard's runs, each with its own stream time). Blocking file I/O.
     pub fn export_to(
         &self,
         dir: &Path,
         formats: &[TranscriptFormat],
         at: SystemTime,
+        part: Option<&str>,
     ) -> Result<Vec<PathBuf>, TranscriptError> {
         crate::files::create_private_dir(dir).map_err(|source| TranscriptError {
             path: dir.display().to_string(),
             source,
         })?;
-        let base = dir.join(format!("aai-live-{}-export", stamp(at)));
+        let part = part.map_or_else(String::new, |p| format!("-{p}"));
+        let base = dir.join(format!("aai-live-{}-export{part}", stamp(at)));
         let formats = if formats.is_empty() {
             &[TranscriptFormat::Txt][..]
         } else {
@@ -647,7 +670,12 @@ mod tests {
             .write_beside(&journal, &[TranscriptFormat::Txt, TranscriptFormat::Vtt])
             .expect("write");
         let exported = t
-            .export_to(&dir.path().join("exports"), &[], SystemTime::UNIX_EPOCH)
+            .export_to(
+                &dir.path().join("exports"),
+                &[],
+                SystemTime::UNIX_EPOCH,
+                None,
+            )
             .expect("export");
         for file in files.iter().chain(&exported) {
             assert_eq!(mode(file), 0o600, "{}", file.display());
@@ -700,9 +728,26 @@ mod tests {
             t.to_text()
         );
         let exported = t
-            .export_to(&dir.path().join("x"), &[], SystemTime::UNIX_EPOCH)
+            .export_to(&dir.path().join("x"), &[], SystemTime::UNIX_EPOCH, None)
             .expect("export");
         assert_eq!(exported.len(), 1);
         assert!(exported[0].ends_with("x/aai-live-1970-01-01T00-00-00Z-export.txt"));
+    }
+
+    /// A run without a final (stopped at once, failed before `Begin`) leaves no file behind: the
+    /// journal created at its start is removed, and no export is written.
+    #[test]
+    fn a_run_without_finals_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = journal_path(dir.path(), SystemTime::UNIX_EPOCH);
+        let t = Transcript::with_journal(&journal).expect("journal");
+        assert!(journal.exists(), "created at the start, so a bad path fails early");
+        let files = t
+            .write_beside(&journal, &[TranscriptFormat::Txt, TranscriptFormat::Vtt])
+            .expect("write");
+        assert!(files.is_empty());
+        drop(t);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert!(left.is_empty(), "files left: {left:?}");
     }
 }

@@ -10,6 +10,7 @@
 //! │ session gauge, token,    │ level, peak,      │
 //! │ rotations, last close    │ input, latency    │
 //! ├ problem (only on failure) ───────────────────┤ 3-7 rows
+//! │ guide: what you are seeing (demo only)       │ 1 row
 //! ├ transcript ────────────────┬ events (toggle) ┤ the rest
 //! │ [00:12] final turns        │ state changes   │
 //! │ [00:15] live partial…      │ and errors      │
@@ -22,6 +23,7 @@
 pub mod audio;
 pub mod events;
 pub mod footer;
+pub mod guide;
 pub mod header;
 pub mod help;
 pub mod lifetimes;
@@ -71,6 +73,7 @@ pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
     let full = area.width >= FULL_SIZE.0 && area.height >= FULL_SIZE.1;
     let wide = area.width >= WIDE_SIZE.0 && area.height >= WIDE_SIZE.1;
     let problem_height = problem::height(state, area.width, if full { 7 } else { 4 });
+    let guide_height = guide::height(cx);
     let (header_h, panels_h) = if wide {
         (2, 8)
     } else if full {
@@ -82,12 +85,14 @@ pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
         header_area,
         panels_area,
         problem_area,
+        guide_area,
         body_area,
         footer_area,
     ] = Layout::vertical([
         Constraint::Length(header_h),
         Constraint::Length(panels_h),
         Constraint::Length(problem_height),
+        Constraint::Length(guide_height),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -110,6 +115,9 @@ pub fn render(frame: &mut Frame<'_>, state: &DashboardState, now: SystemTime) {
     }
     if problem_height > 0 {
         problem::render(frame, problem_area, cx);
+    }
+    if guide_height > 0 {
+        guide::render(frame, guide_area, cx);
     }
     if state.show_events {
         if wide || (full && area.width >= 110) {

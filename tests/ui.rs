@@ -15,6 +15,7 @@ use aai_live::events::{Cause, View};
 use aai_live::failure::{Failure, Origin};
 use aai_live::protocol::CloseClass;
 use aai_live::provider::{ProviderErrorClass, TokenState};
+use aai_live::session::SupervisorOptions;
 use aai_live::transcript::{FinalTurn, PartialTurn};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -37,6 +38,14 @@ fn unix(s: u64) -> i64 {
     (1_800_000_000 + s) as i64
 }
 
+/// When the supervisor would prepare the successor of a session of `secs` (its own rule).
+fn rotates_in(secs: u64) -> Option<u64> {
+    SupervisorOptions::from_config(&Config::default())
+        .machine
+        .rotation_after(Duration::from_secs(secs))
+        .map(|d| d.as_millis() as u64)
+}
+
 fn screen(state: &DashboardState, width: u16, height: u16, now: SystemTime) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
     terminal
@@ -50,6 +59,7 @@ fn ui(mono: bool, ascii: bool) -> UiOptions {
         fps: 10,
         mono,
         ascii,
+        events: false,
     }
 }
 
@@ -178,6 +188,7 @@ fn streaming() -> DashboardState {
             session_id: SESSION_ID.into(),
             expires_at: unix(1 + SESSION_S),
             stream_offset_ms: 0,
+            rotates_in_ms: rotates_in(SESSION_S),
             backlog_ms: 0,
             cause: Cause::Start,
         },
@@ -259,6 +270,7 @@ fn rotating() -> DashboardState {
             session_id: NEXT_ID.into(),
             expires_at: unix(t + 1 + SESSION_S),
             stream_offset_ms: 0,
+            rotates_in_ms: rotates_in(SESSION_S),
             backlog_ms: 0,
             cause: Cause::Rotation,
         },
@@ -511,12 +523,56 @@ fn small_and_tiny_terminals() {
 
 #[test]
 fn demo_header_says_it_is_the_offline_emulator() {
-    let mut s = streaming();
+    let s = as_demo(streaming());
+    insta::assert_snapshot!("demo_100x30", screen(&s, 100, 30, at(30)));
+}
+
+/// `scene` as `aai-live demo` shows it: the demo's own configuration (`demo::configure`) decides
+/// the events pane, and the header names the emulator.
+fn as_demo(mut s: DashboardState) -> DashboardState {
+    let mut config = Config::default();
+    aai_live::demo::configure(
+        &mut config,
+        "http://127.0.0.1:41235/v3/token",
+        "ws://127.0.0.1:41235/v3/ws",
+        None,
+    );
+    s.show_events = UiOptions::from_config(&config, &|_| Some("C.UTF-8".into())).events;
     s.info.demo = Some("127.0.0.1:41235".into());
     s.info.source = "http://127.0.0.1:41235/v3/token".into();
     s.info.endpoint = "ws://127.0.0.1:41235/v3/ws".into();
     s.info.input = "demo.wav (bundled, looping)".into();
-    insta::assert_snapshot!("demo_100x30", screen(&s, 100, 30, at(30)));
+    s
+}
+
+/// The demo opens with the events pane, and its guide line stays above the transcript while it
+/// streams, saying what the screen shows: the countdown to the rotation, the amber gauge ten
+/// seconds before it, the hand-over. The transcript's lines stay `MM:SS text`.
+#[test]
+fn the_demo_says_what_you_are_seeing_while_it_streams() {
+    let rotation = 1 + rotates_in(SESSION_S).expect("rotation on") / 1000;
+    let scenes = [
+        ("demo_guide_streaming", as_demo(streaming()), at(30)),
+        ("demo_guide_amber", as_demo(near_expiry()), at(rotation - 6)),
+        (
+            "demo_guide_rotating",
+            as_demo(rotating()),
+            at(SESSION_S - 26),
+        ),
+    ];
+    for (name, s, now) in scenes {
+        assert!(s.show_events, "the demo opens with the events pane");
+        let frame = screen(&s, 100, 32, now);
+        let guide = frame
+            .lines()
+            .find(|l| l.contains("what you are seeing:"))
+            .unwrap_or_else(|| panic!("{name}: no guide line in\n{frame}"));
+        assert!(
+            !guide.contains('│'),
+            "{name}: the guide is outside the panes: {guide}"
+        );
+        insta::assert_snapshot!(name, frame);
+    }
 }
 
 /// A server's close reason, error text and transcript can carry escape sequences and bidi
@@ -559,4 +615,22 @@ fn hostile_server_text_never_reaches_the_terminal() {
             "the text itself is still shown:\n{frame}"
         );
     }
+}
+
+/// The session gauge turns amber `NOTICE` (10 s) before the supervisor prepares the successor —
+/// the time the rotation rule gives with `Begin` — not inside the configured lead, which the
+/// hand-over leaves after about a second.
+#[test]
+fn the_gauge_turns_amber_ten_seconds_before_the_rotation() {
+    use aai_live::ui::{Ctx, Theme, lifetimes};
+    let s = streaming();
+    let t = Theme::new(s.ui);
+    let rotation = 1 + rotates_in(SESSION_S).expect("rotation on") / 1000;
+    let style = |now| {
+        let line = lifetimes::session_line(Ctx { state: &s, now, t }, 60);
+        line.spans[1].style
+    };
+    assert_eq!(style(at(rotation - 11)), t.ok());
+    assert_eq!(style(at(rotation - 9)), t.warn());
+    assert_eq!(lifetimes::NOTICE, Duration::from_secs(10));
 }

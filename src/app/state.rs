@@ -49,6 +49,8 @@ pub struct UiOptions {
     pub mono: bool,
     /// ASCII only: `ui.ascii`, or a locale that is not UTF-8.
     pub ascii: bool,
+    /// Open with the events pane: `ui.events`.
+    pub events: bool,
 }
 
 impl UiOptions {
@@ -60,6 +62,7 @@ impl UiOptions {
             fps: config.ui.fps.clamp(1, 60),
             mono: config.ui.theme == Theme::Mono || no_color,
             ascii: config.ui.ascii || !locale_is_utf8(env),
+            events: config.ui.events,
         }
     }
 }
@@ -80,8 +83,6 @@ pub fn locale_is_utf8(env: &dyn Fn(&str) -> Option<String>) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub rotation: bool,
-    /// The session gauge turns amber inside this.
-    pub rotation_lead: Duration,
     /// KeepAlive period while muted.
     pub keepalive_interval: Duration,
     /// How long quitting waits for the last turns before giving up.
@@ -92,7 +93,6 @@ impl Limits {
     pub fn from_config(config: &Config) -> Self {
         Self {
             rotation: config.session.rotation,
-            rotation_lead: config.session.rotation_lead,
             keepalive_interval: config.session.keepalive_interval,
             // Terminate's own timeout, plus room for the transcript to be written.
             quit_grace: config.session.terminate_timeout + Duration::from_secs(5),
@@ -108,6 +108,8 @@ pub struct Life {
     pub session_id: String,
     pub began_at: SystemTime,
     pub expires_at: SystemTime,
+    /// When the supervisor prepares its successor (its rotation rule); `None` with rotation off.
+    pub rotates_at: Option<SystemTime>,
 }
 
 /// The last connection that ended unexpectedly.
@@ -388,7 +390,7 @@ impl DashboardState {
             problems: Vec::new(),
             notice: None,
             show_help: false,
-            show_events: false,
+            show_events: ui.events,
             lifecycle: Lifecycle::default(),
             viewport: (80, 24),
             saved: Vec::new(),

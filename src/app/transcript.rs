@@ -210,6 +210,35 @@ pub fn to_transcript(turns: &[Turn]) -> Transcript {
     transcript
 }
 
+/// The dashboard's turns as one [`Transcript`] per run (each start of streaming has its own
+/// stream time, from 00:00), in order, each with the name its export file gets: none when there
+/// is only one run, `run<N>` otherwise, so runs never share a file or a timeline.
+pub fn runs_to_transcripts(turns: &[Turn]) -> Vec<(Option<String>, Transcript)> {
+    let runs: Vec<&[Turn]> = turns.chunk_by(|a, b| a.run == b.run).collect();
+    let several = runs.len() > 1;
+    runs.into_iter()
+        .map(|run| {
+            let name = several.then(|| format!("run{}", run[0].run));
+            (name, to_transcript(run))
+        })
+        .collect()
+}
+
+/// Export every run of the dashboard's transcript at `at` (see [`runs_to_transcripts`]).
+/// Blocking file I/O.
+pub fn export_runs(
+    turns: &[Turn],
+    dir: &std::path::Path,
+    formats: &[crate::config::TranscriptFormat],
+    at: SystemTime,
+) -> Result<Vec<std::path::PathBuf>, crate::transcript::TranscriptError> {
+    let mut written = Vec::new();
+    for (part, transcript) in runs_to_transcripts(turns) {
+        written.extend(transcript.export_to(dir, formats, at, part.as_deref())?);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +336,7 @@ mod tests {
                 dir.path(),
                 &[TranscriptFormat::Txt, TranscriptFormat::Vtt],
                 SystemTime::UNIX_EPOCH,
+                None,
             )
             .expect("export");
         assert_eq!(files.len(), 2);
@@ -316,5 +346,50 @@ mod tests {
                 .to_string()
                 .ends_with("aai-live-1970-01-01T00-00-00Z-export.txt")
         );
+    }
+
+    /// Each run is its own export file with its own timeline; one run keeps the plain name.
+    #[test]
+    fn each_run_exports_to_its_own_file() {
+        let turn = |run, start_ms, text: &str| Turn {
+            run,
+            generation: 1,
+            turn_order: 0,
+            start_ms,
+            end_ms: start_ms + 700,
+            speaker: None,
+            text: text.into(),
+            words: 1,
+            received_at: SystemTime::UNIX_EPOCH,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = SystemTime::UNIX_EPOCH;
+        let one = export_runs(&[turn(1, 0, "a")], dir.path(), &[], at).expect("export");
+        assert_eq!(names(&one), ["aai-live-1970-01-01T00-00-00Z-export.txt"]);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let turns = [
+            turn(1, 0, "First."),
+            turn(1, 4000, "Second."),
+            turn(3, 0, "Again."),
+        ];
+        let files = export_runs(&turns, dir.path(), &[TranscriptFormat::Txt], at).expect("export");
+        assert_eq!(
+            names(&files),
+            [
+                "aai-live-1970-01-01T00-00-00Z-export-run1.txt",
+                "aai-live-1970-01-01T00-00-00Z-export-run3.txt"
+            ]
+        );
+        let read = |i: usize| std::fs::read_to_string(&files[i]).expect("read");
+        assert_eq!(read(0), "[00:00:00] First.\n[00:00:04] Second.\n");
+        assert_eq!(read(1), "[00:00:00] Again.\n");
+    }
+
+    fn names(files: &[std::path::PathBuf]) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| f.file_name().expect("name").to_string_lossy().into_owned())
+            .collect()
     }
 }

@@ -455,6 +455,7 @@ impl DashboardState {
                 generation,
                 session_id,
                 expires_at,
+                rotates_in_ms,
                 ..
             } => {
                 let expires_at = UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
@@ -464,6 +465,7 @@ impl DashboardState {
                     session_id,
                     began_at: now,
                     expires_at,
+                    rotates_at: rotates_in_ms.map(|ms| now + Duration::from_millis(ms)),
                 });
                 if self.session.lives.len() > LIVES_KEPT {
                     self.session.lives.remove(0);

@@ -156,6 +156,7 @@ pub(crate) struct RawUi {
     pub fps: i64,
     pub theme: String,
     pub ascii: bool,
+    pub events: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -308,6 +309,7 @@ impl From<&Config> for RawConfig {
                 fps: c.ui.fps.into(),
                 theme: c.ui.theme.as_str().to_owned(),
                 ascii: c.ui.ascii,
+                events: c.ui.events,
             },
             keys: c
                 .keys

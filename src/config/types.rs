@@ -544,6 +544,8 @@ pub struct UiConfig {
     pub fps: u32,
     pub theme: Theme,
     pub ascii: bool,
+    /// Open with the events pane shown.
+    pub events: bool,
 }
 
 impl Default for UiConfig {
@@ -552,6 +554,7 @@ impl Default for UiConfig {
             fps: 10,
             theme: Theme::Default,
             ascii: false,
+            events: false,
         }
     }
 }

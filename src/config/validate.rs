@@ -45,6 +45,7 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
             fps: v.int("ui.fps", raw.ui.fps, 1..=60),
             theme: v.choice("ui.theme", &raw.ui.theme),
             ascii: raw.ui.ascii,
+            events: raw.ui.events,
         },
         keys: validate_keys(&mut v, raw.keys),
         log: validate_log(&mut v, raw.log),

@@ -102,6 +102,31 @@ impl MachineConfig {
             "mint_window_ms": ms(self.mint_window),
         })
     }
+
+    /// How long after its `Begin` a session granted `granted` has its successor prepared; `None`
+    /// with rotation off. The dashboard's gauge and countdown read it, so they show the rule
+    /// the machine follows rather than a copy of it.
+    pub fn rotation_after(&self, granted: Duration) -> Option<Duration> {
+        self.rotation
+            .then(|| self.rotate_offset(granted.max(MIN_GRANTED)))
+    }
+
+    /// The end planned for, from `Begin`: the granted end, less the rounding safety.
+    fn planned_end(&self, granted: Duration) -> Duration {
+        granted.saturating_sub(self.expiry_safety.min(granted / 4))
+    }
+
+    /// The rotation lead a session allows: the configured one, at most half its length.
+    fn lead(&self, granted: Duration) -> Duration {
+        self.rotation_lead.min(granted / 2)
+    }
+
+    /// `lead` before the planned end, never before half the granted length.
+    fn rotate_offset(&self, granted: Duration) -> Duration {
+        self.planned_end(granted)
+            .saturating_sub(self.lead(granted))
+            .max(granted / 2)
+    }
 }
 
 /// How a connection ended: what the close (or the failure to open) was, and whether `Begin`
@@ -244,21 +269,18 @@ struct Live {
 impl Live {
     /// The end planned for: the granted end, less the rounding safety.
     fn expires_at(&self, cfg: &MachineConfig) -> Instant {
-        self.began + self.granted - cfg.expiry_safety.min(self.granted / 4)
+        self.began + cfg.planned_end(self.granted)
     }
 
     /// The rotation lead this session allows: the configured one, at most half its length.
     fn lead(&self, cfg: &MachineConfig) -> Duration {
-        cfg.rotation_lead.min(self.granted / 2)
+        cfg.lead(self.granted)
     }
 
     /// When the successor is prepared: `lead` before the planned end, never before half the
     /// granted length.
     fn rotate_at(&self, cfg: &MachineConfig) -> Instant {
-        let half = self.began + self.granted / 2;
-        self.expires_at(cfg)
-            .checked_sub(self.lead(cfg))
-            .map_or(half, |at| at.max(half))
+        self.began + cfg.rotate_offset(self.granted)
     }
 
     /// The hand-over margin: a third of the lead, so a natural turn boundary has two thirds of
@@ -417,6 +439,11 @@ impl Machine {
             State::Failed(failure) => Some(failure),
             _ => None,
         }
+    }
+
+    /// See [`MachineConfig::rotation_after`].
+    pub fn rotation_after(&self, granted: Duration) -> Option<Duration> {
+        self.cfg.rotation_after(granted)
     }
 
     /// The live session's planned end, for the dashboard.

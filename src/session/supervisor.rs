@@ -1036,6 +1036,10 @@ impl Supervisor {
                     session_id: begin.id,
                     expires_at: begin.expires_at,
                     stream_offset_ms: base.map_or(0, |b| self.ms(b)),
+                    rotates_in_ms: self
+                        .machine
+                        .rotation_after(granted)
+                        .map(|d| d.as_millis() as u64),
                     // Audio captured before this session could take it, sent first (paced).
                     backlog_ms: base.map_or(0, |b| self.ms(self.ledger.head().saturating_sub(b))),
                     cause,

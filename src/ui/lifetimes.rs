@@ -1,5 +1,6 @@
-//! The lifetimes panel: the live session's time left as a gauge (amber inside the rotation lead,
-//! the hand-over while rotating), the ready token's redemption window (or how old the token
+//! The lifetimes panel: the live session's time left as a gauge (amber from [`NOTICE`] before its
+//! successor is prepared — the supervisor's rotation rule, reported with `Begin` — or before its
+//! end with rotation off; the hand-over while rotating), the ready token's redemption window (or how old the token
 //! file is), rotation and reconnect counters, and the last close in plain words.
 
 use ratatui::Frame;
@@ -14,6 +15,9 @@ use crate::provider::TokenState;
 use crate::strings::mm_ss;
 
 const LABEL_W: usize = 9;
+/// How long before a rotation (or, with rotation off, the end) the gauge turns amber: long enough
+/// to be seen, as the hand-over itself takes about a second.
+pub const NOTICE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>, detailed: bool) {
     let Ctx { state, t, .. } = cx;
@@ -56,7 +60,8 @@ pub fn session_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
         } else {
             left.as_secs_f64() / total.as_secs_f64()
         };
-        let amber = left <= state.limits.rotation_lead;
+        let watch = life.rotates_at.unwrap_or(life.expires_at);
+        let amber = until(watch, now) <= NOTICE;
         let style = if left.is_zero() {
             t.error()
         } else if amber {
@@ -110,11 +115,7 @@ fn rotation_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             spans.push(Span::styled(what, t.accent()));
         }
         View::Streaming { .. } if state.limits.rotation => {
-            if let Some(life) = s.active_life() {
-                let at = life
-                    .expires_at
-                    .checked_sub(state.limits.rotation_lead)
-                    .unwrap_or(life.expires_at);
+            if let Some(at) = s.active_life().and_then(|life| life.rotates_at) {
                 spans.push(Span::styled(
                     format!("next rotation in {}", mm_ss(until(at, now))),
                     t.dim(),

@@ -99,7 +99,7 @@ impl Theme {
         self.fg(Color::Green)
     }
 
-    /// Amber: inside the rotation lead, backoff, warnings.
+    /// Amber: a rotation (or the end) is near, backoff, warnings.
     pub fn warn(self) -> Style {
         if self.mono {
             Style::new().add_modifier(Modifier::BOLD)
