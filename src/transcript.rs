@@ -741,7 +741,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = journal_path(dir.path(), SystemTime::UNIX_EPOCH);
         let t = Transcript::with_journal(&journal).expect("journal");
-        assert!(journal.exists(), "created at the start, so a bad path fails early");
+        assert!(
+            journal.exists(),
+            "created at the start, so a bad path fails early"
+        );
         let files = t
             .write_beside(&journal, &[TranscriptFormat::Txt, TranscriptFormat::Vtt])
             .expect("write");
