@@ -56,6 +56,8 @@ async fn wait_for_journal(dir: &Path, text: &str, within: Duration) {
 }
 
 /// Poll until `dir` holds `n` files ending in `ext` (bounded).
+/// Waits until `n` files with `ext` hold something (a journal is created empty at its run's
+/// start, and removed at its end if no final came).
 async fn wait_for_files(dir: &Path, ext: &str, n: usize, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -63,6 +65,7 @@ async fn wait_for_files(dir: &Path, ext: &str, n: usize, within: Duration) {
             entries
                 .flatten()
                 .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+                .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
                 .count()
         });
         if found >= n {
@@ -99,7 +102,7 @@ async fn the_demo_streams_journals_and_saves_on_quit() {
         // The first sentence ends 4.1 s into the recording.
         wait_for_journal(&dir, "Tokens are minted once", Duration::from_secs(30)).await;
         // Stop and, at once, start again: the restart waits for the first run to finish, and
-        // both runs' transcripts are saved.
+        // both runs' transcripts are saved (once the second has a final of its own).
         let _ = tx.send(Ok(press(' ')));
         let _ = tx.send(Ok(press(' ')));
         wait_for_files(&dir, "jsonl", 2, Duration::from_secs(30)).await;
