@@ -94,6 +94,8 @@ fn state_with(turns: u64) -> DashboardState {
                 speaker: None,
                 words: Vec::new(),
                 latency_ms: Some(250 + i % 300),
+                source: None,
+                echo: false,
             })),
             start + 2800,
         );

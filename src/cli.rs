@@ -85,9 +85,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub headless: bool,
 
-    /// Audio input: "mic", "file:PATH", "stdin", "test:tone|noise|silence".
+    /// Audio input: "mic", "file:PATH", "stdin", "test:tone|noise|silence"; repeat as
+    /// LABEL=INPUT for several labelled streams (meeting mode: --input you=mic --input
+    /// them=monitor).
     #[arg(long, value_name = "INPUT")]
-    pub input: Option<String>,
+    pub input: Vec<String>,
 
     /// Microphone device as listed by `aai-live devices`.
     #[arg(long, value_name = "DEVICE")]

@@ -49,10 +49,11 @@ pub use server::{
     redact_url_password,
 };
 pub use types::{
-    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec, KeysConfig,
-    LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, ServerAuth,
-    ServerSettings, SessionConfig, StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme,
-    TranscriptConfig, TranscriptFormat, UiConfig,
+    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec,
+    KeysConfig, Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig,
+    SampleFormat, ServerAuth, ServerSettings, SessionConfig, Source, StdinFormat, StoreFailure,
+    StreamingConfig, TestSignal, Theme, TranscriptConfig, TranscriptFormat, UiConfig,
+    check_inputs, parse_input_arg,
 };
 
 /// The built-in defaults and the reference for every key: the lowest layer, printed by

@@ -24,10 +24,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let mut loaded =
-                match usage(run_overrides(&args).and_then(|o| load_config_with(&cli.global, o))) {
-                    Ok(loaded) => loaded,
-                    Err(code) => return Ok(code),
+            let mut loaded = match usage(load_run_config(&cli.global, &args)) {
+                Ok(loaded) => loaded,
+                Err(code) => return Ok(code),
                 };
             let _log = init_logging(&cli.global, &loaded)?;
             follow_token_server(&mut loaded)?;
@@ -46,9 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Demo(args) => {
-            let loaded = match usage(
-                run_overrides(&args.run).and_then(|o| load_config_with(&cli.global, o)),
-            ) {
+            let loaded = match usage(load_run_config(&cli.global, &args.run)) {
                 Ok(loaded) => loaded,
                 Err(code) => return Ok(code),
             };
@@ -125,15 +122,69 @@ fn emulator_overrides(emulator: &crate::cli::EmulatorArg) -> anyhow::Result<Vec<
     ])
 }
 
-/// Config overrides from `run` flags.
-fn run_overrides(args: &crate::cli::RunArgs) -> anyhow::Result<Vec<(String, String)>> {
+/// The configuration of `run` and `demo`: the layers, then the flags. Labelled `--input`s
+/// replace `[inputs]`; one unlabelled `--input` means the single-input run, whatever the files
+/// say.
+fn load_run_config(global: &GlobalOpts, args: &crate::cli::RunArgs) -> anyhow::Result<Loaded> {
+    let inputs = input_args(&args.input)?;
+    let mut loaded = load_config_with(global, run_overrides(args, inputs.as_ref())?)?;
+    match inputs {
+        Some(InputArgs::One(_)) => loaded.config.inputs.clear(),
+        Some(InputArgs::Labelled(labelled)) => loaded.config.inputs = labelled,
+        None => {}
+    }
+    Ok(loaded)
+}
+
+/// What the `--input` flags say.
+enum InputArgs {
+    One(String),
+    Labelled(Vec<crate::config::LabelledInput>),
+}
+
+/// `--input SPEC` once, or `--input LABEL=SPEC` once or more (not both kinds).
+fn input_args(values: &[String]) -> anyhow::Result<Option<InputArgs>> {
+    let mut labelled = Vec::new();
+    let mut plain = Vec::new();
+    for value in values {
+        let (label, spec) = crate::config::parse_input_arg(value)
+            .map_err(|rule| anyhow::anyhow!("--input {value:?}: {rule}"))?;
+        match label {
+            Some(label) => labelled.push(crate::config::LabelledInput { label, spec }),
+            None => plain.push(value.clone()),
+        }
+    }
+    match (plain.len(), labelled.is_empty()) {
+        (0, true) => Ok(None),
+        (1, true) => Ok(plain.pop().map(InputArgs::One)),
+        (0, false) => {
+            crate::config::check_inputs(&labelled).map_err(|rule| anyhow::anyhow!("--input: {rule}"))?;
+            Ok(Some(InputArgs::Labelled(labelled)))
+        }
+        _ => anyhow::bail!(
+            "--input: several inputs need a label each, e.g. --input you=mic --input them=monitor \
+             (got {})",
+            values.join(", ")
+        ),
+    }
+}
+
+/// Config overrides from `run` flags (`input`: the single unlabelled input, if given).
+fn run_overrides(
+    args: &crate::cli::RunArgs,
+    inputs: Option<&InputArgs>,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut o = emulator_overrides(&args.emulator)?;
+    let single = match inputs {
+        Some(InputArgs::One(spec)) => Some(spec),
+        _ => None,
+    };
     let mut set = |k: &str, v: Option<&String>| {
         if let Some(v) = v {
             o.push((k.to_owned(), v.clone()));
         }
     };
-    set("audio.input", args.input.as_ref());
+    set("audio.input", single);
     set("audio.device", args.device.as_ref());
     set("audio.stdin_format", args.stdin_format.as_ref());
     if args.loop_input {
@@ -546,7 +597,7 @@ async fn show_dashboard(setup: crate::app::Setup) -> anyhow::Result<ExitCode> {
 /// (or NDJSON with --headless).
 fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
     use crate::demo::{Demo, INPUT_LABEL};
-    let bundled = args.input.is_none();
+    let bundled = args.input.is_empty();
     runtime()?.block_on(async move {
         let demo = Demo::start(bundled).await?;
         demo.configure(&mut config);

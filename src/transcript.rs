@@ -8,6 +8,8 @@
 //! people said. The journal is written by a thread of its own (`Journal`), so the supervisor's
 //! async task hands a final over and never waits for the disk.
 
+pub mod echo;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -59,6 +61,31 @@ pub struct FinalTurn {
     pub words: Vec<AbsWord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// The input's label in meeting mode (`you`, `them`); absent with one unlabelled input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// At least 80 % of its words are a turn of another input that started within 1.5 s: the
+    /// microphone hearing the speakers ([`echo`]). Kept, marked, never dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
+}
+
+impl FinalTurn {
+    /// Who said it, as exports and the screen write it: the input's name ("You"), its speaker
+    /// ("A"), or both ("Them · A"); `None` when neither is known.
+    pub fn who(&self) -> Option<String> {
+        let source = self
+            .source
+            .as_deref()
+            .and_then(|s| s.parse::<crate::config::Label>().ok())
+            .map(|l| l.display_name());
+        match (source, self.speaker.as_deref()) {
+            (Some(source), Some(speaker)) => Some(format!("{source} · {speaker}")),
+            (Some(source), None) => Some(source),
+            (None, Some(speaker)) => Some(speaker.to_owned()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The turn being spoken.
@@ -92,7 +119,10 @@ pub struct Transcript {
     finals: Vec<FinalTurn>,
     index: HashMap<(u64, u64), usize>,
     partial: Option<PartialTurn>,
-    journal: Option<Journal>,
+    /// Shared by the streams of one run (meeting mode): one journal, each line labelled.
+    journal: Option<std::sync::Arc<Journal>>,
+    /// The input's label, stamped on every final (meeting mode).
+    source: Option<String>,
 }
 
 /// How long [`Transcript::sync_journal`] waits for the writer thread before giving up (a hung
@@ -211,9 +241,55 @@ impl Transcript {
                 source,
             })?;
         Ok(Self {
-            journal: Some(journal),
+            journal: Some(std::sync::Arc::new(journal)),
             ..Self::default()
         })
+    }
+
+    /// A transcript for the input `source` of the same run: it shares this one's journal (one
+    /// file, each line labelled) and stamps `source` on its finals.
+    pub fn for_source(&self, source: &crate::config::Label) -> Self {
+        Self {
+            journal: self.journal.clone(),
+            source: Some(source.as_str().to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// One transcript of a run's inputs, its finals ordered by stream time (every input's
+    /// stream starts with the run), for the exports. It shares their journal.
+    pub fn merged(parts: Vec<Self>) -> Self {
+        let journal = parts.iter().find_map(|p| p.journal.clone());
+        let mut finals: Vec<FinalTurn> = parts.into_iter().flat_map(|p| p.finals).collect();
+        // Stable: turns that start together keep the inputs' order.
+        finals.sort_by_key(|t| t.start_ms);
+        let index = finals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.generation, t.turn_order), i))
+            .collect();
+        Self {
+            finals,
+            index,
+            partial: None,
+            journal,
+            source: None,
+        }
+    }
+
+    /// Mark the final `(generation, turn_order)` as an echo of another input's turn; the
+    /// journal gets the marked line (replacing the first). Returns the marked final, `None`
+    /// when it is unknown or already marked.
+    pub fn mark_echo(&mut self, generation: u64, turn_order: u64) -> Option<FinalTurn> {
+        let i = *self.index.get(&(generation, turn_order))?;
+        let turn = &mut self.finals[i];
+        if turn.echo {
+            return None;
+        }
+        turn.echo = true;
+        let marked = turn.clone();
+        self.journal(&marked, true);
+        Some(marked)
     }
 
     /// Wait (at most 10 s, blocking) until every final handed to the journal so far is written.
@@ -328,6 +404,8 @@ impl Transcript {
             speaker: turn.speaker_label.clone(),
             words,
             latency_ms,
+            source: self.source.clone(),
+            echo: false,
         };
         let replaced = if let Some(i) = previous {
             // Keep the first latency: the duplicate formatted final comes later by design.
@@ -444,21 +522,12 @@ impl Transcript {
         self.write_formats(&base, formats)
     }
 
-    /// Plain text, one final turn per line with its start time.
+    /// Plain text, one final turn per line with its start time: `[hh:mm:ss] You: text`.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for t in &self.finals {
-            let speaker = t
-                .speaker
-                .as_deref()
-                .map(|s| format!("{s}: "))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "[{}] {speaker}{}",
-                clock(t.start_ms, ':', false),
-                t.text
-            );
+            let who = who_prefix(t);
+            let _ = writeln!(out, "[{}] {who}{}", clock(t.start_ms, ':', false), t.text);
         }
         out
     }
@@ -472,7 +541,7 @@ impl Transcript {
                 i + 1,
                 clock(t.start_ms, ',', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), ',', true),
-                t.text
+                format_args!("{}{}", who_prefix(t), t.text)
             );
         }
         out
@@ -486,10 +555,30 @@ impl Transcript {
                 "{} --> {}\n{}\n",
                 clock(t.start_ms, '.', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), '.', true),
-                t.text
+                format_args!("{}{}", vtt_voice(t), t.text)
             );
         }
         out
+    }
+}
+
+/// Who said a turn, as the txt and SRT lines begin: `You: `, `Them · A: `, `You (echo): `;
+/// empty when nobody is known. One layout for every export (the speakers work extends `who`).
+fn who_prefix(t: &FinalTurn) -> String {
+    match (t.who(), t.echo) {
+        (Some(who), false) => format!("{who}: "),
+        (Some(who), true) => format!("{who} (echo): "),
+        (None, true) => "(echo) ".to_owned(),
+        (None, false) => String::new(),
+    }
+}
+
+/// WebVTT's voice tag for [`who_prefix`]: `<v You>`, `<v You (echo)>`.
+fn vtt_voice(t: &FinalTurn) -> String {
+    let who = who_prefix(t);
+    match who.strip_suffix(": ") {
+        Some(name) => format!("<v {name}>"),
+        None => who,
     }
 }
 

@@ -97,6 +97,8 @@ fn fin(generation: u64, order: u64, text: &str, latency: Option<u64>) -> Session
         speaker: None,
         words: Vec::new(),
         latency_ms: latency,
+        source: None,
+        echo: false,
     })
 }
 

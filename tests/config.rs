@@ -79,6 +79,8 @@ fn default_toml_parses_to_default() {
         keys,
         log,
         server,
+        inputs,
+        archive,
     } = Config::default();
     let from_file = &loaded.config;
     assert_eq!(from_file.provider, provider);
@@ -90,6 +92,8 @@ fn default_toml_parses_to_default() {
     assert_eq!(from_file.keys, keys);
     assert_eq!(from_file.log, log);
     assert_eq!(from_file.server, server);
+    assert_eq!(from_file.inputs, inputs);
+    assert_eq!(from_file.archive, archive);
     assert!(loaded.warnings.is_empty());
     assert_eq!(loaded.layers, ["built-in defaults (config/default.toml)"]);
 }

@@ -148,6 +148,8 @@ fn final_turn(generation: u64, order: u64, text: &str, start_ms: u64) -> FinalTu
         speaker: None,
         words: Vec::new(),
         latency_ms: Some(280 + order * 37),
+        source: None,
+        echo: false,
     }
 }
 

@@ -256,6 +256,8 @@ mod tests {
             speaker: None,
             words: Vec::new(),
             latency_ms: None,
+            source: None,
+            echo: false,
         }
     }
 

@@ -31,6 +31,14 @@ pub(crate) struct RawConfig {
     pub keys: BTreeMap<String, Vec<String>>,
     pub log: RawLog,
     pub server: RawServer,
+    /// Label -> input spec (meeting mode).
+    pub inputs: BTreeMap<String, String>,
+    pub archive: RawArchive,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct RawArchive {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -328,6 +336,14 @@ impl From<&Config> for RawConfig {
                 max_files: c.log.max_files.into(),
             },
             server: RawServer::from(&c.server),
+            inputs: c
+                .inputs
+                .iter()
+                .map(|s| (s.label.as_str().to_owned(), s.spec.to_string()))
+                .collect(),
+            archive: RawArchive {
+                enabled: c.archive.enabled,
+            },
         }
     }
 }

@@ -39,6 +39,133 @@ pub struct Config {
     pub keys: KeysConfig,
     pub log: LogConfig,
     pub server: ServerSettings,
+    /// `[inputs]`: labelled inputs (meeting mode); empty = the single `audio.input`.
+    pub inputs: Vec<LabelledInput>,
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArchiveConfig {
+    /// Keep each input's captured audio as WAV beside the transcript.
+    pub enabled: bool,
+}
+
+/// A stream's label in meeting mode (`--input you=mic`, `[inputs] you = "mic"`): ASCII letters,
+/// digits, `_` and `-`, 1–32 of them. Kept in lower case, because labels are compared without
+/// case (the environment lower-cases its keys: `AAI_LIVE__INPUTS__YOU`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(String);
+
+impl Label {
+    pub const MAX_LEN: usize = 32;
+
+    /// The label as written on screen and in exports: its first letter upper-cased ("You").
+    pub fn display_name(&self) -> String {
+        let mut chars = self.0.chars();
+        chars.next().map_or_else(String::new, |first| {
+            first.to_ascii_uppercase().to_string() + chars.as_str()
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Label {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (1..=Self::MAX_LEN).contains(&s.len())
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "a label is 1-{} letters, digits, `_` or `-` (e.g. \"you\", \"them\")",
+                Self::MAX_LEN
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One input of a run: its label (`None`: the single unlabelled input) and where it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub label: Option<Label>,
+    pub spec: InputSpec,
+}
+
+/// An entry of `[inputs]` (or a `--input LABEL=SPEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledInput {
+    pub label: Label,
+    pub spec: InputSpec,
+}
+
+impl Config {
+    /// The inputs of a run, in order: the `[inputs]` (or `--input LABEL=SPEC`) entries, else
+    /// the single `audio.input` without a label.
+    pub fn sources(&self) -> Vec<Source> {
+        if self.inputs.is_empty() {
+            return vec![Source {
+                label: None,
+                spec: self.audio.input.clone(),
+            }];
+        }
+        self.inputs
+            .iter()
+            .map(|i| Source {
+                label: Some(i.label.clone()),
+                spec: i.spec.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A `--input` value: `LABEL=SPEC`, or a spec alone. The part before the first `=` is a label
+/// only when no `:` precedes that `=` and it is a valid label, so `file:/x/a=b.wav` stays a
+/// spec.
+pub fn parse_input_arg(text: &str) -> Result<(Option<Label>, InputSpec), String> {
+    if let Some((head, spec)) = text.split_once('=')
+        && !head.contains(':')
+        && let Ok(label) = head.parse::<Label>()
+    {
+        return Ok((Some(label), spec.parse()?));
+    }
+    Ok((None, text.parse()?))
+}
+
+/// The rules a set of labelled inputs must keep: labels unique (without case), `stdin` at most
+/// once (there is one standard input).
+pub fn check_inputs(inputs: &[LabelledInput]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for input in inputs {
+        if !seen.insert(&input.label) {
+            return Err(format!(
+                "the label {:?} is used twice (labels are compared without case)",
+                input.label.as_str()
+            ));
+        }
+    }
+    if inputs
+        .iter()
+        .filter(|i| matches!(i.spec, InputSpec::Stdin))
+        .count()
+        > 1
+    {
+        return Err("`stdin` can be the input of one label only".to_owned());
+    }
+    Ok(())
 }
 
 /// Gives an existing enum its config-file spellings as a [`Choice`]. The `match` in `as_str`

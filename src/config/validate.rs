@@ -21,9 +21,9 @@ use super::provenance::Provenance;
 use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawServer, RawSession, RawStreaming};
 use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin, redact_url_password};
 use super::types::{
-    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, KeysConfig, LogConfig, ProviderConfig,
-    ProviderKind, RemoteConfig, ServerAuth, ServerSettings, SessionConfig, StreamingConfig,
-    TranscriptConfig, UiConfig,
+    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, InputSpec, KeysConfig,
+    Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig, ServerAuth,
+    ServerSettings, SessionConfig, StreamingConfig, TranscriptConfig, UiConfig, check_inputs,
 };
 
 /// Validates every section; `Err` holds every problem found.
@@ -50,6 +50,10 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         keys: validate_keys(&mut v, raw.keys),
         log: validate_log(&mut v, raw.log),
         server: validate_server(&mut v, raw.server),
+        inputs: validate_inputs(&mut v, raw.inputs),
+        archive: ArchiveConfig {
+            enabled: raw.archive.enabled,
+        },
         provider,
     };
     if v.problems.is_empty() {
@@ -288,6 +292,24 @@ fn validate_audio(v: &mut Validator<'_>, raw: RawAudio) -> AudioConfig {
             .parse("audio.stdin_format", &raw.stdin_format)
             .unwrap_or_default(),
     }
+}
+
+/// `[inputs]`: each key a label, each value a spec; labels unique without case, `stdin` once.
+fn validate_inputs(v: &mut Validator<'_>, raw: BTreeMap<String, String>) -> Vec<LabelledInput> {
+    let mut inputs = Vec::new();
+    for (label, spec) in &raw {
+        let key = format!("inputs.{label}");
+        let label = v.accept(&key, label, label.parse::<Label>());
+        let spec = v.parse::<InputSpec>(&key, spec);
+        if let (Some(label), Some(spec)) = (label, spec) {
+            inputs.push(LabelledInput { label, spec });
+        }
+    }
+    if let Err(rule) = check_inputs(&inputs) {
+        let shown = raw.keys().cloned().collect::<Vec<_>>().join(", ");
+        v.fail("inputs", &Q(&shown), &rule);
+    }
+    inputs
 }
 
 fn validate_keys(v: &mut Validator<'_>, raw: BTreeMap<String, Vec<String>>) -> KeysConfig {
