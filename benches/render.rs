@@ -74,7 +74,6 @@ fn state_with(turns: u64) -> DashboardState {
             session_id: "3207b601-0f4e-4c63-9f5f-6f0f4b8f2a11".into(),
             expires_at: 1_800_010_800,
             stream_offset_ms: 0,
-            rotates_in_ms: Some(10_769_000),
             backlog_ms: 0,
             cause: Cause::Start,
         }),

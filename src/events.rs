@@ -121,15 +121,23 @@ pub enum SessionEvent {
         expires_at: i64,
         /// Stream position of the session's first sample, in ms.
         stream_offset_ms: u64,
-        /// When its successor is prepared, in ms from now (the machine's rotation rule applied
-        /// to the granted length); absent with rotation off.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        rotates_in_ms: Option<u64>,
         /// Audio captured before this session could take it (during the mint, the connect,
         /// a backoff or an outage), sent to it first at ≤ `replay_speed` × real time; 0 for a
         /// rotation's successor, which takes over live.
         backlog_ms: u64,
         cause: Cause,
+    },
+    /// When a session's successor will be prepared (its planned rotation): after its `begin`
+    /// for a first session or a reconnect, at the hand-over for a rotation's successor. None
+    /// with rotation off.
+    RotationPlanned {
+        generation: Gen,
+        /// From now.
+        rotates_in_ms: u64,
+        /// Meeting mode: how much earlier than the rotation rule says, to stay
+        /// `session::account::STAGGER` from another input's rotation (the account's
+        /// new-session limit); 0 otherwise.
+        staggered_ms: u64,
     },
     Partial(PartialTurn),
     Final(FinalTurn),

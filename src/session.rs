@@ -6,6 +6,7 @@
 //! `connection` is one WebSocket (through the HTTP proxy of `proxy`, if any); `replay` the audio
 //! buffer; `ledger` the accounts. What a run reports is `crate::events`.
 
+pub mod account;
 pub mod backoff;
 pub mod connection;
 pub mod ledger;
@@ -20,7 +21,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use url::Url;
 
-pub use supervisor::{AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions};
+pub use account::Account;
+pub use supervisor::{
+    AccountSeat, AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions,
+};
 
 use crate::config::{Config, ProviderKind};
 use crate::events::SessionEvent;
@@ -186,6 +190,7 @@ impl SupervisorOptions {
             }),
             seed: rand::random(),
             connector: connection::websocket(),
+            account: None,
         }
     }
 }

@@ -413,6 +413,12 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         SessionEvent::Rotation {
             from, to, forced, ..
         } => Line::new(Info, rotated(*from, *to, *forced), Both),
+        SessionEvent::RotationPlanned {
+            generation,
+            rotates_in_ms,
+            staggered_ms: earlier @ 1..,
+        } => Line::new(Info, staggered(*generation, *rotates_in_ms, *earlier), Pane),
+        SessionEvent::RotationPlanned { .. } => return None,
         SessionEvent::Lost {
             generation,
             class,
@@ -459,6 +465,16 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         } => Line::new(Error, run_failed(failure.as_deref()?), Stderr).explained(*explain),
     };
     Some(line)
+}
+
+/// Meeting mode: a rotation moved earlier, away from another input's.
+pub fn staggered(generation: u64, in_ms: u64, earlier_ms: u64) -> String {
+    format!(
+        "connection {generation} rotates in {} s, {} s earlier than planned: the inputs share the \
+         account's new-session limit, so their rotations stay 10 s apart",
+        in_ms / 1000,
+        earlier_ms.div_ceil(1000)
+    )
 }
 
 // --- The run as a whole --------------------------------------------------------------------

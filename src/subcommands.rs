@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut loaded = match usage(load_run_config(&cli.global, &args)) {
                 Ok(loaded) => loaded,
                 Err(code) => return Ok(code),
-                };
+            };
             let _log = init_logging(&cli.global, &loaded)?;
             follow_token_server(&mut loaded)?;
             if wants_dashboard(&args) {
@@ -158,7 +158,8 @@ fn input_args(values: &[String]) -> anyhow::Result<Option<InputArgs>> {
         (0, true) => Ok(None),
         (1, true) => Ok(plain.pop().map(InputArgs::One)),
         (0, false) => {
-            crate::config::check_inputs(&labelled).map_err(|rule| anyhow::anyhow!("--input: {rule}"))?;
+            crate::config::check_inputs(&labelled)
+                .map_err(|rule| anyhow::anyhow!("--input: {rule}"))?;
             Ok(Some(InputArgs::Labelled(labelled)))
         }
         _ => anyhow::bail!(

@@ -248,6 +248,7 @@ impl Transcript {
 
     /// A transcript for the input `source` of the same run: it shares this one's journal (one
     /// file, each line labelled) and stamps `source` on its finals.
+    #[must_use]
     pub fn for_source(&self, source: &crate::config::Label) -> Self {
         Self {
             journal: self.journal.clone(),

@@ -77,7 +77,6 @@ fn streaming(s: &mut DashboardState) {
             session_id: "abc".into(),
             expires_at: 1_800_000_061,
             stream_offset_ms: 0,
-            rotates_in_ms: Some(30_000),
             backlog_ms: 0,
             cause: Cause::Start,
         },

@@ -38,7 +38,7 @@ fn unix(s: u64) -> i64 {
     (1_800_000_000 + s) as i64
 }
 
-/// When the supervisor would prepare the successor of a session of `secs` (its own rule).
+/// When the supervisor would plan the successor of a session of `secs` (the machine's rule).
 fn rotates_in(secs: u64) -> Option<u64> {
     SupervisorOptions::from_config(&Config::default())
         .machine
@@ -190,9 +190,17 @@ fn streaming() -> DashboardState {
             session_id: SESSION_ID.into(),
             expires_at: unix(1 + SESSION_S),
             stream_offset_ms: 0,
-            rotates_in_ms: rotates_in(SESSION_S),
             backlog_ms: 0,
             cause: Cause::Start,
+        },
+        at(1),
+    );
+    session(
+        &mut s,
+        SessionEvent::RotationPlanned {
+            generation: 1,
+            rotates_in_ms: rotates_in(SESSION_S).expect("rotation on"),
+            staggered_ms: 0,
         },
         at(1),
     );
@@ -272,7 +280,6 @@ fn rotating() -> DashboardState {
             session_id: NEXT_ID.into(),
             expires_at: unix(t + 1 + SESSION_S),
             stream_offset_ms: 0,
-            rotates_in_ms: rotates_in(SESSION_S),
             backlog_ms: 0,
             cause: Cause::Rotation,
         },
@@ -429,6 +436,16 @@ fn events_pane() {
             forced: false,
             gap_ms: 0,
             stream_offset_ms: 596_000,
+        },
+        at(SESSION_S - 25),
+    );
+    // The successor's rotation is planned at the hand-over.
+    session(
+        &mut s,
+        SessionEvent::RotationPlanned {
+            generation: 2,
+            rotates_in_ms: rotates_in(SESSION_S).expect("rotation on") - 2000,
+            staggered_ms: 0,
         },
         at(SESSION_S - 25),
     );

@@ -217,6 +217,10 @@ export class Machine {
     this.draw = Math.min(1, Math.max(0, draw));
     const out = [];
     switch (input.kind) {
+      case "peer_minted":
+        // Another stream of the same account minted: one budget for the account.
+        this.mints.push(now);
+        break;
       case "start":
         this.start(now, out);
         break;

@@ -455,7 +455,6 @@ impl DashboardState {
                 generation,
                 session_id,
                 expires_at,
-                rotates_in_ms,
                 ..
             } => {
                 let expires_at = UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
@@ -465,10 +464,25 @@ impl DashboardState {
                     session_id,
                     began_at: now,
                     expires_at,
-                    rotates_at: rotates_in_ms.map(|ms| now + Duration::from_millis(ms)),
+                    rotates_at: None,
                 });
                 if self.session.lives.len() > LIVES_KEPT {
                     self.session.lives.remove(0);
+                }
+            }
+            SessionEvent::RotationPlanned {
+                generation,
+                rotates_in_ms,
+                ..
+            } => {
+                if let Some(life) = self
+                    .session
+                    .lives
+                    .iter_mut()
+                    .rev()
+                    .find(|l| l.run == run && l.generation == generation)
+                {
+                    life.rotates_at = Some(now + Duration::from_millis(rotates_in_ms));
                 }
             }
             SessionEvent::Partial(p) => self.transcript.set_partial(run, &p),

@@ -78,8 +78,7 @@ impl FromStr for Label {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = (1..=Self::MAX_LEN).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(s.to_ascii_lowercase()))

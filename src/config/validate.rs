@@ -50,7 +50,7 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         keys: validate_keys(&mut v, raw.keys),
         log: validate_log(&mut v, raw.log),
         server: validate_server(&mut v, raw.server),
-        inputs: validate_inputs(&mut v, raw.inputs),
+        inputs: validate_inputs(&mut v, &raw.inputs),
         archive: ArchiveConfig {
             enabled: raw.archive.enabled,
         },
@@ -295,9 +295,9 @@ fn validate_audio(v: &mut Validator<'_>, raw: RawAudio) -> AudioConfig {
 }
 
 /// `[inputs]`: each key a label, each value a spec; labels unique without case, `stdin` once.
-fn validate_inputs(v: &mut Validator<'_>, raw: BTreeMap<String, String>) -> Vec<LabelledInput> {
+fn validate_inputs(v: &mut Validator<'_>, raw: &BTreeMap<String, String>) -> Vec<LabelledInput> {
     let mut inputs = Vec::new();
-    for (label, spec) in &raw {
+    for (label, spec) in raw {
         let key = format!("inputs.{label}");
         let label = v.accept(&key, label, label.parse::<Label>());
         let spec = v.parse::<InputSpec>(&key, spec);

@@ -104,8 +104,8 @@ impl MachineConfig {
     }
 
     /// How long after its `Begin` a session granted `granted` has its successor prepared; `None`
-    /// with rotation off. The dashboard's gauge and countdown read it, so they show the rule
-    /// the machine follows rather than a copy of it.
+    /// with rotation off: the rule alone. What a run carries out (staggered in meeting mode) is
+    /// what the supervisor announces in its `rotation_planned` events.
     pub fn rotation_after(&self, granted: Duration) -> Option<Duration> {
         self.rotation
             .then(|| self.rotate_offset(granted.max(MIN_GRANTED)))
@@ -153,6 +153,9 @@ pub enum Timer {
 pub enum Input {
     Start,
     Stop,
+    /// Another stream of the same account minted (meeting mode): the service limits new
+    /// sessions per account, so every stream's mints count in one budget.
+    PeerMinted,
     /// The user asks for a fresh session now.
     Reconnect,
     TokenMinted {
@@ -346,6 +349,9 @@ pub struct Machine {
     cfg: MachineConfig,
     state: State,
     next_gen: Gen,
+    /// Generations advance by this: the streams of one run number theirs apart (1, 3, 5… and
+    /// 2, 4, 6…), so `(generation, turn_order)` names one turn of the run.
+    gen_step: Gen,
     /// Consecutive failed attempts (reset by a healthy session).
     attempt: u32,
     /// The last session stayed up for `healthy_after`: the next loss reconnects at once (a blip
@@ -374,6 +380,7 @@ impl Machine {
             cfg,
             state: State::Idle,
             next_gen: 1,
+            gen_step: 1,
             attempt: 0,
             healthy: false,
             token_retry_used: false,
@@ -441,11 +448,6 @@ impl Machine {
         }
     }
 
-    /// See [`MachineConfig::rotation_after`].
-    pub fn rotation_after(&self, granted: Duration) -> Option<Duration> {
-        self.cfg.rotation_after(granted)
-    }
-
     /// The live session's planned end, for the dashboard.
     pub fn expires_at(&self) -> Option<Instant> {
         match &self.state {
@@ -456,9 +458,18 @@ impl Machine {
         }
     }
 
+    /// The machine of stream `index` of `streams` (0-based): its generations are
+    /// `index + 1`, `index + 1 + streams`, …
+    #[must_use]
+    pub fn numbered(mut self, index: Gen, streams: Gen) -> Self {
+        self.next_gen = index + 1;
+        self.gen_step = streams.max(1);
+        self
+    }
+
     fn new_gen(&mut self) -> Gen {
         let g = self.next_gen;
-        self.next_gen += 1;
+        self.next_gen += self.gen_step;
         g
     }
 
@@ -520,6 +531,7 @@ impl Machine {
         let mut out = Vec::new();
         match input {
             Input::Start => self.start(now, &mut out),
+            Input::PeerMinted => self.mints.push_back(now),
             Input::Stop => {
                 self.finishing = false;
                 self.stop(now, &mut out);

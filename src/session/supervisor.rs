@@ -24,6 +24,7 @@ use url::Url;
 
 use rand::{RngExt, SeedableRng};
 
+use super::account::Account;
 use super::connection::{ConnEvent, Connection, Connector, Ended, Outgoing};
 use super::ledger::{Ledger, Loss, Totals};
 use super::machine::{Closed, Effect, Input, Machine, MachineConfig, Notice, Timer};
@@ -106,6 +107,17 @@ pub struct SupervisorOptions {
     pub seed: u64,
     /// Opens the connections (the real WebSocket, or a fake in tests).
     pub connector: Arc<dyn Connector>,
+    /// Meeting mode: this stream's seat in the account the run's streams share (one mint
+    /// budget, staggered rotations, generations numbered apart). `None`: a stream of its own.
+    pub account: Option<AccountSeat>,
+}
+
+/// A stream's place among the streams of one run.
+#[derive(Debug, Clone)]
+pub struct AccountSeat {
+    pub account: Arc<Account>,
+    /// 0-based, below `account.streams()`.
+    pub index: usize,
 }
 
 /// Per-generation bookkeeping.
@@ -127,6 +139,8 @@ struct Conn {
     pinged: bool,
     /// The emulator was told where this session's audio starts.
     hinted: bool,
+    /// Its `begin` event is out (a rotation planned later is announced at once).
+    announced: bool,
     cause: Cause,
 }
 
@@ -250,6 +264,13 @@ pub struct Supervisor {
     pending_cause: Cause,
     /// Connections let go of, finishing their closing handshakes (waited for at the end).
     closing: JoinSet<()>,
+    /// Each begun session's `Begin` time and granted length (the rotation rule's floor).
+    granted: HashMap<Gen, (Instant, Duration)>,
+    /// When each session's rotation is planned, and how much earlier than the rule said
+    /// (staggered from another stream's), until announced.
+    planned: HashMap<Gen, (Instant, Duration)>,
+    /// Meeting mode: the other streams' mints.
+    peer_mints: Option<tokio::sync::broadcast::Receiver<usize>>,
 }
 
 impl Supervisor {
@@ -262,8 +283,14 @@ impl Supervisor {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let samples =
             u64::from(opts.params.sample_rate) * opts.replay_buffer.as_millis() as u64 / 1000;
+        let machine = match &opts.account {
+            Some(seat) => Machine::new(opts.machine.clone())
+                .numbered(seat.index as Gen, seat.account.streams() as Gen),
+            None => Machine::new(opts.machine.clone()),
+        };
+        let peer_mints = opts.account.as_ref().map(|seat| seat.account.subscribe());
         Self {
-            machine: Machine::new(opts.machine.clone()),
+            machine,
             rng: rand::rngs::SmallRng::seed_from_u64(opts.seed),
             buffer: ReplayBuffer::new(samples),
             ledger: Ledger::default(),
@@ -298,6 +325,9 @@ impl Supervisor {
             quiet: true,
             pending_cause: Cause::Start,
             closing: JoinSet::new(),
+            granted: HashMap::new(),
+            planned: HashMap::new(),
+            peer_mints,
         }
     }
 
@@ -404,6 +434,12 @@ impl Supervisor {
                         self.on_token(generation, result);
                     }
                 }
+                peer = next_peer_mint(&mut self.peer_mints) => {
+                    let own = self.opts.account.as_ref().map(|seat| seat.index);
+                    if peer.is_some_and(|index| Some(index) != own) {
+                        self.input(Input::PeerMinted);
+                    }
+                }
                 () = sleep_until(next_timer) => self.fire_timers(),
                 () = sleep_until(replay_due) => self.pump(),
                 () = sleep_until(stall_due) => self.check_stalls(),
@@ -428,6 +464,9 @@ impl Supervisor {
         let closing = std::mem::take(&mut self.closing);
         let _ = tokio::time::timeout(CLOSE_WAIT, closing.join_all()).await;
         self.outcome.failure.clone_from(&failure);
+        if let Some(seat) = &self.opts.account {
+            seat.account.forget(seat.index);
+        }
         let audio = self.ledger.totals();
         debug_assert!(audio.balanced(), "audio ledger out of balance: {audio:?}");
         self.outcome.audio = audio;
@@ -541,7 +580,8 @@ impl Supervisor {
 
     fn input(&mut self, input: Input) {
         let draw = self.rng.random::<f64>();
-        let effects = self.machine.handle(Instant::now(), input, draw);
+        let mut effects = self.machine.handle(Instant::now(), input, draw);
+        self.plan_rotations(&mut effects);
         for effect in effects {
             self.apply(effect);
         }
@@ -579,6 +619,9 @@ impl Supervisor {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Mint { generation } => {
+                if let Some(seat) = &self.opts.account {
+                    seat.account.minted(seat.index);
+                }
                 let premint = Arc::clone(&self.premint);
                 self.mints
                     .spawn(async move { (generation, premint.take().await) });
@@ -621,6 +664,59 @@ impl Supervisor {
                     self.emit(event);
                 }
             }
+        }
+    }
+
+    /// The machine's rotation plans, as carried out: staggered from the other streams' in
+    /// meeting mode (the token prepared by the same, earlier time), remembered, and announced
+    /// (`rotation_planned`) once the session's `begin` is out.
+    fn plan_rotations(&mut self, effects: &mut [Effect]) {
+        let now = Instant::now();
+        for i in 0..effects.len() {
+            let Effect::Schedule {
+                timer: Timer::Rotate(generation),
+                at,
+            } = effects[i]
+            else {
+                continue;
+            };
+            let planned = match (&self.opts.account, self.granted.get(&generation)) {
+                (Some(seat), Some((began, granted))) => {
+                    let floor = (*began + *granted / 2).max(now);
+                    seat.account.plan_rotation(seat.index, at, floor)
+                }
+                _ => at,
+            };
+            if planned != at {
+                for effect in effects.iter_mut() {
+                    match effect {
+                        Effect::Schedule {
+                            timer: Timer::Rotate(g),
+                            at: t,
+                        } if *g == generation => {
+                            *t = planned;
+                        }
+                        Effect::PrepareToken { by } if *by == at => *by = planned,
+                        _ => {}
+                    }
+                }
+            }
+            self.planned
+                .insert(generation, (planned, at.saturating_duration_since(planned)));
+            if self.conns.get(&generation).is_some_and(|c| c.announced) {
+                self.announce_rotation(generation);
+            }
+        }
+    }
+
+    /// The `rotation_planned` event of `generation`, once.
+    fn announce_rotation(&mut self, generation: Gen) {
+        if let Some((at, earlier)) = self.planned.remove(&generation) {
+            self.emit(SessionEvent::RotationPlanned {
+                generation,
+                rotates_in_ms: at.saturating_duration_since(Instant::now()).as_millis() as u64,
+                staggered_ms: earlier.as_millis() as u64,
+            });
         }
     }
 
@@ -713,6 +809,7 @@ impl Supervisor {
                         last_heard: Instant::now(),
                         pinged: false,
                         hinted: false,
+                        announced: false,
                         cause: self.pending_cause,
                     },
                 );
@@ -1025,6 +1122,7 @@ impl Supervisor {
                     c.session_id.clone_from(&begin.id);
                 }
                 tracing::info!(generation, session = %begin.id, expires_at = begin.expires_at, "session began");
+                self.granted.insert(generation, (Instant::now(), granted));
                 self.input(Input::Begin {
                     generation,
                     session_id: begin.id.clone(),
@@ -1036,14 +1134,14 @@ impl Supervisor {
                     session_id: begin.id,
                     expires_at: begin.expires_at,
                     stream_offset_ms: base.map_or(0, |b| self.ms(b)),
-                    rotates_in_ms: self
-                        .machine
-                        .rotation_after(granted)
-                        .map(|d| d.as_millis() as u64),
                     // Audio captured before this session could take it, sent first (paced).
                     backlog_ms: base.map_or(0, |b| self.ms(self.ledger.head().saturating_sub(b))),
                     cause,
                 });
+                if let Some(c) = self.conns.get_mut(&generation) {
+                    c.announced = true;
+                }
+                self.announce_rotation(generation);
             }
             ServerMessage::Turn(turn) => {
                 let Some(conn) = self.conns.get(&generation) else {
@@ -1254,6 +1352,26 @@ pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (Some(at(0.5)), Some(at(0.95)))
+}
+
+/// The next index another stream of the account minted with; pending forever without an
+/// account. A lagging receiver skips what it missed (those mints are only budget hints).
+async fn next_peer_mint(
+    peers: &mut Option<tokio::sync::broadcast::Receiver<usize>>,
+) -> Option<usize> {
+    let Some(rx) = peers else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(index) => return Some(index),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *peers = None;
+                return None;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

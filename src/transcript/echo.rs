@@ -105,9 +105,17 @@ impl EchoWatch {
             mic,
             turn: turn.clone(),
         };
-        for old in self.recent.iter().filter(|s| s.input != input && !s.turn.echo) {
+        for old in self
+            .recent
+            .iter()
+            .filter(|s| s.input != input && !s.turn.echo)
+        {
             // The microphone's turn is the echo; of two of a kind, the newer one.
-            let (echo, source) = if old.mic && !mic { (old, &new) } else { (&new, old) };
+            let (echo, source) = if old.mic && !mic {
+                (old, &new)
+            } else {
+                (&new, old)
+            };
             if echoes(&echo.turn, &source.turn) {
                 marks.push(key(echo));
                 break;
@@ -121,7 +129,12 @@ impl EchoWatch {
         let mut new = new;
         new.turn.echo = marks.contains(&key(&new));
         self.recent.push_back(new);
-        let newest = self.recent.iter().map(|s| s.turn.start_ms).max().unwrap_or(0);
+        let newest = self
+            .recent
+            .iter()
+            .map(|s| s.turn.start_ms)
+            .max()
+            .unwrap_or(0);
         while self
             .recent
             .front()
@@ -161,12 +174,18 @@ mod tests {
         let heard = turn(1, 10_000, "Can you hear me at the back of the room?");
         // Four of five words, 1.2 s later: an echo.
         assert!(echoes(&turn(2, 11_200, "hear me at the, um"), &heard));
-        assert!(echoes(&turn(2, 8_600, "Can you hear me at the back of the room"), &heard));
+        assert!(echoes(
+            &turn(2, 8_600, "Can you hear me at the back of the room"),
+            &heard
+        ));
         // Too late, or too few shared words.
         assert!(!echoes(&turn(2, 11_600, "can you hear me"), &heard));
         assert!(!echoes(&turn(2, 10_000, "yes I can hear you fine"), &heard));
         // Order counts: the same words shuffled are not the same speech.
-        assert!(!echoes(&turn(2, 10_000, "room the of back the at me hear you can"), &heard));
+        assert!(!echoes(
+            &turn(2, 10_000, "room the of back the at me hear you can"),
+            &heard
+        ));
         assert!(!echoes(&turn(2, 10_000, "..."), &heard));
     }
 
@@ -177,13 +196,27 @@ mod tests {
         let mut watch = EchoWatch::default();
         assert!(watch.push(1, false, &turn(1, 5_000, said)).is_empty());
         let marks = watch.push(0, true, &turn(2, 5_300, said));
-        assert_eq!(marks, [Echo { input: 0, generation: 2, turn_order: 0 }]);
+        assert_eq!(
+            marks,
+            [Echo {
+                input: 0,
+                generation: 2,
+                turn_order: 0
+            }]
+        );
 
         // The microphone's final first: it is marked when the monitor's arrives.
         let mut watch = EchoWatch::default();
         assert!(watch.push(0, true, &turn(2, 5_300, said)).is_empty());
         let marks = watch.push(1, false, &turn(1, 5_000, said));
-        assert_eq!(marks, [Echo { input: 0, generation: 2, turn_order: 0 }]);
+        assert_eq!(
+            marks,
+            [Echo {
+                input: 0,
+                generation: 2,
+                turn_order: 0
+            }]
+        );
         // Marked once only.
         assert!(watch.push(1, false, &turn(3, 5_100, said)).is_empty());
 
@@ -193,7 +226,11 @@ mod tests {
         assert!(watch.push(0, true, &turn(2, 100, said)).is_empty());
         assert_eq!(
             watch.push(1, true, &turn(3, 200, said)),
-            [Echo { input: 1, generation: 3, turn_order: 0 }]
+            [Echo {
+                input: 1,
+                generation: 3,
+                turn_order: 0
+            }]
         );
     }
 

@@ -351,6 +351,10 @@ fn reconnect() -> Input {
     Input::Reconnect
 }
 
+fn peer_minted() -> Input {
+    Input::PeerMinted
+}
+
 fn minted(generation: Gen) -> Input {
     Input::TokenMinted { generation }
 }
@@ -1280,6 +1284,25 @@ fn mint_budget_rows() -> Vec<Row> {
                 fire(BackoffDone(7)),
                 has([mint(7)]),
             ]),
+        // Meeting mode: the account's budget is shared; another stream's mints count too.
+        Row::new("another_streams_mints_count_in_the_account_budget").then([
+            at(0, start()),
+            at(0, minted(1)),
+            at(0, peer_minted()),
+            at(0, peer_minted()),
+            at(0, peer_minted()),
+            at(0, peer_minted()),
+            at(0, peer_minted()),
+            at(0, closes_before_begin(1, 1011, "")),
+            // One own mint and five of the other stream: the next is over the budget.
+            fire(BackoffDone(1)),
+            effects([
+                mint_budget_spent(67_500),
+                changed(is_backoff(2, CloseClass::RateLimited)),
+                schedule(BackoffDone(2), 250 + 67_500),
+            ]),
+            lacks(Kind::Mint),
+        ]),
         Row::new("planned_rotations_of_short_sessions_never_trip_the_budget")
             .given(rotations)
             .then([view(is_streaming(41, "s"))]),
@@ -1391,6 +1414,7 @@ fn failure_json(failure: &Failure) -> Value {
 fn input_json(input: &Input) -> Value {
     match input {
         Input::Start => json!({"kind": "start"}),
+        Input::PeerMinted => json!({"kind": "peer_minted"}),
         Input::Stop => json!({"kind": "stop"}),
         Input::Reconnect => json!({"kind": "reconnect"}),
         Input::Finish => json!({"kind": "finish"}),
