@@ -335,15 +335,11 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<Running, ListenError> {
     let tls = match &options.tls {
-        Some(files) => Some(
-            RustlsConfig::from_pem_file(&files.cert, &files.key)
-                .await
-                .map_err(|source| ListenError::Tls {
-                    cert: files.cert.display().to_string(),
-                    key: files.key.display().to_string(),
-                    source,
-                })?,
-        ),
+        Some(files) => Some(load_tls(files).await.map_err(|source| ListenError::Tls {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            source,
+        })?),
         None => None,
     };
     let bind = |source| ListenError::Bind {
@@ -389,6 +385,23 @@ pub async fn serve(
         cancel,
         task,
     })
+}
+
+/// The certificate chain and key, each read bounded ([`crate::files::MAX_FILE_BYTES`]: a PEM
+/// file is a few KB; `--tls-cert /dev/zero` must not fill the memory) on a blocking thread (a
+/// FIFO may make the read wait up to [`crate::files::PIPE_WAIT`]).
+async fn load_tls(files: &TlsFiles) -> io::Result<RustlsConfig> {
+    let (cert, key) = (files.cert.clone(), files.key.clone());
+    let read = |path: &std::path::Path, what: &str| {
+        crate::files::read_capped(path, crate::files::MAX_FILE_BYTES)
+            .map_err(|e| io::Error::new(e.kind(), format!("the {what}: {e}")))
+    };
+    let (cert, key) = tokio::task::spawn_blocking(move || {
+        Ok::<_, io::Error>((read(&cert, "certificate")?, read(&key, "key")?))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    RustlsConfig::from_pem(cert, key).await
 }
 
 /// Serve until cancelled, then shut down gracefully.
