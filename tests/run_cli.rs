@@ -202,6 +202,86 @@ async fn secret_extra_parameters_are_redacted_everywhere() {
     }
 }
 
+/// A password in a configured URL's user info and secret query values are shown nowhere:
+/// `config --check` (the remote provider's URL and the streaming URL), the NDJSON `hello` and
+/// the stderr "streaming ... to" line (they used to print the URLs whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
+    const SECRETS: [&str; 4] = ["pa55word-ws", "qu3ry-ws", "pa55word-remote", "qu3ry-remote"];
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let port = emu.addr.port();
+    let streaming =
+        format!("ws://user:pa55word-ws@127.0.0.1:{port}/v3/ws?key=qu3ry-ws&sample_rate=16000");
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let home = home.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+            cmd.args(args)
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env_remove("AAI_LIVE_CONFIG")
+                .env_remove("RUST_LOG");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.output().expect("run")
+        })
+    };
+    let check = run(
+        &["config", "--check"],
+        vec![
+            ("AAI_LIVE__STREAMING__URL", streaming.clone()),
+            (
+                "AAI_LIVE__PROVIDER__REMOTE__URL",
+                "https://me:pa55word-remote@tokens.example/token?sig=qu3ry-remote".into(),
+            ),
+        ],
+    )
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(text.contains("tokens.example/token"), "{text}");
+    let out = run(
+        &[
+            "run",
+            "--headless",
+            "--input",
+            "test:silence",
+            "--duration",
+            "2s",
+        ],
+        vec![
+            ("AAI_LIVE__STREAMING__URL", streaming),
+            ("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url()),
+            ("ASSEMBLYAI_API_KEY", KEY.into()),
+        ],
+    )
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hello = stdout.lines().next().unwrap_or_default();
+    assert!(hello.contains("\"event\":\"hello\""), "{stdout}");
+    assert!(
+        hello.contains(&format!("127.0.0.1:{port}/v3/ws")),
+        "{hello}"
+    );
+    assert!(stderr.contains("streaming test:silence to"), "{stderr}");
+    for (what, text) in [
+        ("config --check", &*text),
+        ("stdout", &*stdout),
+        ("stderr", &*stderr),
+    ] {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+}
+
 /// A server's close reason and `Error` text can carry escape sequences and megabytes: on stderr
 /// they arrive stripped of control characters and cut to a line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

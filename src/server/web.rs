@@ -64,7 +64,12 @@ pub struct BrowserSettings {
 
 impl BrowserSettings {
     pub fn from_config(config: &Config) -> Self {
-        let streaming_url = streaming_endpoint(config);
+        // `/config.json` is public: no user info, and no query (no client sends the
+        // endpoint's own query: each builds its own).
+        let mut streaming_url = streaming_endpoint(config);
+        let _ = streaming_url.set_username("");
+        let _ = streaming_url.set_password(None);
+        streaming_url.set_query(None);
         let mut params = Vec::new();
         let mut withheld = Vec::new();
         for (name, value) in crate::session::params(config).query_pairs() {
