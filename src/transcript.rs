@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::config::TranscriptFormat;
 use crate::protocol::Turn;
+use crate::untrusted::{for_cue, for_text_file};
 
 /// A file name stamp: RFC 3339 UTC to the second, with `-` for `:` (portable file names).
 fn stamp(at: SystemTime) -> String {
@@ -421,25 +422,28 @@ impl Transcript {
         self.write_formats(&base, formats)
     }
 
-    /// Plain text, one final turn per line with its start time.
+    /// Plain text, one final turn per line with its start time. The server's text (and a
+    /// speaker label) in its terminal-safe form: `cat transcript.txt` runs no escape sequence.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for t in &self.finals {
             let speaker = t
                 .speaker
                 .as_deref()
-                .map(|s| format!("{s}: "))
+                .map(|s| format!("{}: ", for_text_file(s)))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "[{}] {speaker}{}",
                 clock(t.start_ms, ':', false),
-                t.text
+                for_text_file(&t.text)
             );
         }
         out
     }
 
+    /// SubRip: each final a cue whose text is one safe line with no `-->` (server text cannot
+    /// end a cue or add one).
     pub fn to_srt(&self) -> String {
         let mut out = String::new();
         for (i, t) in self.finals.iter().enumerate() {
@@ -449,21 +453,25 @@ impl Transcript {
                 i + 1,
                 clock(t.start_ms, ',', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), ',', true),
-                t.text
+                for_cue(&t.text)
             );
         }
         out
     }
 
+    /// WebVTT: as SRT, and `&`, `<`, `>` written as entities (in a cue they are markup).
     pub fn to_vtt(&self) -> String {
         let mut out = String::from("WEBVTT\n\n");
         for t in &self.finals {
+            let text = for_cue(&t.text)
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
             let _ = writeln!(
                 out,
-                "{} --> {}\n{}\n",
+                "{} --> {}\n{text}\n",
                 clock(t.start_ms, '.', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), '.', true),
-                t.text
             );
         }
         out
@@ -660,6 +668,41 @@ mod tests {
             0o755,
             "an existing directory keeps its mode"
         );
+    }
+
+    /// A final holding escape sequences (clear the screen, OSC 52: write the clipboard) and a
+    /// forged cue reaches the text files defused; the journal keeps the text (JSON-escaped).
+    #[test]
+    fn hostile_text_reaches_the_files_defused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("run.jsonl");
+        let mut t = Transcript::with_journal(&journal).expect("journal");
+        let evil = "hi\u{1b}[2J\u{1b}]52;c;cHduZWQ=\u{7}\n\n99\n00:00:00,000 --> 00:00:09,000\nforged <b>&";
+        let mut hostile = turn(0, true, true, evil);
+        hostile.speaker_label = Some("A\u{1b}[31m".into());
+        t.apply(0, "s", 0, &hostile, None);
+        t.sync_journal();
+        for (name, text) in [
+            ("txt", t.to_text()),
+            ("srt", t.to_srt()),
+            ("vtt", t.to_vtt()),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{name}: {text:?}"
+            );
+            assert!(!text.contains("\n\n99"), "{name}: {text:?}");
+        }
+        assert!(!t.to_text().contains("-->\n"));
+        assert_eq!(t.to_srt().matches("-->").count(), 1, "{}", t.to_srt());
+        assert_eq!(t.to_vtt().matches("-->").count(), 1, "{}", t.to_vtt());
+        assert!(
+            t.to_vtt().contains("forged &lt;b&gt;&amp;"),
+            "{}",
+            t.to_vtt()
+        );
+        let journal = std::fs::read_to_string(&journal).expect("journal");
+        assert!(journal.contains("\\u001b[2J"), "{journal}");
     }
 
     #[test]

@@ -68,6 +68,26 @@ pub fn without_controls(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// For a line of a text file someone will `cat` (a transcript, a caption's text, a label or a
+/// name from the server): the terminal-safe form of [`without_controls`], nothing cut. A final
+/// holding `ESC[2J` or an OSC 52 sequence must not clear the screen or write the clipboard of
+/// whoever reads the file.
+pub fn for_text_file(text: &str) -> Cow<'_, str> {
+    without_controls(text)
+}
+
+/// For the text of a subtitle cue (SRT, WebVTT): [`for_text_file`] (so no line break, hence no
+/// blank line that would end the cue) and no `-->`, which would make the line a cue's timing:
+/// server text cannot add cues. `-->` becomes `→`.
+pub fn for_cue(text: &str) -> Cow<'_, str> {
+    let safe = for_text_file(text);
+    if safe.contains("-->") {
+        Cow::Owned(safe.replace("-->", "→"))
+    } else {
+        safe
+    }
+}
+
 /// For an NDJSON field: at most [`JSON_MAX_BYTES`] (cut on a character boundary, then `…`).
 pub fn for_json(text: &str) -> Cow<'_, str> {
     if text.len() <= JSON_MAX_BYTES {
@@ -106,6 +126,29 @@ mod tests {
         assert!(shown.chars().all(|c| !is_unsafe(c)));
         assert_eq!(without_controls("a\u{1b}[1mb\tc"), "a[1mb c");
         assert!(matches!(for_terminal("plain words"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn cues_hold_no_timing_line_and_no_blank_line() {
+        let evil = "a\n\n2\n00:00:01,000 --> 00:00:02,000\ninjected\u{1b}]52;c;cHduZWQ=\u{7} --->";
+        let cue = for_cue(evil);
+        assert!(!cue.contains("-->"), "{cue}");
+        assert!(!cue.contains('\n') && !cue.contains('\u{1b}'), "{cue}");
+        assert_eq!(for_cue("plain -> text"), "plain -> text");
+        assert!(matches!(for_cue("plain"), Cow::Borrowed(_)));
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, a cue's text is one line with no control character, no
+        /// bidi override and no `-->`; a text file's line likewise has no control character.
+        #[test]
+        fn any_text_becomes_a_safe_cue(text in "[-> \\n\\r\\x1b\\x07\\x9b\\u{202e}a-z0-9]{0,64}|\\PC{0,64}") {
+            let cue = for_cue(&text);
+            proptest::prop_assert!(!cue.contains("-->"), "{:?}", cue);
+            proptest::prop_assert!(cue.chars().all(|c| !is_unsafe(c)), "{:?}", cue);
+            let line = for_text_file(&text);
+            proptest::prop_assert!(line.chars().all(|c| !is_unsafe(c)), "{:?}", line);
+        }
     }
 
     #[test]
