@@ -260,6 +260,73 @@ async fn key_from_the_environment_and_no_auth_on_loopback() {
     assert!(server.stop().await.success());
 }
 
+/// A `--no-auth` loopback `serve`: a request a browser marks as another site's (`Sec-Fetch-*`
+/// without `Origin`) and a request naming no host are refused; plain curl still gets a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_and_hostless_requests_are_refused_and_curl_still_mints() {
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let server = CliServer::spawn(
+        home.path(),
+        &[
+            "--no-auth",
+            "--upstream",
+            &emu.token_url(),
+            "--key-env",
+            "MY_AAI_KEY",
+        ],
+        &[("MY_AAI_KEY", KEY)],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}/token", server.port);
+    let http = reqwest::Client::new();
+    for headers in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "image"),
+        ],
+        &[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ],
+    ] {
+        let mut request = http.get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("token request");
+        assert_eq!(response.status(), 403, "{headers:?}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "forbidden", "{body}");
+    }
+    // HTTP/1.0 without Host names no host.
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /token HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(BOUND, socket.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    // curl, when it is installed (it sends no Sec-Fetch-*); reqwest stands in for it otherwise.
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .await;
+    match curl {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "200"),
+        Err(_) => assert_eq!(http.get(&url).send().await.expect("token").status(), 200),
+    }
+    assert!(server.stop().await.success());
+}
+
 #[tokio::test]
 async fn hash_credential_and_start_errors() {
     let home = TempDir::new().expect("tempdir");
