@@ -250,14 +250,7 @@ async fn pipes_with_a_writer_still_work() {
         .await
         .expect("ends")
         .expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("fps = 12"), "{stdout}");
+    assert_checked(&out, "fps = 12");
 
     // Process substitution, through bash.
     let mut cmd = tokio::process::Command::new("bash");
@@ -271,6 +264,11 @@ async fn pipes_with_a_writer_still_work() {
         .await
         .expect("ends")
         .expect("output");
+    assert_checked(&out, "fps = 13");
+}
+
+/// `config --check` succeeded and printed `setting`.
+fn assert_checked(out: &std::process::Output, setting: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -278,5 +276,5 @@ async fn pipes_with_a_writer_still_work() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("fps = 13"), "{stdout}");
+    assert!(stdout.contains(setting), "{stdout}");
 }

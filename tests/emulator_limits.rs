@@ -398,12 +398,7 @@ async fn the_token_store_is_capped_evicts_the_oldest_and_reports_it() {
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
 
-    let stats: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats_json(&emu).await;
     let t = &stats["tokens"];
     assert_eq!(t["max_tokens"], 5, "{stats}");
     assert_eq!(t["stored"], 5, "{stats}");
@@ -415,47 +410,76 @@ async fn the_token_store_is_capped_evicts_the_oldest_and_reports_it() {
 
 // ---------------------------------------------------------------- connections
 
+/// `GET /emulator/stats`, on a connection of its own.
+async fn stats_json(emu: &RunningEmulator) -> serde_json::Value {
+    reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// At the cap, a new connection takes the place of the oldest that has sent no request (idle
+/// sockets cannot lock clients out); with every place held by a session, a new connection is
+/// closed at once; idle connections are closed by the header timeout.
 #[tokio::test]
-async fn the_connection_cap_closes_extra_connections_at_once_and_idle_ones_time_out() {
+async fn the_connection_cap_makes_room_from_idle_connections_and_closes_extra_ones_at_once() {
     let emu = start(EmulatorConfig {
         max_connections: Some(3),
         header_timeout: Some(Duration::from_millis(400)),
         ..config()
     })
     .await;
+    let open = |n: usize| {
+        let emu = &emu;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while emu.stats().connections.expect("capped").open != n {
+                assert!(Instant::now() < deadline, "{:?}", emu.stats());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let mut idle = Vec::new();
-    for _ in 0..3 {
+    for n in 1..=3 {
         idle.push(TcpStream::connect(emu.addr).await.expect("connect"));
+        open(n).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while emu.stats().connections.expect("capped").open < 3 {
-        assert!(Instant::now() < deadline, "{:?}", emu.stats());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut extra = TcpStream::connect(emu.addr).await.expect("connect");
+    // A client's request is answered: the oldest idle connection made room for it.
+    let stats = stats_json(&emu).await;
+    assert_eq!(stats["connections"]["max"], 3, "{stats}");
+    assert_eq!(stats["connections"]["evicted"], 1, "{stats}");
     let mut byte = [0_u8; 1];
-    let read = tokio::time::timeout(Duration::from_millis(300), extra.read(&mut byte))
+    let read = tokio::time::timeout(Duration::from_secs(3), idle[0].read(&mut byte))
         .await
-        .expect("closed at once, not left waiting");
+        .expect("the oldest idle connection is closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    // Idle connections that send no request are closed after the header timeout.
-    for socket in &mut idle {
+    // The others are closed by the header timeout.
+    for socket in &mut idle[1..] {
         let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut byte))
             .await
             .expect("closed by the header timeout");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
-    let stats: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+    open(0).await;
+    // Three sessions hold every place: a fourth connection is closed at once.
+    let mut sessions = Vec::new();
+    for n in 1..=3 {
+        sessions.push(connect_key(&emu, "sample_rate=16000").await);
+        open(n).await;
+    }
+    let mut extra = TcpStream::connect(emu.addr).await.expect("connect");
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read(&mut byte))
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(stats["connections"]["max"], 3, "{stats}");
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(
-        stats["connections"]["refused"].as_u64() >= Some(1),
-        "{stats}"
+        emu.stats().connections.expect("capped").refused >= 1,
+        "{:?}",
+        emu.stats()
     );
+    drop(sessions);
 }
 
 // ---------------------------------------------------------------- close codes
