@@ -257,10 +257,73 @@ async fn a_refusing_proxy_is_named_without_its_credentials() {
     assert!(text.contains("407"), "{text}");
     assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+    let failure = error.failure();
     assert_eq!(
-        error.failure().diagnosis,
+        failure.diagnosis,
         aai_live::diagnosis::Diagnosis::ProxyFailure
     );
+    // 407 will be the answer to every retry: not retried (it used to be, forever).
+    assert_eq!(
+        failure.class,
+        aai_live::protocol::close::CloseClass::Fatal,
+        "{failure:?}"
+    );
+    task.abort();
+    emu.shutdown().await;
+}
+
+/// A run whose streaming connection goes through a proxy that answers 407 ends at once, failed,
+/// pointing at the proxy's section, instead of reconnecting with backoff for as long as it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_wants_credentials_fails_the_run_at_once() {
+    let emu = common::start(common::config()).await;
+    let (port, _seen, task) = proxy(true).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut cmd = common::aai_live(home.path());
+    // The token endpoint by name (bypassed with NO_PROXY), the streaming one by address
+    // (through the proxy).
+    cmd.args([
+        "run",
+        "--headless",
+        "--input",
+        "test:tone",
+        "--duration",
+        "120s",
+    ])
+    .env("ASSEMBLYAI_API_KEY", KEY)
+    .env(
+        "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+        format!("http://localhost:{}/v3/token", emu.addr.port()),
+    )
+    .env("AAI_LIVE__STREAMING__URL", emu.ws_url())
+    .env(
+        "HTTP_PROXY",
+        format!("http://user:hunter2@127.0.0.1:{port}"),
+    )
+    .env("NO_PROXY", "localhost");
+    for name in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "no_proxy",
+    ] {
+        cmd.env_remove(name);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the run ends well before its 120 s")
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("407"), "{stderr}");
+    assert!(
+        stdout.contains("\"explain\":\"proxy\"") || stderr.contains("explain proxy"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
     task.abort();
     emu.shutdown().await;
 }
