@@ -282,6 +282,72 @@ async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
     }
 }
 
+/// NaN and ±Inf samples on stdin are sent as silence and said once, as a `warning` event and a
+/// stderr line (it used to be in the log file only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_samples_are_warned_about_on_stdout_and_stderr() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut audio = Vec::new();
+    for i in 0..16_000_u32 {
+        let sample = match i % 400 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            _ => 0.0,
+        };
+        audio.extend_from_slice(&sample.to_le_bytes());
+    }
+    let out = {
+        let home = home.path().to_owned();
+        let token_url = emu.token_url();
+        let ws_url = emu.ws_url();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
+                .args(["run", "--headless", "--input", "stdin"])
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_STATE_HOME", home.join("state"))
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("ASSEMBLYAI_API_KEY", KEY)
+                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
+                .env("AAI_LIVE__STREAMING__URL", ws_url)
+                .env("AAI_LIVE__AUDIO__STDIN_FORMAT", "f32le:16000:1")
+                .env_remove("AAI_LIVE_CONFIG")
+                .env_remove("RUST_LOG")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&audio).expect("write audio");
+            drop(stdin);
+            child.wait_with_output().expect("output")
+        })
+        .await
+        .expect("join")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<_> = lines(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "warning")
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains("NaN")))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.matches("NaN or infinite samples").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 /// A server's close reason and `Error` text can carry escape sequences and megabytes: on stderr
 /// they arrive stripped of control characters and cut to a line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
