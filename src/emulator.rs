@@ -163,6 +163,12 @@ impl EmulatorConfig {
                 return Err(EmulatorError::CloseCode { field, code });
             }
         }
+        if self.faults.len() > faults::MAX_FAULT_RULES {
+            return Err(EmulatorError::TooManyFaults(faults::FaultBookFull {
+                active: 0,
+                adding: self.faults.len(),
+            }));
+        }
         for rule in &self.faults {
             // A rule built in code skips the parsers: read it back through the flag syntax.
             rule.to_spec()
@@ -191,6 +197,8 @@ pub enum EmulatorError {
     Fault(faults::FaultParseError),
     #[error("max_tokens and max_connections must be at least 1")]
     ZeroLimit,
+    #[error(transparent)]
+    TooManyFaults(faults::FaultBookFull),
 }
 
 /// Text from a client echoed back (in an Error frame, a log line, a session record): at most
@@ -251,9 +259,12 @@ impl RunningEmulator {
         self.state.stats()
     }
 
-    /// Add a fault rule at run time.
+    /// Add a fault rule at run time. Panics when [`faults::MAX_FAULT_RULES`] are active already
+    /// (a test that adds that many has a bug; the control API answers 409 instead).
     pub fn add_fault(&self, rule: FaultRule) {
-        self.state.lock().faults.add(rule);
+        if let Err(full) = self.state.lock().faults.add(&[rule]) {
+            panic!("{full}");
+        }
     }
 
     /// Stop accepting connections and end open sessions (close 1001 "Going Away"), waiting at

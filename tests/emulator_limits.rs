@@ -547,6 +547,57 @@ async fn close_codes_a_server_may_not_send_are_refused_by_the_control_api_and_st
 
 // ---------------------------------------------------------------- the control API
 
+/// The fault list the control API keeps is bounded: past 1000 active rules a POST is refused
+/// with 409, all of its rules or none (it used to grow with every POST).
+#[tokio::test]
+async fn the_fault_list_is_bounded() {
+    let emu = start(config()).await;
+    let client = reqwest::Client::new();
+    let faults = format!("{}/emulator/faults", emu.base_url());
+    let batch = serde_json::Value::Array(vec![serde_json::json!({"spec": "drop@1s"}); 500]);
+    for _ in 0..2 {
+        let status = client
+            .post(&faults)
+            .json(&batch)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(status.status(), 201);
+    }
+    let refused = client
+        .post(&faults)
+        .json(&serde_json::json!({"spec": "drop@1s"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 409);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 1000")),
+        "{body}"
+    );
+    let listed: serde_json::Value = client
+        .get(&faults)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1000));
+    assert_eq!(
+        client
+            .delete(&faults)
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        204
+    );
+}
+
 /// One raw HTTP/1.1 request; the status code of the answer.
 async fn http_status(addr: SocketAddr, request: &[u8]) -> u16 {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
