@@ -114,6 +114,39 @@ pub fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// A JSON document by its shape, never its content: an object's keys (the first 8, each shown
+/// only when it is a plain name of at most 40 letters, digits, `_` or `-`) with the kind of
+/// each value: `{"token": a string, "expires_in_seconds": a string}`. What a server sent is
+/// described well enough to see what is wrong with it, and no value in it (a token of any
+/// length) is repeated.
+pub fn json_shape(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    const KEYS: usize = 8;
+    match value {
+        Value::Object(object) => {
+            let mut fields: Vec<String> = object
+                .iter()
+                .take(KEYS)
+                .map(|(key, value)| {
+                    let plain = !key.is_empty()
+                        && key.len() <= 40
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+                    let key = if plain { key.as_str() } else { "…" };
+                    format!("\"{key}\": {}", json_kind(value))
+                })
+                .collect();
+            if object.len() > KEYS {
+                fields.push(format!("… ({} keys)", object.len()));
+            }
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(items) => format!("an array of {} values", items.len()),
+        other => json_kind(other).to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +194,30 @@ mod tests {
         assert!(json.len() <= JSON_MAX_BYTES, "{}", json.len());
         assert!(json.ends_with(ELLIPSIS));
         assert_eq!(for_json("short"), "short");
+    }
+
+    #[test]
+    fn json_documents_are_quoted_by_shape() {
+        use serde_json::json;
+        let doc = json!({"token": "short-tok-1", "expires_in_seconds": "soon", "a b\u{1b}": 1});
+        let shape = json_shape(&doc);
+        assert_eq!(
+            shape,
+            r#"{"…": a number, "expires_in_seconds": a string, "token": a string}"#
+        );
+        assert_eq!(json_shape(&json!([1, 2])), "an array of 2 values");
+        assert_eq!(json_shape(&json!("tok")), "a string");
+    }
+
+    proptest::proptest! {
+        /// No string value of a document ever appears in its shape.
+        #[test]
+        fn shapes_repeat_no_value(secret in "[A-Z0-9+/=]{1,30}", key in "[a-z_]{1,12}") {
+            let doc = serde_json::json!({ format!("k_{key}"): secret.clone(), "list": [secret.clone()] });
+            let shape = json_shape(&doc);
+            proptest::prop_assert!(!shape.contains(&secret), "{}", shape);
+            proptest::prop_assert!(shape.contains("a string"), "{}", shape);
+        }
     }
 
     #[test]

@@ -410,14 +410,19 @@ async fn the_token_store_is_capped_evicts_the_oldest_and_reports_it() {
 
 // ---------------------------------------------------------------- connections
 
-/// `GET /emulator/stats`, on a connection of its own.
-async fn stats_json(emu: &RunningEmulator) -> serde_json::Value {
-    reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+/// `GET url` as JSON, on a connection of its own.
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
         .await
         .expect("get")
         .json()
         .await
         .expect("json")
+}
+
+/// `GET /emulator/stats`.
+async fn stats_json(emu: &RunningEmulator) -> serde_json::Value {
+    get_json(&format!("{}/emulator/stats", emu.base_url())).await
 }
 
 /// At the cap, a new connection takes the place of the oldest that has sent no request (idle
@@ -508,14 +513,7 @@ async fn close_codes_a_server_may_not_send_are_refused_by_the_control_api_and_st
             "{message}"
         );
     }
-    let listed: serde_json::Value = client
-        .get(&faults)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let listed = get_json(&faults).await;
     assert_eq!(listed, serde_json::json!([]), "nothing was added");
 
     for config in [
@@ -578,24 +576,10 @@ async fn the_fault_list_is_bounded() {
             .is_some_and(|e| e.contains("at most 1000")),
         "{body}"
     );
-    let listed: serde_json::Value = client
-        .get(&faults)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let listed = get_json(&faults).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1000));
-    assert_eq!(
-        client
-            .delete(&faults)
-            .send()
-            .await
-            .expect("delete")
-            .status(),
-        204
-    );
+    let cleared = client.delete(&faults).send().await.expect("delete");
+    assert_eq!(cleared.status(), 204);
 }
 
 /// One raw HTTP/1.1 request; the status code of the answer.

@@ -214,21 +214,9 @@ async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
     let streaming =
         format!("ws://user:pa55word-ws@127.0.0.1:{port}/v3/ws?key=qu3ry-ws&sample_rate=16000");
     let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
-        let home = home.path().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
-            cmd.args(args)
-                .env("HOME", &home)
-                .env("XDG_CONFIG_HOME", home.join("config"))
-                .env("XDG_STATE_HOME", home.join("state"))
-                .env("XDG_DATA_HOME", home.join("data"))
-                .env_remove("AAI_LIVE_CONFIG")
-                .env_remove("RUST_LOG");
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            cmd.output().expect("run")
-        })
+        let mut cmd = common::aai_live(home.path());
+        cmd.args(args).envs(env);
+        async move { cmd.output().await.expect("run") }
     };
     let check = run(
         &["config", "--check"],
@@ -240,8 +228,7 @@ async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
             ),
         ],
     )
-    .await
-    .expect("join");
+    .await;
     let text = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{text}");
     assert!(text.contains("tokens.example/token"), "{text}");
@@ -260,8 +247,7 @@ async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
             ("ASSEMBLYAI_API_KEY", KEY.into()),
         ],
     )
-    .await
-    .expect("join");
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let hello = stdout.lines().next().unwrap_or_default();
@@ -297,37 +283,20 @@ async fn nan_samples_are_warned_about_on_stdout_and_stderr() {
         };
         audio.extend_from_slice(&sample.to_le_bytes());
     }
-    let out = {
-        let home = home.path().to_owned();
-        let token_url = emu.token_url();
-        let ws_url = emu.ws_url();
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            let mut child = Command::new(env!("CARGO_BIN_EXE_aai-live"))
-                .args(["run", "--headless", "--input", "stdin"])
-                .env("HOME", &home)
-                .env("XDG_CONFIG_HOME", home.join("config"))
-                .env("XDG_STATE_HOME", home.join("state"))
-                .env("XDG_DATA_HOME", home.join("data"))
-                .env("ASSEMBLYAI_API_KEY", KEY)
-                .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", token_url)
-                .env("AAI_LIVE__STREAMING__URL", ws_url)
-                .env("AAI_LIVE__AUDIO__STDIN_FORMAT", "f32le:16000:1")
-                .env_remove("AAI_LIVE_CONFIG")
-                .env_remove("RUST_LOG")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("run");
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(&audio).expect("write audio");
-            drop(stdin);
-            child.wait_with_output().expect("output")
-        })
+    let mut cmd = common::aai_live(home.path());
+    cmd.args(["run", "--headless", "--input", "stdin"])
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url())
+        .env("AAI_LIVE__STREAMING__URL", emu.ws_url())
+        .env("AAI_LIVE__AUDIO__STDIN_FORMAT", "f32le:16000:1")
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &audio)
         .await
-        .expect("join")
-    };
+        .expect("write audio");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let warnings: Vec<_> = lines(&out)

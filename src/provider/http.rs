@@ -359,6 +359,22 @@ pub(crate) fn server_text(body: &[u8], secrets: &[&str]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// A 2xx body that is not the token answer, quoted so that no token it may hold is repeated,
+/// whatever its length: a JSON document by its shape (keys and the kinds of their values), a
+/// single word by its length (a word is what a token is), anything else (an HTML page) as an
+/// excerpt, scrubbed and masked.
+pub(crate) fn quote_answer(body: &[u8], secrets: &[&str]) -> String {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        return crate::untrusted::json_shape(&value);
+    }
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.chars().all(crate::secret::is_token_char) {
+        return format!("one word of {} characters", trimmed.chars().count());
+    }
+    format!("\"{}\"", excerpt(body, secrets))
+}
+
 /// A short single-line excerpt of a body, scrubbed and masked.
 pub(crate) fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     clean(&String::from_utf8_lossy(body), secrets)
@@ -468,6 +484,36 @@ mod tests {
         assert!(text.contains("bad key [REDACTED]: see docs"), "{text}");
         assert!(text.contains("fix the credential"), "{text}");
         assert!(!text.contains("sk-123"));
+        // A one-letter key is hidden where it stands alone, not inside every word; field names
+        // are not token-like.
+        let e = status_error(
+            &origin(),
+            &reply(
+                401,
+                &[],
+                r#"{"error":"token o refused: max_session_duration_seconds too long"}"#,
+            ),
+            &HINTS,
+            &["o"],
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("token [REDACTED] refused: max_session_duration_seconds too long"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn answers_that_are_not_tokens_are_quoted_by_shape() {
+        assert_eq!(
+            quote_answer(br#"{"token":"tok-123","expires_in_seconds":"soon"}"#, &[]),
+            r#"{"expires_in_seconds": a string, "token": a string}"#
+        );
+        assert_eq!(quote_answer(b"abc123\n", &[]), "one word of 6 characters");
+        assert_eq!(
+            quote_answer(b"<html><p>Log in</p></html>", &[]),
+            "\"<html><p>Log in</p></html>\""
+        );
     }
 
     #[test]
