@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -108,10 +108,11 @@ const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// held until the connection closes) and whoever reports the counters.
 ///
 /// At the cap, a new connection takes the place of the oldest one that has not sent a complete
-/// request head (an idle socket, a slow-loris, a TLS handshake that never ends): that one is
-/// closed. Idle sockets hold their place until the header timeout, so without this a few hundred
-/// of them lock every request out for that long, whatever the cap. Only when every open
-/// connection is serving a request (or is a WebSocket) is the new one closed at once, accepted
+/// request head (an idle socket, a slow-loris, a TLS handshake that never ends, a kept-alive
+/// connection between two requests): that one is closed. Idle sockets hold their place until the
+/// header timeout, so without this a few hundred of them lock every request out for that long,
+/// whatever the cap. Only when every open connection is serving a request (its answer not yet
+/// written in full) or is a WebSocket is the new one closed at once, accepted
 /// rather than left in the kernel's backlog: the client learns at once (a reset or an end of
 /// stream) instead of hanging until its own timeout, the file descriptor is released
 /// immediately, and the accept loop keeps draining the backlog.
@@ -131,16 +132,25 @@ struct Open {
     places: BTreeMap<u64, Arc<Place>>,
 }
 
-/// One connection's place: whether it has sent a request head, and the order to leave.
+/// One connection's place: whether it is busy (requests under way, their answers still being
+/// written, or upgraded to a WebSocket), and the order to leave.
 #[derive(Debug, Default)]
 struct Place {
-    requested: AtomicBool,
+    /// Requests whose head has arrived and whose answer has not been written in full.
+    busy: AtomicUsize,
+    /// Switched protocols (a WebSocket session): busy for as long as it lives.
+    upgraded: AtomicBool,
     evicted: AtomicBool,
     /// The connection's task, woken to see the order.
     waker: AtomicWaker,
 }
 
 impl Place {
+    /// Waiting for a request head: its first, or the next one on a kept-alive connection.
+    fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0 && !self.upgraded.load(Ordering::Acquire)
+    }
+
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         self.waker.wake();
@@ -160,7 +170,7 @@ pub struct ConnectionStats {
     pub max: usize,
     /// Connections closed at once because the cap was reached with every connection busy.
     pub refused: u64,
-    /// Connections closed to make room, at the cap, because they had not sent a request head.
+    /// Connections closed to make room, at the cap, because they were waiting for a request head.
     pub evicted: u64,
 }
 
@@ -192,15 +202,15 @@ impl ConnectionLimit {
     }
 
     /// A place for a new connection: a free one, else the place of the oldest connection that
-    /// has sent no request head (closed), else `None` (counted). Both are logged at most every
-    /// 10 s.
+    /// is waiting for a request head (closed), else `None` (counted). Both are logged at most
+    /// every 10 s.
     fn admit(self: &Arc<Self>, name: &str) -> Option<Ticket> {
         let mut open = self.open();
         if open.places.len() >= self.max {
             let idle = open
                 .places
                 .iter()
-                .find(|(_, place)| !place.requested.load(Ordering::Acquire))
+                .find(|(_, place)| place.is_idle())
                 .map(|(&id, _)| id);
             let Some(place) = idle.and_then(|id| open.places.remove(&id)) else {
                 drop(open);
@@ -222,7 +232,7 @@ impl ConnectionLimit {
                 tracing::warn!(
                     max = self.max,
                     evicted,
-                    "{name}: {} connections are open (the cap): the oldest that has sent no \
+                    "{name}: {} connections are open (the cap): the oldest one waiting for a \
                      request is closed for each new one",
                     self.max
                 );
@@ -347,28 +357,86 @@ impl<S> Accept<TcpStream, S> for Gate {
     }
 }
 
-/// A connection's service, marking its place once a request head has arrived (hyper calls the
-/// service only then, for HTTP/1 and HTTP/2, plain or TLS, WebSocket upgrades included).
+/// A connection's service, marking its place busy from the arrival of a request head (hyper
+/// calls the service only then, for HTTP/1 and HTTP/2, plain or TLS) until its answer's body has
+/// been written in full (hyper drops it then); an answer switching protocols (a WebSocket) keeps
+/// the place busy for good.
 #[derive(Debug, Clone)]
 struct Marked<S> {
     service: S,
     place: Option<Arc<Place>>,
 }
 
-impl<S: tower::Service<R>, R> tower::Service<R> for Marked<S> {
-    type Response = S::Response;
+impl<S, R, B> tower::Service<R> for Marked<S>
+where
+    S: tower::Service<R, Response = axum::http::Response<B>>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = axum::http::Response<Guarded<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.service.poll_ready(cx)
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        if let Some(place) = &self.place {
-            place.requested.store(true, Ordering::Release);
-        }
-        self.service.call(request)
+        let busy = self.place.as_ref().map(Busy::start);
+        let answer = self.service.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(busy) = &busy
+                && response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                busy.0.upgraded.store(true, Ordering::Release);
+            }
+            Ok(response.map(|body| Guarded { body, _busy: busy }))
+        })
+    }
+}
+
+/// One request's hold on its connection's busy count.
+#[derive(Debug)]
+struct Busy(Arc<Place>);
+
+impl Busy {
+    fn start(place: &Arc<Place>) -> Self {
+        place.busy.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(place))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body, holding its request's [`Busy`] until hyper has written it and drops it.
+#[derive(Debug)]
+pub struct Guarded<B> {
+    body: B,
+    _busy: Option<Busy>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -785,15 +853,29 @@ mod tests {
                 }
             }
         };
-        // Two idle connections hold both places.
-        let mut oldest = connect().await.expect("1");
+        // A kept-alive connection between two requests, and one that has sent nothing, hold
+        // both places: both are waiting for a request head.
+        let mut kept = connect().await.expect("1");
+        tokio::io::AsyncWriteExt::write_all(&mut kept, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"ok") {
+            let mut buf = [0_u8; 256];
+            let n = tokio::io::AsyncReadExt::read(&mut kept, &mut buf)
+                .await
+                .expect("read");
+            assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
         wait_open(1).await;
         let mut second = connect().await.expect("2");
         wait_open(2).await;
-        // A third is served at once, and the oldest idle one is closed for it.
+        // A third is served at once, and the oldest one waiting (the kept-alive one) is closed
+        // for it.
         let mut third = connect().await.expect("3");
         assert!(request(&mut third, "/").await.ends_with("ok"));
-        assert!(closed_within(&mut oldest, Duration::from_secs(5)).await);
+        assert!(closed_within(&mut kept, Duration::from_secs(5)).await);
         assert_eq!((limit.stats().evicted, limit.stats().refused), (1, 0));
         // Two connections busy with requests take the places (the second idle one makes room)...
         wait_open(1).await;
