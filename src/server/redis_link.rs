@@ -252,4 +252,46 @@ mod tests {
         assert_eq!(capped.allowance, MAX_ANSWER_BYTES);
         drop(sender);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the store sends and however our writes and its replies interleave, what is
+        /// read never exceeds what was written plus the cap, and going beyond is an error.
+        #[test]
+        fn reads_never_outrun_writes_by_more_than_the_cap(
+            steps in proptest::collection::vec((0_usize..4096, 0_usize..40_000), 1..24),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (ours, mut store) = tokio::io::duplex(1 << 22);
+                let mut capped = ReplyCap::new(ours);
+                let (mut written, mut read) = (0_usize, 0_usize);
+                for (ask, answer) in steps {
+                    capped.write_all(&vec![b'q'; ask]).await.expect("write");
+                    written += ask;
+                    let mut sent = vec![0_u8; ask];
+                    store.read_exact(&mut sent).await.expect("the store reads");
+                    store.write_all(&vec![b'r'; answer]).await.expect("the store answers");
+                    let mut buf = vec![0_u8; answer];
+                    let mut got = 0;
+                    while got < answer {
+                        match capped.read(&mut buf[got..]).await {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) => {
+                                assert!(e.to_string().contains("64 KiB"), "{e}");
+                                return;
+                            }
+                        }
+                    }
+                    read += got;
+                    assert!(read <= written + MAX_ANSWER_BYTES, "{read} read, {written} written");
+                }
+            });
+        }
+    }
 }
