@@ -518,7 +518,7 @@ async fn store_cost(url: &str) -> String {
         Err(e) => return format!("Redis store alone: {e}"),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    store.start(cancel.clone()).await;
+    store.start(cancel.clone()).await.expect("the store starts");
     let spec: aai_live::server::RateSpec = "1000000/s".parse().expect("spec");
     let budgets = Arc::new([
         Budget {

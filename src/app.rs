@@ -99,7 +99,7 @@ impl Setup {
             info: Info {
                 provider: kind,
                 source,
-                endpoint: supervisor.endpoint.to_string(),
+                endpoint: crate::protocol::params::redact_url(&supervisor.endpoint),
                 region,
                 input: config.audio.input.to_string(),
                 demo: None,

@@ -68,6 +68,9 @@ pub struct AudioChunk {
     /// conversion fell behind the microphone: audio of the stream that never became a chunk,
     /// reported lost by the session. Always 0 for files, stdin and test signals.
     pub dropped_before: u64,
+    /// NaN or ±Inf samples of a float source that the conversion turned into silence since the
+    /// previous chunk: the session warns about them once (`warning` event, stderr).
+    pub non_finite: u64,
 }
 
 impl AudioChunk {
@@ -555,6 +558,7 @@ mod tests {
             samples: vec![5; 800],
             captured_at: tokio::time::Instant::now(),
             dropped_before: 0,
+            non_finite: 0,
         };
         let muted = chunk.clone().muted();
         assert_eq!(muted.offset, 800);

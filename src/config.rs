@@ -42,11 +42,13 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The URLs of settings (`streaming.url`, `provider.remote.url`, ...) are shown through the
+/// protocol's one redaction: passwords and query values not known to be harmless hidden.
+pub use crate::protocol::params::{redact_url, redact_url_text};
 pub use keys::{KEY_SYNTAX, KeyCode, KeySpec, Modifiers};
 pub use load::{EnvSource, LoadOptions, Loaded, load, secret_file_warning};
 pub use server::{
     Cidr, LimitSetting, LimitsStore, RateSpec, RateSpecError, RedisAddress, parse_origin,
-    redact_url_password,
 };
 pub use types::{
     ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec,
@@ -118,8 +120,9 @@ impl fmt::Display for ProblemList<'_> {
 /// The effective settings as TOML, in the layout of `default.toml`. Values of headers whose name
 /// looks secret (authorization, cookie, *token*, *key*, *secret*) and of every extra query
 /// parameter not known to be harmless (`protocol::params::PUBLIC_PARAMS`, the rule every printed
-/// connect URL follows) are replaced by `"[REDACTED]"`, so the output can be pasted into a bug
-/// report.
+/// connect URL follows) are replaced by `"[REDACTED]"`, and the URLs (`streaming.url`,
+/// `provider.remote.url`, `provider.api_key.token_url`) are shown through [`redact_url`], so the
+/// output can be pasted into a bug report.
 pub fn render_resolved(config: &Config) -> String {
     let mut raw = raw::RawConfig::from(config);
     for (name, value) in &mut raw.provider.remote.headers {
@@ -131,6 +134,16 @@ pub fn render_resolved(config: &Config) -> String {
         if !crate::protocol::params::is_public_param(name) {
             "[REDACTED]".clone_into(value);
         }
+    }
+    for url in [
+        &mut raw.provider.api_key.token_url,
+        &mut raw.provider.remote.url,
+        &mut raw.streaming.url,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *url = redact_url_text(url);
     }
     toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
 }

@@ -38,6 +38,8 @@ pub enum Diagnosis {
     /// 403: an origin or host the server does not serve.
     ServeForbidden,
     ServeNotFound,
+    /// 3xx: the token server redirects (redirects are never followed).
+    ServeRedirect,
     ServeTooLarge,
     ServeRateLimited,
     /// 502/503: AssemblyAI refused or failed the server's mint, or the server is busy.
@@ -57,6 +59,9 @@ pub enum Diagnosis {
     TcpFailure,
     TlsFailure,
     ProxyFailure,
+    /// Connected, but what came back is not a usable HTTP answer: a header block or body over
+    /// what aai-live reads, or not HTTP at all.
+    BadHttpAnswer,
     // --- The token file --------------------------------------------------------------------------
     TokenFileMissing,
     /// The file holds an expired or already used token.
@@ -129,6 +134,7 @@ impl Diagnosis {
             Self::ServeUnauthorized => "serve-401",
             Self::ServeForbidden => "serve-403",
             Self::ServeNotFound => "serve-404",
+            Self::ServeRedirect => "serve-3xx",
             Self::ServeTooLarge => "serve-413",
             Self::ServeRateLimited => "serve-429",
             Self::ServeUnavailable => "serve-5xx",
@@ -140,6 +146,7 @@ impl Diagnosis {
             Self::TcpFailure => "tcp",
             Self::TlsFailure => "tls",
             Self::ProxyFailure => "proxy",
+            Self::BadHttpAnswer => "http-answer",
             Self::TokenFileMissing => "token-file-missing",
             Self::TokenFileStale => "token-file-stale",
             Self::UpgradeRefused => "ws-http",
@@ -227,7 +234,8 @@ impl Diagnosis {
             (400 | 408 | 422, true) => Self::ServeBadRequest,
             (401, true) => Self::ServeUnauthorized,
             (403, true) => Self::ServeForbidden,
-            (404 | 405 | 410 | 300..=399, true) => Self::ServeNotFound,
+            (300..=399, true) => Self::ServeRedirect,
+            (404 | 405 | 410, true) => Self::ServeNotFound,
             (413, true) => Self::ServeTooLarge,
             (429, true) => Self::ServeRateLimited,
             (_, true) => Self::ServeUnavailable,

@@ -165,6 +165,12 @@ impl EmulatorConfig {
                 return Err(EmulatorError::CloseCode { field, code });
             }
         }
+        if self.faults.len() > faults::MAX_FAULT_RULES {
+            return Err(EmulatorError::TooManyFaults(faults::FaultBookFull {
+                active: 0,
+                adding: self.faults.len(),
+            }));
+        }
         for rule in &self.faults {
             // A rule built in code skips the parsers: read it back through the flag syntax.
             rule.to_spec()
@@ -193,6 +199,8 @@ pub enum EmulatorError {
     Fault(faults::FaultParseError),
     #[error("max_tokens and max_connections must be at least 1")]
     ZeroLimit,
+    #[error(transparent)]
+    TooManyFaults(faults::FaultBookFull),
 }
 
 /// Text from a client echoed back (in an Error frame, a log line, a session record): at most
@@ -253,9 +261,12 @@ impl RunningEmulator {
         self.state.stats()
     }
 
-    /// Add a fault rule at run time.
+    /// Add a fault rule at run time. Panics when [`faults::MAX_FAULT_RULES`] are active already
+    /// (a test that adds that many has a bug; the control API answers 409 instead).
     pub fn add_fault(&self, rule: FaultRule) {
-        self.state.lock().faults.add(rule);
+        if let Err(full) = self.state.lock().faults.add(&[rule]) {
+            panic!("{full}");
+        }
     }
 
     /// Stop accepting connections and end open sessions (close 1001 "Going Away"), waiting at
@@ -287,34 +298,6 @@ fn router(state: Arc<state::State>) -> Router {
         .with_state(state)
 }
 
-/// Descriptors kept free for everything but connections: the listener, logs, stdio, the
-/// runtime, a record being written.
-const RESERVED_FILES: u64 = 64;
-
-/// The connection cap that fits the open-file limit: past that limit `accept` fails and the
-/// kernel's backlog fills, so real requests would hang instead of being refused at once. With
-/// `--record` each session also holds its `.pcm` file open. Returns the cap and, when it had to
-/// be lowered, why.
-fn fit_to_open_files(cap: usize, limit: Option<u64>, recording: bool) -> (usize, Option<String>) {
-    let Some(limit) = limit else {
-        return (cap, None);
-    };
-    let per_connection = if recording { 2 } else { 1 };
-    let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES) / per_connection)
-        .unwrap_or(usize::MAX)
-        .max(1);
-    if cap <= fits {
-        return (cap, None);
-    }
-    (
-        fits,
-        Some(format!(
-            "--max-connections {cap} is above what the open-file limit ({limit}) allows: \
-             {fits} connections at most (raise `ulimit -n` for more)"
-        )),
-    )
-}
-
 /// The warning for an address other machines can reach, or `None` on loopback.
 pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
     if addr.ip().to_canonical().is_loopback() {
@@ -340,10 +323,13 @@ pub async fn start(
     config.validate()?;
     let mut warnings = Vec::new();
     let max_connections = config.max_connections.map(|cap| {
-        let (cap, lowered) = fit_to_open_files(
+        // With `--record` each session also holds its `.pcm` file open.
+        let per_connection = if config.record_dir.is_some() { 2 } else { 1 };
+        let (cap, lowered) = listener::fit_to_open_files(
+            "--max-connections",
             cap,
             listener::open_file_limit(),
-            config.record_dir.is_some(),
+            per_connection,
         );
         warnings.extend(lowered);
         cap
@@ -388,20 +374,6 @@ mod tests {
         assert_eq!(echo("abc", 64), "abc");
         assert_eq!(echo(&"x".repeat(100), 60).chars().count(), 61);
         assert_eq!(echo("ééé", 2), "éé…");
-    }
-
-    #[test]
-    fn the_connection_cap_fits_the_open_file_limit() {
-        assert_eq!(fit_to_open_files(4096, None, false), (4096, None));
-        assert_eq!(
-            fit_to_open_files(4096, Some(1_048_576), false),
-            (4096, None)
-        );
-        let (cap, warning) = fit_to_open_files(4096, Some(1024), false);
-        assert_eq!(cap, 960);
-        assert!(warning.expect("lowered").contains("1024"));
-        assert_eq!(fit_to_open_files(4096, Some(1024), true).0, 480);
-        assert_eq!(fit_to_open_files(4096, Some(10), false).0, 1);
     }
 
     #[test]

@@ -89,9 +89,11 @@ pub async fn run(
         std::time::SystemTime::now(),
     );
     let transcript = Transcript::with_journal(&journal)?;
+    // Shown and serialised without a password or query secrets.
+    let endpoint = crate::config::redact_url(&supervisor_options.endpoint);
     eprintln!(
         "aai-live: {}",
-        strings::streaming_to(&input.name, supervisor_options.endpoint.as_str(), &journal)
+        strings::streaming_to(&input.name, &endpoint, &journal)
     );
 
     let hello = SessionEvent::Hello {
@@ -99,7 +101,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION"),
         input: input.name.clone(),
         provider: format!("{} ({})", provider.name(), provider.source()),
-        endpoint: supervisor_options.endpoint.to_string(),
+        endpoint,
     };
     let printer = Printer::start(out)?;
     printer.print(Line::Out(hello.to_line_at(std::time::SystemTime::now())))?;

@@ -209,20 +209,90 @@ pub fn permission_warning(_path: &Path) -> Option<String> {
     None
 }
 
+/// Secrets shorter than this are hidden where they stand as a whole word only: hiding every
+/// occurrence of a one-letter key inside other words garbles the text (`to[REDACTED]en`) and
+/// hides nothing worth hiding.
+const SCRUB_SUBSTRING_MIN: usize = 8;
+
+/// Characters of the words (and tokens) [`scrub`] and the token masks look at.
+pub fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '%' | '~')
+}
+
 /// Replace every occurrence of `secret` in `text` with [`REDACTED`] (and its percent-encoded
-/// form, since tokens travel in URLs). Used on text from the outside world (server error bodies)
-/// before it reaches an error message.
+/// form, since tokens travel in URLs); a secret shorter than 8 characters only where no letter
+/// or digit touches it (a word of its own, a query value). Used on text from the outside world (server error bodies) before it reaches an
+/// error message.
 pub fn scrub(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         return text.to_owned();
     }
     let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    text.replace(secret, REDACTED).replace(&encoded, REDACTED)
+    if secret.chars().count() >= SCRUB_SUBSTRING_MIN {
+        return text.replace(secret, REDACTED).replace(&encoded, REDACTED);
+    }
+    replace_standalone(&replace_standalone(text, secret), &encoded)
+}
+
+/// `text` with each occurrence of `needle` that no letter or digit touches on either side
+/// replaced by [`REDACTED`].
+fn replace_standalone(text: &str, needle: &str) -> String {
+    let touches = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(needle) {
+        let end = at + needle.len();
+        if at < last
+            || touches(text[..at].chars().next_back())
+            || touches(text[end..].chars().next())
+        {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(REDACTED);
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// `text` with each maximal run of [`is_token_char`]s replaced where `replace` says so.
+pub fn map_words<'a>(text: &str, replace: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut start = None;
+    let flush = |out: &mut String, word: &str| out.push_str(replace(word).unwrap_or(word));
+    for (i, c) in text.char_indices() {
+        match (is_token_char(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(from)) => {
+                flush(&mut out, &text[from..i]);
+                start = None;
+                out.push(c);
+            }
+            (false, None) => out.push(c),
+            (true, Some(_)) => {}
+        }
+    }
+    if let Some(from) = start {
+        flush(&mut out, &text[from..]);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_secrets_are_hidden_as_whole_words_only() {
+        assert_eq!(scrub("token o k", "o"), "token [REDACTED] k");
+        assert_eq!(scrub("bad key k3y!", "k3y"), "bad key [REDACTED]!");
+        assert_eq!(
+            scrub("sk-123456789 and sk-123456789x", "sk-123456789"),
+            "[REDACTED] and [REDACTED]x"
+        );
+        assert_eq!(scrub("a%2Bb", "a+b"), "[REDACTED]");
+    }
 
     #[test]
     fn debug_and_display_never_show_the_secret() {

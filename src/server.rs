@@ -21,6 +21,7 @@ pub mod host;
 pub mod limit;
 pub mod metrics;
 pub mod policy;
+mod redis_link;
 pub mod redis_store;
 pub mod serve_cli;
 pub mod state;
@@ -277,7 +278,10 @@ pub async fn start(
 
     // The store's watcher stops with the listener.
     let cancel = CancellationToken::new();
-    state.limits.start(cancel.clone()).await;
+    if let Err(e) = state.limits.start(cancel.clone()).await {
+        cancel.cancel();
+        return Err(e.into());
+    }
     let options = ListenOptions {
         tls: config.tls.clone(),
         header_timeout: Some(config.header_timeout),

@@ -260,6 +260,10 @@ pub fn stalled_silent(after: Duration) -> String {
     )
 }
 
+/// A float input held NaN or ±Inf samples (said once a run).
+pub const NON_FINITE_SAMPLES: &str = "the audio input holds NaN or infinite samples: they are \
+     sent as silence (the input's statistics count them)";
+
 /// The mint budget was spent without a session that lasted: minting pauses.
 pub fn mint_budget(mints: usize, window: Duration, wait: Duration) -> String {
     format!(

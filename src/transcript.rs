@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::TranscriptFormat;
 use crate::protocol::Turn;
+use crate::untrusted::{for_cue, for_text_file};
 
 /// A file name stamp: RFC 3339 UTC to the second, with `-` for `:` (portable file names).
 fn stamp(at: SystemTime) -> String {
@@ -523,16 +524,25 @@ impl Transcript {
         self.write_formats(&base, formats)
     }
 
-    /// Plain text, one final turn per line with its start time: `[hh:mm:ss] You: text`.
+    /// Plain text, one final turn per line with its start time: `[hh:mm:ss] You: text`. The
+    /// server's text (and a speaker label) in its terminal-safe form: `cat transcript.txt` runs
+    /// no escape sequence.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for t in &self.finals {
-            let who = who_prefix(t);
-            let _ = writeln!(out, "[{}] {who}{}", clock(t.start_ms, ':', false), t.text);
+            let _ = writeln!(
+                out,
+                "[{}] {}{}",
+                clock(t.start_ms, ':', false),
+                for_text_file(&who_prefix(t)),
+                for_text_file(&t.text)
+            );
         }
         out
     }
 
+    /// SubRip: each final a cue whose text is one safe line with no `-->` (server text cannot
+    /// end a cue or add one).
     pub fn to_srt(&self) -> String {
         let mut out = String::new();
         for (i, t) in self.finals.iter().enumerate() {
@@ -542,21 +552,23 @@ impl Transcript {
                 i + 1,
                 clock(t.start_ms, ',', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), ',', true),
-                format_args!("{}{}", who_prefix(t), t.text)
+                for_cue(&format!("{}{}", who_prefix(t), t.text))
             );
         }
         out
     }
 
+    /// WebVTT: as SRT, and `&`, `<`, `>` written as entities (in a cue they are markup).
     pub fn to_vtt(&self) -> String {
         let mut out = String::from("WEBVTT\n\n");
         for t in &self.finals {
+            let text = vtt_escape(&for_cue(&t.text));
             let _ = writeln!(
                 out,
-                "{} --> {}\n{}\n",
+                "{} --> {}\n{}{text}\n",
                 clock(t.start_ms, '.', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), '.', true),
-                format_args!("{}{}", vtt_voice(t), t.text)
+                vtt_voice(t),
             );
         }
         out
@@ -574,13 +586,21 @@ fn who_prefix(t: &FinalTurn) -> String {
     }
 }
 
-/// WebVTT's voice tag for [`who_prefix`]: `<v You>`, `<v You (echo)>`.
+/// WebVTT's voice tag for [`who_prefix`]: `<v You>`, `<v You (echo)>` (a speaker label is the
+/// server's text: made safe and escaped like the cue).
 fn vtt_voice(t: &FinalTurn) -> String {
     let who = who_prefix(t);
     match who.strip_suffix(": ") {
-        Some(name) => format!("<v {name}>"),
+        Some(name) => format!("<v {}>", vtt_escape(&for_cue(name))),
         None => who,
     }
+}
+
+/// WebVTT's markup characters as text.
+fn vtt_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `hh:mm:ss` (and `,mmm` / `.mmm` with `millis`).
@@ -778,6 +798,41 @@ mod tests {
             0o755,
             "an existing directory keeps its mode"
         );
+    }
+
+    /// A final holding escape sequences (clear the screen, OSC 52: write the clipboard) and a
+    /// forged cue reaches the text files defused; the journal keeps the text (JSON-escaped).
+    #[test]
+    fn hostile_text_reaches_the_files_defused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("run.jsonl");
+        let mut t = Transcript::with_journal(&journal).expect("journal");
+        let evil = "hi\u{1b}[2J\u{1b}]52;c;cHduZWQ=\u{7}\n\n99\n00:00:00,000 --> 00:00:09,000\nforged <b>&";
+        let mut hostile = turn(0, true, true, evil);
+        hostile.speaker_label = Some("A\u{1b}[31m".into());
+        t.apply(0, "s", 0, &hostile, None);
+        t.sync_journal();
+        for (name, text) in [
+            ("txt", t.to_text()),
+            ("srt", t.to_srt()),
+            ("vtt", t.to_vtt()),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{7}'),
+                "{name}: {text:?}"
+            );
+            assert!(!text.contains("\n\n99"), "{name}: {text:?}");
+        }
+        assert!(!t.to_text().contains("-->\n"));
+        assert_eq!(t.to_srt().matches("-->").count(), 1, "{}", t.to_srt());
+        assert_eq!(t.to_vtt().matches("-->").count(), 1, "{}", t.to_vtt());
+        assert!(
+            t.to_vtt().contains("forged &lt;b&gt;&amp;"),
+            "{}",
+            t.to_vtt()
+        );
+        let journal = std::fs::read_to_string(&journal).expect("journal");
+        assert!(journal.contains("\\u001b[2J"), "{journal}");
     }
 
     #[test]

@@ -68,6 +68,26 @@ pub fn without_controls(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// For a line of a text file someone will `cat` (a transcript, a caption's text, a label or a
+/// name from the server): the terminal-safe form of [`without_controls`], nothing cut. A final
+/// holding `ESC[2J` or an OSC 52 sequence must not clear the screen or write the clipboard of
+/// whoever reads the file.
+pub fn for_text_file(text: &str) -> Cow<'_, str> {
+    without_controls(text)
+}
+
+/// For the text of a subtitle cue (SRT, WebVTT): [`for_text_file`] (so no line break, hence no
+/// blank line that would end the cue) and no `-->`, which would make the line a cue's timing:
+/// server text cannot add cues. `-->` becomes `→`.
+pub fn for_cue(text: &str) -> Cow<'_, str> {
+    let safe = for_text_file(text);
+    if safe.contains("-->") {
+        Cow::Owned(safe.replace("-->", "→"))
+    } else {
+        safe
+    }
+}
+
 /// For an NDJSON field: at most [`JSON_MAX_BYTES`] (cut on a character boundary, then `…`).
 pub fn for_json(text: &str) -> Cow<'_, str> {
     if text.len() <= JSON_MAX_BYTES {
@@ -94,6 +114,39 @@ pub fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// A JSON document by its shape, never its content: an object's keys (the first 8, each shown
+/// only when it is a plain name of at most 40 letters, digits, `_` or `-`) with the kind of
+/// each value: `{"token": a string, "expires_in_seconds": a string}`. What a server sent is
+/// described well enough to see what is wrong with it, and no value in it (a token of any
+/// length) is repeated.
+pub fn json_shape(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    const KEYS: usize = 8;
+    match value {
+        Value::Object(object) => {
+            let mut fields: Vec<String> = object
+                .iter()
+                .take(KEYS)
+                .map(|(key, value)| {
+                    let plain = !key.is_empty()
+                        && key.len() <= 40
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+                    let key = if plain { key.as_str() } else { "…" };
+                    format!("\"{key}\": {}", json_kind(value))
+                })
+                .collect();
+            if object.len() > KEYS {
+                fields.push(format!("… ({} keys)", object.len()));
+            }
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(items) => format!("an array of {} values", items.len()),
+        other => json_kind(other).to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +162,29 @@ mod tests {
     }
 
     #[test]
+    fn cues_hold_no_timing_line_and_no_blank_line() {
+        let evil = "a\n\n2\n00:00:01,000 --> 00:00:02,000\ninjected\u{1b}]52;c;cHduZWQ=\u{7} --->";
+        let cue = for_cue(evil);
+        assert!(!cue.contains("-->"), "{cue}");
+        assert!(!cue.contains('\n') && !cue.contains('\u{1b}'), "{cue}");
+        assert_eq!(for_cue("plain -> text"), "plain -> text");
+        assert!(matches!(for_cue("plain"), Cow::Borrowed(_)));
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, a cue's text is one line with no control character, no
+        /// bidi override and no `-->`; a text file's line likewise has no control character.
+        #[test]
+        fn any_text_becomes_a_safe_cue(text in "[-> \\n\\r\\x1b\\x07\\x9b\\u{202e}a-z0-9]{0,64}|\\PC{0,64}") {
+            let cue = for_cue(&text);
+            proptest::prop_assert!(!cue.contains("-->"), "{:?}", cue);
+            proptest::prop_assert!(cue.chars().all(|c| !is_unsafe(c)), "{:?}", cue);
+            let line = for_text_file(&text);
+            proptest::prop_assert!(line.chars().all(|c| !is_unsafe(c)), "{:?}", line);
+        }
+    }
+
+    #[test]
     fn lengths_are_capped() {
         let long = "é".repeat(100_000);
         let shown = for_terminal(&long);
@@ -118,6 +194,30 @@ mod tests {
         assert!(json.len() <= JSON_MAX_BYTES, "{}", json.len());
         assert!(json.ends_with(ELLIPSIS));
         assert_eq!(for_json("short"), "short");
+    }
+
+    #[test]
+    fn json_documents_are_quoted_by_shape() {
+        use serde_json::json;
+        let doc = json!({"token": "short-tok-1", "expires_in_seconds": "soon", "a b\u{1b}": 1});
+        let shape = json_shape(&doc);
+        assert_eq!(
+            shape,
+            r#"{"…": a number, "expires_in_seconds": a string, "token": a string}"#
+        );
+        assert_eq!(json_shape(&json!([1, 2])), "an array of 2 values");
+        assert_eq!(json_shape(&json!("tok")), "a string");
+    }
+
+    proptest::proptest! {
+        /// No string value of a document ever appears in its shape.
+        #[test]
+        fn shapes_repeat_no_value(secret in "[A-Z0-9+/=]{1,30}", key in "[a-z_]{1,12}") {
+            let doc = serde_json::json!({ format!("k_{key}"): secret.clone(), "list": [secret.clone()] });
+            let shape = json_shape(&doc);
+            proptest::prop_assert!(!shape.contains(&secret), "{}", shape);
+            proptest::prop_assert!(shape.contains("a string"), "{}", shape);
+        }
     }
 
     #[test]

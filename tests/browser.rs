@@ -710,3 +710,73 @@ async fn the_module_streams_from_a_page_on_another_origin() {
     rig.server.shutdown().await;
     rig.emu.shutdown().await;
 }
+
+/// A page of another site cannot spend an unauthenticated loopback `serve`'s budget: `<img src>`
+/// and `fetch(…, {mode: "no-cors"})` GETs carry no `Origin`, so the `Origin` rule never saw them
+/// (30 tokens minted before a 429, measured); the browser's `Sec-Fetch-*` headers now refuse
+/// them. The page runs on `localhost`, `serve` on 127.0.0.1: another site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_mints_nothing_from_an_open_loopback_server() {
+    use axum::http::header;
+    use axum::routing::get;
+    let Some(browser) = Chromium::launch(&LaunchOptions::default()).await else {
+        return;
+    };
+    let rig = rig_with(common::config(), Auth::None, |_| {}, |s| s.web = false).await;
+    let serve_origin = rig.server.base_url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let page_origin = format!(
+        "http://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let html = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>elsewhere</title><script>
+window.sent = 0;
+const loads = [];
+for (let i = 0; i < 10; i++) {{
+  loads.push(new Promise((done) => {{
+    const img = new Image();
+    img.onload = img.onerror = done;
+    img.src = "{serve_origin}/token?img=" + i;
+  }}));
+  loads.push(fetch("{serve_origin}/token?fetch=" + i, {{ mode: "no-cors" }}).catch(() => {{}}));
+}}
+Promise.all(loads).then(() => {{ window.sent = loads.length; }});
+</script>"#
+    );
+    let app = axum::Router::new().route(
+        "/",
+        get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html) }),
+    );
+    let page_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let page = browser.new_page("").await;
+    page.goto(&format!("{page_origin}/")).await;
+    page.wait_for("window.sent === 20", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("the requests were not sent: {e}; {:#?}", browser.console()));
+    let metrics = rig.server.metrics_text();
+    assert_eq!(rig.server.minted(), 0, "{metrics}");
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("aai_live_serve_requests_denied_total{reason=\"forbidden_origin\"}")
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_default();
+    assert!(refused >= 20, "{metrics}");
+    // Plain requests (no Sec-Fetch-*, like curl) still get their token.
+    let status = reqwest::get(rig.server.token_url())
+        .await
+        .expect("token")
+        .status();
+    assert_eq!(status, 200);
+    page_task.abort();
+    browser.close().await;
+    rig.server.shutdown().await;
+    rig.emu.shutdown().await;
+}

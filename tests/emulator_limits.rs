@@ -398,12 +398,7 @@ async fn the_token_store_is_capped_evicts_the_oldest_and_reports_it() {
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
 
-    let stats: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats_json(&emu).await;
     let t = &stats["tokens"];
     assert_eq!(t["max_tokens"], 5, "{stats}");
     assert_eq!(t["stored"], 5, "{stats}");
@@ -415,47 +410,81 @@ async fn the_token_store_is_capped_evicts_the_oldest_and_reports_it() {
 
 // ---------------------------------------------------------------- connections
 
+/// `GET url` as JSON, on a connection of its own.
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// `GET /emulator/stats`.
+async fn stats_json(emu: &RunningEmulator) -> serde_json::Value {
+    get_json(&format!("{}/emulator/stats", emu.base_url())).await
+}
+
+/// At the cap, a new connection takes the place of the oldest that has sent no request (idle
+/// sockets cannot lock clients out); with every place held by a session, a new connection is
+/// closed at once; idle connections are closed by the header timeout.
 #[tokio::test]
-async fn the_connection_cap_closes_extra_connections_at_once_and_idle_ones_time_out() {
+async fn the_connection_cap_makes_room_from_idle_connections_and_closes_extra_ones_at_once() {
     let emu = start(EmulatorConfig {
         max_connections: Some(3),
         header_timeout: Some(Duration::from_millis(400)),
         ..config()
     })
     .await;
+    let open = |n: usize| {
+        let emu = &emu;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while emu.stats().connections.expect("capped").open != n {
+                assert!(Instant::now() < deadline, "{:?}", emu.stats());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let mut idle = Vec::new();
-    for _ in 0..3 {
+    for n in 1..=3 {
         idle.push(TcpStream::connect(emu.addr).await.expect("connect"));
+        open(n).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while emu.stats().connections.expect("capped").open < 3 {
-        assert!(Instant::now() < deadline, "{:?}", emu.stats());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut extra = TcpStream::connect(emu.addr).await.expect("connect");
+    // A client's request is answered: the oldest idle connection made room for it.
+    let stats = stats_json(&emu).await;
+    assert_eq!(stats["connections"]["max"], 3, "{stats}");
+    assert_eq!(stats["connections"]["evicted"], 1, "{stats}");
     let mut byte = [0_u8; 1];
-    let read = tokio::time::timeout(Duration::from_millis(300), extra.read(&mut byte))
+    let read = tokio::time::timeout(Duration::from_secs(3), idle[0].read(&mut byte))
         .await
-        .expect("closed at once, not left waiting");
+        .expect("the oldest idle connection is closed");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    // Idle connections that send no request are closed after the header timeout.
-    for socket in &mut idle {
+    // The others are closed by the header timeout.
+    for socket in &mut idle[1..] {
         let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut byte))
             .await
             .expect("closed by the header timeout");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
-    let stats: serde_json::Value = reqwest::get(format!("{}/emulator/stats", emu.base_url()))
+    open(0).await;
+    // Three sessions hold every place: a fourth connection is closed at once.
+    let mut sessions = Vec::new();
+    for n in 1..=3 {
+        sessions.push(connect_key(&emu, "sample_rate=16000").await);
+        open(n).await;
+    }
+    let mut extra = TcpStream::connect(emu.addr).await.expect("connect");
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read(&mut byte))
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(stats["connections"]["max"], 3, "{stats}");
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(
-        stats["connections"]["refused"].as_u64() >= Some(1),
-        "{stats}"
+        emu.stats().connections.expect("capped").refused >= 1,
+        "{:?}",
+        emu.stats()
     );
+    drop(sessions);
 }
 
 // ---------------------------------------------------------------- close codes
@@ -484,14 +513,7 @@ async fn close_codes_a_server_may_not_send_are_refused_by_the_control_api_and_st
             "{message}"
         );
     }
-    let listed: serde_json::Value = client
-        .get(&faults)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let listed = get_json(&faults).await;
     assert_eq!(listed, serde_json::json!([]), "nothing was added");
 
     for config in [
@@ -522,6 +544,43 @@ async fn close_codes_a_server_may_not_send_are_refused_by_the_control_api_and_st
 }
 
 // ---------------------------------------------------------------- the control API
+
+/// The fault list the control API keeps is bounded: past 1000 active rules a POST is refused
+/// with 409, all of its rules or none (it used to grow with every POST).
+#[tokio::test]
+async fn the_fault_list_is_bounded() {
+    let emu = start(config()).await;
+    let client = reqwest::Client::new();
+    let faults = format!("{}/emulator/faults", emu.base_url());
+    let batch = serde_json::Value::Array(vec![serde_json::json!({"spec": "drop@1s"}); 500]);
+    for _ in 0..2 {
+        let status = client
+            .post(&faults)
+            .json(&batch)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(status.status(), 201);
+    }
+    let refused = client
+        .post(&faults)
+        .json(&serde_json::json!({"spec": "drop@1s"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 409);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 1000")),
+        "{body}"
+    );
+    let listed = get_json(&faults).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1000));
+    let cleared = client.delete(&faults).send().await.expect("delete");
+    assert_eq!(cleared.status(), 204);
+}
 
 /// One raw HTTP/1.1 request; the status code of the answer.
 async fn http_status(addr: SocketAddr, request: &[u8]) -> u16 {

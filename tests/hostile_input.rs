@@ -23,7 +23,7 @@ use aai_live::provider::file::{FileProvider, FileSettings};
 use aai_live::provider::{TokenProvider, TokenRequest, remote};
 use aai_live::secret::Token;
 use proptest::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Any JSON value, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -536,6 +536,31 @@ proptest! {
     ) {
         if let Ok(doc) = remote::parse_answer(&body, &["secret-credential"]) {
             let _ = doc.into_token("remote", now(), now());
+        }
+    }
+
+    /// A token of any length in a document that is refused never reaches the message: the
+    /// document is quoted by its shape (it used to be quoted by content, masking only runs of
+    /// 24 or more token characters, so a short token was shown and field names were masked).
+    #[test]
+    fn refused_answers_never_repeat_a_token_of_any_length(
+        token in "[A-Za-z0-9+/=_.-]{1,40}",
+        field in prop::sample::select(&["expires_in_seconds", "max_session_duration_seconds", "expires_at"][..]),
+        bad in prop_oneof![Just(json!("soon")), Just(json!(-1)), Just(json!([1])), Just(json!({}))],
+        credential in "[a-z]{1,6}",
+    ) {
+        let body = json!({ "token": token, field: bad }).to_string();
+        if let Err(e) = remote::parse_answer(body.as_bytes(), &[credential.as_str()]) {
+            let shown = e.as_str();
+            prop_assert!(!shown.contains(&format!("\"{token}\"")) && !shown.contains(&format!(" {token}")), "{}", shown);
+            prop_assert!(shown.contains(&format!("\"{field}\"")), "the field, unmasked: {}", shown);
+            prop_assert!(!shown.contains("REDACTED"), "nothing to mask in a shape: {}", shown);
+        }
+        // A body that is one short word (a token too short to be taken for one) is described
+        // by its length.
+        let e = remote::parse_answer(token.as_bytes(), &[]);
+        if let Err(e) = e {
+            prop_assert!(!e.contains(&token) || token.len() < 3, "{}", e);
         }
     }
 

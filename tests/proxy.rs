@@ -113,6 +113,16 @@ async fn run(
     emu: &aai_live::emulator::RunningEmulator,
     env: &[(&str, String)],
 ) -> std::process::Output {
+    run_for(emu, "2s", env).await
+}
+
+/// `aai-live run --headless` for `duration` against the emulator, with `env` (which may
+/// override the endpoints); the run must end within 30 s.
+async fn run_for(
+    emu: &aai_live::emulator::RunningEmulator,
+    duration: &str,
+    env: &[(&str, String)],
+) -> std::process::Output {
     let home = tempfile::tempdir().expect("tempdir");
     let mut cmd = common::aai_live(home.path());
     cmd.args([
@@ -121,7 +131,7 @@ async fn run(
         "--input",
         "test:tone",
         "--duration",
-        "2s",
+        duration,
     ])
     .env("ASSEMBLYAI_API_KEY", KEY)
     .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url())
@@ -257,10 +267,54 @@ async fn a_refusing_proxy_is_named_without_its_credentials() {
     assert!(text.contains("407"), "{text}");
     assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+    let failure = error.failure();
     assert_eq!(
-        error.failure().diagnosis,
+        failure.diagnosis,
         aai_live::diagnosis::Diagnosis::ProxyFailure
     );
+    // 407 will be the answer to every retry: not retried (it used to be, forever).
+    assert_eq!(
+        failure.class,
+        aai_live::protocol::close::CloseClass::Fatal,
+        "{failure:?}"
+    );
+    task.abort();
+    emu.shutdown().await;
+}
+
+/// A run whose streaming connection goes through a proxy that answers 407 ends at once, failed,
+/// pointing at the proxy's section, instead of reconnecting with backoff for as long as it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_wants_credentials_fails_the_run_at_once() {
+    let emu = common::start(common::config()).await;
+    let (port, _seen, task) = proxy(true).await;
+    // The token endpoint by name (bypassed with NO_PROXY), the streaming one by address
+    // (through the proxy); the run ends well before its 120 s.
+    let out = run_for(
+        &emu,
+        "120s",
+        &[
+            (
+                "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+                format!("http://localhost:{}/v3/token", emu.addr.port()),
+            ),
+            (
+                "HTTP_PROXY",
+                format!("http://user:hunter2@127.0.0.1:{port}"),
+            ),
+            ("NO_PROXY", "localhost".to_owned()),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("407"), "{stderr}");
+    assert!(
+        stdout.contains("\"explain\":\"proxy\"") || stderr.contains("explain proxy"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
     task.abort();
     emu.shutdown().await;
 }

@@ -212,6 +212,7 @@ async fn feed(
             samples,
             captured_at: tokio::time::Instant::now(),
             dropped_before: 0,
+            non_finite: 0,
         };
         if audio_tx.send(chunk).await.is_err() {
             return;

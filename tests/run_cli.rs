@@ -202,6 +202,121 @@ async fn secret_extra_parameters_are_redacted_everywhere() {
     }
 }
 
+/// A password in a configured URL's user info and secret query values are shown nowhere:
+/// `config --check` (the remote provider's URL and the streaming URL), the NDJSON `hello` and
+/// the stderr "streaming ... to" line (they used to print the URLs whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_query_secrets_in_configured_urls_are_hidden() {
+    const SECRETS: [&str; 4] = ["pa55word-ws", "qu3ry-ws", "pa55word-remote", "qu3ry-remote"];
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let port = emu.addr.port();
+    let streaming =
+        format!("ws://user:pa55word-ws@127.0.0.1:{port}/v3/ws?key=qu3ry-ws&sample_rate=16000");
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let mut cmd = common::aai_live(home.path());
+        cmd.args(args).envs(env);
+        async move { cmd.output().await.expect("run") }
+    };
+    let check = run(
+        &["config", "--check"],
+        vec![
+            ("AAI_LIVE__STREAMING__URL", streaming.clone()),
+            (
+                "AAI_LIVE__PROVIDER__REMOTE__URL",
+                "https://me:pa55word-remote@tokens.example/token?sig=qu3ry-remote".into(),
+            ),
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(text.contains("tokens.example/token"), "{text}");
+    let out = run(
+        &[
+            "run",
+            "--headless",
+            "--input",
+            "test:silence",
+            "--duration",
+            "2s",
+        ],
+        vec![
+            ("AAI_LIVE__STREAMING__URL", streaming),
+            ("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url()),
+            ("ASSEMBLYAI_API_KEY", KEY.into()),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hello = stdout.lines().next().unwrap_or_default();
+    assert!(hello.contains("\"event\":\"hello\""), "{stdout}");
+    assert!(
+        hello.contains(&format!("127.0.0.1:{port}/v3/ws")),
+        "{hello}"
+    );
+    assert!(stderr.contains("streaming test:silence to"), "{stderr}");
+    for (what, text) in [
+        ("config --check", &*text),
+        ("stdout", &*stdout),
+        ("stderr", &*stderr),
+    ] {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+}
+
+/// NaN and ±Inf samples on stdin are sent as silence and said once, as a `warning` event and a
+/// stderr line (it used to be in the log file only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_samples_are_warned_about_on_stdout_and_stderr() {
+    let emu = common::start(common::config()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut audio = Vec::new();
+    for i in 0..16_000_u32 {
+        let sample = match i % 400 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            _ => 0.0,
+        };
+        audio.extend_from_slice(&sample.to_le_bytes());
+    }
+    let mut cmd = common::aai_live(home.path());
+    cmd.args(["run", "--headless", "--input", "stdin"])
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env("AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL", emu.token_url())
+        .env("AAI_LIVE__STREAMING__URL", emu.ws_url())
+        .env("AAI_LIVE__AUDIO__STDIN_FORMAT", "f32le:16000:1")
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &audio)
+        .await
+        .expect("write audio");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<_> = lines(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "warning")
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains("NaN")))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.matches("NaN or infinite samples").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 /// A server's close reason and `Error` text can carry escape sequences and megabytes: on stderr
 /// they arrive stripped of control characters and cut to a line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,6 +237,9 @@ async fn serve_mints_logs_without_secrets_and_stops_on_sigterm() {
     }
 }
 
+/// The key from the environment, no authentication on loopback, for plain clients only: a
+/// request a browser marks as another site's (`Sec-Fetch-*` without `Origin`) and a request
+/// naming no host are refused; plain curl gets a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_from_the_environment_and_no_auth_on_loopback() {
     let emu = common::start(common::config()).await;
@@ -253,10 +256,52 @@ async fn key_from_the_environment_and_no_auth_on_loopback() {
         &[("MY_AAI_KEY", KEY)],
     )
     .await;
-    let response = reqwest::get(format!("http://127.0.0.1:{}/token", server.port))
+    let url = format!("http://127.0.0.1:{}/token", server.port);
+    let http = reqwest::Client::new();
+    for headers in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "image"),
+        ],
+        &[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ],
+    ] {
+        let mut request = http.get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("token request");
+        assert_eq!(response.status(), 403, "{headers:?}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "forbidden", "{body}");
+    }
+    // HTTP/1.0 without Host names no host.
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
-        .expect("token");
-    assert_eq!(response.status(), 200);
+        .expect("connect");
+    socket
+        .write_all(b"GET /token HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(BOUND, socket.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    // curl, when it is installed (it sends no Sec-Fetch-*); reqwest stands in for it otherwise.
+    let curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .await;
+    match curl {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "200"),
+        Err(_) => assert_eq!(http.get(&url).send().await.expect("token").status(), 200),
+    }
     assert!(server.stop().await.success());
 }
 
@@ -318,6 +363,30 @@ async fn hash_credential_and_start_errors() {
     assert!(err.contains("N/PERIOD"), "{err}");
 }
 
+/// `serve --no-auth` minting at `emu`, with `args`, under an open-file limit of 128.
+async fn serve_with_128_files(
+    emu: &aai_live::emulator::RunningEmulator,
+    home: &TempDir,
+    args: &[&str],
+) -> CliServer {
+    let base = emu.base_url();
+    let mut all = vec!["--no-auth", "--upstream", &base, "--key-env", "MY_AAI_KEY"];
+    all.extend_from_slice(args);
+    let cmd = serve_command(home.path(), &all, &[("MY_AAI_KEY", KEY)]);
+    CliServer::start(with_open_file_limit(&cmd, 128)).await
+}
+
+/// Up to `n` sockets connected to `port` that never send anything.
+async fn idle_sockets(port: u16, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        if let Ok(socket) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            idle.push(socket);
+        }
+    }
+    idle
+}
+
 /// Idle connections cannot take the descriptors the server needs for its own work: under an
 /// open-file limit of 128, 300 idle sockets used to leave `serve` unable to open a connection to
 /// the upstream (a 502 for a client already connected); with `--max-connections 40` the
@@ -326,20 +395,7 @@ async fn hash_credential_and_start_errors() {
 async fn idle_connections_cannot_exhaust_the_servers_files() {
     let emu = common::start(common::config()).await;
     let home = TempDir::new().expect("tempdir");
-    let cmd = serve_command(
-        home.path(),
-        &[
-            "--no-auth",
-            "--upstream",
-            &emu.base_url(),
-            "--key-env",
-            "MY_AAI_KEY",
-            "--max-connections",
-            "40",
-        ],
-        &[("MY_AAI_KEY", KEY)],
-    );
-    let server = CliServer::start(with_open_file_limit(&cmd, 128)).await;
+    let server = serve_with_128_files(&emu, &home, &["--max-connections", "40"]).await;
     // A client that is already connected (one keep-alive connection)...
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -355,12 +411,7 @@ async fn idle_connections_cannot_exhaust_the_servers_files() {
     assert_eq!(health.status(), 200);
     health.bytes().await.expect("body");
     // ...then 300 idle sockets...
-    let mut idle = Vec::new();
-    for _ in 0..300 {
-        if let Ok(socket) = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await {
-            idle.push(socket);
-        }
-    }
+    let idle = idle_sockets(server.port, 300).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...and the server still has a descriptor for the upstream, at once (without the cap the
     // request waited until the header timeout had closed enough idle sockets, or failed).
@@ -375,6 +426,48 @@ async fn idle_connections_cannot_exhaust_the_servers_files() {
     assert!(waited < Duration::from_secs(3), "the token took {waited:?}");
     drop(idle);
     assert!(server.stop().await.success());
+}
+
+/// Under `ulimit -n 128` with the default cap (512) `serve` fits its cap to the limit and says
+/// so once; 300 idle sockets then cannot lock requests out: at the cap, a new connection takes the
+/// place of the oldest one that has sent no request. (It used to only warn, and `/healthz` timed
+/// out for about 12 s; a fitted cap alone still reset every `/healthz` until the header timeout
+/// closed idle sockets.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_never_lock_requests_out_under_a_low_file_limit() {
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let mut server = serve_with_128_files(&emu, &home, &[]).await;
+    let mut stderr = server.child.stderr.take().expect("stderr");
+    let idle = idle_sockets(server.port, 300).await;
+    // A new client, on a new connection, after the idle ones: answered well before the header
+    // timeout (10 s) would have freed a place.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    for path in ["/healthz", "/token"] {
+        let asked = std::time::Instant::now();
+        let answer = client.get(format!("{base}{path}")).send().await;
+        let waited = asked.elapsed();
+        let status = answer.map(|r| r.status().as_u16());
+        assert!(
+            matches!(status, Ok(200)),
+            "{path}: {status:?} after {waited:?}"
+        );
+        eprintln!("{path} answered in {waited:?} with 300 idle sockets open");
+    }
+    drop(idle);
+    assert!(server.stop().await.success());
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).await.expect("stderr");
+    assert_eq!(
+        text.matches("server.max_connections 512 is above what the open-file limit (128) allows")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 /// `--region` and `--upstream` choose where the server mints, through the same configuration

@@ -441,6 +441,109 @@ async fn a_stopped_store_follows_the_policy_and_comes_back() {
     open.stop().await;
 }
 
+/// A request that times out at the start of an outage (Redis stopped, the request's script
+/// already in its socket) is answered 503, and must never be charged when Redis runs the script
+/// later: it carries a deadline on Redis's clock. With a budget of one token an hour, the next
+/// request after the outage is minted (it used to get a 429: the refused request had spent the
+/// budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_in_an_outage_is_not_charged_when_the_store_runs_it_late() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let pid = redis.pid().expect("redis-server pid").to_string();
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let url = redis.url();
+    let args = ["--limits-store", &url, "--rate-limit", "1/h"];
+    let timeout = [("AAI_LIVE__SERVER__LIMITS_STORE_TIMEOUT", "300ms")];
+    let replica = Replica::start(home.path(), &emu.base_url(), &args, &timeout).await;
+    wait_until_ready(&replica).await;
+    let signal = |which: &str| {
+        let status = std::process::Command::new("kill")
+            .args([which, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    let http = http();
+    // Another client first: Redis then knows the script, and runs a late EVALSHA as it is.
+    let bob = ask(&http, &replica.base, "bob", credential("bob")).await;
+    assert_eq!(bob.status, StatusCode::OK, "{bob:?}");
+    signal("-STOP");
+    let refused = ask(&http, &replica.base, "alice", credential("alice")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
+    // Well past the deadline (300 ms), Redis runs what it was sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal("-CONT");
+    wait_until_ready(&replica).await;
+    let minted = ask(&http, &replica.base, "alice", credential("alice")).await;
+    assert_eq!(minted.status, StatusCode::OK, "{minted:?}");
+    let refused = ask(&http, &replica.base, "alice", credential("alice")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    replica.stop().await;
+}
+
+/// A hostile store that answers every command with a bulk string of 2 GB: `serve` reads at most
+/// 64 KiB of a reply (it used to buffer 416 MB from one `$2000000000`), counts the store as down
+/// with a clear reason, and stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_store_cannot_make_serve_buffer_a_huge_reply() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hostile = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(b"$2000000000\r\n").await;
+                let zeros = vec![b'0'; 64 * 1024];
+                while socket.write_all(&zeros).await.is_ok() {}
+            });
+        }
+    });
+    let emu = common::start(common::config()).await;
+    let home = TempDir::new().expect("tempdir");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let args = ["--limits-store", &url];
+    let replica = Replica::start(home.path(), &emu.base_url(), &args, &[]).await;
+    let pid = replica.child.id().expect("pid");
+    // The first attempt at start, then the watcher's, with backoff.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = get_json(&replica.base, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["limits_store"]["state"], "down", "{body}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM");
+    eprintln!("serve against a hostile limits store: peak resident set {peak_kib} KiB");
+    assert!(peak_kib < common::PEAK_KIB_LIMIT, "{peak_kib} KiB");
+    replica.stop().await;
+    let mut log = String::new();
+    for entry in std::fs::read_dir(home.path().join("state/aai-live")).expect("log dir") {
+        log.push_str(&std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default());
+    }
+    assert!(
+        log.contains("a reply of the limits store is larger than 64 KiB"),
+        "{log}"
+    );
+    hostile.abort();
+}
+
 /// Poll `/readyz` until it reports the store up (within 15 s).
 async fn wait_until_ready(replica: &Replica) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -476,8 +579,10 @@ fn bearer() -> Auth {
 }
 
 /// `rediss://` with the CA that signed the server's certificate and the right password: the
-/// limits work. A wrong password or a CA that did not sign it: the store is down (503 under
-/// the closed policy), and the server says so on /readyz.
+/// limits work. A CA that did not sign it: the store is down (503 under the closed policy), and
+/// the server says so on /readyz. A wrong password: the server does not start (it used to start,
+/// say it was listening, and answer 503 to everyone), naming the settings to check and never
+/// the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_ca_and_a_password() {
     let Some(redis) = RedisServer::start_with(&RedisOptions {
@@ -494,9 +599,20 @@ async fn tls_with_a_ca_and_a_password() {
         timeout: Duration::from_secs(2),
         ..StoreConfig::redis(&redis.url()).expect("rediss URL")
     };
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), bearer());
+    config.limits = store("wrong-password", &redis.ca());
+    let refused = server::start(config, provider(&emu.token_url()))
+        .await
+        .expect_err("the store refuses the password");
+    let text = refused.to_string();
+    assert!(
+        text.contains("refuses this server's credentials")
+            && text.contains("limits_store_password")
+            && !text.contains("wrong-password"),
+        "{text}"
+    );
     for (password, ca, works) in [
         ("redis-password-0123456789", redis.ca(), true),
-        ("wrong-password", redis.ca(), false),
         ("redis-password-0123456789", redis.other_ca(), false),
     ] {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), bearer());
@@ -504,7 +620,7 @@ async fn tls_with_a_ca_and_a_password() {
         config.limits = store(password, &ca);
         let running = server::start(config, provider(&emu.token_url()))
             .await
-            .expect("starts, whatever the store says");
+            .expect("starts, whether the store is reachable or not");
         let base = running.base_url();
         let http = http();
         let mut statuses = Vec::new();
@@ -600,7 +716,7 @@ async fn the_script_and_the_memory_store_decide_alike() {
         .expect("store"),
     );
     let cancel = CancellationToken::new();
-    store.start(cancel.clone()).await;
+    store.start(cancel.clone()).await.expect("the store starts");
     assert!(store.is_up());
     for (spec, requests) in [("3/min", 6), ("5/h", 8), ("1/s", 3), ("100/day", 110)] {
         let spec: aai_live::server::RateSpec = spec.parse().expect("spec");

@@ -496,6 +496,7 @@ async fn play(row: &Row) -> Played {
                         .iter()
                         .find(|(at, _)| *at == k)
                         .map_or(0, |(_, n)| *n),
+                    non_finite: 0,
                 };
                 if audio_tx.send(chunk).await.is_err() {
                     break;

@@ -263,6 +263,7 @@ impl Conversion {
         let mut overflow = OverflowReport::default();
         let mut dropped = DroppedSamples::new(running.native.sample_rate, self.output_rate);
         let mut alsa_flushed = std::time::Instant::now();
+        let mut non_finite_sent = 0;
         loop {
             if out.stop.is_cancelled() {
                 return InputEnd::Stopped;
@@ -280,6 +281,9 @@ impl Conversion {
                     return InputEnd::Failed(e.to_string());
                 }
                 out.non_finite(self.converter.non_finite());
+                // What the conversion silenced since the last chunk travels on the next one.
+                let mut non_finite = self.converter.non_finite() - non_finite_sent;
+                non_finite_sent = self.converter.non_finite();
                 self.chunker.push(&self.samples);
                 while let Some((offset, samples)) = self.chunker.pop() {
                     let chunk = AudioChunk {
@@ -287,6 +291,7 @@ impl Conversion {
                         samples,
                         captured_at: Instant::now(),
                         dropped_before: dropped.since_last(running.consumer.dropped_frames()),
+                        non_finite: std::mem::take(&mut non_finite),
                     };
                     out.account(&chunk);
                     // Waits while the consumer is busy; meanwhile the callback keeps

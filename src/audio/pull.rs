@@ -85,6 +85,7 @@ pub(super) fn spawn(
         samples: Vec::new(),
         block_frames,
         clock: PaceClock::new(options.pace, options.sample_rate),
+        non_finite_sent: 0,
     };
     let (outputs, input) = Outputs::new(name, native, options);
     tokio::spawn(driver.run(outputs));
@@ -100,6 +101,8 @@ struct Driver {
     samples: Vec<i16>,
     block_frames: usize,
     clock: PaceClock,
+    /// The converter's count of non-finite samples as last put on a chunk.
+    non_finite_sent: u64,
 }
 
 impl Driver {
@@ -129,8 +132,12 @@ impl Driver {
                     Err(e) => return InputEnd::Failed(e.to_string()),
                 }
             }
+            // What the conversion silenced since the last chunk travels on the next one.
+            let mut non_finite = 0;
             if let Some(converter) = &self.converter {
                 out.non_finite(converter.non_finite());
+                non_finite = converter.non_finite() - self.non_finite_sent;
+                self.non_finite_sent = converter.non_finite();
             }
             if let Source::Wav(wav) = &self.source {
                 let loops = wav.loops();
@@ -148,6 +155,7 @@ impl Driver {
                     samples,
                     captured_at: Instant::now(),
                     dropped_before: 0,
+                    non_finite: std::mem::take(&mut non_finite),
                 };
                 out.account(&chunk);
                 if out.chunks.send(chunk).await.is_err() {

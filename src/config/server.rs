@@ -360,30 +360,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A Redis URL with its password, if any, replaced: safe to quote in an error message.
-pub fn redact_url_password(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("REDACTED"));
-            url.to_string()
-        }
-        Ok(_) => text.to_owned(),
-        // Not a URL: still hide whatever sits between "user:" and "@".
-        Err(_) => match (text.find("://"), text.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let authority = &text[scheme + 3..at];
-                match authority.split_once(':') {
-                    Some((user, _)) => {
-                        format!("{}{user}:REDACTED{}", &text[..scheme + 3], &text[at..])
-                    }
-                    None => text.to_owned(),
-                }
-            }
-            _ => text.to_owned(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,19 +496,6 @@ mod tests {
             assert!(e.contains(want), "{bad}: {e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
-        assert_eq!(
-            redact_url_password("redis://user:hunter2@host:6379/0"),
-            "redis://user:REDACTED@host:6379/0"
-        );
-        assert_eq!(
-            redact_url_password("redis://:hunter2@host"),
-            "redis://:REDACTED@host"
-        );
-        assert_eq!(
-            redact_url_password("redis://u:hunt er2@ho st"),
-            "redis://u:REDACTED@ho st"
-        );
-        assert_eq!(redact_url_password("redis://host"), "redis://host");
     }
 
     mod properties {
@@ -563,7 +526,6 @@ mod tests {
                 let _ = text.parse::<Cidr>();
                 let _ = parse_origin(&text);
                 let _ = text.parse::<LimitsStore>();
-                let _ = redact_url_password(&text);
             }
 
             /// A password in a store URL is refused, and neither the refusal nor the redacted
@@ -573,7 +535,7 @@ mod tests {
                 let url = format!("redis://{user}:{password}@{host}:6379/0");
                 let e = url.parse::<LimitsStore>().expect_err("a password");
                 prop_assert!(!e.contains(&password), "{}", e);
-                prop_assert!(!redact_url_password(&url).contains(&password));
+                prop_assert!(!crate::protocol::params::redact_url_text(&url).contains(&password));
             }
         }
     }

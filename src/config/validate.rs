@@ -19,7 +19,7 @@ use super::Problem;
 use super::keys::KeySpec;
 use super::provenance::Provenance;
 use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawServer, RawSession, RawStreaming};
-use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin, redact_url_password};
+use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin};
 use super::types::{
     ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, InputSpec, KeysConfig,
     Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig, ServerAuth,
@@ -377,7 +377,7 @@ fn validate_server(v: &mut Validator<'_>, raw: RawServer) -> ServerSettings {
         Ok(store) => store,
         Err(rule) => {
             // The value is quoted with any password masked: a config error may be pasted anywhere.
-            let shown = redact_url_password(&raw.limits_store);
+            let shown = crate::protocol::params::redact_url_text(&raw.limits_store);
             v.fail("server.limits_store", &Q(&shown), &rule);
             LimitsStore::Memory
         }
@@ -732,12 +732,14 @@ impl Validator<'_> {
             Scheme::WebSocket => ("wss", "ws"),
             Scheme::Http => ("https", "http"),
         };
+        // A refused URL is quoted without its password or query secrets.
+        let shown = crate::protocol::params::redact_url_text(text);
         let url = match Url::parse(text) {
             Ok(url) => url,
             Err(e) => {
                 self.fail(
                     key,
-                    &Q(text),
+                    &Q(&shown),
                     &format!("must be a URL starting with {secure}:// ({e})"),
                 );
                 return None;
@@ -755,7 +757,7 @@ impl Validator<'_> {
                 "must be a URL starting with {secure}:// ({plain}:// only for loopback hosts)"
             ),
         };
-        self.fail(key, &Q(text), &rule);
+        self.fail(key, &Q(&shown), &rule);
         None
     }
 }

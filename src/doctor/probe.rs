@@ -90,8 +90,7 @@ pub(super) async fn reach(
             let diagnosis = if !via.is_empty() && !lower.contains("certificate") {
                 Diagnosis::ProxyFailure
             } else {
-                crate::provider::http::network_of(&e)
-                    .map_or(Diagnosis::TcpFailure, Diagnosis::from_network)
+                transport_diagnosis(&e)
             };
             (
                 Step::fail(check, format!("{shown}{via}: {text}"), diagnosis),
@@ -105,6 +104,17 @@ pub(super) async fn reach(
             );
             (Step::fail(check, detail, Diagnosis::TcpFailure), None)
         }
+    }
+}
+
+/// The section of a request that failed: the kind of network failure, or, when the connection
+/// was made and no kind applies, an answer that is not usable HTTP (an oversized header block,
+/// another protocol): not a refused connection.
+pub(super) fn transport_diagnosis(e: &reqwest::Error) -> Diagnosis {
+    match crate::provider::http::network_of(e) {
+        Some(network) => Diagnosis::from_network(network),
+        None if e.is_connect() => Diagnosis::TcpFailure,
+        None => Diagnosis::BadHttpAnswer,
     }
 }
 

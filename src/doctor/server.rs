@@ -161,7 +161,7 @@ async fn ready_step(server: &Server<'_>) -> Step {
             STEP,
             format!("/readyz: HTTP {} (not aai-live serve?)", a.status),
         ),
-        Err(e) => Step::fail(STEP, format!("/readyz: {e}"), Diagnosis::TcpFailure),
+        Err(e) => Step::fail(STEP, format!("/readyz: {}", e.detail), e.diagnosis),
     }
 }
 
@@ -198,16 +198,12 @@ async fn no_credential_step(server: &Server<'_>) -> (Step, Option<Answer>) {
         Ok(a) => {
             let step = Step::fail(
                 STEP,
-                format!(
-                    "HTTP {}: {}",
-                    a.status,
-                    crate::provider::http::excerpt(&a.body, &[])
-                ),
+                refusal(&a, &[]),
                 Diagnosis::from_token_status(a.status, true),
             );
             (step, None)
         }
-        Err(e) => (Step::fail(STEP, e, Diagnosis::TcpFailure), None),
+        Err(e) => (e.step(STEP), None),
     }
 }
 
@@ -270,14 +266,10 @@ async fn credential_step(
         }
         Ok(a) => Step::fail(
             STEP,
-            format!(
-                "HTTP {}: {}",
-                a.status,
-                crate::provider::http::excerpt(&a.body, &secrets)
-            ),
+            refusal(&a, &secrets),
             Diagnosis::from_token_status(a.status, true),
         ),
-        Err(e) => Step::fail(STEP, e, Diagnosis::TcpFailure),
+        Err(e) => e.step(STEP),
     };
     (step, None)
 }
@@ -317,7 +309,7 @@ async fn cors_step(server: &Server<'_>, origin: Option<&str>) -> Step {
                 ),
             }
         }
-        Err(e) => Step::fail(STEP, e, Diagnosis::TcpFailure),
+        Err(e) => e.step(STEP),
     }
 }
 
@@ -386,27 +378,64 @@ fn read_credential(
     Ok(None)
 }
 
-/// Send `request` and read the answer, bounded.
-async fn fetch(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, String> {
+/// Why a request to the server got no answer to inspect: the words and their section.
+struct NoAnswer {
+    detail: String,
+    diagnosis: Diagnosis,
+}
+
+impl NoAnswer {
+    fn step(self, step: Check) -> Step {
+        Step::fail(step, self.detail, self.diagnosis)
+    }
+}
+
+/// Send `request` and read the answer: within `timeout`, its body at most
+/// [`crate::files::MAX_ANSWER_BYTES`] (as the providers read one), or a failure that says what
+/// happened (a broken or oversized answer is not a refused connection).
+async fn fetch(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Answer, NoAnswer> {
     let attempt = async {
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await?.to_vec();
-        Ok::<_, reqwest::Error>(Answer {
-            status,
-            headers,
-            body,
-        })
+        let body = crate::provider::http::read_body(&mut response).await?;
+        Ok::<_, reqwest::Error>((status, headers, body))
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(crate::provider::http::chain(&e)),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        )),
+        Ok(Ok((_, _, body))) if body.is_over() => Err(NoAnswer {
+            detail: crate::files::answer_too_large("the answer", crate::files::MAX_ANSWER_BYTES),
+            diagnosis: Diagnosis::BadHttpAnswer,
+        }),
+        Ok(Ok((status, headers, body))) => Ok(Answer {
+            status,
+            headers,
+            body: body.into_bytes(),
+        }),
+        Ok(Err(e)) => Err(NoAnswer {
+            detail: crate::provider::http::chain(&e),
+            diagnosis: probe::transport_diagnosis(&e),
+        }),
+        Err(_) => Err(NoAnswer {
+            detail: format!("no answer within {}", humantime::format_duration(timeout)),
+            diagnosis: Diagnosis::TcpFailure,
+        }),
     }
+}
+
+/// `HTTP 302: the endpoint redirects to URL, ...` or `HTTP 500: "the server's words"`.
+fn refusal(answer: &Answer, secrets: &[&str]) -> String {
+    if (300..400).contains(&answer.status) {
+        return format!(
+            "HTTP {}: {}",
+            answer.status,
+            crate::provider::http::redirect_note(&answer.headers)
+        );
+    }
+    format!(
+        "HTTP {}: {}",
+        answer.status,
+        crate::provider::http::excerpt(&answer.body, secrets)
+    )
 }
 
 /// The token of the answer opens one session at the configured streaming URL: `Begin`, then

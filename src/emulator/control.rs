@@ -193,9 +193,11 @@ pub async fn add_faults(AxState(state): AxState<Arc<State>>, body: String) -> Re
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let mut inner = state.lock();
+    if let Err(full) = inner.faults.add(&rules) {
+        return error(StatusCode::CONFLICT, &full.to_string());
+    }
     for rule in &rules {
         tracing::debug!(fault = %rule.fault, count = rule.count, "fault added");
-        inner.faults.add(rule.clone());
     }
     (
         StatusCode::CREATED,

@@ -444,6 +444,21 @@ impl fmt::Display for Fault {
     }
 }
 
+/// The most fault rules active at once: far more than any test needs, and the control API is
+/// open to every local client, so the list must not grow without bound.
+pub const MAX_FAULT_RULES: usize = 1000;
+
+/// Adding the rules would make more than [`MAX_FAULT_RULES`] active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "at most {MAX_FAULT_RULES} fault rules can be active at once ({active} are, {adding} more \
+     asked for): clear them (DELETE /emulator/faults) or let them run out"
+)]
+pub struct FaultBookFull {
+    pub active: usize,
+    pub adding: usize,
+}
+
 /// The active rules.
 #[derive(Debug, Default)]
 pub struct FaultBook {
@@ -451,8 +466,16 @@ pub struct FaultBook {
 }
 
 impl FaultBook {
-    pub fn add(&mut self, rule: FaultRule) {
-        self.rules.push(rule);
+    /// Add `rules`, all of them or none (when more than [`MAX_FAULT_RULES`] would be active).
+    pub fn add(&mut self, rules: &[FaultRule]) -> Result<(), FaultBookFull> {
+        if self.rules.len() + rules.len() > MAX_FAULT_RULES {
+            return Err(FaultBookFull {
+                active: self.rules.len(),
+                adding: rules.len(),
+            });
+        }
+        self.rules.extend_from_slice(rules);
+        Ok(())
     }
 
     pub fn clear(&mut self) {
@@ -610,13 +633,30 @@ mod tests {
     #[test]
     fn book_counts_down_per_kind() {
         let mut book = FaultBook::default();
-        book.add("drop@1sx2".parse().expect("parse"));
-        book.add("token:500".parse().expect("parse"));
+        let rules: Vec<FaultRule> = ["drop@1sx2", "token:500"]
+            .iter()
+            .map(|s| s.parse().expect("parse"))
+            .collect();
+        book.add(&rules).expect("room");
         assert_eq!(book.take_token_faults().len(), 1);
         assert!(book.take_token_faults().is_empty());
         assert_eq!(book.take_session_faults().len(), 1);
         assert_eq!(book.take_session_faults().len(), 1);
         assert!(book.take_session_faults().is_empty());
+        assert!(book.list().is_empty());
+    }
+
+    #[test]
+    fn the_book_holds_a_bounded_number_of_rules() {
+        let mut book = FaultBook::default();
+        let rule: FaultRule = "drop@1s".parse().expect("parse");
+        let many = vec![rule.clone(); MAX_FAULT_RULES - 1];
+        book.add(&many).expect("room");
+        let e = book.add(&[rule.clone(), rule.clone()]).expect_err("full");
+        assert_eq!((e.active, e.adding), (MAX_FAULT_RULES - 1, 2));
+        assert_eq!(book.list().len(), MAX_FAULT_RULES - 1, "all or none");
+        book.add(&[rule]).expect("the last place");
+        book.clear();
         assert!(book.list().is_empty());
     }
 

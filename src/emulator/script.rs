@@ -62,12 +62,17 @@ pub enum ScriptError {
     Invalid { path: String, message: String },
 }
 
+/// The most of a script file read: 16 MiB (a script of an hour of speech is about 1 MB).
+pub const MAX_SCRIPT_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Script {
     pub fn load(path: &Path) -> Result<Self, ScriptError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScriptError::Io {
-            path: p.clone(),
-            source,
+        let text = crate::files::read_capped_string(path, MAX_SCRIPT_BYTES).map_err(|source| {
+            ScriptError::Io {
+                path: p.clone(),
+                source,
+            }
         })?;
         let script: Self = serde_json::from_str(&text).map_err(|source| ScriptError::Json {
             path: p.clone(),

@@ -76,6 +76,60 @@ pub fn is_public_param(name: &str) -> bool {
     PUBLIC_PARAMS.contains(&name)
 }
 
+/// A URL fit to show, log or serialise: the password of its user info replaced by `REDACTED`,
+/// and the value of every query parameter not known to be harmless ([`PUBLIC_PARAMS`]) by
+/// `[REDACTED]` (a token, a key, a signature). The one redaction of every URL aai-live shows:
+/// connect URLs ([`WsUrl`]), the endpoints of `config --check`, the NDJSON `hello`, the
+/// headless and dashboard lines, a limits store's URL in an error.
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if url.password().is_some() {
+        let _ = shown.set_password(Some("REDACTED"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_public_param(&k) {
+                    v.into_owned()
+                } else {
+                    REDACTED.to_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.set_query(None);
+        if !pairs.is_empty() {
+            shown.query_pairs_mut().extend_pairs(pairs).finish();
+        }
+    }
+    shown.to_string()
+}
+
+/// [`redact_url`] of text that may not parse as a URL (a value being refused): then whatever
+/// sits between `user:` and `@`, and everything after a `?`, is hidden all the same. Text with
+/// nothing to hide is kept as written.
+pub fn redact_url_text(text: &str) -> String {
+    if let Ok(url) = Url::parse(text) {
+        if url.password().is_none() && url.query().is_none() {
+            return text.to_owned();
+        }
+        return redact_url(&url);
+    }
+    let (text, query) = match text.split_once('?') {
+        Some((before, _)) => (before, "?[REDACTED]"),
+        None => (text, ""),
+    };
+    let shown = match (text.find("://"), text.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match text[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:REDACTED{}", &text[..scheme + 3], &text[at..]),
+            None => text.to_owned(),
+        },
+        _ => text.to_owned(),
+    };
+    shown + query
+}
+
 /// Service regions and their hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -528,33 +582,14 @@ pub fn build_ws_url(
     url.query_pairs_mut()
         .extend_pairs(params.query_pairs())
         .finish();
-    // What may be printed: every value that is not known to be harmless is redacted, the
-    // token always.
-    let mut shown = url.clone();
-    shown.set_query(None);
-    shown
-        .query_pairs_mut()
-        .extend_pairs(params.query_pairs().into_iter().map(|(k, v)| {
-            let v = if is_public_param(&k) {
-                v
-            } else {
-                REDACTED.to_owned()
-            };
-            (k, v)
-        }))
-        .finish();
-    if token_in_query.is_some() {
-        shown
-            .query_pairs_mut()
-            .append_pair("token", REDACTED)
-            .finish();
-    }
-    let redacted = shown.to_string();
     if let Some(token) = token_in_query {
         url.query_pairs_mut()
             .append_pair("token", token.expose())
             .finish();
     }
+    // What may be printed: every value that is not known to be harmless is redacted (the token
+    // is not in the list), and a password in the endpoint's user info.
+    let redacted = redact_url(&url);
     Ok(WsUrl {
         full: SecretString::from(url.to_string()),
         redacted,
@@ -646,6 +681,69 @@ mod tests {
                 shown.contains("webhook_auth_header_value=%5BREDACTED%5D"),
                 "{shown}"
             );
+        }
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords_and_secret_query_values() {
+        let url = Url::parse(
+            "wss://user:pa55word@host.example:8443/v3/ws?sample_rate=16000&key=k3y-value&\
+             token=t0ken&mode=fast",
+        )
+        .expect("url");
+        let shown = redact_url(&url);
+        assert_eq!(
+            shown,
+            "wss://user:REDACTED@host.example:8443/v3/ws?sample_rate=16000&\
+             key=%5BREDACTED%5D&token=%5BREDACTED%5D&mode=fast"
+        );
+        let plain = Url::parse("https://host.example/token").expect("url");
+        assert_eq!(redact_url(&plain), "https://host.example/token");
+        // Text that is not a URL (a value being refused) is hidden all the same.
+        assert_eq!(
+            redact_url_text("redis://user:hunter2@host:6379/0"),
+            "redis://user:REDACTED@host:6379/0"
+        );
+        assert_eq!(
+            redact_url_text("redis://:hunter2@host"),
+            "redis://:REDACTED@host"
+        );
+        assert_eq!(
+            redact_url_text("redis://u:hunt er2@ho st"),
+            "redis://u:REDACTED@ho st"
+        );
+        assert_eq!(
+            redact_url_text("redis://u@ho st/?password=hunter2"),
+            "redis://u@ho st/?[REDACTED]"
+        );
+        assert_eq!(redact_url_text("redis://host"), "redis://host");
+        // The connect URL says the same of its endpoint's user info.
+        let endpoint = Url::parse("ws://u:pa55word@127.0.0.1:9/v3/ws").expect("url");
+        let ws = build_ws_url(&endpoint, &StreamingParams::default(), None).expect("url");
+        assert!(!ws.to_string().contains("pa55word"), "{ws}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a URL holds, its password and the values of parameters not known to be
+        /// harmless never reach its shown form; text that is no URL never panics.
+        #[test]
+        fn redaction_hides_secrets(
+            password in "[A-Za-z0-9]{8,20}",
+            secret in "[A-Za-z0-9]{8,20}",
+            name in "[a-z_]{1,12}",
+            text in "\\PC{0,80}",
+        ) {
+            let url = Url::parse(&format!(
+                "https://me:{password}@h.example/p?{name}={secret}&sample_rate=16000"
+            ))
+            .expect("url");
+            let shown = redact_url(&url);
+            proptest::prop_assert!(!shown.contains(&password), "{}", shown);
+            if !is_public_param(&name) {
+                proptest::prop_assert!(!shown.contains(&secret), "{}", shown);
+            }
+            proptest::prop_assert!(shown.contains("sample_rate=16000"), "{}", shown);
+            let _ = redact_url_text(&text);
         }
     }
 

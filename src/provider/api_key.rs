@@ -177,9 +177,9 @@ impl ApiKeyProvider {
             network: None,
             retry_after: None,
             detail: format!(
-                "HTTP {} but {what}: \"{}\"",
+                "HTTP {} but {what}: {}",
                 reply.status.as_u16(),
-                http::excerpt(&reply.body, &secrets)
+                http::quote_answer(&reply.body, &secrets)
             ),
         };
         let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(&reply.body) else {

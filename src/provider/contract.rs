@@ -256,32 +256,17 @@ pub fn to_json(token: &Token, now: SystemTime) -> Value {
     })
 }
 
-/// Mask every run of token-like characters of `min_len` or more in `text` (used on bodies we
-/// quote in errors: a token server's page may carry a token we have not parsed).
+/// Mask every run of token-like characters of `min_len` or more in `text` that looks random: it
+/// holds a digit, an upper-case letter or one of `+ = %` (used on free text we quote in errors:
+/// a token server's page may carry a token we have not parsed). Words and field names
+/// (`max_session_duration_seconds`) are left as they are.
 pub fn mask_token_like(text: &str, min_len: usize) -> String {
-    let is_token_char = |c: char| {
-        c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '%' | '~')
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.chars().count() >= min_len {
-            out.push_str(REDACTED);
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if is_token_char(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
+    crate::secret::map_words(text, |run| {
+        let random = run
+            .chars()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || matches!(c, '+' | '=' | '%'));
+        (random && run.chars().count() >= min_len).then_some(REDACTED)
+    })
 }
 
 #[cfg(test)]
@@ -496,5 +481,8 @@ mod tests {
         assert!(!masked.contains("AQICAHg"), "{masked}");
         assert!(masked.contains("short-word ok"));
         assert!(masked.contains(REDACTED));
+        // Field names are words, not tokens.
+        let field = "field \"max_session_duration_seconds\" is not a number";
+        assert_eq!(mask_token_like(field, 24), field);
     }
 }

@@ -414,12 +414,13 @@ impl TokenProvider for FileProvider {
 
 /// Read at most [`MAX_FILE`] bytes; `None` content when the file is larger.
 fn read_bounded(path: &Path) -> std::io::Result<(Option<Vec<u8>>, std::fs::Metadata)> {
-    let file = std::fs::File::open(path)?;
+    // Not waiting on a FIFO with no writer: the provider polls, it must not hang.
+    let file = crate::files::open_for_reading(path)?;
     let meta = file.metadata()?;
     if meta.is_dir() {
         return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory));
     }
-    match crate::files::read_capped_from(file, MAX_FILE) {
+    match crate::files::read_capped_file(file, MAX_FILE) {
         Ok(bytes) => Ok((Some(bytes), meta)),
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Ok((None, meta)),
         Err(e) => Err(e),

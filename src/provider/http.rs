@@ -14,11 +14,9 @@ use super::ProviderError;
 use super::contract::mask_token_like;
 use super::time::parse_retry_after;
 use crate::diagnosis::Network;
+use crate::files::{Capped, MAX_ANSWER_BYTES, answer_too_large};
 use crate::secret::scrub;
 
-/// Bodies larger than this are cut: a token answer is well under 1 KiB, and an error page need
-/// not be read whole to be quoted.
-const MAX_BODY: usize = 64 * 1024;
 /// Characters of a body quoted in an error.
 const EXCERPT_CHARS: usize = 160;
 /// Runs of token-like characters at least this long are masked in quotes. Real tokens are about
@@ -40,7 +38,33 @@ pub(crate) struct Origin {
 pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// At most [`MAX_ANSWER_BYTES`]: an error page is quoted from its start.
     pub body: Vec<u8>,
+}
+
+/// Read `response`'s body, at most [`MAX_ANSWER_BYTES`] of it (the rest is never read): the
+/// providers, `serve`'s upstream and `doctor --server` all read answers through here. A token
+/// answer is well under 1 KiB, and an error page need not be read whole to be quoted.
+pub(crate) async fn read_body(response: &mut reqwest::Response) -> Result<Capped, reqwest::Error> {
+    let mut body = Capped::new(MAX_ANSWER_BYTES);
+    while let Some(chunk) = response.chunk().await? {
+        if !body.push(&chunk) {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// `; the endpoint redirects to URL, which is not followed: configure the final URL`, from a
+/// 3xx answer's `Location` (shown without credentials or query).
+pub(crate) fn redirect_note(headers: &HeaderMap) -> String {
+    let target = headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Url::parse(v).ok())
+        .map(|u| format!(" to {}", display_url(&u)))
+        .unwrap_or_default();
+    format!("the endpoint redirects{target}, which is not followed: configure the final URL")
 }
 
 /// How to tell the user to fix a 400, a 401/403 or a 404/405 for this provider.
@@ -88,22 +112,30 @@ pub(crate) async fn exchange(
         let mut response = request.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            let room = MAX_BODY - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= MAX_BODY {
-                break;
-            }
-        }
-        Ok::<_, reqwest::Error>(Reply {
-            status,
-            headers,
-            body,
-        })
+        let body = read_body(&mut response).await?;
+        Ok::<_, reqwest::Error>((status, headers, body))
     };
     match tokio::time::timeout(origin.timeout, attempt).await {
-        Ok(Ok(reply)) => Ok(reply),
+        // A token answer that large is no token answer: say so rather than parse its start.
+        Ok(Ok((status, _, body))) if body.is_over() && status.is_success() => {
+            Err(ProviderError::Transient {
+                provider: origin.provider,
+                location: origin.location.clone(),
+                status: Some(status.as_u16()),
+                network: None,
+                retry_after: None,
+                detail: format!(
+                    "HTTP {} but {}",
+                    status.as_u16(),
+                    answer_too_large("the answer", MAX_ANSWER_BYTES)
+                ),
+            })
+        }
+        Ok(Ok((status, headers, body))) => Ok(Reply {
+            status,
+            headers,
+            body: body.into_bytes(),
+        }),
         Ok(Err(e)) => Err(transport_error(origin, &e)),
         Err(_) => Err(ProviderError::Transient {
             provider: origin.provider,
@@ -263,17 +295,7 @@ pub(crate) fn status_error(
             detail: with_hint(detail, hints.not_found),
         },
         300..=399 => {
-            let target = reply
-                .headers
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| Url::parse(v).ok())
-                .map(|u| format!(" to {}", display_url(&u)))
-                .unwrap_or_default();
-            let _ = write!(
-                detail,
-                "; the endpoint redirects{target}, which is not followed: configure the final URL"
-            );
+            let _ = write!(detail, "; {}", redirect_note(&reply.headers));
             ProviderError::InvalidConfig {
                 provider,
                 location,
@@ -335,6 +357,22 @@ pub(crate) fn server_text(body: &[u8], secrets: &[&str]) -> Option<String> {
     }
     let text = excerpt(body, secrets);
     (!text.is_empty()).then_some(text)
+}
+
+/// A 2xx body that is not the token answer, quoted so that no token it may hold is repeated,
+/// whatever its length: a JSON document by its shape (keys and the kinds of their values), a
+/// single word by its length (a word is what a token is), anything else (an HTML page) as an
+/// excerpt, scrubbed and masked.
+pub(crate) fn quote_answer(body: &[u8], secrets: &[&str]) -> String {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        return crate::untrusted::json_shape(&value);
+    }
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.chars().all(crate::secret::is_token_char) {
+        return format!("one word of {} characters", trimmed.chars().count());
+    }
+    format!("\"{}\"", excerpt(body, secrets))
 }
 
 /// A short single-line excerpt of a body, scrubbed and masked.
@@ -446,6 +484,36 @@ mod tests {
         assert!(text.contains("bad key [REDACTED]: see docs"), "{text}");
         assert!(text.contains("fix the credential"), "{text}");
         assert!(!text.contains("sk-123"));
+        // A one-letter key is hidden where it stands alone, not inside every word; field names
+        // are not token-like.
+        let e = status_error(
+            &origin(),
+            &reply(
+                401,
+                &[],
+                r#"{"error":"token o refused: max_session_duration_seconds too long"}"#,
+            ),
+            &HINTS,
+            &["o"],
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("token [REDACTED] refused: max_session_duration_seconds too long"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn answers_that_are_not_tokens_are_quoted_by_shape() {
+        assert_eq!(
+            quote_answer(br#"{"token":"tok-123","expires_in_seconds":"soon"}"#, &[]),
+            r#"{"expires_in_seconds": a string, "token": a string}"#
+        );
+        assert_eq!(quote_answer(b"abc123\n", &[]), "one word of 6 characters");
+        assert_eq!(
+            quote_answer(b"<html><p>Log in</p></html>", &[]),
+            "\"<html><p>Log in</p></html>\""
+        );
     }
 
     #[test]

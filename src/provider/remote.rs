@@ -317,7 +317,7 @@ pub fn parse_answer(body: &[u8], secrets: &[&str]) -> Result<contract::TokenDocu
     if trimmed.is_empty() {
         return Err("the body is empty".into());
     }
-    let quoted = || http::excerpt(body, secrets);
+    let quoted = || http::quote_answer(body, secrets);
     match serde_json::from_str::<Value>(trimmed) {
         Ok(Value::Object(object)) => {
             let has_token = object.get("token").is_some_and(|t| !t.is_null());
@@ -325,20 +325,20 @@ pub fn parse_answer(body: &[u8], secrets: &[&str]) -> Result<contract::TokenDocu
                 let said = http::server_text(body, secrets).unwrap_or_default();
                 return Err(format!("the server reported an error: \"{said}\""));
             }
-            contract::parse_object(&object).map_err(|e| format!("{e}: \"{}\"", quoted()))
+            contract::parse_object(&object).map_err(|e| format!("{e}: {}", quoted()))
         }
         Ok(Value::String(s)) => contract::parse_plain(&s)
-            .ok_or_else(|| format!("the JSON string is not a token: \"{}\"", quoted())),
+            .ok_or_else(|| format!("the JSON string is not a token: {}", quoted())),
         // A bare number is also valid JSON, but as a body it can only be a plain token.
         Ok(Value::Number(_)) | Err(_) => contract::parse_plain(trimmed).ok_or_else(|| {
             format!(
-                "the body is neither a JSON token document nor a plain-text token: \"{}\"",
+                "the body is neither a JSON token document nor a plain-text token: {}",
                 quoted()
             )
         }),
         Ok(other) => Err(format!(
-            "the body is JSON but not an object with a \"token\": \"{}\"",
-            http::excerpt(other.to_string().as_bytes(), secrets)
+            "the body is JSON but not an object with a \"token\": {}",
+            crate::untrusted::json_shape(&other)
         )),
     }
 }

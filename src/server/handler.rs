@@ -196,6 +196,19 @@ async fn serve_token(
     body: Body,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
+    if !fetch_metadata_allowed(headers) {
+        let error = ApiError::forbidden(
+            "a browser may ask for tokens only with fetch() in cors or same-origin mode \
+             (Sec-Fetch-Mode, Sec-Fetch-Dest): not from an image, a form, a frame or a link",
+        )
+        .denied(Denial::ForbiddenOrigin);
+        return Err(refuse(state, peer, ctx, error).await);
+    }
+    if !host::names_a_host(headers, uri) {
+        let error = ApiError::forbidden("the request names no host (Host header)")
+            .denied(Denial::ForbiddenHost);
+        return Err(refuse(state, peer, ctx, error).await);
+    }
     let own = state.own_origin(headers, uri);
     if !origin_allowed(headers, &state.origins, own.as_ref()) {
         let error = ApiError::forbidden("this origin may not ask for tokens (see --cors-origin)")
@@ -296,6 +309,38 @@ pub fn origin_allowed(
         (Some(origin), None) => origins.contains(origin) || own == Some(origin),
         (Some(_), Some(_)) => false,
     }
+}
+
+/// Whether the browser's fetch metadata, if any, allows a token request. A page of another site
+/// can send GETs that carry no `Origin` (`<img src>`, `fetch(url, {mode: "no-cors"})`, a form,
+/// a frame, a link), so the `Origin` rule never sees them; browsers mark every request with
+/// `Sec-Fetch-*`. Refused: a `Sec-Fetch-Mode` other than `cors` or `same-origin`, a
+/// `Sec-Fetch-Dest` other than `empty`, and a `Sec-Fetch-Site` other than `same-origin` or
+/// `none` without an `Origin` (a cross-site request in cors mode carries `Origin`, which
+/// [`origin_allowed`] checks, so the listed origins keep working). A header given twice, or not
+/// text, is refused. Without any `Sec-Fetch-*` (curl, the `remote` provider, an older browser)
+/// the request passes. Browsers send these headers to https and loopback origins only.
+pub fn fetch_metadata_allowed(headers: &HeaderMap) -> bool {
+    fn one<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(value), None) => value.to_str().map(Some).map_err(|_| ()),
+            (Some(_), Some(_)) => Err(()),
+        }
+    }
+    let (Ok(mode), Ok(dest), Ok(site)) = (
+        one(headers, "sec-fetch-mode"),
+        one(headers, "sec-fetch-dest"),
+        one(headers, "sec-fetch-site"),
+    ) else {
+        return false;
+    };
+    let mode_ok = mode.is_none_or(|m| matches!(m, "cors" | "same-origin"));
+    let dest_ok = dest.is_none_or(|d| d == "empty");
+    let site_ok = site.is_none_or(|s| matches!(s, "same-origin" | "none"))
+        || headers.contains_key(header::ORIGIN);
+    mode_ok && dest_ok && site_ok
 }
 
 /// The caller's client name, or the refusal.
@@ -691,6 +736,57 @@ mod tests {
     }
 
     #[test]
+    fn fetch_metadata_lets_only_cors_fetches_through() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            fetch_metadata_allowed(&h)
+        };
+        // curl, the remote provider: nothing to check.
+        assert!(with(&[]));
+        // fetch() from the page itself, and from a listed origin (Origin is checked next).
+        assert!(with(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("sec-fetch-site", "same-origin")
+        ]));
+        assert!(with(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://app.example.com")
+        ]));
+        assert!(with(&[("sec-fetch-mode", "same-origin")]));
+        // <img src>, fetch no-cors, a navigation, a form, a frame; a cross-site request
+        // without Origin; a header twice.
+        for refused in [
+            &[
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-dest", "image"),
+                ("sec-fetch-site", "cross-site"),
+            ][..],
+            &[
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-dest", "empty"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+            &[("sec-fetch-dest", "iframe")],
+            &[("sec-fetch-mode", "websocket")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-mode", "cors"), ("sec-fetch-mode", "cors")],
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn origins_are_compared_exactly_and_only_once() {
         let listed = [HeaderValue::from_static("https://app.example.com")];
         let own = HeaderValue::from_static("http://127.0.0.1:8787");
@@ -782,6 +878,28 @@ mod tests {
                 h.insert(header::ORIGIN, value.clone());
                 prop_assert_eq!(origin_allowed(&h, &listed, None), value == listed[0]);
             }
+        }
+
+        /// Whatever bytes the fetch-metadata headers hold, the rule never panics and lets a
+        /// request through only with the values a cors fetch sends.
+        #[test]
+        fn fetch_metadata_never_panics(
+            mode in proptest::collection::vec(any::<u8>(), 0..24),
+            dest in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let mut h = HeaderMap::new();
+            let mode = HeaderValue::from_bytes(&mode).ok();
+            let dest = HeaderValue::from_bytes(&dest).ok();
+            if let Some(v) = &mode {
+                h.insert("sec-fetch-mode", v.clone());
+            }
+            if let Some(v) = &dest {
+                h.insert("sec-fetch-dest", v.clone());
+            }
+            let allowed = fetch_metadata_allowed(&h);
+            let mode_ok = mode.as_ref().is_none_or(|m| m == "cors" || m == "same-origin");
+            let dest_ok = dest.as_ref().is_none_or(|d| d == "empty");
+            prop_assert_eq!(allowed, mode_ok && dest_ok);
         }
     }
 }

@@ -85,10 +85,21 @@ pub fn is_loopback_host(value: &[u8]) -> bool {
     parse_host(value).is_ok_and(|(name, _)| name.is_loopback())
 }
 
+/// Whether the request names a host at all: a `Host` header or an authority in its URI
+/// (HTTP/2's `:authority`). `serve` answers no token request that names none: every client it
+/// serves (browsers, curl, the `remote` provider) sends one, and a host is what the loopback
+/// and origin checks read.
+pub fn names_a_host(headers: &HeaderMap, uri: &Uri) -> bool {
+    headers.contains_key(header::HOST) || uri.authority().is_some()
+}
+
 /// Whether the request names this host by a loopback name: every `Host` header (there must be
-/// at most one) and the URI's authority, when present, must. A request with neither (HTTP/1.0
-/// without `Host`) is not from a browser, and passes.
+/// at most one) and the URI's authority, when present, must, and one of them must be there (a
+/// request naming no host fails closed).
 pub fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri) -> bool {
+    if !names_a_host(headers, uri) {
+        return false;
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -202,10 +213,14 @@ mod tests {
             &h,
             &Uri::from_static("http://127.0.0.1:8787/token")
         ));
-        // Neither: HTTP/1.0 without Host.
-        assert!(addressed_to_loopback(
+        // Neither (HTTP/1.0 without Host): no host named, refused.
+        assert!(!addressed_to_loopback(
             &HeaderMap::new(),
             &Uri::from_static("/token")
+        ));
+        assert!(addressed_to_loopback(
+            &HeaderMap::new(),
+            &Uri::from_static("http://localhost:8787/token")
         ));
     }
 

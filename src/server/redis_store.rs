@@ -13,36 +13,45 @@
 //! Reachability: a failed or late round trip marks the store down; while it is down no request
 //! waits on it (the failure policy answers at once) and a background task pings it with backoff
 //! (100 ms doubling to 2 s) until it answers, then marks it up. While up, the task pings every
-//! 5 s so `/readyz` stays true when no requests come. The connection is redis-rs's connection
-//! manager: one multiplexed connection, re-established after an I/O error.
+//! 5 s so `/readyz` stays true when no requests come. The pings read Redis's clock (`TIME`), and
+//! each script carries a deadline on it: a request this replica gave up on (a 503) spends
+//! nothing if Redis runs its script later (a store that stalls, then resumes). The connection is
+//! [`super::redis_link`]'s: one multiplexed connection, its replies read under a cap, re-opened
+//! after any failure. A store that refuses our credentials at start stops the server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
+use redis::RedisConnectionInfo;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::limit::{Decision, Gcra};
 use super::metrics::StoreMetrics;
+use super::redis_link::Link;
 use crate::config::{Choice, RedisAddress, StoreFailure};
 
 /// The GCRA rule of `limit.rs` over several budgets; see the module doc.
 const SCRIPT: &str = r"
 -- aai-live serve: GCRA over the budgets of one request (src/server/limit.rs has the rule).
--- KEYS[i]: a budget; ARGV[2i-1]: its interval in microseconds; ARGV[2i]: its burst.
+-- ARGV[1]: the deadline, on Redis's clock in microseconds: a request the replica has given up
+-- on by then (it answered 503) must spend nothing, however late the store runs this.
+-- KEYS[i]: a budget; ARGV[2i]: its interval in microseconds; ARGV[2i+1]: its burst.
 -- Budgets are checked in order; checking stops at the first refusal, which spends nothing.
 -- A budget that lets the request through stores its new TAT, expiring when it is full again.
--- Returns {now, tat_1, ..., tat_k}: Redis's clock and the TAT each checked budget had.
+-- Returns {now, tat_1, ..., tat_k}: Redis's clock and the TAT each checked budget had; {now}
+-- alone when the deadline had passed.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local out = {now}
+if now > tonumber(ARGV[1]) then
+  return out
+end
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local span = interval * tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[2 * i])
+  local span = interval * tonumber(ARGV[2 * i + 1])
   local stored = tonumber(redis.call('GET', key)) or 0
   out[#out + 1] = stored
   local tat = math.max(stored, now)
@@ -72,6 +81,13 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("the limits store's script disagrees with this program's rate-limit arithmetic")]
     Inconsistent,
+    #[error("the limits store ran the request after its deadline (it was refused meanwhile)")]
+    Late,
+    #[error(
+        "the limits store {address} refuses this server's credentials ({detail}): check \
+         `server.limits_store_password_env` / `_file` and the user name in the URL"
+    )]
+    Credentials { address: String, detail: String },
     #[error("cannot read the limits store's CA certificate {path}: {reason}")]
     Ca { path: String, reason: String },
 }
@@ -85,7 +101,9 @@ pub struct Budget {
 
 /// A Redis limits store; see the module doc.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    link: Link,
+    /// Redis's clock as last read (microseconds) and when: the scripts' deadlines are set on it.
+    clock: std::sync::Mutex<Option<(u64, Instant)>>,
     script: redis::Script,
     address: String,
     timeout: Duration,
@@ -110,21 +128,11 @@ impl RedisStore {
     pub fn new(
         address: &RedisAddress,
         password: Option<&SecretString>,
-        ca: Option<Vec<u8>>,
+        ca: Option<&[u8]>,
         timeout: Duration,
         failure: StoreFailure,
         metrics: StoreMetrics,
     ) -> Result<Self, StoreError> {
-        let addr = if address.tls() {
-            ConnectionAddr::TcpTls {
-                host: address.host(),
-                port: address.port(),
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(address.host(), address.port())
-        };
         let mut settings = RedisConnectionInfo::default().set_db(address.db());
         if let Some(user) = address.username() {
             settings = settings.set_username(user);
@@ -132,26 +140,12 @@ impl RedisStore {
         if let Some(password) = password {
             settings = settings.set_password(password.expose_secret());
         }
-        let info = addr.into_connection_info()?.set_redis_settings(settings);
-        let client = match ca {
-            Some(pem) if address.tls() => Client::build_with_tls(
-                info,
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            )?,
-            _ => Client::open(info)?,
-        };
-        // One attempt per connection (the watcher below is the retry loop), each bounded like a
-        // round trip, so nothing waits longer than `timeout` on a store that is gone.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        // Connected on first use (the watcher below is the retry loop), each attempt bounded
+        // like a round trip, so nothing waits longer than `timeout` on a store that is gone.
+        let link = Link::new(address.host(), address.port(), address.tls(), ca, settings)?;
         Ok(Self {
-            connection,
+            link,
+            clock: std::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             address: address.to_string(),
             timeout,
@@ -164,10 +158,18 @@ impl RedisStore {
 
     /// Connect (one ping, within the timeout) and keep watching the store until `cancel`. A
     /// store that does not answer now is not an error: the server starts, reports it down, and
-    /// the watcher connects when it can.
-    pub async fn start(self: &Arc<Self>, cancel: CancellationToken) {
+    /// the watcher connects when it can. A store that answers but refuses our credentials (a
+    /// wrong password, a user it does not know, a missing permission) is: it will not change its
+    /// mind, and a server that started would answer 503 to everyone.
+    pub async fn start(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), StoreError> {
         match self.ping().await {
             Ok(()) => self.mark_up(false),
+            Err(StoreError::Redis(error)) if refuses_credentials(&error) => {
+                return Err(StoreError::Credentials {
+                    address: self.address.clone(),
+                    detail: error.to_string(),
+                });
+            }
             Err(error) => {
                 self.metrics.up.set(0);
                 tracing::warn!(
@@ -179,6 +181,7 @@ impl RedisStore {
             }
         }
         tokio::spawn(Arc::clone(self).watch(cancel));
+        Ok(())
     }
 
     pub fn is_up(&self) -> bool {
@@ -190,28 +193,38 @@ impl RedisStore {
     }
 
     /// Decide `budgets` in order, stopping at the first refusal: one round trip. The decisions
-    /// returned are those of the budgets checked (all of them unless one refused).
+    /// returned are those of the budgets checked (all of them unless one refused). The script
+    /// carries a deadline on Redis's clock (now + the timeout): a request this replica has
+    /// already refused with a 503 spends nothing if the store runs it late.
     pub async fn decide(&self, budgets: &[Budget]) -> Result<Vec<Decision>, StoreError> {
         if !self.is_up() {
             return Err(StoreError::Down);
         }
+        let Some(deadline) = self.deadline() else {
+            return Err(StoreError::Down);
+        };
         let mut invocation = self.script.prepare_invoke();
+        invocation.arg(deadline);
         for budget in budgets {
             invocation
                 .key(&budget.key)
                 .arg(budget.gcra.interval_micros())
                 .arg(budget.gcra.burst());
         }
-        let mut connection = self.connection.clone();
         let started = Instant::now();
-        let answer = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<Vec<u64>>(&mut connection),
-        )
+        let answer = tokio::time::timeout(self.timeout, async {
+            let mut connection = self.link.connection().await?;
+            invocation.invoke_async::<Vec<u64>>(&mut connection).await
+        })
         .await;
         self.metrics.latency.observe(started.elapsed());
         let result = match answer {
-            Ok(Ok(values)) => decisions(budgets, &values),
+            Ok(Ok(values)) => {
+                if let Some(&now) = values.first() {
+                    self.read_clock(now, Instant::now());
+                }
+                decisions(budgets, &values)
+            }
             Ok(Err(error)) => Err(StoreError::Redis(error)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
@@ -221,20 +234,56 @@ impl RedisStore {
         result
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut connection)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(StoreError::Redis(error)),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+    /// A script's deadline: Redis's clock now (as last read, moved on by ours) plus the timeout;
+    /// `None` before the clock was ever read.
+    fn deadline(&self) -> Option<u64> {
+        let clock = *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (redis_now, at) = clock?;
+        let elapsed = at.elapsed() + self.timeout;
+        Some(redis_now.saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)))
     }
 
-    /// A round trip failed: count it, and on the transition to down log it and wake the watcher.
+    fn read_clock(&self, redis_now: u64, at: Instant) {
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((redis_now, at));
+    }
+
+    /// One round trip: Redis's clock (`TIME`), kept for the scripts' deadlines.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let time = tokio::time::timeout(self.timeout, async {
+            let mut connection = self.link.connection().await?;
+            redis::cmd("TIME")
+                .query_async::<(u64, u64)>(&mut connection)
+                .await
+        })
+        .await;
+        let result = match time {
+            Ok(Ok((secs, micros))) => {
+                self.read_clock(
+                    secs.saturating_mul(1_000_000).saturating_add(micros),
+                    Instant::now(),
+                );
+                Ok(())
+            }
+            Ok(Err(error)) => Err(StoreError::Redis(error)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        if result.is_err() {
+            self.link.reset();
+        }
+        result
+    }
+
+    /// A round trip failed: count it, drop the connection, and on the transition to down log it
+    /// and wake the watcher.
     fn failed(&self, error: &StoreError) {
         self.metrics.errors.inc();
+        self.link.reset();
         if self.up.swap(false, Ordering::AcqRel) {
             self.metrics.up.set(0);
             tracing::warn!(
@@ -290,13 +339,23 @@ impl RedisStore {
     }
 }
 
+/// Whether the store refused who we said we are: a wrong password (`WRONGPASS`), none where one
+/// is required (`NOAUTH`), a user without the permission (`NOPERM`).
+fn refuses_credentials(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
 /// The script's answer, `{now, tat_1, ..., tat_k}`, as decisions by [`Gcra::decide`], checked to
-/// agree with where the script stopped.
+/// agree with where the script stopped; `{now}` alone: run after its deadline, nothing spent.
 fn decisions(budgets: &[Budget], values: &[u64]) -> Result<Vec<Decision>, StoreError> {
     let Some((&now, tats)) = values.split_first() else {
         return Err(StoreError::Inconsistent);
     };
-    if tats.is_empty() || tats.len() > budgets.len() {
+    if tats.is_empty() {
+        return Err(StoreError::Late);
+    }
+    if tats.len() > budgets.len() {
         return Err(StoreError::Inconsistent);
     }
     let mut out = Vec::with_capacity(tats.len());
@@ -343,9 +402,9 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].retry_after, Some(Duration::from_secs(20)));
         // Answers that cannot come from the script as written.
+        assert!(matches!(decisions(&budgets, &[now]), Err(StoreError::Late)));
         for bad in [
             vec![],
-            vec![now],
             vec![now, now + 60_000_000, 0],
             vec![now, 0],
             vec![now, 0, 0, 0],

@@ -24,7 +24,7 @@ use super::auth::{Auth, Credentials, MIN_CREDENTIAL_LEN, hash_credential};
 use super::limit::LimitSetting;
 use super::{RunningServer, ServerConfig, ServerError};
 use crate::config::{Choice, Cidr, Config, LimitsStore, ServerAuth, ServerSettings, StoreFailure};
-use crate::listener::{TlsArgs, open_file_limit};
+use crate::listener::{TlsArgs, fit_to_open_files, open_file_limit};
 use crate::provider::{self, TokenProvider};
 
 /// Options of `aai-live serve`. Each flag given overrides its `[server]` key (the table is in
@@ -350,17 +350,16 @@ pub fn upstream_provider(config: &Config) -> Result<Arc<dyn TokenProvider>, Serv
     Ok(Arc::new(provider))
 }
 
-/// Warnings worth printing before the server starts.
-pub fn warnings(config: &ServerConfig) -> Vec<String> {
+/// Warnings worth printing before the server starts. The connection cap is fitted to the
+/// open-file limit first (leaving descriptors for the upstream, the limits store and the log),
+/// and the lowering is the first warning: said once.
+pub fn warnings(config: &mut ServerConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(cap), Some(files)) = (config.max_connections, open_file_limit())
-        && cap as u64 + FD_MARGIN > files
-    {
-        out.push(format!(
-            "max_connections ({cap}) leaves fewer than {FD_MARGIN} of the {files} open files this \
-             process may have for the upstream, the limits store and the log: lower \
-             `server.max_connections` or raise the limit (ulimit -n, LimitNOFILE=)"
-        ));
+    if let Some(cap) = config.max_connections {
+        let (fitted, lowered) =
+            fit_to_open_files("server.max_connections", cap, open_file_limit(), 1);
+        config.max_connections = Some(fitted);
+        out.extend(lowered);
     }
     if config.tls.is_none() && !config.listen.ip().is_loopback() {
         out.push(format!(
@@ -375,10 +374,6 @@ pub fn warnings(config: &ServerConfig) -> Vec<String> {
     out
 }
 
-/// File descriptors `serve` needs besides its clients' connections: the runtime, the log, the
-/// upstream's pooled connections, the limits store.
-const FD_MARGIN: u64 = 64;
-
 /// Run `aai-live serve` until SIGINT or SIGTERM, with `config` (the flags already applied as
 /// overrides). The first stdout line is a contract: `aai-live serve listening on
 /// http(s)://HOST:PORT`.
@@ -387,9 +382,9 @@ pub async fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), ServerError> {
-    let server_config = server_config(config)?;
+    let mut server_config = server_config(config)?;
     let upstream = upstream_provider(config)?;
-    for warning in warnings(&server_config) {
+    for warning in warnings(&mut server_config) {
         let _ = writeln!(err, "warning: {warning}");
     }
     let running = super::start(server_config, upstream).await?;
@@ -659,7 +654,7 @@ mod tests {
         let mut config = ServerConfig::new("0.0.0.0:8787".parse().expect("addr"), Auth::None);
         config.client_limit = None;
         config.global_limit = None;
-        let w = warnings(&config).join("\n");
+        let w = warnings(&mut config).join("\n");
         assert!(
             w.contains("plain HTTP") && w.contains("rate limiting is off"),
             "{w}"

@@ -112,7 +112,7 @@ impl Limits {
                 Some(Arc::new(RedisStore::new(
                     address,
                     store.password.as_ref(),
-                    ca,
+                    ca.as_deref(),
                     store.timeout,
                     store.failure,
                     metrics.clone(),
@@ -133,10 +133,13 @@ impl Limits {
         })
     }
 
-    /// Connect to a shared store and watch it until `cancel`; nothing for the memory store.
-    pub async fn start(&self, cancel: CancellationToken) {
-        if let Some(shared) = &self.shared {
-            shared.start(cancel).await;
+    /// Connect to a shared store and watch it until `cancel`; nothing for the memory store. A
+    /// store that is down is no error (the failure policy applies); one that refuses our
+    /// credentials is.
+    pub async fn start(&self, cancel: CancellationToken) -> Result<(), StoreError> {
+        match &self.shared {
+            Some(shared) => shared.start(cancel).await,
+            None => Ok(()),
         }
     }
 
@@ -320,7 +323,10 @@ mod tests {
             let limits =
                 Limits::new(spec("5/h"), None, spec("5/h"), &store, &metrics).expect("lazy store");
             let cancel = CancellationToken::new();
-            limits.start(cancel.clone()).await;
+            limits
+                .start(cancel.clone())
+                .await
+                .expect("a store that is down starts");
             let alice: Arc<str> = Arc::from("alice");
             let got = limits
                 .admit(&alice)

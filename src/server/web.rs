@@ -64,6 +64,9 @@ pub struct BrowserSettings {
 
 impl BrowserSettings {
     pub fn from_config(config: &Config) -> Self {
+        // `/config.json` is public: no user info, and no query (no client sends the
+        // endpoint's own query: each builds its own). A secret among them is named among what
+        // is withheld.
         let mut streaming_url = streaming_endpoint(config);
         let mut params = Vec::new();
         let mut withheld = Vec::new();
@@ -74,22 +77,13 @@ impl BrowserSettings {
             let _ = streaming_url.set_password(None);
             withheld.push("streaming.url's user and password".to_owned());
         }
-        let pairs: Vec<(String, String)> = streaming_url.query_pairs().into_owned().collect();
-        let (public, secret): (Vec<_>, Vec<_>) = pairs
-            .into_iter()
-            .partition(|(name, _)| is_public_param(name));
-        if !secret.is_empty() {
-            withheld.extend(
-                secret
-                    .into_iter()
-                    .map(|(name, _)| format!("streaming.url's {name}")),
-            );
-            if public.is_empty() {
-                streaming_url.set_query(None);
-            } else {
-                streaming_url.query_pairs_mut().clear().extend_pairs(public);
-            }
-        }
+        withheld.extend(
+            streaming_url
+                .query_pairs()
+                .filter(|(name, _)| !is_public_param(name))
+                .map(|(name, _)| format!("streaming.url's {name}")),
+        );
+        streaming_url.set_query(None);
         for (name, value) in crate::session::params(config).query_pairs() {
             if CLIENT_DECIDES.contains(&name.as_str()) {
                 continue;
@@ -442,7 +436,8 @@ mod tests {
             s.params
         );
         assert_eq!(s.withheld, ["webhook_auth_header_value"]);
-        // A secret in the streaming URL itself is withheld too.
+        // A secret in the streaming URL itself is withheld too, and the URL goes without its
+        // query (each client builds its own).
         let mut with_secrets = Config::default();
         with_secrets.streaming.url = Some(
             "wss://user:pw@proxy.example/v3/ws?access_key=hunter2&format_turns=true"
@@ -452,7 +447,7 @@ mod tests {
         let hidden = BrowserSettings::from_config(&with_secrets);
         assert_eq!(
             hidden.streaming_url.as_str(),
-            "wss://proxy.example/v3/ws?format_turns=true"
+            "wss://proxy.example/v3/ws"
         );
         assert_eq!(
             hidden.withheld,

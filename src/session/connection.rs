@@ -355,6 +355,9 @@ pub enum ConnectError {
     ProxyRefused {
         url: String,
         proxy: String,
+        /// The proxy's status: 407 (it wants credentials, or other ones) will not change by
+        /// retrying.
+        status: Option<u16>,
         answer: String,
     },
     #[error("cannot connect to {url}: TLS handshake failed: {detail}")]
@@ -369,7 +372,12 @@ impl ConnectError {
     /// What the failure means for the session.
     pub fn class(&self) -> CloseClass {
         match self {
-            Self::InvalidUrl { .. } => CloseClass::Fatal,
+            // A proxy that wants credentials (or refuses the ones in its URL) refuses every
+            // retry the same way: a run that retried it would retry forever.
+            Self::InvalidUrl { .. }
+            | Self::ProxyRefused {
+                status: Some(407), ..
+            } => CloseClass::Fatal,
             Self::Refused { status } => upgrade_verdict(*status).class,
             _ => CloseClass::Transient,
         }
@@ -540,10 +548,11 @@ async fn through_proxy(
     match tunnel(&mut tcp, proxy, host, port, CONNECT_TIMEOUT).await {
         Ok(()) => Ok(tcp),
         Err(TunnelError::Unreachable(detail)) => Err(unreachable(detail)),
-        Err(TunnelError::Refused(answer)) => Err(ConnectError::ProxyRefused {
+        Err(TunnelError::Refused { status, line }) => Err(ConnectError::ProxyRefused {
             url: shown.to_owned(),
             proxy: proxy_shown,
-            answer,
+            status,
+            answer: line,
         }),
     }
 }

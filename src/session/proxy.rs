@@ -127,8 +127,9 @@ pub fn proxy_address(proxy: &url::Url) -> (&str, u16) {
 pub enum TunnelError {
     /// The exchange failed or took too long: as good as an unreachable proxy.
     Unreachable(String),
-    /// The proxy answered, but not with 2xx: its status line, made safe to show.
-    Refused(String),
+    /// The proxy answered, but not with 2xx: its status (when the line has one) and its status
+    /// line, made safe to show.
+    Refused { status: Option<u16>, line: String },
 }
 
 /// Ask the proxy at the other end of `tcp` for a tunnel to `host:port`: `CONNECT`, with
@@ -191,9 +192,10 @@ pub async fn tunnel(
         .and_then(|s| s.parse::<u16>().ok());
     match status {
         Some(200..=299) => Ok(()),
-        _ => Err(TunnelError::Refused(
-            crate::untrusted::for_terminal(status_line.trim()).to_string(),
-        )),
+        _ => Err(TunnelError::Refused {
+            status,
+            line: crate::untrusted::for_terminal(status_line.trim()).to_string(),
+        }),
     }
 }
 

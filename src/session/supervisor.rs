@@ -257,6 +257,8 @@ pub struct Supervisor {
     crashed: Option<Failure>,
     /// `Begin.expires_at` findings already reported (once per run is enough).
     reported_skew: bool,
+    /// The input's NaN or ±Inf samples were reported (once a run).
+    reported_non_finite: bool,
     reported_implausible: bool,
     /// Milliseconds of silence at the end of the audio sent live (for hand-overs).
     silent_ms: u64,
@@ -320,6 +322,7 @@ impl Supervisor {
             input_failure: None,
             crashed: None,
             reported_skew: false,
+            reported_non_finite: false,
             reported_implausible: false,
             silent_ms: 0,
             quiet: true,
@@ -949,6 +952,14 @@ impl Supervisor {
         }
         if let Some(loss) = self.ledger.overrun(chunk.dropped_before) {
             self.report(loss);
+        }
+        // Sent as silence, so the ledger is not concerned; but the user should know (the log
+        // alone is not read).
+        if chunk.non_finite > 0 && !std::mem::replace(&mut self.reported_non_finite, true) {
+            self.emit(SessionEvent::Warning {
+                message: crate::strings::NON_FINITE_SAMPLES.to_owned(),
+                explain: None,
+            });
         }
         if self.muted {
             chunk.samples.fill(0);

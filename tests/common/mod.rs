@@ -403,3 +403,53 @@ impl SelfSigned {
         std::fs::read(self.cert()).expect("cert.pem")
     }
 }
+
+/// What a run of the binary printed and the most memory it held.
+pub struct Measured {
+    pub output: std::process::Output,
+    /// The peak resident set (VmHWM) in KiB, as last read before the process ended.
+    pub peak_kib: u64,
+}
+
+impl Measured {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+}
+
+/// Run `cmd` to its end (at most `limit`, else panic) while reading its peak resident set from
+/// /proc every 10 ms: a bounded read shows as a small peak whatever the input's size.
+pub async fn run_measured(mut cmd: tokio::process::Command, limit: Duration) -> Measured {
+    let child = cmd.spawn().expect("spawn aai-live");
+    let pid = child.id().expect("pid");
+    let status = format!("/proc/{pid}/status");
+    let waited = tokio::spawn(child.wait_with_output());
+    let mut peak_kib = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    while !waited.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running after {limit:?} (peak {peak_kib} KiB so far)"
+        );
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        }) {
+            peak_kib = peak_kib.max(kib);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let output = waited.await.expect("join").expect("output");
+    Measured { output, peak_kib }
+}
+
+/// The most a hostile-input case may hold: 100 MiB (the binary alone is about a tenth of it).
+pub const PEAK_KIB_LIMIT: u64 = 100 * 1024;
