@@ -273,6 +273,11 @@ impl AudioInput {
         self.stop.cancel();
     }
 
+    /// The chunks, moved out (to a supervisor); the source keeps running while `self` lives.
+    pub fn take_chunks(&mut self) -> mpsc::Receiver<AudioChunk> {
+        std::mem::replace(&mut self.chunks, mpsc::channel(1).1)
+    }
+
     /// The source's own format.
     pub fn native_format(&self) -> SourceFormat {
         self.stats.borrow().native.clone()

@@ -224,6 +224,21 @@ impl SessionEvent {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// One NDJSON line with `source` (the input's label in meeting mode) and `ts_ms`.
+    pub fn to_line_sourced(&self, source: Option<&str>, at: std::time::SystemTime) -> String {
+        let line = self.to_line_at(at);
+        let Some(source) = source else {
+            return line;
+        };
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.insert("source".into(), source.into());
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => line,
+        }
+    }
+
     /// One NDJSON line with `ts_ms`, the wall-clock time (unix milliseconds) it was written.
     pub fn to_line_at(&self, at: std::time::SystemTime) -> String {
         let mut value = serde_json::to_value(self).unwrap_or_default();

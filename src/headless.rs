@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audio::{self, AudioOptions, Pace};
-use crate::config::{Config, InputSpec};
+use crate::config::Config;
 use crate::events::{SessionEvent, View};
 use crate::failure::Failure;
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
+use crate::config::Label;
+use crate::session::streams::{Sourced, StreamSetup};
 use crate::session::{self, SessionCommand, SupervisorOptions};
 use crate::strings;
 use crate::transcript::{self, Transcript};
@@ -35,7 +37,7 @@ pub struct RunOptions {
 /// stdout never holds up the audio). The microphone keeps the multi-threaded runtime: its
 /// conversion thread waits on the runtime for room in the chunk channel.
 pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if matches!(config.audio.input, InputSpec::Mic) {
+    let mut builder = if config.sources().iter().any(|s| s.spec.is_mic()) {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -60,11 +62,6 @@ pub async fn run(
         expires_in_seconds: config.provider.expires_in_seconds,
         max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
     };
-    let premint = Arc::new(PreMinter::new(
-        Arc::clone(&provider),
-        request,
-        PreMintOptions::default(),
-    ));
     let audio_options = AudioOptions {
         sample_rate: config.streaming.sample_rate,
         chunk_ms: config.audio.chunk_ms,
@@ -78,9 +75,8 @@ pub async fn run(
         stdin_format: config.audio.stdin_format,
         seed: 1,
     };
-    let input = audio::open(&config.audio.input, &audio_options)
-        .await
-        .context("cannot open the audio input")?;
+    let sources = config.sources();
+    let mut inputs = open_inputs(&sources, &audio_options).await?;
     let mut supervisor_options = SupervisorOptions::from_config(config);
     supervisor_options.emulator_hints = options.emulator_hints;
 
@@ -89,29 +85,43 @@ pub async fn run(
         std::time::SystemTime::now(),
     );
     let transcript = Transcript::with_journal(&journal)?;
+    let names = input_names(&sources, &inputs);
     // Shown and serialised without a password or query secrets.
     let endpoint = crate::config::redact_url(&supervisor_options.endpoint);
     eprintln!(
         "aai-live: {}",
-        strings::streaming_to(&input.name, &endpoint, &journal)
+        strings::streaming_to(&names, &endpoint, &journal)
     );
 
     let hello = SessionEvent::Hello {
         schema: crate::events::SCHEMA_VERSION,
         version: env!("CARGO_PKG_VERSION"),
-        input: input.name.clone(),
+        input: names,
         provider: format!("{} ({})", provider.name(), provider.source()),
         endpoint,
     };
     let printer = Printer::start(out)?;
     printer.print(Line::Out(hello.to_line_at(std::time::SystemTime::now())))?;
-    // With the input's stats, so a failed or crashed input fails the run (exit 1).
-    let feed = session::AudioFeed::watched(input.chunks, input.stats.clone());
-    let mut handle = session::spawn(supervisor_options, premint, transcript, feed);
-    let _ = handle.commands.send(SessionCommand::Start);
+    let parts = sources
+        .iter()
+        .zip(inputs.iter_mut())
+        .map(|(source, input)| StreamSetup {
+            label: source.label.clone(),
+            // Each stream its own token: a token opens one session.
+            premint: Arc::new(PreMinter::new(
+                Arc::clone(&provider),
+                request,
+                PreMintOptions::default(),
+            )),
+            // With the input's stats, so a failed or crashed input fails its stream (exit 1).
+            feed: session::AudioFeed::watched(input.take_chunks(), input.stats.clone()),
+            mic: source.spec.is_mic(),
+        })
+        .collect();
+    let mut streams = session::streams::spawn(&supervisor_options, transcript, parts);
+    streams.send_all(&SessionCommand::Start);
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let stop = handle.commands.clone();
     // SIGINT and SIGTERM (systemd, docker stop) end the run gracefully: Terminate, the last
     // turns, the exports.
     let signalled = tokio_util::sync::CancellationToken::new();
@@ -119,63 +129,139 @@ pub async fn run(
     let mut stop_sent = false;
     loop {
         tokio::select! {
-            event = handle.events.recv() => {
-                let Some(event) = event else { break };
-                let now = std::time::SystemTime::now();
-                printer.print(Line::Out(event.to_line_at(now)))?;
-                if let Some(line) = strings::event_line(&event, now)
-                    && line.audience != strings::Audience::Pane
-                {
-                    printer.print(Line::Err(line.for_stderr()))?;
+            event = streams.events.recv() => {
+                let Some((index, event)) = event else { break };
+                for sourced in streams.on_event(index, event) {
+                    report(&printer, &sourced)?;
                 }
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !stop_sent => {
                 stop_sent = true;
-                let _ = stop.send(SessionCommand::Stop);
+                streams.send_all(&SessionCommand::Stop);
             }
             () = signalled.cancelled(), if !stop_sent => {
                 stop_sent = true;
                 printer.print(Line::Err(strings::STOPPING.to_owned()))?;
-                let _ = stop.send(SessionCommand::Stop);
+                streams.send_all(&SessionCommand::Stop);
             }
         }
     }
-    let joined = handle.task.await;
-    // The supervisor catches its own panics and reports them in `finished`; should its task
-    // still vanish, the run must not look finished: say `failed`, exit 1 (the journal keeps
-    // the finals).
-    let (outcome, transcript) = match joined {
-        Ok(done) => done,
-        Err(join) => return vanished(printer, &join),
-    };
+    let finished = streams.finish().await;
+    // A supervisor catches its own panics and reports them in `finished`; should its task
+    // still vanish, its stream must not look finished: `state: failed`, exit 1 (the journal
+    // keeps the finals).
+    for (source, why) in &finished.vanished {
+        vanished(&printer, source.clone(), why)?;
+    }
+    report_run_finished(&printer, &finished)?;
     // Every event is on stdout before anything else can end the run.
     printer.finish()?;
+    let code = finished.exit_code();
     // Exports are file writes: off the runtime's threads.
     let formats = config.transcript.formats.clone();
+    let transcript = finished.transcript;
     tokio::task::spawn_blocking(move || transcript.write_beside(&journal, &formats))
         .await
         .context("the transcript export task failed")?
         .context("cannot write the transcript")?;
-    Ok(outcome.exit_code())
+    drop(inputs);
+    Ok(code)
 }
 
-/// The supervisor's task vanished (it catches its own panics, so this is a last resort): the
-/// run must not look finished — `state: failed` on stdout, the reason on stderr, exit 1.
-fn vanished(printer: Printer, join: &tokio::task::JoinError) -> anyhow::Result<i32> {
-    let failure = Failure::internal(strings::crashed(&join.to_string()));
+/// Every input opens before anything streams: one that cannot is a clear error naming it.
+async fn open_inputs(
+    sources: &[crate::config::Source],
+    options: &AudioOptions,
+) -> anyhow::Result<Vec<audio::AudioInput>> {
+    let mut inputs = Vec::with_capacity(sources.len());
+    for source in sources {
+        let input = audio::open(&source.spec, options)
+            .await
+            .with_context(|| match &source.label {
+                Some(label) => format!("cannot open the audio input {label} ({})", source.spec),
+                None => "cannot open the audio input".to_owned(),
+            })?;
+        inputs.push(input);
+    }
+    Ok(inputs)
+}
+
+/// Meeting mode: the run's own `finished`, with each input's totals under `sources`.
+fn report_run_finished(
+    printer: &Printer,
+    finished: &session::streams::Finished,
+) -> anyhow::Result<()> {
+    let Some((event, sources)) = finished.run_event() else {
+        return Ok(());
+    };
+    let mut line: serde_json::Value =
+        serde_json::from_str(&event.to_line_at(std::time::SystemTime::now())).unwrap_or_default();
+    if let serde_json::Value::Object(map) = &mut line {
+        map.insert(
+            "sources".into(),
+            serde_json::to_value(&sources).unwrap_or_default(),
+        );
+    }
+    printer.print(Line::Out(line.to_string()))?;
+    report_stderr(printer, &Sourced { source: None, event })
+}
+
+/// The inputs as `hello` and the first stderr line name them: the one input's name, or
+/// `you=microphone: default, them=monitor` in meeting mode.
+fn input_names(sources: &[crate::config::Source], inputs: &[audio::AudioInput]) -> String {
+    sources
+        .iter()
+        .zip(inputs)
+        .map(|(source, input)| match &source.label {
+            Some(label) => format!("{label}={}", input.name),
+            None => input.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An event on stdout, and its line (if any) on stderr.
+fn report(printer: &Printer, sourced: &Sourced) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now();
+    printer.print(Line::Out(sourced.to_line_at(now)))?;
+    report_stderr(printer, sourced)
+}
+
+/// An event's stderr line, prefixed with its input's label in meeting mode.
+fn report_stderr(printer: &Printer, sourced: &Sourced) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now();
+    if let Some(line) = strings::event_line(&sourced.event, now)
+        && line.audience != strings::Audience::Pane
+    {
+        let text = line.for_stderr();
+        let text = match &sourced.source {
+            Some(label) => format!("{label}: {text}"),
+            None => text,
+        };
+        printer.print(Line::Err(text))?;
+    }
+    Ok(())
+}
+
+/// A stream's supervisor task vanished (it catches its own panics, so this is a last resort):
+/// the stream must not look finished — `state: failed` on stdout, the reason on stderr.
+fn vanished(printer: &Printer, source: Option<Label>, why: &str) -> anyhow::Result<()> {
+    let failure = Failure::internal(strings::crashed(why));
     let line = strings::Line {
         severity: strings::Severity::Error,
         text: strings::run_failed(&strings::failure(&failure)),
         explain: Some(failure.explain()),
         audience: strings::Audience::Stderr,
     };
-    let failed = SessionEvent::State {
-        view: View::Failed(failure),
+    let failed = Sourced {
+        source,
+        event: SessionEvent::State {
+            view: View::Failed(failure),
+        },
     };
     printer.print(Line::Out(failed.to_line_at(std::time::SystemTime::now())))?;
     printer.print(Line::Err(line.for_stderr()))?;
-    printer.finish()?;
-    Ok(1)
+    Ok(())
 }
 
 /// A line for the printer thread.
@@ -239,6 +325,7 @@ mod tests {
     use std::sync::{Arc, Condvar, Mutex};
 
     use super::*;
+    use crate::config::InputSpec;
 
     /// A stdout whose reader is away until `open` is called, then keeps what it gets.
     #[derive(Clone, Default)]

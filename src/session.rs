@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod machine;
 pub mod proxy;
 pub mod replay;
+pub mod streams;
 pub mod supervisor;
 
 use std::sync::Arc;

@@ -546,6 +546,13 @@ pub enum InputSpec {
     Test(TestSignal),
 }
 
+impl InputSpec {
+    /// A microphone: its turns are the echoes in meeting mode, and mute applies to it.
+    pub fn is_mic(&self) -> bool {
+        matches!(self, Self::Mic)
+    }
+}
+
 impl FromStr for InputSpec {
     type Err = String;
 

@@ -80,6 +80,8 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct EchoWatch {
     recent: VecDeque<Seen>,
+    /// Every final marked so far (for the run's transcript at its end).
+    marked: Vec<Echo>,
 }
 
 /// A final to mark as an echo: its input (index) and key.
@@ -129,6 +131,7 @@ impl EchoWatch {
         let mut new = new;
         new.turn.echo = marks.contains(&key(&new));
         self.recent.push_back(new);
+        self.marked.extend(&marks);
         let newest = self
             .recent
             .iter()
@@ -144,6 +147,23 @@ impl EchoWatch {
             self.recent.pop_front();
         }
         marks
+    }
+
+    /// A final still kept, by its mark (to report it again, marked).
+    pub fn turn(&self, mark: &Echo) -> Option<FinalTurn> {
+        self.recent
+            .iter()
+            .find(|s| {
+                s.input == mark.input
+                    && s.turn.generation == mark.generation
+                    && s.turn.turn_order == mark.turn_order
+            })
+            .map(|s| s.turn.clone())
+    }
+
+    /// Every final marked so far.
+    pub fn marks(&self) -> &[Echo] {
+        &self.marked
     }
 }
 
