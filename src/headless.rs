@@ -10,10 +10,10 @@ use anyhow::Context;
 
 use crate::audio::{self, AudioOptions, Pace};
 use crate::config::Config;
+use crate::config::Label;
 use crate::events::{SessionEvent, View};
 use crate::failure::Failure;
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
-use crate::config::Label;
 use crate::session::streams::{Sourced, StreamSetup};
 use crate::session::{self, SessionCommand, SupervisorOptions};
 use crate::strings;
@@ -175,12 +175,13 @@ async fn open_inputs(
 ) -> anyhow::Result<Vec<audio::AudioInput>> {
     let mut inputs = Vec::with_capacity(sources.len());
     for source in sources {
-        let input = audio::open(&source.spec, options)
-            .await
-            .with_context(|| match &source.label {
-                Some(label) => format!("cannot open the audio input {label} ({})", source.spec),
-                None => "cannot open the audio input".to_owned(),
-            })?;
+        let input =
+            audio::open(&source.spec, options)
+                .await
+                .with_context(|| match &source.label {
+                    Some(label) => format!("cannot open the audio input {label} ({})", source.spec),
+                    None => "cannot open the audio input".to_owned(),
+                })?;
         inputs.push(input);
     }
     Ok(inputs)
@@ -203,7 +204,13 @@ fn report_run_finished(
         );
     }
     printer.print(Line::Out(line.to_string()))?;
-    report_stderr(printer, &Sourced { source: None, event })
+    report_stderr(
+        printer,
+        &Sourced {
+            source: None,
+            event,
+        },
+    )
 }
 
 /// The inputs as `hello` and the first stderr line name them: the one input's name, or

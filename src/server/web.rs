@@ -445,10 +445,7 @@ mod tests {
                 .expect("url"),
         );
         let hidden = BrowserSettings::from_config(&with_secrets);
-        assert_eq!(
-            hidden.streaming_url.as_str(),
-            "wss://proxy.example/v3/ws"
-        );
+        assert_eq!(hidden.streaming_url.as_str(), "wss://proxy.example/v3/ws");
         assert_eq!(
             hidden.withheld,
             [

@@ -38,7 +38,8 @@ pub struct Sourced {
 impl Sourced {
     /// One NDJSON line: the event with `source` when it has one, and `ts_ms`.
     pub fn to_line_at(&self, at: std::time::SystemTime) -> String {
-        self.event.to_line_sourced(self.source.as_ref().map(Label::as_str), at)
+        self.event
+            .to_line_sourced(self.source.as_ref().map(Label::as_str), at)
     }
 }
 
@@ -71,7 +72,11 @@ pub struct Streams {
 
 /// Spawn one supervisor per part (each waits for [`SessionCommand::Start`]). `transcript` is
 /// the run's (its journal); with labels, each stream writes to it through its own view.
-pub fn spawn(options: &SupervisorOptions, transcript: Transcript, parts: Vec<StreamSetup>) -> Streams {
+pub fn spawn(
+    options: &SupervisorOptions,
+    transcript: Transcript,
+    parts: Vec<StreamSetup>,
+) -> Streams {
     let several = parts.len() > 1 || parts.iter().any(|p| p.label.is_some());
     let account = several.then(|| Arc::new(super::Account::new(parts.len())));
     let (tx, events) = mpsc::unbounded_channel();
@@ -210,9 +215,9 @@ impl Streams {
                 Err(join) => {
                     vanished.push((self.labels[index].clone(), join.to_string()));
                     outcomes.push(Outcome {
-                        failure: Some(crate::failure::Failure::internal(
-                            crate::strings::crashed(&join.to_string()),
-                        )),
+                        failure: Some(crate::failure::Failure::internal(crate::strings::crashed(
+                            &join.to_string(),
+                        ))),
                         ..Outcome::default()
                     });
                 }
@@ -282,7 +287,10 @@ impl Finished {
             if failure.is_none()
                 && let Some(f) = &outcome.failure
             {
-                failure = Some((format!("{name}: {}", crate::strings::failure(f)), f.explain()));
+                failure = Some((
+                    format!("{name}: {}", crate::strings::failure(f)),
+                    f.explain(),
+                ));
             }
             sources.insert(
                 name,

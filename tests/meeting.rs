@@ -1,0 +1,385 @@
+//! Meeting mode, the real binary against the emulator: two labelled inputs, each its own stream
+//! (token, sessions, rotation, replay, ledger) through faults and rotations, merged into one
+//! transcript whose turns carry their label. The emulator's `--record` files prove, per input
+//! and to the sample, which audio reached the service.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aai_live::emulator::EmulatorConfig;
+use common::{KEY, utterances, write_wav};
+
+fn lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+struct Meeting {
+    emu: aai_live::emulator::RunningEmulator,
+    home: tempfile::TempDir,
+    record: PathBuf,
+}
+
+async fn meeting(emulator: EmulatorConfig) -> Meeting {
+    let home = tempfile::tempdir().expect("tempdir");
+    let record = home.path().join("record");
+    std::fs::create_dir_all(&record).expect("record dir");
+    let emu = common::start(EmulatorConfig {
+        record_dir: Some(record.clone()),
+        // Real-time pacing: the rotation and the drop happen at their times.
+        pacing: None,
+        ..emulator
+    })
+    .await;
+    Meeting { emu, home, record }
+}
+
+/// Run the binary with `args` (after `run --headless`), the emulator as its service.
+async fn run(m: &Meeting, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = common::aai_live(m.home.path());
+    cmd.args(["run", "--headless", "--emulator", &m.emu.base_url()])
+        .args(args)
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env("AAI_LIVE__TRANSCRIPT__FORMATS", "txt,srt,vtt")
+        .env("AAI_LIVE__SESSION__BACKOFF_INITIAL", "100ms");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("the run ends")
+        .expect("run")
+}
+
+/// (stream offset in samples, recorded samples) per session of `source`.
+fn received(record: &Path, events: &[serde_json::Value], source: &str) -> Vec<(u64, Vec<i16>)> {
+    let mut ids: HashMap<u64, String> = HashMap::new();
+    let mut bases: HashMap<u64, u64> = HashMap::new();
+    for e in events.iter().filter(|e| e["source"] == source) {
+        let g = |k: &str| e[k].as_u64().unwrap_or_default();
+        match e["event"].as_str() {
+            Some("begin") => {
+                ids.insert(
+                    g("generation"),
+                    e["session_id"].as_str().expect("id").into(),
+                );
+                bases
+                    .entry(g("generation"))
+                    .or_insert(g("stream_offset_ms") * 16);
+            }
+            Some("rotation") => {
+                bases.insert(g("to"), g("stream_offset_ms") * 16);
+            }
+            Some("reconnected") => {
+                bases.insert(g("generation"), g("replay_from_ms") * 16);
+            }
+            _ => {}
+        }
+    }
+    let mut out: Vec<(u64, Vec<i16>)> = ids
+        .iter()
+        .filter_map(|(g, id)| {
+            let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
+            let samples: Vec<i16> = bytes
+                .chunks_exact(2)
+                .map(|p| i16::from_le_bytes([p[0], p[1]]))
+                .collect();
+            (!samples.is_empty()).then(|| (bases[g], samples))
+        })
+        .collect();
+    out.sort_by_key(|(b, _)| *b);
+    out
+}
+
+/// Every recorded sample equals the input at its offset, and together they cover the input
+/// from its first sample to its last.
+fn assert_lossless(source: &str, parts: &[(u64, Vec<i16>)], input: &[i16]) {
+    assert!(!parts.is_empty(), "{source}: no audio received");
+    let mut covered_to = 0u64;
+    for (base, samples) in parts {
+        let base = *base as usize;
+        assert!(
+            base as u64 <= covered_to,
+            "{source}: hole {covered_to}..{base} (samples) reached no session"
+        );
+        assert_eq!(
+            &input[base..base + samples.len()],
+            samples.as_slice(),
+            "{source}: audio at {base} differs from the input"
+        );
+        covered_to = covered_to.max((base + samples.len()) as u64);
+    }
+    assert_eq!(
+        covered_to as usize,
+        input.len(),
+        "{source}: the end reached the service"
+    );
+}
+
+fn transcript_files(m: &Meeting) -> HashMap<String, String> {
+    let dir = m.home.path().join("data/aai-live/transcripts");
+    std::fs::read_dir(&dir)
+        .expect("transcripts")
+        .map(|e| e.expect("entry").path())
+        .map(|p| {
+            let ext = p.extension().expect("ext").to_string_lossy().into_owned();
+            (ext, std::fs::read_to_string(&p).expect("read"))
+        })
+        .collect()
+}
+
+/// Two inputs through a drop and rotations: each input's audio reaches the service whole and in
+/// order (its own sessions, its own ledger), the two rotations are staggered 10 s apart, the
+/// generations never collide, and one transcript holds both inputs' turns, labelled and in
+/// stream-time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations() {
+    let m = meeting(EmulatorConfig {
+        // 26 s sessions with a 1 s lead: both would rotate at 24 s; one moves to 14 s.
+        max_session_duration: Some(Duration::from_secs(26)),
+        faults: vec!["drop@16s".parse().expect("fault")],
+        ..common::config()
+    })
+    .await;
+    // Different speech per input (shifted by half an utterance), so no turn is an echo.
+    let you = utterances(12);
+    let mut them = vec![0i16; 17_600];
+    them.extend(utterances(12));
+    them.truncate(you.len());
+    write_wav(&m.home.path().join("you.wav"), &you);
+    write_wav(&m.home.path().join("them.wav"), &them);
+    let out = run(
+        &m,
+        &[
+            "--input",
+            "you=file:you.wav",
+            "--input",
+            "them=file:them.wav",
+        ],
+        &[("AAI_LIVE__SESSION__ROTATION_LEAD", "1")],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = lines(&out.stdout);
+    assert_eq!(events[0]["event"], "hello");
+    assert!(
+        events[0]["input"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("you=file: you.wav, them=file: them.wav")),
+        "{}",
+        events[0]
+    );
+    let (run_finished, streams) = events[1..].split_last().expect("events");
+    // Every event about a stream names its input.
+    for e in streams {
+        assert!(e["source"] == "you" || e["source"] == "them", "{e}");
+    }
+    let of = |source: &str, kind: &str| -> Vec<&serde_json::Value> {
+        streams
+            .iter()
+            .filter(|e| e["source"] == source && e["event"] == kind)
+            .collect()
+    };
+    // Generations are the run's: you 1, 3, 5…; them 2, 4, 6….
+    for (source, parity) in [("you", 1), ("them", 0)] {
+        for b in of(source, "begin") {
+            assert_eq!(b["generation"].as_u64().expect("g") % 2, parity, "{b}");
+        }
+    }
+    // The drop hit one stream, which replayed; the other never reconnected.
+    let reconnects = |s| of(s, "reconnected").len();
+    assert_eq!(reconnects("you") + reconnects("them"), 1, "{stderr}");
+    // Both planned a rotation at 24 s; one of them moved 10 s earlier, and said so. Every plan
+    // keeps 10 s from the other input's plan made before it (the reconnect plans anew).
+    let plans: Vec<(&str, i64, u64)> = streams
+        .iter()
+        .filter(|e| e["event"] == "rotation_planned")
+        .map(|e| {
+            let at = e["ts_ms"].as_i64().expect("ts") + e["rotates_in_ms"].as_i64().expect("in");
+            (
+                e["source"].as_str().expect("source"),
+                at,
+                e["staggered_ms"].as_u64().expect("ms"),
+            )
+        })
+        .collect();
+    assert!(plans.iter().any(|p| p.2 > 0), "{plans:?}");
+    // The first move: from the clash (both at 24 s) to 10 s before the other's plan (made a
+    // millisecond or so apart).
+    let first = plans.iter().find(|p| p.2 > 0).map_or(0, |p| p.2);
+    assert!((9_900..=10_100).contains(&first), "{plans:?}");
+    for (i, (source, at, _)) in plans.iter().enumerate() {
+        // The other input's latest plan before this one.
+        if let Some((_, other, _)) = plans[..i].iter().rev().find(|p| p.0 != *source) {
+            assert!((at - other).abs() >= 9_900, "{plans:?}");
+        }
+    }
+    assert!(stderr.is_empty() || !stderr.contains("panic"), "{stderr}");
+
+    // Each input's audio reached the service whole, to the sample, in its own sessions.
+    assert_lossless("you", &received(&m.record, &events, "you"), &you);
+    assert_lossless("them", &received(&m.record, &events, "them"), &them);
+
+    // The run's finished: totals per input that add up, and to the run's.
+    assert_eq!(run_finished["event"], "finished");
+    assert!(run_finished.get("source").is_none(), "{run_finished}");
+    let sources = &run_finished["sources"];
+    let mut captured = 0;
+    for (source, input) in [("you", &you), ("them", &them)] {
+        let s = &sources[source];
+        let n = |k: &str| s[k].as_u64().expect(k);
+        assert_eq!(n("audio_captured_samples"), input.len() as u64, "{s}");
+        assert_eq!(n("audio_sent_samples"), input.len() as u64, "{s}");
+        assert_eq!(n("audio_lost_samples"), 0, "{s}");
+        assert!(n("finals") >= 10, "{s}");
+        captured += n("audio_captured_samples");
+    }
+    assert_eq!(run_finished["audio_captured_samples"], captured);
+    assert_eq!(run_finished["audio_lost_samples"], 0);
+    assert_eq!(
+        run_finished["finals"].as_u64(),
+        Some(
+            sources["you"]["finals"].as_u64().expect("f")
+                + sources["them"]["finals"].as_u64().expect("f")
+        )
+    );
+
+    // One transcript: both inputs' turns, labelled, in stream-time order.
+    let files = transcript_files(&m);
+    let txt = &files["txt"];
+    let times: Vec<&str> = txt.lines().map(|l| &l[1..9]).collect();
+    assert!(times.is_sorted(), "{txt}");
+    assert!(
+        txt.lines()
+            .all(|l| l[11..].starts_with("You: ") || l[11..].starts_with("Them: ")),
+        "{txt}"
+    );
+    assert!(txt.contains("] You: ") && txt.contains("] Them: "), "{txt}");
+    assert!(
+        files["vtt"].contains("<v You>") && files["vtt"].contains("<v Them>"),
+        "{}",
+        files["vtt"]
+    );
+    assert!(
+        files["srt"].contains("\nYou: ") && files["srt"].contains("\nThem: "),
+        "{}",
+        files["srt"]
+    );
+    let journal = &files["jsonl"];
+    assert!(
+        journal
+            .lines()
+            .all(|l| l.contains("\"source\":\"you\"") || l.contains("\"source\":\"them\"")),
+        "{journal}"
+    );
+    m.emu.shutdown().await;
+}
+
+/// One input failing for good (its token refused: 401) ends that stream `failed` alone; the
+/// other streams to its end. The run exits 1, and says which input failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_input_failing_for_good_leaves_the_other_streaming() {
+    let m = meeting(EmulatorConfig {
+        faults: vec!["token:401".parse().expect("fault")],
+        ..common::config()
+    })
+    .await;
+    let audio = utterances(3);
+    write_wav(&m.home.path().join("a.wav"), &audio);
+    let out = run(
+        &m,
+        &[
+            "--input",
+            "you=file:a.wav",
+            "--input",
+            "them=test:tone",
+            "--duration",
+            "8s",
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let events = lines(&out.stdout);
+    let failed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "state" && e["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let loser = failed[0]["source"].as_str().expect("source").to_owned();
+    let winner = if loser == "you" { "them" } else { "you" };
+    // The other stream went on: sessions and finals of its own.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["source"] == winner && e["event"] == "final"),
+        "{stderr}"
+    );
+    let finished = events.last().expect("last");
+    assert!(
+        finished["failure"]
+            .as_str()
+            .is_some_and(|f| f.starts_with(&format!("{loser}: "))),
+        "{finished}"
+    );
+    assert!(
+        finished["sources"][loser.as_str()]["failure"].is_string(),
+        "{finished}"
+    );
+    assert!(
+        finished["sources"][winner]["failure"].is_null(),
+        "{finished}"
+    );
+    assert!(stderr.contains(&format!("{loser}: ")), "{stderr}");
+    m.emu.shutdown().await;
+}
+
+/// Labels are checked before anything starts: two spellings of one label, a second stdin, a
+/// label mixed with an unlabelled input — each a usage error (exit 2) naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_labels_are_usage_errors() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for (args, says) in [
+        (
+            vec!["--input", "you=test:tone", "--input", "You=test:noise"],
+            "used twice",
+        ),
+        (
+            vec!["--input", "a=stdin", "--input", "b=stdin"],
+            "`stdin` can be the input of one label only",
+        ),
+        (
+            vec!["--input", "test:tone", "--input", "them=test:noise"],
+            "need a label each",
+        ),
+        (vec!["--input", "you=nonsense"], "--input \"you=nonsense\""),
+    ] {
+        let out = common::aai_live(home.path())
+            .args(["run", "--headless"])
+            .args(&args)
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // In the configuration: the key names the problem.
+    let out = common::aai_live(home.path())
+        .args(["config", "--check"])
+        .env("AAI_LIVE__INPUTS__YOU", "mic")
+        .env("AAI_LIVE__INPUTS__BAD+LABEL", "mic")
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("inputs.bad+label"), "{stderr}");
+}
