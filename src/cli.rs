@@ -107,6 +107,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::positive)]
     pub duration: Option<std::time::Duration>,
 
+    /// Keep each input's captured audio as WAV beside the transcript, with a .json sidecar of
+    /// what never reached the service (archive.enabled).
+    #[arg(long)]
+    pub archive: bool,
+
     /// No rotation before expiry: expiry is handled by re-mint and reconnect.
     #[arg(long)]
     pub no_rotation: bool,

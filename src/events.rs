@@ -178,6 +178,9 @@ pub enum SessionEvent {
         to_ms: u64,
         ms: u64,
         samples: u64,
+        /// The same stretch in samples of the stream (and of its audio archive).
+        from_sample: u64,
+        to_sample: u64,
         cause: LossCause,
     },
     /// A retired session did not finish its Terminate handshake in time.
@@ -215,6 +218,10 @@ pub enum SessionEvent {
         /// With a failure: its troubleshooting section (`aai-live explain TOPIC`).
         #[serde(skip_serializing_if = "Option::is_none")]
         explain: Option<&'static str>,
+        /// `--archive`: each input's audio archive (label, or `input` for the single
+        /// unlabelled input) → the file's absolute path.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        archive: Option<std::collections::BTreeMap<String, String>>,
     },
 }
 
@@ -273,11 +280,13 @@ mod tests {
             to_ms: 3,
             ms: 2,
             samples: 32,
+            from_sample: 16,
+            to_sample: 48,
             cause: LossCause::ReplayBufferFull,
         };
         assert_eq!(
             e.to_line(),
-            r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2,"samples":32,"cause":"replay_buffer_full"}"#
+            r#"{"event":"audio_lost","from_ms":1,"to_ms":3,"ms":2,"samples":32,"from_sample":16,"to_sample":48,"cause":"replay_buffer_full"}"#
         );
     }
 }

@@ -102,10 +102,10 @@ pub async fn run(
     };
     let printer = Printer::start(out)?;
     printer.print(Line::Out(hello.to_line_at(std::time::SystemTime::now())))?;
-    let parts = sources
-        .iter()
-        .zip(inputs.iter_mut())
-        .map(|(source, input)| StreamSetup {
+    let mut parts = Vec::with_capacity(sources.len());
+    for (source, input) in sources.iter().zip(inputs.iter_mut()) {
+        let archive = archive_for(config, &journal, source, &input.name)?;
+        parts.push(StreamSetup {
             label: source.label.clone(),
             // Each stream its own token: a token opens one session.
             premint: Arc::new(PreMinter::new(
@@ -114,10 +114,11 @@ pub async fn run(
                 PreMintOptions::default(),
             )),
             // With the input's stats, so a failed or crashed input fails its stream (exit 1).
-            feed: session::AudioFeed::watched(input.take_chunks(), input.stats.clone()),
+            feed: session::AudioFeed::watched(input.take_chunks(), input.stats.clone())
+                .archived(archive),
             mic: source.spec.is_mic(),
-        })
-        .collect();
+        });
+    }
     let mut streams = session::streams::spawn(&supervisor_options, transcript, parts);
     streams.send_all(&SessionCommand::Start);
 
@@ -166,6 +167,29 @@ pub async fn run(
         .context("cannot write the transcript")?;
     drop(inputs);
     Ok(code)
+}
+
+/// `--archive`: the input's audio archive beside the run's journal.
+pub fn archive_for(
+    config: &Config,
+    journal: &std::path::Path,
+    source: &crate::config::Source,
+    input: &str,
+) -> anyhow::Result<Option<crate::archive::Archive>> {
+    if !config.archive.enabled {
+        return Ok(None);
+    }
+    let label = source.label.as_ref().map(Label::as_str);
+    let path = crate::archive::path_for(journal, label);
+    crate::archive::Archive::create(
+        &path,
+        label,
+        input,
+        config.streaming.sample_rate,
+        config.audio.chunk_ms,
+    )
+    .map(Some)
+    .map_err(Into::into)
 }
 
 /// Every input opens before anything streams: one that cannot is a clear error naming it.

@@ -5,6 +5,7 @@
 //! tests drive the whole program without a terminal. See `docs/architecture.md` for the map.
 
 pub mod app;
+pub mod archive;
 pub mod audio;
 pub mod cli;
 pub mod config;

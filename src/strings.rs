@@ -682,6 +682,7 @@ mod tests {
             latency_p95_ms: None,
             failure: Some(failure(&input)),
             explain: Some(input.explain()),
+            archive: None,
         };
         let line = event_line(&finished, SystemTime::now()).expect("a line");
         assert_eq!(line.audience, Audience::Stderr);

@@ -194,6 +194,9 @@ fn run_overrides(
     if args.no_rotation {
         o.push(("session.rotation".into(), "false".into()));
     }
+    if args.archive {
+        o.push(("archive.enabled".into(), "true".into()));
+    }
     Ok(o)
 }
 

@@ -114,6 +114,7 @@ fn finished(failure: Option<&str>) -> SessionEvent {
         latency_p95_ms: None,
         failure: failure.map(str::to_owned),
         explain: None,
+        archive: None,
     }
 }
 
@@ -395,6 +396,8 @@ fn counters_and_the_last_close() {
             to_ms: 1500,
             ms: 1500,
             samples: 24_000,
+            from_sample: 0,
+            to_sample: 24_000,
             cause: aai_live::events::LossCause::ReplayBufferFull,
         },
         51,

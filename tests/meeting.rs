@@ -126,6 +126,10 @@ fn transcript_files(m: &Meeting) -> HashMap<String, String> {
     std::fs::read_dir(&dir)
         .expect("transcripts")
         .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| ["txt", "srt", "vtt", "jsonl"].contains(&&*x.to_string_lossy()))
+        })
         .map(|p| {
             let ext = p.extension().expect("ext").to_string_lossy().into_owned();
             (ext, std::fs::read_to_string(&p).expect("read"))
@@ -160,6 +164,7 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
             "you=file:you.wav",
             "--input",
             "them=file:them.wav",
+            "--archive",
         ],
         &[("AAI_LIVE__SESSION__ROTATION_LEAD", "1")],
     )
@@ -195,31 +200,7 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
     // The drop hit one stream, which replayed; the other never reconnected.
     let reconnects = |s| of(s, "reconnected").len();
     assert_eq!(reconnects("you") + reconnects("them"), 1, "{stderr}");
-    // Both planned a rotation at 24 s; one of them moved 10 s earlier, and said so. Every plan
-    // keeps 10 s from the other input's plan made before it (the reconnect plans anew).
-    let plans: Vec<(&str, i64, u64)> = streams
-        .iter()
-        .filter(|e| e["event"] == "rotation_planned")
-        .map(|e| {
-            let at = e["ts_ms"].as_i64().expect("ts") + e["rotates_in_ms"].as_i64().expect("in");
-            (
-                e["source"].as_str().expect("source"),
-                at,
-                e["staggered_ms"].as_u64().expect("ms"),
-            )
-        })
-        .collect();
-    assert!(plans.iter().any(|p| p.2 > 0), "{plans:?}");
-    // The first move: from the clash (both at 24 s) to 10 s before the other's plan (made a
-    // millisecond or so apart).
-    let first = plans.iter().find(|p| p.2 > 0).map_or(0, |p| p.2);
-    assert!((9_900..=10_100).contains(&first), "{plans:?}");
-    for (i, (source, at, _)) in plans.iter().enumerate() {
-        // The other input's latest plan before this one.
-        if let Some((_, other, _)) = plans[..i].iter().rev().find(|p| p.0 != *source) {
-            assert!((at - other).abs() >= 9_900, "{plans:?}");
-        }
-    }
+    check_staggered(streams);
     assert!(stderr.is_empty() || !stderr.contains("panic"), "{stderr}");
 
     // Each input's audio reached the service whole, to the sample, in its own sessions.
@@ -250,34 +231,9 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
         )
     );
 
-    // One transcript: both inputs' turns, labelled, in stream-time order.
-    let files = transcript_files(&m);
-    let txt = &files["txt"];
-    let times: Vec<&str> = txt.lines().map(|l| &l[1..9]).collect();
-    assert!(times.is_sorted(), "{txt}");
-    assert!(
-        txt.lines()
-            .all(|l| l[11..].starts_with("You: ") || l[11..].starts_with("Them: ")),
-        "{txt}"
-    );
-    assert!(txt.contains("] You: ") && txt.contains("] Them: "), "{txt}");
-    assert!(
-        files["vtt"].contains("<v You>") && files["vtt"].contains("<v Them>"),
-        "{}",
-        files["vtt"]
-    );
-    assert!(
-        files["srt"].contains("\nYou: ") && files["srt"].contains("\nThem: "),
-        "{}",
-        files["srt"]
-    );
-    let journal = &files["jsonl"];
-    assert!(
-        journal
-            .lines()
-            .all(|l| l.contains("\"source\":\"you\"") || l.contains("\"source\":\"them\"")),
-        "{journal}"
-    );
+    check_archives(run_finished, &[("you", &you), ("them", &them)]);
+
+    check_exports(&m);
     m.emu.shutdown().await;
 }
 
@@ -382,4 +338,89 @@ async fn bad_input_labels_are_usage_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("inputs.bad+label"), "{stderr}");
+}
+
+/// Both streams planned a rotation at 24 s; one of them moved 10 s earlier, and said so. Every
+/// plan keeps 10 s from the other input's plan made before it (a reconnect plans anew).
+fn check_staggered(streams: &[serde_json::Value]) {
+    let plans: Vec<(&str, i64, u64)> = streams
+        .iter()
+        .filter(|e| e["event"] == "rotation_planned")
+        .map(|e| {
+            let at = e["ts_ms"].as_i64().expect("ts") + e["rotates_in_ms"].as_i64().expect("in");
+            (
+                e["source"].as_str().expect("source"),
+                at,
+                e["staggered_ms"].as_u64().expect("ms"),
+            )
+        })
+        .collect();
+    assert!(plans.iter().any(|p| p.2 > 0), "{plans:?}");
+    // The first move: from the clash (both at 24 s) to 10 s before the other's plan (made a
+    // millisecond or so apart).
+    let first = plans.iter().find(|p| p.2 > 0).map_or(0, |p| p.2);
+    assert!((9_900..=10_100).contains(&first), "{plans:?}");
+    for (i, (source, at, _)) in plans.iter().enumerate() {
+        // The other input's latest plan before this one.
+        if let Some((_, other, _)) = plans[..i].iter().rev().find(|p| p.0 != *source) {
+            assert!((at - other).abs() >= 9_900, "{plans:?}");
+        }
+    }
+}
+
+/// Each input's archive is its audio, sample for sample, and nothing was lost.
+fn check_archives(run_finished: &serde_json::Value, inputs: &[(&str, &Vec<i16>)]) {
+    for &(source, input) in inputs {
+        let wav = PathBuf::from(run_finished["archive"][source].as_str().expect("archive"));
+        assert!(
+            wav.to_string_lossy().ends_with(&format!("-{source}.wav")),
+            "{}", wav.display()
+        );
+        let samples: Vec<i16> = hound::WavReader::open(&wav)
+            .expect("a WAV")
+            .samples::<i16>()
+            .map(|s| s.expect("sample"))
+            .collect();
+        assert!(
+            samples == *input,
+            "{source}: the archive differs from the captured audio"
+        );
+        let sidecar: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(wav.with_extension("json")).expect("sidecar"),
+        )
+        .expect("json");
+        assert_eq!(sidecar["label"], source);
+        assert_eq!(sidecar["lost"], serde_json::json!([]), "{sidecar}");
+    }
+}
+
+/// One transcript: both inputs' turns, labelled, in stream-time order, in every format.
+fn check_exports(m: &Meeting) {
+    let files = transcript_files(m);
+    let txt = &files["txt"];
+    let times: Vec<&str> = txt.lines().map(|l| &l[1..9]).collect();
+    assert!(times.is_sorted(), "{txt}");
+    assert!(
+        txt.lines()
+            .all(|l| l[11..].starts_with("You: ") || l[11..].starts_with("Them: ")),
+        "{txt}"
+    );
+    assert!(txt.contains("] You: ") && txt.contains("] Them: "), "{txt}");
+    assert!(
+        files["vtt"].contains("<v You>") && files["vtt"].contains("<v Them>"),
+        "{}",
+        files["vtt"]
+    );
+    assert!(
+        files["srt"].contains("\nYou: ") && files["srt"].contains("\nThem: "),
+        "{}",
+        files["srt"]
+    );
+    let journal = &files["jsonl"];
+    assert!(
+        journal
+            .lines()
+            .all(|l| l.contains("\"source\":\"you\"") || l.contains("\"source\":\"them\"")),
+        "{journal}"
+    );
 }

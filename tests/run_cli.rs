@@ -452,6 +452,7 @@ async fn a_run_that_lost_audio_exits_3_and_every_token_failure_is_explained() {
             "test:tone",
             "--duration",
             "4s",
+            "--archive",
         ])
         .env("ASSEMBLYAI_API_KEY", KEY)
         .env(
@@ -483,6 +484,33 @@ async fn a_run_that_lost_audio_exits_3_and_every_token_failure_is_explained() {
         last["audio_lost_samples"].as_u64(),
         Some(captured),
         "{last}"
+    );
+    // The archive holds what was captured, and its sidecar says none of it reached the
+    // service: the ledger's losses index the file.
+    let wav = std::path::PathBuf::from(last["archive"]["input"].as_str().expect("archive"));
+    assert!(wav.is_absolute(), "{wav:?}");
+    let samples: Vec<i16> = hound::WavReader::open(&wav)
+        .expect("a WAV")
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    assert_eq!(samples.len() as u64, captured);
+    assert!(samples.iter().any(|s| *s != 0), "the tone, not silence");
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(wav.with_extension("json")).expect("json"))
+            .expect("sidecar");
+    assert_eq!(sidecar["complete"], true, "{sidecar}");
+    assert_eq!(sidecar["samples"].as_u64(), Some(captured), "{sidecar}");
+    let lost = sidecar["lost"].as_array().expect("lost");
+    let covered: u64 = lost
+        .iter()
+        .map(|l| l["to_sample"].as_u64().expect("to") - l["from_sample"].as_u64().expect("from"))
+        .sum();
+    assert_eq!(covered, captured, "{sidecar}");
+    assert!(
+        sidecar["archive_gaps"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
     );
 }
 

@@ -368,6 +368,7 @@ fn failed() -> DashboardState {
             latency_p95_ms: Some(465),
             failure: Some("connection 1 closed: 1008 Unauthorized connection".into()),
             explain: None,
+            archive: None,
         },
         at(40),
     );

@@ -255,6 +255,21 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Each input's audio archive (`--archive`): its label (`input` unlabelled) → the path.
+    pub fn archive(&self) -> Option<BTreeMap<String, String>> {
+        let map: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .zip(&self.outcomes)
+            .filter_map(|(label, outcome)| {
+                let path = outcome.archive.as_ref()?;
+                let name = label.as_ref().map_or("input", Label::as_str).to_owned();
+                Some((name, super::supervisor::absolute(path)))
+            })
+            .collect();
+        (!map.is_empty()).then_some(map)
+    }
+
     /// The run's exit status: 1 when any stream failed, else 3 when any lost audio, else 0.
     pub fn exit_code(&self) -> i32 {
         self.outcomes
@@ -327,6 +342,7 @@ impl Finished {
             latency_p95_ms: p95,
             explain: failure.as_ref().map(|(_, explain)| *explain),
             failure: failure.map(|(text, _)| text),
+            archive: self.archive(),
         };
         Some((event, sources))
     }

@@ -152,6 +152,9 @@ struct Conn {
 pub struct AudioFeed {
     pub chunks: mpsc::Receiver<AudioChunk>,
     pub stats: Option<watch::Receiver<AudioStats>>,
+    /// Where the samples the stream counts as captured are also kept (`--archive`): written
+    /// where the ledger counts them, so the file holds exactly the stream.
+    pub archive: Option<crate::archive::Archive>,
 }
 
 impl AudioFeed {
@@ -160,7 +163,15 @@ impl AudioFeed {
         Self {
             chunks,
             stats: Some(stats),
+            archive: None,
         }
+    }
+
+    /// Keep the stream's audio in `archive` too.
+    #[must_use]
+    pub fn archived(mut self, archive: Option<crate::archive::Archive>) -> Self {
+        self.archive = archive;
+        self
     }
 
     /// Why the chunks stopped: `None` for a normal end, else the failure.
@@ -180,6 +191,7 @@ impl From<mpsc::Receiver<AudioChunk>> for AudioFeed {
         Self {
             chunks,
             stats: None,
+            archive: None,
         }
     }
 }
@@ -195,6 +207,8 @@ pub struct Outcome {
     pub tokens_unused: u32,
     /// The audio ledger: captured = sent + lost, in samples.
     pub audio: Totals,
+    /// The audio archive, finished (`--archive`).
+    pub archive: Option<std::path::PathBuf>,
 }
 
 impl Outcome {
@@ -273,6 +287,8 @@ pub struct Supervisor {
     planned: HashMap<Gen, (Instant, Duration)>,
     /// Meeting mode: the other streams' mints.
     peer_mints: Option<tokio::sync::broadcast::Receiver<usize>>,
+    /// `--archive`: the captured samples, and the ledger's losses, also go here.
+    archive: Option<crate::archive::Archive>,
 }
 
 impl Supervisor {
@@ -331,6 +347,7 @@ impl Supervisor {
             granted: HashMap::new(),
             planned: HashMap::new(),
             peer_mints,
+            archive: None,
         }
     }
 
@@ -362,6 +379,7 @@ impl Supervisor {
         mut commands: mpsc::UnboundedReceiver<SessionCommand>,
     ) -> (Outcome, Transcript) {
         let mut audio = audio.into();
+        self.archive = audio.archive.take();
         // A bug that panics in the loop must not take the run's record with it: the ledger and
         // the transcript survive, the run ends `Failed` with the panic as its reason, and the
         // exports are still written.
@@ -467,6 +485,13 @@ impl Supervisor {
         let closing = std::mem::take(&mut self.closing);
         let _ = tokio::time::timeout(CLOSE_WAIT, closing.join_all()).await;
         self.outcome.failure.clone_from(&failure);
+        // The archive's last samples written and its header and sidecar final (blocking: off
+        // the runtime's threads).
+        if let Some(archive) = self.archive.take() {
+            self.outcome.archive = tokio::task::spawn_blocking(move || archive.finish())
+                .await
+                .ok();
+        }
         if let Some(seat) = &self.opts.account {
             seat.account.forget(seat.index);
         }
@@ -486,6 +511,11 @@ impl Supervisor {
             latency_p95_ms: p95,
             explain: failure.as_ref().map(Failure::explain),
             failure: failure.as_ref().map(crate::strings::failure),
+            archive: self
+                .outcome
+                .archive
+                .as_ref()
+                .map(|path| std::iter::once(("input".to_owned(), absolute(path))).collect()),
         });
         (self.outcome, self.transcript)
     }
@@ -565,6 +595,14 @@ impl Supervisor {
     /// One `audio_lost` event: exactly the samples the ledger says.
     fn report(&self, loss: Loss) {
         let (from_ms, to_ms) = (self.ms(loss.from), self.ms(loss.to));
+        if let Some(archive) = &self.archive {
+            archive.lost(crate::archive::Lost {
+                from_sample: loss.from,
+                to_sample: loss.to,
+                samples: loss.samples,
+                cause: loss.cause,
+            });
+        }
         tracing::warn!(
             from_ms,
             to_ms,
@@ -577,6 +615,8 @@ impl Supervisor {
             to_ms,
             ms: self.ms(loss.samples),
             samples: loss.samples,
+            from_sample: loss.from,
+            to_sample: loss.to,
             cause: loss.cause,
         });
     }
@@ -969,6 +1009,16 @@ impl Supervisor {
         self.origin.get_or_insert(chunk.offset);
         let offset = self.ledger.head();
         self.ledger.captured(chunk.samples.len() as u64);
+        if let Some(warning) = self
+            .archive
+            .as_mut()
+            .and_then(|a| a.chunk(offset, &chunk.samples))
+        {
+            self.emit(SessionEvent::Warning {
+                message: warning,
+                explain: None,
+            });
+        }
         if let Some(evicted_to) = self.buffer.push(offset, chunk.samples)
             && let Some(loss) = self.ledger.evicted(evicted_to)
         {
@@ -1363,6 +1413,14 @@ pub fn percentiles(values: &[u64]) -> (Option<u64>, Option<u64>) {
     v.sort_unstable();
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (Some(at(0.5)), Some(at(0.95)))
+}
+
+/// A path as `finished` reports it: absolute, whatever the working directory.
+pub fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
 }
 
 /// The next index another stream of the account minted with; pending forever without an
