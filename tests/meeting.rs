@@ -374,7 +374,8 @@ fn check_archives(run_finished: &serde_json::Value, inputs: &[(&str, &Vec<i16>)]
         let wav = PathBuf::from(run_finished["archive"][source].as_str().expect("archive"));
         assert!(
             wav.to_string_lossy().ends_with(&format!("-{source}.wav")),
-            "{}", wav.display()
+            "{}",
+            wav.display()
         );
         let samples: Vec<i16> = hound::WavReader::open(&wav)
             .expect("a WAV")

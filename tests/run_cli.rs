@@ -501,8 +501,8 @@ async fn a_run_that_lost_audio_exits_3_and_every_token_failure_is_explained() {
             .expect("sidecar");
     assert_eq!(sidecar["complete"], true, "{sidecar}");
     assert_eq!(sidecar["samples"].as_u64(), Some(captured), "{sidecar}");
-    let lost = sidecar["lost"].as_array().expect("lost");
-    let covered: u64 = lost
+    let ranges = sidecar["lost"].as_array().expect("lost");
+    let covered: u64 = ranges
         .iter()
         .map(|l| l["to_sample"].as_u64().expect("to") - l["from_sample"].as_u64().expect("from"))
         .sum();
