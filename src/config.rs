@@ -49,8 +49,8 @@ pub use server::{
     redact_url_password,
 };
 pub use types::{
-    ApiKeyConfig, AudioConfig, Choice, Config, FileConfig, HttpMethod, InputSpec, KeysConfig,
-    LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, ServerAuth,
+    ApiKeyConfig, AudioConfig, Choice, CommandSpec, Config, FileConfig, HttpMethod, InputSpec,
+    KeysConfig, LogConfig, ProviderConfig, ProviderKind, RemoteConfig, SampleFormat, ServerAuth,
     ServerSettings, SessionConfig, StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme,
     TranscriptConfig, TranscriptFormat, UiConfig,
 };

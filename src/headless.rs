@@ -35,7 +35,7 @@ pub struct RunOptions {
 /// stdout never holds up the audio). The microphone keeps the multi-threaded runtime: its
 /// conversion thread waits on the runtime for room in the chunk channel.
 pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if matches!(config.audio.input, InputSpec::Mic) {
+    let mut builder = if matches!(config.audio.input, InputSpec::Mic(_)) {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -333,7 +333,7 @@ mod tests {
                 InputSpec::Test(crate::config::TestSignal::Tone),
                 RuntimeFlavor::CurrentThread,
             ),
-            (InputSpec::Mic, RuntimeFlavor::MultiThread),
+            (InputSpec::Mic(None), RuntimeFlavor::MultiThread),
         ] {
             config.audio.input = input.clone();
             let runtime = runtime(&config).expect("runtime");
