@@ -384,7 +384,7 @@ impl StderrTail {
 /// Call `line` for each non-blank line of `reader` (lossy UTF-8, trailing `\r` and blanks
 /// trimmed), reading in bounded blocks: a line longer than [`MAX_LINE_BYTES`] is cut there, so
 /// memory stays bounded however much a command writes without a newline.
-fn read_lines<R: Read>(mut reader: R, mut line: impl FnMut(&str)) {
+pub(super) fn read_lines<R: Read>(mut reader: R, mut line: impl FnMut(&str)) {
     let mut block = [0_u8; 4096];
     let mut current: Vec<u8> = Vec::new();
     let mut emit = |current: &mut Vec<u8>| {
