@@ -461,7 +461,7 @@ impl CommandSpec {
         };
         let format: StdinFormat = format!("{sample}:{rate}:{channels}")
             .parse()
-            .map_err(|e| format!("the format of \"cmd:{sample}:{rate}:{channels}:…\" {e}"))?;
+            .map_err(|e| format!("the format of \"cmd:{sample}:{rate}:{channels}:…\": {e}"))?;
         let argv = shell_words::split(line)
             .map_err(|e| format!("the command {line:?} cannot be split into words: {e}"))?;
         if argv.first().is_none_or(String::is_empty) {
