@@ -376,6 +376,7 @@ async fn monitor_records_what_the_system_plays() {
     play_through(&["--input", "monitor"], &pulse).await;
 }
 
+#[cfg(feature = "mic")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_microphone_reaches_pulseaudio_through_alsa() {
     let Some(pulse) = Pulse::start() else { return };
@@ -383,6 +384,7 @@ async fn the_microphone_reaches_pulseaudio_through_alsa() {
     play_through(&["--input", "mic", "--device", "alsa:pulse"], &pulse).await;
 }
 
+#[cfg(feature = "mic")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mic_spec_names_its_device_whatever_device_says() {
     let Some(pulse) = Pulse::start() else { return };
@@ -491,6 +493,7 @@ async fn system_audio_that_cannot_work_says_why_and_never_falls_back() {
     emu.shutdown().await;
 }
 
+#[cfg(feature = "mic")]
 #[test]
 fn devices_lists_the_sources_and_marks_the_default_monitor() {
     let Some(pulse) = Pulse::start() else { return };

@@ -68,7 +68,7 @@ pub struct ChildGroup {
     label: String,
     exit: watch::Receiver<Option<Exit>>,
     stderr: StderrTail,
-    /// We sent SIGTERM or SIGKILL: a death by signal from now on is ours, not a failure.
+    /// We sent SIGTERM or SIGKILL (said in the log when it goes).
     stopping: bool,
     /// The group was seen empty after the leader was reaped, or has been stopped (SIGKILL
     /// leaves nothing but zombies): never signal its id again (it could be reused).
@@ -120,10 +120,6 @@ impl ChildGroup {
             },
             stdout,
         ))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pgid.as_raw().unsigned_abs()
     }
 
     /// Whether the command has exited (it may have left processes of its group behind).
