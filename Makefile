@@ -15,6 +15,11 @@ APT_MISSING = if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+# The same for $$lean, without the recommended packages (PulseAudio's recommend a desktop).
+APT_MISSING_LEAN = if [ -n "$$lean" ]; then \
+		echo "installing (no recommends):$$lean"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$lean; \
+	fi
 
 ## What building and the demo need: the ALSA headers for the microphone (cpal) and pkg-config
 ## to find them, and the lint components.
@@ -28,7 +33,10 @@ deps:
 ## interop test, tmux for the dashboard's terminal test, redis-server for the token server's
 ## shared-limits tests (they start their own instances on free loopback ports; the package's own
 ## daemon is not used), chromium for the browser client's tests (headless, driven over the
-## DevTools protocol) and nodejs for its unit tests.
+## DevTools protocol) and nodejs for its unit tests. PulseAudio for the system-audio tests
+## (tests/audio_pulse.rs start their own server on a temporary runtime directory): the server,
+## its tools (parec, pactl, paplay) and ALSA's pulse plugin (the microphone path through
+## `--device alsa:pulse`); only what they need, not the recommended desktop packages.
 test-deps: deps
 	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
@@ -37,7 +45,13 @@ test-deps: deps
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
-	$(APT_MISSING)
+	$(APT_MISSING); \
+	lean=""; \
+	command -v pulseaudio >/dev/null || lean="$$lean pulseaudio"; \
+	command -v parec >/dev/null || lean="$$lean pulseaudio-utils"; \
+	[ -e /usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so ] \
+		|| dpkg -s libasound2-plugins >/dev/null 2>&1 || lean="$$lean libasound2-plugins"; \
+	$(APT_MISSING_LEAN)
 
 sdk-venv: test-deps
 	@[ -x $(SDK_VENV)/bin/python ] || python3 -m venv $(SDK_VENV)

@@ -1,30 +1,39 @@
-//! Audio input: turns a microphone, a WAV file, raw PCM on stdin or a generated test signal into
-//! exact, offset-stamped chunks of mono 16-bit PCM at the service's sample rate, with a level
-//! meter and running statistics beside them.
+//! Audio input: turns a microphone, a WAV file, raw PCM on stdin or from a command, system audio
+//! (a PulseAudio / PipeWire monitor) or a generated test signal into exact, offset-stamped chunks
+//! of mono 16-bit PCM at the service's sample rate, with a level meter and running statistics
+//! beside them.
 //!
 //! ```text
 //!  source                       convert (per source)                       out
 //!  ───────────────────────────  ─────────────────────────────────────────  ─────────────────────
 //!  mic: cpal callback ─▶ queue ─▶ downmix ─▶ resample ─▶ i16 ─▶ chunker ─▶ chunks (mpsc, bounded)
 //!  file: WAV (hound)  ─┐          (convert.rs) (resample.rs)   (chunker.rs)  level  (watch)
-//!  stdin: raw PCM     ─┼─ pulled by a task that paces chunks at real time    stats  (watch)
+//!  stdin: raw PCM     ─┤                                                     stats  (watch)
+//!  cmd: its stdout    ─┼─ pulled by a task that paces chunks at real time
 //!  test:* signals     ─┘   (pull.rs)
+//!  monitor: parec /   ──── pulled by the same task, released as they arrive (live)
+//!           pw-record      (monitor.rs, command.rs)
 //! ```
 //!
 //! The microphone runs on its own thread: the cpal callback only copies into a pre-allocated
 //! ring ([`queue`]) and counts what it cannot queue, never blocking and never allocating.
-//! Files, stdin and test signals are pulled by one async task that releases each chunk when its
-//! audio would have finished arriving live, so the service (which rejects audio faster than real
-//! time) sees a live-like stream, and tests can check the timing under tokio's paused clock.
+//! Files, stdin, commands and test signals are pulled by one async task that releases each chunk
+//! when its audio would have finished arriving live, so the service (which rejects audio faster
+//! than real time) sees a live-like stream, and tests can check the timing under tokio's paused
+//! clock. System audio is live already: its chunks go out as soon as they are whole.
 //!
 //! Pause and mute are the session's business: the source keeps running, and the session decides
 //! what to send ([`AudioChunk::muted`] keeps offsets while dropping the sound). See
 //! `docs/audio.md`.
 
 pub mod chunker;
+#[cfg(unix)]
+pub mod command;
 pub mod convert;
 pub mod devices;
 pub mod meter;
+#[cfg(unix)]
+pub mod monitor;
 mod pull;
 pub mod queue;
 pub mod resample;
@@ -47,7 +56,7 @@ use crate::protocol::{self, Encoding};
 
 pub use chunker::Chunker;
 pub use convert::Converter;
-pub use devices::{DeviceInfo, DeviceReport};
+pub use devices::{DeviceInfo, DeviceReport, SourceInfo, SystemSources};
 pub use meter::Level;
 pub use resample::StreamResampler;
 
@@ -261,7 +270,8 @@ pub struct AudioInput {
     /// Level of the latest chunk.
     pub level: watch::Receiver<Level>,
     pub stats: watch::Receiver<AudioStats>,
-    /// `microphone: <device>`, `file: <path>`, `stdin` or `test:<signal>`.
+    /// `microphone: <device>`, `file: <path>`, `stdin`, `test:<signal>`, `command: <line>` or
+    /// `system audio: <source>`.
     pub name: String,
     stop: CancellationToken,
     _guard: DropGuard,
@@ -339,6 +349,31 @@ pub enum AudioError {
     InvalidOptions(String),
     #[error("the resampler failed: {0}")]
     Resampler(String),
+    #[error("cannot run {command}: {reason}")]
+    CommandStart { command: String, reason: String },
+    /// A command input (or the system-audio recorder) ended badly: `how` (`exited with status
+    /// 3`), then `: <its last line on stderr>` or ` (nothing on stderr)`. Terminal-safe.
+    #[error("{command} {how}{stderr}")]
+    CommandFailed {
+        command: String,
+        how: String,
+        stderr: String,
+    },
+    #[error("system audio cannot be captured: {reason}")]
+    SystemAudio { reason: String },
+    #[error(
+        "no PulseAudio/PipeWire source matches {wanted:?}{suggestion}; available: {available} (see `aai-live devices`)"
+    )]
+    SourceNotFound {
+        wanted: String,
+        /// Empty, or `"; did you mean …?"`.
+        suggestion: String,
+        available: String,
+    },
+    #[error("{wanted:?} matches several PulseAudio/PipeWire sources: {matches}; use the full name")]
+    SourceAmbiguous { wanted: String, matches: String },
+    #[error("{0} inputs need a Unix system (Linux)")]
+    NotOnThisPlatform(&'static str),
 }
 
 /// Encode samples for the wire: little-endian s16, or G.711 µ-law.
@@ -358,7 +393,15 @@ pub fn encode(samples: &[i16], encoding: Encoding) -> Vec<u8> {
 pub async fn open(input: &InputSpec, options: &AudioOptions) -> Result<AudioInput, AudioError> {
     options.validate()?;
     match input {
-        InputSpec::Mic => open_mic(options).await,
+        InputSpec::Mic(None) => open_mic(options).await,
+        // The spec's device wins over `audio.device` / `--device`.
+        InputSpec::Mic(Some(device)) => {
+            let options = AudioOptions {
+                device: Some(device.clone()),
+                ..options.clone()
+            };
+            open_mic(&options).await
+        }
         InputSpec::File(path) => {
             let source = wav::WavSource::open(path, options.loop_input)?;
             let name = format!("file: {}", path.display());
@@ -372,7 +415,58 @@ pub async fn open(input: &InputSpec, options: &AudioOptions) -> Result<AudioInpu
             let source = signal::SignalSource::new(*signal, options.seed, options.sample_rate);
             pull::spawn(pull::Source::Signal(source), name, options)
         }
+        InputSpec::Monitor(source) => open_monitor(source.as_deref(), options).await,
+        InputSpec::Command(command) => open_command(command, options),
     }
+}
+
+/// `cmd:FORMAT:COMMAND`: the command's standard output, paced like stdin (it may be a decoder
+/// running faster than real time).
+#[cfg(unix)]
+fn open_command(
+    spec: &crate::config::CommandSpec,
+    options: &AudioOptions,
+) -> Result<AudioInput, AudioError> {
+    let source = command::CommandSource::spawn(&spec.argv, &spec.line, spec.format, false)?;
+    let name = format!("command: {}", crate::untrusted::for_terminal(&spec.line));
+    pull::spawn(pull::Source::Command(Box::new(source)), name, options)
+}
+
+#[cfg(not(unix))]
+fn open_command(
+    _spec: &crate::config::CommandSpec,
+    _options: &AudioOptions,
+) -> Result<AudioInput, AudioError> {
+    Err(AudioError::NotOnThisPlatform("cmd:"))
+}
+
+#[cfg(unix)]
+async fn open_monitor(
+    source: Option<&str>,
+    options: &AudioOptions,
+) -> Result<AudioInput, AudioError> {
+    monitor::open(source, options).await
+}
+
+#[cfg(not(unix))]
+#[expect(clippy::unused_async, reason = "same signature as the Unix build")]
+async fn open_monitor(
+    _source: Option<&str>,
+    _options: &AudioOptions,
+) -> Result<AudioInput, AudioError> {
+    Err(AudioError::NotOnThisPlatform("monitor"))
+}
+
+/// The PulseAudio / PipeWire sources `--input monitor:NAME` can record, for `aai-live devices`.
+#[cfg(unix)]
+pub fn system_sources() -> SystemSources {
+    monitor::system_sources()
+}
+
+/// The PulseAudio / PipeWire sources `--input monitor:NAME` can record, for `aai-live devices`.
+#[cfg(not(unix))]
+pub fn system_sources() -> SystemSources {
+    SystemSources::Unsupported
 }
 
 /// Raw PCM in `format` from any reader, read on its own thread: what `input = "stdin"` does with

@@ -85,9 +85,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub headless: bool,
 
-    /// Audio input: "mic", "file:PATH", "stdin", "test:tone|noise|silence"; repeat as
-    /// LABEL=INPUT for several labelled streams (meeting mode: --input you=mic --input
-    /// them=monitor).
+    /// Audio input: "mic[:DEVICE]", "monitor[:SOURCE]" (system audio), "file:PATH", "stdin",
+    /// "cmd:FORMAT:COMMAND", "test:tone|noise|silence"; repeat as LABEL=INPUT for several
+    /// labelled streams (meeting mode: --input you=mic --input them=monitor).
     #[arg(long, value_name = "INPUT")]
     pub input: Vec<String>,
 

@@ -453,7 +453,7 @@ mod tests {
                 InputSpec::Test(crate::config::TestSignal::Tone),
                 RuntimeFlavor::CurrentThread,
             ),
-            (InputSpec::Mic, RuntimeFlavor::MultiThread),
+            (InputSpec::Mic(None), RuntimeFlavor::MultiThread),
         ] {
             config.audio.input = input.clone();
             let runtime = runtime(&config).expect("runtime");

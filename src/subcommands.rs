@@ -445,10 +445,15 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 /// `aai-live devices`: the input devices, or a plain statement that there is no sound hardware
-/// (not an error: exit 0).
+/// (not an error: exit 0); then the PulseAudio / PipeWire sources `--input monitor:NAME` takes.
 pub fn devices(out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let report = crate::audio::device_report()?;
-    match out.write_all(report.render().as_bytes()) {
+    let text = format!(
+        "{}\n{}",
+        report.render(),
+        crate::audio::system_sources().render()
+    );
+    match out.write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other.context("cannot write the device list")?,
     }

@@ -658,7 +658,7 @@ async fn options_out_of_the_services_range_are_refused() {
 #[cfg(not(feature = "mic"))]
 #[tokio::test]
 async fn without_the_mic_feature_the_microphone_is_refused_plainly() {
-    let e = audio::open(&InputSpec::Mic, &AudioOptions::default())
+    let e = audio::open(&InputSpec::Mic(None), &AudioOptions::default())
         .await
         .expect_err("no mic support")
         .to_string();

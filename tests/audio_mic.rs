@@ -135,7 +135,7 @@ fn fake_mic_child() {
                 device: device.map(str::to_owned),
                 ..AudioOptions::default()
             };
-            let mut input = audio::open(&InputSpec::Mic, &options)
+            let mut input = audio::open(&InputSpec::Mic(None), &options)
                 .await
                 .unwrap_or_else(|e| panic!("open {device:?}: {e}"));
             assert!(input.name.starts_with("microphone: "), "{}", input.name);
@@ -175,7 +175,9 @@ fn fake_mic_child() {
             device: Some("fakemic".into()),
             ..AudioOptions::default()
         };
-        let input = audio::open(&InputSpec::Mic, &options).await.expect("open");
+        let input = audio::open(&InputSpec::Mic(None), &options)
+            .await
+            .expect("open");
         let mut stats = input.stats.clone();
         let overflowed = tokio::time::timeout(
             std::time::Duration::from_secs(20),
@@ -191,7 +193,7 @@ fn fake_mic_child() {
             device: Some("fakemik".into()),
             ..AudioOptions::default()
         };
-        let e = audio::open(&InputSpec::Mic, &unknown)
+        let e = audio::open(&InputSpec::Mic(None), &unknown)
             .await
             .expect_err("no such device");
         assert!(matches!(e, AudioError::DeviceNotFound { .. }), "{e}");
@@ -225,7 +227,7 @@ fn no_hardware_child() {
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let e = runtime
-        .block_on(audio::open(&InputSpec::Mic, &AudioOptions::default()))
+        .block_on(audio::open(&InputSpec::Mic(None), &AudioOptions::default()))
         .expect_err("no microphone without sound hardware");
     let text = e.to_string();
     assert!(

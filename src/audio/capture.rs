@@ -8,7 +8,10 @@
 //! Every thread here that calls into ALSA first installs alsa-lib's thread-local error handler,
 //! which collects the messages in a buffer; they go to the log instead. (Messages from the
 //! stream's own internal thread are outside our reach; in practice alsa-lib reports while
-//! opening and configuring, which happens here.)
+//! opening and configuring, which happens here.) ALSA's plugins are worse: the JACK plugin's
+//! library prints "Cannot connect to server socket" and the like to stderr itself, whenever a
+//! device list probes it. So while devices are listed and opened, the process's stderr is a
+//! pipe whose lines go to the log ([`PluginStderr`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -78,7 +81,10 @@ fn capture_thread(
     ready: oneshot::Sender<Result<AudioInput, AudioError>>,
 ) {
     let mut alsa = AlsaLog::install();
-    let started = start_stream(options);
+    let started = {
+        let _plugins = PluginStderr::hold();
+        start_stream(options)
+    };
     let alsa_said = alsa.flush(tracing::Level::DEBUG);
     let running = match started {
         Ok(running) => running,
@@ -413,8 +419,10 @@ pub(super) fn device_report() -> Result<DeviceReport, AudioError> {
         scope
             .spawn(|| {
                 let mut alsa = AlsaLog::install();
+                let plugins = PluginStderr::hold();
                 let host = cpal::default_host();
                 let (devices, _) = enumerate(&host);
+                drop(plugins);
                 alsa.flush(tracing::Level::DEBUG);
                 DeviceReport {
                     host: host.id().name().to_owned(),
@@ -526,6 +534,85 @@ fn sound_cards() -> Option<usize> {
 #[cfg(not(target_os = "linux"))]
 fn sound_cards() -> Option<usize> {
     None
+}
+
+/// While alive, the process's stderr (fd 2) is a pipe whose lines go to the log: what ALSA's
+/// plugins print themselves (JACK's library, without a JACK server, prints five lines whenever
+/// it is probed) never reaches the terminal or tears the dashboard. Process-wide, so held by one
+/// thread at a time; anything another thread writes to stderr meanwhile is logged too, not lost.
+#[cfg(target_os = "linux")]
+struct PluginStderr {
+    saved: Option<std::os::fd::OwnedFd>,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+#[cfg(target_os = "linux")]
+static PLUGIN_STDERR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(target_os = "linux")]
+impl PluginStderr {
+    fn hold() -> Self {
+        let turn = PLUGIN_STDERR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unheld = |turn, what: &str, e: &dyn std::fmt::Display| {
+            tracing::debug!(target: "aai_live::audio", error = %e, "cannot hold stderr ({what}); ALSA plugins may print to it");
+            Self {
+                saved: None,
+                _turn: turn,
+            }
+        };
+        let (reader, writer) = match std::io::pipe() {
+            Ok(pipe) => pipe,
+            Err(e) => return unheld(turn, "pipe", &e),
+        };
+        let saved = match nix::unistd::dup(std::io::stderr()) {
+            Ok(saved) => saved,
+            Err(e) => return unheld(turn, "dup", &e),
+        };
+        // Not joined: it ends when the last copy of the pipe's writing end closes, which a
+        // plugin's own thread could delay.
+        let lines = std::thread::Builder::new()
+            .name("aai-live-alsa-stderr".into())
+            .spawn(move || {
+                super::command::read_lines(reader, |line| {
+                    tracing::debug!(target: "alsa", "{}", crate::untrusted::for_terminal(line));
+                });
+            });
+        if let Err(e) = lines {
+            return unheld(turn, "thread", &e);
+        }
+        if let Err(e) = nix::unistd::dup2_stderr(&writer) {
+            return unheld(turn, "dup2", &e);
+        }
+        // fd 2 now holds the pipe; this handle goes, so that restoring fd 2 ends the reader.
+        drop(writer);
+        Self {
+            saved: Some(saved),
+            _turn: turn,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for PluginStderr {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take()
+            && let Err(e) = nix::unistd::dup2_stderr(&saved)
+        {
+            tracing::warn!(target: "aai_live::audio", error = %e, "cannot restore stderr after listing audio devices");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+struct PluginStderr;
+
+#[cfg(not(target_os = "linux"))]
+impl PluginStderr {
+    fn hold() -> Self {
+        Self
+    }
 }
 
 /// alsa-lib's messages for the current thread, collected instead of printed.

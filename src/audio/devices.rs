@@ -1,5 +1,7 @@
-//! Input devices as `aai-live devices` shows them, and matching `--device` against them. Pure
-//! data and text: the enumeration itself lives with the capture code (feature `mic`).
+//! Input devices as `aai-live devices` shows them, and matching `--device` against them; the
+//! PulseAudio / PipeWire sources `--input monitor:NAME` records, read from `pactl`'s output.
+//! Pure data and text: the enumeration itself lives with the capture code (feature `mic`) and
+//! the system-audio code (`monitor.rs`).
 
 use std::fmt::Write as _;
 
@@ -207,6 +209,161 @@ pub fn select(wanted: &str, devices: &[DeviceInfo]) -> Result<usize, AudioError>
     })
 }
 
+/// One PulseAudio / PipeWire source, as `pactl list short sources` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceInfo {
+    /// What `--input monitor:NAME` takes.
+    pub name: String,
+    /// The server's module or driver (`module-null-sink.c`, `alsa_input…`), when given.
+    pub driver: String,
+    /// Sample spec as the server words it (`s16le 2ch 48000Hz`), when given.
+    pub spec: String,
+    /// `RUNNING`, `IDLE`, `SUSPENDED`…, when given.
+    pub state: String,
+}
+
+impl SourceInfo {
+    /// A sink's monitor: what that output plays.
+    pub fn is_monitor(&self) -> bool {
+        self.name.ends_with(".monitor")
+    }
+}
+
+/// At most this many sources are listed (the server's output is untrusted: it could list a
+/// million).
+pub const MAX_SOURCES: usize = 256;
+/// Longest source name taken from the server, in bytes.
+pub const MAX_SOURCE_NAME: usize = 512;
+
+/// The system-audio part of `aai-live devices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemSources {
+    /// The server's sources; `default_sink` and `default_source` as `pactl info` names them.
+    Listed {
+        default_sink: Option<String>,
+        default_source: Option<String>,
+        sources: Vec<SourceInfo>,
+    },
+    /// `pactl` is not installed, so nothing can be listed.
+    NoPactl,
+    /// `pactl` is there but no server answered; why.
+    Unreachable(String),
+    /// Not on this platform.
+    Unsupported,
+}
+
+/// Heading of the system-audio section.
+pub const SOURCES_HEADING: &str = "PulseAudio/PipeWire sources, for --input monitor:NAME";
+
+impl SystemSources {
+    /// The section as text for the terminal. Names come from the server and are shown through
+    /// [`untrusted::for_terminal`](crate::untrusted::for_terminal).
+    pub fn render(&self) -> String {
+        use crate::untrusted::for_terminal;
+        let mut out = String::new();
+        match self {
+            Self::Unsupported => {
+                let _ = writeln!(
+                    out,
+                    "{SOURCES_HEADING}: system audio is captured on Linux only."
+                );
+            }
+            Self::NoPactl => {
+                let _ = writeln!(
+                    out,
+                    "{SOURCES_HEADING}: cannot be listed without pactl. Install pulseaudio-utils \
+                     (Debian/Ubuntu; it also provides parec, which --input monitor uses), or \
+                     pipewire-bin for pw-record."
+                );
+            }
+            Self::Unreachable(reason) => {
+                let _ = writeln!(
+                    out,
+                    "{SOURCES_HEADING}: no PulseAudio or PipeWire server answers ({}). \
+                     --input monitor needs one running (a desktop session has it; PipeWire's \
+                     pipewire-pulse answers for PulseAudio).",
+                    for_terminal(reason)
+                );
+            }
+            Self::Listed {
+                default_sink,
+                default_source,
+                sources,
+            } => {
+                let default_monitor = default_sink.as_ref().map(|s| format!("{s}.monitor"));
+                let _ = writeln!(
+                    out,
+                    "{SOURCES_HEADING} (* = the default output's monitor, what --input monitor \
+                     records):"
+                );
+                if sources.is_empty() {
+                    out.push_str("\n  (the server lists no sources)\n");
+                }
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| for_terminal(&s.name).into_owned())
+                    .collect();
+                let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+                for (source, name) in sources.iter().zip(&names) {
+                    let is_default_monitor = default_monitor.as_deref() == Some(&source.name);
+                    let mark = if is_default_monitor { '*' } else { ' ' };
+                    let mut facts: Vec<String> = [&source.spec, &source.state]
+                        .into_iter()
+                        .filter(|f| !f.is_empty())
+                        .map(|f| for_terminal(f).into_owned())
+                        .collect();
+                    if is_default_monitor {
+                        facts.push("monitor of the default output".into());
+                    } else if source.is_monitor() {
+                        facts.push("monitor of an output".into());
+                    }
+                    if default_source.as_deref() == Some(&source.name) {
+                        facts.push("default input".into());
+                    }
+                    let _ = writeln!(out, "\n{mark} {name:width$}  {}", facts.join(" · "));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `Default Sink` and `Default Source` from `pactl info` (run in the C locale). Untrusted text:
+/// anything unexpected is skipped, never a panic.
+pub fn parse_pactl_info(text: &str) -> (Option<String>, Option<String>) {
+    let field = |key: &str| {
+        text.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix(':')?.trim();
+            (!value.is_empty() && value.len() <= MAX_SOURCE_NAME).then(|| value.to_owned())
+        })
+    };
+    (field("Default Sink"), field("Default Source"))
+}
+
+/// The sources of `pactl list short sources`: one per line, tab-separated index, name, driver,
+/// sample spec, state. Untrusted text: lines without a name are skipped, names longer than
+/// [`MAX_SOURCE_NAME`] too, and at most [`MAX_SOURCES`] are kept.
+pub fn parse_pactl_sources(text: &str) -> Vec<SourceInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let _index = fields.next()?;
+            let name = fields.next()?.trim();
+            if name.is_empty() || name.len() > MAX_SOURCE_NAME {
+                return None;
+            }
+            let mut next = || fields.next().map(str::trim).unwrap_or_default().to_owned();
+            Some(SourceInfo {
+                name: name.to_owned(),
+                driver: next(),
+                spec: next(),
+                state: next(),
+            })
+        })
+        .take(MAX_SOURCES)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +468,87 @@ mod tests {
 
           alsa:fakemic  Fake microphone
         ");
+    }
+
+    const PACTL_INFO: &str = "Server String: /run/user/1000/pulse/native\nLibrary Protocol Version: 35\n\
+        Server Name: pulseaudio\nDefault Sample Specification: s16le 2ch 44100Hz\n\
+        Default Sink: alsa_output.pci.analog-stereo\nDefault Source: alsa_input.pci.analog-stereo\n";
+    const PACTL_SOURCES: &str = "0\talsa_output.pci.analog-stereo.monitor\tmodule-alsa-card.c\ts16le 2ch 44100Hz\tSUSPENDED\n\
+        1\talsa_input.pci.analog-stereo\tmodule-alsa-card.c\ts16le 2ch 44100Hz\tRUNNING\n\
+        2\tnullsink.monitor\tmodule-null-sink.c\ts16le 2ch 48000Hz\tIDLE\n";
+
+    #[test]
+    fn pactl_output_is_read() {
+        let (sink, source) = parse_pactl_info(PACTL_INFO);
+        assert_eq!(sink.as_deref(), Some("alsa_output.pci.analog-stereo"));
+        assert_eq!(source.as_deref(), Some("alsa_input.pci.analog-stereo"));
+        assert_eq!(
+            parse_pactl_info("Default Sink:\nDefault Sinks: x\n"),
+            (None, None)
+        );
+        let sources = parse_pactl_sources(PACTL_SOURCES);
+        assert_eq!(sources.len(), 3);
+        assert_eq!(
+            sources[2],
+            SourceInfo {
+                name: "nullsink.monitor".into(),
+                driver: "module-null-sink.c".into(),
+                spec: "s16le 2ch 48000Hz".into(),
+                state: "IDLE".into(),
+            }
+        );
+        assert!(sources[0].is_monitor() && !sources[1].is_monitor());
+        assert_eq!(
+            parse_pactl_sources("garbage\n\t\n0\t\tx\n3\tonly-a-name"),
+            [SourceInfo {
+                name: "only-a-name".into(),
+                ..SourceInfo::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn sources_render_with_the_default_monitor_marked() {
+        let (default_sink, default_source) = parse_pactl_info(PACTL_INFO);
+        let report = SystemSources::Listed {
+            default_sink,
+            default_source,
+            sources: parse_pactl_sources(PACTL_SOURCES),
+        };
+        insta::assert_snapshot!(report.render(), @r"
+        PulseAudio/PipeWire sources, for --input monitor:NAME (* = the default output's monitor, what --input monitor records):
+
+        * alsa_output.pci.analog-stereo.monitor  s16le 2ch 44100Hz · SUSPENDED · monitor of the default output
+
+          alsa_input.pci.analog-stereo           s16le 2ch 44100Hz · RUNNING · default input
+
+          nullsink.monitor                       s16le 2ch 48000Hz · IDLE · monitor of an output
+        ");
+        let text = SystemSources::NoPactl.render();
+        assert!(text.contains("pulseaudio-utils"), "{text}");
+        let text = SystemSources::Unreachable(
+            "pactl exited with status 1: \x1b[2JConnection refused".into(),
+        )
+        .render();
+        assert!(
+            text.contains("(pactl exited with status 1: [2JConnection refused)"),
+            "{text}"
+        );
+    }
+
+    proptest::proptest! {
+        /// pactl's output is the server's text: whatever it holds, parsing never panics, keeps
+        /// its bounds, and rendering never lets a control character through.
+        #[test]
+        fn pactl_parsing_never_panics(text in "(?s).{0,400}", bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            for input in [text, String::from_utf8_lossy(&bytes).into_owned()] {
+                let (default_sink, default_source) = parse_pactl_info(&input);
+                let sources = parse_pactl_sources(&input);
+                proptest::prop_assert!(sources.len() <= MAX_SOURCES);
+                proptest::prop_assert!(sources.iter().all(|s| !s.name.is_empty() && s.name.len() <= MAX_SOURCE_NAME));
+                let text = SystemSources::Listed { default_sink, default_source, sources }.render();
+                proptest::prop_assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
+            }
+        }
     }
 }

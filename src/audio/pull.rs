@@ -1,5 +1,11 @@
-//! The task that pulls files, stdin and test signals through conversion and chunking, and
-//! releases the chunks at real time (or as fast as they are taken, with [`Pace::Unpaced`]).
+//! The task that pulls files, stdin, commands and test signals through conversion and chunking,
+//! and releases the chunks at real time (or as fast as they are taken, with [`Pace::Unpaced`]).
+//!
+//! A live source (the system-audio recorder) arrives at real time by itself: pacing it again
+//! would only add delay, and its clock, not ours, decides how fast audio comes. Its chunks go
+//! out as soon as they are whole, and one that finds the channel full is dropped and counted
+//! (`dropped_before` of the next chunk, `stats.dropped_frames`), as the microphone does: a live
+//! source is never buffered up behind a stalled consumer.
 //!
 //! Pacing releases chunk `k` when its last sample would have been captured live:
 //! `start + end_offset / rate`. Deadlines come from sample counts, not from adding up sleeps, so
@@ -10,9 +16,12 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use super::chunker::Chunker;
+#[cfg(unix)]
+use super::command::CommandSource;
 use super::convert::Converter;
 use super::signal::SignalSource;
 use super::stdin::RawSource;
@@ -28,6 +37,9 @@ pub(super) enum Source {
     Wav(Box<WavSource>),
     Raw(Box<RawSource>),
     Signal(SignalSource),
+    /// A command's standard output (`cmd:`, or the recorder behind `monitor`).
+    #[cfg(unix)]
+    Command(Box<CommandSource>),
 }
 
 impl Source {
@@ -35,11 +47,22 @@ impl Source {
         match self {
             Self::Wav(wav) => wav.format(),
             Self::Raw(raw) => raw.format(),
+            #[cfg(unix)]
+            Self::Command(command) => command.format(),
             Self::Signal(_) => SourceFormat {
                 sample_rate: options.sample_rate,
                 channels: 1,
                 sample: "i16".into(),
             },
+        }
+    }
+
+    /// Whether the source delivers at real time by itself (see the module's comment).
+    fn is_live(&self) -> bool {
+        match self {
+            #[cfg(unix)]
+            Self::Command(command) => command.live,
+            _ => false,
         }
     }
 }
@@ -77,6 +100,8 @@ pub(super) fn spawn(
     let block_frames =
         ((u64::from(native.sample_rate) * u64::from(options.chunk_ms)).div_ceil(1000) as usize)
             .max(64);
+    let live = source.is_live();
+    let pace = if live { Pace::Unpaced } else { options.pace };
     let driver = Driver {
         source,
         converter,
@@ -84,8 +109,11 @@ pub(super) fn spawn(
         frames: Vec::new(),
         samples: Vec::new(),
         block_frames,
-        clock: PaceClock::new(options.pace, options.sample_rate),
+        clock: PaceClock::new(pace, options.sample_rate),
         non_finite_sent: 0,
+        live,
+        dropped: 0,
+        dropped_pending: 0,
     };
     let (outputs, input) = Outputs::new(name, native, options);
     tokio::spawn(driver.run(outputs));
@@ -103,6 +131,12 @@ struct Driver {
     clock: PaceClock,
     /// The converter's count of non-finite samples as last put on a chunk.
     non_finite_sent: u64,
+    /// Released as it arrives, never waiting for room in the channel.
+    live: bool,
+    /// Samples of a live source dropped for want of room: in all, and since the last chunk
+    /// that went out.
+    dropped: u64,
+    dropped_pending: u64,
 }
 
 impl Driver {
@@ -113,6 +147,11 @@ impl Driver {
             () = stop.cancelled() => InputEnd::Stopped,
             end = self.stream(&out) => end,
         };
+        // A command ends with its input, whichever way: SIGTERM, then SIGKILL, to its group.
+        #[cfg(unix)]
+        if let Source::Command(command) = &mut self.source {
+            command.child.stop().await;
+        }
         out.end(end);
     }
 
@@ -151,12 +190,25 @@ impl Driver {
                 let end = offset + samples.len() as u64;
                 self.clock.wait_until_released(end).await;
                 let chunk = AudioChunk {
-                    offset,
+                    // Offsets count the audio delivered (dropped audio never entered the stream).
+                    offset: offset - self.dropped,
                     samples,
                     captured_at: Instant::now(),
-                    dropped_before: 0,
+                    dropped_before: self.dropped_pending,
                     non_finite: std::mem::take(&mut non_finite),
                 };
+                if self.live {
+                    match out.chunks.try_reserve() {
+                        Ok(permit) => {
+                            out.account(&chunk);
+                            self.dropped_pending = 0;
+                            permit.send(chunk);
+                        }
+                        Err(TrySendError::Full(())) => self.drop_chunk(out, &chunk),
+                        Err(TrySendError::Closed(())) => return InputEnd::Stopped,
+                    }
+                    continue;
+                }
                 out.account(&chunk);
                 if out.chunks.send(chunk).await.is_err() {
                     return InputEnd::Stopped;
@@ -169,6 +221,26 @@ impl Driver {
             if ended {
                 return InputEnd::Finished;
             }
+        }
+    }
+
+    /// A live chunk found the channel full: drop it and count it (a new episode when the chunk
+    /// before it went out).
+    fn drop_chunk(&mut self, out: &Outputs, chunk: &AudioChunk) {
+        let samples = chunk.samples.len() as u64;
+        let new_episode = self.dropped_pending == 0;
+        self.dropped += samples;
+        self.dropped_pending += samples;
+        out.stats.send_modify(|s| {
+            s.dropped_frames += samples;
+            s.overflows += u64::from(new_episode);
+        });
+        if new_episode {
+            tracing::warn!(
+                target: "aai_live::audio",
+                "the audio consumer stopped taking chunks; live audio is being dropped (and \
+                 counted) until it does"
+            );
         }
     }
 
@@ -193,6 +265,15 @@ impl Driver {
             }
             Source::Wav(wav) => wav.read(self.block_frames, &mut self.frames)?,
             Source::Raw(raw) => raw.read(&mut self.frames).await?,
+            #[cfg(unix)]
+            Source::Command(command) => {
+                let frames = command.raw.read(&mut self.frames).await?;
+                if frames == 0 {
+                    // The end of the output: a normal end only if the command says so.
+                    command.child.finished().await?;
+                }
+                frames
+            }
         };
         if frames == 0 {
             return Ok(false);
@@ -284,5 +365,108 @@ mod tests {
         let mut clock = PaceClock::new(Pace::RealTime, 44_100);
         clock.start();
         assert_eq!(clock.due(1), clock.anchor + Duration::from_nanos(22_675));
+    }
+
+    #[cfg(unix)]
+    mod command_sources {
+        use super::super::*;
+        use crate::config::StdinFormat;
+
+        fn sh(script: &str) -> Vec<String> {
+            vec!["sh".into(), "-c".into(), script.into()]
+        }
+
+        /// Reads every chunk; returns them and how long that took.
+        async fn drain(
+            live: bool,
+            script: &str,
+            wait_first: Duration,
+        ) -> (Vec<AudioChunk>, Duration, AudioInput) {
+            let source = CommandSource::spawn(&sh(script), "test", StdinFormat::default(), live)
+                .expect("spawn");
+            let mut input = spawn(
+                Source::Command(Box::new(source)),
+                "test".into(),
+                &AudioOptions::default(),
+            )
+            .expect("open");
+            let started = std::time::Instant::now();
+            tokio::time::sleep(wait_first).await;
+            let mut chunks = Vec::new();
+            while let Some(chunk) = input.chunks.recv().await {
+                chunks.push(chunk);
+            }
+            (chunks, started.elapsed(), input)
+        }
+
+        #[tokio::test]
+        async fn a_live_source_is_released_as_it_arrives_a_command_is_paced() {
+            // One second of audio, all available at once.
+            let script = "head -c 32000 /dev/zero";
+            let (chunks, took, input) = drain(true, script, Duration::ZERO).await;
+            assert_eq!(
+                chunks.iter().map(|c| c.samples.len()).sum::<usize>(),
+                16_000
+            );
+            assert!(
+                took < Duration::from_millis(600),
+                "live, not paced again: {took:?}"
+            );
+            assert_eq!(input.stats.borrow().ended, Some(InputEnd::Finished));
+            let (chunks, took, _input) = drain(false, script, Duration::ZERO).await;
+            assert_eq!(chunks.len(), 20);
+            assert!(
+                took >= Duration::from_millis(900),
+                "paced like stdin: {took:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_stalled_consumer_drops_live_audio_and_counts_it() {
+            // Ten seconds at once, nobody reading for one: the channel holds two seconds, the
+            // rest is dropped; a tenth of a second later on is delivered again, and says how
+            // much was dropped before it.
+            let (chunks, _, input) = drain(
+                true,
+                "head -c 320000 /dev/zero; sleep 1.5; head -c 3200 /dev/zero",
+                Duration::from_secs(1),
+            )
+            .await;
+            let delivered: u64 = chunks.iter().map(|c| c.samples.len() as u64).sum();
+            let dropped: u64 = chunks.iter().map(|c| c.dropped_before).sum();
+            let stats = input.stats.borrow().clone();
+            assert_eq!(delivered + dropped, 161_600, "{delivered} {dropped}");
+            assert!(dropped >= 100_000, "{dropped}");
+            assert_eq!(stats.dropped_frames, dropped);
+            assert_eq!(stats.overflows, 1);
+            assert_eq!(chunks.iter().filter(|c| c.dropped_before > 0).count(), 1);
+            let mut end = 0;
+            for chunk in &chunks {
+                assert_eq!(chunk.offset, end, "offsets count the audio delivered");
+                end = chunk.end();
+            }
+            assert_eq!(stats.ended, Some(InputEnd::Finished));
+        }
+
+        #[tokio::test]
+        async fn a_failing_command_fails_the_input_with_its_last_words() {
+            let (chunks, _, input) = drain(
+                false,
+                "head -c 3200 /dev/zero; echo 'no more input' >&2; exit 3",
+                Duration::ZERO,
+            )
+            .await;
+            assert_eq!(
+                chunks.len(),
+                2,
+                "what came before the failure was delivered"
+            );
+            assert_eq!(
+                input.stats.borrow().ended,
+                Some(InputEnd::Failed(
+                    "test exited with status 3: no more input".into()
+                ))
+            );
+        }
     }
 }

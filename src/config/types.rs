@@ -537,19 +537,77 @@ impl Default for AudioConfig {
 }
 
 /// `audio.input`: where audio comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The spellings (docs/audio.md): `mic` or `mic:DEVICE`, `file:PATH`, `stdin`, `test:SIGNAL`,
+/// `monitor` or `monitor:SOURCE` (system audio through PulseAudio or PipeWire), and
+/// `cmd:FORMAT:RATE:CHANNELS:COMMAND` (raw PCM from a command's standard output).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSpec {
-    #[default]
-    Mic,
+    /// The microphone: the named device (matched as `--device` is), or `audio.device` / the
+    /// system default when `None`.
+    Mic(Option<String>),
     File(PathBuf),
     Stdin,
     Test(TestSignal),
+    /// What the system plays: the default output's monitor when `None`, else the PulseAudio /
+    /// PipeWire source of that name.
+    Monitor(Option<String>),
+    /// Raw PCM on the standard output of a command run without a shell.
+    Command(CommandSpec),
+}
+
+impl Default for InputSpec {
+    fn default() -> Self {
+        Self::Mic(None)
+    }
+}
+
+/// `cmd:FORMAT:RATE:CHANNELS:COMMAND`: the layout of the command's output and the command line,
+/// split into words the way a POSIX shell would (quotes and backslashes), but never run by one:
+/// no variables, globs, pipes or redirections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub format: StdinFormat,
+    /// The command line as written (shown in messages, and what `Display` writes back).
+    pub line: String,
+    /// `line` split into words: the program, then its arguments. Never empty.
+    pub argv: Vec<String>,
+}
+
+impl CommandSpec {
+    /// Parse `FORMAT:RATE:CHANNELS:COMMAND` (what follows `cmd:`).
+    fn parse(rest: &str) -> Result<Self, String> {
+        const SHAPE: &str = "\"cmd:\" needs FORMAT:RATE:CHANNELS:COMMAND, e.g. \
+                             \"cmd:s16le:16000:1:arecord -q -f S16_LE -r 16000 -c 1 -t raw\"";
+        let mut parts = rest.splitn(4, ':');
+        let (Some(sample), Some(rate), Some(channels), Some(line)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(SHAPE.into());
+        };
+        let format: StdinFormat = format!("{sample}:{rate}:{channels}")
+            .parse()
+            .map_err(|e| format!("the format of \"cmd:{sample}:{rate}:{channels}:…\": {e}"))?;
+        let argv = shell_words::split(line)
+            .map_err(|e| format!("the command {line:?} cannot be split into words: {e}"))?;
+        if argv.first().is_none_or(String::is_empty) {
+            return Err(format!(
+                "\"cmd:{format}:\" needs a command after the format, e.g. \
+                 \"cmd:{format}:arecord -q -f S16_LE -r 16000 -c 1 -t raw\""
+            ));
+        }
+        Ok(Self {
+            format,
+            line: line.to_owned(),
+            argv,
+        })
+    }
 }
 
 impl InputSpec {
     /// A microphone: its turns are the echoes in meeting mode, and mute applies to it.
     pub fn is_mic(&self) -> bool {
-        matches!(self, Self::Mic)
+        matches!(self, Self::Mic(_))
     }
 }
 
@@ -557,16 +615,32 @@ impl FromStr for InputSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str = "must be \"mic\", \"stdin\", \"file:PATH\" or \"test:tone\", \"test:noise\", \"test:silence\"";
+        const EXPECTED: &str = "must be \"mic\", \"mic:DEVICE\", \"stdin\", \"file:PATH\", \
+                                \"test:tone\", \"test:noise\", \"test:silence\", \"monitor\", \
+                                \"monitor:SOURCE\" or \"cmd:FORMAT:RATE:CHANNELS:COMMAND\"";
         match s {
-            "mic" => Ok(Self::Mic),
+            "mic" => Ok(Self::Mic(None)),
             "stdin" => Ok(Self::Stdin),
+            "monitor" => Ok(Self::Monitor(None)),
             _ => match s.split_once(':') {
+                Some(("mic", "")) => Err(
+                    "\"mic:\" needs a device, e.g. \"mic:USB\" (see `aai-live devices`), or \
+                     \"mic\" for the default"
+                        .into(),
+                ),
+                Some(("mic", device)) => Ok(Self::Mic(Some(device.to_owned()))),
                 Some(("file", "")) => Err("\"file:\" needs a path, e.g. \"file:talk.wav\"".into()),
                 Some(("file", path)) => Ok(Self::File(PathBuf::from(path))),
                 Some(("test", signal)) => {
                     signal.parse().map(Self::Test).map_err(|_| EXPECTED.into())
                 }
+                Some(("monitor", "")) => Err(
+                    "\"monitor:\" needs a source name (see `aai-live devices`), or \"monitor\" \
+                     for what the default output plays"
+                        .into(),
+                ),
+                Some(("monitor", source)) => Ok(Self::Monitor(Some(source.to_owned()))),
+                Some(("cmd", rest)) => CommandSpec::parse(rest).map(Self::Command),
                 _ => Err(EXPECTED.into()),
             },
         }
@@ -576,10 +650,14 @@ impl FromStr for InputSpec {
 impl fmt::Display for InputSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Mic => f.write_str("mic"),
+            Self::Mic(None) => f.write_str("mic"),
+            Self::Mic(Some(device)) => write!(f, "mic:{device}"),
             Self::Stdin => f.write_str("stdin"),
             Self::File(path) => write!(f, "file:{}", path.display()),
             Self::Test(signal) => write!(f, "test:{signal}"),
+            Self::Monitor(None) => f.write_str("monitor"),
+            Self::Monitor(Some(source)) => write!(f, "monitor:{source}"),
+            Self::Command(command) => write!(f, "cmd:{}:{}", command.format, command.line),
         }
     }
 }
@@ -938,7 +1016,7 @@ mod tests {
     fn input_spec() {
         assert_eq!(
             "mic".parse::<InputSpec>().expect("test setup"),
-            InputSpec::Mic
+            InputSpec::Mic(None)
         );
         assert_eq!(
             "stdin".parse::<InputSpec>().expect("test setup"),
@@ -955,8 +1033,124 @@ mod tests {
         for bad in ["", "file:", "test:", "test:sine", "microphone", "FILE:x"] {
             assert!(bad.parse::<InputSpec>().is_err(), "{bad:?}");
         }
-        for s in ["mic", "stdin", "file:x.wav", "test:tone"] {
-            assert_eq!(s.parse::<InputSpec>().expect("test setup").to_string(), s);
+        for s in [
+            "mic",
+            "mic:alsa:pulse",
+            "stdin",
+            "file:x.wav",
+            "test:tone",
+            "monitor",
+            "monitor:alsa_output.pci.analog-stereo.monitor",
+            "cmd:s16le:16000:1:arecord -q -f S16_LE -r 16000 -c 1 -t raw",
+            "cmd:f32le:48000:2:sox 'my talk.flac' -t raw -e floating-point -b 32 -",
+        ] {
+            let spec = s.parse::<InputSpec>().expect("test setup");
+            assert_eq!(spec.to_string(), s);
+            assert_eq!(spec.to_string().parse::<InputSpec>(), Ok(spec));
+        }
+    }
+
+    #[test]
+    fn new_input_kinds() {
+        assert_eq!(
+            "mic:alsa:pulse".parse::<InputSpec>(),
+            Ok(InputSpec::Mic(Some("alsa:pulse".into())))
+        );
+        assert_eq!(
+            "mic:USB".parse::<InputSpec>(),
+            Ok(InputSpec::Mic(Some("USB".into())))
+        );
+        assert_eq!("monitor".parse::<InputSpec>(), Ok(InputSpec::Monitor(None)));
+        assert_eq!(
+            "monitor:nullsink.monitor".parse::<InputSpec>(),
+            Ok(InputSpec::Monitor(Some("nullsink.monitor".into())))
+        );
+        let spec: InputSpec = "cmd:f32le:48000:2:sox \"my talk.flac\" -t raw -e float -b 32 - "
+            .parse()
+            .expect("test setup");
+        let InputSpec::Command(command) = spec else {
+            panic!("a command: {spec:?}");
+        };
+        assert_eq!(
+            command.format,
+            StdinFormat {
+                sample: SampleFormat::F32le,
+                rate: 48_000,
+                channels: 2
+            }
+        );
+        // Split as a shell would, but a shell's syntax means nothing: `|`, `$X`, `*` are words.
+        assert_eq!(
+            command.argv,
+            [
+                "sox",
+                "my talk.flac",
+                "-t",
+                "raw",
+                "-e",
+                "float",
+                "-b",
+                "32",
+                "-"
+            ]
+        );
+        let InputSpec::Command(command) = "cmd:s16le:16000:1:cat a | tee $HOME/*"
+            .parse()
+            .expect("test setup")
+        else {
+            panic!("a command");
+        };
+        assert_eq!(command.argv, ["cat", "a", "|", "tee", "$HOME/*"]);
+    }
+
+    #[test]
+    fn bad_input_specs_say_what_is_wrong() {
+        let error = |s: &str| s.parse::<InputSpec>().expect_err(s);
+        assert!(error("mic:").contains("\"mic:\" needs a device"));
+        assert!(error("monitor:").contains("\"monitor:\" needs a source name"));
+        for no_format in ["cmd:", "cmd:arecord", "cmd:s16le:16000"] {
+            let e = error(no_format);
+            assert!(
+                e.contains("needs FORMAT:RATE:CHANNELS:COMMAND"),
+                "{no_format}: {e}"
+            );
+        }
+        let e = error("cmd:s24le:16000:1:arecord");
+        assert!(
+            e.contains("the format of \"cmd:s24le:16000:1:…\"") && e.contains("\"s16le\""),
+            "{e}"
+        );
+        let e = error("cmd:s16le:96:1:arecord");
+        assert!(
+            e.contains("rate must be an integer between 8000 and 384000"),
+            "{e}"
+        );
+        for empty in [
+            "cmd:s16le:16000:1:",
+            "cmd:s16le:16000:1:   ",
+            "cmd:s16le:16000:1:''",
+        ] {
+            let e = error(empty);
+            assert!(
+                e.contains("needs a command after the format"),
+                "{empty}: {e}"
+            );
+        }
+        let e = error("cmd:s16le:16000:1:sox 'unclosed");
+        assert!(e.contains("cannot be split into words"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// `audio.input` comes from files, the environment and the command line: any text
+        /// parses or is refused with a reason, never a panic, and what parses writes back to
+        /// text that parses to the same spec.
+        #[test]
+        fn input_spec_parsing_never_panics(text in "(?s).{0,200}", prefix in proptest::sample::select(vec!["", "mic:", "monitor:", "cmd:", "cmd:s16le:16000:1:", "file:", "test:"])) {
+            let text = format!("{prefix}{text}");
+            match text.parse::<InputSpec>() {
+                Ok(spec) => proptest::prop_assert_eq!(spec.to_string().parse::<InputSpec>(), Ok(spec)),
+                Err(reason) => proptest::prop_assert!(!reason.is_empty()),
+            }
         }
     }
 
