@@ -38,13 +38,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::audio::{self, AudioChunk, AudioInput, AudioOptions, AudioStats, Level};
-use crate::config::{Config, InputSpec, TranscriptFormat};
+use crate::config::{Config, Source, TranscriptFormat};
 use crate::deadline::sleep_until;
 use crate::events::SessionEvent;
 use crate::failure::Failure;
 use crate::provider::{
     self, PreMintOptions, PreMinter, ProviderError, TokenProvider, TokenRequest, TokenState,
 };
+use crate::session::streams::{StreamSetup, Streams};
 use crate::session::{self, SupervisorOptions};
 use crate::transcript::Transcript;
 use action::Action;
@@ -64,9 +65,10 @@ pub struct Setup {
     pub info: Info,
     pub ui: UiOptions,
     pub supervisor: SupervisorOptions,
-    pub input: InputSpec,
+    /// The run's inputs: one unlabelled, or several labelled (meeting mode).
+    pub sources: Vec<Source>,
     pub audio: AudioOptions,
-    /// How the input is shown (`None`: the input's own name).
+    /// How the single input is shown (`None`: the input's own name).
     pub input_label: Option<String>,
     /// Start streaming at once.
     pub autostart: bool,
@@ -101,12 +103,12 @@ impl Setup {
                 source,
                 endpoint: crate::protocol::params::redact_url(&supervisor.endpoint),
                 region,
-                input: config.audio.input.to_string(),
+                input: input_names(&config.sources()),
                 demo: None,
             },
             ui: UiOptions::from_config(config, env),
             supervisor,
-            input: config.audio.input.clone(),
+            sources: config.sources(),
             audio: AudioOptions::from_config(config),
             input_label: None,
             autostart: true,
@@ -180,21 +182,32 @@ where
         .await
 }
 
-/// The open audio input and the relay feeding supervisors from it.
+/// The inputs as the header names them: the one input, or `you=mic, them=monitor`.
+fn input_names(sources: &[Source]) -> String {
+    sources
+        .iter()
+        .map(|s| match &s.label {
+            Some(label) => format!("{label}={}", s.spec),
+            None => s.spec.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An open audio input and the relay feeding supervisors from it.
 struct Audio {
-    level: Option<watch::Receiver<Level>>,
-    stats: Option<watch::Receiver<AudioStats>>,
+    stats: watch::Receiver<AudioStats>,
+    /// The input's name, for the archive's sidecar.
+    name: String,
     /// Attach the next supervisor's audio channel.
     attach: mpsc::UnboundedSender<mpsc::Sender<AudioChunk>>,
     /// Keeps the source running (dropping it stops the source).
     _input: AudioInput,
 }
 
-/// A running supervisor.
+/// The running streams of a run (one per input).
 struct Running {
-    commands: mpsc::UnboundedSender<session::SessionCommand>,
-    events: mpsc::UnboundedReceiver<SessionEvent>,
-    task: tokio::task::JoinHandle<(session::Outcome, Transcript)>,
+    streams: Streams,
     journal: PathBuf,
 }
 
@@ -202,17 +215,23 @@ struct Runtime {
     state: DashboardState,
     config: Config,
     supervisor: SupervisorOptions,
-    input: InputSpec,
+    sources: Vec<Source>,
     audio_options: AudioOptions,
     input_label: Option<String>,
     autostart: bool,
     duration: Option<Duration>,
     provider_error: Option<Failure>,
     warnings: Vec<String>,
-    premint: Option<Arc<PreMinter>>,
+    /// One per input: each stream its own token.
+    premints: Vec<Arc<PreMinter>>,
     provider: Option<Arc<dyn TokenProvider>>,
+    /// The first input's token, for the token line.
     token: Option<watch::Receiver<TokenState>>,
-    audio: Option<Audio>,
+    /// One per input, open together; empty when any could not open.
+    audio: Vec<Audio>,
+    /// Every input's level, by index (forwarded from their watch channels).
+    levels: mpsc::UnboundedReceiver<(usize, Level)>,
+    levels_tx: mpsc::UnboundedSender<(usize, Level)>,
     session: Option<Running>,
     background: JoinSet<Msg>,
     queue: VecDeque<Msg>,
@@ -225,20 +244,23 @@ impl Runtime {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(Failure::token(&e))),
         };
+        let (levels_tx, levels) = mpsc::unbounded_channel();
         Self {
             state,
             supervisor: setup.supervisor,
-            input: setup.input,
+            sources: setup.sources,
             audio_options: setup.audio,
             input_label: setup.input_label,
             autostart: setup.autostart,
             duration: setup.duration,
             provider_error,
             warnings: setup.warnings,
-            premint: None,
+            premints: Vec::new(),
             provider,
             token: None,
-            audio: None,
+            audio: Vec::new(),
+            levels,
+            levels_tx,
             session: None,
             background: JoinSet::new(),
             queue: VecDeque::new(),
@@ -265,17 +287,14 @@ impl Runtime {
         let mut frame = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
         frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let deadline = self.duration.map(|d| tokio::time::Instant::now() + d);
-        let mut batch: Vec<SessionEvent> = Vec::with_capacity(EVENT_BATCH);
+        let mut batch: Vec<(usize, SessionEvent)> = Vec::with_capacity(EVENT_BATCH);
         let mut terminal_open = true;
         let mut dirty = false;
         let mut last_second = 0;
 
         while !self.state.should_quit {
             let mut draw_now = false;
-            let (level_rx, stats_rx) = match self.audio.as_mut() {
-                Some(a) => (a.level.as_mut(), a.stats.as_mut()),
-                None => (None, None),
-            };
+            let stats_rx = self.audio.first_mut().map(|a| &mut a.stats);
             tokio::select! {
                 event = events.next(), if terminal_open => match event {
                     Some(Ok(event)) => {
@@ -296,15 +315,21 @@ impl Runtime {
                     }
                 },
                 received = session_events(self.session.as_mut(), &mut batch) => {
-                    if received == 0 {
-                        self.session_ended();
+                    for (index, event) in batch.drain(..) {
+                        self.on_stream_event(index, event);
                     }
-                    for event in batch.drain(..) {
-                        self.post(Msg::Session(event));
+                    if received == 0 {
+                        self.session_ended().await;
                     }
                 }
                 token = changed(self.token.as_mut()) => self.post(Msg::Token(token)),
-                level = changed(level_rx) => self.post(Msg::Level(level)),
+                Some((index, level)) = self.levels.recv() => {
+                    if self.state.sources.is_empty() {
+                        self.post(Msg::Level(level));
+                    } else {
+                        self.post(Msg::SourceLevel(index, level));
+                    }
+                }
                 stats = changed(stats_rx) => self.post(Msg::AudioStats(stats)),
                 Some(joined) = self.background.join_next(), if !self.background.is_empty() => {
                     match joined {
@@ -370,71 +395,125 @@ impl Runtime {
         Ok(())
     }
 
-    /// Before the first frame: provider, pre-minter, audio, then autostart.
+    /// Before the first frame: provider, pre-minters, audio, then autostart.
     async fn startup(&mut self) {
         for warning in std::mem::take(&mut self.warnings) {
             self.post(Msg::Warning(warning));
         }
         if let Some(provider) = &self.provider {
             let request = TokenRequest::from_config(&self.config.provider);
-            let premint = Arc::new(PreMinter::new(
-                Arc::clone(provider),
-                request,
-                PreMintOptions::default(),
-            ));
-            self.token = Some(premint.state());
-            self.premint = Some(premint);
+            // Each input its own token: a token opens one session.
+            self.premints = self
+                .sources
+                .iter()
+                .map(|_| {
+                    Arc::new(PreMinter::new(
+                        Arc::clone(provider),
+                        request,
+                        PreMintOptions::default(),
+                    ))
+                })
+                .collect();
+            self.token = self.premints.first().map(|p| p.state());
         } else if let Some(e) = self.provider_error.clone() {
             self.post(Msg::StartFailed(StartFailure::Provider(e)));
         }
         if let Err(e) = self.open_audio().await {
             self.post(Msg::StartFailed(StartFailure::Audio(e)));
         }
-        let ready = self.premint.is_some() && self.audio.is_some();
+        let ready = !self.premints.is_empty() && !self.audio.is_empty();
         if self.autostart && ready {
             self.post(Msg::Action(Action::ToggleStream));
         }
         self.process().await;
     }
 
-    /// Open the audio input and start its relay.
+    /// Open every input and start its relay and level forwarding. All or none: an input that
+    /// cannot open is an error naming it.
     async fn open_audio(&mut self) -> Result<(), String> {
-        self.audio = None;
-        let mut input = audio::open(&self.input, &self.audio_options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let name = self
-            .input_label
-            .clone()
-            .unwrap_or_else(|| input.name.clone());
-        let (_, closed) = mpsc::channel(1);
-        let chunks = std::mem::replace(&mut input.chunks, closed);
-        let (attach, attach_rx) = mpsc::unbounded_channel();
-        tokio::spawn(relay(chunks, attach_rx));
-        self.audio = Some(Audio {
-            level: Some(input.level.clone()),
-            stats: Some(input.stats.clone()),
-            attach,
-            _input: input,
-        });
+        self.audio.clear();
+        let mut opened = Vec::with_capacity(self.sources.len());
+        for (index, source) in self.sources.iter().enumerate() {
+            let mut input = audio::open(&source.spec, &self.audio_options)
+                .await
+                .map_err(|e| match &source.label {
+                    Some(label) => format!("{label} ({}): {e}", source.spec),
+                    None => e.to_string(),
+                })?;
+            let chunks = input.take_chunks();
+            let (attach, attach_rx) = mpsc::unbounded_channel();
+            tokio::spawn(relay(chunks, attach_rx));
+            tokio::spawn(forward_levels(
+                index,
+                input.level.clone(),
+                self.levels_tx.clone(),
+            ));
+            opened.push(Audio {
+                stats: input.stats.clone(),
+                name: input.name.clone(),
+                attach,
+                _input: input,
+            });
+        }
+        let name = match (&self.input_label, opened.as_slice()) {
+            (Some(label), [_]) => label.clone(),
+            _ => self
+                .sources
+                .iter()
+                .zip(&opened)
+                .map(|(s, a)| match &s.label {
+                    Some(label) => format!("{label}={}", a.name),
+                    None => a.name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        self.audio = opened;
         self.post(Msg::AudioOpened(name));
         Ok(())
+    }
+
+    /// One event of input `index`'s stream: what it means for the run (labels, echoes, the
+    /// run's `finished`), as messages.
+    fn on_stream_event(&mut self, index: usize, event: SessionEvent) {
+        let Some(running) = self.session.as_mut() else {
+            return;
+        };
+        for sourced in running.streams.on_event(index, event) {
+            let msg = if sourced.source.is_some() {
+                Msg::Sourced {
+                    index: sourced.index,
+                    event: sourced.event,
+                }
+            } else {
+                Msg::Session(sourced.event)
+            };
+            self.post(msg);
+        }
     }
 
     async fn execute(&mut self, command: DashboardCommand) {
         match command {
             DashboardCommand::Session(c) => {
-                if let Some(s) = &self.session {
-                    let _ = s.commands.send(c);
+                if let Some(r) = &self.session {
+                    match c {
+                        // Mute is for microphones (every input when none is one).
+                        session::SessionCommand::SetMuted(m) => r.streams.set_muted(m),
+                        c => r.streams.send_all(&c),
+                    }
                 }
             }
             DashboardCommand::StartSession { run, muted } => self.start_session(run, muted).await,
-            DashboardCommand::MintToken => match &self.premint {
-                Some(p) => p.refresh_now(),
-                None => self.post(Msg::Warning(
-                    "no token provider: nothing to mint with".to_owned(),
-                )),
-            },
+            DashboardCommand::MintToken => {
+                if self.premints.is_empty() {
+                    self.post(Msg::Warning(
+                        "no token provider: nothing to mint with".to_owned(),
+                    ));
+                }
+                for premint in &self.premints {
+                    premint.refresh_now();
+                }
+            }
             DashboardCommand::Export => {
                 let turns = self.state.transcript.all().to_vec();
                 let dir = self.config.transcript.dir_or_default();
@@ -457,20 +536,18 @@ impl Runtime {
         // A restart queued behind a stop arrives with the old supervisor's `Finished`, before
         // its event stream is seen closed: join and save that one first.
         if self.session.is_some() {
-            self.session_ended();
+            self.session_ended().await;
         }
-        let Some(premint) = self.premint.clone() else {
+        if self.premints.is_empty() {
             let why = self
                 .provider_error
                 .clone()
                 .unwrap_or_else(|| Failure::internal("no token provider"));
             self.post(Msg::StartFailed(StartFailure::Provider(why)));
             return;
-        };
-        let input_ended = self
-            .audio
-            .as_ref()
-            .is_none_or(|a| a.stats.as_ref().is_none_or(|s| s.borrow().ended.is_some()));
+        }
+        let input_ended =
+            self.audio.is_empty() || self.audio.iter().any(|a| a.stats.borrow().ended.is_some());
         if input_ended && let Err(e) = self.open_audio().await {
             self.post(Msg::StartFailed(StartFailure::Audio(e)));
             return;
@@ -484,71 +561,100 @@ impl Runtime {
                 return;
             }
         };
-        let (audio_tx, audio_rx) = mpsc::channel(64);
-        let attached = self
-            .audio
-            .as_ref()
-            .is_some_and(|a| a.attach.send(audio_tx).is_ok());
-        if !attached {
-            self.post(Msg::StartFailed(StartFailure::Audio(
-                "the audio input has stopped".to_owned(),
-            )));
-            return;
+        let mut parts = Vec::with_capacity(self.audio.len());
+        for ((audio, source), premint) in self.audio.iter().zip(&self.sources).zip(&self.premints) {
+            let (audio_tx, audio_rx) = mpsc::channel(64);
+            if audio.attach.send(audio_tx).is_err() {
+                self.post(Msg::StartFailed(StartFailure::Audio(
+                    "the audio input has stopped".to_owned(),
+                )));
+                return;
+            }
+            let archive =
+                match crate::archive::for_source(&self.config, &journal, source, &audio.name) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.post(Msg::StartFailed(StartFailure::Transcript(format!("{e:#}"))));
+                        return;
+                    }
+                };
+            parts.push(StreamSetup {
+                label: source.label.clone(),
+                premint: Arc::clone(premint),
+                feed: session::AudioFeed::from(audio_rx).archived(archive),
+                mic: source.spec.is_mic(),
+            });
         }
         let mut options = self.supervisor.clone();
         options.seed = rand::random();
-        let handle = session::spawn(options, premint, transcript, audio_rx);
+        let streams = session::streams::spawn(&options, transcript, parts);
         if muted {
-            let _ = handle
-                .commands
-                .send(session::SessionCommand::SetMuted(true));
+            streams.set_muted(true);
         }
-        let _ = handle.commands.send(session::SessionCommand::Start);
-        tracing::info!(run, journal = %journal.display(), "session supervisor started");
-        self.session = Some(Running {
-            commands: handle.commands,
-            events: handle.events,
-            task: handle.task,
-            journal,
-        });
+        streams.send_all(&session::SessionCommand::Start);
+        tracing::info!(run, journal = %journal.display(), "session supervisors started");
+        self.session = Some(Running { streams, journal });
     }
 
-    /// The supervisor's event stream closed: join it and save its transcript in the background.
-    fn session_ended(&mut self) {
+    /// The streams' events closed: join them (the run's `finished` in meeting mode) and save the
+    /// transcript in the background.
+    async fn session_ended(&mut self) {
         let Some(running) = self.session.take() else {
             return;
         };
-        if let Some(p) = &self.premint {
+        for premint in &self.premints {
             // A token held for nobody only lapses; the next start mints its own.
-            p.cancel();
+            premint.cancel();
+        }
+        let finished = running.streams.finish().await;
+        if let Some((event, _)) = finished.run_event() {
+            self.post(Msg::Session(event));
+        }
+        if let Some((label, why)) = finished.vanished.first() {
+            let who = label
+                .as_ref()
+                .map_or_else(String::new, |l| format!("{l}: "));
+            self.post(Msg::SessionCrashed(format!(
+                "{who}the session supervisor stopped: {why}"
+            )));
+            return;
         }
         let formats: Vec<TranscriptFormat> = self.config.transcript.formats.clone();
         let journal = running.journal;
+        let transcript = finished.transcript;
         self.background.spawn(async move {
-            match running.task.await {
-                Ok((_, transcript)) => {
-                    let saved = tokio::task::spawn_blocking(move || {
-                        transcript
-                            .write_beside(&journal, &formats)
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
-                    Msg::Saved(saved)
-                }
-                Err(e) => Msg::SessionCrashed(format!("the session supervisor stopped: {e}")),
-            }
+            let saved = tokio::task::spawn_blocking(move || {
+                transcript
+                    .write_beside(&journal, &formats)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            Msg::Saved(saved)
         });
     }
 
     /// Leaving: stop what still runs (finals are already in the journal on disk).
     fn shutdown(&mut self) {
         if let Some(running) = self.session.take() {
-            let _ = running.commands.send(session::SessionCommand::Stop);
-            running.task.abort();
+            running.streams.abort();
         }
         self.background.abort_all();
-        self.audio = None;
+        self.audio.clear();
+    }
+}
+
+/// Forward an input's level changes, by index, into the runtime's one channel.
+async fn forward_levels(
+    index: usize,
+    mut level: watch::Receiver<Level>,
+    to: mpsc::UnboundedSender<(usize, Level)>,
+) {
+    while level.changed().await.is_ok() {
+        let value = *level.borrow_and_update();
+        if to.send((index, value)).is_err() {
+            return;
+        }
     }
 }
 
@@ -579,11 +685,14 @@ async fn relay(
     }
 }
 
-/// Drain up to a batch of session events; 0 means the channel closed. Pending forever when no
-/// supervisor runs.
-async fn session_events(running: Option<&mut Running>, batch: &mut Vec<SessionEvent>) -> usize {
+/// Drain up to a batch of the streams' events; 0 means they all ended. Pending forever when no
+/// run streams.
+async fn session_events(
+    running: Option<&mut Running>,
+    batch: &mut Vec<(usize, SessionEvent)>,
+) -> usize {
     match running {
-        Some(r) => r.events.recv_many(batch, EVENT_BATCH).await,
+        Some(r) => r.streams.events.recv_many(batch, EVENT_BATCH).await,
         None => std::future::pending().await,
     }
 }

@@ -114,6 +114,28 @@ pub fn path_for(journal: &Path, label: Option<&str>) -> PathBuf {
     journal.with_file_name(format!("{stem}-{}.wav", label.unwrap_or("input")))
 }
 
+/// `--archive` (`archive.enabled`): the audio archive of `source`, named `input`, beside the
+/// run's `journal`; `None` when archiving is off.
+pub fn for_source(
+    config: &crate::config::Config,
+    journal: &Path,
+    source: &crate::config::Source,
+    input: &str,
+) -> Result<Option<Archive>, ArchiveError> {
+    if !config.archive.enabled {
+        return Ok(None);
+    }
+    let label = source.label.as_ref().map(crate::config::Label::as_str);
+    Archive::create(
+        &path_for(journal, label),
+        label,
+        input,
+        config.streaming.sample_rate,
+        config.audio.chunk_ms,
+    )
+    .map(Some)
+}
+
 impl Archive {
     /// Create the file (0600, its directory 0700) and start the writer thread.
     pub fn create(

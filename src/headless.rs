@@ -104,7 +104,7 @@ pub async fn run(
     printer.print(Line::Out(hello.to_line_at(std::time::SystemTime::now())))?;
     let mut parts = Vec::with_capacity(sources.len());
     for (source, input) in sources.iter().zip(inputs.iter_mut()) {
-        let archive = archive_for(config, &journal, source, &input.name)?;
+        let archive = crate::archive::for_source(config, &journal, source, &input.name)?;
         parts.push(StreamSetup {
             label: source.label.clone(),
             // Each stream its own token: a token opens one session.
@@ -169,29 +169,6 @@ pub async fn run(
     Ok(code)
 }
 
-/// `--archive`: the input's audio archive beside the run's journal.
-pub fn archive_for(
-    config: &Config,
-    journal: &std::path::Path,
-    source: &crate::config::Source,
-    input: &str,
-) -> anyhow::Result<Option<crate::archive::Archive>> {
-    if !config.archive.enabled {
-        return Ok(None);
-    }
-    let label = source.label.as_ref().map(Label::as_str);
-    let path = crate::archive::path_for(journal, label);
-    crate::archive::Archive::create(
-        &path,
-        label,
-        input,
-        config.streaming.sample_rate,
-        config.audio.chunk_ms,
-    )
-    .map(Some)
-    .map_err(Into::into)
-}
-
 /// Every input opens before anything streams: one that cannot is a clear error naming it.
 async fn open_inputs(
     sources: &[crate::config::Source],
@@ -231,6 +208,7 @@ fn report_run_finished(
     report_stderr(
         printer,
         &Sourced {
+            index: 0,
             source: None,
             event,
         },
@@ -285,6 +263,7 @@ fn vanished(printer: &Printer, source: Option<Label>, why: &str) -> anyhow::Resu
         audience: strings::Audience::Stderr,
     };
     let failed = Sourced {
+        index: 0,
         source,
         event: SessionEvent::State {
             view: View::Failed(failure),

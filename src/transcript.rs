@@ -75,17 +75,21 @@ impl FinalTurn {
     /// Who said it, as exports and the screen write it: the input's name ("You"), its speaker
     /// ("A"), or both ("Them · A"); `None` when neither is known.
     pub fn who(&self) -> Option<String> {
-        let source = self
-            .source
-            .as_deref()
-            .and_then(|s| s.parse::<crate::config::Label>().ok())
-            .map(|l| l.display_name());
-        match (source, self.speaker.as_deref()) {
-            (Some(source), Some(speaker)) => Some(format!("{source} · {speaker}")),
-            (Some(source), None) => Some(source),
-            (None, Some(speaker)) => Some(speaker.to_owned()),
-            (None, None) => None,
-        }
+        who(self.source.as_deref(), self.speaker.as_deref())
+    }
+}
+
+/// Who said a turn, from its input's label and its speaker: "You", "A", "Them · A". The one
+/// layout of the screen and the exports.
+pub fn who(source: Option<&str>, speaker: Option<&str>) -> Option<String> {
+    let source = source
+        .and_then(|s| s.parse::<crate::config::Label>().ok())
+        .map(|l| l.display_name());
+    match (source, speaker) {
+        (Some(source), Some(speaker)) => Some(format!("{source} · {speaker}")),
+        (Some(source), None) => Some(source),
+        (None, Some(speaker)) => Some(speaker.to_owned()),
+        (None, None) => None,
     }
 }
 
@@ -265,6 +269,14 @@ impl Transcript {
         let mut finals: Vec<FinalTurn> = parts.into_iter().flat_map(|p| p.finals).collect();
         // Stable: turns that start together keep the inputs' order.
         finals.sort_by_key(|t| t.start_ms);
+        Self {
+            journal,
+            ..Self::from_finals(finals)
+        }
+    }
+
+    /// A transcript of these finals (no journal), for exports of turns kept elsewhere.
+    pub fn from_finals(finals: Vec<FinalTurn>) -> Self {
         let index = finals
             .iter()
             .enumerate()
@@ -273,9 +285,7 @@ impl Transcript {
         Self {
             finals,
             index,
-            partial: None,
-            journal,
-            source: None,
+            ..Self::default()
         }
     }
 

@@ -303,3 +303,108 @@ async fn a_stop_and_a_restart_keep_the_demo_word_perfect() {
         }
     }
 }
+
+/// Meeting mode on the dashboard: two labelled inputs (here the demo recording twice), each its
+/// own stream; the lifetimes and audio panels show each input, the one transcript labels each
+/// turn, and since both inputs say the same words at the same time, the newer of each pair is
+/// kept as an echo, marked. Quitting saves one journal and one export with both inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_mode_on_the_dashboard_saves_one_labelled_transcript() {
+    use aai_live::config::LabelledInput;
+    let data = tempfile::tempdir().expect("tempdir");
+    let demo = Demo::start(true).await.expect("demo");
+    let mut config = Config::default();
+    demo.configure(&mut config);
+    config.transcript.dir = Some(data.path().to_owned());
+    let wav = format!("file:{}", demo.files.wav().display());
+    config.inputs = ["you", "them"]
+        .iter()
+        .map(|label| LabelledInput {
+            label: label.parse().expect("label"),
+            spec: wav.parse().expect("spec"),
+        })
+        .collect();
+    let mut setup = Setup::from_config(
+        &config,
+        provider::build_with(&config.provider, &Demo::env),
+        &no_env,
+    );
+    setup.supervisor.emulator_hints = true;
+    let (tx, events) = keys();
+    let dir = data.path().to_owned();
+    let driver = tokio::spawn(async move {
+        // Two sentences from each input, at least.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let journal = std::fs::read_dir(&dir)
+                .expect("dir")
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "jsonl"));
+            let text = journal
+                .map(|j| std::fs::read_to_string(j).unwrap_or_default())
+                .unwrap_or_default();
+            let from = |label: &str| {
+                text.lines()
+                    .filter(|l| l.contains(&format!("\"source\":\"{label}\"")))
+                    .count()
+            };
+            if from("you") >= 2 && from("them") >= 2 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "finals: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = tx.send(Ok(press('q')));
+        tx
+    });
+    let mut terminal = Terminal::new(TestBackend::new(120, 36)).expect("terminal");
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        app::run_with(setup, &mut terminal, events),
+    )
+    .await
+    .expect("the dashboard quits")
+    .expect("no error");
+    let _tx = driver.await.expect("driver");
+    demo.shutdown().await;
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    let screen = terminal.backend().to_string();
+    // Each input's session in the lifetimes panel (ASCII here: no UTF-8 locale in tests).
+    for name in ["You ", "Them "] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(name) && l.contains(" left")),
+            "{name}: {screen}"
+        );
+    }
+    let files = |ext: &str| -> Vec<&std::path::PathBuf> {
+        report
+            .saved
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect()
+    };
+    assert_eq!(
+        (files("jsonl").len(), files("txt").len()),
+        (1, 1),
+        "{:?}",
+        report.saved
+    );
+    let txt = std::fs::read_to_string(files("txt")[0]).expect("txt");
+    assert!(
+        txt.contains("] You: ") || txt.contains("] You (echo): "),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("] Them: ") || txt.contains("] Them (echo): "),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("(echo): "),
+        "the same words twice at once: {txt}"
+    );
+    let times: Vec<&str> = txt.lines().map(|l| &l[1..9]).collect();
+    assert!(times.is_sorted(), "{txt}");
+}

@@ -654,3 +654,136 @@ fn the_gauge_turns_amber_ten_seconds_before_the_rotation() {
     assert_eq!(style(at(rotation - 9)), t.warn());
     assert_eq!(lifetimes::NOTICE, Duration::from_secs(10));
 }
+
+/// Meeting mode: two labelled inputs (`you` the microphone, `them` the system audio). The
+/// lifetimes panel has each input's session, the audio panel each input's level, and the one
+/// transcript each turn's input by name and colour, in stream-time order; an echo (the
+/// microphone hearing the speakers) is kept, dimmed and marked; the events pane names the input
+/// of each line.
+#[test]
+fn meeting_mode_shows_each_input() {
+    use aai_live::config::LabelledInput;
+    let mut config = Config::default();
+    config.inputs = vec![
+        LabelledInput {
+            label: "you".parse().expect("label"),
+            spec: "mic".parse().expect("spec"),
+        },
+        LabelledInput {
+            label: "them".parse().expect("label"),
+            spec: "monitor".parse().expect("spec"),
+        },
+    ];
+    let info = Info {
+        provider: "api-key".into(),
+        source: "https://streaming.assemblyai.com/v3/token".into(),
+        endpoint: "wss://streaming.assemblyai.com/v3/ws".into(),
+        region: Some("default".into()),
+        input: "you=mic, them=monitor".into(),
+        demo: None,
+    };
+    let mut s = DashboardState::from_config(&config, info, ui(false, false));
+    s.update(
+        Msg::AudioOpened("you=microphone: default, them=monitor: @DEFAULT_MONITOR@".into()),
+        at(0),
+    );
+    for (index, db) in [(0, -21.0), (1, -33.0)] {
+        s.update(
+            Msg::SourceLevel(
+                index,
+                Level {
+                    rms_dbfs: db,
+                    peak_dbfs: db + 12.0,
+                    clipping: false,
+                },
+            ),
+            at(0),
+        );
+    }
+    s.update(Msg::Action(Action::ToggleStream), at(0));
+    let sourced = |s: &mut DashboardState, index: usize, event: SessionEvent, t| {
+        s.update(Msg::Sourced { index, event }, t);
+    };
+    // Generations of a meeting are the run's: you 1, 3…; them 2, 4….
+    for (index, generation, id, rotates_in_s) in [(0, 1, SESSION_ID, 569), (1, 2, NEXT_ID, 559)] {
+        sourced(
+            &mut s,
+            index,
+            SessionEvent::State {
+                view: View::Streaming {
+                    generation,
+                    session_id: id.into(),
+                },
+            },
+            at(1),
+        );
+        sourced(
+            &mut s,
+            index,
+            SessionEvent::Begin {
+                generation,
+                session_id: id.into(),
+                expires_at: unix(1 + SESSION_S),
+                stream_offset_ms: 0,
+                backlog_ms: 0,
+                cause: Cause::Start,
+            },
+            at(1),
+        );
+        sourced(
+            &mut s,
+            index,
+            SessionEvent::RotationPlanned {
+                generation,
+                rotates_in_ms: rotates_in_s * 1000,
+                staggered_ms: if index == 1 { 10_000 } else { 0 },
+            },
+            at(1),
+        );
+    }
+    let said = |generation, order, text: &str, start_ms, source: &str, echo| FinalTurn {
+        source: Some(source.into()),
+        echo,
+        ..final_turn(generation, order, text, start_ms)
+    };
+    let turns = [
+        (1, said(2, 0, "Can everyone hear me?", 2_000, "them", false)),
+        (0, said(1, 0, "Yes, loud and clear.", 5_000, "you", false)),
+        (
+            1,
+            said(2, 1, "Let's go through the numbers.", 8_000, "them", false),
+        ),
+        // The microphone heard the speakers: the same words, 300 ms later.
+        (
+            0,
+            said(1, 1, "Let's go through the numbers.", 8_300, "you", true),
+        ),
+        (
+            0,
+            said(1, 2, "Revenue is up four percent.", 12_000, "you", false),
+        ),
+    ];
+    for (index, turn) in turns {
+        let t = at_ms(1000 + turn.end_ms + 300);
+        sourced(&mut s, index, SessionEvent::Final(turn), t);
+    }
+    s.update(Msg::Action(Action::ToggleEvents), at(20));
+    // The run's panel follows both: streaming, each with its own countdown.
+    assert_eq!(s.sources.len(), 2);
+    assert!(matches!(s.session.view, View::Streaming { .. }));
+    let frame = screen(&s, 120, 36, at(30));
+    assert!(frame.contains("You: Yes, loud and clear."), "{frame}");
+    assert!(frame.contains("Them: Can everyone hear me?"), "{frame}");
+    assert!(
+        frame.contains("You (echo): Let's go through the numbers."),
+        "{frame}"
+    );
+    assert!(
+        frame.contains("Them: connection 2 rotates in 559 s, 10 s"),
+        "the staggered rotation is said: {frame}"
+    );
+    insta::assert_snapshot!("meeting_120x36", frame);
+    // The echo is dimmed, the inputs in their own colours.
+    let theme = aai_live::ui::Theme::new(s.ui);
+    assert_ne!(theme.who(Some(0)), theme.who(Some(1)));
+}

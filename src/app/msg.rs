@@ -17,8 +17,15 @@ use crate::session;
 pub enum Msg {
     /// The user asked for something (a key, the mouse wheel).
     Action(Action),
-    /// The supervisor reported something.
+    /// The supervisor reported something (the run's, or its single input's).
     Session(SessionEvent),
+    /// Meeting mode: input `index`'s stream reported something.
+    Sourced {
+        index: usize,
+        event: SessionEvent,
+    },
+    /// Meeting mode: input `index`'s level.
+    SourceLevel(usize, Level),
     /// The pre-mint scheduler's state changed.
     Token(TokenState),
     Level(Level),

@@ -194,6 +194,27 @@ impl SessionPanel {
     }
 }
 
+/// Meeting mode: one input's own stream, beside the run's panel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcePanel {
+    pub label: crate::config::Label,
+    /// A microphone (mute applies to it).
+    pub mic: bool,
+    pub session: SessionPanel,
+    pub level: Level,
+}
+
+impl SourcePanel {
+    pub fn new(label: crate::config::Label, mic: bool) -> Self {
+        Self {
+            label,
+            mic,
+            session: SessionPanel::default(),
+            level: Level::default(),
+        }
+    }
+}
+
 /// The audio side.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AudioPanel {
@@ -355,6 +376,9 @@ pub struct DashboardState {
     pub token: TokenState,
     pub audio: AudioPanel,
     pub transcript: TranscriptView,
+    /// Meeting mode: each input's stream (empty with one unlabelled input). `session` is then
+    /// the run as a whole: the most pressing of their states, their totals.
+    pub sources: Vec<SourcePanel>,
     pub latency: Latency,
     pub rate: WordRate,
     pub events: EventLog,
@@ -384,6 +408,7 @@ impl DashboardState {
             token: TokenState::None,
             audio: AudioPanel::default(),
             transcript: TranscriptView::default(),
+            sources: Vec::new(),
             latency: Latency::default(),
             rate: WordRate::default(),
             events: EventLog::default(),
@@ -401,12 +426,18 @@ impl DashboardState {
 
     /// A state from the configuration (the usual way in).
     pub fn from_config(config: &Config, info: Info, ui: UiOptions) -> Self {
-        Self::new(
+        let mut state = Self::new(
             info,
             ui,
             Keymap::from_config(&config.keys),
             Limits::from_config(config),
-        )
+        );
+        state.sources = config
+            .inputs
+            .iter()
+            .map(|i| SourcePanel::new(i.label.clone(), i.spec.is_mic()))
+            .collect();
+        state
     }
 
     /// Show `problem`, replacing one of the same kind.

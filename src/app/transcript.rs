@@ -7,7 +7,6 @@
 
 use std::time::SystemTime;
 
-use crate::protocol::{Turn as WireTurn, Word};
 use crate::transcript::{FinalTurn, PartialTurn, Transcript};
 
 /// How far back a formatted duplicate of a final can arrive (older servers send one right after
@@ -25,9 +24,20 @@ pub struct Turn {
     pub start_ms: u64,
     pub end_ms: u64,
     pub speaker: Option<String>,
+    /// The input's label in meeting mode.
+    pub source: Option<String>,
+    /// Marked as an echo of another input's turn (dimmed, kept).
+    pub echo: bool,
     pub text: String,
     pub words: usize,
     pub received_at: SystemTime,
+}
+
+impl Turn {
+    /// Who said it, as the exports write it ("You", "Them · A").
+    pub fn who(&self) -> Option<String> {
+        crate::transcript::who(self.source.as_deref(), self.speaker.as_deref())
+    }
 }
 
 /// The turn being spoken.
@@ -120,7 +130,12 @@ impl TranscriptView {
             turn_order: f.turn_order,
             start_ms: f.start_ms,
             end_ms: f.end_ms,
-            speaker: f.speaker.clone(),
+            speaker: f
+                .speaker
+                .as_deref()
+                .map(|s| crate::untrusted::without_controls(s).into_owned()),
+            source: f.source.clone(),
+            echo: f.echo,
             text: crate::untrusted::without_controls(&f.text).into_owned(),
             words: if f.words.is_empty() {
                 f.text.split_whitespace().count()
@@ -184,30 +199,30 @@ impl TranscriptView {
     }
 }
 
-/// The dashboard's turns as a [`Transcript`], so exports use its formatting. Each turn goes in
-/// as a final with one word spanning it (the exports need only its text, times and speaker),
-/// keyed by its position so turns of different runs never replace one another.
+/// The dashboard's turns as a [`Transcript`], so exports use its formatting: each turn a final
+/// with its times, text, speaker, input and echo mark, keyed by its position so turns of
+/// different runs never replace one another.
 pub fn to_transcript(turns: &[Turn]) -> Transcript {
-    let mut transcript = Transcript::default();
-    for (i, turn) in turns.iter().enumerate() {
-        let wire = WireTurn {
-            turn_order: 0,
-            end_of_turn: true,
-            turn_is_formatted: true,
-            transcript: turn.text.clone(),
-            words: vec![Word {
-                start: turn.start_ms,
-                end: turn.end_ms.max(turn.start_ms),
+    Transcript::from_finals(
+        turns
+            .iter()
+            .enumerate()
+            .map(|(i, turn)| FinalTurn {
+                generation: i as u64,
+                session_id: String::new(),
+                turn_order: 0,
                 text: turn.text.clone(),
-                word_is_final: true,
-                ..Word::default()
-            }],
-            speaker_label: turn.speaker.clone(),
-            ..WireTurn::default()
-        };
-        transcript.apply(i as u64, "", 0, &wire, None);
-    }
-    transcript
+                formatted: true,
+                start_ms: turn.start_ms,
+                end_ms: turn.end_ms.max(turn.start_ms),
+                speaker: turn.speaker.clone(),
+                words: Vec::new(),
+                latency_ms: None,
+                source: turn.source.clone(),
+                echo: turn.echo,
+            })
+            .collect(),
+    )
 }
 
 /// The dashboard's turns as one [`Transcript`] per run (each start of streaming has its own
@@ -316,6 +331,8 @@ mod tests {
             start_ms,
             end_ms: start_ms + 700,
             speaker: speaker.map(str::to_owned),
+            source: None,
+            echo: false,
             text: text.into(),
             words: 2,
             received_at: SystemTime::UNIX_EPOCH,
@@ -360,6 +377,8 @@ mod tests {
             start_ms,
             end_ms: start_ms + 700,
             speaker: None,
+            source: None,
+            echo: false,
             text: text.into(),
             words: 1,
             received_at: SystemTime::UNIX_EPOCH,

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::action::Action;
 use super::msg::{DashboardCommand, Msg, StartFailure};
-use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind};
+use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind, SessionPanel};
 use crate::audio::{AudioStats, InputEnd};
 use crate::diagnosis::Diagnosis;
 use crate::events::SessionEvent;
@@ -24,7 +24,13 @@ impl DashboardState {
         let mut out = Vec::new();
         match msg {
             Msg::Action(action) => self.on_action(action, now, &mut out),
-            Msg::Session(event) => self.on_session(event, now, &mut out),
+            Msg::Session(event) => self.on_session(event, now, &mut out, None),
+            Msg::Sourced { index, event } => self.on_sourced(index, event, now, &mut out),
+            Msg::SourceLevel(index, level) => {
+                if let Some(source) = self.sources.get_mut(index) {
+                    source.level = level;
+                }
+            }
             Msg::Token(token) => self.on_token(token, now),
             Msg::Level(level) => self.audio.level = level,
             Msg::AudioStats(stats) => self.on_audio_stats(stats, now),
@@ -242,6 +248,13 @@ impl DashboardState {
         self.session.run_ended = None;
         self.session.lives.clear();
         self.session.retry_at = None;
+        for source in &mut self.sources {
+            source.session = SessionPanel {
+                since: now,
+                run_started: Some(now),
+                ..SessionPanel::default()
+            };
+        }
         self.last_failure = None;
         self.clear_problem(ProblemKind::Session);
         self.events.push(now, Severity::Info, "starting to stream");
@@ -430,22 +443,77 @@ impl DashboardState {
         }
     }
 
+    /// Meeting mode: input `index`'s event. Its own panel takes it (as the run's panel takes a
+    /// single input's), its lines in the events pane name the input, and the run's panel
+    /// follows all inputs.
+    fn on_sourced(
+        &mut self,
+        index: usize,
+        event: SessionEvent,
+        now: SystemTime,
+        out: &mut Vec<DashboardCommand>,
+    ) {
+        let Some(source) = self.sources.get_mut(index) else {
+            return;
+        };
+        let name = source.label.display_name();
+        std::mem::swap(&mut self.session, &mut source.session);
+        self.on_session(event, now, out, Some(&name));
+        if let Some(source) = self.sources.get_mut(index) {
+            std::mem::swap(&mut self.session, &mut source.session);
+        }
+        self.follow_sources();
+    }
+
+    /// The run's panel in meeting mode: the most pressing of the inputs' states (a failure, a
+    /// wait, a session being set up, a hand-over, streaming), and their totals.
+    fn follow_sources(&mut self) {
+        let Some(pressing) = self
+            .sources
+            .iter()
+            .max_by_key(|s| urgency(&s.session.view))
+            .map(|s| s.session.clone())
+        else {
+            return;
+        };
+        let run = &mut self.session;
+        run.view = pressing.view;
+        run.since = pressing.since;
+        run.retry_at = pressing.retry_at;
+        run.lives = pressing.lives;
+        run.last_token = pressing.last_token;
+        run.rotations = self.sources.iter().map(|s| s.session.rotations).sum();
+        run.reconnects = self.sources.iter().map(|s| s.session.reconnects).sum();
+        run.audio_lost_ms = self.sources.iter().map(|s| s.session.audio_lost_ms).sum();
+        run.last_close = self
+            .sources
+            .iter()
+            .filter_map(|s| s.session.last_close.clone())
+            .max_by_key(|c| c.at);
+    }
+
     fn on_session(
         &mut self,
         event: SessionEvent,
         now: SystemTime,
         out: &mut Vec<DashboardCommand>,
+        from: Option<&str>,
     ) {
-        // The events pane says what the headless runner's stderr says, from the one dispatcher.
+        // The events pane says what the headless runner's stderr says, from the one dispatcher
+        // (in meeting mode, after the input's name).
         if let Some(line) = strings::event_line(&event, now)
             && line.audience != strings::Audience::Stderr
         {
-            self.events.push(now, line.severity, line.text);
+            let text = match from {
+                Some(name) => format!("{name}: {}", line.text),
+                None => line.text,
+            };
+            self.events.push(now, line.severity, text);
         }
         let run = self.lifecycle.run;
         // The model: one arm per event, no catch-all (a new event must be decided here).
         match event {
-            SessionEvent::State { view } => self.on_view(view, now),
+            SessionEvent::State { view } => self.on_view(view, now, from),
             SessionEvent::Token {
                 generation,
                 fingerprint,
@@ -531,7 +599,7 @@ impl DashboardState {
         }
     }
 
-    fn on_view(&mut self, view: View, now: SystemTime) {
+    fn on_view(&mut self, view: View, now: SystemTime, from: Option<&str>) {
         self.session.retry_at = match &view {
             View::Backoff { retry_in_ms, .. } => Some(now + Duration::from_millis(*retry_in_ms)),
             _ => None,
@@ -542,9 +610,13 @@ impl DashboardState {
                 self.last_failure = Some(strings::failure(failure));
                 let key = self.key_hint(Action::ToggleStream);
                 let hint = strings::stopped_hint_explained(failure, &key);
+                let title = strings::stopped_title(failure.class);
                 self.set_problem(Problem {
                     kind: ProblemKind::Session,
-                    title: strings::stopped_title(failure.class),
+                    title: match from {
+                        Some(name) => format!("{name}: {title}"),
+                        None => title,
+                    },
                     detail: failure.reason.clone(),
                     hint,
                 });
@@ -553,5 +625,19 @@ impl DashboardState {
         }
         self.session.view = view;
         self.session.since = now;
+    }
+}
+
+/// How pressing a state is, for the run's panel in meeting mode (higher: shown).
+fn urgency(view: &View) -> u8 {
+    match view {
+        View::Failed(_) => 7,
+        View::Backoff { .. } => 6,
+        View::Minting { .. } | View::Connecting { .. } => 5,
+        View::Rotating { .. } => 4,
+        View::Draining { .. } => 3,
+        View::Streaming { .. } => 2,
+        View::Stopped => 1,
+        View::Idle => 0,
     }
 }

@@ -31,6 +31,8 @@ pub struct StreamSetup {
 /// An event and the input it is about (`None`: the single unlabelled input, or the run).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sourced {
+    /// The input's index among the run's streams.
+    pub index: usize,
     pub source: Option<Label>,
     pub event: SessionEvent,
 }
@@ -139,6 +141,14 @@ impl Streams {
         self.labels.get(index).and_then(Option::as_ref)
     }
 
+    /// Stop every stream at once (leaving): no Terminate, no waiting.
+    pub fn abort(&self) {
+        self.send_all(&SessionCommand::Stop);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
     /// Send `command` to every stream.
     pub fn send_all(&self, command: &SessionCommand) {
         for tx in &self.commands {
@@ -181,6 +191,7 @@ impl Streams {
                 let mut shown = turn.clone();
                 shown.echo = this_is_echo;
                 out.push(Sourced {
+                    index,
                     source: source.clone(),
                     event: SessionEvent::Final(shown),
                 });
@@ -188,13 +199,18 @@ impl Streams {
                     if let Some(mut earlier) = self.echo.turn(mark) {
                         earlier.echo = true;
                         out.push(Sourced {
+                            index: mark.input,
                             source: self.label(mark.input).cloned(),
                             event: SessionEvent::Final(earlier),
                         });
                     }
                 }
             }
-            event => out.push(Sourced { source, event }),
+            event => out.push(Sourced {
+                index,
+                source,
+                event,
+            }),
         }
         out
     }

@@ -22,16 +22,31 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>, with_throughput: b
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let w = usize::from(inner.width);
-    let mut lines = vec![
-        meter_line(
-            "rms",
-            state.audio.level.rms_dbfs,
-            cx,
-            w.saturating_sub(CLIP_W),
-        ),
-        peak_line(cx, w),
-        input_line(cx, w),
-    ];
+    let mut lines = if state.sources.is_empty() {
+        vec![
+            meter_line(
+                "rms",
+                state.audio.level.rms_dbfs,
+                cx,
+                w.saturating_sub(CLIP_W),
+            ),
+            peak_line(cx, w),
+            input_line(cx, w),
+        ]
+    } else {
+        // Meeting mode: a level per input (its RMS), muted ones dimmed.
+        let mut lines: Vec<Line<'static>> = state
+            .sources
+            .iter()
+            .map(|s| {
+                let name: String = s.label.display_name().chars().take(LABEL_W - 1).collect();
+                let muted = s.mic && state.audio.muted;
+                level_line(&name, s.level.rms_dbfs, muted, cx, w.saturating_sub(CLIP_W))
+            })
+            .collect();
+        lines.push(input_line(cx, w));
+        lines
+    };
     if with_throughput {
         lines.push(latency_line(cx, w));
     } else {
@@ -129,11 +144,15 @@ fn db_text(db: f32) -> String {
 }
 
 fn meter_line(name: &str, db: f32, cx: Ctx<'_>, w: usize) -> Line<'static> {
-    let Ctx { state, t, .. } = cx;
+    level_line(name, db, cx.state.audio.muted, cx, w)
+}
+
+fn level_line(name: &str, db: f32, muted: bool, cx: Ctx<'_>, w: usize) -> Line<'static> {
+    let t = cx.t;
     let text = db_text(db);
     let cells = w.saturating_sub(LABEL_W + text.len()).min(40);
     let (full, empty) = bar(ratio(db), cells, t);
-    let style = if state.audio.muted {
+    let style = if muted {
         t.dim()
     } else if db > -6.0 {
         t.warn()

@@ -25,6 +25,22 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>, detailed: bool) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let w = usize::from(inner.width);
+    if !state.sources.is_empty() {
+        // Meeting mode: each input's session, then the run's totals.
+        let mut lines: Vec<Line<'static>> = state
+            .sources
+            .iter()
+            .map(|s| {
+                let name: String = s.label.display_name().chars().take(LABEL_W - 1).collect();
+                panel_line(cx, &s.session, &name, w)
+            })
+            .collect();
+        lines.push(token_line(cx, w));
+        lines.push(counters_line(cx, w));
+        lines.push(last_close_line(cx, w));
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    }
     let mut lines = vec![session_line(cx, w)];
     if detailed {
         lines.push(rotation_line(cx, w));
@@ -46,9 +62,18 @@ fn label(text: &str, t: Theme) -> Span<'static> {
 
 /// The session gauge (also the first status row of the compact layout).
 pub fn session_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
+    panel_line(cx, &cx.state.session, "session", width)
+}
+
+/// A session gauge under `name`: the run's, or one input's in meeting mode.
+fn panel_line(
+    cx: Ctx<'_>,
+    s: &crate::app::state::SessionPanel,
+    name: &str,
+    width: usize,
+) -> Line<'static> {
     let Ctx { state, now, t } = cx;
-    let s = &state.session;
-    let mut spans = vec![label("session", t)];
+    let mut spans = vec![label(name, t)];
     if let Some(life) = s.active_life() {
         let left = until(life.expires_at, now);
         let total = life

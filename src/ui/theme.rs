@@ -121,6 +121,17 @@ impl Theme {
     }
 
     /// The live partial: distinct from finals without colour too.
+    /// Who said a turn: each input of a meeting its own colour (bold in mono).
+    pub fn who(self, input: Option<usize>) -> Style {
+        const COLOURS: [Color; 4] = [Color::Cyan, Color::Magenta, Color::Yellow, Color::Green];
+        match input {
+            Some(i) if !self.mono => self
+                .fg(COLOURS[i % COLOURS.len()])
+                .add_modifier(Modifier::BOLD),
+            _ => self.strong(),
+        }
+    }
+
     pub fn partial(self) -> Style {
         if self.mono {
             Style::new().add_modifier(Modifier::ITALIC | Modifier::DIM)

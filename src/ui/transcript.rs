@@ -72,13 +72,23 @@ pub fn visible_lines(cx: Ctx<'_>, width: usize, height: usize) -> Vec<Line<'stat
         while i > view.visible_from() && up.len() < height {
             i -= 1;
             let turn: &Turn = &all[i];
+            let input = turn
+                .source
+                .as_deref()
+                .and_then(|label| state.sources.iter().position(|s| s.label.as_str() == label));
+            // An echo (the microphone hearing the speakers) is kept, dimmed and marked.
+            let (who, style) = match (turn.who(), turn.echo) {
+                (Some(who), true) => (Some(format!("{who} (echo)")), t.dim()),
+                (None, true) => (Some("(echo)".to_owned()), t.dim()),
+                (who, false) => (who, t.text()),
+            };
             let lines = stamped(
                 turn.start_ms,
-                turn.speaker.as_deref(),
+                who.as_deref().map(|w| (w, t.who(input))),
                 &turn.text,
                 width,
                 t,
-                t.text(),
+                style,
             );
             up.extend(lines.into_iter().rev());
         }
@@ -88,10 +98,11 @@ pub fn visible_lines(cx: Ctx<'_>, width: usize, height: usize) -> Vec<Line<'stat
     up
 }
 
-/// A turn's lines: `mm:ss ` then the (speaker and) text, wrapped with a hanging indent.
+/// A turn's lines: `mm:ss ` then who said it (in its style) and the text, wrapped with a
+/// hanging indent.
 fn stamped(
     start_ms: u64,
-    speaker: Option<&str>,
+    speaker: Option<(&str, ratatui::style::Style)>,
     text: &str,
     width: usize,
     t: Theme,
@@ -99,7 +110,10 @@ fn stamped(
 ) -> Vec<Line<'static>> {
     let stamp = format!("{} ", stamp(start_ms));
     let indent = display_width(&stamp);
-    let speaker = speaker.map(|s| format!("{s}: "));
+    let (speaker, who_style) = match speaker {
+        Some((s, style)) => (Some(format!("{s}: ")), style),
+        None => (None, t.strong()),
+    };
     let body = format!("{}{text}", speaker.as_deref().unwrap_or(""));
     let room = width.saturating_sub(indent).max(1);
     let mut out = Vec::new();
@@ -111,7 +125,7 @@ fn stamped(
         };
         match (&speaker, n) {
             (Some(sp), 0) if piece.starts_with(sp.as_str()) => {
-                spans.push(Span::styled(sp.clone(), t.strong()));
+                spans.push(Span::styled(sp.clone(), who_style));
                 spans.push(Span::styled(piece[sp.len()..].to_owned(), style));
             }
             _ => spans.push(Span::styled(piece, style)),
