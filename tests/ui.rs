@@ -660,20 +660,67 @@ fn the_gauge_turns_amber_ten_seconds_before_the_rotation() {
 /// transcript each turn's input by name and colour, in stream-time order; an echo (the
 /// microphone hearing the speakers) is kept, dimmed and marked; the events pane names the input
 /// of each line.
-#[test]
-fn meeting_mode_shows_each_input() {
+/// Both inputs' first sessions begin; the second's rotation is staggered 10 s earlier.
+fn meeting_sessions_begin(s: &mut DashboardState) {
+    let sourced = |s: &mut DashboardState, index: usize, event: SessionEvent, t| {
+        s.update(Msg::Sourced { index, event }, t);
+    };
+    // Generations of a meeting are the run's: you 1, 3…; them 2, 4….
+    for (index, generation, id, rotates_in_s) in [(0, 1, SESSION_ID, 569), (1, 2, NEXT_ID, 559)] {
+        sourced(
+            s,
+            index,
+            SessionEvent::State {
+                view: View::Streaming {
+                    generation,
+                    session_id: id.into(),
+                },
+            },
+            at(1),
+        );
+        sourced(
+            s,
+            index,
+            SessionEvent::Begin {
+                generation,
+                session_id: id.into(),
+                expires_at: unix(1 + SESSION_S),
+                stream_offset_ms: 0,
+                backlog_ms: 0,
+                cause: Cause::Start,
+            },
+            at(1),
+        );
+        sourced(
+            s,
+            index,
+            SessionEvent::RotationPlanned {
+                generation,
+                rotates_in_ms: rotates_in_s * 1000,
+                staggered_ms: if index == 1 { 10_000 } else { 0 },
+            },
+            at(1),
+        );
+    }
+}
+
+/// A meeting of `you` (the microphone) and `them` (the system audio), streaming, with turns of
+/// both and one echo.
+fn meeting() -> DashboardState {
     use aai_live::config::LabelledInput;
-    let mut config = Config::default();
-    config.inputs = vec![
-        LabelledInput {
-            label: "you".parse().expect("label"),
-            spec: "mic".parse().expect("spec"),
-        },
-        LabelledInput {
-            label: "them".parse().expect("label"),
-            spec: "monitor".parse().expect("spec"),
-        },
-    ];
+    let config = Config {
+        inputs: vec![
+            LabelledInput {
+                label: "you".parse().expect("label"),
+                spec: "mic".parse().expect("spec"),
+            },
+            LabelledInput {
+                label: "them".parse().expect("label"),
+                spec: "monitor".parse().expect("spec"),
+            },
+        ],
+        ..Config::default()
+    };
     let info = Info {
         provider: "api-key".into(),
         source: "https://streaming.assemblyai.com/v3/token".into(),
@@ -704,43 +751,7 @@ fn meeting_mode_shows_each_input() {
     let sourced = |s: &mut DashboardState, index: usize, event: SessionEvent, t| {
         s.update(Msg::Sourced { index, event }, t);
     };
-    // Generations of a meeting are the run's: you 1, 3…; them 2, 4….
-    for (index, generation, id, rotates_in_s) in [(0, 1, SESSION_ID, 569), (1, 2, NEXT_ID, 559)] {
-        sourced(
-            &mut s,
-            index,
-            SessionEvent::State {
-                view: View::Streaming {
-                    generation,
-                    session_id: id.into(),
-                },
-            },
-            at(1),
-        );
-        sourced(
-            &mut s,
-            index,
-            SessionEvent::Begin {
-                generation,
-                session_id: id.into(),
-                expires_at: unix(1 + SESSION_S),
-                stream_offset_ms: 0,
-                backlog_ms: 0,
-                cause: Cause::Start,
-            },
-            at(1),
-        );
-        sourced(
-            &mut s,
-            index,
-            SessionEvent::RotationPlanned {
-                generation,
-                rotates_in_ms: rotates_in_s * 1000,
-                staggered_ms: if index == 1 { 10_000 } else { 0 },
-            },
-            at(1),
-        );
-    }
+    meeting_sessions_begin(&mut s);
     let said = |generation, order, text: &str, start_ms, source: &str, echo| FinalTurn {
         source: Some(source.into()),
         echo,
@@ -767,6 +778,12 @@ fn meeting_mode_shows_each_input() {
         let t = at_ms(1000 + turn.end_ms + 300);
         sourced(&mut s, index, SessionEvent::Final(turn), t);
     }
+    s
+}
+
+#[test]
+fn meeting_mode_shows_each_input() {
+    let mut s = meeting();
     s.update(Msg::Action(Action::ToggleEvents), at(20));
     // The run's panel follows both: streaming, each with its own countdown.
     assert_eq!(s.sources.len(), 2);
