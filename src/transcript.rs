@@ -72,6 +72,31 @@ pub struct FinalTurn {
 }
 
 impl FinalTurn {
+    /// A final of `text` from `start_ms` to `end_ms`, for tests (no words, no latency).
+    #[cfg(test)]
+    pub(crate) fn sample(
+        generation: u64,
+        turn_order: u64,
+        text: &str,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Self {
+        Self {
+            generation,
+            session_id: String::new(),
+            turn_order,
+            text: text.to_owned(),
+            formatted: true,
+            start_ms,
+            end_ms,
+            speaker: None,
+            words: Vec::new(),
+            latency_ms: None,
+            source: None,
+            echo: false,
+        }
+    }
+
     /// Who said it, as exports and the screen write it: the input's name ("You"), its speaker
     /// ("A"), or both ("Them · A"); `None` when neither is known.
     pub fn who(&self) -> Option<String> {

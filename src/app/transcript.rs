@@ -261,18 +261,9 @@ mod tests {
 
     fn fin(generation: u64, order: u64, text: &str) -> FinalTurn {
         FinalTurn {
-            generation,
             session_id: "s".into(),
-            turn_order: order,
-            text: text.into(),
             formatted: false,
-            start_ms: order * 1000,
-            end_ms: order * 1000 + 500,
-            speaker: None,
-            words: Vec::new(),
-            latency_ms: None,
-            source: None,
-            echo: false,
+            ..FinalTurn::sample(generation, order, text, order * 1000, order * 1000 + 500)
         }
     }
 

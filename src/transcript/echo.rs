@@ -173,20 +173,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn turn(generation: u64, start_ms: u64, text: &str) -> FinalTurn {
-        FinalTurn {
-            generation,
-            session_id: String::new(),
-            turn_order: 0,
-            text: text.to_owned(),
-            formatted: true,
-            start_ms,
-            end_ms: start_ms + 1000,
-            speaker: None,
-            words: Vec::new(),
-            latency_ms: None,
-            source: None,
-            echo: false,
-        }
+        FinalTurn::sample(generation, 0, text, start_ms, start_ms + 1000)
     }
 
     #[test]
@@ -215,28 +202,17 @@ mod tests {
         // The monitor's final first, then the microphone's: the microphone's is marked.
         let mut watch = EchoWatch::default();
         assert!(watch.push(1, false, &turn(1, 5_000, said)).is_empty());
-        let marks = watch.push(0, true, &turn(2, 5_300, said));
-        assert_eq!(
-            marks,
-            [Echo {
-                input: 0,
-                generation: 2,
-                turn_order: 0
-            }]
-        );
+        let mic_turn = [Echo {
+            input: 0,
+            generation: 2,
+            turn_order: 0,
+        }];
+        assert_eq!(watch.push(0, true, &turn(2, 5_300, said)), mic_turn);
 
         // The microphone's final first: it is marked when the monitor's arrives.
         let mut watch = EchoWatch::default();
         assert!(watch.push(0, true, &turn(2, 5_300, said)).is_empty());
-        let marks = watch.push(1, false, &turn(1, 5_000, said));
-        assert_eq!(
-            marks,
-            [Echo {
-                input: 0,
-                generation: 2,
-                turn_order: 0
-            }]
-        );
+        assert_eq!(watch.push(1, false, &turn(1, 5_000, said)), mic_turn);
         // Marked once only.
         assert!(watch.push(1, false, &turn(3, 5_100, said)).is_empty());
 
