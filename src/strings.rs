@@ -265,10 +265,20 @@ pub const NON_FINITE_SAMPLES: &str = "the audio input holds NaN or infinite samp
      sent as silence (the input's statistics count them)";
 
 /// The mint budget was spent without a session that lasted: minting pauses.
-pub fn mint_budget(mints: usize, window: Duration, wait: Duration) -> String {
+/// `shared`: the number of inputs whose streams draw from one account (meeting mode).
+pub fn mint_budget(
+    mints: usize,
+    window: Duration,
+    wait: Duration,
+    shared: Option<usize>,
+) -> String {
+    let whose = match shared {
+        Some(n) if n > 1 => format!(" (the {n} inputs share the account's budget)"),
+        _ => String::new(),
+    };
     format!(
-        "{mints} tokens in {} s and no session lasted: pausing new sessions for {} s so the \
-         token source is not flooded",
+        "{mints} tokens in {} s and no session lasted{whose}: pausing new sessions for {} s so \
+         the token source is not flooded",
         window.as_secs(),
         wait.as_secs()
     )

@@ -799,7 +799,15 @@ impl Supervisor {
                 window,
                 wait,
             } => {
-                let message = crate::strings::mint_budget(mints, window, wait);
+                let message = crate::strings::mint_budget(
+                    mints,
+                    window,
+                    wait,
+                    self.opts
+                        .account
+                        .as_ref()
+                        .map(|seat| seat.account.streams()),
+                );
                 tracing::warn!("{message}");
                 SessionEvent::Warning {
                     message,
