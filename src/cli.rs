@@ -172,8 +172,8 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub redeem: bool,
 
-    /// Audio input to check instead of audio.input: "mic", "file:PATH", "stdin",
-    /// "test:tone|noise|silence".
+    /// Audio input to check instead of audio.input: "mic[:DEVICE]", "monitor[:SOURCE]",
+    /// "file:PATH", "stdin", "cmd:FORMAT:COMMAND", "test:tone|noise|silence".
     #[arg(long, value_name = "INPUT")]
     pub input: Option<String>,
 
