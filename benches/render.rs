@@ -95,6 +95,7 @@ fn state_with(turns: u64) -> DashboardState {
                 latency_ms: Some(250 + i % 300),
                 source: None,
                 echo: false,
+                ..FinalTurn::default()
             })),
             start + 2800,
         );

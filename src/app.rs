@@ -224,6 +224,9 @@ struct Runtime {
     warnings: Vec<String>,
     /// One per input: each stream its own token.
     premints: Vec<Arc<PreMinter>>,
+    /// Speaker names: `[speakers] names`, and those given on the dashboard (for the next runs
+    /// too).
+    names: crate::transcript::Names,
     provider: Option<Arc<dyn TokenProvider>>,
     /// The first input's token, for the token line.
     token: Option<watch::Receiver<TokenState>>,
@@ -256,6 +259,7 @@ impl Runtime {
             provider_error,
             warnings: setup.warnings,
             premints: Vec::new(),
+            names: crate::transcript::Names::new(&setup.config.speakers.names),
             provider,
             token: None,
             audio: Vec::new(),
@@ -298,7 +302,13 @@ impl Runtime {
             tokio::select! {
                 event = events.next(), if terminal_open => match event {
                     Some(Ok(event)) => {
-                        if let Some(msg) = Msg::from_terminal(&event, &self.state.keymap) {
+                        // An open prompt takes the keys (any letter can be typed).
+                        let msg = if self.state.prompt.is_some() {
+                            msg::PromptKey::from_terminal(&event).map(Msg::Prompt)
+                        } else {
+                            Msg::from_terminal(&event, &self.state.keymap)
+                        };
+                        if let Some(msg) = msg {
                             self.post(msg);
                             // Answer the user at once rather than at the next frame.
                             draw_now = true;
@@ -504,6 +514,24 @@ impl Runtime {
                 }
             }
             DashboardCommand::StartSession { run, muted } => self.start_session(run, muted).await,
+            DashboardCommand::NameSpeaker {
+                source,
+                speaker,
+                name,
+            } => {
+                self.names.set(source.as_deref(), &speaker, &name);
+                if let Some(r) = &self.session {
+                    let command = session::SessionCommand::NameSpeaker {
+                        speaker,
+                        name,
+                        all_inputs: source.is_none(),
+                    };
+                    match source.as_deref().and_then(|s| r.streams.index_of(s)) {
+                        Some(index) => r.streams.send_to(index, &command),
+                        None => r.streams.send_all(&command),
+                    }
+                }
+            }
             DashboardCommand::MintToken => {
                 if self.premints.is_empty() {
                     self.post(Msg::Warning(
@@ -555,7 +583,7 @@ impl Runtime {
         let dir = self.config.transcript.dir_or_default();
         let journal = crate::transcript::journal_path(&dir, SystemTime::now());
         let transcript = match Transcript::with_journal(&journal) {
-            Ok(t) => t,
+            Ok(t) => t.named(self.names.clone()),
             Err(e) => {
                 self.post(Msg::StartFailed(StartFailure::Transcript(e.to_string())));
                 return;

@@ -53,9 +53,9 @@ pub use server::{
 pub use types::{
     ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, CommandSpec, Config, FileConfig, HttpMethod,
     InputSpec, KeysConfig, Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind,
-    RemoteConfig, SampleFormat, ServerAuth, ServerSettings, SessionConfig, Source, StdinFormat,
-    StoreFailure, StreamingConfig, TestSignal, Theme, TranscriptConfig, TranscriptFormat, UiConfig,
-    check_inputs, parse_input_arg,
+    RemoteConfig, SampleFormat, ServerAuth, ServerSettings, SessionConfig, Source, SpeakersConfig,
+    StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme, TranscriptConfig,
+    TranscriptFormat, UiConfig, check_inputs, parse_input_arg,
 };
 
 /// The built-in defaults and the reference for every key: the lowest layer, printed by

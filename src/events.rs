@@ -141,6 +141,23 @@ pub enum SessionEvent {
     },
     Partial(PartialTurn),
     Final(FinalTurn),
+    /// The service revised who said a final (diarization's `SpeakerRevision`, one event per
+    /// revised turn); the final is not sent again: this replaces its speaker (and words).
+    SpeakerRevision {
+        generation: Gen,
+        turn_order: u64,
+        /// The service's new label; `null` when it no longer says.
+        speaker: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        speaker_name: Option<String>,
+        words: Vec<crate::transcript::AbsWord>,
+    },
+    /// A speaker was named (on the dashboard): every final of theirs carries the name from now
+    /// on, in the journal and the exports too.
+    SpeakerNamed {
+        speaker: String,
+        name: String,
+    },
     /// A planned hand-over to a successor session.
     Rotation {
         from: Gen,

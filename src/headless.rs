@@ -84,7 +84,8 @@ pub async fn run(
         &config.transcript.dir_or_default(),
         std::time::SystemTime::now(),
     );
-    let transcript = Transcript::with_journal(&journal)?;
+    let transcript =
+        Transcript::with_journal(&journal)?.named(transcript::Names::new(&config.speakers.names));
     let names = input_names(&sources, &inputs);
     // Shown and serialised without a password or query secrets.
     let endpoint = crate::config::redact_url(&supervisor_options.endpoint);

@@ -390,6 +390,9 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         SessionEvent::Hello { .. } | SessionEvent::Partial(_) | SessionEvent::Final(_) => {
             return None;
         }
+        SessionEvent::SpeakerRevision { .. } | SessionEvent::SpeakerNamed { .. } => {
+            speaker_line(event)?
+        }
         SessionEvent::State { view: v } => {
             let severity = match v {
                 View::Backoff { .. } => Warn,
@@ -479,6 +482,49 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         } => Line::new(Error, run_failed(failure.as_deref()?), Stderr).explained(*explain),
     };
     Some(line)
+}
+
+/// The events about who spoke, for the events pane.
+fn speaker_line(event: &SessionEvent) -> Option<Line> {
+    let text = match event {
+        SessionEvent::SpeakerRevision {
+            generation,
+            turn_order,
+            speaker,
+            speaker_name,
+            ..
+        } => speaker_revised(
+            *generation,
+            *turn_order,
+            speaker.as_deref(),
+            speaker_name.as_deref(),
+        ),
+        SessionEvent::SpeakerNamed { speaker, name } => {
+            format!(
+                "speaker {} is {}",
+                for_terminal(speaker),
+                for_terminal(name)
+            )
+        }
+        _ => return None,
+    };
+    Some(Line::new(Severity::Info, text, Audience::Pane))
+}
+
+/// The service changed its mind about who said a turn.
+pub fn speaker_revised(
+    generation: u64,
+    turn_order: u64,
+    speaker: Option<&str>,
+    name: Option<&str>,
+) -> String {
+    let who = match (speaker, name) {
+        (_, Some(name)) => for_terminal(name).into_owned(),
+        (Some(s), None) if crate::transcript::is_pending(s) => "speaker pending".to_owned(),
+        (Some(s), None) => format!("speaker {}", for_terminal(s)),
+        (None, None) => "no speaker".to_owned(),
+    };
+    format!("turn {turn_order} of connection {generation} revised: said by {who}")
 }
 
 /// Meeting mode: a rotation moved earlier, away from another input's.

@@ -10,7 +10,7 @@
 
 pub mod echo;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ pub struct AbsWord {
 }
 
 /// A finished turn.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct FinalTurn {
     pub generation: u64,
     pub session_id: String,
@@ -57,8 +57,18 @@ pub struct FinalTurn {
     pub formatted: bool,
     pub start_ms: u64,
     pub end_ms: u64,
+    /// The service's speaker label (`A`, `B`…; `PENDING` or `UNKNOWN` for a turn too short to
+    /// tell), never a name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker: Option<String>,
+    /// The name given to that speaker (`[speakers] names`, or on the dashboard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker_name: Option<String>,
+    /// With `language_detection`: the language the service heard, and how sure it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language_confidence: Option<f64>,
     pub words: Vec<AbsWord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -89,27 +99,33 @@ impl FinalTurn {
             formatted: true,
             start_ms,
             end_ms,
-            speaker: None,
-            words: Vec::new(),
-            latency_ms: None,
-            source: None,
-            echo: false,
+            ..Self::default()
         }
     }
 
     /// Who said it, as exports and the screen write it: the input's name ("You"), its speaker
     /// ("A"), or both ("Them · A"); `None` when neither is known.
     pub fn who(&self) -> Option<String> {
-        who(self.source.as_deref(), self.speaker.as_deref())
+        who(
+            self.source.as_deref(),
+            self.speaker.as_deref(),
+            self.speaker_name.as_deref(),
+        )
     }
 }
 
-/// Who said a turn, from its input's label and its speaker: "You", "A", "Them · A". The one
-/// layout of the screen and the exports.
-pub fn who(source: Option<&str>, speaker: Option<&str>) -> Option<String> {
+/// Who said a turn, from its input's label and its speaker (named, or the service's label):
+/// "You", "Ana", "A", "Them · Ana", "speaker pending". The one layout of the screen and the
+/// exports.
+pub fn who(source: Option<&str>, speaker: Option<&str>, name: Option<&str>) -> Option<String> {
     let source = source
         .and_then(|s| s.parse::<crate::config::Label>().ok())
         .map(|l| l.display_name());
+    let speaker = match (speaker, name) {
+        (Some(s), _) if is_pending(s) => Some("speaker pending"),
+        (Some(_), Some(name)) => Some(name),
+        (speaker, _) => speaker,
+    };
     match (source, speaker) {
         (Some(source), Some(speaker)) => Some(format!("{source} · {speaker}")),
         (Some(source), None) => Some(source),
@@ -153,6 +169,51 @@ pub struct Transcript {
     journal: Option<std::sync::Arc<Journal>>,
     /// The input's label, stamped on every final (meeting mode).
     source: Option<String>,
+    /// Names for the service's speaker labels.
+    names: Names,
+}
+
+/// Names for the service's speaker labels (`[speakers] names`, and those given on the
+/// dashboard): keyed by the label (`A`: every input) or `INPUT:LABEL` (`them:A`: one input of a
+/// meeting), compared without case — environment keys arrive lower-cased. `PENDING` and
+/// `UNKNOWN` (a turn too short to tell) are never named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(BTreeMap<String, String>);
+
+impl Names {
+    /// From `[speakers] names` (keys checked by the configuration).
+    pub fn new(names: &BTreeMap<String, String>) -> Self {
+        Self(
+            names
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// The name of `speaker` of input `source`, if it has one.
+    pub fn lookup(&self, source: Option<&str>, speaker: Option<&str>) -> Option<&str> {
+        let speaker = speaker.filter(|s| !is_pending(s))?.to_lowercase();
+        source
+            .and_then(|source| self.0.get(&format!("{}:{speaker}", source.to_lowercase())))
+            .or_else(|| self.0.get(&speaker))
+            .map(String::as_str)
+    }
+
+    /// Name `speaker` of `source` (`None`: of every input).
+    pub fn set(&mut self, source: Option<&str>, speaker: &str, name: &str) {
+        let key = match source {
+            Some(source) => format!("{}:{}", source.to_lowercase(), speaker.to_lowercase()),
+            None => speaker.to_lowercase(),
+        };
+        self.0.insert(key, name.to_owned());
+    }
+}
+
+/// The service's word for a turn too short to tell who spoke (`UNKNOWN`, then `PENDING` since
+/// June 2026): shown as "speaker pending", never named, coloured or mapped.
+pub fn is_pending(speaker: &str) -> bool {
+    speaker.eq_ignore_ascii_case("PENDING") || speaker.eq_ignore_ascii_case("UNKNOWN")
 }
 
 /// How long [`Transcript::sync_journal`] waits for the writer thread before giving up (a hung
@@ -283,8 +344,78 @@ impl Transcript {
         Self {
             journal: self.journal.clone(),
             source: Some(source.as_str().to_owned()),
+            names: self.names.clone(),
             ..Self::default()
         }
+    }
+
+    /// Name the service's speakers with `names` from now on.
+    #[must_use]
+    pub fn named(mut self, names: Names) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The service revised who said turn `turn_order` of session `generation` (its words' times
+    /// from `base_ms`): the final takes the new label (`None`: the service no longer says), its
+    /// name and its words' speakers; the journal gets the revised final. Returns it, `None` when
+    /// the turn is not known.
+    pub fn revise(
+        &mut self,
+        generation: u64,
+        base_ms: u64,
+        revision: &crate::protocol::messages::Revision,
+    ) -> Option<FinalTurn> {
+        let i = *self.index.get(&(generation, revision.turn_order))?;
+        let names = &self.names;
+        let turn = &mut self.finals[i];
+        turn.speaker.clone_from(&revision.speaker_label);
+        turn.speaker_name = names
+            .lookup(turn.source.as_deref(), turn.speaker.as_deref())
+            .map(str::to_owned);
+        if !revision.words.is_empty() {
+            turn.words = revision
+                .words
+                .iter()
+                .map(|w| AbsWord {
+                    text: w.text.clone(),
+                    start_ms: base_ms.saturating_add(w.start),
+                    end_ms: base_ms.saturating_add(w.end),
+                    confidence: w.confidence,
+                    speaker: w.speaker.clone(),
+                })
+                .collect();
+        }
+        let revised = turn.clone();
+        self.journal(&revised, true);
+        Some(revised)
+    }
+
+    /// Name `speaker` (of this transcript's input, or of every input when `all_inputs`): every
+    /// final of that speaker takes the name, each renamed one journaled again. Returns the
+    /// finals renamed.
+    pub fn name_speaker(&mut self, speaker: &str, name: &str, all_inputs: bool) -> Vec<FinalTurn> {
+        let source = if all_inputs {
+            None
+        } else {
+            self.source.clone()
+        };
+        self.names.set(source.as_deref(), speaker, name);
+        let mut renamed = Vec::new();
+        for turn in &mut self.finals {
+            let now = self
+                .names
+                .lookup(turn.source.as_deref(), turn.speaker.as_deref())
+                .map(str::to_owned);
+            if now != turn.speaker_name {
+                turn.speaker_name = now;
+                renamed.push(turn.clone());
+            }
+        }
+        for turn in &renamed {
+            self.journal(turn, true);
+        }
+        renamed
     }
 
     /// One transcript of a run's inputs, its finals ordered by stream time (every input's
@@ -439,6 +570,12 @@ impl Transcript {
             start_ms,
             end_ms,
             speaker: turn.speaker_label.clone(),
+            speaker_name: self
+                .names
+                .lookup(self.source.as_deref(), turn.speaker_label.as_deref())
+                .map(str::to_owned),
+            language_code: turn.language_code.clone(),
+            language_confidence: turn.language_confidence,
             words,
             latency_ms,
             source: self.source.clone(),
@@ -567,8 +704,9 @@ impl Transcript {
         for t in &self.finals {
             let _ = writeln!(
                 out,
-                "[{}] {}{}",
+                "[{}] {}{}{}",
                 clock(t.start_ms, ':', false),
+                language_prefix(t),
                 for_text_file(&who_prefix(t)),
                 for_text_file(&t.text)
             );
@@ -587,7 +725,12 @@ impl Transcript {
                 i + 1,
                 clock(t.start_ms, ',', true),
                 clock(t.end_ms.max(t.start_ms.saturating_add(1)), ',', true),
-                for_cue(&format!("{}{}", who_prefix(t), t.text))
+                for_cue(&format!(
+                    "{}{}{}",
+                    language_prefix(t),
+                    who_prefix(t),
+                    t.text
+                ))
             );
         }
         out
@@ -597,7 +740,14 @@ impl Transcript {
     pub fn to_vtt(&self) -> String {
         let mut out = String::from("WEBVTT\n\n");
         for t in &self.finals {
-            let text = vtt_escape(&for_cue(&t.text));
+            let text = match t.language_code.as_deref() {
+                Some(lang) => format!(
+                    "<lang {}>{}</lang>",
+                    vtt_escape(&for_cue(lang)),
+                    vtt_escape(&for_cue(&t.text))
+                ),
+                None => vtt_escape(&for_cue(&t.text)),
+            };
             let _ = writeln!(
                 out,
                 "{} --> {}\n{}{text}\n",
@@ -619,6 +769,13 @@ fn who_prefix(t: &FinalTurn) -> String {
         (None, true) => "(echo) ".to_owned(),
         (None, false) => String::new(),
     }
+}
+
+/// The language the service heard, before who said it in txt and SRT: `[es] `.
+fn language_prefix(t: &FinalTurn) -> String {
+    t.language_code
+        .as_deref()
+        .map_or_else(String::new, |lang| format!("[{}] ", for_cue(lang)))
 }
 
 /// WebVTT's voice tag for [`who_prefix`]: `<v You>`, `<v You (echo)>` (a speaker label is the
@@ -932,5 +1089,95 @@ mod tests {
         drop(t);
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert!(left.is_empty(), "files left: {left:?}");
+    }
+
+    /// A `SpeakerRevision` changes who said a final everywhere it is written: the model, the
+    /// journal (a replacing line) and every export; names follow the revised label; a pending
+    /// speaker is never named; languages show in every export.
+    #[test]
+    fn revisions_names_and_languages_reach_every_export() {
+        use crate::protocol::messages::{Revision, Word};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = journal_path(dir.path(), SystemTime::UNIX_EPOCH);
+        let names = BTreeMap::from([
+            ("a".to_owned(), "Ana".to_owned()),
+            ("them:b".to_owned(), "Ben".to_owned()),
+        ]);
+        let mut t = Transcript::with_journal(&journal)
+            .expect("journal")
+            .named(Names::new(&names));
+        let spoken = |order, speaker: &str, lang: Option<&str>, text: &str| Turn {
+            speaker_label: Some(speaker.to_owned()),
+            language_code: lang.map(str::to_owned),
+            language_confidence: lang.map(|_| 0.9),
+            ..turn(order, true, true, text)
+        };
+        t.apply(1, "s", 0, &spoken(0, "A", Some("es"), "Hola."), None);
+        t.apply(1, "s", 0, &spoken(1, "PENDING", None, "Hm."), None);
+        assert_eq!(t.finals()[0].speaker_name.as_deref(), Some("Ana"));
+        assert_eq!(t.finals()[0].language_code.as_deref(), Some("es"));
+        assert_eq!(t.finals()[1].speaker_name, None, "pending is never named");
+        assert_eq!(t.finals()[1].who().as_deref(), Some("speaker pending"));
+        // The service revises turn 1: B said it (B has no name for this input).
+        let revised = t
+            .revise(
+                1,
+                0,
+                &Revision {
+                    turn_order: 1,
+                    speaker_label: Some("B".into()),
+                    words: vec![Word {
+                        start: 100,
+                        end: 400,
+                        text: "Hm.".into(),
+                        speaker: Some("B".into()),
+                        ..Word::default()
+                    }],
+                },
+            )
+            .expect("known turn");
+        assert_eq!(revised.speaker.as_deref(), Some("B"));
+        assert_eq!(revised.words[0].speaker.as_deref(), Some("B"));
+        assert!(
+            t.revise(9, 0, &Revision::default()).is_none(),
+            "unknown turn"
+        );
+        let text = t.to_text();
+        assert!(text.contains("[00:00:00] [es] Ana: Hola."), "{text}");
+        assert!(text.contains("B: Hm."), "{text}");
+        assert!(
+            t.to_vtt().contains("<v Ana><lang es>Hola.</lang>"),
+            "{}",
+            t.to_vtt()
+        );
+        assert!(t.to_srt().contains("[es] Ana: Hola."), "{}", t.to_srt());
+        // Naming B on the spot: the turn takes the name, the journal a line for it.
+        let renamed = t.name_speaker("b", "Bea", false);
+        assert_eq!(renamed.len(), 1);
+        assert!(t.to_text().contains("Bea: Hm."), "{}", t.to_text());
+        t.sync_journal();
+        let lines = std::fs::read_to_string(&journal).expect("journal");
+        let last: serde_json::Value =
+            serde_json::from_str(lines.lines().last().expect("a line")).expect("json");
+        assert_eq!(last["speaker_name"], "Bea");
+        assert_eq!(last["replaces_previous"], true);
+        assert_eq!(
+            lines.lines().count(),
+            4,
+            "two finals, a revision, a naming: {lines}"
+        );
+    }
+
+    #[test]
+    fn names_are_looked_up_without_case_per_input_first() {
+        let names = Names::new(&BTreeMap::from([
+            ("A".to_owned(), "Ana".to_owned()),
+            ("them:a".to_owned(), "Alex".to_owned()),
+        ]));
+        assert_eq!(names.lookup(None, Some("a")), Some("Ana"));
+        assert_eq!(names.lookup(Some("you"), Some("A")), Some("Ana"));
+        assert_eq!(names.lookup(Some("Them"), Some("A")), Some("Alex"));
+        assert_eq!(names.lookup(Some("them"), Some("UNKNOWN")), None);
+        assert_eq!(names.lookup(None, None), None);
     }
 }

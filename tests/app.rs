@@ -98,6 +98,7 @@ fn fin(generation: u64, order: u64, text: &str, latency: Option<u64>) -> Session
         latency_ms: latency,
         source: None,
         echo: false,
+        ..FinalTurn::default()
     })
 }
 
@@ -694,5 +695,84 @@ fn stop_then_start_before_the_state_changes_queues_a_restart() {
             run: 2,
             muted: false
         }]
+    );
+}
+
+/// `n` names the speaker of the last turn shown: a prompt in the footer (every key types into
+/// it, so `q` is a letter there), enter keeps the name — every turn of that speaker shows it, and
+/// the runtime is told (for the stream's journal and exports, and the next runs) — esc leaves.
+/// A pending speaker cannot be named; a revision changes who said a turn on screen.
+#[test]
+fn a_speaker_is_named_from_the_dashboard() {
+    use aai_live::app::msg::PromptKey;
+    let mut s = state();
+    streaming(&mut s);
+    let spoken = |order, speaker: &str| match fin(1, order, "Numbers are up.", None) {
+        SessionEvent::Final(f) => SessionEvent::Final(FinalTurn {
+            speaker: Some(speaker.into()),
+            ..f
+        }),
+        other => other,
+    };
+    event(&mut s, spoken(0, "A"), 2);
+    event(&mut s, spoken(1, "A"), 3);
+    assert!(act(&mut s, Action::NameSpeaker, 4).is_empty());
+    assert!(s.prompt.is_some(), "a prompt opens");
+    // While it is open, `q` is a letter: the dashboard does not quit.
+    let mut typed = Vec::new();
+    for c in "Qa".chars() {
+        typed.extend(s.update(Msg::Prompt(PromptKey::Char(c)), at(4)));
+    }
+    typed.extend(s.update(Msg::Prompt(PromptKey::Backspace), at(4)));
+    for c in "uinn".chars() {
+        typed.extend(s.update(Msg::Prompt(PromptKey::Char(c)), at(4)));
+    }
+    assert!(typed.is_empty() && !s.should_quit);
+    let out = s.update(Msg::Prompt(PromptKey::Submit), at(5));
+    assert_eq!(
+        out,
+        vec![DashboardCommand::NameSpeaker {
+            source: None,
+            speaker: "A".into(),
+            name: "Quinn".into(),
+        }]
+    );
+    assert!(s.prompt.is_none());
+    let names: Vec<Option<String>> = s
+        .transcript
+        .all()
+        .iter()
+        .map(aai_live::app::transcript::Turn::who)
+        .collect();
+    assert_eq!(names, [Some("Quinn".to_owned()), Some("Quinn".to_owned())]);
+
+    // Esc leaves the name as it was.
+    act(&mut s, Action::NameSpeaker, 6);
+    assert_eq!(s.prompt.as_ref().map(|p| p.text.as_str()), Some("Quinn"));
+    s.update(Msg::Prompt(PromptKey::Char('x')), at(6));
+    assert!(s.update(Msg::Prompt(PromptKey::Cancel), at(6)).is_empty());
+    assert_eq!(s.transcript.all()[1].who().as_deref(), Some("Quinn"));
+
+    // The service revises the last turn to B (unnamed): it shows B.
+    event(
+        &mut s,
+        SessionEvent::SpeakerRevision {
+            generation: 1,
+            turn_order: 1,
+            speaker: Some("B".into()),
+            speaker_name: None,
+            words: Vec::new(),
+        },
+        7,
+    );
+    assert_eq!(s.transcript.all()[1].who().as_deref(), Some("B"));
+
+    // A turn too short to tell: nothing to name.
+    event(&mut s, spoken(2, "PENDING"), 8);
+    act(&mut s, Action::NameSpeaker, 9);
+    assert!(s.prompt.is_none());
+    assert_eq!(
+        s.transcript.all()[2].who().as_deref(),
+        Some("speaker pending")
     );
 }

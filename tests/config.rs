@@ -80,6 +80,7 @@ fn default_toml_parses_to_default() {
         log,
         server,
         inputs,
+        speakers,
         archive,
     } = Config::default();
     let from_file = &loaded.config;
@@ -93,6 +94,7 @@ fn default_toml_parses_to_default() {
     assert_eq!(from_file.log, log);
     assert_eq!(from_file.server, server);
     assert_eq!(from_file.inputs, inputs);
+    assert_eq!(from_file.speakers, speakers);
     assert_eq!(from_file.archive, archive);
     assert!(loaded.warnings.is_empty());
     assert_eq!(loaded.layers, ["built-in defaults (config/default.toml)"]);

@@ -150,6 +150,7 @@ fn final_turn(generation: u64, order: u64, text: &str, start_ms: u64) -> FinalTu
         latency_ms: Some(280 + order * 37),
         source: None,
         echo: false,
+        ..FinalTurn::default()
     }
 }
 

@@ -53,6 +53,9 @@ pub enum Action {
     /// clear the screen (saved files keep everything)
     #[strum(message = "clear")]
     Clear,
+    /// name the speaker of the last turn shown (journal and exports too)
+    #[strum(message = "name")]
+    NameSpeaker,
     /// show or hide the events pane
     #[strum(message = "events")]
     ToggleEvents,

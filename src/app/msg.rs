@@ -48,6 +48,44 @@ pub enum Msg {
     SessionCrashed(String),
     /// Something to show in the events pane (e.g. a provider warning).
     Warning(String),
+    /// A key typed into the open prompt.
+    Prompt(PromptKey),
+}
+
+/// What a key does while a prompt is open: the keymap is set aside, so any letter can be
+/// typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKey {
+    Char(char),
+    Backspace,
+    Submit,
+    Cancel,
+}
+
+impl PromptKey {
+    /// A terminal key as prompt editing, `None` for keys a prompt ignores.
+    pub fn from_terminal(event: &Event) -> Option<Self> {
+        let Event::Key(key) = event else {
+            return None;
+        };
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        match key.code {
+            KeyCode::Char(c)
+                if !key
+                    .modifiers
+                    .contains(ratatui::crossterm::event::KeyModifiers::CONTROL) =>
+            {
+                Some(Self::Char(c))
+            }
+            // Ctrl-C leaves the prompt, as Esc does (a second one quits as usual).
+            KeyCode::Char('c') | KeyCode::Esc => Some(Self::Cancel),
+            KeyCode::Backspace => Some(Self::Backspace),
+            KeyCode::Enter => Some(Self::Submit),
+            _ => None,
+        }
+    }
 }
 
 impl Msg {
@@ -89,6 +127,13 @@ pub enum DashboardCommand {
     /// Spawn a supervisor for run `run` (reopening the audio input if it ended), apply `muted`,
     /// and start it.
     StartSession { run: u32, muted: bool },
+    /// Call `speaker` of input `source` (`None`: of every input) `name`, in this run and the
+    /// next.
+    NameSpeaker {
+        source: Option<String>,
+        speaker: String,
+        name: String,
+    },
     /// Drop the ready token and mint a fresh one now.
     MintToken,
     /// Write the whole transcript in the configured formats.

@@ -194,6 +194,27 @@ impl SessionPanel {
     }
 }
 
+/// A line being typed, and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub purpose: PromptPurpose,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptPurpose {
+    /// A name for `speaker` of input `source` (`None`: the single input).
+    SpeakerName {
+        source: Option<String>,
+        speaker: String,
+    },
+}
+
+impl Prompt {
+    /// Longest line a prompt takes (a name is at most 64 characters).
+    pub const MAX_CHARS: usize = 64;
+}
+
 /// Meeting mode: one input's own stream, beside the run's panel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourcePanel {
@@ -386,6 +407,8 @@ pub struct DashboardState {
     pub notice: Option<Notice>,
     pub show_help: bool,
     pub show_events: bool,
+    /// A line being typed (naming a speaker); the keymap waits while it is open.
+    pub prompt: Option<Prompt>,
     pub lifecycle: Lifecycle,
     /// Terminal size (columns, rows), for paging.
     pub viewport: (u16, u16),
@@ -416,6 +439,7 @@ impl DashboardState {
             notice: None,
             show_help: false,
             show_events: ui.events,
+            prompt: None,
             lifecycle: Lifecycle::default(),
             viewport: (80, 24),
             saved: Vec::new(),

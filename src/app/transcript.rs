@@ -24,6 +24,10 @@ pub struct Turn {
     pub start_ms: u64,
     pub end_ms: u64,
     pub speaker: Option<String>,
+    /// The name given to that speaker.
+    pub speaker_name: Option<String>,
+    /// The language the service heard (with `language_detection`).
+    pub language: Option<String>,
     /// The input's label in meeting mode.
     pub source: Option<String>,
     /// Marked as an echo of another input's turn (dimmed, kept).
@@ -36,7 +40,11 @@ pub struct Turn {
 impl Turn {
     /// Who said it, as the exports write it ("You", "Them · A").
     pub fn who(&self) -> Option<String> {
-        crate::transcript::who(self.source.as_deref(), self.speaker.as_deref())
+        crate::transcript::who(
+            self.source.as_deref(),
+            self.speaker.as_deref(),
+            self.speaker_name.as_deref(),
+        )
     }
 }
 
@@ -134,6 +142,14 @@ impl TranscriptView {
                 .speaker
                 .as_deref()
                 .map(|s| crate::untrusted::without_controls(s).into_owned()),
+            speaker_name: f
+                .speaker_name
+                .as_deref()
+                .map(|s| crate::untrusted::without_controls(s).into_owned()),
+            language: f
+                .language_code
+                .as_deref()
+                .map(|s| crate::untrusted::without_controls(s).into_owned()),
             source: f.source.clone(),
             echo: f.echo,
             text: crate::untrusted::without_controls(&f.text).into_owned(),
@@ -159,6 +175,49 @@ impl TranscriptView {
         }
         self.turns.push(turn);
         false
+    }
+
+    /// The service revised who said a turn of this run (its label, `None` when it no longer
+    /// says; its name).
+    pub fn revise(
+        &mut self,
+        run: u32,
+        generation: u64,
+        turn_order: u64,
+        speaker: Option<&str>,
+        name: Option<&str>,
+    ) {
+        if let Some(turn) = self
+            .turns
+            .iter_mut()
+            .rev()
+            .find(|t| t.run == run && t.generation == generation && t.turn_order == turn_order)
+        {
+            turn.speaker = speaker.map(|s| crate::untrusted::without_controls(s).into_owned());
+            turn.speaker_name = name.map(|s| crate::untrusted::without_controls(s).into_owned());
+        }
+    }
+
+    /// `speaker` of input `source` (`None`: of every input) is called `name` from now on: every
+    /// turn of theirs on screen too.
+    pub fn name_speaker(&mut self, source: Option<&str>, speaker: &str, name: &str) {
+        for turn in &mut self.turns {
+            let same_input = source.is_none() || turn.source.as_deref() == source;
+            if same_input
+                && turn
+                    .speaker
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(speaker))
+            {
+                turn.speaker_name = Some(crate::untrusted::without_controls(name).into_owned());
+            }
+        }
+    }
+
+    /// The turn the view is anchored on (the bottom one shown): what "this turn" means to the
+    /// keys that act on one.
+    pub fn anchored(&self) -> Option<&Turn> {
+        self.bottom().and_then(|i| self.turns.get(i))
     }
 
     /// Hide everything on screen so far (the saved files keep it), and follow again.
@@ -216,10 +275,13 @@ pub fn to_transcript(turns: &[Turn]) -> Transcript {
                 start_ms: turn.start_ms,
                 end_ms: turn.end_ms.max(turn.start_ms),
                 speaker: turn.speaker.clone(),
+                speaker_name: turn.speaker_name.clone(),
+                language_code: turn.language.clone(),
                 words: Vec::new(),
                 latency_ms: None,
                 source: turn.source.clone(),
                 echo: turn.echo,
+                ..FinalTurn::default()
             })
             .collect(),
     )
@@ -322,6 +384,8 @@ mod tests {
             start_ms,
             end_ms: start_ms + 700,
             speaker: speaker.map(str::to_owned),
+            speaker_name: None,
+            language: None,
             source: None,
             echo: false,
             text: text.into(),
@@ -368,6 +432,8 @@ mod tests {
             start_ms,
             end_ms: start_ms + 700,
             speaker: None,
+            speaker_name: None,
+            language: None,
             source: None,
             echo: false,
             text: text.into(),

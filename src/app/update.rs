@@ -4,8 +4,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::action::Action;
+use super::msg::PromptKey;
 use super::msg::{DashboardCommand, Msg, StartFailure};
-use super::state::{CloseInfo, DashboardState, Life, Problem, ProblemKind, SessionPanel};
+use super::state::{
+    CloseInfo, DashboardState, Life, Problem, ProblemKind, Prompt, PromptPurpose, SessionPanel,
+};
 use crate::audio::{AudioStats, InputEnd};
 use crate::diagnosis::Diagnosis;
 use crate::events::SessionEvent;
@@ -110,6 +113,7 @@ impl DashboardState {
                 self.quit_if_done(&mut out);
             }
             Msg::Warning(text) => self.events.push(now, Severity::Warn, text),
+            Msg::Prompt(key) => self.on_prompt(key, now, &mut out),
         }
         out
     }
@@ -188,6 +192,7 @@ impl DashboardState {
                     self.notify(now, Severity::Info, "exporting the transcript...");
                 }
             }
+            Action::NameSpeaker => self.open_name_prompt(now),
             Action::Clear => {
                 self.transcript.clear();
                 self.notify(
@@ -443,6 +448,79 @@ impl DashboardState {
         }
     }
 
+    /// Name the speaker of the turn the view is anchored on (the last one shown): open a prompt
+    /// holding their current name.
+    fn open_name_prompt(&mut self, now: SystemTime) {
+        let Some(turn) = self.transcript.anchored() else {
+            self.notify(now, Severity::Warn, "no turn to name the speaker of yet");
+            return;
+        };
+        let Some(speaker) = turn
+            .speaker
+            .clone()
+            .filter(|s| !crate::transcript::is_pending(s))
+        else {
+            let why = if turn.speaker.is_some() {
+                "the service has not yet said who spoke this turn (speaker pending)"
+            } else {
+                "turns carry no speaker: set streaming.speaker_labels = true"
+            };
+            self.notify(now, Severity::Warn, why);
+            return;
+        };
+        self.prompt = Some(Prompt {
+            purpose: PromptPurpose::SpeakerName {
+                source: turn.source.clone(),
+                speaker,
+            },
+            text: turn.speaker_name.clone().unwrap_or_default(),
+        });
+    }
+
+    fn on_prompt(&mut self, key: PromptKey, now: SystemTime, out: &mut Vec<DashboardCommand>) {
+        let Some(prompt) = self.prompt.as_mut() else {
+            return;
+        };
+        match key {
+            PromptKey::Char(c)
+                if !c.is_control() && prompt.text.chars().count() < Prompt::MAX_CHARS =>
+            {
+                prompt.text.push(c);
+            }
+            PromptKey::Char(_) => {}
+            PromptKey::Backspace => {
+                prompt.text.pop();
+            }
+            PromptKey::Cancel => self.prompt = None,
+            PromptKey::Submit => {
+                let Some(Prompt { purpose, text }) = self.prompt.take() else {
+                    return;
+                };
+                let name = text.trim().to_owned();
+                if name.is_empty() {
+                    return;
+                }
+                match purpose {
+                    PromptPurpose::SpeakerName { source, speaker } => {
+                        self.transcript
+                            .name_speaker(source.as_deref(), &speaker, &name);
+                        self.events.push(
+                            now,
+                            Severity::Info,
+                            format!("speaker {speaker} is {name} from now on"),
+                        );
+                        self.notify(now, Severity::Info, format!("{speaker} is {name}"));
+                        out.push(DashboardCommand::NameSpeaker {
+                            source,
+                            speaker,
+                            name,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     /// Meeting mode: input `index`'s event. Its own panel takes it (as the run's panel takes a
     /// single input's), its lines in the events pane name the input, and the run's panel
     /// follows all inputs.
@@ -519,40 +597,22 @@ impl DashboardState {
                 fingerprint,
                 ..
             } => self.session.last_token = Some((generation, fingerprint)),
-            SessionEvent::Begin {
-                generation,
-                session_id,
-                expires_at,
-                ..
-            } => {
-                let expires_at = UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
-                self.session.lives.push(Life {
-                    run,
-                    generation,
-                    session_id,
-                    began_at: now,
-                    expires_at,
-                    rotates_at: None,
-                });
-                if self.session.lives.len() > LIVES_KEPT {
-                    self.session.lives.remove(0);
-                }
+            SessionEvent::Begin { .. } | SessionEvent::RotationPlanned { .. } => {
+                self.on_life(run, event, now);
             }
-            SessionEvent::RotationPlanned {
+            SessionEvent::SpeakerRevision {
                 generation,
-                rotates_in_ms,
+                turn_order,
+                speaker,
+                speaker_name,
                 ..
-            } => {
-                if let Some(life) = self
-                    .session
-                    .lives
-                    .iter_mut()
-                    .rev()
-                    .find(|l| l.run == run && l.generation == generation)
-                {
-                    life.rotates_at = Some(now + Duration::from_millis(rotates_in_ms));
-                }
-            }
+            } => self.transcript.revise(
+                run,
+                generation,
+                turn_order,
+                speaker.as_deref(),
+                speaker_name.as_deref(),
+            ),
             SessionEvent::Partial(p) => self.transcript.set_partial(run, &p),
             SessionEvent::Final(f) => {
                 if !self.transcript.push_final(run, &f, now) {
@@ -595,7 +655,50 @@ impl DashboardState {
             | SessionEvent::TokenFailed { .. }
             | SessionEvent::DrainTimedOut { .. }
             | SessionEvent::Termination { .. }
+            // The dashboard named them itself (its view already shows it).
+            | SessionEvent::SpeakerNamed { .. }
             | SessionEvent::Warning { .. } => {}
+        }
+    }
+
+    /// A session's life: its `Begin`, and when its rotation is planned.
+    fn on_life(&mut self, run: u32, event: SessionEvent, now: SystemTime) {
+        match event {
+            SessionEvent::Begin {
+                generation,
+                session_id,
+                expires_at,
+                ..
+            } => {
+                let expires_at = UNIX_EPOCH + Duration::from_secs(expires_at.max(0) as u64);
+                self.session.lives.push(Life {
+                    run,
+                    generation,
+                    session_id,
+                    began_at: now,
+                    expires_at,
+                    rotates_at: None,
+                });
+                if self.session.lives.len() > LIVES_KEPT {
+                    self.session.lives.remove(0);
+                }
+            }
+            SessionEvent::RotationPlanned {
+                generation,
+                rotates_in_ms,
+                ..
+            } => {
+                if let Some(life) = self
+                    .session
+                    .lives
+                    .iter_mut()
+                    .rev()
+                    .find(|l| l.run == run && l.generation == generation)
+                {
+                    life.rotates_at = Some(now + Duration::from_millis(rotates_in_ms));
+                }
+            }
+            _ => {}
         }
     }
 

@@ -33,7 +33,13 @@ pub(crate) struct RawConfig {
     pub server: RawServer,
     /// Label -> input spec (meeting mode).
     pub inputs: BTreeMap<String, String>,
+    pub speakers: RawSpeakers,
     pub archive: RawArchive,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub(crate) struct RawSpeakers {
+    pub names: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -341,6 +347,9 @@ impl From<&Config> for RawConfig {
                 .iter()
                 .map(|s| (s.label.as_str().to_owned(), s.spec.to_string()))
                 .collect(),
+            speakers: RawSpeakers {
+                names: c.speakers.names.clone(),
+            },
             archive: RawArchive {
                 enabled: c.archive.enabled,
             },

@@ -41,7 +41,15 @@ pub struct Config {
     pub server: ServerSettings,
     /// `[inputs]`: labelled inputs (meeting mode); empty = the single `audio.input`.
     pub inputs: Vec<LabelledInput>,
+    pub speakers: SpeakersConfig,
     pub archive: ArchiveConfig,
+}
+
+/// `[speakers]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpeakersConfig {
+    /// `LABEL` or `INPUT:LABEL` (lower case) → name.
+    pub names: BTreeMap<String, String>,
 }
 
 /// `[archive]`.
@@ -798,6 +806,7 @@ impl Default for KeysConfig {
             ("reconnect", vec![char('r')]),
             ("mint_token", vec![char('t')]),
             ("export", vec![char('e')]),
+            ("name_speaker", vec![char('n')]),
             ("clear", vec![char('c')]),
             ("toggle_events", vec![char('l')]),
             ("help", vec![char('?')]),

@@ -23,7 +23,8 @@ use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin};
 use super::types::{
     ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, InputSpec, KeysConfig,
     Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig, ServerAuth,
-    ServerSettings, SessionConfig, StreamingConfig, TranscriptConfig, UiConfig, check_inputs,
+    ServerSettings, SessionConfig, SpeakersConfig, StreamingConfig, TranscriptConfig, UiConfig,
+    check_inputs,
 };
 
 /// Validates every section; `Err` holds every problem found.
@@ -51,6 +52,9 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         log: validate_log(&mut v, raw.log),
         server: validate_server(&mut v, raw.server),
         inputs: validate_inputs(&mut v, &raw.inputs),
+        speakers: SpeakersConfig {
+            names: validate_names(&mut v, &raw.speakers.names),
+        },
         archive: ArchiveConfig {
             enabled: raw.archive.enabled,
         },
@@ -292,6 +296,45 @@ fn validate_audio(v: &mut Validator<'_>, raw: RawAudio) -> AudioConfig {
             .parse("audio.stdin_format", &raw.stdin_format)
             .unwrap_or_default(),
     }
+}
+
+/// `[speakers] names`: keys `LABEL` or `INPUT:LABEL` (a speaker label: 1-16 letters or
+/// digits), names of 1-64 characters without control characters. Kept in lower case: the
+/// environment lower-cases its keys.
+fn validate_names(
+    v: &mut Validator<'_>,
+    raw: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let speaker_ok =
+        |s: &str| (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let mut names = BTreeMap::new();
+    for (key, name) in raw {
+        let path = format!("speakers.names.{key}");
+        let key_ok = match key.split_once(':') {
+            Some((input, speaker)) => input.parse::<Label>().is_ok() && speaker_ok(speaker),
+            None => speaker_ok(key),
+        };
+        if !key_ok {
+            v.fail(
+                &path,
+                &Q(key),
+                "must be a speaker label (1-16 letters or digits, e.g. \"A\") or INPUT:LABEL \
+                 (e.g. \"them:A\")",
+            );
+            continue;
+        }
+        let chars = name.chars().count();
+        if !(1..=64).contains(&chars) || name.chars().any(char::is_control) {
+            v.fail(
+                &path,
+                &Q(name),
+                "must be a name of 1-64 characters without control characters",
+            );
+            continue;
+        }
+        names.insert(key.to_lowercase(), name.clone());
+    }
+    names
 }
 
 /// `[inputs]`: each key a label, each value a spec; labels unique without case, `stdin` once.

@@ -149,6 +149,20 @@ impl Streams {
         }
     }
 
+    /// The index of input `label`.
+    pub fn index_of(&self, label: &str) -> Option<usize> {
+        self.labels
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.as_str() == label))
+    }
+
+    /// Send `command` to stream `index`.
+    pub fn send_to(&self, index: usize, command: &SessionCommand) {
+        if let Some(tx) = self.commands.get(index) {
+            let _ = tx.send(command.clone());
+        }
+    }
+
     /// Send `command` to every stream.
     pub fn send_all(&self, command: &SessionCommand) {
         for tx in &self.commands {

@@ -80,6 +80,13 @@ pub enum SessionCommand {
     SetMuted(bool),
     /// Drop the pre-minted token and fetch a fresh one now.
     MintNow,
+    /// Call the service's `speaker` `name` from now on (in this stream's transcript: its
+    /// finals, journal and exports), for this input only or (`all_inputs`) whatever the input.
+    NameSpeaker {
+        speaker: String,
+        name: String,
+        all_inputs: bool,
+    },
 }
 
 /// Everything the supervisor needs besides its collaborators.
@@ -650,6 +657,14 @@ impl Supervisor {
             SessionCommand::Update(u) => self.control(ClientMessage::UpdateConfiguration(u)),
             SessionCommand::SetMuted(m) => self.muted = m,
             SessionCommand::MintNow => self.premint.refresh_now(),
+            SessionCommand::NameSpeaker {
+                speaker,
+                name,
+                all_inputs,
+            } => {
+                self.transcript.name_speaker(&speaker, &name, all_inputs);
+                self.emit(SessionEvent::SpeakerNamed { speaker, name });
+            }
         }
     }
 
@@ -1253,6 +1268,7 @@ impl Supervisor {
                     end_of_turn: turn.end_of_turn,
                 });
             }
+            ServerMessage::SpeakerRevision(revision) => self.on_revision(generation, &revision),
             ServerMessage::Termination(t) => {
                 self.emit(SessionEvent::Termination {
                     generation,
@@ -1270,6 +1286,32 @@ impl Supervisor {
                 explain: None,
             }),
             other => tracing::debug!(generation, kind = other.kind(), "server message"),
+        }
+    }
+
+    /// The service revised who said turns of `generation`: the transcript takes each revision,
+    /// and each becomes a `speaker_revision` event.
+    fn on_revision(
+        &mut self,
+        generation: Gen,
+        revision: &crate::protocol::messages::SpeakerRevision,
+    ) {
+        let base_ms = self
+            .conns
+            .get(&generation)
+            .and_then(|c| c.base)
+            .or_else(|| self.retired.get(&generation).and_then(|r| r.0))
+            .map_or(0, |b| self.ms(b));
+        for entry in &revision.revisions {
+            if let Some(turn) = self.transcript.revise(generation, base_ms, entry) {
+                self.emit(SessionEvent::SpeakerRevision {
+                    generation,
+                    turn_order: turn.turn_order,
+                    speaker: turn.speaker,
+                    speaker_name: turn.speaker_name,
+                    words: turn.words,
+                });
+            }
         }
     }
 

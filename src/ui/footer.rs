@@ -11,6 +11,36 @@ use super::header::join_left_right;
 use crate::app::action::Action;
 use crate::app::state::{DashboardState, Severity};
 
+/// The prompt being typed: what it is for, the text and a cursor, and how to finish.
+fn prompt_line(
+    cx: Ctx<'_>,
+    prompt: &crate::app::state::Prompt,
+    width: usize,
+) -> ratatui::text::Line<'static> {
+    use crate::app::state::PromptPurpose;
+    let t = cx.t;
+    let asked = match &prompt.purpose {
+        PromptPurpose::SpeakerName { source, speaker } => {
+            let of = source
+                .as_deref()
+                .and_then(|s| s.parse::<crate::config::Label>().ok())
+                .map_or_else(String::new, |l| format!(" of {}", l.display_name()));
+            format!(" name speaker {speaker}{of}: ")
+        }
+    };
+    let cursor = if t.ascii { "_" } else { "█" };
+    join_left_right(
+        vec![
+            Span::styled(asked, t.label()),
+            Span::styled(prompt.text.clone(), t.strong()),
+            Span::styled(cursor.to_owned(), t.accent()),
+        ],
+        vec![Span::styled("enter ok · esc cancel ".to_owned(), t.dim())],
+        width,
+        t,
+    )
+}
+
 /// Footer keys, most important first; shown in `Action::all()` order.
 const PRIORITY: [Action; 10] = [
     Action::Help,
@@ -28,6 +58,10 @@ const PRIORITY: [Action; 10] = [
 pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let Ctx { state, now, t } = cx;
     let width = usize::from(area.width);
+    if let Some(prompt) = &state.prompt {
+        frame.render_widget(Paragraph::new(prompt_line(cx, prompt, width)), area);
+        return;
+    }
     let notice = if state.lifecycle.quitting.is_some() {
         Some((
             format!(

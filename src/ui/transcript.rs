@@ -82,6 +82,12 @@ pub fn visible_lines(cx: Ctx<'_>, width: usize, height: usize) -> Vec<Line<'stat
                 (None, true) => (Some("(echo)".to_owned()), t.dim()),
                 (who, false) => (who, t.text()),
             };
+            // The language the service heard, as the exports write it: `[es] Them · Ana`.
+            let who = match (&turn.language, who) {
+                (Some(lang), Some(who)) => Some(format!("[{lang}] {who}")),
+                (Some(lang), None) => Some(format!("[{lang}]")),
+                (None, who) => who,
+            };
             let lines = stamped(
                 turn.start_ms,
                 who.as_deref().map(|w| (w, t.who(input))),
