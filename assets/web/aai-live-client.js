@@ -328,6 +328,11 @@ export class Ledger {
 
 // --- The transcript: one final per turn --------------------------------------------------------
 
+/** As src/transcript.rs: `PENDING`/`UNKNOWN` (too short to tell) is "speaker pending", never a
+ * speaker. */
+const isPending = (speaker) => /^(pending|unknown)$/i.test(String(speaker));
+const who = (speaker) => (speaker ? `${isPending(speaker) ? "speaker pending" : speaker}: ` : "");
+
 /**
  * Turns keyed by (generation, turn_order). A later final for the same turn (older servers send a
  * formatted copy) replaces the earlier one: `apply` says whether it replaced.
@@ -335,6 +340,19 @@ export class Ledger {
 export class Transcript {
   constructor() {
     this.finals = new Map(); // key -> final
+  }
+
+  /**
+   * The service revised who said a turn (`SpeakerRevision`): its speaker (`null` when it no
+   * longer says) and, when given, its words. Returns the revised final, or null for an unknown
+   * turn.
+   */
+  revise(generation, turnOrder, speaker, words) {
+    const final = this.finals.get(`${generation}/${turnOrder}`);
+    if (!final) return null;
+    final.speaker = speaker;
+    if (words) final.words = words;
+    return final;
   }
 
   /** Record a final; returns `{final, replaced}`. */
@@ -358,7 +376,7 @@ export class Transcript {
       return `${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
     };
     return this.list()
-      .map((t) => `[${clock(t.start_ms)}] ${t.speaker ? `${t.speaker}: ` : ""}${t.text}\n`)
+      .map((t) => `[${clock(t.start_ms)}] ${t.language_code ? `[${t.language_code}] ` : ""}${who(t.speaker)}${t.text}\n`)
       .join("");
   }
 }
@@ -900,6 +918,9 @@ export class AaiLiveClient extends EventTarget {
       case "Warning":
         this.emit("warning", { message: String(m.warning || "").slice(0, 4096) });
         break;
+      case "SpeakerRevision":
+        this.onRevision(conn, m);
+        break;
       default:
         break;
     }
@@ -963,6 +984,10 @@ export class AaiLiveClient extends EventTarget {
         start_ms: start,
         end_ms: end,
         ...(turn.speaker_label ? { speaker: String(turn.speaker_label) } : {}),
+        ...(turn.language_code ? { language_code: String(turn.language_code).slice(0, 16) } : {}),
+        ...(Number.isFinite(Number(turn.language_confidence)) && turn.language_code
+          ? { language_confidence: Number(turn.language_confidence) }
+          : {}),
         words: words.map((w) => ({
           text: String(w.text || ""),
           start_ms: baseMs + rel(w.start),
@@ -984,6 +1009,30 @@ export class AaiLiveClient extends EventTarget {
       this.emit("partial", { generation: conn.generation, turn_order: order, text, start_ms: start, end_ms: end });
     }
     this.input({ kind: "turn", generation: conn.generation, end_of_turn: Boolean(turn.end_of_turn) });
+  }
+
+  /** `SpeakerRevision`: one `speaker_revision` event per revised turn; the final is not sent
+   * again (the transcript takes the revision). */
+  onRevision(conn, m) {
+    const baseMs = conn.base === null ? 0 : this.ms(conn.base);
+    const rel = (v) => (Number.isFinite(Number(v)) ? Math.max(0, Number(v)) : 0);
+    for (const r of Array.isArray(m.revisions) ? m.revisions : []) {
+      const order = Number(r.turn_order) || 0;
+      const speaker = r.speaker_label === null || r.speaker_label === undefined ? null : String(r.speaker_label).slice(0, 64);
+      const words = Array.isArray(r.words) && r.words.length
+        ? r.words.map((w) => ({
+            text: String(w.text || ""),
+            start_ms: baseMs + rel(w.start),
+            end_ms: baseMs + rel(w.end),
+            confidence: Number(w.confidence) || 0,
+            ...(w.speaker ? { speaker: String(w.speaker) } : {}),
+          }))
+        : null;
+      const revised = this.transcript.revise(conn.generation, order, speaker, words);
+      if (revised) {
+        this.emit("speaker_revision", { generation: conn.generation, turn_order: order, speaker, words: revised.words });
+      }
+    }
   }
 
   /** From sending the audio that holds a turn's last word to now (its final), if known. */

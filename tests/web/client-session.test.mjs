@@ -395,3 +395,27 @@ test("no defaults of its own: a session policy missing a setting is refused", { 
   const c = new TestClient({ streamingUrl: "ws://127.0.0.1:9/v3/ws", closeCodes: table, session, clock });
   await assert.rejects(() => c.start(), /session\.rotation_lead_ms is missing/);
 });
+
+test("speakers and languages: a revision changes who said a final, pending is never a speaker", { skip }, async () => {
+  const clock = new VirtualClock();
+  const sockets = fakeService(clock, [{ begin: 0 }]);
+  tokenServer(clock, [{ delay: 0 }]);
+  const c = client(clock);
+  await c.start();
+  await clock.runTo(10);
+  for (let k = 0; k < 20; k++) c.onChunk(chunk(k));
+  const s = sockets[0];
+  const word = (text, start, speaker) => ({ text, start, end: start + 300, confidence: 1, speaker });
+  s.message({ type: "Turn", turn_order: 0, end_of_turn: true, transcript: "Hola.", speaker_label: "A", language_code: "es", language_confidence: 0.9, words: [word("Hola.", 100, "A")] });
+  s.message({ type: "Turn", turn_order: 1, end_of_turn: true, transcript: "Hm.", speaker_label: "PENDING", words: [word("Hm.", 600, "PENDING")] });
+  const [first] = ofKind(c, "final");
+  assert.equal(first.language_code, "es");
+  assert.equal(first.language_confidence, 0.9);
+  assert.match(c.transcript.text(), /\[es\] A: Hola\.\n.*speaker pending: Hm\./s);
+  s.message({ type: "SpeakerRevision", revisions: [{ turn_order: 1, speaker_label: "B", words: [word("Hm.", 600, "B")] }, { turn_order: 9, speaker_label: "C", words: [] }] });
+  const revisions = ofKind(c, "speaker_revision");
+  assert.equal(revisions.length, 1, "unknown turns are not revised");
+  assert.deepEqual([revisions[0].turn_order, revisions[0].speaker, revisions[0].words[0].speaker], [1, "B", "B"]);
+  assert.equal(ofKind(c, "final").length, 2, "the final is not sent again");
+  assert.match(c.transcript.text(), /B: Hm\./);
+});
