@@ -154,6 +154,11 @@ pub fn params(config: &Config) -> StreamingParams {
         inactivity_timeout: s.inactivity_timeout,
         speaker_labels: s.speaker_labels,
         max_speakers: s.max_speakers,
+        mode: s.mode.clone(),
+        redact_pii: s.redact_pii,
+        redact_pii_policies: s.redact_pii_policies.clone(),
+        redact_pii_sub: s.redact_pii_sub.clone(),
+        include_partial_turns: s.include_partial_turns,
         extra: s.extra.clone(),
     }
 }

@@ -116,7 +116,13 @@ fn optional_keys_in_default_toml_are_valid_when_uncommented() {
         })
         .collect();
     let (_dir, path) = user_file(&uncommented);
-    let loaded = load_ok(&opts(Some(&path), &[], &[]));
+    // Some examples apply in a context their comment names: a U3 model (`mode`), redaction on
+    // (`redact_pii_sub`, `include_partial_turns`).
+    let context = [
+        ("streaming.speech_model", "u3-rt-pro"),
+        ("streaming.redact_pii", "true"),
+    ];
+    let loaded = load_ok(&opts(Some(&path), &[], &context));
     let streaming = &loaded.config.streaming;
     assert_eq!(streaming.end_of_turn_confidence_threshold, Some(0.4));
     assert_eq!(streaming.max_turn_silence, Some(1280));

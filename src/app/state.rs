@@ -83,6 +83,9 @@ pub fn locale_is_utf8(env: &dyn Fn(&str) -> Option<String>) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub rotation: bool,
+    /// `streaming.redact_pii`: the transcript is redacted; and whether partials are withheld.
+    pub redacting: bool,
+    pub partials_withheld: bool,
     /// KeepAlive period while muted.
     pub keepalive_interval: Duration,
     /// How long quitting waits for the last turns before giving up.
@@ -93,6 +96,9 @@ impl Limits {
     pub fn from_config(config: &Config) -> Self {
         Self {
             rotation: config.session.rotation,
+            redacting: config.streaming.redact_pii,
+            partials_withheld: config.streaming.redact_pii
+                && config.streaming.include_partial_turns != Some(true),
             keepalive_interval: config.session.keepalive_interval,
             // Terminate's own timeout, plus room for the transcript to be written.
             quit_grace: config.session.terminate_timeout + Duration::from_secs(5),

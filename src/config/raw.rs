@@ -124,6 +124,14 @@ pub(crate) struct RawStreaming {
     pub max_speakers: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub redact_pii: bool,
+    pub redact_pii_policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_pii_sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_partial_turns: Option<bool>,
     pub extra: BTreeMap<String, String>,
 }
 
@@ -286,6 +294,11 @@ impl From<&Config> for RawConfig {
                 filter_profanity: s.filter_profanity,
                 max_speakers: s.max_speakers.map(Into::into),
                 prompt: s.prompt.clone(),
+                mode: s.mode.clone(),
+                redact_pii: s.redact_pii,
+                redact_pii_policies: s.redact_pii_policies.clone(),
+                redact_pii_sub: s.redact_pii_sub.clone(),
+                include_partial_turns: s.include_partial_turns,
                 extra: s.extra.clone(),
             },
             session: RawSession {

@@ -454,6 +454,12 @@ pub struct StreamingConfig {
     pub max_speakers: Option<u32>,
     pub prompt: Option<String>,
     /// Extra query parameters, passed verbatim.
+    /// U3 models: `min_latency`, `balanced` or `max_accuracy`.
+    pub mode: Option<String>,
+    pub redact_pii: bool,
+    pub redact_pii_policies: Vec<String>,
+    pub redact_pii_sub: Option<String>,
+    pub include_partial_turns: Option<bool>,
     pub extra: BTreeMap<String, String>,
 }
 
@@ -477,6 +483,11 @@ impl Default for StreamingConfig {
             filter_profanity: None,
             max_speakers: None,
             prompt: None,
+            mode: None,
+            redact_pii: false,
+            redact_pii_policies: Vec::new(),
+            redact_pii_sub: None,
+            include_partial_turns: None,
             extra: BTreeMap::new(),
         }
     }

@@ -198,6 +198,23 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
             );
         }
     }
+    let u3 = raw.speech_model.starts_with("u3") || raw.speech_model.starts_with("universal-3");
+    if let Some(mode) = &raw.mode {
+        if !u3 {
+            let rule = format!(
+                "applies to U3 models only (`streaming.speech_model` is {:?})",
+                raw.speech_model
+            );
+            v.fail("streaming.mode", &Q(mode), &rule);
+        } else if !["min_latency", "balanced", "max_accuracy"].contains(&mode.as_str()) {
+            v.fail(
+                "streaming.mode",
+                &Q(mode),
+                "must be \"min_latency\", \"balanced\" or \"max_accuracy\"",
+            );
+        }
+    }
+    validate_redaction(v, &raw);
     StreamingConfig {
         url: raw
             .url
@@ -228,7 +245,62 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
         filter_profanity: raw.filter_profanity,
         max_speakers: v.opt_int("streaming.max_speakers", raw.max_speakers, 1..=10),
         prompt: raw.prompt,
+        mode: raw.mode,
+        redact_pii: raw.redact_pii,
+        redact_pii_policies: raw.redact_pii_policies,
+        redact_pii_sub: raw.redact_pii_sub,
+        include_partial_turns: raw.include_partial_turns,
         extra: raw.extra,
+    }
+}
+
+/// The PII redaction keys: policies and substitution only with `redact_pii`, policies named
+/// as the service names them (lower case, `_`), at most 50.
+fn validate_redaction(v: &mut Validator<'_>, raw: &RawStreaming) {
+    const POLICIES: &str = "streaming.redact_pii_policies";
+    if !raw.redact_pii {
+        for (key, set) in [
+            (POLICIES, !raw.redact_pii_policies.is_empty()),
+            ("streaming.redact_pii_sub", raw.redact_pii_sub.is_some()),
+            (
+                "streaming.include_partial_turns",
+                raw.include_partial_turns.is_some(),
+            ),
+        ] {
+            if set {
+                v.fail(
+                    key,
+                    &"(set)",
+                    "applies only with `streaming.redact_pii = true`",
+                );
+            }
+        }
+    }
+    if raw.redact_pii_policies.len() > 50 {
+        let count = format!("[{} policies]", raw.redact_pii_policies.len());
+        v.fail(POLICIES, &count, "must have at most 50 policies");
+    }
+    for policy in &raw.redact_pii_policies {
+        let ok = (1..=64).contains(&policy.len())
+            && policy
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            v.fail(
+                POLICIES,
+                &Q(policy),
+                "each policy is a name such as \"person_name\" (lower case, digits, `_`)",
+            );
+        }
+    }
+    if let Some(sub) = &raw.redact_pii_sub
+        && !["hash", "entity_name"].contains(&sub.as_str())
+    {
+        v.fail(
+            "streaming.redact_pii_sub",
+            &Q(sub),
+            "must be \"hash\" or \"entity_name\"",
+        );
     }
 }
 
@@ -908,6 +980,57 @@ mod tests {
         assert_problem(
             |r| r.session.backoff_initial = "1m".into(),
             "must not exceed `session.backoff_max`",
+        );
+    }
+
+    /// Model parameters are checked for the model they apply to, and redaction's keys only with
+    /// redaction on.
+    #[test]
+    fn model_and_redaction_keys() {
+        assert_problem(
+            |r| r.streaming.mode = Some("balanced".into()),
+            "`streaming.mode` = \"balanced\" (from the built-in defaults): applies to U3 models only",
+        );
+        assert_problem(
+            |r| {
+                r.streaming.speech_model = "u3-rt-pro".into();
+                r.streaming.mode = Some("fast".into());
+            },
+            "must be \"min_latency\", \"balanced\" or \"max_accuracy\"",
+        );
+        assert_eq!(
+            problems(|r| {
+                r.streaming.speech_model = "universal-3-6-pro".into();
+                r.streaming.mode = Some("max_accuracy".into());
+            }),
+            Vec::<String>::new()
+        );
+        assert_problem(
+            |r| r.streaming.redact_pii_policies = vec!["person_name".into()],
+            "`streaming.redact_pii_policies` = (set) (from the built-in defaults): applies only with `streaming.redact_pii = true`",
+        );
+        assert_problem(
+            |r| {
+                r.streaming.redact_pii = true;
+                r.streaming.redact_pii_policies = vec!["Person Name".into()];
+            },
+            "each policy is a name such as",
+        );
+        assert_problem(
+            |r| {
+                r.streaming.redact_pii = true;
+                r.streaming.redact_pii_sub = Some("stars".into());
+            },
+            "must be \"hash\" or \"entity_name\"",
+        );
+        assert_eq!(
+            problems(|r| {
+                r.streaming.redact_pii = true;
+                r.streaming.redact_pii_policies = vec!["person_name".into(), "phone_number".into()];
+                r.streaming.redact_pii_sub = Some("entity_name".into());
+                r.streaming.include_partial_turns = Some(false);
+            }),
+            Vec::<String>::new()
         );
     }
 

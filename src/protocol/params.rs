@@ -249,6 +249,12 @@ pub struct StreamingParams {
     pub inactivity_timeout: Option<u32>,
     pub speaker_labels: bool,
     pub max_speakers: Option<u32>,
+    /// U3 models: `min_latency`, `balanced`, `max_accuracy`.
+    pub mode: Option<String>,
+    pub redact_pii: bool,
+    pub redact_pii_policies: Vec<String>,
+    pub redact_pii_sub: Option<String>,
+    pub include_partial_turns: Option<bool>,
     /// Parameters not modelled here, passed verbatim.
     pub extra: BTreeMap<String, String>,
 }
@@ -271,6 +277,11 @@ impl Default for StreamingParams {
             inactivity_timeout: None,
             speaker_labels: false,
             max_speakers: None,
+            mode: None,
+            redact_pii: false,
+            redact_pii_policies: Vec::new(),
+            redact_pii_sub: None,
+            include_partial_turns: None,
             extra: BTreeMap::new(),
         }
     }
@@ -310,6 +321,13 @@ impl StreamingParams {
     }
 
     /// Whether the model belongs to the U3-Pro family (whole-turn partials, SpeechStarted).
+    /// The service sends no partial turns: PII redaction withholds them unless
+    /// `include_partial_turns`. A long turn then says nothing until its end, so silence from the
+    /// service after voice is no sign of a dead session.
+    pub fn partials_withheld(&self) -> bool {
+        self.redact_pii && self.include_partial_turns != Some(true)
+    }
+
     pub fn is_u3(&self) -> bool {
         self.speech_model.starts_with("u3") || self.speech_model.starts_with("universal-3")
     }
@@ -432,6 +450,19 @@ impl StreamingParams {
         );
         push("speaker_labels", self.speaker_labels.then(|| "true".into()));
         push("max_speakers", self.max_speakers.map(|v| v.to_string()));
+        push("mode", self.mode.clone());
+        push("redact_pii", self.redact_pii.then(|| "true".into()));
+        if !self.redact_pii_policies.is_empty() {
+            push(
+                "redact_pii_policies",
+                serde_json::to_string(&self.redact_pii_policies).ok(),
+            );
+        }
+        push("redact_pii_sub", self.redact_pii_sub.clone());
+        push(
+            "include_partial_turns",
+            self.include_partial_turns.map(|v| v.to_string()),
+        );
         for (k, v) in &self.extra {
             q.push((k.clone(), v.clone()));
         }
@@ -470,6 +501,13 @@ impl StreamingParams {
                 "inactivity_timeout" => p.inactivity_timeout = Some(parse_num(key, value)?),
                 "speaker_labels" => p.speaker_labels = parse_bool(key, value)?,
                 "max_speakers" => p.max_speakers = Some(parse_num(key, value)?),
+                "mode" => p.mode = Some(value.into()),
+                "redact_pii" => p.redact_pii = parse_bool(key, value)?,
+                "redact_pii_policies" => p.redact_pii_policies = parse_list(key, value)?,
+                "redact_pii_sub" => p.redact_pii_sub = Some(value.into()),
+                "include_partial_turns" => {
+                    p.include_partial_turns = Some(parse_bool(key, value)?);
+                }
                 // The credential is not a streaming parameter.
                 "token" => {}
                 other => ignored.push(other.to_owned()),

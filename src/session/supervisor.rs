@@ -1369,12 +1369,13 @@ impl Supervisor {
     /// unanswered voice turning into a stall).
     fn next_stall_check(&self) -> Option<Instant> {
         let stall_timeout = self.opts.stall_timeout;
+        let voice_rule = !self.opts.params.partials_withheld();
         self.conns
             .values()
             .flat_map(|c| {
                 let ping = (!c.pinged).then(|| c.last_heard + PING_AFTER);
                 let silent = Some(c.last_heard + PING_AFTER + stall_timeout);
-                let voice = (c.unanswered_voice_ms >= STALL_MIN_VOICE_MS)
+                let voice = (voice_rule && c.unanswered_voice_ms >= STALL_MIN_VOICE_MS)
                     .then_some(c.unanswered_since)
                     .flatten()
                     .map(|t| t + stall_timeout);
@@ -1406,7 +1407,10 @@ impl Supervisor {
         for (generation, c) in &mut self.conns {
             // A cough or a click followed by silence is not a stall (the service says
             // nothing about non-speech).
-            let unanswered_voice = c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
+            // With partials withheld (PII redaction) a long turn says nothing until it ends:
+            // only the ping rule tells a dead session then.
+            let unanswered_voice = !self.opts.params.partials_withheld()
+                && c.unanswered_voice_ms >= STALL_MIN_VOICE_MS
                 && c.unanswered_since
                     .is_some_and(|t| now.duration_since(t) >= stall_timeout);
             let quiet_for = now.duration_since(c.last_heard);

@@ -16,6 +16,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let view = &state.transcript;
     let title = if state.info.demo.is_some() {
         " transcript (offline demo: the emulator knows the recording's words) "
+    } else if state.limits.partials_withheld {
+        " transcript (personal information redacted: each turn shows when it ends) "
+    } else if state.limits.redacting {
+        " transcript (personal information redacted) "
     } else {
         " transcript "
     };
