@@ -17,10 +17,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::Profile;
-use super::script::{Script, TimedWord};
+use super::script::{Script, TimedWord, TurnMeta};
 use crate::protocol::StreamingParams;
-use crate::protocol::messages::{ServerMessage, SpeechStarted, Turn, UpdateConfiguration, Word};
+use crate::protocol::messages::{
+    Revision, ServerMessage, SpeakerRevision, SpeechStarted, Turn, UpdateConfiguration, Word,
+};
 
 /// Voice detection frame.
 const FRAME_MS: u64 = 20;
@@ -31,6 +35,34 @@ const MAX_WORD_MS: u64 = 600;
 /// Voice history kept to check that script words were actually heard.
 const HISTORY_MS: u64 = 30_000;
 
+/// Without a script speaker, who speaks changes with the stream time of a turn's first word:
+/// [`VOICES`] take turns in slots this long. Stream time, not turn counts, so that every session
+/// hearing the same stretch of a stream hears the same person (turn counts restart per session).
+pub const SPEAKER_SLOT_MS: u64 = 5_000;
+/// The people of the unscripted conversation (names inside the emulator; the wire carries only
+/// the labels each session gives them).
+pub const VOICES: &[&str] = &["voice-1", "voice-2"];
+/// A turn shorter than this (first word's start to last word's end) is too short to say who
+/// speaks: `PENDING` (or `UNKNOWN` before June 2026) instead of a label.
+pub const SHORT_TURN_MS: u64 = 1_000;
+/// `language_confidence` on final turns with `language_detection`: fixed, so tests can predict it.
+pub const LANGUAGE_CONFIDENCE: f64 = 0.97;
+/// The language of turns a script does not give one.
+pub const DEFAULT_LANGUAGE: &str = "en";
+/// Final turns kept for the `SpeakerRevision` before `Termination` (scripted revisions and
+/// pending labels); the oldest beyond it go unrevised, so a long session's memory stays bounded.
+pub const MAX_REVISABLE_TURNS: usize = 256;
+/// How sure the emulator "is" that a turn has ended at a pause, compared with
+/// `end_of_turn_confidence_threshold` to choose between `min_turn_silence` and
+/// `max_turn_silence` (Universal-Streaming): two words or more make a sentence, one does not.
+/// With the default threshold (0.4) that is "two words or more".
+const CONFIDENT_END: f64 = 0.8;
+const UNSURE_END: f64 = 0.3;
+/// The service's default `end_of_turn_confidence_threshold` (0.4 since 2025-09).
+const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.4;
+/// The service's default `vad_threshold` (Universal-Streaming).
+const DEFAULT_VAD_THRESHOLD: f64 = 0.4;
+
 /// Words used when no script is given: deterministic, so tests can predict them.
 pub const WORD_LIST: &[&str] = &[
     "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven",
@@ -38,6 +70,10 @@ pub const WORD_LIST: &[&str] = &[
 ];
 
 /// Recognizer settings taken from the connection parameters.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, one per connection parameter of the service"
+)]
 #[derive(Debug, Clone)]
 pub struct RecognizerConfig {
     pub sample_rate: u32,
@@ -46,8 +82,18 @@ pub struct RecognizerConfig {
     pub format_turns: bool,
     pub min_turn_silence_ms: u64,
     pub max_turn_silence_ms: u64,
-    /// RMS level (dBFS) above which a frame counts as voice.
+    /// Universal-Streaming: the end-of-turn confidence at which a pause of `min_turn_silence`
+    /// ends a turn (below it, `max_turn_silence`).
+    pub end_of_turn_confidence_threshold: f64,
+    pub vad_threshold: f64,
+    /// RMS level (dBFS) above which a frame counts as voice (from `vad_threshold`).
     pub threshold_dbfs: f64,
+    /// Words spelled as these terms when they match one (case aside).
+    pub keyterms: Vec<String>,
+    pub speaker_labels: bool,
+    /// At most this many labels per session (`max_speakers`).
+    pub max_speakers: Option<u32>,
+    pub language_detection: bool,
     /// Stream offset of this session's first sample, in ms (script alignment after a reconnect).
     pub offset_ms: u64,
     /// The client gave the offset hint: run on stream time (see the module's comment).
@@ -60,7 +106,10 @@ impl RecognizerConfig {
         let u3_style = profile == Profile::U3Pro || params.is_u3();
         // The service's defaults differ per family (protocol.md §2.3).
         let (min_default, max_default) = if u3_style { (100, 1000) } else { (400, 1280) };
-        let vad = params.vad_threshold.unwrap_or(0.4);
+        let vad = params
+            .vad_threshold
+            .unwrap_or(DEFAULT_VAD_THRESHOLD)
+            .clamp(0.0, 1.0);
         Self {
             sample_rate: params.sample_rate,
             profile,
@@ -71,11 +120,62 @@ impl RecognizerConfig {
                 .max_turn_silence
                 .map_or(max_default, u64::from)
                 .max(params.min_turn_silence.map_or(0, u64::from)),
-            threshold_dbfs: -60.0 + 40.0 * vad.clamp(0.0, 1.0),
+            end_of_turn_confidence_threshold: params
+                .end_of_turn_confidence_threshold
+                .unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD),
+            vad_threshold: vad,
+            threshold_dbfs: vad_dbfs(vad),
+            keyterms: params.keyterms_prompt.clone(),
+            speaker_labels: params.speaker_labels,
+            max_speakers: params.max_speakers,
+            language_detection: params.language_detection,
             offset_ms: offset_ms.unwrap_or(0),
             hinted: offset_ms.is_some(),
         }
     }
+
+    /// What `/emulator/sessions` shows as the session's settings in effect.
+    pub fn settings(&self) -> EffectiveSettings {
+        EffectiveSettings {
+            min_turn_silence: self.min_turn_silence_ms,
+            max_turn_silence: self.max_turn_silence_ms,
+            // U3-Pro ends turns on silence alone.
+            end_of_turn_confidence_threshold: (!self.u3_style)
+                .then_some(self.end_of_turn_confidence_threshold),
+            vad_threshold: self.vad_threshold,
+            format_turns: self.format_turns,
+            keyterms_prompt: self.keyterms.clone(),
+            keyterms_count: self.keyterms.len(),
+            speaker_labels: self.speaker_labels,
+            max_speakers: self.max_speakers,
+            language_detection: self.language_detection,
+            stream_offset_ms: self.hinted.then_some(self.offset_ms),
+        }
+    }
+}
+
+/// The level above which a frame is voice: −60 dBFS at `vad_threshold` 0, −20 at 1.
+fn vad_dbfs(vad: f64) -> f64 {
+    -60.0 + 40.0 * vad.clamp(0.0, 1.0)
+}
+
+/// The settings a session runs with now: the connection's parameters with the updates applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectiveSettings {
+    pub min_turn_silence: u64,
+    pub max_turn_silence: u64,
+    /// `None` for the U3-Pro family, which does not use it.
+    pub end_of_turn_confidence_threshold: Option<f64>,
+    pub vad_threshold: f64,
+    pub format_turns: bool,
+    /// In a session record, cut to about 1 KiB of whole terms; `keyterms_count` is the total.
+    pub keyterms_prompt: Vec<String>,
+    pub keyterms_count: usize,
+    pub speaker_labels: bool,
+    pub max_speakers: Option<u32>,
+    pub language_detection: bool,
+    /// The offset hint, when the client gave one.
+    pub stream_offset_ms: Option<u64>,
 }
 
 /// Where word texts come from.
@@ -88,6 +188,8 @@ enum Words {
 #[derive(Debug)]
 struct ScriptCursor {
     words: Vec<TimedWord>,
+    /// Each script turn's speaker and language, by turn index.
+    turns: Vec<TurnMeta>,
     loop_ms: Option<u64>,
     /// Index of the next word to report and the start (stream ms) of its loop cycle.
     next: usize,
@@ -107,6 +209,11 @@ impl ScriptCursor {
             .unwrap_or(words.len());
         let mut cursor = Self {
             words,
+            turns: script
+                .turns
+                .iter()
+                .map(super::script::ScriptTurn::meta)
+                .collect(),
             loop_ms,
             next,
             cycle_base,
@@ -138,10 +245,185 @@ impl ScriptCursor {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TurnState {
     order: u64,
     words: Vec<Word>,
+    /// Who speaks it (a script name or a voice), and what the script says about it.
+    speaker: Arc<str>,
+    meta: TurnMeta,
+}
+
+/// A final turn the `SpeakerRevision` before `Termination` may relabel.
+#[derive(Debug)]
+struct Revisable {
+    order: u64,
+    /// The label the final turn carried.
+    label: String,
+    /// Who the turn is finally attributed to (the script's `revised_speaker`, else its speaker).
+    speaker: Arc<str>,
+    /// The final turn's words, as sent.
+    words: Vec<Word>,
+}
+
+/// Speaker labels for one session, given as diarization gives them: in order of first
+/// appearance (the first person heard long enough is "A"), at most `max_speakers` of them.
+#[derive(Debug)]
+struct Diarizer {
+    on: bool,
+    max: Option<usize>,
+    /// Each person labelled so far and its label's index, in order of first appearance.
+    people: Vec<(Arc<str>, usize)>,
+    /// Distinct labels given (≤ `max`).
+    labels: usize,
+    /// What a turn under [`SHORT_TURN_MS`] is labelled.
+    short: &'static str,
+    /// Whether the final revision names the speaker of short turns (`PENDING` says the label
+    /// is still to come; the older `UNKNOWN` was final).
+    resolve_short: bool,
+    revisable: VecDeque<Revisable>,
+}
+
+impl Diarizer {
+    fn new(cfg: &RecognizerConfig) -> Self {
+        let legacy = cfg.profile == Profile::Legacy;
+        Self {
+            on: cfg.speaker_labels,
+            max: cfg.max_speakers.map(|n| n.max(1) as usize),
+            people: Vec::new(),
+            labels: 0,
+            short: if legacy { "UNKNOWN" } else { "PENDING" },
+            resolve_short: !legacy,
+            revisable: VecDeque::new(),
+        }
+    }
+
+    /// The label of `speaker`, giving the next one to a new person; beyond `max_speakers`
+    /// new people share the last label (a clustering limited to N speakers puts an extra
+    /// voice in one of the N; the newest cluster is the emulator's fixed choice).
+    fn label(&mut self, speaker: &Arc<str>) -> String {
+        if let Some((_, index)) = self.people.iter().find(|(p, _)| p == speaker) {
+            return label_text(*index);
+        }
+        let index = match self.max {
+            Some(max) if self.labels >= max => max - 1,
+            _ => {
+                self.labels += 1;
+                self.labels - 1
+            }
+        };
+        self.people.push((Arc::clone(speaker), index));
+        label_text(index)
+    }
+
+    /// Label `messages` (Turns of one turn) for `speaker`: each Turn and its words get the
+    /// label, or the short-turn label while the words span under [`SHORT_TURN_MS`].
+    fn label_turns(&mut self, speaker: &Arc<str>, messages: &mut [ServerMessage]) {
+        if !self.on {
+            return;
+        }
+        for message in messages {
+            let ServerMessage::Turn(turn) = message else {
+                continue;
+            };
+            let span = match (turn.words.first(), turn.words.last()) {
+                (Some(first), Some(last)) => last.end.saturating_sub(first.start),
+                _ => 0,
+            };
+            let label = if span < SHORT_TURN_MS {
+                self.short.to_owned()
+            } else {
+                self.label(speaker)
+            };
+            for word in &mut turn.words {
+                word.speaker = Some(label.clone());
+            }
+            turn.speaker_label = Some(label);
+        }
+    }
+
+    /// Keep a final turn for the last revision if it may change: a scripted revision, or a
+    /// pending label.
+    fn keep(&mut self, final_turn: &Turn, speaker: &Arc<str>, revised: Option<&Arc<str>>) {
+        let Some(label) = &final_turn.speaker_label else {
+            return;
+        };
+        let pending = self.resolve_short && label == self.short;
+        if revised.is_none() && !pending {
+            return;
+        }
+        if self.revisable.len() == MAX_REVISABLE_TURNS {
+            self.revisable.pop_front();
+        }
+        self.revisable.push_back(Revisable {
+            order: final_turn.turn_order,
+            label: label.clone(),
+            speaker: Arc::clone(revised.unwrap_or(speaker)),
+            words: final_turn.words.clone(),
+        });
+    }
+
+    /// The `SpeakerRevision` for the turns whose label changes, once.
+    fn revision(&mut self) -> Option<ServerMessage> {
+        let mut revisions = Vec::new();
+        for turn in std::mem::take(&mut self.revisable) {
+            let label = self.label(&turn.speaker);
+            if label == turn.label {
+                continue;
+            }
+            let words = turn
+                .words
+                .into_iter()
+                .map(|w| Word {
+                    speaker: Some(label.clone()),
+                    ..w
+                })
+                .collect();
+            revisions.push(Revision {
+                turn_order: turn.order,
+                speaker_label: Some(label),
+                words,
+            });
+        }
+        (!revisions.is_empty()).then_some(ServerMessage::SpeakerRevision(SpeakerRevision {
+            revisions,
+        }))
+    }
+}
+
+/// Label number `index` as diarization writes it: A … Z, then AA, AB, … (bijective base 26).
+pub fn label_text(index: usize) -> String {
+    let mut n = index + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        n -= 1;
+        letters.push(char::from(b'A' + (n % 26) as u8));
+        n /= 26;
+    }
+    letters.iter().rev().collect()
+}
+
+/// A person and the label a session gave them, for the session's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpeakerLabel {
+    pub speaker: String,
+    pub label: String,
+}
+
+/// The word's text in a keyterm's spelling when its core (without surrounding punctuation)
+/// equals the term but for case: "assemblyai," with the term "AssemblyAI" → "AssemblyAI,".
+/// Terms with spaces are left to the real model: one word never becomes several here.
+fn keyterm_spelling(text: &str, terms: &[String]) -> Option<String> {
+    let core = text.trim_matches(|c: char| !c.is_alphanumeric());
+    if core.is_empty() {
+        return None;
+    }
+    let lower = core.to_lowercase();
+    let term = terms
+        .iter()
+        .find(|t| !t.contains(char::is_whitespace) && t.to_lowercase() == lower)?;
+    let at = text.find(core)?;
+    Some(format!("{}{term}{}", &text[..at], &text[at + core.len()..]))
 }
 
 /// Streaming recogniser for one session.
@@ -166,6 +448,7 @@ pub struct Recognizer {
     /// A mid-stream session's leading voiced run is the tail of a word already transcribed:
     /// true until the first silent frame.
     leading: bool,
+    diarizer: Diarizer,
 }
 
 impl Recognizer {
@@ -183,7 +466,9 @@ impl Recognizer {
         };
         let skip = (u64::from(cfg.sample_rate) * skip_ms / 1000) as usize;
         let leading = cfg.hinted && cfg.offset_ms > 0;
+        let diarizer = Diarizer::new(&cfg);
         Self {
+            diarizer,
             cfg,
             frame_len,
             pending: Vec::new(),
@@ -200,7 +485,9 @@ impl Recognizer {
         }
     }
 
-    /// Apply a mid-session `UpdateConfiguration` (silently, as the service does).
+    /// Apply a mid-session `UpdateConfiguration` (silently, as the service does) to the audio
+    /// that follows: turn endpointing, voice detection, formatting and keyterms. Speaker labels
+    /// and language detection are set at connect time only (the service ignores them here).
     pub fn update(&mut self, update: &UpdateConfiguration) {
         if let Some(v) = update.min_turn_silence {
             self.cfg.min_turn_silence_ms = u64::from(v);
@@ -208,12 +495,51 @@ impl Recognizer {
         if let Some(v) = update.max_turn_silence {
             self.cfg.max_turn_silence_ms = u64::from(v);
         }
+        if let Some(v) = update.end_of_turn_confidence_threshold {
+            self.cfg.end_of_turn_confidence_threshold = v;
+        }
         if let Some(v) = update.format_turns {
             self.cfg.format_turns = v;
         }
         if let Some(v) = update.vad_threshold {
-            self.cfg.threshold_dbfs = -60.0 + 40.0 * v.clamp(0.0, 1.0);
+            self.cfg.vad_threshold = v.clamp(0.0, 1.0);
+            self.cfg.threshold_dbfs = vad_dbfs(v);
         }
+        // `[]` clears them, as with the service.
+        if let Some(terms) = &update.keyterms_prompt {
+            self.cfg.keyterms.clone_from(terms);
+        }
+    }
+
+    /// The configuration as updated so far (a restart at an offset hint keeps the updates).
+    pub fn config(&self) -> &RecognizerConfig {
+        &self.cfg
+    }
+
+    /// Each person labelled so far and their label, in order of first appearance.
+    pub fn speakers(&self) -> Vec<SpeakerLabel> {
+        self.diarizer
+            .people
+            .iter()
+            .map(|(speaker, index)| SpeakerLabel {
+                speaker: speaker.to_string(),
+                label: label_text(*index),
+            })
+            .collect()
+    }
+
+    /// How many people have a label (cheap, to see whether [`Self::speakers`] changed).
+    pub fn speaker_count(&self) -> usize {
+        self.diarizer.people.len()
+    }
+
+    /// The `SpeakerRevision` to send before `Termination`, if any label changes: the scripted
+    /// revisions, and (current profile) the speakers of turns that were `PENDING`. Once.
+    pub fn speaker_revision(&mut self) -> Option<ServerMessage> {
+        if !self.diarizer.on {
+            return None;
+        }
+        self.diarizer.revision()
     }
 
     /// Feed PCM samples; returns the messages they cause, in order.
@@ -264,7 +590,7 @@ impl Recognizer {
         if self.word_start.is_none()
             && let Some(turn) = &self.turn
         {
-            let limit = if turn.words.len() >= 2 {
+            let limit = if self.confident(turn.words.len()) {
                 self.cfg.min_turn_silence_ms
             } else {
                 self.cfg.max_turn_silence_ms
@@ -273,6 +599,21 @@ impl Recognizer {
                 self.end_turn(out);
             }
         }
+    }
+
+    /// Whether a pause after `words` words ends the turn at `min_turn_silence`: U3-Pro once
+    /// there are two words; Universal-Streaming when the emulator's confidence reaches
+    /// `end_of_turn_confidence_threshold`.
+    fn confident(&self, words: usize) -> bool {
+        if self.cfg.u3_style {
+            return words >= 2;
+        }
+        let confidence = if words >= 2 {
+            CONFIDENT_END
+        } else {
+            UNSURE_END
+        };
+        confidence >= self.cfg.end_of_turn_confidence_threshold
     }
 
     fn list_mode(&mut self, voiced: bool, frame_start: u64, out: &mut Vec<ServerMessage>) {
@@ -285,14 +626,14 @@ impl Recognizer {
             let start = *self.word_start.get_or_insert(frame_start);
             if self.now_ms - start >= MAX_WORD_MS {
                 self.word_start = None;
-                self.add_word(start, self.now_ms, None, out);
+                self.add_word(start, self.now_ms, None, None, out);
             }
         } else if let Some(start) = self.word_start
             && self.silence_ms >= WORD_GAP_MS
         {
             self.word_start = None;
             let end = self.last_voice_ms.max(start + FRAME_MS);
-            self.add_word(start, end, None, out);
+            self.add_word(start, end, None, None, out);
         }
     }
 
@@ -322,6 +663,7 @@ impl Recognizer {
             };
             let new_turn = cursor.turn.is_some_and(|k| k != key);
             cursor.turn = Some(key);
+            let meta = cursor.turns.get(word.turn).cloned().unwrap_or_default();
             if new_turn && self.turn.is_some() {
                 self.end_turn(out);
             }
@@ -330,6 +672,7 @@ impl Recognizer {
                 start.saturating_sub(offset),
                 end.saturating_sub(offset),
                 Some(word.text),
+                Some(meta),
                 out,
             );
         }
@@ -352,20 +695,27 @@ impl Recognizer {
         }
     }
 
+    /// `meta`: what the script says about the word's turn (`None` for word-list words).
     fn add_word(
         &mut self,
         start: u64,
         end: u64,
         text: Option<String>,
+        meta: Option<TurnMeta>,
         out: &mut Vec<ServerMessage>,
     ) {
         let text = text.unwrap_or_else(|| self.next_list_word(start));
+        let text = keyterm_spelling(&text, &self.cfg.keyterms).unwrap_or(text);
         if self.turn.is_none() {
             let order = self.next_turn_order;
             self.next_turn_order += 1;
+            let meta = meta.unwrap_or_default();
+            let speaker = meta.speaker.clone().unwrap_or_else(|| self.voice_at(start));
             self.turn = Some(TurnState {
                 order,
                 words: Vec::new(),
+                speaker,
+                meta,
             });
             if self.cfg.u3_style {
                 out.push(ServerMessage::SpeechStarted(SpeechStarted {
@@ -385,7 +735,17 @@ impl Recognizer {
             word_is_final: false,
             ..Word::default()
         });
-        out.push(self.partial());
+        let speaker = Arc::clone(&turn.speaker);
+        let mut partial = [self.partial()];
+        self.diarizer.label_turns(&speaker, &mut partial);
+        out.extend(partial);
+    }
+
+    /// The unscripted speaker of a turn starting at session time `start`: the voice of its
+    /// stream-time slot (session time without the offset hint).
+    fn voice_at(&self, start: u64) -> Arc<str> {
+        let slot = (start + self.cfg.offset_ms) / SPEAKER_SLOT_MS;
+        Arc::from(VOICES[(slot % VOICES.len() as u64) as usize])
     }
 
     /// A partial Turn for the current state.
@@ -456,7 +816,7 @@ impl Recognizer {
     fn close_open_word(&mut self, out: &mut Vec<ServerMessage>) {
         if let Some(start) = self.word_start.take() {
             let end = self.last_voice_ms.max(start + FRAME_MS);
-            self.add_word(start, end, None, out);
+            self.add_word(start, end, None, None, out);
         }
     }
 
@@ -475,11 +835,33 @@ impl Recognizer {
                 ..w
             })
             .collect();
+        let first = out.len();
+        self.final_turns(turn.order, words, out);
+        let finals = &mut out[first..];
+        self.diarizer.label_turns(&turn.speaker, finals);
+        if self.cfg.language_detection {
+            let language = turn.meta.language.as_deref().unwrap_or(DEFAULT_LANGUAGE);
+            for message in finals.iter_mut() {
+                if let ServerMessage::Turn(t) = message {
+                    t.language_code = Some(language.to_owned());
+                    t.language_confidence = Some(LANGUAGE_CONFIDENCE);
+                }
+            }
+        }
+        // The last final is what the client keeps (the formatted one when there are two).
+        if let Some(ServerMessage::Turn(last)) = finals.last() {
+            self.diarizer
+                .keep(last, &turn.speaker, turn.meta.revised_speaker.as_ref());
+        }
+    }
+
+    /// The final Turn message(s) of turn `order`, shaped by profile and formatting.
+    fn final_turns(&self, order: u64, words: Vec<Word>, out: &mut Vec<ServerMessage>) {
         let plain = join(&words);
         let formatted_words = format_words(&words);
         let formatted = format_sentence(&plain);
         let base = Turn {
-            turn_order: turn.order,
+            turn_order: order,
             end_of_turn: true,
             ..Turn::default()
         };
@@ -878,6 +1260,381 @@ mod tests {
             RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, Some(0));
         let mut r = Recognizer::new(cfg, Some(&script));
         assert!(r.feed(&silence(1000)).is_empty());
+    }
+
+    /// A recogniser for `script` (JSON) with `params`, on stream time from `offset_ms`.
+    fn scripted(
+        script: &str,
+        params: &StreamingParams,
+        profile: Profile,
+        offset_ms: u64,
+    ) -> (Recognizer, Arc<Script>) {
+        let script: Script = serde_json::from_str(script).expect("script");
+        script.validate().expect("valid script");
+        let script = Arc::new(script);
+        let cfg = RecognizerConfig::from_params(params, profile, Some(offset_ms));
+        (Recognizer::new(cfg, Some(&script)), script)
+    }
+
+    /// The stream from `from_ms` to `to_ms`: voice over the script's words, silence elsewhere.
+    fn voiced(script: &Script, from_ms: u64, to_ms: u64) -> Vec<i16> {
+        let words = script.words();
+        let mut out = Vec::new();
+        for ms in from_ms..to_ms {
+            if words.iter().any(|w| (w.start..w.end).contains(&ms)) {
+                out.extend(tone(1));
+            } else {
+                out.extend(silence(1));
+            }
+        }
+        out
+    }
+
+    /// Feed the stream from the recogniser's offset to `to_ms`, then Terminate: every message,
+    /// the revision last (if any).
+    fn run(r: &mut Recognizer, script: &Script, from_ms: u64, to_ms: u64) -> Vec<ServerMessage> {
+        let mut msgs = r.feed(&voiced(script, from_ms, to_ms));
+        msgs.extend(r.flush());
+        msgs.extend(r.speaker_revision());
+        msgs
+    }
+
+    fn finals(msgs: &[ServerMessage]) -> Vec<&Turn> {
+        turns(msgs).into_iter().filter(|t| t.end_of_turn).collect()
+    }
+
+    fn labels(msgs: &[ServerMessage]) -> Vec<String> {
+        finals(msgs)
+            .iter()
+            .map(|t| t.speaker_label.clone().unwrap_or_default())
+            .collect()
+    }
+
+    fn revision(msgs: &[ServerMessage]) -> Option<&SpeakerRevision> {
+        msgs.iter().find_map(|m| match m {
+            ServerMessage::SpeakerRevision(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    fn diarized() -> StreamingParams {
+        StreamingParams {
+            speaker_labels: true,
+            ..StreamingParams::default()
+        }
+    }
+
+    /// ben, ana, ben: two 500 ms words a turn, 1.2 s long.
+    const CONVERSATION: &str = r#"{"turns":[
+        {"speaker":"ben","words":[{"text":"hi","start":0,"end":500},{"text":"ana","start":700,"end":1200}]},
+        {"speaker":"ana","words":[{"text":"hello","start":2000,"end":2500},{"text":"ben","start":2800,"end":3300}]},
+        {"speaker":"ben","words":[{"text":"how","start":4000,"end":4500},{"text":"goes","start":4700,"end":5200}]}]}"#;
+
+    #[test]
+    fn scripted_speakers_are_labelled_in_order_of_first_appearance_per_session() {
+        let (mut r, script) = scripted(CONVERSATION, &diarized(), Profile::Current, 0);
+        let msgs = run(&mut r, &script, 0, 6000);
+        assert_eq!(labels(&msgs), ["A", "B", "A"]);
+        for t in finals(&msgs) {
+            assert!(
+                t.words.iter().all(|w| w.speaker == t.speaker_label),
+                "{t:?}"
+            );
+        }
+        assert_eq!(
+            r.speakers(),
+            [
+                SpeakerLabel {
+                    speaker: "ben".into(),
+                    label: "A".into()
+                },
+                SpeakerLabel {
+                    speaker: "ana".into(),
+                    label: "B".into()
+                }
+            ]
+        );
+        assert!(revision(&msgs).is_none(), "nothing to revise");
+
+        // A session that starts on ana's turn calls ana "A": labels are per session.
+        let (mut r, script) = scripted(CONVERSATION, &diarized(), Profile::Current, 1900);
+        let msgs = run(&mut r, &script, 1900, 6000);
+        assert_eq!(labels(&msgs), ["A", "B"]);
+        assert_eq!(finals(&msgs)[0].transcript, "hello ben");
+    }
+
+    #[test]
+    fn max_speakers_folds_new_people_into_the_last_label() {
+        let three = CONVERSATION.replacen(
+            r#""speaker":"ben","words":[{"text":"how""#,
+            r#""speaker":"cy","words":[{"text":"how""#,
+            1,
+        );
+        for (max, expected) in [
+            (None, ["A", "B", "C"]),
+            (Some(2), ["A", "B", "B"]),
+            (Some(1), ["A", "A", "A"]),
+        ] {
+            let params = StreamingParams {
+                max_speakers: max,
+                ..diarized()
+            };
+            let (mut r, script) = scripted(&three, &params, Profile::Current, 0);
+            assert_eq!(labels(&run(&mut r, &script, 0, 6000)), expected, "{max:?}");
+        }
+    }
+
+    #[test]
+    fn short_turns_are_pending_and_resolved_by_the_last_revision() {
+        // "ok" (400 ms) is too short to say who spoke; "right then" grows past a second.
+        let script = r#"{"turns":[
+            {"speaker":"ana","words":[{"text":"ok","start":0,"end":400}]},
+            {"speaker":"ben","words":[{"text":"right","start":2000,"end":2500},{"text":"then","start":2700,"end":3200}]}]}"#;
+        let (mut r, s) = scripted(script, &diarized(), Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 4500);
+        // ben is the first heard long enough: "A".
+        assert_eq!(labels(&msgs), ["PENDING", "A"]);
+        let ben: Vec<_> = turns(&msgs)
+            .into_iter()
+            .filter(|t| t.turn_order == 1)
+            .collect();
+        assert_eq!(
+            ben[0].speaker_label.as_deref(),
+            Some("PENDING"),
+            "one word, 500 ms"
+        );
+        assert_eq!(ben[0].words[0].speaker.as_deref(), Some("PENDING"));
+        assert_eq!(
+            ben.last().and_then(|t| t.speaker_label.as_deref()),
+            Some("A")
+        );
+        let revised = revision(&msgs).expect("a revision");
+        assert_eq!(revised.revisions.len(), 1);
+        let pending = &revised.revisions[0];
+        assert_eq!(
+            (pending.turn_order, pending.speaker_label.as_deref()),
+            (0, Some("B"))
+        );
+        assert_eq!(pending.words[0].text, "ok");
+        assert_eq!(pending.words[0].speaker.as_deref(), Some("B"));
+        assert!(matches!(
+            msgs.last(),
+            Some(ServerMessage::SpeakerRevision(_))
+        ));
+
+        // Before June 2026 the label was UNKNOWN, and final.
+        let (mut r, s) = scripted(script, &diarized(), Profile::Legacy, 0);
+        let msgs = run(&mut r, &s, 0, 4500);
+        assert_eq!(labels(&msgs), ["UNKNOWN", "A"]);
+        assert!(revision(&msgs).is_none());
+    }
+
+    #[test]
+    fn a_revised_speaker_comes_in_the_revision_with_the_words() {
+        let script = CONVERSATION.replacen(
+            r#""speaker":"ana""#,
+            r#""speaker":"ana","revised_speaker":"ben""#,
+            1,
+        );
+        let (mut r, s) = scripted(&script, &diarized(), Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 6000);
+        assert_eq!(labels(&msgs), ["A", "B", "A"], "first labelled as scripted");
+        let revised = revision(&msgs).expect("a revision");
+        assert_eq!(revised.revisions.len(), 1);
+        let turn = &revised.revisions[0];
+        assert_eq!(
+            (turn.turn_order, turn.speaker_label.as_deref()),
+            (1, Some("A"))
+        );
+        let texts: Vec<_> = turn.words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(texts, ["hello", "ben"]);
+        assert!(
+            turn.words
+                .iter()
+                .all(|w| w.speaker.as_deref() == Some("A") && w.word_is_final)
+        );
+        assert_eq!(turn.words[0].start, 2000);
+        assert!(r.speaker_revision().is_none(), "sent once");
+
+        // A revision to someone never heard gives them the next label.
+        let script = CONVERSATION.replacen(
+            r#""speaker":"ana""#,
+            r#""speaker":"ana","revised_speaker":"cy""#,
+            1,
+        );
+        let (mut r, s) = scripted(&script, &diarized(), Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 6000);
+        assert_eq!(
+            revision(&msgs).expect("revision").revisions[0]
+                .speaker_label
+                .as_deref(),
+            Some("C")
+        );
+    }
+
+    #[test]
+    fn without_speaker_labels_nothing_is_labelled_or_revised() {
+        let script = CONVERSATION.replacen(
+            r#""speaker":"ana""#,
+            r#""speaker":"ana","revised_speaker":"ben""#,
+            1,
+        );
+        let (mut r, s) = scripted(&script, &StreamingParams::default(), Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 6000);
+        assert!(
+            turns(&msgs)
+                .iter()
+                .all(|t| t.speaker_label.is_none() && t.words.iter().all(|w| w.speaker.is_none()))
+        );
+        assert!(revision(&msgs).is_none());
+        assert!(r.speakers().is_empty());
+    }
+
+    #[test]
+    fn language_comes_on_final_turns_with_language_detection_only() {
+        let script = CONVERSATION.replacen(
+            r#""speaker":"ana""#,
+            r#""speaker":"ana","language":"es""#,
+            1,
+        );
+        let params = StreamingParams {
+            language_detection: true,
+            ..StreamingParams::default()
+        };
+        let (mut r, s) = scripted(&script, &params, Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 6000);
+        let languages: Vec<_> = finals(&msgs)
+            .iter()
+            .map(|t| (t.language_code.clone(), t.language_confidence))
+            .collect();
+        let en = (Some("en".to_owned()), Some(LANGUAGE_CONFIDENCE));
+        assert_eq!(
+            languages,
+            [
+                en.clone(),
+                (Some("es".to_owned()), Some(LANGUAGE_CONFIDENCE)),
+                en
+            ]
+        );
+        assert!(
+            turns(&msgs)
+                .iter()
+                .filter(|t| !t.end_of_turn)
+                .all(|t| t.language_code.is_none() && t.language_confidence.is_none())
+        );
+
+        let (mut r, s) = scripted(&script, &StreamingParams::default(), Profile::Current, 0);
+        let msgs = run(&mut r, &s, 0, 6000);
+        assert!(
+            turns(&msgs)
+                .iter()
+                .all(|t| t.language_code.is_none() && t.language_confidence.is_none())
+        );
+    }
+
+    /// Two-word turns (300 ms words, 100 ms apart) starting at each of `starts` (ms), then 2 s
+    /// of silence.
+    fn turns_at(starts: &[u64]) -> Vec<i16> {
+        let mut audio = Vec::new();
+        let mut at = 0;
+        for &start in starts {
+            audio.extend(silence(start - at));
+            audio.extend(tone(500));
+            audio.extend(silence(100));
+            audio.extend(tone(500));
+            at = start + 1100;
+        }
+        audio.extend(silence(2000));
+        audio
+    }
+
+    #[test]
+    fn unscripted_speakers_follow_stream_time() {
+        // Turns at 1 s and 3 s are in the first slot, 6 s in the second, 11 s in the third.
+        let starts = [1000, 3000, 6000, 11_000];
+        let mut r = Recognizer::new(
+            RecognizerConfig::from_params(&diarized(), Profile::Current, None),
+            None,
+        );
+        let msgs = r.feed(&turns_at(&starts));
+        assert_eq!(labels(&msgs), ["A", "A", "B", "A"]);
+
+        // A session from 5 s into the stream (the hint) starts on the second voice: "A" to it.
+        let audio = turns_at(&starts);
+        let cfg = RecognizerConfig::from_params(&diarized(), Profile::Current, Some(5000));
+        let mut r = Recognizer::new(cfg, None);
+        let msgs = r.feed(&audio[5000 * 16..]);
+        assert_eq!(labels(&msgs), ["A", "B"]);
+        assert_eq!(r.speakers()[0].speaker, VOICES[1]);
+    }
+
+    #[test]
+    fn keyterms_respell_matching_words_and_updates_replace_them() {
+        let terms = vec![
+            "AssemblyAI".to_owned(),
+            "Ben".to_owned(),
+            "two words".to_owned(),
+        ];
+        assert_eq!(
+            keyterm_spelling("assemblyai,", &terms).as_deref(),
+            Some("AssemblyAI,")
+        );
+        assert_eq!(keyterm_spelling("(BEN)", &terms).as_deref(), Some("(Ben)"));
+        assert_eq!(keyterm_spelling("benny", &terms), None);
+        assert_eq!(keyterm_spelling("two", &terms), None);
+        assert_eq!(keyterm_spelling("...", &terms), None);
+
+        let params = StreamingParams {
+            keyterms_prompt: vec!["Ana".into()],
+            ..StreamingParams::default()
+        };
+        let (mut r, s) = scripted(CONVERSATION, &params, Profile::Current, 0);
+        let mut msgs = r.feed(&voiced(&s, 0, 1900));
+        assert_eq!(finals(&msgs)[0].transcript, "hi Ana");
+        // From here on "ben" is a keyterm and "ana" no longer is.
+        r.update(&UpdateConfiguration {
+            keyterms_prompt: Some(vec!["BEN".into()]),
+            ..UpdateConfiguration::default()
+        });
+        msgs = r.feed(&voiced(&s, 1900, 4000));
+        assert_eq!(finals(&msgs)[0].transcript, "hello BEN");
+        assert_eq!(r.config().settings().keyterms_prompt, ["BEN"]);
+    }
+
+    #[test]
+    fn end_of_turn_confidence_threshold_chooses_the_pause_that_ends_a_turn() {
+        // Two words, then 600 ms of silence: over min_turn_silence (400), under max (1280).
+        let mut audio = tone(300);
+        audio.extend(silence(100));
+        audio.extend(tone(300));
+        audio.extend(silence(600));
+        let ended = |threshold: Option<f64>| {
+            let params = StreamingParams {
+                end_of_turn_confidence_threshold: threshold,
+                ..StreamingParams::default()
+            };
+            let mut r = recognizer(&params, Profile::Current);
+            !finals(&r.feed(&audio)).is_empty()
+        };
+        assert!(ended(None), "the default 0.4: two words are confident");
+        assert!(!ended(Some(0.9)), "0.9: wait for max_turn_silence");
+        // And mid-session, for the audio that follows.
+        let mut r = recognizer(&StreamingParams::default(), Profile::Current);
+        r.update(&UpdateConfiguration {
+            end_of_turn_confidence_threshold: Some(0.9),
+            ..UpdateConfiguration::default()
+        });
+        assert!(finals(&r.feed(&audio)).is_empty());
+        assert!(!finals(&r.feed(&silence(700))).is_empty(), "1280 ms in all");
+    }
+
+    #[test]
+    fn labels_are_letters_then_pairs() {
+        let got: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702]
+            .into_iter()
+            .map(label_text)
+            .collect();
+        assert_eq!(got, ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]);
     }
 
     #[test]

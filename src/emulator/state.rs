@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::faults::FaultBook;
+use super::recognizer::{EffectiveSettings, SpeakerLabel};
 use super::tokens::{Minted, Refusal, TokenStats, TokenStore};
 use super::{EmulatorConfig, EmulatorStats};
 use crate::listener::ConnectionLimit;
@@ -78,6 +80,143 @@ pub struct SessionRecord {
     pub final_turns: u64,
     pub terminated_by_client: bool,
     pub faults: Vec<String>,
+    /// The settings in effect now: the parameters with the `UpdateConfiguration`s applied
+    /// (`None` until the recogniser exists, just after Begin).
+    pub effective: Option<EffectiveSettings>,
+    /// The last [`MAX_RECORDED_UPDATES`] `UpdateConfiguration`s, oldest first.
+    pub updates: VecDeque<UpdateRecord>,
+    /// Every `UpdateConfiguration` accepted (more than `updates` holds when some were dropped).
+    pub updates_received: u64,
+    /// With `speaker_labels`: each person heard and the label this session gave them, in order
+    /// of first appearance (the first [`MAX_RECORDED_SPEAKERS`]).
+    pub speakers: Vec<SpeakerLabel>,
+}
+
+/// One `UpdateConfiguration` as a session received it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpdateRecord {
+    /// Milliseconds since the session started (wall clock).
+    pub at_ms: u64,
+    /// Audio received before it, in ms of session time: it applies to the audio after this.
+    pub audio_ms: u64,
+    /// The same position in the client's stream, when it gave the offset hint.
+    pub stream_ms: Option<u64>,
+    /// The fields as sent, bounded ([`bounded_fields`]).
+    pub fields: Map<String, Value>,
+    /// Whether `fields` was cut to keep the record small.
+    pub truncated: bool,
+}
+
+/// `UpdateConfiguration`s kept per session record (the most recent).
+pub const MAX_RECORDED_UPDATES: usize = 16;
+/// Characters of client text kept per recorded update (field names and string values).
+const UPDATE_BUDGET_CHARS: usize = 512;
+/// Keyterms kept in a record's effective settings, in characters (whole terms).
+const KEYTERMS_BUDGET_CHARS: usize = 1024;
+/// People listed in a record's `speakers`.
+pub const MAX_RECORDED_SPEAKERS: usize = 32;
+
+/// A client's `UpdateConfiguration` fields for a record: at most 16 fields; strings cut to 64
+/// characters; at most [`UPDATE_BUDGET_CHARS`] characters in all, every kept name, string,
+/// number or list entry costing at least one (so a list of 100 000 empty strings is cut too);
+/// values nested deeper than a list described by their kind only. The flag says whether
+/// anything was cut.
+pub fn bounded_fields(fields: &Map<String, Value>) -> (Map<String, Value>, bool) {
+    const MAX_FIELDS: usize = 16;
+    let mut budget = Budget {
+        left: UPDATE_BUDGET_CHARS,
+        truncated: fields.len() > MAX_FIELDS,
+    };
+    let mut out = Map::new();
+    for (name, value) in fields.iter().take(MAX_FIELDS) {
+        let Some(name) = budget.text(name) else {
+            break;
+        };
+        let Some(value) = budget.value(value, false) else {
+            break;
+        };
+        out.insert(name, value);
+    }
+    (out, budget.truncated)
+}
+
+/// What is left of a record's allowance for client text, and whether anything was cut.
+struct Budget {
+    left: usize,
+    truncated: bool,
+}
+
+impl Budget {
+    /// Each string kept is cut to this many characters.
+    const STRING_CHARS: usize = 64;
+
+    /// Take `cost` (at least 1) from what is left; `None` (and cut) when nothing is left.
+    fn charge(&mut self, cost: usize) -> Option<()> {
+        if self.left == 0 {
+            self.truncated = true;
+            return None;
+        }
+        self.left = self.left.saturating_sub(cost.max(1));
+        Some(())
+    }
+
+    fn text(&mut self, text: &str) -> Option<String> {
+        if self.left == 0 {
+            self.truncated = true;
+            return None;
+        }
+        let echoed = super::echo(text, Self::STRING_CHARS.min(self.left));
+        if echoed.len() != text.len() {
+            self.truncated = true;
+        }
+        self.charge(echoed.chars().count())?;
+        Some(echoed)
+    }
+
+    /// A field's value: scalars and strings as they are (bounded), a list entry by entry until
+    /// the allowance runs out, anything deeper by its kind.
+    fn value(&mut self, value: &Value, nested: bool) -> Option<Value> {
+        match value {
+            Value::String(text) => self.text(text).map(Value::String),
+            Value::Array(items) if !nested => {
+                let mut kept = Vec::new();
+                for item in items {
+                    match self.value(item, true) {
+                        Some(item) => kept.push(item),
+                        None => break,
+                    }
+                }
+                Some(Value::Array(kept))
+            }
+            Value::Array(_) | Value::Object(_) => {
+                self.truncated = true;
+                self.text(crate::untrusted::json_kind(value))
+                    .map(Value::String)
+            }
+            scalar => {
+                self.charge(scalar.to_string().len())?;
+                Some(scalar.clone())
+            }
+        }
+    }
+}
+
+/// Effective settings for a record: keyterms cut to [`KEYTERMS_BUDGET_CHARS`] (whole terms;
+/// `keyterms_count` keeps the full count).
+pub fn bounded_settings(mut settings: EffectiveSettings) -> EffectiveSettings {
+    let mut budget = KEYTERMS_BUDGET_CHARS;
+    let kept = settings
+        .keyterms_prompt
+        .iter()
+        .take_while(|term| {
+            let chars = term.chars().count();
+            let fits = chars <= budget;
+            budget = budget.saturating_sub(chars);
+            fits
+        })
+        .count();
+    settings.keyterms_prompt.truncate(kept);
+    settings
 }
 
 impl SessionRecord {
@@ -112,7 +251,20 @@ impl SessionRecord {
             final_turns: 0,
             terminated_by_client: false,
             faults: Vec::new(),
+            effective: None,
+            updates: VecDeque::new(),
+            updates_received: 0,
+            speakers: Vec::new(),
         }
+    }
+
+    /// Note an accepted `UpdateConfiguration`, keeping the last [`MAX_RECORDED_UPDATES`].
+    pub fn add_update(&mut self, update: UpdateRecord) {
+        self.updates_received += 1;
+        if self.updates.len() == MAX_RECORDED_UPDATES {
+            self.updates.pop_front();
+        }
+        self.updates.push_back(update);
     }
 }
 
@@ -499,5 +651,68 @@ mod tests {
         assert!(!truncated);
         assert_eq!(same, small);
         assert_eq!(none, ["foo"]);
+    }
+
+    fn fields(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).expect("object")
+    }
+
+    #[test]
+    fn recorded_updates_are_bounded_and_say_when_cut() {
+        let small = fields(r#"{"max_turn_silence":900,"keyterms_prompt":["Ana","Ben"]}"#);
+        assert_eq!(bounded_fields(&small), (small.clone(), false));
+
+        // Empty strings and numbers cost too: a long list is cut.
+        let many = Value::from(vec![Value::from(""); 100_000]);
+        let numbers = Value::from(vec![Value::from(1); 100_000]);
+        for list in [many, numbers] {
+            let mut big = Map::new();
+            big.insert("keyterms_prompt".into(), list);
+            let (kept, truncated) = bounded_fields(&big);
+            assert!(truncated);
+            let kept = kept["keyterms_prompt"].as_array().expect("list").len();
+            assert!(kept < UPDATE_BUDGET_CHARS, "{kept}");
+        }
+        // Deeper values are described by their kind; long text is cut with "…".
+        let nested = fields(&format!(
+            r#"{{"other":{{"a":[1,2]}},"list":[[1],{{}}],"prompt":"{}"}}"#,
+            "p".repeat(500)
+        ));
+        let (kept, truncated) = bounded_fields(&nested);
+        assert!(truncated);
+        assert_eq!(kept["other"], "an object");
+        assert_eq!(kept["list"], serde_json::json!(["an array", "an object"]));
+        assert_eq!(kept["prompt"].as_str().expect("text").chars().count(), 65);
+    }
+
+    #[test]
+    fn effective_keyterms_are_cut_to_whole_terms_and_counted() {
+        use crate::emulator::Profile;
+        use crate::emulator::recognizer::RecognizerConfig;
+        let params = StreamingParams {
+            keyterms_prompt: vec!["k".repeat(50); 100],
+            ..StreamingParams::default()
+        };
+        let settings = RecognizerConfig::from_params(&params, Profile::Current, None).settings();
+        let kept = bounded_settings(settings);
+        assert_eq!(kept.keyterms_count, 100);
+        assert_eq!(kept.keyterms_prompt.len(), KEYTERMS_BUDGET_CHARS / 50);
+    }
+
+    #[test]
+    fn a_record_keeps_the_last_updates_and_counts_them_all() {
+        let mut r = record("s");
+        for at_ms in 0..40 {
+            r.add_update(UpdateRecord {
+                at_ms,
+                audio_ms: 0,
+                stream_ms: None,
+                fields: Map::new(),
+                truncated: false,
+            });
+        }
+        assert_eq!(r.updates_received, 40);
+        assert_eq!(r.updates.len(), MAX_RECORDED_UPDATES);
+        assert_eq!(r.updates.front().map(|u| u.at_ms), Some(24));
     }
 }

@@ -28,7 +28,10 @@ use tokio_tungstenite::tungstenite;
 use super::faults::Fault;
 use super::recognizer::{Recognizer, RecognizerConfig};
 use super::script::Script;
-use super::state::{AuthFailure, Grant, Registered, SessionRecord, State, bounded_params, unix_ms};
+use super::state::{
+    AuthFailure, Grant, MAX_RECORDED_SPEAKERS, Registered, SessionRecord, State, UpdateRecord,
+    bounded_fields, bounded_params, bounded_settings, unix_ms,
+};
 use super::token::error;
 use crate::protocol::close::{self, reasons};
 use crate::protocol::messages::{
@@ -389,7 +392,8 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     }
 
     let recognizer_config = RecognizerConfig::from_params(&params, state.config.profile, offset_ms);
-    let recognizer = Recognizer::new(recognizer_config.clone(), state.config.script.as_ref());
+    record.lock().effective = Some(bounded_settings(recognizer_config.settings()));
+    let recognizer = Recognizer::new(recognizer_config, state.config.script.as_ref());
     let recorder = match &state.config.record_dir {
         Some(dir) => match tokio::fs::File::create(dir.join(format!("{id}.pcm"))).await {
             Ok(f) => Some(tokio::io::BufWriter::new(f)),
@@ -409,7 +413,6 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             .inactivity_timeout
             .map(|s| Duration::from_secs(s.into())),
         recognizer,
-        recognizer_config,
         outbox: VecDeque::new(),
         started: Instant::now(),
         expires: Instant::now() + max_session,
@@ -421,6 +424,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         stalled: false,
         recorder,
         received: 0,
+        speakers_noted: 0,
     };
     let end = session.serve(&mut conn).await;
     let recorder = session.recorder.take();
@@ -503,14 +507,16 @@ async fn write_record(dir: &Path, record: &SessionRecord) -> std::io::Result<()>
 }
 
 /// Apply an `UpdateConfiguration`: aai-live's offset hint (before any audio) restarts the
-/// recogniser at that stream position; the rest changes its turn settings.
+/// recogniser at that stream position (keeping earlier updates); the rest changes its settings
+/// for the audio that follows. A value outside the range the connection parameter allows is
+/// refused the same way (3006 naming it), and nothing is applied.
 fn apply_update(
     recognizer: &mut Recognizer,
-    base: &RecognizerConfig,
     script: Option<&Arc<Script>>,
     update: &UpdateConfiguration,
     before_audio: bool,
-) {
+) -> Result<(), ParamError> {
+    check_update(update)?;
     // aai-live's emulator hint (ignored by the service): where in the stream this session's
     // audio starts, sent before the first audio of a hand-over.
     if let Some(offset) = offset_hint(
@@ -520,13 +526,37 @@ fn apply_update(
             .and_then(serde_json::Value::as_u64),
     ) && before_audio
     {
-        let mut cfg = base.clone();
+        let mut cfg = recognizer.config().clone();
         cfg.offset_ms = offset;
         cfg.hinted = true;
         *recognizer = Recognizer::new(cfg, script);
     }
     recognizer.update(update);
+    Ok(())
 }
+
+/// The fields an update changes, checked against the connection parameters' ranges
+/// (`StreamingParams::validate`, one set of rules for both).
+fn check_update(update: &UpdateConfiguration) -> Result<(), ParamError> {
+    StreamingParams {
+        end_of_turn_confidence_threshold: update.end_of_turn_confidence_threshold,
+        min_turn_silence: update.min_turn_silence,
+        max_turn_silence: update.max_turn_silence,
+        vad_threshold: update.vad_threshold,
+        keyterms_prompt: update.keyterms_prompt.clone().unwrap_or_default(),
+        prompt: update.prompt.clone(),
+        ..StreamingParams::default()
+    }
+    .validate()
+}
+
+/// Client message types, to tell an unknown type from a known one with bad fields.
+const CLIENT_TYPES: [&str; 4] = [
+    "Terminate",
+    "ForceEndpoint",
+    "KeepAlive",
+    "UpdateConfiguration",
+];
 
 /// A text frame read as the service reads it: the 128 KB rule, JSON, an object, a known `type`.
 /// The error is the close code and the Error text, with the client's text echoed bounded.
@@ -540,7 +570,17 @@ fn read_client_text(text: &str) -> Result<ClientMessage, (u16, String)> {
     if !value.is_object() {
         return Err((3006, reasons::invalid_message(&super::echo(text, 60))));
     }
-    ClientMessage::deserialize(&value).map_err(|_| {
+    ClientMessage::deserialize(&value).map_err(|e| {
+        // A known type whose fields do not fit (`"max_turn_silence": "abc"`): say so, rather
+        // than call the type unknown.
+        if let Some(known) = value
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| CLIENT_TYPES.contains(t))
+        {
+            let why = super::echo(&e.to_string(), 60);
+            return (3006, reasons::invalid_message(&format!("{known}: {why}")));
+        }
         let kind = value.get("type").map_or_else(
             || super::echo(text, 60),
             |t| match t {
@@ -559,7 +599,6 @@ struct Session {
     format: AudioFormat,
     inactivity: Option<Duration>,
     recognizer: Recognizer,
-    recognizer_config: RecognizerConfig,
     /// Messages waiting for their processing delay, in due order.
     outbox: VecDeque<(Instant, ServerMessage)>,
     started: Instant,
@@ -574,6 +613,8 @@ struct Session {
     stalled: bool,
     recorder: Option<tokio::io::BufWriter<tokio::fs::File>>,
     received: u64,
+    /// People in the record's `speakers` so far.
+    speakers_noted: usize,
 }
 
 impl Session {
@@ -762,6 +803,7 @@ impl Session {
         };
         let out = self.recognizer.feed(&samples);
         self.queue(out);
+        self.note_speakers();
         let mut r = self.record.lock();
         r.audio_bytes = self.audio_bytes;
         r.audio_ms = (audio_s * 1000.0) as u64;
@@ -779,22 +821,63 @@ impl Session {
         match message {
             ClientMessage::KeepAlive => None,
             ClientMessage::UpdateConfiguration(update) => {
-                apply_update(
+                if let Err(e) = apply_update(
                     &mut self.recognizer,
-                    &self.recognizer_config,
                     self.state.config.script.as_ref(),
                     &update,
                     self.audio_bytes == 0,
-                );
+                ) {
+                    return Some(End::Fail(3006, param_message(&e)));
+                }
+                self.note_update(&update);
                 None
             }
             ClientMessage::ForceEndpoint => {
                 let out = self.recognizer.force_endpoint();
                 self.queue(out);
+                self.note_speakers();
                 None
             }
             ClientMessage::Terminate => Some(self.terminate(conn).await),
         }
+    }
+
+    /// An accepted `UpdateConfiguration` into the record: when (wall clock, audio and stream
+    /// position), what it said (bounded), and the settings now in effect.
+    fn note_update(&mut self, update: &UpdateConfiguration) {
+        let fields = match serde_json::to_value(update) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        let (fields, truncated) = bounded_fields(&fields);
+        let audio_ms = self.format.millis_of_bytes(self.audio_bytes).round() as u64;
+        let config = self.recognizer.config();
+        let entry = UpdateRecord {
+            at_ms: self.started.elapsed().as_millis() as u64,
+            audio_ms,
+            stream_ms: config
+                .hinted
+                .then(|| audio_ms.saturating_add(config.offset_ms)),
+            fields,
+            truncated,
+        };
+        let settings = bounded_settings(config.settings());
+        let mut r = self.record.lock();
+        r.add_update(entry);
+        r.effective = Some(settings);
+    }
+
+    /// Copy the people labelled so far into the record when a new one was labelled.
+    fn note_speakers(&mut self) {
+        // Checked without the record's lock: this runs for every audio message.
+        let count = self.recognizer.speaker_count().min(MAX_RECORDED_SPEAKERS);
+        if count == self.speakers_noted {
+            return;
+        }
+        self.speakers_noted = count;
+        let mut speakers = self.recognizer.speakers();
+        speakers.truncate(MAX_RECORDED_SPEAKERS);
+        self.record.lock().speakers = speakers;
     }
 
     async fn terminate(&mut self, conn: &mut Conn) -> End {
@@ -831,6 +914,14 @@ impl Session {
                 return End::ClientGone;
             }
         }
+        // With speaker_labels, the service's last word on who spoke comes right before
+        // Termination.
+        if let Some(revision) = self.recognizer.speaker_revision()
+            && !self.deliver(conn, &revision).await
+        {
+            return End::ClientGone;
+        }
+        self.note_speakers();
         let termination = ServerMessage::Termination(Termination {
             audio_duration_seconds: (self.format.millis_of_bytes(self.audio_bytes) / 1000.0).round()
                 as u64,
@@ -947,6 +1038,9 @@ mod tests {
             loop_ms: Some(2000),
             turns: vec![ScriptTurn {
                 words: vec![word("hello", 100, 400), word("world", 500, 900)],
+                speaker: Some("ana".into()),
+                revised_speaker: Some("ben".into()),
+                language: Some("es".into()),
             }],
         })
     }
@@ -959,6 +1053,8 @@ mod tests {
             any::<f64>().prop_map(serde_json::Value::from),
             Just(serde_json::Value::Null),
             ".{0,8}".prop_map(serde_json::Value::from),
+            // Keyterm lists: sometimes over 100 terms or 50 characters a term.
+            proptest::collection::vec(".{0,60}", 0..120).prop_map(serde_json::Value::from),
         ];
         let field = prop_oneof![
             Just("min_turn_silence"),
@@ -996,19 +1092,46 @@ mod tests {
             text in client_text(),
             scripted in any::<bool>(),
             before_audio in any::<bool>(),
+            diarized in any::<bool>(),
         ) {
-            let base = RecognizerConfig::from_params(&StreamingParams::default(), Profile::Current, None);
+            let params = StreamingParams {
+                speaker_labels: diarized,
+                max_speakers: diarized.then_some(1),
+                language_detection: diarized,
+                ..StreamingParams::default()
+            };
+            let base = RecognizerConfig::from_params(&params, Profile::Current, None);
             let script = scripted.then(script);
-            let mut recognizer = Recognizer::new(base.clone(), script.as_ref());
+            let mut recognizer = Recognizer::new(base, script.as_ref());
             match read_client_text(&text) {
                 Ok(ClientMessage::UpdateConfiguration(update)) => {
-                    apply_update(&mut recognizer, &base, script.as_ref(), &update, before_audio);
+                    let before = recognizer.config().settings();
+                    match apply_update(&mut recognizer, script.as_ref(), &update, before_audio) {
+                        // A refused update names the field and changes nothing.
+                        Err(e) => {
+                            prop_assert!(text.contains(&e.name), "{} not in {}", e.name, text);
+                            prop_assert_eq!(recognizer.config().settings(), before);
+                        }
+                        Ok(()) => {
+                            if let Some(max) = update.max_turn_silence {
+                                prop_assert_eq!(recognizer.config().max_turn_silence_ms, u64::from(max));
+                            }
+                        }
+                    }
+                    // What a record keeps of it is small whatever was sent.
+                    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&update) {
+                        let (kept, _) = crate::emulator::state::bounded_fields(&fields);
+                        // 512 characters of text at most, each at worst a 6-byte JSON escape
+                        // plus quotes and a comma.
+                        prop_assert!(serde_json::Value::Object(kept).to_string().len() < 512 * 10);
+                    }
                     // Voice then silence: words, turn ends, and script times all computed.
                     let tone: Vec<i16> = (0..16_000).map(|i| if i % 40 < 20 { 9000 } else { -9000 }).collect();
                     let _ = recognizer.feed(&tone);
                     let _ = recognizer.feed(&vec![0; 32_000]);
                     let _ = recognizer.force_endpoint();
                     let _ = recognizer.flush();
+                    let _ = recognizer.speaker_revision();
                 }
                 Ok(_) => {}
                 Err((code, message)) => {
