@@ -95,6 +95,10 @@ pub(crate) struct RawFile {
     pub remove_after_use: bool,
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the service's independent on/off parameters, one field each"
+)]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStreaming {

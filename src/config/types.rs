@@ -430,6 +430,10 @@ impl Default for FileConfig {
 
 /// `[streaming]`: connection parameters of the v3 streaming API. `None` means "not sent; the
 /// service default applies".
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the service's independent on/off parameters, one field each"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingConfig {
     /// WebSocket endpoint overriding the region (`wss://`, or `ws://` on loopback).

@@ -231,6 +231,10 @@ pub enum TokenPlacement {
 }
 
 /// Every documented connection parameter, typed.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the service's independent on/off parameters, one field each"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamingParams {
     pub sample_rate: u32,
