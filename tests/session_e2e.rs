@@ -577,3 +577,52 @@ async fn the_same_audio_gives_the_same_words_through_drops_stalls_and_rotations(
         "the same words, in the same order"
     );
 }
+
+/// One long turn: `words` words of 300 ms tone with 100 ms gaps (no silence long enough to end
+/// the turn), then a second of silence.
+fn long_turn(words: usize) -> Vec<i16> {
+    let mut out = Vec::new();
+    let mut phase = 0.0_f64;
+    for w in 0..words {
+        let freq = 300.0 + 40.0 * w as f64;
+        for _ in 0..4800 {
+            phase += 2.0 * std::f64::consts::PI * freq / 16_000.0;
+            out.push((phase.sin() * 9000.0) as i16);
+        }
+        out.extend(std::iter::repeat_n(0, 1600));
+    }
+    out.extend(std::iter::repeat_n(0, 16_000));
+    out
+}
+
+/// With PII redaction the service withholds partial turns: a long turn says nothing for
+/// seconds. That is no stall: the session is kept (the ping rule still watches it), and the
+/// turn's final comes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_redacted_turn_is_not_a_stall() {
+    let setup = setup(common::config(), |c| {
+        c.session.stall_timeout = Duration::from_secs(1);
+        c.streaming.redact_pii = true;
+    })
+    .await;
+    let input = long_turn(14);
+    let run = run(&setup, &input, Duration::from_secs(30)).await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let lost: Vec<_> = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Lost { .. }))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "a redacted turn is not a dead session: {lost:?}"
+    );
+    assert!(
+        !run.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Partial(_))),
+        "the emulator withholds partials as the service does"
+    );
+    assert_eq!(finals(&run).len(), 1, "{:?}", finals(&run));
+    assert_lossless(&received(&setup, &run.events), &input);
+}

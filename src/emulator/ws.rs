@@ -425,6 +425,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         recorder,
         received: 0,
         speakers_noted: 0,
+        partials_withheld: params.partials_withheld(),
     };
     let end = session.serve(&mut conn).await;
     let recorder = session.recorder.take();
@@ -615,6 +616,9 @@ struct Session {
     received: u64,
     /// People in the record's `speakers` so far.
     speakers_noted: usize,
+    /// PII redaction without `include_partial_turns`: partial turns are withheld, as the
+    /// service does; a turn says nothing until it ends.
+    partials_withheld: bool,
 }
 
 impl Session {
@@ -764,7 +768,13 @@ impl Session {
 
     fn queue(&mut self, messages: Vec<ServerMessage>) {
         let due = Instant::now() + self.state.config.processing_delay;
-        self.outbox.extend(messages.into_iter().map(|m| (due, m)));
+        let withheld = self.partials_withheld;
+        self.outbox.extend(
+            messages
+                .into_iter()
+                .filter(|m| !(withheld && matches!(m, ServerMessage::Turn(t) if !t.end_of_turn)))
+                .map(|m| (due, m)),
+        );
     }
 
     async fn audio(&mut self, bytes: &[u8]) -> Option<End> {
