@@ -150,6 +150,9 @@ pub enum SessionEvent {
         speaker: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         speaker_name: Option<String>,
+        /// The new label could not be matched to an earlier session's speaker (as on `final`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        speaker_uncertain: bool,
         words: Vec<crate::transcript::AbsWord>,
     },
     /// A speaker was named (on the dashboard): every final of theirs carries the name from now
@@ -167,6 +170,11 @@ pub enum SessionEvent {
         gap_ms: u64,
         /// Stream position of the successor's first sample.
         stream_offset_ms: u64,
+        /// With speakers: the successor was first fed this much audio its predecessor had
+        /// already transcribed (from `stream_offset_ms`; it takes over at `stream_offset_ms +
+        /// primed_ms`), to map its speaker labels onto the run's.
+        #[serde(skip_serializing_if = "is_zero")]
+        primed_ms: u64,
     },
     /// A connection was lost unexpectedly.
     Lost {
@@ -187,6 +195,10 @@ pub enum SessionEvent {
         replay_from_ms: u64,
         replay_ms: u64,
         gap_ms: u64,
+        /// With speakers: how much of the replay is audio already transcribed, sent for the
+        /// new session's speaker labels to be mapped (its words there are not added again).
+        #[serde(skip_serializing_if = "is_zero")]
+        primed_ms: u64,
     },
     /// Audio that was captured and will never be sent, and why. For `capture_overrun` the audio
     /// never reached the stream: `from_ms = to_ms` is where it was dropped.
@@ -274,6 +286,12 @@ impl SessionEvent {
         }
         value.to_string()
     }
+}
+
+/// Serde: leave a zero count out.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

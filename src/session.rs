@@ -197,6 +197,7 @@ impl SupervisorOptions {
             seed: rand::random(),
             connector: connection::websocket(),
             account: None,
+            speaker_priming: config.speakers.priming,
         }
     }
 }

@@ -244,6 +244,22 @@ pub fn replay_outgrown(ms: u64) -> String {
     )
 }
 
+/// A later session's speaker that could not be matched to the run's (speakers across
+/// sessions): its turns carry `speaker_uncertain` and show with a `?`.
+pub fn speaker_unmatched(u: &crate::transcript::speakers::Unmatched) -> String {
+    let why = match &u.leaning {
+        Some(leaning) => format!("its words there matched no one clearly; closest: {leaning}"),
+        None => "they did not speak in the audio it was primed with".to_owned(),
+    };
+    format!(
+        "session {}'s speaker {} could not be matched to an earlier speaker ({why}); \
+         their turns are labelled {}? rather than guessed",
+        u.generation,
+        crate::untrusted::for_terminal(&u.session_label),
+        crate::untrusted::for_terminal(&u.label),
+    )
+}
+
 /// A session that reads audio but answers nothing.
 pub fn stalled_unanswered(after: Duration) -> String {
     format!(

@@ -9,6 +9,7 @@
 //! async task hands a final over and never waits for the disk.
 
 pub mod echo;
+pub mod speakers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -58,9 +59,17 @@ pub struct FinalTurn {
     pub start_ms: u64,
     pub end_ms: u64,
     /// The service's speaker label (`A`, `B`…; `PENDING` or `UNKNOWN` for a turn too short to
-    /// tell), never a name.
+    /// tell), never a name: in the run's terms, the first labelled session's labels, later
+    /// sessions' mapped onto them ([`speakers`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker: Option<String>,
+    /// What this turn's own session called the speaker, when the run calls them otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_speaker: Option<String>,
+    /// The speaker could not be matched to an earlier session's with confidence (a `warning`
+    /// said so): the label is this session's own, or a new one, never a guess.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub speaker_uncertain: bool,
     /// The name given to that speaker (`[speakers] names`, or on the dashboard).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker_name: Option<String>,
@@ -110,26 +119,33 @@ impl FinalTurn {
             self.source.as_deref(),
             self.speaker.as_deref(),
             self.speaker_name.as_deref(),
+            self.speaker_uncertain,
         )
     }
 }
 
 /// Who said a turn, from its input's label and its speaker (named, or the service's label):
-/// "You", "Ana", "A", "Them · Ana", "speaker pending". The one layout of the screen and the
-/// exports.
-pub fn who(source: Option<&str>, speaker: Option<&str>, name: Option<&str>) -> Option<String> {
+/// "You", "Ana", "A", "Them · Ana", "speaker pending"; "A?" or "Ana?" when the speaker could
+/// not be matched across sessions. The one layout of the screen and the exports.
+pub fn who(
+    source: Option<&str>,
+    speaker: Option<&str>,
+    name: Option<&str>,
+    uncertain: bool,
+) -> Option<String> {
     let source = source
         .and_then(|s| s.parse::<crate::config::Label>().ok())
         .map(|l| l.display_name());
     let speaker = match (speaker, name) {
-        (Some(s), _) if is_pending(s) => Some("speaker pending"),
-        (Some(_), Some(name)) => Some(name),
-        (speaker, _) => speaker,
-    };
+        (Some(s), _) if is_pending(s) => Some("speaker pending".to_owned()),
+        (Some(_), Some(name)) => Some(name.to_owned()),
+        (speaker, _) => speaker.map(str::to_owned),
+    }
+    .map(|s| if uncertain { format!("{s}?") } else { s });
     match (source, speaker) {
         (Some(source), Some(speaker)) => Some(format!("{source} · {speaker}")),
         (Some(source), None) => Some(source),
-        (None, Some(speaker)) => Some(speaker.to_owned()),
+        (None, Some(speaker)) => Some(speaker),
         (None, None) => None,
     }
 }
@@ -146,6 +162,7 @@ pub struct PartialTurn {
 
 /// What applying a Turn changed.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one a turn, consumed at once: boxing buys nothing
 pub enum Change {
     Partial(PartialTurn),
     Final { turn: FinalTurn, replaced: bool },
@@ -171,6 +188,8 @@ pub struct Transcript {
     source: Option<String>,
     /// Names for the service's speaker labels.
     names: Names,
+    /// Every session's speaker labels mapped onto the run's.
+    continuity: speakers::Continuity,
 }
 
 /// Names for the service's speaker labels (`[speakers] names`, and those given on the
@@ -367,24 +386,25 @@ impl Transcript {
         revision: &crate::protocol::messages::Revision,
     ) -> Option<FinalTurn> {
         let i = *self.index.get(&(generation, revision.turn_order))?;
+        let resolved = revision
+            .speaker_label
+            .as_deref()
+            .map(|l| self.continuity.resolve(generation, l, &self.finals));
+        let words =
+            (!revision.words.is_empty()).then(|| self.words(generation, base_ms, &revision.words));
         let names = &self.names;
         let turn = &mut self.finals[i];
-        turn.speaker.clone_from(&revision.speaker_label);
+        turn.speaker = resolved.as_ref().map(|r| r.label.clone());
+        turn.session_speaker = revision
+            .speaker_label
+            .clone()
+            .filter(|raw| Some(raw) != turn.speaker.as_ref());
+        turn.speaker_uncertain = resolved.is_some_and(|r| r.uncertain);
         turn.speaker_name = names
             .lookup(turn.source.as_deref(), turn.speaker.as_deref())
             .map(str::to_owned);
-        if !revision.words.is_empty() {
-            turn.words = revision
-                .words
-                .iter()
-                .map(|w| AbsWord {
-                    text: w.text.clone(),
-                    start_ms: base_ms.saturating_add(w.start),
-                    end_ms: base_ms.saturating_add(w.end),
-                    confidence: w.confidence,
-                    speaker: w.speaker.clone(),
-                })
-                .collect();
+        if let Some(words) = words {
+            turn.words = words;
         }
         let revised = turn.clone();
         self.journal(&revised, true);
@@ -502,6 +522,45 @@ impl Transcript {
         self.journal.as_ref().map(|j| j.path.as_path())
     }
 
+    /// A session's words at stream times, their speakers in the run's terms.
+    fn words(
+        &mut self,
+        generation: u64,
+        base_ms: u64,
+        words: &[crate::protocol::messages::Word],
+    ) -> Vec<AbsWord> {
+        let mut out = abs_words(base_ms, words);
+        for w in &mut out {
+            if let Some(label) = w.speaker.take() {
+                w.speaker = Some(
+                    self.continuity
+                        .resolve(generation, &label, &self.finals)
+                        .label,
+                );
+            }
+        }
+        out
+    }
+
+    /// Words session `generation` (whose audio starts `base_ms` into the stream) labelled in
+    /// audio that was already transcribed (its priming): they only vote for which of the run's
+    /// speakers each of its labels is, and are not added.
+    pub fn prime(
+        &mut self,
+        generation: u64,
+        base_ms: u64,
+        words: &[crate::protocol::messages::Word],
+    ) {
+        self.continuity
+            .prime(generation, &abs_words(base_ms, words), &self.finals);
+    }
+
+    /// Labels of later sessions that could not be matched to the run's speakers, since the last
+    /// call (one each per label and session).
+    pub fn take_unmatched(&mut self) -> Vec<speakers::Unmatched> {
+        self.continuity.take_notices()
+    }
+
     /// Apply a Turn from session `generation`, whose audio starts `base_ms` into the stream.
     pub fn apply(
         &mut self,
@@ -511,18 +570,12 @@ impl Transcript {
         turn: &Turn,
         latency_ms: Option<u64>,
     ) -> Change {
-        let words: Vec<AbsWord> = turn
-            .words
-            .iter()
-            .map(|w| AbsWord {
-                text: w.text.clone(),
-                // Word times come from the server: never let one overflow the arithmetic.
-                start_ms: base_ms.saturating_add(w.start),
-                end_ms: base_ms.saturating_add(w.end),
-                confidence: w.confidence,
-                speaker: w.speaker.clone(),
-            })
-            .collect();
+        let words = if turn.end_of_turn {
+            self.words(generation, base_ms, &turn.words)
+        } else {
+            // A partial's words are shown as text only: no speaker to map yet.
+            abs_words(base_ms, &turn.words)
+        };
         let start_ms = words.first().map_or(base_ms, |w| w.start_ms);
         let end_ms = words.last().map_or(base_ms, |w| w.end_ms);
         if !turn.end_of_turn {
@@ -561,6 +614,10 @@ impl Transcript {
         };
         let key = (generation, turn.turn_order);
         let previous = self.index.get(&key).copied();
+        let resolved = turn
+            .speaker_label
+            .as_deref()
+            .map(|l| self.continuity.resolve(generation, l, &self.finals));
         let mut final_turn = FinalTurn {
             generation,
             session_id: session_id.to_owned(),
@@ -569,10 +626,18 @@ impl Transcript {
             formatted: turn.turn_is_formatted,
             start_ms,
             end_ms,
-            speaker: turn.speaker_label.clone(),
+            speaker: resolved.as_ref().map(|r| r.label.clone()),
+            session_speaker: turn
+                .speaker_label
+                .clone()
+                .filter(|raw| resolved.as_ref().is_some_and(|r| &r.label != raw)),
+            speaker_uncertain: resolved.as_ref().is_some_and(|r| r.uncertain),
             speaker_name: self
                 .names
-                .lookup(self.source.as_deref(), turn.speaker_label.as_deref())
+                .lookup(
+                    self.source.as_deref(),
+                    resolved.as_ref().map(|r| r.label.as_str()),
+                )
                 .map(str::to_owned),
             language_code: turn.language_code.clone(),
             language_confidence: turn.language_confidence,
@@ -758,6 +823,22 @@ impl Transcript {
         }
         out
     }
+}
+
+/// A session's words at stream times (`base_ms` is where its audio starts in the stream), the
+/// service's labels as they are.
+fn abs_words(base_ms: u64, words: &[crate::protocol::messages::Word]) -> Vec<AbsWord> {
+    words
+        .iter()
+        .map(|w| AbsWord {
+            text: w.text.clone(),
+            // Word times come from the server: never let one overflow the arithmetic.
+            start_ms: base_ms.saturating_add(w.start),
+            end_ms: base_ms.saturating_add(w.end),
+            confidence: w.confidence,
+            speaker: w.speaker.clone(),
+        })
+        .collect()
 }
 
 /// Who said a turn, as the txt and SRT lines begin: `You: `, `Them · A: `, `You (echo): `;

@@ -365,6 +365,7 @@ fn counters_and_the_last_close() {
             forced: false,
             gap_ms: 0,
             stream_offset_ms: 40_000,
+            primed_ms: 0,
         },
         40,
     );
@@ -387,6 +388,7 @@ fn counters_and_the_last_close() {
             replay_from_ms: 48_000,
             replay_ms: 2_000,
             gap_ms: 800,
+            primed_ms: 0,
         },
         51,
     );
@@ -761,6 +763,7 @@ fn a_speaker_is_named_from_the_dashboard() {
             turn_order: 1,
             speaker: Some("B".into()),
             speaker_name: None,
+            speaker_uncertain: false,
             words: Vec::new(),
         },
         7,

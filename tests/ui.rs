@@ -438,6 +438,7 @@ fn events_pane() {
             forced: false,
             gap_ms: 0,
             stream_offset_ms: 596_000,
+            primed_ms: 0,
         },
         at(SESSION_S - 25),
     );

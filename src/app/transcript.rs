@@ -26,6 +26,8 @@ pub struct Turn {
     pub speaker: Option<String>,
     /// The name given to that speaker.
     pub speaker_name: Option<String>,
+    /// Not matched to an earlier session's speaker with confidence (shown with a `?`).
+    pub speaker_uncertain: bool,
     /// The language the service heard (with `language_detection`).
     pub language: Option<String>,
     /// The input's label in meeting mode.
@@ -44,6 +46,7 @@ impl Turn {
             self.source.as_deref(),
             self.speaker.as_deref(),
             self.speaker_name.as_deref(),
+            self.speaker_uncertain,
         )
     }
 }
@@ -146,6 +149,7 @@ impl TranscriptView {
                 .speaker_name
                 .as_deref()
                 .map(|s| crate::untrusted::without_controls(s).into_owned()),
+            speaker_uncertain: f.speaker_uncertain,
             language: f
                 .language_code
                 .as_deref()
@@ -182,10 +186,10 @@ impl TranscriptView {
     pub fn revise(
         &mut self,
         run: u32,
-        generation: u64,
-        turn_order: u64,
+        (generation, turn_order): (u64, u64),
         speaker: Option<&str>,
         name: Option<&str>,
+        uncertain: bool,
     ) {
         if let Some(turn) = self
             .turns
@@ -195,6 +199,7 @@ impl TranscriptView {
         {
             turn.speaker = speaker.map(|s| crate::untrusted::without_controls(s).into_owned());
             turn.speaker_name = name.map(|s| crate::untrusted::without_controls(s).into_owned());
+            turn.speaker_uncertain = uncertain;
         }
     }
 
@@ -276,6 +281,7 @@ pub fn to_transcript(turns: &[Turn]) -> Transcript {
                 end_ms: turn.end_ms.max(turn.start_ms),
                 speaker: turn.speaker.clone(),
                 speaker_name: turn.speaker_name.clone(),
+                speaker_uncertain: turn.speaker_uncertain,
                 language_code: turn.language.clone(),
                 words: Vec::new(),
                 latency_ms: None,
@@ -385,6 +391,7 @@ mod tests {
             end_ms: start_ms + 700,
             speaker: speaker.map(str::to_owned),
             speaker_name: None,
+            speaker_uncertain: false,
             language: None,
             source: None,
             echo: false,
@@ -433,6 +440,7 @@ mod tests {
             end_ms: start_ms + 700,
             speaker: None,
             speaker_name: None,
+            speaker_uncertain: false,
             language: None,
             source: None,
             echo: false,

@@ -605,13 +605,14 @@ impl DashboardState {
                 turn_order,
                 speaker,
                 speaker_name,
+                speaker_uncertain,
                 ..
             } => self.transcript.revise(
                 run,
-                generation,
-                turn_order,
+                (generation, turn_order),
                 speaker.as_deref(),
                 speaker_name.as_deref(),
+                speaker_uncertain,
             ),
             SessionEvent::Partial(p) => self.transcript.set_partial(run, &p),
             SessionEvent::Final(f) => {

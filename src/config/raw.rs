@@ -40,6 +40,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct RawSpeakers {
     pub names: BTreeMap<String, String>,
+    pub priming: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -366,6 +367,7 @@ impl From<&Config> for RawConfig {
                 .collect(),
             speakers: RawSpeakers {
                 names: c.speakers.names.clone(),
+                priming: duration(c.speakers.priming),
             },
             archive: RawArchive {
                 enabled: c.archive.enabled,

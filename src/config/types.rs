@@ -46,10 +46,22 @@ pub struct Config {
 }
 
 /// `[speakers]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakersConfig {
     /// `LABEL` or `INPUT:LABEL` (lower case) → name.
     pub names: BTreeMap<String, String>,
+    /// Already-transcribed audio a new session is fed first, to map its speaker labels onto
+    /// the run's (zero: never).
+    pub priming: Duration,
+}
+
+impl Default for SpeakersConfig {
+    fn default() -> Self {
+        Self {
+            names: BTreeMap::new(),
+            priming: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[archive]`.

@@ -54,6 +54,11 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         inputs: validate_inputs(&mut v, &raw.inputs),
         speakers: SpeakersConfig {
             names: validate_names(&mut v, &raw.speakers.names),
+            priming: v.duration(
+                "speakers.priming",
+                &raw.speakers.priming,
+                Some(Duration::ZERO..=Duration::from_secs(30)),
+            ),
         },
         archive: ArchiveConfig {
             enabled: raw.archive.enabled,

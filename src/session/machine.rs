@@ -117,7 +117,7 @@ impl MachineConfig {
     }
 
     /// The rotation lead a session allows: the configured one, at most half its length.
-    fn lead(&self, granted: Duration) -> Duration {
+    pub fn lead(&self, granted: Duration) -> Duration {
         self.rotation_lead.min(granted / 2)
     }
 

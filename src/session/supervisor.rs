@@ -62,6 +62,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// −40 dBFS as an RMS relative to full scale: louder chunks count as voice.
 const VOICE_RMS: f64 = 327.0 / 32_768.0;
 
+/// The slowest replay a priming is done at: slower would take too long to catch up.
+const MIN_PRIMING_SPEED: f64 = 1.05;
+
 /// Silence needed before a hand-over may move the audio (shorter than the service's 400 ms
 /// default turn silence, longer than the gaps between words).
 const QUIET_AFTER_MS: u64 = 300;
@@ -117,6 +120,10 @@ pub struct SupervisorOptions {
     /// Meeting mode: this stream's seat in the account the run's streams share (one mint
     /// budget, staggered rotations, generations numbered apart). `None`: a stream of its own.
     pub account: Option<AccountSeat>,
+    /// With `speaker_labels`: how much already-transcribed audio a new session is fed first,
+    /// so its speaker labels can be mapped onto the run's (at most a sixth of the rotation
+    /// lead; zero: never).
+    pub speaker_priming: Duration,
 }
 
 /// A stream's place among the streams of one run.
@@ -149,6 +156,22 @@ struct Conn {
     /// Its `begin` event is out (a rotation planned later is announced at once).
     announced: bool,
     cause: Cause,
+    /// A rotation successor being primed before its hand-over ([`Supervisor::start_priming`]).
+    priming: Option<Priming>,
+    /// Stream position (samples) before which an earlier session transcribed the audio: this
+    /// session's words there only map its speakers, and are dropped.
+    primed_until: Option<u64>,
+}
+
+/// A rotation successor fed, at `replay_speed`, audio its predecessor already had, from a few
+/// seconds before the predecessor's last final word: the words both sessions label map the new
+/// session's speaker labels onto the run's (`transcript::speakers`). Only audio already sent is
+/// primed, so the ledger, which counts a sample at its first sending, never counts it twice.
+#[derive(Debug)]
+struct Priming {
+    /// The next sample to send.
+    cursor: u64,
+    next_send: Instant,
 }
 
 /// The audio a run streams, and (when the caller has them) the input's statistics, which say
@@ -425,8 +448,11 @@ impl Supervisor {
                 break;
             }
             let next_timer = self.timers.keys().next().map(|(at, _)| *at);
-            let replay_due =
-                (self.route.is_some() && self.backlog()).then_some(self.next_replay_send);
+            let replay_due = (self.route.is_some() && self.backlog())
+                .then_some(self.next_replay_send)
+                .into_iter()
+                .chain(self.priming_due())
+                .min();
             // Liveness checks run when one can come due, not on a periodic tick: an idle
             // stream wakes the process only for its audio.
             let stall_due = self.next_stall_check();
@@ -738,12 +764,24 @@ impl Supervisor {
             else {
                 continue;
             };
-            let planned = match (&self.opts.account, self.granted.get(&generation)) {
-                (Some(seat), Some((began, granted))) => {
-                    let floor = (*began + *granted / 2).max(now);
-                    seat.account.plan_rotation(seat.index, at, floor)
+            let floor = self
+                .granted
+                .get(&generation)
+                .map(|(began, granted)| (*began + *granted / 2).max(now));
+            // A primed successor starts early enough to catch up (never before half the
+            // session, as every plan).
+            let early = self.priming_head_start(generation);
+            let primed_at = match floor {
+                Some(floor) if !early.is_zero() => {
+                    at.checked_sub(early).unwrap_or(at).max(floor).min(at)
                 }
                 _ => at,
+            };
+            let planned = match (&self.opts.account, floor) {
+                (Some(seat), Some(floor)) => {
+                    seat.account.plan_rotation(seat.index, primed_at, floor)
+                }
+                _ => primed_at,
             };
             if planned != at {
                 for effect in effects.iter_mut() {
@@ -759,8 +797,10 @@ impl Supervisor {
                     }
                 }
             }
-            self.planned
-                .insert(generation, (planned, at.saturating_duration_since(planned)));
+            self.planned.insert(
+                generation,
+                (planned, primed_at.saturating_duration_since(planned)),
+            );
             if self.conns.get(&generation).is_some_and(|c| c.announced) {
                 self.announce_rotation(generation);
             }
@@ -784,13 +824,17 @@ impl Supervisor {
         Some(match notice {
             Notice::Rotated { from, to, forced } => {
                 self.outcome.rotations += 1;
-                let base = self.conns.get(&to).and_then(|c| c.base).unwrap_or(0);
+                let (base, primed_until) = self
+                    .conns
+                    .get(&to)
+                    .map_or((0, None), |c| (c.base.unwrap_or(0), c.primed_until));
                 SessionEvent::Rotation {
                     from,
                     to,
                     forced,
                     gap_ms: 0,
                     stream_offset_ms: self.ms(base),
+                    primed_ms: primed_until.map_or(0, |u| self.ms(u.saturating_sub(base))),
                 }
             }
             Notice::Lost {
@@ -877,6 +921,8 @@ impl Supervisor {
                         hinted: false,
                         announced: false,
                         cause: self.pending_cause,
+                        priming: None,
+                        primed_until: None,
                     },
                 );
             }
@@ -913,6 +959,10 @@ impl Supervisor {
         // `Begin` either.
         let handing_over = self.route.is_some();
         let mut start = if handing_over { self.cursor } else { settled };
+        // A primed successor goes on from where its priming got to (its audio stays one
+        // stream); everything before the hand-over was its predecessor's to transcribe.
+        let priming = self.conns.get_mut(&to).and_then(|c| c.priming.take());
+        let mut primed_until = priming.as_ref().map(|_| self.cursor);
         if let Some(from) = replay_from {
             // Resume after the last finalized word of the lost session (what was not final is
             // transcribed again), else from that session's own start. A session that never
@@ -930,6 +980,24 @@ impl Supervisor {
                 });
             }
             start = self.buffer.chunk_start(wanted.max(oldest)).unwrap_or(head);
+            // With speakers, the replay reaches back into words already final, for the new
+            // session's labels to be mapped by (those words are not added again).
+            if let Some(window) = self.priming_window(from)
+                && self.last_final_end(from).is_some()
+                && priming.is_none()
+            {
+                primed_until = Some(start);
+                start = self
+                    .buffer
+                    .chunk_start(start.saturating_sub(window).max(oldest))
+                    .unwrap_or(start);
+            }
+            if priming.is_some() {
+                primed_until = Some(wanted);
+            }
+            if let Some(p) = &priming {
+                start = p.cursor;
+            }
             let gap_ms = self
                 .unrouted_since
                 .map_or(0, |t| now.duration_since(t).as_millis() as u64);
@@ -938,16 +1006,165 @@ impl Supervisor {
                 replay_from_ms: self.ms(start),
                 replay_ms: self.ms(head.saturating_sub(start)),
                 gap_ms,
+                primed_ms: primed_until.map_or(0, |until| self.ms(until.saturating_sub(start))),
             });
+        } else if let Some(p) = &priming {
+            start = p.cursor;
         }
         self.unrouted_since = None;
         self.route = Some(to);
         self.cursor = start;
         self.next_replay_send = now;
         if let Some(c) = self.conns.get_mut(&to) {
-            c.base = Some(start);
+            if priming.is_none() {
+                c.base = Some(start);
+            }
+            c.primed_until = primed_until;
+            // What an earlier session transcribed is done: a replay after losing this one
+            // starts after it.
+            if let Some(until) = primed_until {
+                c.last_final_end = Some(c.last_final_end.map_or(until, |e| e.max(until)));
+            }
         }
         self.pump();
+    }
+
+    /// How much already-transcribed audio primes a session after `predecessor`: the
+    /// configured amount, at most a sixth of the rotation lead its length allowed (a primed
+    /// successor catches up at `replay_speed` well inside the lead); `None` without speakers.
+    fn priming_window(&self, predecessor: Gen) -> Option<u64> {
+        // A priming is caught up by replaying faster than real time: at 1.0 it never would.
+        if !self.opts.params.speaker_labels
+            || self.opts.speaker_priming.is_zero()
+            || self.opts.replay_speed < MIN_PRIMING_SPEED
+        {
+            return None;
+        }
+        let lead = self
+            .granted
+            .get(&predecessor)
+            .map_or(self.opts.machine.rotation_lead, |(_, granted)| {
+                self.opts.machine.lead(*granted)
+            });
+        let window = self.opts.speaker_priming.min(lead / 6);
+        Some(self.samples(window.as_millis() as u64)).filter(|w| *w > 0)
+    }
+
+    /// How much earlier than the machine plans it a rotation starts, so that the successor's
+    /// priming (its window, and the audio since the last final, guessed at 2 s) is caught up
+    /// at `replay_speed` by the planned time.
+    fn priming_head_start(&self, generation: Gen) -> Duration {
+        self.priming_window(generation)
+            .map_or(Duration::ZERO, |window| {
+                let lag = Duration::from_millis(self.ms(window)) + Duration::from_secs(2);
+                lag.div_f64(self.opts.replay_speed.clamp(MIN_PRIMING_SPEED, 1.25) - 1.0)
+            })
+    }
+
+    /// The end of the last final word of `generation` (live or retired).
+    fn last_final_end(&self, generation: Gen) -> Option<u64> {
+        self.conns
+            .get(&generation)
+            .map(|c| c.last_final_end)
+            .or_else(|| self.retired.get(&generation).map(|r| r.1))
+            .flatten()
+    }
+
+    /// A rotation successor just began: with speakers, feed it the audio from a window before
+    /// its predecessor's last final word while the predecessor still takes the live audio.
+    fn start_priming(&mut self, generation: Gen) {
+        let Some(predecessor) = self.route.filter(|g| *g != generation) else {
+            return;
+        };
+        let (Some(window), Some(done)) = (
+            self.priming_window(predecessor),
+            self.last_final_end(predecessor),
+        ) else {
+            return;
+        };
+        let oldest = self.buffer.oldest().unwrap_or(done);
+        let Some(start) = self
+            .buffer
+            .chunk_start(done.saturating_sub(window).max(oldest))
+            .filter(|s| *s < self.cursor)
+        else {
+            return;
+        };
+        let Some(c) = self
+            .conns
+            .get_mut(&generation)
+            .filter(|c| c.cause == Cause::Rotation && c.base.is_none())
+        else {
+            return;
+        };
+        c.base = Some(start);
+        c.priming = Some(Priming {
+            cursor: start,
+            next_send: Instant::now(),
+        });
+        self.update_quiet();
+        tracing::info!(
+            generation,
+            from_ms = self.ms(start),
+            "priming the successor with audio already transcribed"
+        );
+    }
+
+    /// Send the primed successors what is due: audio their predecessor already has, at
+    /// `replay_speed`, never ahead of the predecessor.
+    fn pump_priming(&mut self) {
+        let now = Instant::now();
+        let chunk_time = Duration::from_millis(u64::from(self.opts.chunk_ms));
+        let speed = self.opts.replay_speed.clamp(1.0, 1.25);
+        let primed: Vec<Gen> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.priming.is_some())
+            .map(|(g, _)| *g)
+            .collect();
+        for generation in primed {
+            while let Some(c) = self.conns.get(&generation) {
+                let Some(p) = &c.priming else {
+                    break;
+                };
+                let Some(chunk) = self.buffer.at_or_after(p.cursor) else {
+                    break;
+                };
+                if p.next_send > now || chunk.end() > self.cursor || !c.connection.has_room() {
+                    break;
+                }
+                // The buffer never drops what a priming still needs (it started inside it and
+                // runs faster than the audio comes), so its audio stays one stream.
+                debug_assert_eq!(chunk.offset, p.cursor, "priming skipped audio");
+                let end = chunk.end();
+                let bytes = audio::encode(&chunk.samples, self.opts.params.encoding);
+                self.send_hint(generation);
+                let Some(c) = self.conns.get_mut(&generation) else {
+                    break;
+                };
+                if !c.connection.try_send(Outgoing::Audio(bytes)) {
+                    break;
+                }
+                if let Some(p) = &mut c.priming {
+                    p.cursor = end;
+                    p.next_send = p.next_send.max(now - chunk_time) + chunk_time.div_f64(speed);
+                }
+            }
+        }
+    }
+
+    /// When the next priming send is due.
+    fn priming_due(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| c.priming.as_ref())
+            .filter(|p| {
+                self.buffer
+                    .at_or_after(p.cursor)
+                    .is_some_and(|c| c.end() <= self.cursor)
+            })
+            .map(|p| p.next_send)
+            .min()
     }
 
     /// Before the first audio a session gets: tell the emulator where it starts (its script
@@ -1050,8 +1267,16 @@ impl Supervisor {
         self.pump();
     }
 
-    /// Send what is due: the live chunk at once, a backlog at `replay_speed`.
+    /// Send what is due: to the routed session, then to a successor being primed.
     fn pump(&mut self) {
+        self.pump_route();
+        self.pump_priming();
+        self.update_quiet();
+    }
+
+    /// Send the routed session what is due: the live chunk at once, a backlog at
+    /// `replay_speed`.
+    fn pump_route(&mut self) {
         let Some(generation) = self.route else {
             return;
         };
@@ -1117,10 +1342,20 @@ impl Supervisor {
         }
     }
 
-    /// Tell the machine when the live audio turns quiet (300 ms of silence) or voiced again.
+    /// Count the live audio's silence.
     fn track_quiet(&mut self, voiced: bool, chunk_ms: u64) {
         self.silent_ms = if voiced { 0 } else { self.silent_ms + chunk_ms };
-        let quiet = self.silent_ms >= QUIET_AFTER_MS;
+    }
+
+    /// Tell the machine when the live audio turns quiet (300 ms of silence) or voiced again. A
+    /// successor still catching up with its priming is not ready to take over: the hand-over
+    /// waits for it as it waits for a word to end (or is forced at its deadline).
+    fn update_quiet(&mut self) {
+        let priming_behind = self
+            .conns
+            .values()
+            .any(|c| c.priming.as_ref().is_some_and(|p| p.cursor < self.cursor));
+        let quiet = self.silent_ms >= QUIET_AFTER_MS && !priming_behind;
         if quiet != self.quiet {
             self.quiet = quiet;
             self.input(Input::Quiet(quiet));
@@ -1207,6 +1442,7 @@ impl Supervisor {
                 }
                 tracing::info!(generation, session = %begin.id, expires_at = begin.expires_at, "session began");
                 self.granted.insert(generation, (Instant::now(), granted));
+                self.start_priming(generation);
                 self.input(Input::Begin {
                     generation,
                     session_id: begin.id.clone(),
@@ -1227,47 +1463,7 @@ impl Supervisor {
                 }
                 self.announce_rotation(generation);
             }
-            ServerMessage::Turn(turn) => {
-                let Some(conn) = self.conns.get(&generation) else {
-                    return;
-                };
-                let Some(base) = conn.base else {
-                    return;
-                };
-                let base_ms = self.ms(base);
-                let session_id = conn.session_id.clone();
-                let latency = turn.end_of_turn.then(|| {
-                    turn.words.last().and_then(|w| {
-                        let at = base.saturating_add(self.samples(w.end.saturating_sub(1)));
-                        self.buffer
-                            .sent_at(at)
-                            .map(|t| t.elapsed().as_millis() as u64)
-                    })
-                });
-                let latency = latency.flatten();
-                let change =
-                    self.transcript
-                        .apply(generation, &session_id, base_ms, &turn, latency);
-                match change {
-                    Change::Partial(p) => self.emit(SessionEvent::Partial(p)),
-                    Change::Final { turn: f, replaced } => {
-                        if !replaced {
-                            if let Some(l) = f.latency_ms {
-                                self.latencies.push(l);
-                            }
-                            let end = self.samples(f.end_ms);
-                            if let Some(c) = self.conns.get_mut(&generation) {
-                                c.last_final_end = Some(end);
-                            }
-                        }
-                        self.emit(SessionEvent::Final(f));
-                    }
-                }
-                self.input(Input::Turn {
-                    generation,
-                    end_of_turn: turn.end_of_turn,
-                });
-            }
+            ServerMessage::Turn(turn) => self.on_turn(generation, turn),
             ServerMessage::SpeakerRevision(revision) => self.on_revision(generation, &revision),
             ServerMessage::Termination(t) => {
                 self.emit(SessionEvent::Termination {
@@ -1289,6 +1485,114 @@ impl Supervisor {
         }
     }
 
+    /// A Turn of `generation`: into the transcript (without what a priming covers), out as a
+    /// `partial` or `final`, and to the machine.
+    fn on_turn(&mut self, generation: Gen, turn: crate::protocol::Turn) {
+        let Some(conn) = self.conns.get(&generation) else {
+            return;
+        };
+        let Some(base) = conn.base else {
+            return;
+        };
+        let base_ms = self.ms(base);
+        let session_id = conn.session_id.clone();
+        // Words in audio an earlier session transcribed (a primed successor's, all of
+        // them until its hand-over) only map speakers.
+        let primed_until = if conn.priming.is_some() {
+            Some(u64::MAX)
+        } else {
+            conn.primed_until.map(|u| self.ms(u))
+        };
+        let end_of_turn = turn.end_of_turn;
+        let Some(turn) = self.unprimed(generation, base_ms, turn, primed_until) else {
+            self.input(Input::Turn {
+                generation,
+                end_of_turn,
+            });
+            return;
+        };
+        let latency = turn.end_of_turn.then(|| {
+            turn.words.last().and_then(|w| {
+                let at = base.saturating_add(self.samples(w.end.saturating_sub(1)));
+                self.buffer
+                    .sent_at(at)
+                    .map(|t| t.elapsed().as_millis() as u64)
+            })
+        });
+        let latency = latency.flatten();
+        let change = self
+            .transcript
+            .apply(generation, &session_id, base_ms, &turn, latency);
+        self.report_unmatched();
+        match change {
+            Change::Partial(p) => self.emit(SessionEvent::Partial(p)),
+            Change::Final { turn: f, replaced } => {
+                if !replaced {
+                    if let Some(l) = f.latency_ms {
+                        self.latencies.push(l);
+                    }
+                    let end = self.samples(f.end_ms);
+                    if let Some(c) = self.conns.get_mut(&generation) {
+                        c.last_final_end = Some(end);
+                    }
+                }
+                self.emit(SessionEvent::Final(f));
+            }
+        }
+        self.input(Input::Turn {
+            generation,
+            end_of_turn: turn.end_of_turn,
+        });
+    }
+
+    /// `turn` without its words before `primed_until` (stream ms), which were transcribed by
+    /// an earlier session: a final's vote for who is who ([`Transcript::prime`]); `None` when
+    /// nothing is left. Unrelated turns pass untouched.
+    fn unprimed(
+        &mut self,
+        generation: Gen,
+        base_ms: u64,
+        mut turn: crate::protocol::Turn,
+        primed_until: Option<u64>,
+    ) -> Option<crate::protocol::Turn> {
+        let Some(until) = primed_until else {
+            return Some(turn);
+        };
+        let (primed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut turn.words)
+            .into_iter()
+            .partition(|w| base_ms.saturating_add(w.start) < until);
+        if turn.end_of_turn && !primed.is_empty() {
+            self.transcript.prime(generation, base_ms, &primed);
+        }
+        if kept.is_empty() && (!primed.is_empty() || until == u64::MAX) {
+            return None;
+        }
+        if !primed.is_empty() {
+            // A turn across the hand-over: only its new words, as the text too.
+            turn.transcript = kept
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            turn.utterance = None;
+        }
+        turn.words = kept;
+        Some(turn)
+    }
+
+    /// Speaker labels of later sessions that could not be matched to the run's: each said
+    /// once, as a warning.
+    fn report_unmatched(&mut self) {
+        for unmatched in self.transcript.take_unmatched() {
+            let message = crate::strings::speaker_unmatched(&unmatched);
+            tracing::warn!("{message}");
+            self.emit(SessionEvent::Warning {
+                message,
+                explain: None,
+            });
+        }
+    }
+
     /// The service revised who said turns of `generation`: the transcript takes each revision,
     /// and each becomes a `speaker_revision` event.
     fn on_revision(
@@ -1303,12 +1607,15 @@ impl Supervisor {
             .or_else(|| self.retired.get(&generation).and_then(|r| r.0))
             .map_or(0, |b| self.ms(b));
         for entry in &revision.revisions {
-            if let Some(turn) = self.transcript.revise(generation, base_ms, entry) {
+            let revised = self.transcript.revise(generation, base_ms, entry);
+            self.report_unmatched();
+            if let Some(turn) = revised {
                 self.emit(SessionEvent::SpeakerRevision {
                     generation,
                     turn_order: turn.turn_order,
                     speaker: turn.speaker,
                     speaker_name: turn.speaker_name,
+                    speaker_uncertain: turn.speaker_uncertain,
                     words: turn.words,
                 });
             }
