@@ -21,6 +21,7 @@
 
 pub mod action;
 pub mod msg;
+pub mod settings;
 pub mod state;
 pub mod transcript;
 pub mod update;
@@ -505,6 +506,10 @@ impl Runtime {
     async fn execute(&mut self, command: DashboardCommand) {
         match command {
             DashboardCommand::Session(c) => {
+                // Live settings hold for the next runs too (a stop and a start).
+                if let session::SessionCommand::Update(u) = &c {
+                    self.supervisor.params = self.supervisor.params.updated(u);
+                }
                 if let Some(r) = &self.session {
                     match c {
                         // Mute is for microphones (every input when none is one).

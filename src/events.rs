@@ -155,6 +155,9 @@ pub enum SessionEvent {
         speaker_uncertain: bool,
         words: Vec<crate::transcript::AbsWord>,
     },
+    /// Live settings changed (on the dashboard): sent to the session as `UpdateConfiguration`
+    /// and carried to every later one. Only the fields that changed.
+    SettingsUpdated(crate::protocol::messages::UpdateConfiguration),
     /// A speaker was named (on the dashboard): every final of theirs carries the name from now
     /// on, in the journal and the exports too.
     SpeakerNamed {

@@ -409,6 +409,7 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         SessionEvent::SpeakerRevision { .. } | SessionEvent::SpeakerNamed { .. } => {
             speaker_line(event)?
         }
+        SessionEvent::SettingsUpdated(update) => Line::new(Info, settings_updated(update), Both),
         SessionEvent::State { view: v } => {
             let severity = match v {
                 View::Backoff { .. } => Warn,
@@ -498,6 +499,35 @@ pub fn event_line(event: &SessionEvent, now: SystemTime) -> Option<Line> {
         } => Line::new(Error, run_failed(failure.as_deref()?), Stderr).explained(*explain),
     };
     Some(line)
+}
+
+/// Live settings sent to the session (and carried to the next ones).
+pub fn settings_updated(update: &crate::protocol::messages::UpdateConfiguration) -> String {
+    let mut parts = Vec::new();
+    if let Some(terms) = &update.keyterms_prompt {
+        parts.push(if terms.is_empty() {
+            "keyterms cleared".to_owned()
+        } else {
+            format!("keyterms {}", for_terminal(&terms.join(", ")))
+        });
+    }
+    for (name, value) in [
+        ("min_turn_silence", update.min_turn_silence),
+        ("max_turn_silence", update.max_turn_silence),
+    ] {
+        if let Some(ms) = value {
+            parts.push(format!("{name} {ms} ms"));
+        }
+    }
+    format!(
+        "live settings: {} (sent to the session, kept for the next ones)",
+        parts.join("; ")
+    )
+}
+
+/// Live settings outside the service's ranges: not sent.
+pub fn settings_refused(error: &crate::protocol::params::ParamError) -> String {
+    format!("live settings not sent: {error}")
 }
 
 /// The events about who spoke, for the events pane.

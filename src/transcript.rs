@@ -663,6 +663,28 @@ impl Transcript {
         }
     }
 
+    /// Live settings changed: a line of their own in the journal (`"event":
+    /// "settings_updated"`, the fields that changed), so the file says what the words after it
+    /// were transcribed with.
+    pub fn journal_settings(&self, update: &crate::protocol::messages::UpdateConfiguration) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let mut line = serde_json::to_value(update).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut line {
+            map.insert("event".into(), "settings_updated".into());
+            if let Some(source) = &self.source {
+                map.insert("source".into(), source.clone().into());
+            }
+        }
+        if !journal.send(JournalOp::Line(line.to_string())) {
+            tracing::error!(
+                "cannot write the transcript journal {}: its writer has stopped",
+                journal.path.display()
+            );
+        }
+    }
+
     /// Hand a final to the journal's writer thread (never waits for the disk).
     fn journal(&self, turn: &FinalTurn, replaced: bool) {
         let Some(journal) = &self.journal else {
@@ -1075,6 +1097,32 @@ mod tests {
 
     /// A final holding escape sequences (clear the screen, OSC 52: write the clipboard) and a
     /// forged cue reaches the text files defused; the journal keeps the text (JSON-escaped).
+    #[test]
+    fn live_settings_are_a_journal_line_between_the_finals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("run.jsonl");
+        let mut t = Transcript::with_journal(&journal).expect("journal");
+        t.apply(1, "s", 0, &turn(0, true, true, "before"), None);
+        t.journal_settings(&crate::protocol::messages::UpdateConfiguration {
+            keyterms_prompt: Some(vec!["Fox".into()]),
+            ..Default::default()
+        });
+        t.apply(1, "s", 0, &turn(1, true, true, "after"), None);
+        t.sync_journal();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["text"], "before");
+        assert_eq!(lines[1]["event"], "settings_updated");
+        assert_eq!(lines[1]["keyterms_prompt"], serde_json::json!(["Fox"]));
+        assert_eq!(lines[2]["text"], "after");
+        // The exports hold the turns only.
+        assert_eq!(t.finals().len(), 2);
+    }
+
     #[test]
     fn hostile_text_reaches_the_files_defused() {
         let dir = tempfile::tempdir().expect("tempdir");

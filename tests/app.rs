@@ -779,3 +779,61 @@ fn a_speaker_is_named_from_the_dashboard() {
         Some("speaker pending")
     );
 }
+
+#[test]
+fn live_settings_are_edited_on_the_dashboard() {
+    use aai_live::app::msg::PromptKey;
+    use aai_live::protocol::messages::UpdateConfiguration;
+    let mut s = state();
+    streaming(&mut s);
+    let type_in = |s: &mut DashboardState, text: &str| {
+        for c in text.chars() {
+            assert!(s.update(Msg::Prompt(PromptKey::Char(c)), at(3)).is_empty());
+        }
+    };
+    assert!(act(&mut s, Action::LiveSettings, 2).is_empty());
+    let line = s.prompt.as_ref().map(|p| p.text.clone());
+    assert_eq!(
+        line.as_deref(),
+        Some("keyterms=; min_turn_silence=; max_turn_silence=")
+    );
+    // Replace the line: clear it, type the new one.
+    for _ in 0..line.map_or(0, |l| l.chars().count()) {
+        s.update(Msg::Prompt(PromptKey::Backspace), at(3));
+    }
+    type_in(&mut s, "keyterms=Ana, Kubernetes; max_turn_silence=1.5s");
+    let out = s.update(Msg::Prompt(PromptKey::Submit), at(4));
+    let update = UpdateConfiguration {
+        keyterms_prompt: Some(vec!["Ana".into(), "Kubernetes".into()]),
+        max_turn_silence: Some(1500),
+        ..UpdateConfiguration::default()
+    };
+    assert_eq!(
+        out,
+        vec![DashboardCommand::Session(session::SessionCommand::Update(
+            update.clone()
+        ))]
+    );
+    assert!(s.prompt.is_none());
+    assert_eq!(s.live.keyterms, ["Ana", "Kubernetes"]);
+    assert_eq!(s.live.max_turn_silence, Some(1500));
+
+    // A mistake is named and the line reopens as typed; nothing is sent.
+    act(&mut s, Action::LiveSettings, 5);
+    type_in(&mut s, "; colour=red");
+    assert!(s.update(Msg::Prompt(PromptKey::Submit), at(6)).is_empty());
+    let reopened = s.prompt.as_ref().map(|p| p.text.as_str());
+    assert_eq!(
+        reopened,
+        Some("keyterms=Ana, Kubernetes; min_turn_silence=; max_turn_silence=1500ms; colour=red")
+    );
+    assert!(
+        s.notice.as_ref().is_some_and(|n| n.text.contains("colour")),
+        "{:?}",
+        s.notice
+    );
+    // Unchanged: nothing to send.
+    s.update(Msg::Prompt(PromptKey::Cancel), at(7));
+    act(&mut s, Action::LiveSettings, 7);
+    assert!(s.update(Msg::Prompt(PromptKey::Submit), at(7)).is_empty());
+}

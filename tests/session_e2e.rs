@@ -71,6 +71,16 @@ struct Run {
 /// Stream `samples` (as a WAV file, paced in real time) through the supervisor until the input
 /// ends (then Stop) or `limit` passes.
 async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
+    run_with(setup, samples, limit, |_| None).await
+}
+
+/// [`run`], with a command sent whenever `answer` has one for an event.
+async fn run_with(
+    setup: &Setup,
+    samples: &[i16],
+    limit: Duration,
+    mut answer: impl FnMut(&SessionEvent) -> Option<SessionCommand>,
+) -> Run {
     let wav = setup.dir.path().join("input.wav");
     write_wav(&wav, samples);
     let provider = provider::build(&setup.config.provider).expect("provider");
@@ -88,8 +98,12 @@ async fn run(setup: &Setup, samples: &[i16], limit: Duration) -> Run {
     let mut handle = session::spawn(options, premint, Transcript::default(), input.chunks);
     handle.commands.send(SessionCommand::Start).expect("start");
     let mut events = Vec::new();
+    let commands = handle.commands.clone();
     let collect = async {
         while let Some(e) = handle.events.recv().await {
+            if let Some(command) = answer(&e) {
+                commands.send(command).expect("command");
+            }
             events.push(e);
         }
     };
@@ -625,4 +639,70 @@ async fn a_long_redacted_turn_is_not_a_stall() {
     );
     assert_eq!(finals(&run).len(), 1, "{:?}", finals(&run));
     assert_lossless(&received(&setup, &run.events), &input);
+}
+
+/// Live settings: an update sent mid-session reaches the live session (the emulator records
+/// it) and every successor connects with it (its URL parameters), and the run reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_setting_reaches_the_session_and_every_successor() {
+    let setup = setup(
+        EmulatorConfig {
+            max_session_duration: Some(Duration::from_secs(6)),
+            ..common::config()
+        },
+        |c| c.session.rotation_lead = Duration::from_secs(2),
+    )
+    .await;
+    let input = utterances(6);
+    let update = aai_live::protocol::messages::UpdateConfiguration {
+        keyterms_prompt: Some(vec!["Fox".into()]),
+        max_turn_silence: Some(3000),
+        ..Default::default()
+    };
+    // Out of the service's range: refused with a warning, nothing sent.
+    let refused = aai_live::protocol::messages::UpdateConfiguration {
+        max_turn_silence: Some(20_000),
+        ..Default::default()
+    };
+    let mut begins = 0;
+    let run = run_with(&setup, &input, Duration::from_secs(30), |e| {
+        if !matches!(e, SessionEvent::Begin { .. }) {
+            return None;
+        }
+        begins += 1;
+        match begins {
+            1 => Some(SessionCommand::Update(update.clone())),
+            2 => Some(SessionCommand::Update(refused.clone())),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert_eq!(
+        count(
+            &run,
+            |e| matches!(e, SessionEvent::SettingsUpdated(u) if *u == update)
+        ),
+        1
+    );
+    let sessions = setup.emu.sessions();
+    assert!(sessions.len() >= 2, "a rotation: {sessions:?}");
+    let first = &sessions[0];
+    assert_eq!(first.updates_received, 1, "{first:?}");
+    let effective = first.effective.as_ref().expect("effective");
+    assert_eq!(effective.keyterms_prompt, ["Fox"]);
+    assert_eq!(effective.max_turn_silence, 3000);
+    for later in &sessions[1..] {
+        assert_eq!(later.params.keyterms_prompt, ["Fox"], "{later:?}");
+        assert_eq!(later.params.max_turn_silence, Some(3000), "{later:?}");
+        assert_eq!(later.updates_received, 0, "{later:?}");
+    }
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Warning { message, .. }
+            if message.contains("live settings not sent") && message.contains("max_turn_silence"))),
+        "{:?}",
+        run.events
+    );
 }

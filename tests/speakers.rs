@@ -231,17 +231,18 @@ async fn labels_languages_names_and_a_revision_reach_events_and_exports() {
 /// the run's label and name, none is duplicated or lost, and the ledger is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_keeps_speakers_and_their_names() {
-    const END_MS: u64 = 46_000;
+    const END_MS: u64 = 56_000;
     let turns = conversation(END_MS);
     let input = audio(&turns, END_MS);
     let r = run(
         script(&turns),
         &input,
         EmulatorConfig {
-            // 50 s sessions with a 20 s lead: the rotation starts at half the session (the
+            // 60 s sessions with a 20 s lead: the rotation starts at half the session (the
             // earliest allowed), the successor is primed with 2 s (of at most 20 / 6) and
-            // catches up at 1.25x long before the forced hand-over at 43 s.
-            max_session_duration: Some(Duration::from_secs(50)),
+            // catches up at 1.25x (in about 10-15 s) long before the forced hand-over at 53 s,
+            // leaving it 10 s of the conversation.
+            max_session_duration: Some(Duration::from_secs(60)),
             ..common::config()
         },
         &[

@@ -806,3 +806,70 @@ fn meeting_mode_shows_each_input() {
     let theme = aai_live::ui::Theme::new(s.ui);
     assert_ne!(theme.who(Some(0)), theme.who(Some(1)));
 }
+
+/// Speakers and languages: named and unnamed speakers, a language other than English, a
+/// speaker still pending, one a later session could not match (`?`), and live keyterms in the
+/// header.
+#[test]
+fn speakers_and_languages() {
+    let mut s = idle();
+    minting(&mut s);
+    view(
+        &mut s,
+        View::Streaming {
+            generation: 1,
+            session_id: SESSION_ID.into(),
+        },
+        at(1),
+    );
+    let said = |order, text: &str, speaker: &str, name: Option<&str>, language: &str| {
+        SessionEvent::Final(FinalTurn {
+            speaker: Some(speaker.into()),
+            speaker_name: name.map(str::to_owned),
+            language_code: Some(language.into()),
+            language_confidence: Some(0.97),
+            ..final_turn(1, order, text, 2000 + order * 4000)
+        })
+    };
+    for (i, event) in [
+        said(
+            0,
+            "Shall we start with the numbers?",
+            "A",
+            Some("Ana"),
+            "en",
+        ),
+        said(1, "Sí, empecemos por las cifras.", "B", None, "es"),
+        said(2, "Okay.", "PENDING", None, "en"),
+        SessionEvent::Final(FinalTurn {
+            generation: 2,
+            speaker: Some("C".into()),
+            session_speaker: Some("B".into()),
+            speaker_uncertain: true,
+            language_code: Some("en".into()),
+            ..final_turn(2, 0, "Sorry, I joined late.", 14_000)
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        session(&mut s, event, at(5 + i as u64 * 4));
+    }
+    let mut live = s.live.clone();
+    live.apply(&aai_live::protocol::messages::UpdateConfiguration {
+        keyterms_prompt: Some(vec!["Kubernetes".into(), "Ana".into()]),
+        ..Default::default()
+    });
+    s.live = live;
+    let frame = screen(&s, 120, 20, at(22));
+    for expected in [
+        "Ana:",
+        "[es] B: Sí, empecemos",
+        "speaker pending:",
+        "C?: Sorry",
+        "keyterms Kubernetes, Ana",
+    ] {
+        assert!(frame.contains(expected), "{expected}: {frame}");
+    }
+    insta::assert_snapshot!("speakers_120x20", frame);
+}

@@ -56,6 +56,9 @@ pub enum Action {
     /// name the speaker of the last turn shown (journal and exports too)
     #[strum(message = "name")]
     NameSpeaker,
+    /// edit live settings: keyterms, turn silences
+    #[strum(message = "settings")]
+    LiveSettings,
     /// show or hide the events pane
     #[strum(message = "events")]
     ToggleEvents,

@@ -214,11 +214,19 @@ pub enum PromptPurpose {
         source: Option<String>,
         speaker: String,
     },
+    /// The live settings line ([`super::settings`]).
+    Settings,
 }
 
 impl Prompt {
-    /// Longest line a prompt takes (a name is at most 64 characters).
-    pub const MAX_CHARS: usize = 64;
+    /// Longest line a prompt takes: a name is at most 64 characters; the settings line holds up
+    /// to 100 keyterms.
+    pub fn max_chars(&self) -> usize {
+        match self.purpose {
+            PromptPurpose::SpeakerName { .. } => 64,
+            PromptPurpose::Settings => 4000,
+        }
+    }
 }
 
 /// Meeting mode: one input's own stream, beside the run's panel.
@@ -413,8 +421,10 @@ pub struct DashboardState {
     pub notice: Option<Notice>,
     pub show_help: bool,
     pub show_events: bool,
-    /// A line being typed (naming a speaker); the keymap waits while it is open.
+    /// A line being typed (naming a speaker, live settings); the keymap waits while it is open.
     pub prompt: Option<Prompt>,
+    /// The settings the session can be changed in mid-stream, as they are now.
+    pub live: super::settings::LiveSettings,
     pub lifecycle: Lifecycle,
     /// Terminal size (columns, rows), for paging.
     pub viewport: (u16, u16),
@@ -446,6 +456,7 @@ impl DashboardState {
             show_help: false,
             show_events: ui.events,
             prompt: None,
+            live: super::settings::LiveSettings::default(),
             lifecycle: Lifecycle::default(),
             viewport: (80, 24),
             saved: Vec::new(),
@@ -467,6 +478,7 @@ impl DashboardState {
             .iter()
             .map(|i| SourcePanel::new(i.label.clone(), i.spec.is_mic()))
             .collect();
+        state.live = super::settings::LiveSettings::from_params(&crate::session::params(config));
         state
     }
 

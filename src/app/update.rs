@@ -193,6 +193,12 @@ impl DashboardState {
                 }
             }
             Action::NameSpeaker => self.open_name_prompt(now),
+            Action::LiveSettings => {
+                self.prompt = Some(Prompt {
+                    purpose: PromptPurpose::Settings,
+                    text: self.live.line(),
+                });
+            }
             Action::Clear => {
                 self.transcript.clear();
                 self.notify(
@@ -483,7 +489,7 @@ impl DashboardState {
         };
         match key {
             PromptKey::Char(c)
-                if !c.is_control() && prompt.text.chars().count() < Prompt::MAX_CHARS =>
+                if !c.is_control() && prompt.text.chars().count() < prompt.max_chars() =>
             {
                 prompt.text.push(c);
             }
@@ -496,6 +502,10 @@ impl DashboardState {
                 let Some(Prompt { purpose, text }) = self.prompt.take() else {
                     return;
                 };
+                if purpose == PromptPurpose::Settings {
+                    self.submit_settings(text, now, out);
+                    return;
+                }
                 let name = text.trim().to_owned();
                 if name.is_empty() {
                     return;
@@ -516,7 +526,38 @@ impl DashboardState {
                             name,
                         });
                     }
+                    PromptPurpose::Settings => {}
                 }
+            }
+        }
+    }
+
+    /// The live settings line, submitted: a mistake reopens it as typed, with what is wrong;
+    /// a change goes to the session (every input's) and is kept for the next runs.
+    fn submit_settings(&mut self, text: String, now: SystemTime, out: &mut Vec<DashboardCommand>) {
+        match self.live.parse(&text) {
+            Err(why) => {
+                self.notify(now, Severity::Warn, why);
+                self.prompt = Some(Prompt {
+                    purpose: PromptPurpose::Settings,
+                    text,
+                });
+            }
+            Ok(None) => self.notify(now, Severity::Info, "live settings unchanged"),
+            Ok(Some(update)) => {
+                self.live.apply(&update);
+                self.notify(
+                    now,
+                    Severity::Info,
+                    if self.session.is_active() {
+                        "live settings sent to the session"
+                    } else {
+                        "live settings kept for the next session"
+                    },
+                );
+                out.push(DashboardCommand::Session(session::SessionCommand::Update(
+                    update,
+                )));
             }
         }
     }
@@ -656,8 +697,9 @@ impl DashboardState {
             | SessionEvent::TokenFailed { .. }
             | SessionEvent::DrainTimedOut { .. }
             | SessionEvent::Termination { .. }
-            // The dashboard named them itself (its view already shows it).
+            // The dashboard named them or changed them itself (its view already shows it).
             | SessionEvent::SpeakerNamed { .. }
+            | SessionEvent::SettingsUpdated(_)
             | SessionEvent::Warning { .. } => {}
         }
     }

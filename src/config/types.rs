@@ -834,6 +834,7 @@ impl Default for KeysConfig {
             ("mint_token", vec![char('t')]),
             ("export", vec![char('e')]),
             ("name_speaker", vec![char('n')]),
+            ("live_settings", vec![char('u')]),
             ("clear", vec![char('c')]),
             ("toggle_events", vec![char('l')]),
             ("help", vec![char('?')]),

@@ -336,6 +336,46 @@ impl StreamingParams {
         self.speech_model.starts_with("u3") || self.speech_model.starts_with("universal-3")
     }
 
+    /// Whether the model takes `min_turn_silence`/`max_turn_silence` in an
+    /// `UpdateConfiguration` (Universal-Streaming and the U3-Pro family do; `whisper-rt`'s docs
+    /// list none).
+    pub fn takes_live_turn_silences(&self) -> bool {
+        self.speech_model != "whisper-rt"
+    }
+
+    /// These parameters after a live `UpdateConfiguration`: what later sessions connect with,
+    /// so a setting changed mid-session is carried to every successor.
+    #[must_use]
+    pub fn updated(&self, update: &crate::protocol::messages::UpdateConfiguration) -> Self {
+        let mut next = self.clone();
+        if let Some(k) = &update.keyterms_prompt {
+            next.keyterms_prompt.clone_from(k);
+        }
+        if update.prompt.is_some() {
+            next.prompt.clone_from(&update.prompt);
+        }
+        for (slot, value) in [
+            (&mut next.min_turn_silence, update.min_turn_silence),
+            (&mut next.max_turn_silence, update.max_turn_silence),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+        for (slot, value) in [
+            (
+                &mut next.end_of_turn_confidence_threshold,
+                update.end_of_turn_confidence_threshold,
+            ),
+            (&mut next.vad_threshold, update.vad_threshold),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+        next
+    }
+
     /// Check every value against the service's documented ranges.
     pub fn validate(&self) -> Result<(), ParamError> {
         if !(8000..=96_000).contains(&self.sample_rate) {
@@ -671,6 +711,14 @@ mod endpoint_tests {
         }
         assert!(server_endpoints(&Url::parse("ws://127.0.0.1:1").expect("url")).is_err());
     }
+}
+
+/// The fields an `UpdateConfiguration` changes, checked against the connection parameters'
+/// ranges (one set of rules for both).
+pub fn check_update(
+    update: &crate::protocol::messages::UpdateConfiguration,
+) -> Result<(), ParamError> {
+    StreamingParams::default().updated(update).validate()
 }
 
 #[cfg(test)]

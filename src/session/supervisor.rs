@@ -680,7 +680,7 @@ impl Supervisor {
             SessionCommand::Reconnect => self.input(Input::Reconnect),
             SessionCommand::ForceEndpoint => self.control(ClientMessage::ForceEndpoint),
             SessionCommand::KeepAlive => self.control(ClientMessage::KeepAlive),
-            SessionCommand::Update(u) => self.control(ClientMessage::UpdateConfiguration(u)),
+            SessionCommand::Update(u) => self.update_settings(u),
             SessionCommand::SetMuted(m) => self.muted = m,
             SessionCommand::MintNow => self.premint.refresh_now(),
             SessionCommand::NameSpeaker {
@@ -692,6 +692,29 @@ impl Supervisor {
                 self.emit(SessionEvent::SpeakerNamed { speaker, name });
             }
         }
+    }
+
+    /// Live settings: sent to every session of the stream (the live one, and a successor
+    /// already connecting with the old URL), carried to every later one (its URL parameters),
+    /// journaled, and reported as `settings_updated`. Values outside the service's ranges are
+    /// refused with a warning, and nothing is sent.
+    fn update_settings(&mut self, update: UpdateConfiguration) {
+        if let Err(e) = crate::protocol::params::check_update(&update) {
+            self.emit(SessionEvent::Warning {
+                message: crate::strings::settings_refused(&e),
+                explain: None,
+            });
+            return;
+        }
+        self.opts.params = self.opts.params.updated(&update);
+        for c in self.conns.values() {
+            c.connection
+                .try_send(Outgoing::Control(ClientMessage::UpdateConfiguration(
+                    update.clone(),
+                )));
+        }
+        self.transcript.journal_settings(&update);
+        self.emit(SessionEvent::SettingsUpdated(update));
     }
 
     fn control(&self, message: ClientMessage) {

@@ -27,15 +27,30 @@ fn prompt_line(
                 .map_or_else(String::new, |l| format!(" of {}", l.display_name()));
             format!(" name speaker {speaker}{of}: ")
         }
+        PromptPurpose::Settings => " live settings: ".to_owned(),
     };
     let cursor = if t.ascii { "_" } else { "█" };
+    let keys = "enter ok · esc cancel ";
+    // A line longer than the room shows its end, where the typing is.
+    let room = width.saturating_sub(asked.chars().count() + keys.chars().count() + 2);
+    let typed = prompt.text.chars().count();
+    let text = if typed > room {
+        let tail: String = prompt
+            .text
+            .chars()
+            .skip(typed - room.saturating_sub(1))
+            .collect();
+        format!("…{tail}")
+    } else {
+        prompt.text.clone()
+    };
     join_left_right(
         vec![
             Span::styled(asked, t.label()),
-            Span::styled(prompt.text.clone(), t.strong()),
+            Span::styled(text, t.strong()),
             Span::styled(cursor.to_owned(), t.accent()),
         ],
-        vec![Span::styled("enter ok · esc cancel ".to_owned(), t.dim())],
+        vec![Span::styled(keys.to_owned(), t.dim())],
         width,
         t,
     )

@@ -89,6 +89,7 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             ),
             t.text(),
         ));
+        live_settings(&mut spans, cx);
         return clip(spans, width, t);
     }
     // Narrow: the secure schemes go without saying; http:// and ws:// stay visible.
@@ -119,7 +120,28 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             t.label(),
         ));
     }
+    live_settings(&mut spans, cx);
     clip(spans, width, t)
+}
+
+/// The live settings that are set (keyterms, turn silences), after where audio goes.
+fn live_settings(spans: &mut Vec<Span<'static>>, cx: Ctx<'_>) {
+    let (live, t) = (&cx.state.live, cx.t);
+    if !live.keyterms.is_empty() {
+        spans.push(Span::styled(format!("{}keyterms ", t.dot()), t.label()));
+        spans.push(Span::styled(live.keyterms.join(", "), t.text()));
+    }
+    for (name, value) in [
+        ("min silence", live.min_turn_silence),
+        ("max silence", live.max_turn_silence),
+    ] {
+        if let Some(ms) = value {
+            spans.push(Span::styled(
+                format!("{}{name} {ms} ms", t.dot()),
+                t.label(),
+            ));
+        }
+    }
 }
 
 /// Whether two URLs name the same host and port, whatever their schemes (https and wss).
