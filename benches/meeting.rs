@@ -133,10 +133,15 @@ fn proc_stat(pid: u32, ticks: f64) -> Option<Times> {
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -160,6 +165,9 @@ struct Measured {
     window_cpu: Option<f64>,
     window_secs: Option<f64>,
     peak_rss_kib: u64,
+    /// The peak of its own memory (`RssAnon`: heap and stacks, not the shared libraries or a
+    /// sound server's shared memory pool mapped into it).
+    peak_anon_kib: u64,
     /// The sum of its children's peaks.
     children_peak_kib: u64,
     wall: f64,
@@ -250,6 +258,7 @@ fn measure(mut cmd: Command, marks: Marks) -> Measured {
     );
     // Sample the peaks until the process exits; read its CPU as a zombie, then reap it.
     let mut peak = 0;
+    let mut peak_anon = 0;
     let mut child_peaks: HashMap<u32, u64> = HashMap::new();
     let mut last = Times::default();
     while let Some(times) = proc_stat(pid, ticks) {
@@ -258,6 +267,7 @@ fn measure(mut cmd: Command, marks: Marks) -> Measured {
             break;
         }
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        peak_anon = peak_anon.max(status_kib(pid, "RssAnon:").unwrap_or(0));
         for c in children(pid) {
             let p = peak_rss_kib(c).unwrap_or(0);
             let slot = child_peaks.entry(c).or_default();
@@ -272,6 +282,7 @@ fn measure(mut cmd: Command, marks: Marks) -> Measured {
     m.whole = (last.user, last.system);
     m.children_cpu = last.children;
     m.peak_rss_kib = peak;
+    m.peak_anon_kib = peak_anon;
     m.children_peak_kib = child_peaks.values().sum();
     m.wall = wall;
     m.exit = status.code();
@@ -591,6 +602,7 @@ fn report(part: &Part, names: [&str; 3]) {
         _ => f64::NAN,
     };
     let rss = |m: &Measured| mib(m.peak_rss_kib);
+    let anon = |m: &Measured| mib(m.peak_anon_kib);
     let children_rss = |m: &Measured| mib(m.children_peak_kib);
     let wall = |m: &Measured| m.wall;
     let ratio = |f: Figure| {
@@ -609,6 +621,7 @@ fn report(part: &Part, names: [&str; 3]) {
         ("CPU, streaming window (s)", &window, 2, true),
         ("  of one core (%)", &window_pct, 2, true),
         ("peak RSS, VmHWM (MiB)", &rss, 1, true),
+        ("  its own memory, RssAnon (MiB)", &anon, 1, true),
     ];
     if with_children {
         rows.insert(4, ("CPU of its children, parec (s)", &children, 2, false));
@@ -659,9 +672,14 @@ fn report(part: &Part, names: [&str; 3]) {
         verdict(cpu_ratio <= CPU_RATIO_TARGET && window_ratio <= CPU_RATIO_TARGET)
     );
     println!(
-        "  target RSS < {RSS_TARGET_MIB:.0} MiB: {} (highest peak {worst_rss:.1} MiB; medians: one {:.1}, two {:.1} MiB)",
+        "  target RSS < {RSS_TARGET_MIB:.0} MiB: {} (highest peak {worst_rss:.1} MiB; medians: one {:.1}, two {:.1} MiB; its own memory at most {:.1} MiB, the rest shared libraries and mapped pools)",
         verdict(worst_rss < RSS_TARGET_MIB),
         median(part.one.iter().map(rss).collect()),
-        median(part.two.iter().map(rss).collect())
+        median(part.two.iter().map(rss).collect()),
+        part.one
+            .iter()
+            .chain(&part.two)
+            .map(anon)
+            .fold(0.0, f64::max),
     );
 }

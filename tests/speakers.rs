@@ -375,3 +375,55 @@ fn pcm(path: &Path) -> Vec<i16> {
         .map(|p| i16::from_le_bytes([p[0], p[1]]))
         .collect()
 }
+
+/// After a drop the replay reaches back into words already final: the new session's labels are
+/// mapped by them, and those words are not added again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_keeps_speakers_and_their_names() {
+    const END_MS: u64 = 30_000;
+    let turns = conversation(END_MS);
+    let input = audio(&turns, END_MS);
+    let r = run(
+        script(&turns),
+        &input,
+        EmulatorConfig {
+            faults: vec!["drop@15s".parse().expect("fault")],
+            ..common::config()
+        },
+        &[
+            ("AAI_LIVE__SPEAKERS__NAMES__B", "Ana"),
+            ("AAI_LIVE__SPEAKERS__NAMES__C", "Ben"),
+            ("AAI_LIVE__SESSION__BACKOFF_INITIAL", "100ms"),
+        ],
+    )
+    .await;
+    let reconnected = of(&r.events, "reconnected");
+    assert_eq!(reconnected.len(), 1, "{}", r.stderr);
+    assert!(
+        reconnected[0]["primed_ms"].as_u64().unwrap_or_default() > 0,
+        "{}",
+        reconnected[0]
+    );
+    let finals = of(&r.events, "final");
+    let heard: Vec<String> = finals.iter().flat_map(|f| words(f)).collect();
+    let spoken: Vec<String> = turns
+        .iter()
+        .flat_map(|t| t.words.iter().map(|w| w.0.clone()))
+        .collect();
+    assert_eq!(heard, spoken, "every word once: {}", r.stderr);
+    let after = reconnected[0]["generation"].clone();
+    let mut after_drop = 0;
+    for f in &finals {
+        let (person, label) = (words(f)[0].chars().next(), f["speaker"].as_str());
+        let expected = match person {
+            Some('c') => ("A", None),
+            Some('a') => ("B", Some("Ana")),
+            _ => ("C", Some("Ben")),
+        };
+        assert_eq!((label, f["speaker_name"].as_str()), (Some(expected.0), expected.1), "{f}");
+        assert!(f.get("speaker_uncertain").is_none(), "{f}");
+        after_drop += usize::from(f["generation"] == after);
+    }
+    assert!(after_drop >= 3, "{finals:#?}");
+    assert_ledger(&r.events, input.len());
+}
