@@ -130,7 +130,7 @@ pub fn for_source(
         &path_for(journal, label),
         label,
         input,
-        config.streaming.sample_rate,
+        config.streaming.params.sample_rate,
         config.audio.chunk_ms,
     )
     .map(Some)

@@ -136,7 +136,7 @@ impl AudioOptions {
     /// The options a configuration asks for, paced at real time.
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
-            sample_rate: config.streaming.sample_rate,
+            sample_rate: config.streaming.params.sample_rate,
             chunk_ms: config.audio.chunk_ms,
             pace: Pace::RealTime,
             loop_input: config.audio.loop_input,

@@ -175,7 +175,7 @@ pub fn configure(config: &mut Config, token_url: &str, ws_url: &str, wav: Option
     provider.expires_in_seconds = TOKEN_SECONDS;
     provider.max_session_duration_seconds = MAX_SESSION_SECONDS;
     config.streaming.url = Url::parse(ws_url).ok();
-    config.streaming.format_turns = true;
+    config.streaming.params.format_turns = true;
     config.session.rotation_lead = ROTATION_LEAD;
     // The events pane tells the story (tokens, rotations, hand-overs) from the first second.
     config.ui.events = true;

@@ -368,8 +368,9 @@ async fn terminate_step(
     events: &mut Events,
 ) -> Step {
     let chunk_ms = config.audio.chunk_ms.max(1);
-    let samples = (u64::from(config.streaming.sample_rate) * u64::from(chunk_ms) / 1000) as usize;
-    let chunk = audio::encode(&vec![0; samples], config.streaming.encoding);
+    let samples =
+        (u64::from(config.streaming.params.sample_rate) * u64::from(chunk_ms) / 1000) as usize;
+    let chunk = audio::encode(&vec![0; samples], config.streaming.params.encoding);
     let chunks = (SILENCE.as_millis() as u32).div_ceil(chunk_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(chunk_ms)));
     let mut closed = None;
@@ -608,7 +609,7 @@ async fn input_step(config: &Config, wait: Duration, chosen: bool) -> Step {
     let deadline = tokio::time::Instant::now() + wait;
     let (mut frames, mut samples, mut nonzero) = (0_u64, 0_u64, 0_u64);
     // Half a second of audio tells enough; the wait bounds a device that delivers nothing.
-    let enough = u64::from(config.streaming.sample_rate) / 2;
+    let enough = u64::from(config.streaming.params.sample_rate) / 2;
     while samples < enough {
         match tokio::time::timeout_at(deadline, input.chunks.recv()).await {
             Ok(Some(chunk)) => {
@@ -641,7 +642,7 @@ async fn input_step(config: &Config, wait: Duration, chosen: bool) -> Step {
         STEP,
         format!(
             "{name}: {frames} frames, {} ms of audio with signal",
-            samples * 1000 / u64::from(config.streaming.sample_rate.max(1))
+            samples * 1000 / u64::from(config.streaming.params.sample_rate.max(1))
         ),
     )
 }

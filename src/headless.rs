@@ -63,7 +63,7 @@ pub async fn run(
         max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
     };
     let audio_options = AudioOptions {
-        sample_rate: config.streaming.sample_rate,
+        sample_rate: config.streaming.params.sample_rate,
         chunk_ms: config.audio.chunk_ms,
         pace: if options.unpaced {
             Pace::Unpaced

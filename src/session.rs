@@ -137,30 +137,7 @@ pub async fn published_endpoint(
 
 /// Connection parameters from `[streaming]`.
 pub fn params(config: &Config) -> StreamingParams {
-    let s = &config.streaming;
-    StreamingParams {
-        sample_rate: s.sample_rate,
-        encoding: s.encoding,
-        speech_model: s.speech_model.clone(),
-        format_turns: s.format_turns,
-        end_of_turn_confidence_threshold: s.end_of_turn_confidence_threshold,
-        min_turn_silence: s.min_turn_silence,
-        max_turn_silence: s.max_turn_silence,
-        vad_threshold: s.vad_threshold,
-        keyterms_prompt: s.keyterms_prompt.clone(),
-        prompt: s.prompt.clone(),
-        filter_profanity: s.filter_profanity,
-        language_detection: s.language_detection,
-        inactivity_timeout: s.inactivity_timeout,
-        speaker_labels: s.speaker_labels,
-        max_speakers: s.max_speakers,
-        mode: s.mode.clone(),
-        redact_pii: s.redact_pii,
-        redact_pii_policies: s.redact_pii_policies.clone(),
-        redact_pii_sub: s.redact_pii_sub.clone(),
-        include_partial_turns: s.include_partial_turns,
-        extra: s.extra.clone(),
-    }
+    config.streaming.params.clone()
 }
 
 impl SupervisorOptions {

@@ -46,7 +46,7 @@ async fn serve(
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
     config.provider.api_key.key_file = Some(key_file);
-    config.streaming.format_turns = true;
+    config.streaming.params.format_turns = true;
     let mut server_config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), auth);
     server_config.cors_origins = vec![APP_ORIGIN.into()];
     server_config.refusal_limit = None;

@@ -124,8 +124,8 @@ fn optional_keys_in_default_toml_are_valid_when_uncommented() {
     ];
     let loaded = load_ok(&opts(Some(&path), &[], &context));
     let streaming = &loaded.config.streaming;
-    assert_eq!(streaming.end_of_turn_confidence_threshold, Some(0.4));
-    assert_eq!(streaming.max_turn_silence, Some(1280));
+    assert_eq!(streaming.params.end_of_turn_confidence_threshold, Some(0.4));
+    assert_eq!(streaming.params.max_turn_silence, Some(1280));
     assert!(loaded.config.provider.api_key.token_url.is_some());
     assert!(loaded.config.log.dir.is_some());
 }
@@ -146,9 +146,16 @@ fn valid_fixture_values_arrive() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/valid/everything.toml");
     let c = load_ok(&opts(Some(&path), &[], &[])).config;
-    assert_eq!(c.streaming.end_of_turn_confidence_threshold, Some(1.0));
     assert_eq!(
-        c.streaming.extra.get("some_new_param").map(String::as_str),
+        c.streaming.params.end_of_turn_confidence_threshold,
+        Some(1.0)
+    );
+    assert_eq!(
+        c.streaming
+            .params
+            .extra
+            .get("some_new_param")
+            .map(String::as_str),
         Some("on")
     );
     assert_eq!(c.audio.input, InputSpec::File("/tmp/talk.wav".into()));
@@ -287,10 +294,14 @@ fn env_names_nested_keys_lists_and_maps() {
         [TranscriptFormat::Srt, TranscriptFormat::Vtt]
     );
     assert_eq!(
-        c.streaming.extra.get("new_param").map(String::as_str),
+        c.streaming
+            .params
+            .extra
+            .get("new_param")
+            .map(String::as_str),
         Some("1")
     );
-    assert!(c.streaming.format_turns);
+    assert!(c.streaming.params.format_turns);
     assert!((c.session.replay_speed - 1.1).abs() < f64::EPSILON);
 }
 
@@ -494,7 +505,7 @@ fn render_resolved_round_trips() {
         let config = load_ok(&opts(Some(&path), &[], &[])).config;
         let (_dir, rendered) = user_file(&config::render_resolved(&config));
         let mut expected = config.clone();
-        for (name, value) in &mut expected.streaming.extra {
+        for (name, value) in &mut expected.streaming.params.extra {
             if !aai_live::protocol::params::is_public_param(name) {
                 "[REDACTED]".clone_into(value);
             }

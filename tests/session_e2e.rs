@@ -616,7 +616,7 @@ fn long_turn(words: usize) -> Vec<i16> {
 async fn a_long_redacted_turn_is_not_a_stall() {
     let setup = setup(common::config(), |c| {
         c.session.stall_timeout = Duration::from_secs(1);
-        c.streaming.redact_pii = true;
+        c.streaming.params.redact_pii = true;
     })
     .await;
     let input = long_turn(14);

@@ -420,7 +420,11 @@ async fn a_drop_keeps_speakers_and_their_names() {
             Some('a') => ("B", Some("Ana")),
             _ => ("C", Some("Ben")),
         };
-        assert_eq!((label, f["speaker_name"].as_str()), (Some(expected.0), expected.1), "{f}");
+        assert_eq!(
+            (label, f["speaker_name"].as_str()),
+            (Some(expected.0), expected.1),
+            "{f}"
+        );
         assert!(f.get("speaker_uncertain").is_none(), "{f}");
         after_drop += usize::from(f["generation"] == after);
     }

@@ -96,9 +96,9 @@ impl Limits {
     pub fn from_config(config: &Config) -> Self {
         Self {
             rotation: config.session.rotation,
-            redacting: config.streaming.redact_pii,
-            partials_withheld: config.streaming.redact_pii
-                && config.streaming.include_partial_turns != Some(true),
+            redacting: config.streaming.params.redact_pii,
+            partials_withheld: config.streaming.params.redact_pii
+                && config.streaming.params.include_partial_turns != Some(true),
             keepalive_interval: config.session.keepalive_interval,
             // Terminate's own timeout, plus room for the transcript to be written.
             quit_grace: config.session.terminate_timeout + Duration::from_secs(5),

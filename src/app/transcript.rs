@@ -381,23 +381,32 @@ mod tests {
         assert!(!t.push_final(2, &fin(1, 0, "again"), now));
     }
 
-    #[test]
-    fn exports_keep_times_text_and_speaker() {
-        let turn = |start_ms, text: &str, speaker: Option<&str>| Turn {
-            run: 1,
+    /// A one-word turn of `run`, 700 ms long, nobody's.
+    fn said(run: u32, start_ms: u64, text: &str) -> Turn {
+        Turn {
+            run,
             generation: 1,
             turn_order: 0,
             start_ms,
             end_ms: start_ms + 700,
-            speaker: speaker.map(str::to_owned),
+            speaker: None,
             speaker_name: None,
             speaker_uncertain: false,
             language: None,
             source: None,
             echo: false,
             text: text.into(),
-            words: 2,
+            words: 1,
             received_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn exports_keep_times_text_and_speaker() {
+        let turn = |start_ms, text: &str, speaker: Option<&str>| Turn {
+            speaker: speaker.map(str::to_owned),
+            words: 2,
+            ..said(1, start_ms, text)
         };
         let t = to_transcript(&[
             turn(61_000, "Hello world.", None),
@@ -432,22 +441,7 @@ mod tests {
     /// Each run is its own export file with its own timeline; one run keeps the plain name.
     #[test]
     fn each_run_exports_to_its_own_file() {
-        let turn = |run, start_ms, text: &str| Turn {
-            run,
-            generation: 1,
-            turn_order: 0,
-            start_ms,
-            end_ms: start_ms + 700,
-            speaker: None,
-            speaker_name: None,
-            speaker_uncertain: false,
-            language: None,
-            source: None,
-            echo: false,
-            text: text.into(),
-            words: 1,
-            received_at: SystemTime::UNIX_EPOCH,
-        };
+        let turn = said;
         let dir = tempfile::tempdir().expect("tempdir");
         let at = SystemTime::UNIX_EPOCH;
         let one = export_runs(&[turn(1, 0, "a")], dir.path(), &[], at).expect("export");

@@ -20,7 +20,7 @@ use url::Url;
 use super::keys::{KeyCode, KeySpec, Modifiers};
 use super::paths;
 use super::server::{Cidr, LimitsStore, RateSpec};
-use crate::protocol::{Encoding, Region, TokenPlacement};
+use crate::protocol::{Encoding, Region, StreamingParams, TokenPlacement};
 
 /// The effective configuration after all layers are merged and validated.
 ///
@@ -440,73 +440,16 @@ impl Default for FileConfig {
     }
 }
 
-/// `[streaming]`: connection parameters of the v3 streaming API. `None` means "not sent; the
+/// `[streaming]`: where to stream and how the token travels, and the connection parameters of
+/// the v3 streaming API — the one [`StreamingParams`] the URL is built from, so the
+/// configuration and the wire share a single list of them. `None` there means "not sent; the
 /// service default applies".
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "the service's independent on/off parameters, one field each"
-)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StreamingConfig {
     /// WebSocket endpoint overriding the region (`wss://`, or `ws://` on loopback).
     pub url: Option<Url>,
-    pub speech_model: String,
-    pub sample_rate: u32,
-    pub encoding: Encoding,
-    pub format_turns: bool,
     pub token_in: TokenPlacement,
-    pub keyterms_prompt: Vec<String>,
-    pub language_detection: bool,
-    pub speaker_labels: bool,
-    pub end_of_turn_confidence_threshold: Option<f64>,
-    /// Milliseconds.
-    pub min_turn_silence: Option<u32>,
-    /// Milliseconds.
-    pub max_turn_silence: Option<u32>,
-    pub vad_threshold: Option<f64>,
-    /// Seconds.
-    pub inactivity_timeout: Option<u32>,
-    pub filter_profanity: Option<bool>,
-    pub max_speakers: Option<u32>,
-    pub prompt: Option<String>,
-    /// Extra query parameters, passed verbatim.
-    /// U3 models: `min_latency`, `balanced` or `max_accuracy`.
-    pub mode: Option<String>,
-    pub redact_pii: bool,
-    pub redact_pii_policies: Vec<String>,
-    pub redact_pii_sub: Option<String>,
-    pub include_partial_turns: Option<bool>,
-    pub extra: BTreeMap<String, String>,
-}
-
-impl Default for StreamingConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            speech_model: "universal-streaming-english".to_owned(),
-            sample_rate: 16_000,
-            encoding: Encoding::PcmS16le,
-            format_turns: false,
-            token_in: TokenPlacement::Header,
-            keyterms_prompt: Vec::new(),
-            language_detection: false,
-            speaker_labels: false,
-            end_of_turn_confidence_threshold: None,
-            min_turn_silence: None,
-            max_turn_silence: None,
-            vad_threshold: None,
-            inactivity_timeout: None,
-            filter_profanity: None,
-            max_speakers: None,
-            prompt: None,
-            mode: None,
-            redact_pii: false,
-            redact_pii_policies: Vec::new(),
-            redact_pii_sub: None,
-            include_partial_turns: None,
-            extra: BTreeMap::new(),
-        }
-    }
+    pub params: StreamingParams,
 }
 
 /// `[session]`: rotation, timeouts, reconnect backoff and replay.

@@ -26,6 +26,7 @@ use super::types::{
     ServerSettings, SessionConfig, SpeakersConfig, StreamingConfig, TranscriptConfig, UiConfig,
     check_inputs,
 };
+use crate::protocol::StreamingParams;
 
 /// Validates every section; `Err` holds every problem found.
 pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config, Vec<Problem>> {
@@ -224,38 +225,40 @@ fn validate_streaming(v: &mut Validator<'_>, raw: RawStreaming) -> StreamingConf
         url: raw
             .url
             .and_then(|u| v.url("streaming.url", &u, Scheme::WebSocket)),
-        speech_model: v
-            .non_empty("streaming.speech_model", Some(raw.speech_model))
-            .unwrap_or_default(),
-        sample_rate: v.int("streaming.sample_rate", raw.sample_rate, 8000..=96_000),
-        encoding: v.choice("streaming.encoding", &raw.encoding),
-        format_turns: raw.format_turns,
         token_in: v.choice("streaming.token_in", &raw.token_in),
-        keyterms_prompt: raw.keyterms_prompt,
-        language_detection: raw.language_detection,
-        speaker_labels: raw.speaker_labels,
-        end_of_turn_confidence_threshold: raw
-            .end_of_turn_confidence_threshold
-            .map(|t| v.float("streaming.end_of_turn_confidence_threshold", t, 0.0..=1.0)),
-        min_turn_silence: min_silence,
-        max_turn_silence: max_silence,
-        vad_threshold: raw
-            .vad_threshold
-            .map(|t| v.float("streaming.vad_threshold", t, 0.0..=1.0)),
-        inactivity_timeout: v.opt_int(
-            "streaming.inactivity_timeout",
-            raw.inactivity_timeout,
-            5..=3600,
-        ),
-        filter_profanity: raw.filter_profanity,
-        max_speakers: v.opt_int("streaming.max_speakers", raw.max_speakers, 1..=10),
-        prompt: raw.prompt,
-        mode: raw.mode,
-        redact_pii: raw.redact_pii,
-        redact_pii_policies: raw.redact_pii_policies,
-        redact_pii_sub: raw.redact_pii_sub,
-        include_partial_turns: raw.include_partial_turns,
-        extra: raw.extra,
+        params: StreamingParams {
+            speech_model: v
+                .non_empty("streaming.speech_model", Some(raw.speech_model))
+                .unwrap_or_default(),
+            sample_rate: v.int("streaming.sample_rate", raw.sample_rate, 8000..=96_000),
+            encoding: v.choice("streaming.encoding", &raw.encoding),
+            format_turns: raw.format_turns,
+            keyterms_prompt: raw.keyterms_prompt,
+            language_detection: raw.language_detection,
+            speaker_labels: raw.speaker_labels,
+            end_of_turn_confidence_threshold: raw
+                .end_of_turn_confidence_threshold
+                .map(|t| v.float("streaming.end_of_turn_confidence_threshold", t, 0.0..=1.0)),
+            min_turn_silence: min_silence,
+            max_turn_silence: max_silence,
+            vad_threshold: raw
+                .vad_threshold
+                .map(|t| v.float("streaming.vad_threshold", t, 0.0..=1.0)),
+            inactivity_timeout: v.opt_int(
+                "streaming.inactivity_timeout",
+                raw.inactivity_timeout,
+                5..=3600,
+            ),
+            filter_profanity: raw.filter_profanity,
+            max_speakers: v.opt_int("streaming.max_speakers", raw.max_speakers, 1..=10),
+            prompt: raw.prompt,
+            mode: raw.mode,
+            redact_pii: raw.redact_pii,
+            redact_pii_policies: raw.redact_pii_policies,
+            redact_pii_sub: raw.redact_pii_sub,
+            include_partial_turns: raw.include_partial_turns,
+            extra: raw.extra,
+        },
     }
 }
 

@@ -415,12 +415,16 @@ mod tests {
     #[test]
     fn only_public_parameters_reach_browsers() {
         let c = config(|c| {
-            c.streaming.format_turns = true;
-            c.streaming.keyterms_prompt = vec!["aai-live".into()];
+            c.streaming.params.format_turns = true;
+            c.streaming.params.keyterms_prompt = vec!["aai-live".into()];
             c.streaming
+                .params
                 .extra
                 .insert("webhook_auth_header_value".into(), "s3cret".into());
-            c.streaming.extra.insert("mode".into(), "fast".into());
+            c.streaming
+                .params
+                .extra
+                .insert("mode".into(), "fast".into());
         });
         let s = BrowserSettings::from_config(&c);
         let names: Vec<&str> = s.params.iter().map(|(k, _)| k.as_str()).collect();
