@@ -569,11 +569,57 @@ fn file_step(config: &Config) -> Step {
     )
 }
 
-/// The input opens and delivers frames within `wait`; all-zero frames are a warning.
+/// Every input of a run (meeting mode's labelled inputs, each in turn) opens and delivers
+/// frames within `wait`; all-zero frames are a warning. With several inputs the step says each
+/// one's finding, labelled, and is as bad as the worst.
 async fn input_step(config: &Config, wait: Duration, chosen: bool) -> Step {
+    let sources = config.sources();
+    let mut steps = Vec::new();
+    for source in &sources {
+        // Labelled inputs were always chosen (`[inputs]` or `--input LABEL=SPEC`).
+        let chosen = chosen || source.label.is_some();
+        let step = one_input_step(config, &source.spec, wait, chosen).await;
+        steps.push(match &source.label {
+            Some(label) => Step {
+                detail: format!("{}: {}", label.display_name(), step.detail),
+                ..step
+            },
+            None => step,
+        });
+    }
+    let worst = steps
+        .iter()
+        .max_by_key(|s| match s.status {
+            Status::Fail => 3,
+            Status::Warn => 2,
+            Status::Pass => 1,
+            Status::Skip => 0,
+        })
+        .cloned()
+        .unwrap_or_else(|| Step::pass(Check::Input, "no input"));
+    if steps.len() == 1 {
+        return worst;
+    }
+    Step {
+        detail: steps
+            .iter()
+            .map(|s| s.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        ..worst
+    }
+}
+
+/// One input opens and delivers frames within `wait`.
+async fn one_input_step(
+    config: &Config,
+    spec: &crate::config::InputSpec,
+    wait: Duration,
+    chosen: bool,
+) -> Step {
     const STEP: Check = Check::Input;
     let options = AudioOptions::from_config(config);
-    let mut input = match audio::open(&config.audio.input, &options).await {
+    let mut input = match audio::open(spec, &options).await {
         Ok(input) => input,
         Err(e) => {
             let no_device = matches!(

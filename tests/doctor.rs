@@ -744,3 +744,48 @@ async fn doctor_with_emulator_passes_on_a_machine_without_a_sound_card() {
     assert!(!fix.contains("AssemblyAI dashboard"), "{fix}");
     emu.shutdown().await;
 }
+
+/// Meeting mode: every labelled input is checked, each finding labelled; the step is as bad as
+/// the worst (a missing file fails it, whatever the other input does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_of_a_meeting_is_checked() {
+    let emu = common::start(emulator(0)).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let meeting = |them: &str| {
+        vec![
+            ("AAI_LIVE__INPUTS__YOU", "test:tone".to_owned()),
+            ("AAI_LIVE__INPUTS__THEM", them.to_owned()),
+        ]
+    };
+    let run = doctor(home.path(), Some(&emu), KEY, &meeting("test:tone"), &[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let input = run.step("input");
+    assert_eq!(input["status"], "pass");
+    let detail = input["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("You: test:tone: ") && detail.contains("Them: test:tone: "),
+        "{detail}"
+    );
+
+    let run = doctor(
+        home.path(),
+        Some(&emu),
+        KEY,
+        &meeting("file:missing.wav"),
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let input = run.step("input");
+    assert_eq!(input["status"], "fail");
+    let detail = input["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("You: ") && detail.contains("frames"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("Them: cannot open the input") && detail.contains("missing.wav"),
+        "{detail}"
+    );
+    emu.shutdown().await;
+}
