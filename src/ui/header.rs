@@ -1,5 +1,6 @@
-//! The header: the state badge, the session, elapsed time, muted and demo tags; then where tokens
-//! come from and where audio goes (kind and URL or path, never a secret).
+//! The header: the state badge, the session, elapsed time, the live feed and its consumers,
+//! muted and demo tags; then where tokens come from and where audio goes (kind and URL or path,
+//! never a secret).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -8,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{Ctx, Theme, display_width, since, truncate};
-use crate::strings::{mm_ss, short_id};
+use crate::strings::{self, mm_ss, short_id};
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let width = usize::from(area.width);
@@ -46,6 +47,19 @@ fn first_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
     left.push(Span::styled(elapsed, t.label()));
 
     let mut right = Vec::new();
+    if let Some(feed) = &state.feed {
+        // Where the feed listens (no scheme: it is always http) and who follows it.
+        let address = feed
+            .address
+            .strip_prefix("http://")
+            .unwrap_or(&feed.address);
+        right.push(Span::styled("feed ", t.label()));
+        right.push(Span::styled(address.to_owned(), t.text()));
+        right.push(Span::styled(
+            format!("{}{}  ", t.dot(), strings::consumers(feed.consumers)),
+            t.dim(),
+        ));
+    }
     if state.audio.muted {
         right.push(Span::styled(
             if t.ascii { "[MUTED]" } else { " MUTED " },

@@ -1,0 +1,266 @@
+//! The live feed (`run --feed ADDR`, `demo --feed ADDR`; docs/feed.md): the run's events
+//! offered to local consumers as they happen — Server-Sent Events at `/events`, a WebSocket at
+//! `/ws`, a captions page for OBS at `/overlay`, the transcript so far at `/transcript.*` — and
+//! `--captions FILE` written as turns end.
+//!
+//! The run's events reach it through a [`Tap`], given the same `Sourced` event and NDJSON line
+//! the headless runner prints (one serialiser: `Sourced::to_line_at`), so a consumer sees
+//! exactly the run's NDJSON. Consumers never slow the session: publishing is O(1) whatever
+//! their number ([`hub`]), and the feed's server runs on the listener every server of aai-live
+//! uses (connection cap, header timeout, idle eviction).
+
+pub mod captions;
+pub mod hub;
+mod routes;
+pub mod turns;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+pub use captions::{Captions, CaptionsError};
+use hub::{Bounds, Hub};
+use turns::Turns;
+
+use crate::config::FeedConfig;
+use crate::listener::{ConnectionLimit, ListenError, ListenOptions};
+use crate::session::streams::Sourced;
+
+/// The environment variable that may hold the feed's token (instead of `feed.token_file`).
+pub const TOKEN_ENV: &str = "AAI_LIVE_FEED_TOKEN";
+
+/// The most consumers connected at once (the listener's cap: idle connections make room).
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long a connection has to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At the end, how long consumers get to take the last events before the feed closes; with
+/// [`SHUTDOWN_GRACE`], under the 1 s a stalled consumer may delay the exit.
+const DRAIN: Duration = Duration::from_millis(700);
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("the feed: {0}")]
+    Listen(#[from] ListenError),
+    #[error(
+        "the feed would listen on {addr}, which is not a loopback address: it needs a token \
+         (feed.token_file, or {TOKEN_ENV}); consumers then send it as `Authorization: Bearer` \
+         or `?token=`"
+    )]
+    NeedsToken { addr: SocketAddr },
+    #[error("the feed's token: {0}")]
+    TokenFile(#[from] crate::secret::SecretFileError),
+    #[error("the feed's token is empty")]
+    EmptyToken,
+    #[error(transparent)]
+    Captions(#[from] CaptionsError),
+}
+
+/// How to run the feed, from `[feed]` and the environment.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    pub listen: SocketAddr,
+    pub token: Option<SecretString>,
+    pub origins: Vec<String>,
+    pub bounds: Bounds,
+    pub queue: usize,
+}
+
+impl FeedOptions {
+    /// `None` without `feed.listen`. The token comes from `AAI_LIVE_FEED_TOKEN` or
+    /// `feed.token_file`; a non-loopback address without one is an error.
+    pub fn from_config(
+        config: &FeedConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, FeedError> {
+        let Some(listen) = config.listen else {
+            return Ok(None);
+        };
+        let token = match (env(TOKEN_ENV), &config.token_file) {
+            (Some(token), _) => Some(SecretString::from(token.trim().to_owned())),
+            (None, Some(path)) => Some(crate::secret::read_secret_file(path)?.0),
+            (None, None) => None,
+        };
+        if token.as_ref().is_some_and(|t| t.expose_secret().is_empty()) {
+            return Err(FeedError::EmptyToken);
+        }
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(FeedError::NeedsToken { addr: listen });
+        }
+        Ok(Some(Self {
+            listen,
+            token,
+            origins: config.origins.clone(),
+            bounds: Bounds {
+                events: config.history_events as usize,
+                bytes: hub::HISTORY_BYTES,
+            },
+            queue: config.queue_events as usize,
+        }))
+    }
+}
+
+/// What the feed's routes share with the run.
+#[derive(Debug)]
+struct Shared {
+    hub: Arc<Hub>,
+    turns: Mutex<Turns>,
+}
+
+/// A running feed.
+#[derive(Debug)]
+pub struct Feed {
+    shared: Arc<Shared>,
+    running: crate::listener::Running,
+    /// Where consumers find it (`http://127.0.0.1:8789`).
+    pub url: String,
+    /// The overlay's address as it may be shown (any token redacted).
+    pub overlay_shown: String,
+}
+
+impl Feed {
+    /// Bind and serve; events come through [`Feed::tap`].
+    pub async fn start(options: FeedOptions) -> Result<Self, FeedError> {
+        let shared = Arc::new(Shared {
+            hub: Hub::new(options.bounds, options.queue),
+            turns: Mutex::new(Turns::default()),
+        });
+        let loopback = options.listen.ip().is_loopback();
+        let router = routes::router(routes::FeedState {
+            shared: Arc::clone(&shared),
+            token: options
+                .token
+                .as_ref()
+                .map(|t| crate::server::Credentials::single("feed", t.expose_secret())),
+            origins: options
+                .origins
+                .iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+                .collect(),
+            loopback,
+        });
+        let mut listen = ListenOptions::new("feed");
+        listen.header_timeout = Some(HEADER_TIMEOUT);
+        listen.connection_limit = Some(ConnectionLimit::new(MAX_CONNECTIONS));
+        listen.tcp_nodelay = true;
+        listen.shutdown_grace = SHUTDOWN_GRACE;
+        let running =
+            crate::listener::serve(options.listen, router, listen, CancellationToken::new())
+                .await?;
+        let url = running.base_url();
+        let overlay = match &options.token {
+            Some(_) => format!("{url}/overlay?token={}", "TOKEN"),
+            None => format!("{url}/overlay"),
+        };
+        let overlay_shown =
+            url::Url::parse(&overlay).map_or(overlay, |u| crate::protocol::params::redact_url(&u));
+        Ok(Self {
+            shared,
+            running,
+            url,
+            overlay_shown,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    /// Where the run's events go.
+    pub fn tap(&self) -> Tap {
+        Tap {
+            shared: Some(Arc::clone(&self.shared)),
+            captions: None,
+        }
+    }
+
+    /// Consumers connected now.
+    pub fn consumers(&self) -> usize {
+        self.shared.hub.consumers()
+    }
+
+    /// The run is over: once every consumer has been offered the last event (or after
+    /// [`DRAIN`], whichever is first: a stalled consumer does not hold the exit), close.
+    pub async fn finish(self) {
+        let hub = &self.shared.hub;
+        hub.end();
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while hub.consumers() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if hub.dropped_partials() > 0 || hub.disconnected() > 0 {
+            tracing::info!(
+                dropped_partials = hub.dropped_partials(),
+                disconnected = hub.disconnected(),
+                "feed: consumers that fell behind"
+            );
+        }
+        self.running.shutdown().await;
+    }
+}
+
+/// Where a run's events go besides stdout or the screen: the feed, the captions file, both or
+/// neither. Cloned freely; every clone feeds the same.
+#[derive(Debug, Clone, Default)]
+pub struct Tap {
+    shared: Option<Arc<Shared>>,
+    captions: Option<Arc<Captions>>,
+}
+
+/// The head of an NDJSON line: its kind.
+#[derive(serde::Deserialize)]
+struct Head {
+    event: String,
+}
+
+impl Tap {
+    /// Also write the captions to `captions`.
+    #[must_use]
+    pub fn with_captions(mut self, captions: Captions) -> Self {
+        self.captions = Some(Arc::new(captions));
+        self
+    }
+
+    /// Offer one of the run's events, as `line` (its NDJSON line). Fails when the captions
+    /// file can no longer be written.
+    pub fn offer(&self, sourced: &Sourced, line: &str) -> Result<(), FeedError> {
+        if let Some(shared) = &self.shared {
+            shared
+                .turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(sourced);
+            let kind =
+                serde_json::from_str::<Head>(line).map_or_else(|_| String::new(), |h| h.event);
+            let source = sourced.source.as_ref().map(|l| l.as_str().to_owned());
+            shared.hub.publish(kind, source, line.to_owned());
+        }
+        if let Some(captions) = &self.captions {
+            captions.offer(sourced)?;
+        }
+        Ok(())
+    }
+
+    /// Consumers of the feed connected now; `None` without a feed.
+    pub fn consumers(&self) -> Option<usize> {
+        self.shared.as_ref().map(|s| s.hub.consumers())
+    }
+
+    /// The captions file is complete (everything offered written) when this returns.
+    pub fn finish_captions(&mut self) -> Result<(), FeedError> {
+        if let Some(captions) = self.captions.take() {
+            match Arc::try_unwrap(captions) {
+                Ok(captions) => captions.finish()?,
+                // Another clone still offers to it: it is finished with the last of them.
+                Err(shared) => drop(shared),
+            }
+        }
+        Ok(())
+    }
+}
