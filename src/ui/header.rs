@@ -47,19 +47,6 @@ fn first_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
     left.push(Span::styled(elapsed, t.label()));
 
     let mut right = Vec::new();
-    if let Some(feed) = &state.feed {
-        // Where the feed listens (no scheme: it is always http) and who follows it.
-        let address = feed
-            .address
-            .strip_prefix("http://")
-            .unwrap_or(&feed.address);
-        right.push(Span::styled("feed ", t.label()));
-        right.push(Span::styled(address.to_owned(), t.text()));
-        right.push(Span::styled(
-            format!("{}{}  ", t.dot(), strings::consumers(feed.consumers)),
-            t.dim(),
-        ));
-    }
     if state.audio.muted {
         right.push(Span::styled(
             if t.ascii { "[MUTED]" } else { " MUTED " },
@@ -79,6 +66,27 @@ fn first_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
         right.push(Span::raw(" "));
     }
     join_left_right(left, right, width, t)
+}
+
+/// `--feed`: where it listens (no scheme: always http) and who follows it, at the right of
+/// the second line.
+fn feed(cx: Ctx<'_>) -> Vec<Span<'static>> {
+    let Ctx { state, t, .. } = cx;
+    let Some(feed) = &state.feed else {
+        return Vec::new();
+    };
+    let address = feed
+        .address
+        .strip_prefix("http://")
+        .unwrap_or(&feed.address);
+    vec![
+        Span::styled("feed ", t.label()),
+        Span::styled(address.to_owned(), t.accent()),
+        Span::styled(
+            format!("{}{} ", t.dot(), strings::consumers(feed.consumers)),
+            t.label(),
+        ),
+    ]
 }
 
 fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
@@ -103,7 +111,7 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             ),
             t.text(),
         ));
-        return clip(spans, width, t);
+        return join_left_right(spans, feed(cx), width, t);
     }
     // Narrow: the secure schemes go without saying; http:// and ws:// stay visible.
     let shown = |url: &str| {
@@ -133,7 +141,7 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             t.label(),
         ));
     }
-    clip(spans, width, t)
+    join_left_right(spans, feed(cx), width, t)
 }
 
 /// Whether two URLs name the same host and port, whatever their schemes (https and wss).
