@@ -59,6 +59,8 @@ pub enum FeedError {
     EmptyToken,
     #[error(transparent)]
     Captions(#[from] CaptionsError),
+    #[error("the feed stopped serving before the run ended (see the log)")]
+    Stopped,
 }
 
 /// How to run the feed, from `[feed]` and the environment.
@@ -186,8 +188,11 @@ impl Feed {
     }
 
     /// The run is over: once every consumer has been offered the last event (or after
-    /// [`DRAIN`], whichever is first: a stalled consumer does not hold the exit), close.
-    pub async fn finish(self) {
+    /// [`DRAIN`], whichever is first: a stalled consumer does not hold the exit), close. Fails
+    /// when the server had stopped on its own meanwhile (the listener cancels its token then):
+    /// consumers were left without the run's end, which must not look like a normal one.
+    pub async fn finish(self) -> Result<(), FeedError> {
+        let stopped = self.running.cancel_token().is_cancelled();
         let hub = &self.shared.hub;
         hub.end();
         let deadline = tokio::time::Instant::now() + DRAIN;
@@ -202,6 +207,10 @@ impl Feed {
             );
         }
         self.running.shutdown().await;
+        if stopped {
+            return Err(FeedError::Stopped);
+        }
+        Ok(())
     }
 }
 
@@ -262,5 +271,102 @@ impl Tap {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::SessionEvent;
+    use tokio::io::AsyncWriteExt;
+
+    fn options() -> FeedOptions {
+        FeedOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            origins: Vec::new(),
+            bounds: Bounds {
+                events: 10_000,
+                bytes: hub::HISTORY_BYTES,
+            },
+            queue: 1000,
+        }
+    }
+
+    /// A consumer that asked for everything and never reads, with megabytes waiting for it:
+    /// the feed still closes within a second of the run's end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_consumer_does_not_hold_the_exit() {
+        let feed = Feed::start(options()).await.expect("feed");
+        let mut stalled = tokio::net::TcpStream::connect(feed.addr())
+            .await
+            .expect("connect");
+        stalled
+            .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("request");
+        let tap = feed.tap();
+        let event = Sourced {
+            index: 0,
+            source: None,
+            event: SessionEvent::Warning {
+                message: "x".repeat(4000),
+                explain: None,
+            },
+        };
+        for _ in 0..3000 {
+            tap.offer(&event, &event.to_line_at(std::time::SystemTime::now()))
+                .expect("offered");
+        }
+        while feed.consumers() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = std::time::Instant::now();
+        feed.finish().await.expect("a clean end");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_a_token_from_the_environment_or_a_file() {
+        let config = FeedConfig {
+            listen: Some("0.0.0.0:8789".parse().expect("addr")),
+            ..FeedConfig::default()
+        };
+        let error = FeedOptions::from_config(&config, &|_| None).expect_err("no token");
+        assert!(matches!(error, FeedError::NeedsToken { .. }), "{error}");
+        let with = FeedOptions::from_config(&config, &|name| {
+            (name == TOKEN_ENV).then(|| "secret-token\n".to_owned())
+        })
+        .expect("valid")
+        .expect("a feed");
+        assert_eq!(
+            with.token.as_ref().map(ExposeSecret::expose_secret),
+            Some("secret-token")
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let config = FeedConfig {
+            token_file: Some(file),
+            ..config
+        };
+        let from_file = FeedOptions::from_config(&config, &|_| None)
+            .expect("valid")
+            .expect("a feed");
+        assert_eq!(
+            from_file.token.as_ref().map(ExposeSecret::expose_secret),
+            Some("from-file")
+        );
+        assert!(
+            FeedOptions::from_config(&FeedConfig::default(), &|_| None)
+                .expect("valid")
+                .is_none(),
+            "no address, no feed"
+        );
     }
 }

@@ -158,7 +158,7 @@ pub async fn run(
     // Every event is on stdout before anything else can end the run.
     printer.finish()?;
     if let Some(feed) = feed {
-        feed.finish().await;
+        feed.finish().await?;
     }
     let code = finished.exit_code();
     // Exports are file writes: off the runtime's threads.

@@ -606,7 +606,7 @@ async fn show_dashboard(
     let report = crate::app::run(setup).await;
     tap.finish_captions()?;
     if let Some(feed) = feed {
-        feed.finish().await;
+        feed.finish().await?;
     }
     let report = report?;
     for path in &report.saved {

@@ -460,6 +460,27 @@ mod tests {
     }
 
     proptest! {
+        /// Any `Last-Event-ID` bytes a client can send, with any query: a cursor or a reason,
+        /// never a panic.
+        #[test]
+        fn any_last_event_id_header_is_read_or_refused(
+            value in proptest::collection::vec(any::<u8>(), 0..40),
+            twice in any::<bool>(),
+        ) {
+            let Ok(value) = HeaderValue::from_bytes(&value) else {
+                return Ok(());
+            };
+            let mut headers = HeaderMap::new();
+            headers.append("last-event-id", value.clone());
+            if twice {
+                headers.append("last-event-id", value);
+            }
+            match cursor(&headers, Some("events=final")) {
+                Ok(_) => prop_assert!(!twice),
+                Err(why) => prop_assert!(why.contains("Last-Event-ID")),
+            }
+        }
+
         /// Any query string: parsed or refused with a message, never a panic, and what is kept
         /// is bounded.
         #[test]

@@ -1,0 +1,249 @@
+//! The live feed's cost to the session: the release `aai-live run --headless --feed` streaming a
+//! speech recording (assets/demo.wav, looped) in real time to the emulator (a separate process)
+//! with faults (its first two sessions dropped after 5 s: two reconnects with replay), once with
+//! no consumer and once with 100 stalled consumers — connections that ask for `/events` with a
+//! 4 KiB receive buffer and never read — side by side. Prints, for each, the client's CPU from
+//! its start to its `finished` (from /proc), the ledger (`captured = sent + lost`, and nothing
+//! lost), and the ratio of the CPUs.
+//!
+//! `cargo bench --bench feed`. Env: `BENCH_SECONDS` (default 20) per run, `BENCH_ROUNDS`
+//! (default 2: runs alternate, without / with, and the medians are compared), `BENCH_CONSUMERS`
+//! (default 100).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+const KEY: &str = "bench-key";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn isolate(cmd: &mut Command, home: &Path) {
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("AAI_LIVE_CONFIG")
+        .env_remove("AAI_LIVE_FEED_TOKEN")
+        .env_remove("RUST_LOG");
+}
+
+/// The emulator with the run's faults; its port.
+fn emulator(home: &Path) -> (Proc, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    cmd.args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args(["--fault", "drop@5sx2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    isolate(&mut cmd, home);
+    let mut child = cmd.spawn().expect("start the emulator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (Proc(child), port)
+}
+
+/// One run's figures.
+struct Measured {
+    cpu: f64,
+    captured: u64,
+    sent: u64,
+    lost: u64,
+    reconnects: u64,
+    finals: u64,
+    consumers_served: usize,
+}
+
+/// `run --headless --feed 127.0.0.1:0` for `seconds`, with `consumers` stalled consumers.
+fn run(seconds: u64, consumers: usize) -> Measured {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().to_owned();
+    let (_emu, port) = emulator(&home);
+    let recording = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo.wav");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    cmd.args(["run", "--headless", "--loop", "--feed", "127.0.0.1:0"])
+        .arg("--input")
+        .arg(format!("file:{}", recording.display()))
+        .args(["--duration", &format!("{seconds}s")])
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .env(
+            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+            format!("http://127.0.0.1:{port}/v3/token"),
+        )
+        .env(
+            "AAI_LIVE__STREAMING__URL",
+            format!("ws://127.0.0.1:{port}/v3/ws"),
+        )
+        // Reconnect at once after each drop, as after any healthy session.
+        .env("AAI_LIVE__SESSION__HEALTHY_AFTER", "2s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    isolate(&mut cmd, &home);
+    let started = Instant::now();
+    let mut child = Proc(cmd.spawn().expect("client"));
+    let pid = child.0.id();
+    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).expect("stderr") > 0,
+            "the client ended before its feed listened"
+        );
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("aai-live: feed listening on http://")
+        {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let stalled: Vec<std::net::TcpStream> = (0..consumers).map(|_| stall(&addr)).collect();
+    let ticks = common::clk_tck() as f64;
+    let mut cpu = 0.0;
+    let mut finished = serde_json::Value::Null;
+    for line in BufReader::new(child.0.stdout.take().expect("stdout")).lines() {
+        let Ok(line) = line else { break };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["event"] == "finished" {
+            // The session's work is done; the feed's closing is not the session's cost.
+            cpu = cpu_seconds(pid, ticks);
+            finished = event;
+        }
+    }
+    let _ = child.0.wait();
+    assert!(
+        started.elapsed() < Duration::from_secs(seconds + 20),
+        "the run took {:?}",
+        started.elapsed()
+    );
+    let field = |name: &str| finished[name].as_u64().unwrap_or_default();
+    Measured {
+        cpu,
+        captured: field("audio_captured_samples"),
+        sent: field("audio_sent_samples"),
+        lost: field("audio_lost_samples"),
+        reconnects: field("reconnects"),
+        finals: field("finals"),
+        consumers_served: stalled.len(),
+    }
+}
+
+/// A consumer that asks for every event and never reads: a 4 KiB receive buffer, so its
+/// connection backs up quickly.
+fn stall(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .connect(addr.parse().expect("address"))
+            .await
+            .expect("connect to the feed")
+            .into_std()
+            .expect("std stream")
+    });
+    stream.set_nonblocking(false).expect("blocking");
+    let mut stream = stream;
+    write!(
+        stream,
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    stream
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // Fields after ")": state is 0, utime is 11, stime is 12.
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("feed benchmark: run with `cargo bench --bench feed`");
+        return;
+    }
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = env("BENCH_SECONDS", 20);
+    let rounds = env("BENCH_ROUNDS", 2).max(1);
+    let consumers = env("BENCH_CONSUMERS", 100) as usize;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (n, into) in [(0, &mut without), (consumers, &mut with)] {
+            let m = run(seconds, n);
+            let exact = m.captured == m.sent + m.lost;
+            println!(
+                "round {round}, {:>3} stalled consumers: CPU {:.3} s  ledger captured {} = sent {} + lost {} ({})  reconnects {}  finals {}",
+                m.consumers_served,
+                m.cpu,
+                m.captured,
+                m.sent,
+                m.lost,
+                if exact && m.lost == 0 {
+                    "exact, nothing lost"
+                } else if exact {
+                    "exact"
+                } else {
+                    "NOT EXACT"
+                },
+                m.reconnects,
+                m.finals,
+            );
+            assert!(exact, "the ledger does not add up");
+            into.push(m.cpu);
+        }
+    }
+    let (a, b) = (median(without), median(with));
+    println!(
+        "\nclient CPU over a {seconds} s run with faults (median of {rounds}):\n\
+         {:>24} {:>24} {:>8}\n{:>24} {:>24} {:>8}",
+        "no consumer",
+        format!("{consumers} stalled consumers"),
+        "ratio",
+        format!("{a:.3} s"),
+        format!("{b:.3} s"),
+        format!("{:.3}", b / a),
+    );
+}
