@@ -11,56 +11,13 @@
 //! (default 100).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-const KEY: &str = "bench-key";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn isolate(cmd: &mut Command, home: &Path) {
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env_remove("AAI_LIVE_CONFIG")
-        .env_remove("AAI_LIVE_FEED_TOKEN")
-        .env_remove("RUST_LOG");
-}
-
-/// The emulator with the run's faults; its port.
-fn emulator(home: &Path) -> (Proc, u16) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
-    cmd.args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
-        .args(["--fault", "drop@5sx2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    isolate(&mut cmd, home);
-    let mut child = cmd.spawn().expect("start the emulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (Proc(child), port)
-}
+use common::{Proc, cpu_seconds, emulator, isolate, to_emulator};
 
 /// One run's figures.
 struct Measured {
@@ -77,27 +34,20 @@ struct Measured {
 fn run(seconds: u64, consumers: usize) -> Measured {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().to_owned();
-    let (_emu, port) = emulator(&home);
+    // Its first two sessions dropped after 5 s: two reconnects with replay.
+    let (_emu, port) = emulator(&home, &["--fault", "drop@5sx2"]);
     let recording = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo.wav");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
     cmd.args(["run", "--headless", "--loop", "--feed", "127.0.0.1:0"])
         .arg("--input")
         .arg(format!("file:{}", recording.display()))
         .args(["--duration", &format!("{seconds}s")])
-        .env("ASSEMBLYAI_API_KEY", KEY)
-        .env(
-            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
-            format!("http://127.0.0.1:{port}/v3/token"),
-        )
-        .env(
-            "AAI_LIVE__STREAMING__URL",
-            format!("ws://127.0.0.1:{port}/v3/ws"),
-        )
         // Reconnect at once after each drop, as after any healthy session.
         .env("AAI_LIVE__SESSION__HEALTHY_AFTER", "2s")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     isolate(&mut cmd, &home);
+    to_emulator(&mut cmd, port);
     let started = Instant::now();
     let mut child = Proc(cmd.spawn().expect("client"));
     let pid = child.0.id();
@@ -175,18 +125,6 @@ fn stall(addr: &str) -> std::net::TcpStream {
     )
     .expect("request");
     stream
-}
-
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // Fields after ")": state is 0, utime is 11, stime is 12.
-    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
