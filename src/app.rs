@@ -651,6 +651,7 @@ impl Runtime {
         let mut options = self.supervisor.clone();
         options.seed = rand::random();
         let streams = session::streams::spawn(&options, transcript, parts);
+        self.tap.new_run();
         if muted {
             streams.set_muted(true);
         }

@@ -179,6 +179,7 @@ impl Feed {
         Tap {
             shared: Some(Arc::clone(&self.shared)),
             captions: None,
+            run: 0,
         }
     }
 
@@ -220,6 +221,8 @@ impl Feed {
 pub struct Tap {
     shared: Option<Arc<Shared>>,
     captions: Option<Arc<Captions>>,
+    /// The dashboard's run (each start is one), for the turns: generations start again at 1.
+    run: u32,
 }
 
 /// The head of an NDJSON line: its kind.
@@ -236,6 +239,11 @@ impl Tap {
         self
     }
 
+    /// The dashboard started a new run: its turns are new ones, after the earlier runs'.
+    pub fn new_run(&mut self) {
+        self.run += 1;
+    }
+
     /// Offer one of the run's events, as `line` (its NDJSON line). Fails when the captions
     /// file can no longer be written.
     pub fn offer(&self, sourced: &Sourced, line: &str) -> Result<(), FeedError> {
@@ -244,14 +252,14 @@ impl Tap {
                 .turns
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .apply(sourced);
+                .apply(self.run, sourced);
             let kind =
                 serde_json::from_str::<Head>(line).map_or_else(|_| String::new(), |h| h.event);
             let source = sourced.source.as_ref().map(|l| l.as_str().to_owned());
             shared.hub.publish(kind, source, line.to_owned());
         }
         if let Some(captions) = &self.captions {
-            captions.offer(sourced)?;
+            captions.offer(self.run, sourced)?;
         }
         Ok(())
     }

@@ -99,7 +99,7 @@ impl File {
 
 /// The captions file's writer thread.
 pub struct Captions {
-    tx: std::sync::mpsc::Sender<Sourced>,
+    tx: std::sync::mpsc::Sender<(u32, Sourced)>,
     thread: std::thread::JoinHandle<Result<(), CaptionsError>>,
     path: String,
 }
@@ -122,14 +122,14 @@ impl Captions {
             source,
         };
         let mut file = File::create(path, format).map_err(io)?;
-        let (tx, rx) = std::sync::mpsc::channel::<Sourced>();
+        let (tx, rx) = std::sync::mpsc::channel::<(u32, Sourced)>();
         let thread_path = shown.clone();
         let thread = std::thread::Builder::new()
             .name("aai-live-captions".into())
             .spawn(move || {
                 let mut turns = Turns::default();
-                while let Ok(sourced) = rx.recv() {
-                    if turns.apply(&sourced) == Changed::No {
+                while let Ok((run, sourced)) = rx.recv() {
+                    if turns.apply(run, &sourced) == Changed::No {
                         continue;
                     }
                     file.update(turns.render(file.format))
@@ -148,14 +148,14 @@ impl Captions {
         })
     }
 
-    /// Hand an event to the writer (never waits for the disk); fails once the writer has
-    /// stopped on an error.
-    pub fn offer(&self, sourced: &Sourced) -> Result<(), CaptionsError> {
+    /// Hand run `run`'s event to the writer (never waits for the disk); fails once the writer
+    /// has stopped on an error.
+    pub fn offer(&self, run: u32, sourced: &Sourced) -> Result<(), CaptionsError> {
         if !matters(sourced) {
             return Ok(());
         }
         self.tx
-            .send(sourced.clone())
+            .send((run, sourced.clone()))
             .map_err(|_| CaptionsError::Stopped {
                 path: self.path.clone(),
                 why: "its writer stopped".into(),
@@ -224,7 +224,7 @@ mod tests {
         let mut file = File::create(&path, TranscriptFormat::Srt).expect("create");
         let mut turns = Turns::default();
         let read = || std::fs::read_to_string(&path).expect("read");
-        turns.apply(&final_turn(0, "one"));
+        turns.apply(0, &final_turn(0, "one"));
         file.update(turns.render(TranscriptFormat::Srt))
             .expect("append");
         // A follower's handle on the file sees the appended cue: the same inode.
@@ -233,7 +233,7 @@ mod tests {
             std::fs::metadata(p).expect("meta").ino()
         };
         let before = inode(&path);
-        turns.apply(&final_turn(1, "two\n\n2\n00:00:00,000 --> 00:00:01,000"));
+        turns.apply(0, &final_turn(1, "two\n\n2\n00:00:00,000 --> 00:00:01,000"));
         file.update(turns.render(TranscriptFormat::Srt))
             .expect("append");
         assert_eq!(inode(&path), before, "appended in place");
@@ -248,7 +248,7 @@ mod tests {
             "no arrow inside a cue: {text}"
         );
         assert!(!text.contains("\n\n\n"), "{text}");
-        turns.apply(&final_turn(0, "ONE"));
+        turns.apply(0, &final_turn(0, "ONE"));
         file.update(turns.render(TranscriptFormat::Srt))
             .expect("rewrite");
         assert_ne!(inode(&path), before, "replaced by a rename");
@@ -263,7 +263,9 @@ mod tests {
         let captions = Captions::start(&path).expect("start");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "WEBVTT\n\n");
         for n in 0..3 {
-            captions.offer(&final_turn(n, "a <b> & c")).expect("offer");
+            captions
+                .offer(0, &final_turn(n, "a <b> & c"))
+                .expect("offer");
         }
         captions.finish().expect("finish");
         let text = std::fs::read_to_string(&path).expect("read");
