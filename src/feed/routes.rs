@@ -459,7 +459,106 @@ mod tests {
         ]));
     }
 
+    fn state(token: Option<&str>) -> FeedState {
+        FeedState {
+            shared: Arc::new(Shared {
+                hub: hub::Hub::new(
+                    hub::Bounds {
+                        events: 10,
+                        bytes: hub::HISTORY_BYTES,
+                    },
+                    10,
+                ),
+                turns: std::sync::Mutex::new(super::super::turns::Turns::default()),
+            }),
+            token: token.map(|t| Credentials::single("feed", t)),
+            origins: Vec::new(),
+            loopback: true,
+        }
+    }
+
+    /// A request through the whole router: the status.
+    fn status(state: FeedState, uri: &str, headers: &[(&str, &[u8])]) -> u16 {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(axum::body::Body::empty()).expect("request");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(router(state).oneshot(request))
+            .expect("infallible")
+            .status()
+            .as_u16()
+    }
+
+    #[test]
+    fn the_token_is_taken_from_the_header_or_the_query_and_compared_whole() {
+        let host: (&str, &[u8]) = ("host", b"127.0.0.1:8789");
+        let s = || state(Some("s3cret"));
+        assert_eq!(status(s(), "/transcript.txt", &[host]), 401);
+        assert_eq!(status(s(), "/transcript.txt?token=s3cre", &[host]), 401);
+        assert_eq!(status(s(), "/transcript.txt?token=s3cret", &[host]), 200);
+        assert_eq!(
+            status(
+                s(),
+                "/transcript.txt",
+                &[host, ("authorization", b"Bearer s3cret")]
+            ),
+            200
+        );
+        assert_eq!(
+            status(
+                s(),
+                "/transcript.txt?token=s3cret",
+                &[host, ("authorization", b"Basic czNjcmV0")]
+            ),
+            401,
+            "a malformed Authorization is not overruled by the query"
+        );
+        assert_eq!(status(s(), "/healthz", &[host]), 200);
+        assert_eq!(status(s(), "/overlay", &[host]), 200);
+    }
+
     proptest! {
+        /// Any `Host` bytes: answered only when they name a loopback host, never a panic.
+        #[test]
+        fn only_loopback_hosts_are_answered(host in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if HeaderValue::from_bytes(&host).is_err() {
+                return Ok(());
+            }
+            let got = status(state(None), "/healthz", &[("host", &host)]);
+            prop_assert_eq!(got == 200, host::is_loopback_host(&host), "{}", got);
+        }
+
+        /// Any `Origin` and `Sec-Fetch-*` values: refused or answered, never a panic; a listed
+        /// or own origin only is let through.
+        #[test]
+        fn any_origin_and_fetch_metadata_is_judged(
+            origin in proptest::option::of("[ -~]{0,40}"),
+            site in proptest::option::of("(same-origin|same-site|cross-site|none|[a-z]{0,8})"),
+            mode in proptest::option::of("(cors|no-cors|navigate|same-origin|websocket)"),
+        ) {
+            let mut headers: Vec<(&str, &[u8])> = vec![("host", b"127.0.0.1:8789")];
+            if let Some(origin) = &origin {
+                headers.push(("origin", origin.as_bytes()));
+            }
+            if let Some(site) = &site {
+                headers.push(("sec-fetch-site", site.as_bytes()));
+            }
+            if let Some(mode) = &mode {
+                headers.push(("sec-fetch-mode", mode.as_bytes()));
+            }
+            let got = status(state(None), "/transcript.txt", &headers);
+            prop_assert!(got == 200 || got == 403, "{}", got);
+            if got == 200 {
+                prop_assert!(origin.is_none_or(|o| o == "http://127.0.0.1:8789"));
+            }
+        }
+
         /// Any `Last-Event-ID` bytes a client can send, with any query: a cursor or a reason,
         /// never a panic.
         #[test]
