@@ -35,6 +35,10 @@ pub const TOKEN_ENV: &str = "AAI_LIVE_FEED_TOKEN";
 /// The most consumers connected at once (the listener's cap: idle connections make room).
 const MAX_CONNECTIONS: usize = 256;
 
+/// What a consumer's connection buffers: a consumer that stops reading stops costing anything
+/// once this and its socket's buffers are full (its place in the history is kept, not a copy).
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// How long a connection has to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,6 +65,8 @@ pub enum FeedError {
     Captions(#[from] CaptionsError),
     #[error("the feed stopped serving before the run ended (see the log)")]
     Stopped,
+    #[error("cannot start the feed's thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// How to run the feed, from `[feed]` and the environment.
@@ -114,11 +120,16 @@ struct Shared {
     turns: Mutex<Turns>,
 }
 
-/// A running feed.
+/// A running feed. Its server runs on a thread of its own (a runtime of one thread), so that
+/// serving consumers never takes the session's thread (a headless run has one).
 #[derive(Debug)]
 pub struct Feed {
     shared: Arc<Shared>,
-    running: crate::listener::Running,
+    addr: SocketAddr,
+    /// Cancelled to stop the server, and by the listener when it stops on its own.
+    cancel: CancellationToken,
+    /// Resolves when the server has shut down.
+    stopped: tokio::sync::oneshot::Receiver<()>,
     /// Where consumers find it (`http://127.0.0.1:8789`).
     pub url: String,
     /// The overlay's address as it may be shown (any token redacted).
@@ -151,10 +162,10 @@ impl Feed {
         listen.connection_limit = Some(ConnectionLimit::new(MAX_CONNECTIONS));
         listen.tcp_nodelay = true;
         listen.shutdown_grace = SHUTDOWN_GRACE;
-        let running =
-            crate::listener::serve(options.listen, router, listen, CancellationToken::new())
-                .await?;
-        let url = running.base_url();
+        listen.max_buf_size = Some(WRITE_BUFFER);
+        let cancel = CancellationToken::new();
+        let (addr, stopped) = serve_on_own_thread(options.listen, router, listen, &cancel).await?;
+        let url = format!("http://{addr}");
         let overlay = match &options.token {
             Some(_) => format!("{url}/overlay?token={}", "TOKEN"),
             None => format!("{url}/overlay"),
@@ -163,7 +174,9 @@ impl Feed {
             url::Url::parse(&overlay).map_or(overlay, |u| crate::protocol::params::redact_url(&u));
         Ok(Self {
             shared,
-            running,
+            addr,
+            cancel,
+            stopped,
             url,
             overlay_shown,
         })
@@ -171,7 +184,7 @@ impl Feed {
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.running.addr
+        self.addr
     }
 
     /// Where the run's events go.
@@ -193,7 +206,7 @@ impl Feed {
     /// when the server had stopped on its own meanwhile (the listener cancels its token then):
     /// consumers were left without the run's end, which must not look like a normal one.
     pub async fn finish(self) -> Result<(), FeedError> {
-        let stopped = self.running.cancel_token().is_cancelled();
+        let stopped = self.cancel.is_cancelled();
         let hub = &self.shared.hub;
         hub.end();
         let deadline = tokio::time::Instant::now() + DRAIN;
@@ -207,12 +220,50 @@ impl Feed {
                 "feed: consumers that fell behind"
             );
         }
-        self.running.shutdown().await;
+        self.cancel.cancel();
+        // The thread says when the server is down (or it has gone, which is as final).
+        let _ = self.stopped.await;
         if stopped {
             return Err(FeedError::Stopped);
         }
         Ok(())
     }
+}
+
+/// Bind `listen` and serve `router` on a thread of its own until `cancel`; the address, and a
+/// receiver that resolves when the server is down.
+async fn serve_on_own_thread(
+    listen: SocketAddr,
+    router: axum::Router,
+    options: ListenOptions,
+    cancel: &CancellationToken,
+) -> Result<(SocketAddr, tokio::sync::oneshot::Receiver<()>), FeedError> {
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (down_tx, down_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(FeedError::Runtime)?;
+    let cancel = cancel.clone();
+    std::thread::Builder::new()
+        .name("aai-live-feed".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match crate::listener::serve(listen, router, options, cancel).await {
+                    Ok(running) => {
+                        let _ = bound_tx.send(Ok(running.addr));
+                        running.wait().await;
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                    }
+                }
+            });
+            let _ = down_tx.send(());
+        })
+        .map_err(FeedError::Runtime)?;
+    let addr = bound_rx.await.map_err(|_| FeedError::Stopped)??;
+    Ok((addr, down_rx))
 }
 
 /// Where a run's events go besides stdout or the screen: the feed, the captions file, both or

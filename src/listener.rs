@@ -85,6 +85,10 @@ pub struct ListenOptions {
     pub tcp_nodelay: bool,
     /// How long a shutdown waits for requests under way before closing their connections.
     pub shutdown_grace: Duration,
+    /// The most a connection buffers, reading a request or writing an answer (HTTP/1; hyper's
+    /// default, about 400 KB, when `None`; at least 8 KiB). A stream to a client that stopped
+    /// reading stops being produced once this and the socket's buffers are full.
+    pub max_buf_size: Option<usize>,
 }
 
 impl ListenOptions {
@@ -97,6 +101,7 @@ impl ListenOptions {
             connection_limit: None,
             tcp_nodelay: false,
             shutdown_grace: Duration::from_secs(1),
+            max_buf_size: None,
         }
     }
 }
@@ -608,6 +613,9 @@ pub async fn serve(
             .http1()
             .header_read_timeout(Some(timeout));
         server = server.first_request_timeout(timeout);
+    }
+    if let Some(max) = options.max_buf_size {
+        server.http_builder().http1().max_buf_size(max.max(8192));
     }
 
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
