@@ -3,8 +3,9 @@
 //! with faults (its first two sessions dropped after 5 s: two reconnects with replay), once with
 //! no consumer and once with 100 stalled consumers — connections that ask for `/events` with a
 //! 4 KiB receive buffer and never read — side by side. Prints, for each, the client's CPU from
-//! its start to its `finished` (from /proc), the ledger (`captured = sent + lost`, and nothing
-//! lost), and the ratio of the CPUs.
+//! its start to its `finished` (from /proc): the session's (the process less the feed's own
+//! thread, `aai-live-feed`, which serves the consumers) and the whole process's; the ledger
+//! (`captured = sent + lost`, and nothing lost); and the ratios.
 //!
 //! `cargo bench --bench feed`. Env: `BENCH_SECONDS` (default 20) per run, `BENCH_ROUNDS`
 //! (default 2: runs alternate, without / with, and the medians are compared), `BENCH_CONSUMERS`
@@ -21,6 +22,9 @@ use common::{Proc, cpu_seconds, emulator, isolate, to_emulator};
 
 /// One run's figures.
 struct Measured {
+    /// The process less the feed's thread, in seconds.
+    session_cpu: f64,
+    /// The whole process.
     cpu: f64,
     captured: u64,
     sent: u64,
@@ -68,7 +72,7 @@ fn run(seconds: u64, consumers: usize) -> Measured {
     std::thread::spawn(move || for _ in stderr.lines() {});
     let stalled: Vec<std::net::TcpStream> = (0..consumers).map(|_| stall(&addr)).collect();
     let ticks = common::clk_tck() as f64;
-    let mut cpu = 0.0;
+    let (mut cpu, mut feed_cpu) = (0.0, 0.0);
     let mut finished = serde_json::Value::Null;
     for line in BufReader::new(child.0.stdout.take().expect("stdout")).lines() {
         let Ok(line) = line else { break };
@@ -78,6 +82,7 @@ fn run(seconds: u64, consumers: usize) -> Measured {
         if event["event"] == "finished" {
             // The session's work is done; the feed's closing is not the session's cost.
             cpu = cpu_seconds(pid, ticks);
+            feed_cpu = thread_cpu(pid, "aai-live-feed", ticks);
             finished = event;
         }
     }
@@ -89,6 +94,7 @@ fn run(seconds: u64, consumers: usize) -> Measured {
     );
     let field = |name: &str| finished[name].as_u64().unwrap_or_default();
     Measured {
+        session_cpu: cpu - feed_cpu,
         cpu,
         captured: field("audio_captured_samples"),
         sent: field("audio_sent_samples"),
@@ -127,6 +133,25 @@ fn stall(addr: &str) -> std::net::TcpStream {
     stream
 }
 
+/// utime + stime of the thread named `name` of process `pid`, in seconds (0 when none).
+fn thread_cpu(pid: u32, name: &str, ticks: f64) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|t| t.file_name().to_str().and_then(|tid| tid.parse().ok()))
+        .map(|tid: u32| {
+            let (user, system) =
+                common::cpu_split_of(&format!("/proc/{pid}/task/{tid}/stat"), ticks);
+            user + system
+        })
+        .sum()
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -148,13 +173,18 @@ fn main() {
     let rounds = env("BENCH_ROUNDS", 2).max(1);
     let consumers = env("BENCH_CONSUMERS", 100) as usize;
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without_all, mut with_all) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        for (n, into) in [(0, &mut without), (consumers, &mut with)] {
+        for (n, into, all) in [
+            (0, &mut without, &mut without_all),
+            (consumers, &mut with, &mut with_all),
+        ] {
             let m = run(seconds, n);
             let exact = m.captured == m.sent + m.lost;
             println!(
-                "round {round}, {:>3} stalled consumers: CPU {:.3} s  ledger captured {} = sent {} + lost {} ({})  reconnects {}  finals {}",
+                "round {round}, {:>3} stalled consumers: CPU session {:.2} s, process {:.2} s  ledger captured {} = sent {} + lost {} ({})  reconnects {}  finals {}",
                 m.consumers_served,
+                m.session_cpu,
                 m.cpu,
                 m.captured,
                 m.sent,
@@ -170,18 +200,30 @@ fn main() {
                 m.finals,
             );
             assert!(exact, "the ledger does not add up");
-            into.push(m.cpu);
+            into.push(m.session_cpu);
+            all.push(m.cpu);
         }
     }
     let (a, b) = (median(without), median(with));
+    let (a_all, b_all) = (median(without_all), median(with_all));
     println!(
-        "\nclient CPU over a {seconds} s run with faults (median of {rounds}):\n\
-         {:>24} {:>24} {:>8}\n{:>24} {:>24} {:>8}",
+        "\nclient CPU over a {seconds} s run with faults, median of {rounds} (clock ticks of {:.0} ms):\n\
+         {:>28} {:>14} {:>24} {:>8}",
+        1000.0 / common::clk_tck() as f64,
+        "",
         "no consumer",
         format!("{consumers} stalled consumers"),
         "ratio",
-        format!("{a:.3} s"),
-        format!("{b:.3} s"),
-        format!("{:.3}", b / a),
     );
+    for (what, a, b) in [
+        ("session (less the feed)", a, b),
+        ("whole process", a_all, b_all),
+    ] {
+        println!(
+            "{what:>28} {:>14} {:>24} {:>8}",
+            format!("{a:.2} s"),
+            format!("{b:.2} s"),
+            format!("{:.3}", b / a)
+        );
+    }
 }

@@ -79,7 +79,12 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
 
 /// (utime, stime) of a process (all its threads), in seconds.
 pub fn cpu_split(pid: u32, ticks: f64) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_split_of(&format!("/proc/{pid}/stat"), ticks)
+}
+
+/// (utime, stime) from a /proc `stat` file (a process's, or one thread's under `task/`).
+pub fn cpu_split_of(path: &str, ticks: f64) -> (f64, f64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let field = |i: usize| {
