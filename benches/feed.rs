@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Proc, cpu_seconds, emulator, isolate, to_emulator};
+use common::{Proc, emulator, isolate, to_emulator};
 
 /// One run's figures.
 struct Measured {
@@ -32,6 +32,7 @@ struct Measured {
     reconnects: u64,
     finals: u64,
     consumers_served: usize,
+    failure: Option<String>,
 }
 
 /// `run --headless --feed 127.0.0.1:0` for `seconds`, with `consumers` stalled consumers.
@@ -71,7 +72,6 @@ fn run(seconds: u64, consumers: usize) -> Measured {
     };
     std::thread::spawn(move || for _ in stderr.lines() {});
     let stalled: Vec<std::net::TcpStream> = (0..consumers).map(|_| stall(&addr)).collect();
-    let ticks = common::clk_tck() as f64;
     let (mut cpu, mut feed_cpu) = (0.0, 0.0);
     let mut finished = serde_json::Value::Null;
     for line in BufReader::new(child.0.stdout.take().expect("stdout")).lines() {
@@ -81,8 +81,7 @@ fn run(seconds: u64, consumers: usize) -> Measured {
         };
         if event["event"] == "finished" {
             // The session's work is done; the feed's closing is not the session's cost.
-            cpu = cpu_seconds(pid, ticks);
-            feed_cpu = thread_cpu(pid, "aai-live-feed", ticks);
+            (cpu, feed_cpu) = threads_cpu(pid, "aai-live-feed");
             finished = event;
         }
     }
@@ -102,6 +101,7 @@ fn run(seconds: u64, consumers: usize) -> Measured {
         reconnects: field("reconnects"),
         finals: field("finals"),
         consumers_served: stalled.len(),
+        failure: finished["failure"].as_str().map(str::to_owned),
     }
 }
 
@@ -133,23 +133,25 @@ fn stall(addr: &str) -> std::net::TcpStream {
     stream
 }
 
-/// utime + stime of the thread named `name` of process `pid`, in seconds (0 when none).
-fn thread_cpu(pid: u32, name: &str, ticks: f64) -> f64 {
+/// CPU time of the process's threads (`/proc/PID/task/*/schedstat`: nanoseconds, not clock
+/// ticks: the session uses a few hundred ms a minute), in seconds: all of them, and those
+/// named `name`.
+fn threads_cpu(pid: u32, name: &str) -> (f64, f64) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
-        })
-        .filter_map(|t| t.file_name().to_str().and_then(|tid| tid.parse().ok()))
-        .map(|tid: u32| {
-            let (user, system) =
-                common::cpu_split_of(&format!("/proc/{pid}/task/{tid}/stat"), ticks);
-            user + system
-        })
-        .sum()
+    let (mut all, mut named) = (0.0, 0.0);
+    for task in tasks.flatten() {
+        let ns: f64 = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        all += ns / 1e9;
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name) {
+            named += ns / 1e9;
+        }
+    }
+    (all, named)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -174,6 +176,7 @@ fn main() {
     let consumers = env("BENCH_CONSUMERS", 100) as usize;
     let (mut without, mut with) = (Vec::new(), Vec::new());
     let (mut without_all, mut with_all) = (Vec::new(), Vec::new());
+    let mut ledgers = Vec::new();
     for round in 1..=rounds {
         for (n, into, all) in [
             (0, &mut without, &mut without_all),
@@ -182,7 +185,7 @@ fn main() {
             let m = run(seconds, n);
             let exact = m.captured == m.sent + m.lost;
             println!(
-                "round {round}, {:>3} stalled consumers: CPU session {:.2} s, process {:.2} s  ledger captured {} = sent {} + lost {} ({})  reconnects {}  finals {}",
+                "round {round}, {:>3} stalled consumers: CPU session {:.3} s, process {:.3} s  ledger captured {} = sent {} + lost {} ({})  reconnects {}  finals {}",
                 m.consumers_served,
                 m.session_cpu,
                 m.cpu,
@@ -199,17 +202,30 @@ fn main() {
                 m.reconnects,
                 m.finals,
             );
+            if let Some(failure) = &m.failure {
+                println!("    the run failed: {failure}");
+            }
             assert!(exact, "the ledger does not add up");
+            ledgers.push((m.captured, m.sent, m.lost, m.finals));
             into.push(m.session_cpu);
             all.push(m.cpu);
         }
     }
+    // The same audio and faults each run: consumers must leave the ledger as it was.
+    let same = ledgers.windows(2).all(|w| w[0] == w[1]);
+    println!(
+        "ledger with and without consumers: {}",
+        if same {
+            "identical in every run"
+        } else {
+            "DIFFERENT"
+        }
+    );
     let (a, b) = (median(without), median(with));
     let (a_all, b_all) = (median(without_all), median(with_all));
     println!(
-        "\nclient CPU over a {seconds} s run with faults, median of {rounds} (clock ticks of {:.0} ms):\n\
+        "\nclient CPU over a {seconds} s run with faults, median of {rounds}:\n\
          {:>28} {:>14} {:>24} {:>8}",
-        1000.0 / common::clk_tck() as f64,
         "",
         "no consumer",
         format!("{consumers} stalled consumers"),
@@ -221,8 +237,8 @@ fn main() {
     ] {
         println!(
             "{what:>28} {:>14} {:>24} {:>8}",
-            format!("{a:.2} s"),
-            format!("{b:.2} s"),
+            format!("{a:.3} s"),
+            format!("{b:.3} s"),
             format!("{:.3}", b / a)
         );
     }

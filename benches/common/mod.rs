@@ -57,11 +57,12 @@ pub fn emulator(home: &Path, extra: &[&str]) -> (Proc, u16) {
         .stderr(Stdio::null());
     isolate(&mut cmd, home);
     let mut child = cmd.spawn().expect("start the emulator");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("ready line");
+    stdout.read_line(&mut line).expect("ready line");
+    // The emulator goes on printing (how to use it): its stdout must stay open, or a late
+    // write fails and the emulator stops in the middle of the run.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let port = line
         .trim()
         .rsplit(':')
