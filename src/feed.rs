@@ -35,9 +35,11 @@ pub const TOKEN_ENV: &str = "AAI_LIVE_FEED_TOKEN";
 /// The most consumers connected at once (the listener's cap: idle connections make room).
 const MAX_CONNECTIONS: usize = 256;
 
-/// What a consumer's connection buffers: a consumer that stops reading stops costing anything
-/// once this and its socket's buffers are full (its place in the history is kept, not a copy).
-const WRITE_BUFFER: usize = 16 * 1024;
+/// What a consumer's connection buffers, in the server (hyper's least) and in the kernel: a
+/// consumer that stops reading stops costing anything once they are full, after a few dozen
+/// events (its place in the history is kept, not a copy).
+const WRITE_BUFFER: usize = 8 * 1024;
+const SEND_BUFFER: usize = 8 * 1024;
 
 /// How long a connection has to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,6 +165,7 @@ impl Feed {
         listen.tcp_nodelay = true;
         listen.shutdown_grace = SHUTDOWN_GRACE;
         listen.max_buf_size = Some(WRITE_BUFFER);
+        listen.send_buffer = Some(SEND_BUFFER);
         let cancel = CancellationToken::new();
         let (addr, stopped) = serve_on_own_thread(options.listen, router, listen, &cancel).await?;
         let url = format!("http://{addr}");
