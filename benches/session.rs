@@ -16,26 +16,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-const KEY: &str = "bench-key";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .arg(self.0.id().to_string())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = self.0.wait();
-    }
-}
+use common::{KEY, Proc, cpu_seconds, cpu_split, emulator, isolate, to_emulator};
 
 /// The client under test: the `aai-live` cargo built, or `BENCH_AAI_LIVE_BIN` (e.g. an older
 /// build, to compare before and after a change; the emulator is always the one cargo built).
@@ -48,51 +34,11 @@ fn binary() -> PathBuf {
         )
 }
 
-fn isolate(cmd: &mut Command, home: &Path) {
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env_remove("AAI_LIVE_CONFIG")
-        .env_remove("RUST_LOG");
-}
-
-/// Start the emulator; returns the process and its port.
-fn emulator(home: &Path, extra: &[&str]) -> (Proc, u16) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
-    cmd.args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    isolate(&mut cmd, home);
-    let mut child = cmd.spawn().expect("start the emulator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("ready line");
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (Proc(child), port)
-}
-
 fn client(home: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.args(["run", "--headless"]).args(args);
     isolate(&mut cmd, home);
-    cmd.env("ASSEMBLYAI_API_KEY", KEY)
-        .env(
-            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
-            format!("http://127.0.0.1:{port}/v3/token"),
-        )
-        .env(
-            "AAI_LIVE__STREAMING__URL",
-            format!("ws://127.0.0.1:{port}/v3/ws"),
-        );
+    to_emulator(&mut cmd, port);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -116,27 +62,6 @@ fn events(mut cmd: Command) -> Vec<(Instant, serde_json::Value)> {
     }
     let _ = child.wait();
     out
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let (user, system) = cpu_split(pid, ticks);
-    user + system
-}
-
-/// (utime, stime) of a process (all its threads), in seconds.
-fn cpu_split(pid: u32, ticks: f64) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after ")": state is 0, utime is 11, stime is 12.
-    (field(11) / ticks, field(12) / ticks)
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

@@ -75,6 +75,10 @@ pub struct Setup {
     pub autostart: bool,
     /// Quit (gracefully) after this long.
     pub duration: Option<Duration>,
+    /// Where the run's events go besides the screen: the feed, the captions file.
+    pub tap: crate::feed::Tap,
+    /// The feed's address, for the header.
+    pub feed: Option<String>,
 }
 
 impl Setup {
@@ -114,6 +118,8 @@ impl Setup {
             input_label: None,
             autostart: true,
             duration: None,
+            tap: crate::feed::Tap::default(),
+            feed: None,
             config: config.clone(),
             provider,
             warnings,
@@ -239,11 +245,18 @@ struct Runtime {
     session: Option<Running>,
     background: JoinSet<Msg>,
     queue: VecDeque<Msg>,
+    tap: crate::feed::Tap,
+    /// The tap failed once (said in the events pane; not again for every event).
+    tap_failed: bool,
 }
 
 impl Runtime {
     fn new(setup: Setup) -> Self {
-        let state = DashboardState::from_config(&setup.config, setup.info, setup.ui);
+        let mut state = DashboardState::from_config(&setup.config, setup.info, setup.ui);
+        state.feed = setup.feed.map(|address| state::FeedPanel {
+            address,
+            consumers: 0,
+        });
         let (provider, provider_error) = match setup.provider {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(Failure::token(&e))),
@@ -269,6 +282,8 @@ impl Runtime {
             session: None,
             background: JoinSet::new(),
             queue: VecDeque::new(),
+            tap: setup.tap,
+            tap_failed: false,
             config: setup.config,
         }
     }
@@ -399,6 +414,10 @@ impl Runtime {
     }
 
     fn draw<B: Backend>(&mut self, terminal: &mut Terminal<B>) -> Result<(), AppError> {
+        // A count read when drawn (every second at least), like a meter.
+        if let (Some(feed), Some(consumers)) = (&mut self.state.feed, self.tap.consumers()) {
+            feed.consumers = consumers;
+        }
         let state = &self.state;
         terminal
             .draw(|frame| crate::ui::render(frame, state, SystemTime::now()))
@@ -490,7 +509,9 @@ impl Runtime {
         let Some(running) = self.session.as_mut() else {
             return;
         };
-        for sourced in running.streams.on_event(index, event) {
+        let sourced = running.streams.on_event(index, event);
+        for sourced in sourced {
+            self.offer(&sourced);
             let msg = if sourced.source.is_some() {
                 Msg::Sourced {
                     index: sourced.index,
@@ -500,6 +521,20 @@ impl Runtime {
                 Msg::Session(sourced.event)
             };
             self.post(msg);
+        }
+    }
+
+    /// Offer one of the run's events to the feed and the captions file, as its NDJSON line
+    /// (the headless runner's serialiser).
+    fn offer(&mut self, sourced: &session::streams::Sourced) {
+        if let Err(e) = self
+            .tap
+            .offer(sourced, &sourced.to_line_at(SystemTime::now()))
+            && !self.tap_failed
+        {
+            self.tap_failed = true;
+            tracing::error!("{e}");
+            self.post(Msg::Warning(e.to_string()));
         }
     }
 
@@ -621,6 +656,7 @@ impl Runtime {
         let mut options = self.supervisor.clone();
         options.seed = rand::random();
         let streams = session::streams::spawn(&options, transcript, parts);
+        self.tap.new_run();
         if muted {
             streams.set_muted(true);
         }
@@ -641,7 +677,13 @@ impl Runtime {
         }
         let finished = running.streams.finish().await;
         if let Some((event, _)) = finished.run_event() {
-            self.post(Msg::Session(event));
+            let run = session::streams::Sourced {
+                index: 0,
+                source: None,
+                event,
+            };
+            self.offer(&run);
+            self.post(Msg::Session(run.event));
         }
         if let Some((label, why)) = finished.vanished.first() {
             let who = label

@@ -116,6 +116,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_rotation: bool,
 
+    /// Serve the run's events to local consumers on ADDR (e.g. 127.0.0.1:8789): SSE at
+    /// /events, a WebSocket at /ws, a captions page for OBS at /overlay, the transcript so far
+    /// (feed.listen; docs/feed.md).
+    #[arg(long, value_name = "ADDR")]
+    pub feed: Option<String>,
+
+    /// Write the finals to FILE as captions (.srt or .vtt), a cue as each turn ends.
+    #[arg(long, value_name = "FILE")]
+    pub captions: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub emulator: EmulatorArg,
 

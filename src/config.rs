@@ -51,11 +51,11 @@ pub use server::{
     Cidr, LimitSetting, LimitsStore, RateSpec, RateSpecError, RedisAddress, parse_origin,
 };
 pub use types::{
-    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, CommandSpec, Config, FileConfig, HttpMethod,
-    InputSpec, KeysConfig, Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind,
-    RemoteConfig, SampleFormat, ServerAuth, ServerSettings, SessionConfig, Source, SpeakersConfig,
-    StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme, TranscriptConfig,
-    TranscriptFormat, UiConfig, check_inputs, parse_input_arg,
+    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, CommandSpec, Config, FeedConfig, FileConfig,
+    HttpMethod, InputSpec, KeysConfig, Label, LabelledInput, LogConfig, ProviderConfig,
+    ProviderKind, RemoteConfig, SampleFormat, ServerAuth, ServerSettings, SessionConfig, Source,
+    SpeakersConfig, StdinFormat, StoreFailure, StreamingConfig, TestSignal, Theme,
+    TranscriptConfig, TranscriptFormat, UiConfig, check_inputs, parse_input_arg,
 };
 
 /// The built-in defaults and the reference for every key: the lowest layer, printed by

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::config::Label;
 use crate::events::{SessionEvent, View};
 use crate::failure::Failure;
+use crate::feed::{Captions, Feed, FeedOptions, Tap};
 use crate::provider::{self, PreMintOptions, PreMinter, TokenRequest};
 use crate::session::streams::{Sourced, StreamSetup};
 use crate::session::{self, SessionCommand, SupervisorOptions};
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub unpaced: bool,
     /// Tell the emulator where each session starts (script alignment across sessions).
     pub emulator_hints: bool,
+    /// `--captions FILE`: the finals as SRT or WebVTT, a cue as each turn ends.
+    pub captions: Option<std::path::PathBuf>,
 }
 
 /// The runtime for a headless run. A file, stdin or a test signal is paced by one task, and
@@ -62,18 +65,15 @@ pub async fn run(
         expires_in_seconds: config.provider.expires_in_seconds,
         max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
     };
+    // The dashboard's audio options, and the run's own pace; seed 1 as ever (test signals).
     let audio_options = AudioOptions {
-        sample_rate: config.streaming.params.sample_rate,
-        chunk_ms: config.audio.chunk_ms,
         pace: if options.unpaced {
             Pace::Unpaced
         } else {
             Pace::RealTime
         },
-        loop_input: config.audio.loop_input,
-        device: config.audio.device.clone(),
-        stdin_format: config.audio.stdin_format,
         seed: 1,
+        ..AudioOptions::from_config(config)
     };
     let sources = config.sources();
     let mut inputs = open_inputs(&sources, &audio_options).await?;
@@ -101,8 +101,7 @@ pub async fn run(
         provider: format!("{} ({})", provider.name(), provider.source()),
         endpoint,
     };
-    let printer = Printer::start(out)?;
-    printer.print(Line::Out(hello.to_line_at(std::time::SystemTime::now())))?;
+    let (feed, printer) = start_output(config, options, out, hello).await?;
     let mut parts = Vec::with_capacity(sources.len());
     for (source, input) in sources.iter().zip(inputs.iter_mut()) {
         let archive = crate::archive::for_source(config, &journal, source, &input.name)?;
@@ -158,6 +157,9 @@ pub async fn run(
     report_run_finished(&printer, &finished)?;
     // Every event is on stdout before anything else can end the run.
     printer.finish()?;
+    if let Some(feed) = feed {
+        feed.finish().await?;
+    }
     let code = finished.exit_code();
     // Exports are file writes: off the runtime's threads.
     let formats = config.transcript.formats.clone();
@@ -168,6 +170,38 @@ pub async fn run(
         .context("cannot write the transcript")?;
     drop(inputs);
     Ok(code)
+}
+
+/// Where the run's events go: stdout, and the feed (`--feed`) and the captions file
+/// (`--captions`) when asked for, which take them as stdout does (see [`Printer`]); `hello`
+/// first.
+async fn start_output(
+    config: &Config,
+    options: &RunOptions,
+    out: Box<dyn Write + Send>,
+    hello: SessionEvent,
+) -> anyhow::Result<(Option<Feed>, Printer)> {
+    let feed = match FeedOptions::from_config(&config.feed, &|name| std::env::var(name).ok())? {
+        Some(options) => Some(Feed::start(options).await?),
+        None => None,
+    };
+    let mut tap = feed.as_ref().map(Feed::tap).unwrap_or_default();
+    if let Some(path) = &options.captions {
+        tap = tap.with_captions(Captions::start(path)?);
+    }
+    if let Some(feed) = &feed {
+        eprintln!(
+            "aai-live: {}",
+            strings::feed_listening(&feed.url, &feed.overlay_shown)
+        );
+    }
+    let printer = Printer::start(out, tap)?;
+    printer.event(&Sourced {
+        index: 0,
+        source: None,
+        event: hello,
+    })?;
+    Ok((feed, printer))
 }
 
 /// Every input opens before anything streams: one that cannot is a clear error naming it.
@@ -205,15 +239,13 @@ fn report_run_finished(
             serde_json::to_value(&sources).unwrap_or_default(),
         );
     }
-    printer.print(Line::Out(line.to_string()))?;
-    report_stderr(
-        printer,
-        &Sourced {
-            index: 0,
-            source: None,
-            event,
-        },
-    )
+    let run = Sourced {
+        index: 0,
+        source: None,
+        event,
+    };
+    printer.event_line(&run, line.to_string())?;
+    report_stderr(printer, &run)
 }
 
 /// The inputs as `hello` and the first stderr line name them: the one input's name, or
@@ -232,8 +264,7 @@ fn input_names(sources: &[crate::config::Source], inputs: &[audio::AudioInput]) 
 
 /// An event on stdout, and its line (if any) on stderr.
 fn report(printer: &Printer, sourced: &Sourced) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now();
-    printer.print(Line::Out(sourced.to_line_at(now)))?;
+    printer.event(sourced)?;
     report_stderr(printer, sourced)
 }
 
@@ -270,7 +301,7 @@ fn vanished(printer: &Printer, source: Option<Label>, why: &str) -> anyhow::Resu
             view: View::Failed(failure),
         },
     };
-    printer.print(Line::Out(failed.to_line_at(std::time::SystemTime::now())))?;
+    printer.event(&failed)?;
     printer.print(Line::Err(line.for_stderr()))?;
     Ok(())
 }
@@ -286,13 +317,17 @@ enum Line {
 /// Prints on a thread of its own, in order, so that a reader slow to take stdout (a pipe into a
 /// busy consumer, a paused terminal) holds up only the printing and never the audio: the
 /// runtime may be single-threaded ([`runtime`]). A burst of events is written with one flush.
+///
+/// Every NDJSON line of the run goes through [`Printer::event`]: the one place a headless run's
+/// events are serialised, and where the feed and the captions file ([`Tap`]) take them.
 struct Printer {
     tx: std::sync::mpsc::Sender<Line>,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
+    tap: Tap,
 }
 
 impl Printer {
-    fn start(mut out: Box<dyn Write + Send>) -> anyhow::Result<Self> {
+    fn start(mut out: Box<dyn Write + Send>, tap: Tap) -> anyhow::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Line>();
         let thread = std::thread::Builder::new()
             .name("aai-live-out".into())
@@ -311,7 +346,18 @@ impl Printer {
                 Ok(())
             })
             .context("cannot start the output thread")?;
-        Ok(Self { tx, thread })
+        Ok(Self { tx, thread, tap })
+    }
+
+    /// One of the run's events: its NDJSON line on stdout and offered to the tap.
+    fn event(&self, sourced: &Sourced) -> anyhow::Result<()> {
+        self.event_line(sourced, sourced.to_line_at(std::time::SystemTime::now()))
+    }
+
+    /// An event whose line is already made (the run's `finished` with its `sources`).
+    fn event_line(&self, sourced: &Sourced, line: String) -> anyhow::Result<()> {
+        self.tap.offer(sourced, &line)?;
+        self.print(Line::Out(line))
     }
 
     /// Queue a line; fails once the thread has stopped on a write error (stdout closed).
@@ -321,13 +367,15 @@ impl Printer {
             .map_err(|_| anyhow::anyhow!("cannot write the events to stdout"))
     }
 
-    /// Everything queued is written (and flushed) when this returns.
-    fn finish(self) -> anyhow::Result<()> {
+    /// Everything queued is written (and flushed) when this returns, the captions file too.
+    fn finish(mut self) -> anyhow::Result<()> {
         drop(self.tx);
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
-            .context("cannot write the events to stdout")
+            .context("cannot write the events to stdout")?;
+        self.tap.finish_captions()?;
+        Ok(())
     }
 }
 
@@ -370,7 +418,7 @@ mod tests {
     #[test]
     fn a_stuck_stdout_holds_up_only_the_printing() {
         let stdout = Stuck::default();
-        let printer = Printer::start(Box::new(stdout.clone())).expect("printer");
+        let printer = Printer::start(Box::new(stdout.clone()), Tap::default()).expect("printer");
         // With nobody reading stdout, every print still returns at once.
         for n in 0..10_000 {
             printer
@@ -404,7 +452,7 @@ mod tests {
                 Ok(())
             }
         }
-        let printer = Printer::start(Box::new(Closed)).expect("printer");
+        let printer = Printer::start(Box::new(Closed), Tap::default()).expect("printer");
         printer.print(Line::Out("{}".into())).expect("queued");
         // The thread stops at the failed write; the next prints fail once it has.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

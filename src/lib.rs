@@ -17,6 +17,7 @@ pub mod duration;
 pub mod emulator;
 pub mod events;
 pub mod failure;
+pub mod feed;
 pub mod files;
 pub mod headless;
 pub mod listener;

@@ -85,6 +85,14 @@ pub struct ListenOptions {
     pub tcp_nodelay: bool,
     /// How long a shutdown waits for requests under way before closing their connections.
     pub shutdown_grace: Duration,
+    /// The most a connection buffers, reading a request or writing an answer (HTTP/1; hyper's
+    /// default, about 400 KB, when `None`; at least 8 KiB). A stream to a client that stopped
+    /// reading stops being produced once this and the socket's buffers are full.
+    pub max_buf_size: Option<usize>,
+    /// The kernel's send buffer of each connection (`SO_SNDBUF`; the system's, which grows to
+    /// megabytes, when `None`). With [`ListenOptions::max_buf_size`], what a client that stopped
+    /// reading can have queued for it before its answer stops being produced.
+    pub send_buffer: Option<usize>,
 }
 
 impl ListenOptions {
@@ -97,6 +105,8 @@ impl ListenOptions {
             connection_limit: None,
             tcp_nodelay: false,
             shutdown_grace: Duration::from_secs(1),
+            max_buf_size: None,
+            send_buffer: None,
         }
     }
 }
@@ -329,6 +339,7 @@ struct Gate {
     name: &'static str,
     limit: Option<Arc<ConnectionLimit>>,
     nodelay: bool,
+    send_buffer: Option<usize>,
 }
 
 impl<S> Accept<TcpStream, S> for Gate {
@@ -349,6 +360,11 @@ impl<S> Accept<TcpStream, S> for Gate {
         };
         if self.nodelay
             && let Err(e) = stream.set_nodelay(true)
+        {
+            return std::future::ready(Err(e));
+        }
+        if let Some(size) = self.send_buffer
+            && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
         {
             return std::future::ready(Err(e));
         }
@@ -598,6 +614,7 @@ pub async fn serve(
         name: options.name,
         limit: options.connection_limit.clone(),
         nodelay: options.tcp_nodelay,
+        send_buffer: options.send_buffer,
     };
     let mut server = axum_server::Server::<SocketAddr>::from_listener(listener)
         .handle(handle.clone())
@@ -608,6 +625,9 @@ pub async fn serve(
             .http1()
             .header_read_timeout(Some(timeout));
         server = server.first_request_timeout(timeout);
+    }
+    if let Some(max) = options.max_buf_size {
+        server.http_builder().http1().max_buf_size(max.max(8192));
     }
 
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();

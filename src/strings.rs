@@ -593,6 +593,20 @@ pub fn streaming_to(input: &str, endpoint: &str, journal: &std::path::Path) -> S
     )
 }
 
+/// `--feed`: where consumers find the run's events (the overlay's address with any token
+/// redacted). Tests and scripts read the address from this line.
+pub fn feed_listening(url: &str, overlay: &str) -> String {
+    format!("feed listening on {url} (events at {url}/events, captions overlay at {overlay})")
+}
+
+/// The header's count of the feed's consumers.
+pub fn consumers(n: usize) -> String {
+    match n {
+        1 => "1 consumer".to_owned(),
+        n => format!("{n} consumers"),
+    }
+}
+
 pub const STOPPING: &str = "stopping (waiting for the last turns)...";
 
 /// The supervisor task died without finishing its run.

@@ -32,12 +32,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow_token_server(&mut loaded)?;
             if wants_dashboard(&args) {
                 let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
-                return runtime()?.block_on(show_dashboard(setup));
+                return runtime()?.block_on(show_dashboard(setup, args.captions.as_deref()));
             }
             let options = crate::headless::RunOptions {
                 duration: args.duration,
                 unpaced: args.unpaced,
                 emulator_hints: args.emulator_hints || args.emulator.url.is_some(),
+                captions: args.captions.clone(),
             };
             let code = crate::headless::runtime(&loaded.config)?.block_on(async {
                 crate::headless::run(&loaded.config, &options, Box::new(std::io::stdout())).await
@@ -188,6 +189,7 @@ fn run_overrides(
     set("audio.input", single);
     set("audio.device", args.device.as_ref());
     set("audio.stdin_format", args.stdin_format.as_ref());
+    set("feed.listen", args.feed.as_ref());
     if args.loop_input {
         o.push(("audio.loop".into(), "true".into()));
     }
@@ -582,9 +584,31 @@ fn dashboard_setup(
     setup
 }
 
-/// Run the dashboard; once the terminal is restored, say where the transcripts went.
-async fn show_dashboard(setup: crate::app::Setup) -> anyhow::Result<ExitCode> {
-    let report = crate::app::run(setup).await?;
+/// Run the dashboard (with the feed and the captions file when asked for); once the terminal
+/// is restored, say where the transcripts went.
+async fn show_dashboard(
+    mut setup: crate::app::Setup,
+    captions: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::feed::{Captions, Feed, FeedOptions};
+    let feed = match FeedOptions::from_config(&setup.config.feed, &provider::process_env)? {
+        Some(options) => Some(Feed::start(options).await?),
+        None => None,
+    };
+    if let Some(feed) = &feed {
+        setup.tap = feed.tap();
+        setup.feed = Some(feed.url.clone());
+    }
+    if let Some(path) = captions {
+        setup.tap = setup.tap.with_captions(Captions::start(path)?);
+    }
+    let mut tap = setup.tap.clone();
+    let report = crate::app::run(setup).await;
+    tap.finish_captions()?;
+    if let Some(feed) = feed {
+        feed.finish().await?;
+    }
+    let report = report?;
     for path in &report.saved {
         eprintln!("aai-live: saved {}", path.display());
     }
@@ -618,7 +642,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
                 INPUT_LABEL.clone_into(&mut setup.info.input);
                 setup.input_label = Some(INPUT_LABEL.to_owned());
             }
-            show_dashboard(setup).await
+            Box::pin(show_dashboard(setup, args.captions.as_deref())).await
         } else {
             // The headless runner builds its provider from files and the process environment:
             // give it the demo key as a private key file.
@@ -627,6 +651,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
                 duration: args.duration,
                 unpaced: args.unpaced,
                 emulator_hints: true,
+                captions: args.captions.clone(),
             };
             crate::headless::run(&config, &options, Box::new(std::io::stdout()))
                 .await

@@ -82,6 +82,7 @@ fn default_toml_parses_to_default() {
         inputs,
         speakers,
         archive,
+        feed,
     } = Config::default();
     let from_file = &loaded.config;
     assert_eq!(from_file.provider, provider);
@@ -96,6 +97,7 @@ fn default_toml_parses_to_default() {
     assert_eq!(from_file.inputs, inputs);
     assert_eq!(from_file.speakers, speakers);
     assert_eq!(from_file.archive, archive);
+    assert_eq!(from_file.feed, feed);
     assert!(loaded.warnings.is_empty());
     assert_eq!(loaded.layers, ["built-in defaults (config/default.toml)"]);
 }

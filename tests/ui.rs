@@ -543,6 +543,17 @@ fn small_and_tiny_terminals() {
     insta::assert_snapshot!("tiny_30x8", screen(&s, 30, 8, at(30)));
 }
 
+/// `--feed`: the header says where the feed listens and how many consumers follow it.
+#[test]
+fn the_header_shows_the_feed_and_its_consumers() {
+    let mut s = streaming();
+    s.feed = Some(aai_live::app::state::FeedPanel {
+        address: "http://127.0.0.1:8789".into(),
+        consumers: 2,
+    });
+    insta::assert_snapshot!("feed_120x30", screen(&s, 120, 30, at(30)));
+}
+
 #[test]
 fn demo_header_says_it_is_the_offline_emulator() {
     let s = as_demo(streaming());

@@ -1,7 +1,102 @@
 //! Helpers shared by the benchmarks: CPU accounting from /proc and wrk's output.
 #![allow(dead_code, clippy::mod_module_files)] // each bench uses a different subset
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The emulator's API key in the benchmarks.
+pub const KEY: &str = "bench-key";
+
+/// A child process, killed (if still running) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg(self.0.id().to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// HOME and the XDG directories under `home`; no config file, no log filter from outside.
+pub fn isolate(cmd: &mut Command, home: &Path) {
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("AAI_LIVE_CONFIG")
+        .env_remove("AAI_LIVE_FEED_TOKEN")
+        .env_remove("RUST_LOG");
+}
+
+/// A client's settings for the emulator at `port`: the api-key provider with its key, minting at
+/// its /v3/token, streaming to its /v3/ws.
+pub fn to_emulator(cmd: &mut Command, port: u16) {
+    cmd.env("ASSEMBLYAI_API_KEY", KEY)
+        .env(
+            "AAI_LIVE__PROVIDER__API_KEY__TOKEN_URL",
+            format!("http://127.0.0.1:{port}/v3/token"),
+        )
+        .env(
+            "AAI_LIVE__STREAMING__URL",
+            format!("ws://127.0.0.1:{port}/v3/ws"),
+        );
+}
+
+/// Start the emulator; returns the process and its port.
+pub fn emulator(home: &Path, extra: &[&str]) -> (Proc, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aai-live"));
+    cmd.args(["emulate", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    isolate(&mut cmd, home);
+    let mut child = cmd.spawn().expect("start the emulator");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready line");
+    // The emulator goes on printing (how to use it): its stdout must stay open, or a late
+    // write fails and the emulator stops in the middle of the run.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (Proc(child), port)
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let (user, system) = cpu_split(pid, ticks);
+    user + system
+}
+
+/// (utime, stime) of a process (all its threads), in seconds.
+pub fn cpu_split(pid: u32, ticks: f64) -> (f64, f64) {
+    cpu_split_of(&format!("/proc/{pid}/stat"), ticks)
+}
+
+/// (utime, stime) from a /proc `stat` file (a process's, or one thread's under `task/`).
+pub fn cpu_split_of(path: &str, ticks: f64) -> (f64, f64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after ")": state is 0, utime is 11, stime is 12.
+    (field(11) / ticks, field(12) / ticks)
+}
 
 /// Clock ticks per second for /proc times.
 pub fn clk_tck() -> u64 {

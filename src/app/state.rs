@@ -434,6 +434,15 @@ pub struct DashboardState {
     pub last_failure: Option<String>,
     /// Set once the dashboard should close.
     pub should_quit: bool,
+    /// `--feed`: where it listens and how many consumers follow it.
+    pub feed: Option<FeedPanel>,
+}
+
+/// The live feed, as the header shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPanel {
+    pub address: String,
+    pub consumers: usize,
 }
 
 impl DashboardState {
@@ -462,6 +471,7 @@ impl DashboardState {
             saved: Vec::new(),
             last_failure: None,
             should_quit: false,
+            feed: None,
         }
     }
 

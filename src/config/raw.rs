@@ -35,6 +35,7 @@ pub(crate) struct RawConfig {
     pub inputs: BTreeMap<String, String>,
     pub speakers: RawSpeakers,
     pub archive: RawArchive,
+    pub feed: RawFeed,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -46,6 +47,16 @@ pub(crate) struct RawSpeakers {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub(crate) struct RawArchive {
     pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFeed {
+    pub listen: String,
+    pub token_file: Option<String>,
+    pub origins: Vec<String>,
+    pub history_events: i64,
+    pub queue_events: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -371,6 +382,13 @@ impl From<&Config> for RawConfig {
             },
             archive: RawArchive {
                 enabled: c.archive.enabled,
+            },
+            feed: RawFeed {
+                listen: c.feed.listen.map_or_else(String::new, |a| a.to_string()),
+                token_file: path(c.feed.token_file.as_deref()),
+                origins: c.feed.origins.clone(),
+                history_events: c.feed.history_events.into(),
+                queue_events: c.feed.queue_events.into(),
             },
         }
     }

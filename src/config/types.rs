@@ -43,6 +43,7 @@ pub struct Config {
     pub inputs: Vec<LabelledInput>,
     pub speakers: SpeakersConfig,
     pub archive: ArchiveConfig,
+    pub feed: FeedConfig,
 }
 
 /// `[speakers]`.
@@ -69,6 +70,34 @@ impl Default for SpeakersConfig {
 pub struct ArchiveConfig {
     /// Keep each input's captured audio as WAV beside the transcript.
     pub enabled: bool,
+}
+
+/// `[feed]`: the run's events offered to local consumers (docs/feed.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// Where the feed listens (`--feed ADDR`); `None`: no feed.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The feed's token, needed on a non-loopback address (or `AAI_LIVE_FEED_TOKEN`).
+    pub token_file: Option<PathBuf>,
+    /// Web origins allowed besides the feed's own (CORS, WebSocket upgrades), normalised.
+    pub origins: Vec<String>,
+    /// Events kept for consumers that join or resume late (also bounded to 16 MiB).
+    pub history_events: u32,
+    /// Events waiting for one consumer at most before its partials are dropped, then it is
+    /// disconnected.
+    pub queue_events: u32,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            origins: Vec::new(),
+            history_events: 10_000,
+            queue_events: 1_000,
+        }
+    }
 }
 
 /// A stream's label in meeting mode (`--input you=mic`, `[inputs] you = "mic"`): ASCII letters,

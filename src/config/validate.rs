@@ -18,13 +18,15 @@ use url::{Host, Url};
 use super::Problem;
 use super::keys::KeySpec;
 use super::provenance::Provenance;
-use super::raw::{RawAudio, RawConfig, RawLog, RawProvider, RawServer, RawSession, RawStreaming};
+use super::raw::{
+    RawAudio, RawConfig, RawFeed, RawLog, RawProvider, RawServer, RawSession, RawStreaming,
+};
 use super::server::{Cidr, LimitSetting, LimitsStore, RateSpec, parse_origin};
 use super::types::{
-    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FileConfig, InputSpec, KeysConfig,
-    Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig, ServerAuth,
-    ServerSettings, SessionConfig, SpeakersConfig, StreamingConfig, TranscriptConfig, UiConfig,
-    check_inputs,
+    ApiKeyConfig, ArchiveConfig, AudioConfig, Choice, Config, FeedConfig, FileConfig, InputSpec,
+    KeysConfig, Label, LabelledInput, LogConfig, ProviderConfig, ProviderKind, RemoteConfig,
+    ServerAuth, ServerSettings, SessionConfig, SpeakersConfig, StreamingConfig, TranscriptConfig,
+    UiConfig, check_inputs,
 };
 use crate::protocol::StreamingParams;
 
@@ -64,12 +66,41 @@ pub(crate) fn validate(raw: RawConfig, provenance: &Provenance) -> Result<Config
         archive: ArchiveConfig {
             enabled: raw.archive.enabled,
         },
+        feed: validate_feed(&mut v, raw.feed),
         provider,
     };
     if v.problems.is_empty() {
         Ok(config)
     } else {
         Err(v.problems)
+    }
+}
+
+/// `[feed]`: the address (empty: no feed), the token file, the origins (as `[server]`'s), the
+/// bounds.
+fn validate_feed(v: &mut Validator<'_>, raw: RawFeed) -> FeedConfig {
+    let listen = match raw.listen.trim() {
+        "" => None,
+        text => v.accept(
+            "feed.listen",
+            &raw.listen,
+            text.parse().map_err(|_| {
+                "must be an address and port, e.g. \"127.0.0.1:8789\" (port 0: any free port), \
+                 or empty for no feed"
+                    .to_owned()
+            }),
+        ),
+    };
+    FeedConfig {
+        listen,
+        token_file: v.path("feed.token_file", raw.token_file),
+        origins: raw
+            .origins
+            .iter()
+            .filter_map(|origin| v.accept("feed.origins", origin, parse_origin(origin)))
+            .collect(),
+        history_events: v.int("feed.history_events", raw.history_events, 1..=1_000_000),
+        queue_events: v.int("feed.queue_events", raw.queue_events, 16..=100_000),
     }
 }
 

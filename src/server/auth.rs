@@ -96,6 +96,17 @@ impl Credentials {
         Self::parse(&text, &shown)
     }
 
+    /// One client `name` whose credential is `credential` (kept only as its hash): the live
+    /// feed's token (`[feed] token_file`), checked by [`Credentials::verify`] like the file's.
+    pub fn single(name: &str, credential: &str) -> Self {
+        Self {
+            entries: vec![Entry {
+                name: Arc::from(name),
+                hash: Sha256::digest(credential.as_bytes()).into(),
+            }],
+        }
+    }
+
     /// Parse the file's text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, CredentialsError> {
         let mut entries: Vec<Entry> = Vec::new();

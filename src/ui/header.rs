@@ -1,5 +1,6 @@
-//! The header: the state badge, the session, elapsed time, muted and demo tags; then where tokens
-//! come from and where audio goes (kind and URL or path, never a secret).
+//! The header: the state badge, the session, elapsed time, the live feed and its consumers,
+//! muted and demo tags; then where tokens come from and where audio goes (kind and URL or path,
+//! never a secret).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -8,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{Ctx, Theme, display_width, since, truncate};
-use crate::strings::{mm_ss, short_id};
+use crate::strings::{self, mm_ss, short_id};
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, cx: Ctx<'_>) {
     let width = usize::from(area.width);
@@ -67,6 +68,27 @@ fn first_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
     join_left_right(left, right, width, t)
 }
 
+/// `--feed`: where it listens (no scheme: always http) and who follows it, at the right of
+/// the second line.
+fn feed(cx: Ctx<'_>) -> Vec<Span<'static>> {
+    let Ctx { state, t, .. } = cx;
+    let Some(feed) = &state.feed else {
+        return Vec::new();
+    };
+    let address = feed
+        .address
+        .strip_prefix("http://")
+        .unwrap_or(&feed.address);
+    vec![
+        Span::styled("feed ", t.label()),
+        Span::styled(address.to_owned(), t.accent()),
+        Span::styled(
+            format!("{}{} ", t.dot(), strings::consumers(feed.consumers)),
+            t.label(),
+        ),
+    ]
+}
+
 fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
     let Ctx { state, t, .. } = cx;
     let info = &state.info;
@@ -90,7 +112,7 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
             t.text(),
         ));
         live_settings(&mut spans, cx);
-        return clip(spans, width, t);
+        return join_left_right(spans, feed(cx), width, t);
     }
     // Narrow: the secure schemes go without saying; http:// and ws:// stay visible.
     let shown = |url: &str| {
@@ -121,7 +143,7 @@ fn second_line(cx: Ctx<'_>, width: usize) -> Line<'static> {
         ));
     }
     live_settings(&mut spans, cx);
-    clip(spans, width, t)
+    join_left_right(spans, feed(cx), width, t)
 }
 
 /// The live settings that are set (keyterms, turn silences), after where audio goes.
