@@ -17,6 +17,7 @@ pub mod script;
 pub mod state;
 pub mod token;
 pub mod tokens;
+pub mod turns;
 pub mod ws;
 
 use std::net::SocketAddr;
