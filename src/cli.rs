@@ -127,6 +127,12 @@ pub struct RunArgs {
     /// follow stream time); on with --emulator, ignored by the service.
     #[arg(long)]
     pub emulator_hints: bool,
+
+    /// Write every frame sent and received, with its time, to FILE (JSON lines; audio as byte
+    /// counts, no token, key or credential: safe to attach to a bug report). `aai-live emulate
+    /// --replay FILE` serves it back.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// `--emulator URL`: use the emulator at URL (as `aai-live emulate` prints it).
@@ -368,6 +374,12 @@ pub struct EmulateArgs {
     /// address).
     #[arg(long)]
     pub control_from_anywhere: bool,
+
+    /// Serve the sessions of a trace (`run --trace FILE`) instead of recognising: each new
+    /// session gets the next recorded one, its server messages at their recorded times once the
+    /// client's audio has got as far, and the recorded close.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
 }
 
 /// A `--fault` spec, read by the emulator's own parser (the error names the part and value).

@@ -29,6 +29,7 @@ pub mod session;
 pub mod signals;
 pub mod strings;
 pub mod subcommands;
+pub mod trace;
 pub mod transcript;
 pub mod tui;
 pub mod ui;

@@ -30,14 +30,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let _log = init_logging(&cli.global, &loaded)?;
             follow_token_server(&mut loaded)?;
+            let trace = open_trace(&args, &loaded.config)?;
             if wants_dashboard(&args) {
-                let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
+                let mut setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
+                setup.supervisor = setup.supervisor.traced(trace);
                 return runtime()?.block_on(show_dashboard(setup));
             }
             let options = crate::headless::RunOptions {
                 duration: args.duration,
                 unpaced: args.unpaced,
                 emulator_hints: args.emulator_hints || args.emulator.url.is_some(),
+                trace,
             };
             let code = crate::headless::runtime(&loaded.config)?.block_on(async {
                 crate::headless::run(&loaded.config, &options, Box::new(std::io::stdout())).await
@@ -80,6 +83,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(emulate(*args))
         }
     }
+}
+
+/// `run --trace FILE`: one stream's connections (the generations of several streams would
+/// mix in one file).
+fn open_trace(
+    args: &crate::cli::RunArgs,
+    config: &config::Config,
+) -> anyhow::Result<Option<crate::trace::Trace>> {
+    let Some(path) = &args.trace else {
+        return Ok(None);
+    };
+    if config.sources().len() > 1 {
+        anyhow::bail!(
+            "--trace {}: records one input's stream, not several",
+            path.display()
+        );
+    }
+    Ok(Some(crate::trace::Trace::create(path)?))
 }
 
 /// An invalid configuration (a file, a variable or a flag) is a usage error: said on stderr,
@@ -508,6 +529,10 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         header_timeout: Some(args.header_timeout),
         control_from_anywhere: args.control_from_anywhere,
         clock_skew_ms: args.clock_skew.unwrap_or_default(),
+        replay: match &args.replay {
+            Some(path) => Some(std::sync::Arc::new(crate::trace::Recorded::load(path)?)),
+            None => None,
+        },
     })
 }
 
@@ -610,8 +635,10 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
     runtime()?.block_on(async move {
         let demo = Demo::start(bundled).await?;
         demo.configure(&mut config);
+        let trace = open_trace(args, &config)?;
         let code = if wants_dashboard(args) {
             let mut setup = dashboard_setup(&config, args, &Demo::env);
+            setup.supervisor = setup.supervisor.traced(trace);
             setup.supervisor.emulator_hints = true;
             setup.info.demo = Some(demo.emulator.addr.to_string());
             if bundled {
@@ -627,6 +654,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
                 duration: args.duration,
                 unpaced: args.unpaced,
                 emulator_hints: true,
+                trace,
             };
             crate::headless::run(&config, &options, Box::new(std::io::stdout()))
                 .await

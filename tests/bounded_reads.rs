@@ -190,6 +190,30 @@ async fn an_emulator_script_is_read_bounded() {
     assert!(stderr.contains("larger than 16 MiB"), "{stderr}");
 }
 
+/// `emulate --replay /dev/zero`: refused after 64 MiB, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_trace_is_read_bounded() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut cmd = aai_live(home.path());
+    cmd.args([
+        "emulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        "k",
+        "--replay",
+        "/dev/zero",
+    ]);
+    let run = run_measured(cmd, BOUND).await;
+    assert_bounded(&run, "emulate --replay /dev/zero");
+    assert!(!run.output.status.success());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("larger than 64 MiB"),
+        "{stderr}"
+    );
+}
+
 fn fifo(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     let made = std::process::Command::new("mkfifo")

@@ -403,6 +403,8 @@ pub struct State {
     pub connections: Option<Arc<ConnectionLimit>>,
     active: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// With `--replay`: the recorded sessions served so far.
+    replayed: AtomicUsize,
 }
 
 /// Counts a session as open for as long as it lives.
@@ -462,7 +464,13 @@ impl State {
             connections,
             active: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            replayed: AtomicUsize::new(0),
         }
+    }
+
+    /// With `--replay`: the index of the recorded session the next connection is served.
+    pub fn next_replay(&self) -> usize {
+        self.replayed.fetch_add(1, Ordering::AcqRel)
     }
 
     pub fn enter_session(&self) -> ActiveSession<'_> {

@@ -136,8 +136,8 @@ fn client_close(frame: Option<CloseFrame>) -> (u16, String) {
 
 /// The socket plus counters, with the close helpers every path uses. Every write that could
 /// wait on a client that does not read is bounded by [`CLOSE_LINGER`].
-struct Conn {
-    socket: WebSocket,
+pub(super) struct Conn {
+    pub(super) socket: WebSocket,
     sent: u64,
 }
 
@@ -147,11 +147,13 @@ impl Conn {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> bool {
+        self.send_text(message.to_json()).await
+    }
+
+    /// A text frame as it is (a replayed message).
+    pub(super) async fn send_text(&mut self, text: String) -> bool {
         self.sent += 1;
-        self.socket
-            .send(Message::Text(message.to_json().into()))
-            .await
-            .is_ok()
+        self.socket.send(Message::Text(text.into())).await.is_ok()
     }
 
     /// `Error` frame with the full text, then the close with a ≤123-byte reason.
@@ -166,7 +168,7 @@ impl Conn {
 
     /// Send the close frame, then read (and discard) until the client's close frame arrives,
     /// within [`CLOSE_LINGER`]; returns the client's close.
-    async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
+    pub(super) async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
         // A close frame's reason holds at most 123 bytes (a longer one makes the frame invalid
         // and the client drops the connection with a protocol error).
         let frame = CloseFrame {
@@ -196,7 +198,7 @@ impl Conn {
 
     /// The client closed first: tungstenite has queued the echo of its close frame; write it
     /// out, so the client sees a complete closing handshake.
-    async fn answer_close(&mut self) {
+    pub(super) async fn answer_close(&mut self) {
         let _ = tokio::time::timeout(CLOSE_LINGER, self.socket.flush()).await;
     }
 }
@@ -329,6 +331,18 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             reasons::TOO_MANY_SESSIONS
         };
         conn.fail(code, text).await;
+        return;
+    }
+    if let Some(recorded) = &state.config.replay {
+        if let Some(session) = recorded.sessions.get(state.next_replay()) {
+            super::replay::serve(&mut conn, session, &state.cancel).await;
+        } else {
+            let text = format!(
+                "Session Cancelled: the replayed trace holds {} sessions, all served",
+                recorded.sessions.len()
+            );
+            conn.fail(3005, &text).await;
+        }
         return;
     }
     let offset_ms = offset_hint(
