@@ -20,6 +20,7 @@ pub mod failure;
 pub mod files;
 pub mod headless;
 pub mod listener;
+pub mod load;
 pub mod logging;
 pub mod protocol;
 pub mod provider;

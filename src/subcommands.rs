@@ -62,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             devices(&mut std::io::stdout())
         }
         Command::Token(args) => token(&args, &cli.global),
+        Command::Load(args) => load(&args, &cli.global),
         Command::Doctor(args) => doctor(&args, &cli.global),
         Command::Explain { topic } => {
             use std::io::IsTerminal;
@@ -288,6 +289,43 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         &mut std::io::stderr(),
     ));
     Ok(ExitCode::from(code))
+}
+
+/// `aai-live load`: the sessions of `crate::load`, a progress line on stderr while they run
+/// (rewritten in place on a terminal, every 5 s otherwise), the summary on stdout.
+fn load(args: &crate::cli::LoadArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let loaded = load_config_with(global, emulator_overrides(&args.emulator)?)?;
+    let _log = init_logging(global, &loaded)?;
+    let plan = crate::load::LoadPlan {
+        sessions: args.sessions,
+        ramp: args.ramp,
+        duration: args.duration,
+        max_sessions_per_minute: args.max_sessions_per_minute,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if terminal { 1 } else { 5 });
+    let summary = runtime()?.block_on(async {
+        let chunks = crate::load::read_input(&args.input, &loaded.config).await?;
+        crate::load::run(&loaded.config, &plan, chunks, every, |progress| {
+            let line = progress.line(plan.sessions);
+            if terminal {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+        })
+        .await
+    })?;
+    if terminal {
+        eprintln!();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `aai-live doctor`: every step of a run, checked (`crate::doctor`); exit 2 for an invalid
