@@ -287,6 +287,20 @@ pub async fn run(
     plan: &LoadPlan,
     chunks: Vec<Arc<[u8]>>,
     every: Duration,
+    progress: impl FnMut(Progress),
+) -> Result<Summary, LoadError> {
+    let provider = crate::provider::build(&config.provider)?;
+    let connector = connection::websocket();
+    drive(config, plan, chunks, (provider, connector), every, progress).await
+}
+
+/// [`run`] with the provider and connector given (tests give fakes).
+async fn drive(
+    config: &Config,
+    plan: &LoadPlan,
+    chunks: Vec<Arc<[u8]>>,
+    (provider, connector): (Arc<dyn TokenProvider>, Arc<dyn Connector>),
+    every: Duration,
     mut progress: impl FnMut(Progress),
 ) -> Result<Summary, LoadError> {
     if plan.sessions == 0 {
@@ -295,7 +309,6 @@ pub async fn run(
     if plan.max_sessions_per_minute == 0 {
         return Err(LoadError::NoRate);
     }
-    let provider = crate::provider::build(&config.provider)?;
     let shared = Arc::new(Shared {
         provider,
         request: TokenRequest {
@@ -305,7 +318,7 @@ pub async fn run(
         endpoint: crate::session::endpoint(config),
         params: crate::session::params(config),
         token_in: config.streaming.token_in,
-        connector: connection::websocket(),
+        connector,
         chunks,
         chunk: Duration::from_millis(u64::from(config.audio.chunk_ms)),
         duration: plan.duration,
@@ -667,6 +680,109 @@ mod tests {
         assert!(limit.start(5, until + Duration::from_secs(60)));
         limit.settled(4, None);
         assert_eq!(limit.allowed(until), None, "5 probes");
+    }
+
+    /// Tokens at once.
+    #[derive(Debug)]
+    struct Tokens;
+
+    impl TokenProvider for Tokens {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        fn source(&self) -> String {
+            "tests".to_owned()
+        }
+
+        fn fetch<'a>(
+            &'a self,
+            _: &'a TokenRequest,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<crate::secret::Token, crate::provider::ProviderError>,
+        > {
+            Box::pin(async { Ok(crate::secret::Token::new("t", "fake")) })
+        }
+    }
+
+    /// A server that begins at once and ends normally on `Terminate`.
+    #[derive(Debug)]
+    struct Server;
+
+    impl Connector for Server {
+        fn open(
+            &self,
+            generation: u64,
+            _: crate::protocol::WsUrl,
+            _: Option<secrecy::SecretString>,
+            queue: usize,
+            events: connection::EventSender,
+        ) -> connection::Connection {
+            let (tx, mut rx) = mpsc::channel(queue.max(1));
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let begin = ServerMessage::Begin(crate::protocol::messages::Begin {
+                        id: "s".to_owned(),
+                        expires_at: 0,
+                        configuration: None,
+                    });
+                    let _ = events.send((generation, ConnEvent::Message(begin)));
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            out = rx.recv() => match out {
+                                Some(Outgoing::Control(ClientMessage::Terminate)) => {
+                                    let ended = connection::Ended::close(Some(1000), "", None, true);
+                                    let _ = events.send((generation, ConnEvent::Closed(ended)));
+                                    return;
+                                }
+                                Some(_) => {}
+                                None => return,
+                            },
+                        }
+                    }
+                }
+            });
+            connection::Connection::new(generation, tx, stop, task)
+        }
+    }
+
+    /// The whole scheduler on the paused clock: seven sessions at once, three a minute allowed.
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_never_starts_more_sessions_a_minute_than_allowed() {
+        let plan = LoadPlan {
+            sessions: 7,
+            ramp: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            max_sessions_per_minute: 3,
+        };
+        let mut seen = Vec::new();
+        let summary = drive(
+            &Config::default(),
+            &plan,
+            vec![Arc::from(vec![0_u8; 1600])],
+            (Arc::new(Tokens), Arc::new(Server)),
+            Duration::from_secs(1),
+            |p| seen.push((p.elapsed.as_secs(), p.started)),
+        )
+        .await
+        .expect("runs");
+        assert_eq!((summary.sessions_begun, summary.sessions_failed), (7, 0));
+        // 3 at 0 s, 3 at 60 s, the last at 120 s; each streams 1 s.
+        assert!((121.0..122.0).contains(&summary.elapsed_s), "{summary:?}");
+        let started_by = |secs: u64| {
+            seen.iter()
+                .filter(|(at, _)| *at <= secs)
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0)
+        };
+        assert_eq!(started_by(59), 3, "{seen:?}");
+        assert_eq!(started_by(119), 6, "{seen:?}");
+        assert_eq!(started_by(121), 7, "{seen:?}");
     }
 
     #[test]

@@ -34,8 +34,18 @@ fn finals_and_losses(out: &Output) -> (Vec<String>, Vec<String>) {
     (of("final", "text"), of("lost", "class"))
 }
 
-async fn run(emu: &RunningEmulator, home: &Path, wav: &Path, extra: &[&str]) -> Output {
-    let out = common::aai_live(home)
+async fn run(
+    emu: &RunningEmulator,
+    home: &Path,
+    wav: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = common::aai_live(home);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd
         .args([
             "run",
             "--headless",
@@ -83,6 +93,7 @@ async fn a_traced_run_through_a_3008_and_a_rotation_replays_to_the_same_finals()
             "--log-file",
             log.to_str().expect("path"),
         ],
+        &[],
     )
     .await;
     let (finals, losses) = finals_and_losses(&first);
@@ -102,7 +113,7 @@ async fn a_traced_run_through_a_3008_and_a_rotation_replays_to_the_same_finals()
         ..common::config()
     })
     .await;
-    let again = run(&replaying, dir.path(), &wav, &[]).await;
+    let again = run(&replaying, dir.path(), &wav, &[], &[]).await;
     assert_eq!(finals_and_losses(&again), (finals, losses));
     replaying.shutdown().await;
 }
@@ -116,33 +127,21 @@ async fn a_trace_holds_no_key_token_or_credential_even_at_trace_level() {
     let trace = dir.path().join("run.trace");
     let log = dir.path().join("run.log");
     // The token in the URL too, where a careless trace would copy it from.
-    let out = common::aai_live(dir.path())
-        .args([
-            "run",
-            "--headless",
-            "--emulator",
-            &emu.base_url(),
-            "--input",
-        ])
-        .arg(format!("file:{}", wav.display()))
-        .args(["--trace", trace.to_str().expect("path")])
-        .args([
+    run(
+        &emu,
+        dir.path(),
+        &wav,
+        &[
+            "--trace",
+            trace.to_str().expect("path"),
             "--log-level",
             "trace",
             "--log-file",
             log.to_str().expect("path"),
-        ])
-        .env("ASSEMBLYAI_API_KEY", KEY)
-        .env("AAI_LIVE__STREAMING__TOKEN_IN", "query")
-        .output()
-        .await
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+        &[("AAI_LIVE__STREAMING__TOKEN_IN", "query")],
+    )
+    .await;
     let text = std::fs::read_to_string(&trace).expect("trace");
     common::assert_clean(&text, KEY, "the API key");
     // Every token the emulator minted starts so; none is in the trace.
