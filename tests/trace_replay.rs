@@ -80,19 +80,11 @@ async fn a_traced_run_through_a_3008_and_a_rotation_replays_to_the_same_finals()
     })
     .await;
     let trace = dir.path().join("run.trace");
-    let log = dir.path().join("run.log");
     let first = run(
         &recording,
         dir.path(),
         &wav,
-        &[
-            "--trace",
-            trace.to_str().expect("path"),
-            "--log-level",
-            "trace",
-            "--log-file",
-            log.to_str().expect("path"),
-        ],
+        &["--trace", trace.to_str().expect("path")],
         &[],
     )
     .await;
