@@ -47,8 +47,8 @@ pub enum Command {
     /// emulator (no key, no network), with a session rotation within the first minute.
     Demo(DemoArgs),
     /// Drive many concurrent real-time sessions from a WAV file against the emulator
-    /// (--emulator URL) or the configured endpoint, and report sessions begun and failed, time
-    /// to Begin, partial and final latency percentiles, messages/s and this client's CPU.
+    /// (--emulator URL) or the configured endpoint: sessions begun and failed, time to Begin,
+    /// partial and final latency percentiles, messages/s, this client's CPU (docs/load.md).
     Load(LoadArgs),
     /// List audio input devices (the default marked) with their sample rates and channel counts.
     Devices,
