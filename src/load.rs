@@ -45,7 +45,7 @@ const QUEUE: usize = 32;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// What a load test does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadPlan {
     pub sessions: usize,
     /// New sessions start evenly over this long (all at once when zero).
@@ -54,6 +54,9 @@ pub struct LoadPlan {
     pub duration: Duration,
     /// New sessions in any minute at most.
     pub max_sessions_per_minute: u32,
+    /// Cancelled (Ctrl-C): no new session starts, the open ones send `Terminate` now, and the
+    /// figures so far are reported.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Everything a session needs, shared by all of them.
@@ -68,6 +71,7 @@ struct Shared {
     chunks: Vec<Arc<[u8]>>,
     chunk: Duration,
     duration: Duration,
+    stop: tokio_util::sync::CancellationToken,
     begin_timeout: Duration,
     rate_limited: BackoffPolicy,
     tally: Mutex<Tally>,
@@ -169,6 +173,8 @@ pub struct Summary {
     /// cannot be read).
     pub cpu_percent: Option<f64>,
     pub elapsed_s: f64,
+    /// Stopped before every session had run its course (Ctrl-C).
+    pub stopped: bool,
 }
 
 impl Summary {
@@ -194,7 +200,7 @@ impl Summary {
             .cpu_percent
             .map_or_else(|| "unknown".to_owned(), |c| format!("{c:.1} % of one core"));
         format!(
-            "sessions:       {} begun, {} failed{by_class} of {}\n\
+            "sessions:       {} begun, {} failed{by_class} of {}{}\n\
              time to Begin:  {}\n\
              first partial:  {}\n\
              final:          {}\n\
@@ -204,6 +210,7 @@ impl Summary {
             self.sessions_begun,
             self.sessions_failed,
             self.sessions,
+            if self.stopped { " (stopped early)" } else { "" },
             ms(self.begin_ms),
             ms(self.first_partial_ms),
             ms(self.final_ms),
@@ -309,28 +316,7 @@ async fn drive(
     if plan.max_sessions_per_minute == 0 {
         return Err(LoadError::NoRate);
     }
-    let shared = Arc::new(Shared {
-        provider,
-        request: TokenRequest {
-            expires_in_seconds: config.provider.expires_in_seconds,
-            max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
-        },
-        endpoint: crate::session::endpoint(config),
-        params: crate::session::params(config),
-        token_in: config.streaming.token_in,
-        connector,
-        chunks,
-        chunk: Duration::from_millis(u64::from(config.audio.chunk_ms)),
-        duration: plan.duration,
-        begin_timeout: config.session.begin_timeout,
-        rate_limited: BackoffPolicy {
-            rate_limited: config.session.rate_limit_backoff,
-            ..BackoffPolicy::default()
-        },
-        tally: Mutex::new(Tally::default()),
-        limit: Mutex::new(Limit::default()),
-        wake: tokio::sync::Notify::new(),
-    });
+    let shared = Arc::new(Shared::new(config, plan, chunks, provider, connector));
     let cpu_before = cpu_time();
     let t0 = Instant::now();
     let mut starts: VecDeque<Instant> = VecDeque::new();
@@ -340,6 +326,9 @@ async fn drive(
     let mut next = 0;
     loop {
         let now = Instant::now();
+        if plan.stop.is_cancelled() {
+            next = next.max(plan.sessions);
+        }
         // `None` while every session has started, or while the probe has not begun.
         let start_at = (next < plan.sessions)
             .then(|| shared.limit().allowed(now))
@@ -369,6 +358,7 @@ async fn drive(
                 next += 1;
             }
             () = shared.wake.notified() => {}
+            () = plan.stop.cancelled(), if next < plan.sessions => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 // A session task that panicked settles nothing: never wait for it.
                 if joined.is_err() {
@@ -402,6 +392,7 @@ async fn drive(
         messages_per_s: round1(tally.messages as f64 / elapsed.as_secs_f64().max(1e-3)),
         cpu_percent,
         elapsed_s: round1(elapsed.as_secs_f64()),
+        stopped: plan.stop.is_cancelled(),
     })
 }
 
@@ -475,6 +466,38 @@ impl Limit {
 }
 
 impl Shared {
+    fn new(
+        config: &Config,
+        plan: &LoadPlan,
+        chunks: Vec<Arc<[u8]>>,
+        provider: Arc<dyn TokenProvider>,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
+        Self {
+            provider,
+            request: TokenRequest {
+                expires_in_seconds: config.provider.expires_in_seconds,
+                max_session_duration_seconds: Some(config.provider.max_session_duration_seconds),
+            },
+            endpoint: crate::session::endpoint(config),
+            params: crate::session::params(config),
+            token_in: config.streaming.token_in,
+            connector,
+            chunks,
+            chunk: Duration::from_millis(u64::from(config.audio.chunk_ms)),
+            duration: plan.duration,
+            stop: plan.stop.clone(),
+            begin_timeout: config.session.begin_timeout,
+            rate_limited: BackoffPolicy {
+                rate_limited: config.session.rate_limit_backoff,
+                ..BackoffPolicy::default()
+            },
+            tally: Mutex::new(Tally::default()),
+            limit: Mutex::new(Limit::default()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally
             .lock()
@@ -567,7 +590,7 @@ async fn stream(
     loop {
         tokio::select! {
             _ = ticker.tick(), if drain_by.is_none() => {
-                if Instant::now() >= stop_at {
+                if Instant::now() >= stop_at || shared.stop.is_cancelled() {
                     connection.try_send(Outgoing::Control(ClientMessage::Terminate));
                     drain_by = Some(Instant::now() + DRAIN);
                     continue;
@@ -758,6 +781,7 @@ mod tests {
             ramp: Duration::ZERO,
             duration: Duration::from_secs(1),
             max_sessions_per_minute: 3,
+            ..LoadPlan::default()
         };
         let mut seen = Vec::new();
         let summary = drive(
@@ -785,6 +809,40 @@ mod tests {
         assert_eq!(started_by(121), 7, "{seen:?}");
     }
 
+    /// Ctrl-C: no new session, the open ones end now, the figures so far are reported.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_open_sessions_and_starts_no_more() {
+        let plan = LoadPlan {
+            sessions: 5,
+            duration: Duration::from_secs(3600),
+            max_sessions_per_minute: 1,
+            ..LoadPlan::default()
+        };
+        let stop = plan.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        });
+        let summary = drive(
+            &Config::default(),
+            &plan,
+            vec![Arc::from(vec![0_u8; 1600])],
+            (Arc::new(Tokens), Arc::new(Server)),
+            Duration::from_secs(1),
+            |_| {},
+        )
+        .await
+        .expect("runs");
+        assert!(summary.stopped);
+        assert_eq!((summary.sessions_begun, summary.sessions_failed), (1, 0));
+        assert!((10.0..10.5).contains(&summary.elapsed_s), "{summary:?}");
+        assert!(
+            summary.text().contains("of 5 (stopped early)"),
+            "{}",
+            summary.text()
+        );
+    }
+
     #[test]
     fn sessions_start_evenly_over_the_ramp() {
         let plan = LoadPlan {
@@ -792,6 +850,7 @@ mod tests {
             ramp: Duration::from_secs(8),
             duration: Duration::from_secs(1),
             max_sessions_per_minute: 100,
+            ..LoadPlan::default()
         };
         let t0 = Instant::now();
         let at: Vec<u64> = (0..4)

@@ -302,12 +302,16 @@ fn load(args: &crate::cli::LoadArgs, global: &GlobalOpts) -> anyhow::Result<Exit
         ramp: args.ramp,
         duration: args.duration,
         max_sessions_per_minute: args.max_sessions_per_minute,
+        stop: tokio_util::sync::CancellationToken::new(),
     };
     let terminal = std::io::stderr().is_terminal();
     let every = Duration::from_secs(if terminal { 1 } else { 5 });
     let summary = runtime()?.block_on(async {
+        // Ctrl-C ends the test early, with the figures so far.
+        crate::signals::cancel_on_signals(plan.stop.clone())
+            .context("cannot install the signal handlers")?;
         let chunks = crate::load::read_input(&args.input, &loaded.config).await?;
-        crate::load::run(&loaded.config, &plan, chunks, every, |progress| {
+        let summary = crate::load::run(&loaded.config, &plan, chunks, every, |progress| {
             let line = progress.line(plan.sessions);
             if terminal {
                 eprint!("\r{line}\x1b[K");
@@ -315,7 +319,8 @@ fn load(args: &crate::cli::LoadArgs, global: &GlobalOpts) -> anyhow::Result<Exit
                 eprintln!("{line}");
             }
         })
-        .await
+        .await?;
+        anyhow::Ok(summary)
     })?;
     if terminal {
         eprintln!();

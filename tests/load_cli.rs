@@ -120,3 +120,23 @@ async fn a_rate_limited_account_pauses_new_sessions_and_counts_the_refusals() {
     assert!(elapsed >= 5.5, "{elapsed} s: {s}");
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_input_is_named_and_nothing_is_opened() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let emu = common::start(common::config()).await;
+    let missing = home.path().join("nowhere.wav");
+    let out = common::aai_live(home.path())
+        .args(["load", "--emulator", &emu.base_url(), "--input"])
+        .arg(&missing)
+        .env("ASSEMBLYAI_API_KEY", KEY)
+        .output()
+        .await
+        .expect("load");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nowhere.wav"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(emu.stats().tokens.minted, 0, "no session was started");
+    emu.shutdown().await;
+}
