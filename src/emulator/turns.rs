@@ -122,16 +122,17 @@ pub fn defaults(family: Family, mode: Mode) -> TurnDefaults {
 }
 
 /// The end-of-turn confidence of a Universal-Streaming turn of `words` words after `silence_ms`
-/// of silence since its last word: a part for the words (0.5 from two words on, which the
-/// emulator takes for a sentence; 0.2 for one) plus a part rising with the silence, reaching 0.5
-/// at `max_turn_silence`. Rounded to 3 decimals so that what a test reads is what was compared.
+/// of silence since its last word: `weight × (0.5 + 0.5 × min(1, silence / max_turn_silence))`,
+/// the weight 1 from two words on (the emulator takes them for a sentence) and 0.4 for one.
+/// Rounded to 3 decimals so that what a test reads is what was compared.
 ///
-/// So with the default threshold 0.4 a turn of two words or more ends at `min_turn_silence`,
-/// one word waits longer, and a threshold of 1.0 is reached only at `max_turn_silence`.
+/// So with the default threshold 0.4 a turn of two words or more ends at `min_turn_silence`
+/// (0.656 at 400 of 1280 ms) and a lone word only at `max_turn_silence` (0.4 there); a threshold
+/// of 1.0 is reached only at `max_turn_silence`.
 pub fn end_of_turn_confidence(words: usize, silence_ms: u64, max_turn_silence_ms: u64) -> f64 {
-    let text = if words >= 2 { 0.5 } else { 0.2 };
-    let rise = 0.5 * (silence_ms as f64 / max_turn_silence_ms.max(1) as f64).min(1.0);
-    ((text + rise) * 1000.0).round() / 1000.0
+    let weight = if words >= 2 { 1.0 } else { 0.4 };
+    let rise = (silence_ms as f64 / max_turn_silence_ms.max(1) as f64).min(1.0);
+    (weight * (0.5 + 0.5 * rise) * 1000.0).round() / 1000.0
 }
 
 /// Documented connection parameters (../shared/protocol.md §2.3) the emulator accepts without
@@ -216,7 +217,12 @@ mod tests {
         assert!((end_of_turn_confidence(3, 400, 1280) - 0.656).abs() < 1e-9);
         assert!((end_of_turn_confidence(3, 1280, 1280) - 1.0).abs() < 1e-9);
         assert!((end_of_turn_confidence(3, 9999, 1280) - 1.0).abs() < 1e-9);
-        assert!((end_of_turn_confidence(1, 400, 1280) - 0.356).abs() < 1e-9);
+        assert!((end_of_turn_confidence(1, 400, 1280) - 0.263).abs() < 1e-9);
+        assert!((end_of_turn_confidence(1, 1279, 1280) - 0.4).abs() < 1e-9);
+        assert!(
+            end_of_turn_confidence(1, 1260, 1280) < 0.4,
+            "a lone word waits"
+        );
         let mut last = 0.0;
         for silence in (0..=1280).step_by(20) {
             let c = end_of_turn_confidence(2, silence, 1280);
