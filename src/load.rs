@@ -773,6 +773,20 @@ mod tests {
         }
     }
 
+    /// `plan` run whole against the fakes, progress every second.
+    async fn against_fakes(plan: &LoadPlan, progress: impl FnMut(Progress)) -> Summary {
+        drive(
+            &Config::default(),
+            plan,
+            vec![Arc::from(vec![0_u8; 1600])],
+            (Arc::new(Tokens), Arc::new(Server)),
+            Duration::from_secs(1),
+            progress,
+        )
+        .await
+        .expect("runs")
+    }
+
     /// The whole scheduler on the paused clock: seven sessions at once, three a minute allowed.
     #[tokio::test(start_paused = true)]
     async fn the_scheduler_never_starts_more_sessions_a_minute_than_allowed() {
@@ -784,16 +798,7 @@ mod tests {
             ..LoadPlan::default()
         };
         let mut seen = Vec::new();
-        let summary = drive(
-            &Config::default(),
-            &plan,
-            vec![Arc::from(vec![0_u8; 1600])],
-            (Arc::new(Tokens), Arc::new(Server)),
-            Duration::from_secs(1),
-            |p| seen.push((p.elapsed.as_secs(), p.started)),
-        )
-        .await
-        .expect("runs");
+        let summary = against_fakes(&plan, |p| seen.push((p.elapsed.as_secs(), p.started))).await;
         assert_eq!((summary.sessions_begun, summary.sessions_failed), (7, 0));
         // 3 at 0 s, 3 at 60 s, the last at 120 s; each streams 1 s.
         assert!((121.0..122.0).contains(&summary.elapsed_s), "{summary:?}");
@@ -823,16 +828,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
             stop.cancel();
         });
-        let summary = drive(
-            &Config::default(),
-            &plan,
-            vec![Arc::from(vec![0_u8; 1600])],
-            (Arc::new(Tokens), Arc::new(Server)),
-            Duration::from_secs(1),
-            |_| {},
-        )
-        .await
-        .expect("runs");
+        let summary = against_fakes(&plan, |_| {}).await;
         assert!(summary.stopped);
         assert_eq!((summary.sessions_begun, summary.sessions_failed), (1, 0));
         assert!((10.0..10.5).contains(&summary.elapsed_s), "{summary:?}");
