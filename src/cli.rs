@@ -46,6 +46,10 @@ pub enum Command {
     /// The offline demo: the dashboard streaming a bundled recording through an in-process
     /// emulator (no key, no network), with a session rotation within the first minute.
     Demo(DemoArgs),
+    /// Drive many concurrent real-time sessions from a WAV file against the emulator
+    /// (--emulator URL) or the configured endpoint: sessions begun and failed, time to Begin,
+    /// partial and final latency percentiles, messages/s, this client's CPU (docs/load.md).
+    Load(LoadArgs),
     /// List audio input devices (the default marked) with their sample rates and channel counts.
     Devices,
     /// Mint one temporary token with the configured provider and print it as JSON (or write it
@@ -137,6 +141,46 @@ pub struct RunArgs {
     /// follow stream time); on with --emulator, ignored by the service.
     #[arg(long)]
     pub emulator_hints: bool,
+
+    /// Write every frame sent and received, with its time, to FILE (JSON lines; audio as byte
+    /// counts, no token, key or credential: safe to attach to a bug report). `aai-live emulate
+    /// --replay FILE` serves it back.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+/// Options of `aai-live load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent sessions to open.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub sessions: usize,
+
+    /// The audio every session streams: a WAV file (looped for as long as a session lasts).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// Start the sessions evenly over this long (e.g. "30s"; "0" starts them all at once).
+    #[arg(long, default_value = "0", value_name = "DURATION",
+          value_parser = any_duration)]
+    pub ramp: std::time::Duration,
+
+    /// How long each session streams before it sends Terminate (e.g. "60s", "5m").
+    #[arg(long, default_value = "30s", value_name = "DURATION",
+          value_parser = crate::duration::positive)]
+    pub duration: std::time::Duration,
+
+    /// New sessions in any minute at most: the account's new-session rate (100 a minute at the
+    /// start of a paid plan, 5 on the free tier). Raise it against the emulator.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_sessions_per_minute: u32,
+
+    /// Print one JSON object with the results instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub emulator: EmulatorArg,
 }
 
 /// `--emulator URL`: use the emulator at URL (as `aai-live emulate` prints it).
@@ -378,12 +422,23 @@ pub struct EmulateArgs {
     /// address).
     #[arg(long)]
     pub control_from_anywhere: bool,
+
+    /// Serve the sessions of a trace (`run --trace FILE`) instead of recognising: each new
+    /// session gets the next recorded one, its server messages at their recorded times once the
+    /// client's audio has got as far, and the recorded close.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
 }
 
 /// A `--fault` spec, read by the emulator's own parser (the error names the part and value).
 fn parse_fault(spec: &str) -> Result<crate::emulator::FaultRule, String> {
     spec.parse()
         .map_err(|e: crate::emulator::faults::FaultParseError| e.to_string())
+}
+
+/// A duration that may be zero (bare number in seconds).
+fn any_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

@@ -13,10 +13,12 @@
 pub mod control;
 pub mod faults;
 pub mod recognizer;
+pub mod replay;
 pub mod script;
 pub mod state;
 pub mod token;
 pub mod tokens;
+pub mod turns;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -102,6 +104,8 @@ pub struct EmulatorConfig {
     /// server whose clock is off would report it; the session still ends on time. For clock-skew
     /// tests (`aai-live doctor`'s `clock` step).
     pub clock_skew_ms: i64,
+    /// `--replay`: serve these recorded sessions, one per new session, instead of recognising.
+    pub replay: Option<Arc<crate::trace::Recorded>>,
 }
 
 impl Default for EmulatorConfig {
@@ -126,6 +130,7 @@ impl Default for EmulatorConfig {
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             control_from_anywhere: false,
             clock_skew_ms: 0,
+            replay: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub emulator_hints: bool,
     /// `--captions FILE`: the finals as SRT or WebVTT, a cue as each turn ends.
     pub captions: Option<std::path::PathBuf>,
+    /// `--trace`: where the connections write their frames.
+    pub trace: Option<crate::trace::Trace>,
 }
 
 /// The runtime for a headless run. A file, stdin or a test signal is paced by one task, and
@@ -49,6 +51,13 @@ pub fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The supervisors' options: the configuration's, with the run's flags.
+fn supervisor_options(config: &Config, options: &RunOptions) -> SupervisorOptions {
+    let mut supervisor = SupervisorOptions::from_config(config).traced(options.trace.clone());
+    supervisor.emulator_hints = options.emulator_hints;
+    supervisor
 }
 
 /// Run headless until the input ends, `--duration` passes, Ctrl-C, or a fatal failure.
@@ -77,8 +86,7 @@ pub async fn run(
     };
     let sources = config.sources();
     let mut inputs = open_inputs(&sources, &audio_options).await?;
-    let mut supervisor_options = SupervisorOptions::from_config(config);
-    supervisor_options.emulator_hints = options.emulator_hints;
+    let supervisor_options = supervisor_options(config, options);
 
     let journal = transcript::journal_path(
         &config.transcript.dir_or_default(),

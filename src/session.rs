@@ -179,6 +179,17 @@ impl SupervisorOptions {
     }
 }
 
+impl SupervisorOptions {
+    /// With `trace`, every connection writes its frames to it (`run --trace`).
+    #[must_use]
+    pub fn traced(mut self, trace: Option<crate::trace::Trace>) -> Self {
+        if let Some(trace) = trace {
+            self.connector = Arc::new(connection::WebSocketConnector::traced(trace));
+        }
+        self
+    }
+}
+
 /// A running supervisor.
 pub struct SessionHandle {
     pub commands: mpsc::UnboundedSender<SessionCommand>,

@@ -30,8 +30,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let _log = init_logging(&cli.global, &loaded)?;
             follow_token_server(&mut loaded)?;
+            let trace = open_trace(&args, &loaded.config)?;
             if wants_dashboard(&args) {
-                let setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
+                let mut setup = dashboard_setup(&loaded.config, &args, &provider::process_env);
+                setup.supervisor = setup.supervisor.traced(trace);
                 return runtime()?.block_on(show_dashboard(setup, args.captions.as_deref()));
             }
             let options = crate::headless::RunOptions {
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 unpaced: args.unpaced,
                 emulator_hints: args.emulator_hints || args.emulator.url.is_some(),
                 captions: args.captions.clone(),
+                trace,
             };
             let code = crate::headless::runtime(&loaded.config)?.block_on(async {
                 crate::headless::run(&loaded.config, &options, Box::new(std::io::stdout())).await
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             devices(&mut std::io::stdout())
         }
         Command::Token(args) => token(&args, &cli.global),
+        Command::Load(args) => load(&args, &cli.global),
         Command::Doctor(args) => doctor(&args, &cli.global),
         Command::Explain { topic } => {
             use std::io::IsTerminal;
@@ -81,6 +85,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(emulate(*args))
         }
     }
+}
+
+/// `run --trace FILE`: one stream's connections (the generations of several streams would
+/// mix in one file).
+fn open_trace(
+    args: &crate::cli::RunArgs,
+    config: &config::Config,
+) -> anyhow::Result<Option<crate::trace::Trace>> {
+    let Some(path) = &args.trace else {
+        return Ok(None);
+    };
+    if config.sources().len() > 1 {
+        anyhow::bail!(
+            "--trace {}: records one input's stream, not several",
+            path.display()
+        );
+    }
+    Ok(Some(crate::trace::Trace::create(path)?))
 }
 
 /// An invalid configuration (a file, a variable or a flag) is a usage error: said on stderr,
@@ -269,6 +291,48 @@ fn token(args: &TokenArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
         &mut std::io::stderr(),
     ));
     Ok(ExitCode::from(code))
+}
+
+/// `aai-live load`: the sessions of `crate::load`, a progress line on stderr while they run
+/// (rewritten in place on a terminal, every 5 s otherwise), the summary on stdout.
+fn load(args: &crate::cli::LoadArgs, global: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let loaded = load_config_with(global, emulator_overrides(&args.emulator)?)?;
+    let _log = init_logging(global, &loaded)?;
+    let plan = crate::load::LoadPlan {
+        sessions: args.sessions,
+        ramp: args.ramp,
+        duration: args.duration,
+        max_sessions_per_minute: args.max_sessions_per_minute,
+        stop: tokio_util::sync::CancellationToken::new(),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if terminal { 1 } else { 5 });
+    let summary = runtime()?.block_on(async {
+        // Ctrl-C ends the test early, with the figures so far.
+        crate::signals::cancel_on_signals(plan.stop.clone())
+            .context("cannot install the signal handlers")?;
+        let chunks = crate::load::read_input(&args.input, &loaded.config).await?;
+        let summary = crate::load::run(&loaded.config, &plan, chunks, every, |progress| {
+            let line = progress.line(plan.sessions);
+            if terminal {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+        })
+        .await?;
+        anyhow::Ok(summary)
+    })?;
+    if terminal {
+        eprintln!();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `aai-live doctor`: every step of a run, checked (`crate::doctor`); exit 2 for an invalid
@@ -510,6 +574,10 @@ pub fn emulator_config(args: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
         header_timeout: Some(args.header_timeout),
         control_from_anywhere: args.control_from_anywhere,
         clock_skew_ms: args.clock_skew.unwrap_or_default(),
+        replay: match &args.replay {
+            Some(path) => Some(std::sync::Arc::new(crate::trace::Recorded::load(path)?)),
+            None => None,
+        },
     })
 }
 
@@ -634,8 +702,10 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
     runtime()?.block_on(async move {
         let demo = Demo::start(bundled).await?;
         demo.configure(&mut config);
+        let trace = open_trace(args, &config)?;
         let code = if wants_dashboard(args) {
             let mut setup = dashboard_setup(&config, args, &Demo::env);
+            setup.supervisor = setup.supervisor.traced(trace);
             setup.supervisor.emulator_hints = true;
             setup.info.demo = Some(demo.emulator.addr.to_string());
             if bundled {
@@ -652,6 +722,7 @@ fn demo(mut config: config::Config, args: &crate::cli::RunArgs) -> anyhow::Resul
                 unpaced: args.unpaced,
                 emulator_hints: true,
                 captions: args.captions.clone(),
+                trace,
             };
             crate::headless::run(&config, &options, Box::new(std::io::stdout()))
                 .await

@@ -171,23 +171,39 @@ async fn tls_files_are_read_bounded() {
     assert!(!run.stdout().contains("listening"), "{}", run.stdout());
 }
 
-/// `emulate --script /dev/zero`: refused after 16 MiB (it used to read 7.2 GB in 10 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emulator_script_is_read_bounded() {
+/// `aai-live emulate` with `flag /dev/zero`: refused, bounded, with `said` on stderr.
+async fn emulate_refuses_dev_zero(flag: &str, said: &str) {
     let home = tempfile::tempdir().expect("tempdir");
     let mut cmd = aai_live(home.path());
     cmd.args([
         "emulate",
         "--listen",
         "127.0.0.1:0",
-        "--script",
+        "--api-key",
+        "k",
+        flag,
         "/dev/zero",
     ]);
     let run = run_measured(cmd, BOUND).await;
-    assert_bounded(&run, "emulate --script /dev/zero");
+    assert_bounded(&run, &format!("emulate {flag} /dev/zero"));
     assert!(!run.output.status.success());
     let stderr = run.stderr();
-    assert!(stderr.contains("larger than 16 MiB"), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains(said),
+        "{stderr}"
+    );
+}
+
+/// `emulate --script /dev/zero`: refused after 16 MiB (it used to read 7.2 GB in 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulator_script_is_read_bounded() {
+    emulate_refuses_dev_zero("--script", "larger than 16 MiB").await;
+}
+
+/// `emulate --replay /dev/zero`: refused after 64 MiB, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_trace_is_read_bounded() {
+    emulate_refuses_dev_zero("--replay", "larger than 64 MiB").await;
 }
 
 fn fifo(dir: &Path, name: &str) -> std::path::PathBuf {

@@ -338,14 +338,14 @@ async fn invalid_text_messages_are_3006() {
 }
 
 #[tokio::test]
-async fn bad_parameter_value_is_3006_and_unknown_ones_are_ignored() {
+async fn bad_parameter_value_is_3006_and_unknown_ones_are_ignored_apart_from_documented_ones() {
     let emu = start(config()).await;
     let mut ws = connect_key(&emu, "sample_rate=fast").await;
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.code(), Some(3006));
     assert!(out.error().expect("Error").error.contains("sample_rate"));
 
-    let mut ws = connect_key(&emu, "sample_rate=16000&format_turns=True&min_end_of_turn_silence_when_confident=300&keyterms_prompt=%5B%22a%22%5D&made_up=1").await;
+    let mut ws = connect_key(&emu, "sample_rate=16000&format_turns=True&min_end_of_turn_silence_when_confident=300&keyterms_prompt=%5B%22a%22%5D&made_up=1&formatted_finals=true&continuous_partials=true&agent_context=x").await;
     terminate(&mut ws).await;
     assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
     let sessions = emu.sessions();
@@ -354,7 +354,13 @@ async fn bad_parameter_value_is_3006_and_unknown_ones_are_ignored() {
     assert!(s.params.format_turns);
     assert_eq!(s.params.min_turn_silence, Some(300));
     assert_eq!(s.params.keyterms_prompt, vec!["a"]);
-    assert_eq!(s.ignored_params, vec!["made_up"]);
+    // pipecat's `formatted_finals` is no documented parameter: a typo would look the same.
+    // `continuous_partials` is documented, for the U3-Pro family only.
+    assert_eq!(s.ignored_params.unknown, ["made_up", "formatted_finals"]);
+    assert_eq!(
+        s.ignored_params.unmodelled,
+        ["continuous_partials", "agent_context"]
+    );
 }
 
 // ---------------------------------------------------------------- flow and recognition
@@ -504,6 +510,84 @@ async fn profiles_shape_messages() {
     let out = read_to_close(&mut ws).await;
     assert_eq!(out.kinds()[1], "SpeechStarted");
     assert_eq!(out.finals()[0].transcript, "The quick brown.");
+}
+
+/// Three two-word sentences with 600 ms pauses (under `max_turn_silence`), then silence.
+fn sentences() -> Vec<u8> {
+    let mut audio = Vec::new();
+    for _ in 0..3 {
+        audio.extend(tone(300));
+        audio.extend(silence(100));
+        audio.extend(tone(300));
+        audio.extend(silence(600));
+    }
+    audio.extend(silence(1500));
+    audio
+}
+
+#[tokio::test]
+async fn the_confidence_threshold_decides_where_turns_end() {
+    let emu = start(config()).await;
+    let mut finals = Vec::new();
+    for threshold in ["0.0", "1.0"] {
+        let query = format!("end_of_turn_confidence_threshold={threshold}");
+        let mut ws = connect_key(&emu, &query).await;
+        stream(&mut ws, &sentences(), 50, false).await;
+        terminate(&mut ws).await;
+        let out = read_to_close(&mut ws).await;
+        finals.push(
+            out.finals()
+                .iter()
+                .map(|t| (t.words.len(), t.end_of_turn_confidence))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(finals[0], [(2, 0.656), (2, 0.656), (2, 0.656)], "0.0");
+    assert_eq!(finals[1], [(6, 1.0)], "1.0: one longer turn");
+}
+
+#[tokio::test]
+async fn begin_echoes_the_mode_in_effect_and_a_bad_mode_is_3006() {
+    let emu = start(config()).await;
+    for (query, mode) in [
+        (
+            "speech_model=universal-streaming-english&mode=balanced",
+            None,
+        ),
+        ("speech_model=u3-rt-pro", Some("balanced")),
+        (
+            "speech_model=universal-3-5-pro&mode=max_accuracy",
+            Some("max_accuracy"),
+        ),
+    ] {
+        let mut ws = connect_key(&emu, query).await;
+        let first = read_until(&mut ws, |_| true).await;
+        let ServerMessage::Begin(begin) = &first[0] else {
+            panic!("Begin first: {first:?}")
+        };
+        let configuration = begin.configuration.as_ref().expect("configuration");
+        assert_eq!(configuration.mode.as_deref(), mode, "{query}");
+        terminate(&mut ws).await;
+        assert_eq!(read_to_close(&mut ws).await.code(), Some(1000));
+    }
+    let record = emu
+        .sessions()
+        .into_iter()
+        .find(|s| s.params.speech_model == "universal-3-5-pro")
+        .expect("record");
+    let effective = record.effective.expect("effective");
+    assert_eq!(
+        (effective.min_turn_silence, effective.max_turn_silence),
+        (512, 2560)
+    );
+
+    let mut ws = connect_key(&emu, "speech_model=u3-rt-pro&mode=fastest").await;
+    let out = read_to_close(&mut ws).await;
+    assert_eq!(out.code(), Some(3006));
+    assert!(
+        out.error().expect("Error").error.contains("mode"),
+        "{out:?}"
+    );
 }
 
 // ---------------------------------------------------------------- limits and timers

@@ -352,7 +352,9 @@ async fn the_registry_keeps_the_last_finished_sessions_with_bounded_parameters()
         assert!(
             record
                 .ignored_params
+                .unknown
                 .iter()
+                .chain(&record.ignored_params.unmodelled)
                 .all(|n| n.chars().count() <= 257)
         );
     }

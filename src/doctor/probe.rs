@@ -11,7 +11,8 @@ use super::check::Check;
 use super::report::Step;
 use crate::config::Config;
 use crate::diagnosis::Diagnosis;
-use crate::protocol::{ServerMessage, TokenPlacement, build_ws_url};
+use crate::protocol::ServerMessage;
+use crate::protocol::params::place_token;
 use crate::session::connection::{self, ConnEvent};
 use crate::session::proxy::{self, ProxyEnv};
 
@@ -173,20 +174,14 @@ pub(super) fn dial(
 ) -> Result<Dialed, Box<Step>> {
     let endpoint = crate::session::endpoint(config);
     let params = crate::session::params(config);
-    let (url, header) = match config.streaming.token_in {
-        TokenPlacement::Query => (build_ws_url(&endpoint, &params, Some(&token)), None),
-        TokenPlacement::Header => (
-            build_ws_url(&endpoint, &params, None),
-            Some(token.into_secret()),
-        ),
-    };
-    let url = url.map_err(|e| {
-        Box::new(Step::fail(
-            check,
-            format!("{endpoint}: {e}"),
-            Diagnosis::ConfigInvalid,
-        ))
-    })?;
+    let (url, header) =
+        place_token(&endpoint, &params, token, config.streaming.token_in).map_err(|e| {
+            Box::new(Step::fail(
+                check,
+                format!("{endpoint}: {e}"),
+                Diagnosis::ConfigInvalid,
+            ))
+        })?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let connection = connection::websocket().open(1, url, header, QUEUE, events_tx);
     Ok(Dialed {

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::Profile;
 use super::script::{Script, TimedWord, TurnMeta};
+use super::turns::{self, Family, Mode};
 use crate::protocol::StreamingParams;
 use crate::protocol::messages::{
     Revision, ServerMessage, SpeakerRevision, SpeechStarted, Turn, UpdateConfiguration, Word,
@@ -52,17 +53,6 @@ pub const DEFAULT_LANGUAGE: &str = "en";
 /// Final turns kept for the `SpeakerRevision` before `Termination` (scripted revisions and
 /// pending labels); the oldest beyond it go unrevised, so a long session's memory stays bounded.
 pub const MAX_REVISABLE_TURNS: usize = 256;
-/// How sure the emulator "is" that a turn has ended at a pause, compared with
-/// `end_of_turn_confidence_threshold` to choose between `min_turn_silence` and
-/// `max_turn_silence` (Universal-Streaming): two words or more make a sentence, one does not.
-/// With the default threshold (0.4) that is "two words or more".
-const CONFIDENT_END: f64 = 0.8;
-const UNSURE_END: f64 = 0.3;
-/// The service's default `end_of_turn_confidence_threshold` (0.4 since 2025-09).
-const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.4;
-/// The service's default `vad_threshold` (Universal-Streaming).
-const DEFAULT_VAD_THRESHOLD: f64 = 0.4;
-
 /// Words used when no script is given: deterministic, so tests can predict them.
 pub const WORD_LIST: &[&str] = &[
     "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "seven",
@@ -78,7 +68,17 @@ pub const WORD_LIST: &[&str] = &[
 pub struct RecognizerConfig {
     pub sample_rate: u32,
     pub profile: Profile,
+    /// Which model's rules the session follows (docs/emulator.md, "Turn detection per model").
+    pub family: Family,
     pub u3_style: bool,
+    /// U3-Pro family: the mode in effect (`Begin.configuration.mode`); `None` otherwise.
+    pub mode: Option<Mode>,
+    /// U3-Pro family: a partial for every word, also during unbroken speech; otherwise at
+    /// most one partial per pause.
+    pub continuous_partials: bool,
+    /// The silences the client set itself, kept when a mode change resets the defaults.
+    explicit_min_turn_silence: Option<u64>,
+    explicit_max_turn_silence: Option<u64>,
     pub format_turns: bool,
     pub min_turn_silence_ms: u64,
     pub max_turn_silence_ms: u64,
@@ -103,26 +103,35 @@ pub struct RecognizerConfig {
 impl RecognizerConfig {
     /// `offset_ms`: the client's offset hint, if it gave one.
     pub fn from_params(params: &StreamingParams, profile: Profile, offset_ms: Option<u64>) -> Self {
-        let u3_style = profile == Profile::U3Pro || params.is_u3();
-        // The service's defaults differ per family (protocol.md §2.3).
-        let (min_default, max_default) = if u3_style { (100, 1000) } else { (400, 1280) };
+        let family = Family::of(params, profile);
+        // A bad mode was refused before the session began (3006); here it cannot occur.
+        let mode = family.is_u3().then(|| {
+            params
+                .mode
+                .as_deref()
+                .and_then(|m| Mode::parse(m).ok())
+                .unwrap_or_default()
+        });
+        let defaults = turns::defaults(family, mode.unwrap_or_default());
         let vad = params
             .vad_threshold
-            .unwrap_or(DEFAULT_VAD_THRESHOLD)
+            .unwrap_or(defaults.vad_threshold)
             .clamp(0.0, 1.0);
-        Self {
+        let mut cfg = Self {
             sample_rate: params.sample_rate,
             profile,
-            u3_style,
+            family,
+            u3_style: family.is_u3(),
+            mode,
+            continuous_partials: false,
+            explicit_min_turn_silence: params.min_turn_silence.map(u64::from),
+            explicit_max_turn_silence: params.max_turn_silence.map(u64::from),
             format_turns: params.format_turns,
-            min_turn_silence_ms: params.min_turn_silence.map_or(min_default, u64::from),
-            max_turn_silence_ms: params
-                .max_turn_silence
-                .map_or(max_default, u64::from)
-                .max(params.min_turn_silence.map_or(0, u64::from)),
+            min_turn_silence_ms: 0,
+            max_turn_silence_ms: 0,
             end_of_turn_confidence_threshold: params
                 .end_of_turn_confidence_threshold
-                .unwrap_or(DEFAULT_CONFIDENCE_THRESHOLD),
+                .unwrap_or(defaults.end_of_turn_confidence_threshold),
             vad_threshold: vad,
             threshold_dbfs: vad_dbfs(vad),
             keyterms: params.keyterms_prompt.clone(),
@@ -131,12 +140,36 @@ impl RecognizerConfig {
             language_detection: params.language_detection,
             offset_ms: offset_ms.unwrap_or(0),
             hinted: offset_ms.is_some(),
-        }
+        };
+        cfg.apply_silences();
+        cfg
+    }
+
+    /// With `continuous_partials` (a connect parameter `StreamingParams` does not hold).
+    #[must_use]
+    pub fn with_continuous_partials(mut self, on: bool) -> Self {
+        self.continuous_partials = on && self.u3_style;
+        self
+    }
+
+    /// The silences in effect: the client's where it set them, else the model's (and mode's)
+    /// defaults; `max_turn_silence` never below `min_turn_silence`.
+    fn apply_silences(&mut self) {
+        let defaults = turns::defaults(self.family, self.mode.unwrap_or_default());
+        self.min_turn_silence_ms = self
+            .explicit_min_turn_silence
+            .unwrap_or(defaults.min_turn_silence_ms);
+        self.max_turn_silence_ms = self
+            .explicit_max_turn_silence
+            .unwrap_or(defaults.max_turn_silence_ms)
+            .max(self.explicit_min_turn_silence.unwrap_or(0));
     }
 
     /// What `/emulator/sessions` shows as the session's settings in effect.
     pub fn settings(&self) -> EffectiveSettings {
         EffectiveSettings {
+            mode: self.mode.map(Mode::as_str),
+            continuous_partials: self.continuous_partials,
             min_turn_silence: self.min_turn_silence_ms,
             max_turn_silence: self.max_turn_silence_ms,
             // U3-Pro ends turns on silence alone.
@@ -160,8 +193,15 @@ fn vad_dbfs(vad: f64) -> f64 {
 }
 
 /// The settings a session runs with now: the connection's parameters with the updates applied.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, one per connection parameter of the service"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EffectiveSettings {
+    /// U3-Pro family: the mode in effect; `None` for Universal-Streaming.
+    pub mode: Option<&'static str>,
+    pub continuous_partials: bool,
     pub min_turn_silence: u64,
     pub max_turn_silence: u64,
     /// `None` for the U3-Pro family, which does not use it.
@@ -249,6 +289,8 @@ impl ScriptCursor {
 struct TurnState {
     order: u64,
     words: Vec<Word>,
+    /// Words the last partial carried.
+    partial_words: usize,
     /// Who speaks it (a script name or a voice), and what the script says about it.
     speaker: Arc<str>,
     meta: TurnMeta,
@@ -490,11 +532,31 @@ impl Recognizer {
     /// and language detection are set at connect time only (the service ignores them here).
     pub fn update(&mut self, update: &UpdateConfiguration) {
         if let Some(v) = update.min_turn_silence {
-            self.cfg.min_turn_silence_ms = u64::from(v);
+            self.cfg.explicit_min_turn_silence = Some(u64::from(v));
         }
         if let Some(v) = update.max_turn_silence {
-            self.cfg.max_turn_silence_ms = u64::from(v);
+            self.cfg.explicit_max_turn_silence = Some(u64::from(v));
         }
+        // U3-Pro family (3.5 Pro on): `mode` and `continuous_partials` change mid-session too;
+        // `check_update` refused a bad mode before this.
+        if self.cfg.u3_style {
+            if let Some(mode) = update
+                .other
+                .get("mode")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|m| Mode::parse(m).ok())
+            {
+                self.cfg.mode = Some(mode);
+            }
+            if let Some(on) = update
+                .other
+                .get("continuous_partials")
+                .and_then(serde_json::Value::as_bool)
+            {
+                self.cfg.continuous_partials = on;
+            }
+        }
+        self.cfg.apply_silences();
         if let Some(v) = update.end_of_turn_confidence_threshold {
             self.cfg.end_of_turn_confidence_threshold = v;
         }
@@ -585,35 +647,56 @@ impl Recognizer {
         } else {
             self.script_mode(out);
         }
-        // End the turn after enough silence: min_turn_silence once it is "confident" (two or more
-        // words), max_turn_silence otherwise.
         if self.word_start.is_none()
             && let Some(turn) = &self.turn
+            && !turn.words.is_empty()
         {
-            let limit = if self.confident(turn.words.len()) {
-                self.cfg.min_turn_silence_ms
-            } else {
-                self.cfg.max_turn_silence_ms
-            };
-            if !turn.words.is_empty() && self.silence_ms >= limit {
-                self.end_turn(out);
+            if let Some(confidence) = self.turn_ends(turn.words.len()) {
+                self.end_turn(confidence, out);
+            } else if self.cfg.u3_style
+                && !self.cfg.continuous_partials
+                && self.silence_ms >= WORD_GAP_MS
+                && turn.words.len() > turn.partial_words
+            {
+                // U3-Pro without continuous_partials: one partial per pause, with every word
+                // heard since the last one.
+                self.push_partial(out);
             }
         }
     }
 
-    /// Whether a pause after `words` words ends the turn at `min_turn_silence`: U3-Pro once
-    /// there are two words; Universal-Streaming when the emulator's confidence reaches
-    /// `end_of_turn_confidence_threshold`.
-    fn confident(&self, words: usize) -> bool {
-        if self.cfg.u3_style {
-            return words >= 2;
+    /// Whether the silence so far ends the turn of `words` words, and with which
+    /// `end_of_turn_confidence`. Universal-Streaming: at `min_turn_silence` or later once the
+    /// confidence (rising with the silence, [`turns::end_of_turn_confidence`]) reaches
+    /// `end_of_turn_confidence_threshold`, else at `max_turn_silence`. U3-Pro: its
+    /// punctuation-based rule, which the emulator reads as "two words make a sentence":
+    /// `min_turn_silence` from two words on, else `max_turn_silence`; confidence 1.
+    fn turn_ends(&self, words: usize) -> Option<f64> {
+        let silence = self.silence_ms;
+        if silence < self.cfg.min_turn_silence_ms {
+            return None;
         }
-        let confidence = if words >= 2 {
-            CONFIDENT_END
+        let at_max = silence >= self.cfg.max_turn_silence_ms;
+        if self.cfg.u3_style {
+            return (words >= 2 || at_max).then_some(1.0);
+        }
+        let confidence = self.confidence(words);
+        (confidence >= self.cfg.end_of_turn_confidence_threshold || at_max).then_some(confidence)
+    }
+
+    /// The confidence of a turn of `words` words ended now by other than silence (a script's
+    /// next turn, ForceEndpoint): the model's of the moment; U3-Pro finals always say 1.
+    fn ending_confidence(&self, words: usize) -> f64 {
+        if self.cfg.u3_style {
+            1.0
         } else {
-            UNSURE_END
-        };
-        confidence >= self.cfg.end_of_turn_confidence_threshold
+            self.confidence(words)
+        }
+    }
+
+    /// The Universal-Streaming end-of-turn confidence now, for a turn of `words` words.
+    fn confidence(&self, words: usize) -> f64 {
+        turns::end_of_turn_confidence(words, self.silence_ms, self.cfg.max_turn_silence_ms)
     }
 
     fn list_mode(&mut self, voiced: bool, frame_start: u64, out: &mut Vec<ServerMessage>) {
@@ -664,8 +747,10 @@ impl Recognizer {
             let new_turn = cursor.turn.is_some_and(|k| k != key);
             cursor.turn = Some(key);
             let meta = cursor.turns.get(word.turn).cloned().unwrap_or_default();
-            if new_turn && self.turn.is_some() {
-                self.end_turn(out);
+            // The script's turns are the conversation's: a new one ends the last whatever the
+            // threshold, with the confidence of the moment.
+            if new_turn && let Some(turn) = &self.turn {
+                self.end_turn(self.ending_confidence(turn.words.len()), out);
             }
             let offset = self.cfg.offset_ms;
             self.add_word(
@@ -714,6 +799,7 @@ impl Recognizer {
             self.turn = Some(TurnState {
                 order,
                 words: Vec::new(),
+                partial_words: 0,
                 speaker,
                 meta,
             });
@@ -735,6 +821,19 @@ impl Recognizer {
             word_is_final: false,
             ..Word::default()
         });
+        // Universal-Streaming and continuous U3-Pro partials: one per word as it is heard.
+        // Otherwise U3-Pro waits for a pause (`frame`).
+        if !self.cfg.u3_style || self.cfg.continuous_partials {
+            self.push_partial(out);
+        }
+    }
+
+    /// Send the partial Turn for the current state, labelled.
+    fn push_partial(&mut self, out: &mut Vec<ServerMessage>) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.partial_words = turn.words.len();
         let speaker = Arc::clone(&turn.speaker);
         let mut partial = [self.partial()];
         self.diarizer.label_turns(&speaker, &mut partial);
@@ -792,18 +891,20 @@ impl Recognizer {
             end_of_turn: false,
             transcript,
             utterance: Some(String::new()),
-            end_of_turn_confidence: 0.05,
+            end_of_turn_confidence: self.confidence(n),
             words,
             ..Turn::default()
         })
     }
 
     /// End the current turn now (ForceEndpoint).
+    /// The confidence reported is the one of that moment (below the threshold, usually: the
+    /// client decided, not the model).
     pub fn force_endpoint(&mut self) -> Vec<ServerMessage> {
         let mut out = Vec::new();
         self.close_open_word(&mut out);
-        if self.turn.is_some() {
-            self.end_turn(&mut out);
+        if let Some(turn) = &self.turn {
+            self.end_turn(self.ending_confidence(turn.words.len()), &mut out);
         }
         out
     }
@@ -820,7 +921,8 @@ impl Recognizer {
         }
     }
 
-    fn end_turn(&mut self, out: &mut Vec<ServerMessage>) {
+    /// `confidence`: the `end_of_turn_confidence` the turn ended with (Universal-Streaming).
+    fn end_turn(&mut self, confidence: f64, out: &mut Vec<ServerMessage>) {
         let Some(turn) = self.turn.take() else {
             return;
         };
@@ -836,7 +938,7 @@ impl Recognizer {
             })
             .collect();
         let first = out.len();
-        self.final_turns(turn.order, words, out);
+        self.final_turns(turn.order, words, confidence, out);
         let finals = &mut out[first..];
         self.diarizer.label_turns(&turn.speaker, finals);
         if self.cfg.language_detection {
@@ -856,7 +958,13 @@ impl Recognizer {
     }
 
     /// The final Turn message(s) of turn `order`, shaped by profile and formatting.
-    fn final_turns(&self, order: u64, words: Vec<Word>, out: &mut Vec<ServerMessage>) {
+    fn final_turns(
+        &self,
+        order: u64,
+        words: Vec<Word>,
+        confidence: f64,
+        out: &mut Vec<ServerMessage>,
+    ) {
         let plain = join(&words);
         let formatted_words = format_words(&words);
         let formatted = format_sentence(&plain);
@@ -885,7 +993,7 @@ impl Recognizer {
                     turn_is_formatted: false,
                     transcript: plain.clone(),
                     utterance: Some(plain),
-                    end_of_turn_confidence: 0.8,
+                    end_of_turn_confidence: confidence,
                     words,
                     ..base.clone()
                 }));
@@ -893,7 +1001,7 @@ impl Recognizer {
                     turn_is_formatted: true,
                     transcript: formatted,
                     utterance: Some(String::new()),
-                    end_of_turn_confidence: 0.8,
+                    end_of_turn_confidence: confidence,
                     words: formatted_words,
                     ..base
                 }));
@@ -902,7 +1010,7 @@ impl Recognizer {
                 turn_is_formatted: true,
                 transcript: formatted.clone(),
                 utterance: Some(formatted),
-                end_of_turn_confidence: 0.8,
+                end_of_turn_confidence: confidence,
                 words: formatted_words,
                 ..base
             })),
@@ -910,7 +1018,7 @@ impl Recognizer {
                 turn_is_formatted: false,
                 transcript: plain.clone(),
                 utterance: Some(plain),
-                end_of_turn_confidence: 0.8,
+                end_of_turn_confidence: confidence,
                 words,
                 ..base
             })),
@@ -1626,6 +1734,162 @@ mod tests {
         });
         assert!(finals(&r.feed(&audio)).is_empty());
         assert!(!finals(&r.feed(&silence(700))).is_empty(), "1280 ms in all");
+    }
+
+    /// Three two-word sentences, each followed by a 600 ms pause (over the default
+    /// `min_turn_silence`, under `max_turn_silence`), then a long silence.
+    fn sentences() -> Vec<i16> {
+        let mut audio = Vec::new();
+        for _ in 0..3 {
+            audio.extend(tone(300));
+            audio.extend(silence(100));
+            audio.extend(tone(300));
+            audio.extend(silence(600));
+        }
+        audio.extend(silence(1500));
+        audio
+    }
+
+    fn with_threshold(threshold: f64) -> StreamingParams {
+        StreamingParams {
+            end_of_turn_confidence_threshold: Some(threshold),
+            ..StreamingParams::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_zero_and_one_give_different_turns_on_the_same_audio() {
+        let eager = recognizer(&with_threshold(0.0), Profile::Current).feed(&sentences());
+        let patient = recognizer(&with_threshold(1.0), Profile::Current).feed(&sentences());
+        let (eager, patient) = (finals(&eager), finals(&patient));
+        assert_eq!(eager.len(), 3, "0.0: every pause ends a turn");
+        assert!(eager.iter().all(|t| t.words.len() == 2));
+        assert_eq!(
+            patient.len(),
+            1,
+            "1.0: the pauses are shorter than max_turn_silence"
+        );
+        assert_eq!(patient[0].words.len(), 6);
+        // The confidence reported is the one decided with: at min_turn_silence (400 of 1280
+        // ms: 0.5 + 0.5 × 400/1280) for 0.0, full at max_turn_silence for 1.0.
+        assert!(
+            eager
+                .iter()
+                .all(|t| (t.end_of_turn_confidence - 0.656).abs() < 1e-9)
+        );
+        assert!((patient[0].end_of_turn_confidence - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_final_never_reports_less_confidence_than_the_threshold_unless_max_silence_ended_it() {
+        for threshold in [0.3, 0.6, 0.7, 0.8, 0.9] {
+            let mut r = recognizer(&with_threshold(threshold), Profile::Current);
+            let msgs = r.feed(&sentences());
+            for t in finals(&msgs) {
+                assert!(
+                    t.end_of_turn_confidence >= threshold,
+                    "{threshold}: {}",
+                    t.end_of_turn_confidence
+                );
+            }
+        }
+        // 0.8 is reached after 768 ms of silence (0.5 + 0.5 × 768/1280): the 600 ms pauses
+        // do not end a turn, the last long silence does, before max_turn_silence.
+        let mut r = recognizer(&with_threshold(0.8), Profile::Current);
+        let msgs = r.feed(&sentences());
+        let last = *finals(&msgs).last().expect("final");
+        assert!(
+            (last.end_of_turn_confidence - 0.805).abs() < 1e-9,
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn force_endpoint_ends_a_turn_under_a_high_threshold_with_the_confidence_of_the_moment() {
+        let mut r = recognizer(&with_threshold(1.0), Profile::Current);
+        let mut audio = tone(300);
+        audio.extend(silence(100));
+        audio.extend(tone(300));
+        audio.extend(silence(640));
+        assert!(finals(&r.feed(&audio)).is_empty(), "1.0 waits for 1280 ms");
+        let out = r.force_endpoint();
+        let f = finals(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].words.len(), 2);
+        // 640 ms of silence: 0.5 + 0.5 × 640/1280.
+        assert!(
+            (f[0].end_of_turn_confidence - 0.75).abs() < 1e-9,
+            "{:?}",
+            f[0]
+        );
+    }
+
+    #[test]
+    fn each_model_runs_with_its_defaults_and_modes_change_them() {
+        let settings = |model: &str, mode: Option<&str>| {
+            let params = StreamingParams {
+                speech_model: model.into(),
+                mode: mode.map(Into::into),
+                ..StreamingParams::default()
+            };
+            RecognizerConfig::from_params(&params, Profile::Current, None).settings()
+        };
+        let us = settings("universal-streaming-english", Some("max_accuracy"));
+        assert_eq!((us.min_turn_silence, us.max_turn_silence), (400, 1280));
+        assert_eq!(us.end_of_turn_confidence_threshold, Some(0.4));
+        assert_eq!(us.mode, None, "no modes outside the U3-Pro family");
+        let rt = settings("u3-rt-pro", None);
+        assert_eq!((rt.min_turn_silence, rt.max_turn_silence), (100, 1000));
+        assert_eq!((rt.mode, rt.vad_threshold), (Some("balanced"), 0.3));
+        assert_eq!(rt.end_of_turn_confidence_threshold, None);
+        let pro = settings("universal-3-6-pro", None);
+        assert_eq!((pro.min_turn_silence, pro.max_turn_silence), (128, 1280));
+        assert_eq!((pro.mode, pro.vad_threshold), (Some("balanced"), 0.2));
+        let fast = settings("universal-3-5-pro", Some("min_latency"));
+        assert_eq!((fast.min_turn_silence, fast.max_turn_silence), (128, 640));
+        let slow = settings("universal-3-5-pro", Some("max_accuracy"));
+        assert_eq!((slow.min_turn_silence, slow.max_turn_silence), (512, 2560));
+
+        // Mid-session: a new mode moves the silences the client did not set itself.
+        let params = StreamingParams {
+            speech_model: "universal-3-5-pro".into(),
+            max_turn_silence: Some(3000),
+            ..StreamingParams::default()
+        };
+        let mut r = recognizer(&params, Profile::Current);
+        let mut other = serde_json::Map::new();
+        other.insert("mode".into(), "max_accuracy".into());
+        r.update(&UpdateConfiguration {
+            other,
+            ..UpdateConfiguration::default()
+        });
+        let now = r.config().settings();
+        assert_eq!(now.mode, Some("max_accuracy"));
+        assert_eq!((now.min_turn_silence, now.max_turn_silence), (512, 3000));
+    }
+
+    #[test]
+    fn continuous_partials_send_partials_during_unbroken_speech() {
+        // 1.8 s of unbroken voice: three 600 ms words with no pause between them.
+        let mut audio = tone(1800);
+        audio.extend(silence(1500));
+        let partials = |continuous: bool| {
+            let params = StreamingParams {
+                speech_model: "universal-3-5-pro".into(),
+                ..StreamingParams::default()
+            };
+            let cfg = RecognizerConfig::from_params(&params, Profile::Current, None)
+                .with_continuous_partials(continuous);
+            let msgs = Recognizer::new(cfg, None).feed(&audio);
+            assert_eq!(finals(&msgs).len(), 1);
+            turns(&msgs)
+                .iter()
+                .filter(|t| !t.end_of_turn)
+                .map(|t| t.words.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(partials(false), [3], "one partial, at the pause");
+        assert_eq!(partials(true), [1, 2, 3], "one per word");
     }
 
     #[test]

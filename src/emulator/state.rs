@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::faults::FaultBook;
 use super::recognizer::{EffectiveSettings, SpeakerLabel};
 use super::tokens::{Minted, Refusal, TokenStats, TokenStore};
+use super::turns::IgnoredParams;
 use super::{EmulatorConfig, EmulatorStats};
 use crate::listener::ConnectionLimit;
 use crate::protocol::StreamingParams;
@@ -54,8 +55,10 @@ pub struct SessionRecord {
     /// As parsed, each text value cut to [`ECHO_VALUE_CHARS`] characters and the whole bounded
     /// (see `params_truncated`).
     pub params: StreamingParams,
-    /// Unknown query parameters' names (bounded like `params`).
-    pub ignored_params: Vec<String>,
+    /// Query parameters the emulator does not act on, by name (bounded like `params`):
+    /// documented ones it does not simulate (`unmodelled`) and the rest (`unknown`: a typo, an
+    /// integration's own parameter).
+    pub ignored_params: IgnoredParams,
     /// Whether `params` or `ignored_params` were cut to keep the record small.
     pub params_truncated: bool,
     /// Unix milliseconds.
@@ -233,7 +236,7 @@ impl SessionRecord {
             id,
             credential,
             params: StreamingParams::default(),
-            ignored_params: Vec::new(),
+            ignored_params: IgnoredParams::default(),
             params_truncated: false,
             started_at_ms,
             ended_at_ms: None,
@@ -281,8 +284,8 @@ const ECHO_BUDGET_CHARS: usize = 4096;
 /// flag says whether anything was cut. The typed values (numbers, booleans) are small already.
 pub fn bounded_params(
     params: &StreamingParams,
-    ignored: &[String],
-) -> (StreamingParams, Vec<String>, bool) {
+    ignored: &IgnoredParams,
+) -> (StreamingParams, IgnoredParams, bool) {
     let mut budget = ECHO_BUDGET_CHARS;
     let mut truncated = false;
     let mut cut = |text: &str| -> Option<String> {
@@ -311,7 +314,12 @@ pub fn bounded_params(
         .iter()
         .map_while(|(k, v)| Some((cut(k)?, cut(v)?)))
         .collect();
-    let ignored = ignored.iter().map_while(|name| cut(name)).collect();
+    let unmodelled = ignored.unmodelled.iter().map_while(|n| cut(n)).collect();
+    let unknown = ignored.unknown.iter().map_while(|n| cut(n)).collect();
+    let ignored = IgnoredParams {
+        unmodelled,
+        unknown,
+    };
     (out, ignored, truncated)
 }
 
@@ -395,6 +403,8 @@ pub struct State {
     pub connections: Option<Arc<ConnectionLimit>>,
     active: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// With `--replay`: the recorded sessions served so far.
+    replayed: AtomicUsize,
 }
 
 /// Counts a session as open for as long as it lives.
@@ -454,7 +464,13 @@ impl State {
             connections,
             active: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            replayed: AtomicUsize::new(0),
         }
+    }
+
+    /// With `--replay`: the index of the recorded session the next connection is served.
+    pub fn next_replay(&self) -> usize {
+        self.replayed.fetch_add(1, Ordering::AcqRel)
     }
 
     pub fn enter_session(&self) -> ActiveSession<'_> {
@@ -632,7 +648,10 @@ mod tests {
             keyterms_prompt: vec!["k".repeat(1000); 500],
             ..StreamingParams::default()
         };
-        let ignored = vec!["x".repeat(10_000); 100];
+        let ignored = IgnoredParams {
+            unmodelled: vec!["y".repeat(10_000); 100],
+            unknown: vec!["x".repeat(10_000); 100],
+        };
         let (out, names, truncated) = bounded_params(&params, &ignored);
         assert!(truncated);
         let prompt = out.prompt.expect("prompt");
@@ -642,15 +661,20 @@ mod tests {
             "256 chars and …"
         );
         let total: usize = out.keyterms_prompt.iter().map(String::len).sum::<usize>()
-            + names.iter().map(String::len).sum::<usize>()
+            + names.unmodelled.iter().map(String::len).sum::<usize>()
+            + names.unknown.iter().map(String::len).sum::<usize>()
             + prompt.len()
             + out.speech_model.len();
         assert!(total <= ECHO_BUDGET_CHARS * 4, "{total} bytes");
         let small = StreamingParams::default();
-        let (same, none, truncated) = bounded_params(&small, &["foo".to_owned()]);
+        let one = IgnoredParams {
+            unmodelled: vec!["prompt".to_owned()],
+            unknown: vec!["foo".to_owned()],
+        };
+        let (same, kept, truncated) = bounded_params(&small, &one);
         assert!(!truncated);
         assert_eq!(same, small);
-        assert_eq!(none, ["foo"]);
+        assert_eq!(kept, one);
     }
 
     fn fields(json: &str) -> Map<String, Value> {

@@ -33,12 +33,13 @@ use super::state::{
     bounded_fields, bounded_params, bounded_settings, unix_ms,
 };
 use super::token::error;
+use super::turns::{Family, IgnoredParams, Mode};
 use crate::protocol::close::{self, reasons};
 use crate::protocol::messages::{
     Begin, BeginConfiguration, ClientMessage, ErrorMessage, ServerMessage, Termination,
     UpdateConfiguration,
 };
-use crate::protocol::params::{OFFSET_PARAM, ParamError};
+use crate::protocol::params::{OFFSET_PARAM, ParamError, parse_bool};
 use crate::protocol::{API_VERSION, AudioFormat, Encoding, StreamingParams, audio};
 
 /// How long the handler waits for a close frame to be written, and then for the client's close
@@ -135,8 +136,8 @@ fn client_close(frame: Option<CloseFrame>) -> (u16, String) {
 
 /// The socket plus counters, with the close helpers every path uses. Every write that could
 /// wait on a client that does not read is bounded by [`CLOSE_LINGER`].
-struct Conn {
-    socket: WebSocket,
+pub(super) struct Conn {
+    pub(super) socket: WebSocket,
     sent: u64,
 }
 
@@ -146,11 +147,13 @@ impl Conn {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> bool {
+        self.send_text(message.to_json()).await
+    }
+
+    /// A text frame as it is (a replayed message).
+    pub(super) async fn send_text(&mut self, text: String) -> bool {
         self.sent += 1;
-        self.socket
-            .send(Message::Text(message.to_json().into()))
-            .await
-            .is_ok()
+        self.socket.send(Message::Text(text.into())).await.is_ok()
     }
 
     /// `Error` frame with the full text, then the close with a ≤123-byte reason.
@@ -165,7 +168,7 @@ impl Conn {
 
     /// Send the close frame, then read (and discard) until the client's close frame arrives,
     /// within [`CLOSE_LINGER`]; returns the client's close.
-    async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
+    pub(super) async fn close(&mut self, code: u16, reason: &str) -> ClientClose {
         // A close frame's reason holds at most 123 bytes (a longer one makes the frame invalid
         // and the client drops the connection with a protocol error).
         let frame = CloseFrame {
@@ -195,7 +198,7 @@ impl Conn {
 
     /// The client closed first: tungstenite has queued the echo of its close frame; write it
     /// out, so the client sees a complete closing handshake.
-    async fn answer_close(&mut self) {
+    pub(super) async fn answer_close(&mut self) {
         let _ = tokio::time::timeout(CLOSE_LINGER, self.socket.flush()).await;
     }
 }
@@ -315,7 +318,8 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
                 return;
             }
         };
-    if let Err(e) = params.validate() {
+    let family = Family::of(&params, state.config.profile);
+    if let Err(e) = params.validate().and_then(|()| check_mode(&params, family)) {
         conn.fail(3006, &param_message(&e)).await;
         return;
     }
@@ -327,6 +331,18 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
             reasons::TOO_MANY_SESSIONS
         };
         conn.fail(code, text).await;
+        return;
+    }
+    if let Some(recorded) = &state.config.replay {
+        if let Some(session) = recorded.sessions.get(state.next_replay()) {
+            super::replay::serve(&mut conn, session, &state.cancel).await;
+        } else {
+            let text = format!(
+                "Session Cancelled: the replayed trace holds {} sessions, all served",
+                recorded.sessions.len()
+            );
+            conn.fail(3005, &text).await;
+        }
         return;
     }
     let offset_ms = offset_hint(
@@ -366,6 +382,7 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         .saturating_add(999)
         .div_euclid(1000);
     let id = uuid::Uuid::new_v4().to_string();
+    let ignored = IgnoredParams::split(pairs.iter().map(|(k, _)| k.as_str()), &ignored, family);
     let (echoed, ignored, params_truncated) = bounded_params(&params, &ignored);
     let record = state.register(SessionRecord {
         params: echoed,
@@ -376,12 +393,19 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
     });
     tracing::debug!(session = %id, credential = ?grant.kind, "session starts");
 
+    let continuous_partials = pairs
+        .iter()
+        .rfind(|(k, _)| k == "continuous_partials")
+        .is_some_and(|(k, v)| parse_bool(k, v).unwrap_or(false));
+    let recognizer_config = RecognizerConfig::from_params(&params, state.config.profile, offset_ms)
+        .with_continuous_partials(continuous_partials);
     let begin = ServerMessage::Begin(Begin {
         id: id.clone(),
         expires_at,
         configuration: Some(BeginConfiguration {
             model: Some(params.speech_model.clone()),
-            mode: None,
+            // The mode in effect, its default when unset; null outside the U3-Pro family.
+            mode: recognizer_config.mode.map(|m| m.as_str().to_owned()),
             api_version: Some(API_VERSION.into()),
             other: serde_json::Map::new(),
         }),
@@ -391,7 +415,6 @@ async fn run(state: Arc<State>, mut conn: Conn, grant: Grant, pairs: Vec<(String
         return;
     }
 
-    let recognizer_config = RecognizerConfig::from_params(&params, state.config.profile, offset_ms);
     record.lock().effective = Some(bounded_settings(recognizer_config.settings()));
     let recognizer = Recognizer::new(recognizer_config, state.config.script.as_ref());
     let recorder = match &state.config.record_dir {
@@ -539,6 +562,9 @@ fn apply_update(
 /// The fields an update changes, checked against the connection parameters' ranges
 /// (`StreamingParams::validate`, one set of rules for both).
 fn check_update(update: &UpdateConfiguration) -> Result<(), ParamError> {
+    if let Some(mode) = update.other.get("mode") {
+        Mode::parse(mode.as_str().unwrap_or_default())?;
+    }
     StreamingParams {
         end_of_turn_confidence_threshold: update.end_of_turn_confidence_threshold,
         min_turn_silence: update.min_turn_silence,
@@ -549,6 +575,14 @@ fn check_update(update: &UpdateConfiguration) -> Result<(), ParamError> {
         ..StreamingParams::default()
     }
     .validate()
+}
+
+/// A U3-Pro family session's `mode` must be one the service knows; elsewhere it is unmodelled.
+fn check_mode(params: &StreamingParams, family: Family) -> Result<(), ParamError> {
+    match &params.mode {
+        Some(mode) if family.is_u3() => Mode::parse(mode).map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// Client message types, to tell an unknown type from a known one with bad fields.

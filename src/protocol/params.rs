@@ -678,6 +678,24 @@ pub fn build_ws_url(
     })
 }
 
+/// The connect URL and the `Authorization` header for `token`, placed as `placement` says: in
+/// the query (and no header) or in the header (and not in the URL). The one decision of where a
+/// token travels, for every client that opens sessions.
+pub fn place_token(
+    endpoint: &Url,
+    params: &StreamingParams,
+    token: Token,
+    placement: TokenPlacement,
+) -> Result<(WsUrl, Option<SecretString>), UrlError> {
+    match placement {
+        TokenPlacement::Query => Ok((build_ws_url(endpoint, params, Some(&token))?, None)),
+        TokenPlacement::Header => Ok((
+            build_ws_url(endpoint, params, None)?,
+            Some(token.into_secret()),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;

@@ -32,6 +32,7 @@ use crate::failure::Failure;
 use crate::protocol::close::upgrade_verdict;
 use crate::protocol::messages::{ClientMessage, ServerMessage};
 use crate::protocol::{API_VERSION, CloseClass, WsUrl};
+use crate::trace::{SessionTrace, Trace};
 
 use super::proxy::{ProxyEnv, TunnelError, display_proxy, proxy_address, tunnel};
 
@@ -174,9 +175,19 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     ) -> Connection;
 }
 
-/// The real thing: tokio-tungstenite over TCP/TLS.
+/// The real thing: tokio-tungstenite over TCP/TLS; with a [`Trace`], every frame each
+/// connection sends and receives is written to it (`run --trace`).
 #[derive(Debug, Default)]
-pub struct WebSocketConnector;
+pub struct WebSocketConnector {
+    trace: Option<Trace>,
+}
+
+impl WebSocketConnector {
+    /// Connections that write their frames to `trace`.
+    pub fn traced(trace: Trace) -> Self {
+        Self { trace: Some(trace) }
+    }
+}
 
 impl Connector for WebSocketConnector {
     fn open(
@@ -189,6 +200,7 @@ impl Connector for WebSocketConnector {
     ) -> Connection {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let stop = CancellationToken::new();
+        let mut trace = self.trace.as_ref().map(|t| t.session(generation));
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -199,8 +211,14 @@ impl Connector for WebSocketConnector {
                     rx,
                     &events,
                     stop,
+                    trace.as_mut(),
                 )))
                 .await;
+                if let Some(trace) = &mut trace {
+                    // Unless the close was traced where it was seen: aai-live closed, or the
+                    // connection was lost (no code then).
+                    trace.closed(ended.failure.code, &ended.failure.reason, false);
+                }
                 tracing::info!(
                     generation,
                     code = ?ended.failure.code,
@@ -231,7 +249,7 @@ pub async fn guarded(task: impl std::future::Future<Output = Ended>) -> Ended {
 
 /// The default connector, shared.
 pub fn websocket() -> Arc<dyn Connector> {
-    Arc::new(WebSocketConnector)
+    Arc::new(WebSocketConnector::default())
 }
 
 pub type Socket =
@@ -244,6 +262,7 @@ async fn run(
     mut rx: mpsc::Receiver<Outgoing>,
     events: &EventSender,
     stop: CancellationToken,
+    mut trace: Option<&mut SessionTrace>,
 ) -> Ended {
     tracing::debug!(generation, %url, "connecting");
     let proxies = ProxyEnv::process();
@@ -256,6 +275,10 @@ async fn run(
         Ok(ws) => ws,
         Err(e) => return Ended::not_opened(&e),
     };
+    if let Some(trace) = trace.as_deref_mut() {
+        // The redacted URL: the trace never sees the token.
+        trace.opened(&url.to_string());
+    }
     let mut error: Option<String> = None;
     let mut after_begin = false;
     loop {
@@ -274,6 +297,13 @@ async fn run(
                     Outgoing::Control(c) => Message::Text(c.to_json().into()),
                     Outgoing::Ping => Message::Ping(Vec::new().into()),
                 };
+                if let Some(trace) = trace.as_deref() {
+                    match &message {
+                        Message::Binary(bytes) => trace.audio(bytes.len()),
+                        Message::Text(text) => trace.sent(text.as_str()),
+                        _ => {}
+                    }
+                }
                 // A server that stops reading blocks this send: stay stoppable meanwhile.
                 let sent = tokio::select! {
                     () = stop.cancelled() => {
@@ -289,7 +319,7 @@ async fn run(
                 }
             }
             incoming = ws.next() => match incoming {
-                Some(Ok(Message::Text(text))) => match ServerMessage::parse(text.as_str()) {
+                Some(Ok(Message::Text(text))) => match trace_received(trace.as_deref(), text.as_str()) {
                     Ok(message) => {
                         if let ServerMessage::Error(e) = &message {
                             error = Some(e.error.clone());
@@ -303,6 +333,9 @@ async fn run(
                             // The session is over: close with 1000 ourselves and take the
                             // server's close (its code is what the session ended with).
                             let (code, reason) = finish_after_termination(&mut ws).await;
+                            if let Some(trace) = trace.as_deref_mut() {
+                                trace.closed(Some(code), &reason, false);
+                            }
                             return Ended::close(Some(code), &reason, error, after_begin);
                         }
                     }
@@ -310,11 +343,17 @@ async fn run(
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    if let Some(trace) = trace.as_deref_mut() {
+                        trace.closed(Some(code), &reason, true);
+                    }
                     // tungstenite queued the reply to the server's close frame: flush it.
                     drain(&mut ws).await;
                     return Ended::close(Some(code), &reason, error, after_begin);
                 }
-                Some(Ok(_)) => {
+                Some(Ok(frame)) => {
+                    if let (Some(trace), Message::Binary(bytes)) = (trace.as_deref(), &frame) {
+                        trace.received_binary(bytes.len());
+                    }
                     let _ = events.send((generation, ConnEvent::Alive));
                 }
                 Some(Err(e)) => {
@@ -324,6 +363,17 @@ async fn run(
             }
         }
     }
+}
+
+/// Parse a server text frame, tracing it first (verbatim, readable or not).
+fn trace_received(
+    trace: Option<&SessionTrace>,
+    text: &str,
+) -> Result<ServerMessage, crate::protocol::messages::ParseError> {
+    if let Some(trace) = trace {
+        trace.received(text);
+    }
+    ServerMessage::parse(text)
 }
 
 /// How long reaching the server (or the proxy) may take: name resolution, TCP, the proxy's
