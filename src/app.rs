@@ -638,14 +638,7 @@ impl Runtime {
                 )));
                 return;
             }
-            let archive =
-                match crate::archive::for_source(&self.config, &journal, source, &audio.name) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        self.post(Msg::StartFailed(StartFailure::Transcript(format!("{e:#}"))));
-                        return;
-                    }
-                };
+            let archive = crate::archive::for_source(&self.config, &journal, source, &audio.name);
             parts.push(StreamSetup {
                 label: source.label.clone(),
                 premint: Arc::clone(premint),

@@ -37,6 +37,14 @@ pub struct ArchiveError {
     pub source: std::io::Error,
 }
 
+impl ArchiveError {
+    /// What the run says when it goes on without the archive: transcription never waits for,
+    /// or stops because of, the archive.
+    pub fn warning(&self) -> String {
+        format!("{self} (the transcription goes on without an archive)")
+    }
+}
+
 /// A stretch of the stream that never reached the service (from the ledger's `audio_lost`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lost {
@@ -74,6 +82,9 @@ pub struct Sidecar {
     pub stream_samples: u64,
     pub lost: Vec<Lost>,
     pub archive_gaps: Vec<Gap>,
+    /// Why the file stopped being written (the disk failed), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_error: Option<String>,
     /// Written at the end of the run (a crash leaves `false`).
     pub complete: bool,
 }
@@ -217,7 +228,7 @@ impl Archive {
             .as_ref()
             .map(|ops| ops.try_send(Op::Chunk(position, samples.to_vec())));
         match sent {
-            Some(Ok(())) => None,
+            Some(Ok(())) => self.disk_failure(),
             Some(Err(TrySendError::Full(_))) => self.gap(position, n, "the disk could not keep up"),
             Some(Err(TrySendError::Disconnected(_))) | None => {
                 self.gap(position, n, "the archive writer stopped")
@@ -248,6 +259,25 @@ impl Archive {
                 }),
             }
         }
+        self.warn_once(stream_sample, why)
+    }
+
+    /// The writer thread's failure (the disk failed), said once: the writer leaves the rest out
+    /// of the file and notes it in the sidecar.
+    fn disk_failure(&mut self) -> Option<String> {
+        if self.warned {
+            return None;
+        }
+        let failed = self.sidecar.lock().ok().and_then(|s| {
+            let failed = s.archive_gaps.iter().find(|g| g.why == "the disk failed")?;
+            let at = failed.stream_sample;
+            Some((at, s.write_error.clone()?))
+        });
+        let (at, error) = failed?;
+        self.warn_once(at, &format!("the disk failed ({error})"))
+    }
+
+    fn warn_once(&mut self, stream_sample: u64, why: &str) -> Option<String> {
         if self.warned {
             return None;
         }
@@ -322,7 +352,7 @@ fn write_archive<W: std::io::Write + std::io::Seek>(
         match op {
             Op::Chunk(position, samples) => {
                 if failed {
-                    note_failed(sidecar, position, &samples);
+                    note_failed(sidecar, position, &samples, None);
                     continue;
                 }
                 let written = samples.iter().try_for_each(|s| writer.write_sample(*s));
@@ -335,13 +365,20 @@ fn write_archive<W: std::io::Write + std::io::Seek>(
                     Err(e) => {
                         tracing::error!("cannot write the audio archive {shown}: {e}");
                         failed = true;
-                        note_failed(sidecar, position, &samples);
+                        note_failed(sidecar, position, &samples, Some(&e.to_string()));
                     }
                 }
                 if last_header.elapsed() >= HEADER_EVERY {
                     last_header = Instant::now();
-                    if !failed && writer.flush().is_err() {
+                    if !failed && let Err(e) = writer.flush() {
+                        tracing::error!("cannot write the audio archive {shown}: {e}");
                         failed = true;
+                        note_failed(
+                            sidecar,
+                            position + samples.len() as u64,
+                            &[],
+                            Some(&e.to_string()),
+                        );
                     }
                 }
             }
@@ -360,15 +397,26 @@ fn write_archive<W: std::io::Write + std::io::Seek>(
     write_sidecar(sidecar, sidecar_path);
 }
 
-fn note_failed(sidecar: &Mutex<Sidecar>, position: u64, samples: &[i16]) {
+/// Samples left out because the disk failed (`error`: the failure, the first time).
+fn note_failed(sidecar: &Mutex<Sidecar>, position: u64, samples: &[i16], error: Option<&str>) {
     if let Ok(mut s) = sidecar.lock() {
+        if let Some(e) = error {
+            s.write_error.get_or_insert_with(|| e.to_owned());
+        }
         let file_sample = s.samples;
-        s.archive_gaps.push(Gap {
-            stream_sample: position,
-            file_sample,
-            samples: samples.len() as u64,
-            why: "the disk failed".into(),
-        });
+        let n = samples.len() as u64;
+        match s.archive_gaps.last_mut() {
+            // One gap for a run of chunks left out in a row.
+            Some(g) if g.stream_sample + g.samples == position && g.why == "the disk failed" => {
+                g.samples += n;
+            }
+            _ => s.archive_gaps.push(Gap {
+                stream_sample: position,
+                file_sample,
+                samples: n,
+                why: "the disk failed".into(),
+            }),
+        }
     }
 }
 
@@ -543,5 +591,92 @@ mod tests {
         );
         assert_eq!(warnings.len(), 1, "said once: {warnings:?}");
         assert!(warnings[0].contains("could not keep up"), "{warnings:?}");
+    }
+
+    /// A writer whose disk fills up after `room` bytes.
+    struct Full {
+        room: usize,
+        inner: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl std::io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.inner.get_ref().len() + buf.len() > self.room {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl std::io::Seek for Full {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_disk_that_fails_is_said_once_and_leaves_the_rest_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        // Room for the header and a little more than two chunks.
+        let full = Full {
+            room: 44 + 2 * 1600 + 100,
+            inner: std::io::Cursor::new(Vec::new()),
+        };
+        let writer = hound::WavWriter::new(std::io::BufWriter::with_capacity(64, full), spec)
+            .expect("header");
+        let mut archive =
+            Archive::start(&path, writer, Some("you"), "test:tone", 50).expect("start");
+        let mut warnings = Vec::new();
+        for k in 0..20 {
+            let (at, samples) = chunk(k);
+            warnings.extend(archive.chunk(at, &samples));
+            // The writer takes each chunk before the next (a failure is seen by then).
+            archive.sync();
+        }
+        let done = archive.finish();
+        let sidecar: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(done.with_extension("json")).expect("json"),
+        )
+        .expect("sidecar");
+        assert_eq!(warnings.len(), 1, "said once: {warnings:?}");
+        assert!(warnings[0].contains("the disk failed"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("transcription goes on"),
+            "{warnings:?}"
+        );
+        let gaps: u64 = sidecar["archive_gaps"]
+            .as_array()
+            .expect("gaps")
+            .iter()
+            .map(|g| g["samples"].as_u64().expect("n"))
+            .sum();
+        assert_eq!(
+            sidecar["samples"].as_u64().expect("samples") + gaps,
+            20 * 800,
+            "{sidecar}"
+        );
+        assert!(gaps >= 17 * 800, "{sidecar}");
+    }
+
+    #[test]
+    fn an_archive_that_cannot_be_created_is_a_warning_not_a_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocked = dir.path().join("not-a-dir");
+        std::fs::write(&blocked, b"a file where the directory should be").expect("write");
+        let e = Archive::create(&blocked.join("a.wav"), None, "test:tone", 16_000, 50)
+            .expect_err("cannot be created");
+        let warning = e.warning();
+        assert!(warning.contains("not-a-dir/a.wav"), "{warning}");
+        assert!(warning.contains("without an archive"), "{warning}");
     }
 }

@@ -112,7 +112,7 @@ pub async fn run(
     let (feed, printer) = start_output(config, options, out, hello).await?;
     let mut parts = Vec::with_capacity(sources.len());
     for (source, input) in sources.iter().zip(inputs.iter_mut()) {
-        let archive = crate::archive::for_source(config, &journal, source, &input.name)?;
+        let archive = crate::archive::for_source(config, &journal, source, &input.name);
         parts.push(StreamSetup {
             label: source.label.clone(),
             // Each stream its own token: a token opens one session.

@@ -255,7 +255,7 @@ pub async fn read_input(path: &Path, config: &Config) -> Result<Vec<Arc<[u8]>>, 
     let most = (MAX_AUDIO.as_millis() / u128::from(config.audio.chunk_ms.max(1))) as usize;
     let mut chunks = Vec::new();
     while let Some(chunk) = chunks_rx.recv().await {
-        chunks.push(Arc::from(chunk.encode(config.streaming.encoding)));
+        chunks.push(Arc::from(chunk.encode(config.streaming.params.encoding)));
         if chunks.len() >= most {
             break;
         }

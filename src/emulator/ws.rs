@@ -559,22 +559,13 @@ fn apply_update(
     Ok(())
 }
 
-/// The fields an update changes, checked against the connection parameters' ranges
-/// (`StreamingParams::validate`, one set of rules for both).
+/// The fields an update changes, checked as the client checks them (one set of rules for
+/// both), and a `mode` the emulator models.
 fn check_update(update: &UpdateConfiguration) -> Result<(), ParamError> {
     if let Some(mode) = update.other.get("mode") {
         Mode::parse(mode.as_str().unwrap_or_default())?;
     }
-    StreamingParams {
-        end_of_turn_confidence_threshold: update.end_of_turn_confidence_threshold,
-        min_turn_silence: update.min_turn_silence,
-        max_turn_silence: update.max_turn_silence,
-        vad_threshold: update.vad_threshold,
-        keyterms_prompt: update.keyterms_prompt.clone().unwrap_or_default(),
-        prompt: update.prompt.clone(),
-        ..StreamingParams::default()
-    }
-    .validate()
+    crate::protocol::params::check_update(update)
 }
 
 /// A U3-Pro family session's `mode` must be one the service knows; elsewhere it is unmodelled.

@@ -54,6 +54,7 @@ impl Turns {
                 turn_order,
                 speaker,
                 speaker_name,
+                speaker_uncertain,
                 words,
             } => {
                 let Some((_, known)) = self
@@ -65,6 +66,7 @@ impl Turns {
                 };
                 known.speaker.clone_from(speaker);
                 known.speaker_name.clone_from(speaker_name);
+                known.speaker_uncertain = *speaker_uncertain;
                 if !words.is_empty() {
                     known.words.clone_from(words);
                 }
@@ -133,6 +135,7 @@ mod tests {
                     turn_order: 0,
                     speaker: Some("B".into()),
                     speaker_name: None,
+                    speaker_uncertain: false,
                     words: Vec::new(),
                 })
             ),

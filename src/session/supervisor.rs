@@ -185,6 +185,8 @@ pub struct AudioFeed {
     /// Where the samples the stream counts as captured are also kept (`--archive`): written
     /// where the ledger counts them, so the file holds exactly the stream.
     pub archive: Option<crate::archive::Archive>,
+    /// Why the archive asked for could not be started, said as the stream starts.
+    pub archive_warning: Option<String>,
 }
 
 impl AudioFeed {
@@ -194,13 +196,21 @@ impl AudioFeed {
             chunks,
             stats: Some(stats),
             archive: None,
+            archive_warning: None,
         }
     }
 
-    /// Keep the stream's audio in `archive` too.
+    /// Keep the stream's audio in `archive` too. One that could not be started is a warning:
+    /// the stream goes on without it.
     #[must_use]
-    pub fn archived(mut self, archive: Option<crate::archive::Archive>) -> Self {
-        self.archive = archive;
+    pub fn archived(
+        mut self,
+        archive: Result<Option<crate::archive::Archive>, crate::archive::ArchiveError>,
+    ) -> Self {
+        match archive {
+            Ok(archive) => self.archive = archive,
+            Err(e) => self.archive_warning = Some(e.warning()),
+        }
         self
     }
 
@@ -222,6 +232,7 @@ impl From<mpsc::Receiver<AudioChunk>> for AudioFeed {
             chunks,
             stats: None,
             archive: None,
+            archive_warning: None,
         }
     }
 }
@@ -410,6 +421,12 @@ impl Supervisor {
     ) -> (Outcome, Transcript) {
         let mut audio = audio.into();
         self.archive = audio.archive.take();
+        if let Some(message) = audio.archive_warning.take() {
+            self.emit(SessionEvent::Warning {
+                message,
+                explain: None,
+            });
+        }
         // A bug that panics in the loop must not take the run's record with it: the ledger and
         // the transcript survive, the run ends `Failed` with the panic as its reason, and the
         // exports are still written.
