@@ -24,7 +24,7 @@ use url::Url;
 
 pub use account::Account;
 pub use supervisor::{
-    AccountSeat, AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions,
+    AccountSeat, AudioFeed, Outcome, SessionCommand, Supervisor, SupervisorOptions, browser_rules,
 };
 
 use crate::config::{Config, ProviderKind};

@@ -385,17 +385,6 @@ export class Transcript {
 
 export { backoffDelay, rateLimitedDelay } from "./aai-live-machine.js";
 
-/** Silence needed before a hand-over may move the audio (as src/session/supervisor.rs). */
-const QUIET_AFTER_MS = 300;
-/** Voice: above -40 dBFS. */
-const VOICE_RMS = 327 / 32768;
-/** Audio queued in the socket beyond this means the server is not reading. */
-const QUEUE_MS = 2000;
-/** Voiced audio that must go unanswered before a session counts as stalled. */
-const STALL_MIN_VOICE_MS = 2000;
-/** How long the end of an input may take to be sent (a backlog at 1.25x real time). */
-const FINISH_LIMIT_MS = 60000;
-
 /** The browser's clock and timers; tests give a virtual one. */
 const REAL_CLOCK = {
   now: () => performance.now(),
@@ -418,6 +407,12 @@ function streamSettings(session) {
     replayBufferMs: need("replay_buffer_ms"),
     replaySpeed: Math.min(1.25, Math.max(1, need("replay_speed"))),
     stallTimeoutMs: need("stall_timeout_ms"),
+    // The stream's fixed rules, as src/session/supervisor.rs keeps them (`browser_rules`).
+    quietAfterMs: need("quiet_after_ms"),
+    voiceRms: need("voice_rms"),
+    queueMs: need("queue_ms"),
+    stallMinVoiceMs: need("stall_min_voice_ms"),
+    finishLimitMs: need("finish_limit_ms"),
     expiry: { minMs: expiry.min_ms, maxMs: expiry.max_ms, fallbackMs: expiry.fallback_ms },
   };
 }
@@ -1128,7 +1123,7 @@ export class AaiLiveClient extends EventTarget {
         }
         this.nextReplaySend = Math.max(this.nextReplaySend, now - chunkMs) + chunkMs / this.settings.replaySpeed;
       }
-      if (conn.ws.bufferedAmount > (QUEUE_MS / 1000) * RATE * 2) {
+      if (conn.ws.bufferedAmount > (this.settings.queueMs / 1000) * RATE * 2) {
         // The server is not reading: keep the audio here (in the replay buffer, not in the
         // socket's queue) and give up on it after `stallTimeoutMs`.
         conn.stuckSince = conn.stuckSince === null ? now : conn.stuckSince;
@@ -1136,7 +1131,7 @@ export class AaiLiveClient extends EventTarget {
         return;
       }
       conn.stuckSince = null;
-      const voiced = rms(chunk.samples) > VOICE_RMS;
+      const voiced = rms(chunk.samples) > this.settings.voiceRms;
       conn.ws.send(chunk.samples.buffer.slice(chunk.samples.byteOffset, chunk.samples.byteOffset + chunk.samples.byteLength));
       if (chunk.sentAt === null) chunk.sentAt = now;
       if (voiced) {
@@ -1158,7 +1153,7 @@ export class AaiLiveClient extends EventTarget {
   /** Tell the machine when the live audio turns quiet (300 ms of silence) or voiced again. */
   trackQuiet(voiced, chunkMs) {
     this.silentMs = voiced ? 0 : this.silentMs + chunkMs;
-    const quiet = this.silentMs >= QUIET_AFTER_MS;
+    const quiet = this.silentMs >= this.settings.quietAfterMs;
     if (quiet !== this.quiet) {
       this.quiet = quiet;
       this.input({ kind: "quiet", quiet });
@@ -1180,7 +1175,7 @@ export class AaiLiveClient extends EventTarget {
   checkStall(conn, now) {
     const timeout = this.settings.stallTimeoutMs;
     const voiceStalled =
-      conn.unansweredVoiceMs >= STALL_MIN_VOICE_MS && conn.unansweredSince !== null && now - conn.unansweredSince > timeout;
+      conn.unansweredVoiceMs >= this.settings.stallMinVoiceMs && conn.unansweredSince !== null && now - conn.unansweredSince > timeout;
     const stuck = conn.stuckSince !== null && now - conn.stuckSince > timeout;
     if (!voiceStalled && !stuck) return false;
     this.dropConn(conn);
@@ -1208,8 +1203,8 @@ export class AaiLiveClient extends EventTarget {
     if (this.finished || this.inputDone) return;
     this.inputDone = true;
     this.closeAudio();
-    this.finishBy = this.clock.now() + FINISH_LIMIT_MS;
-    this.later(FINISH_LIMIT_MS, () => this.maybeFinish());
+    this.finishBy = this.clock.now() + this.settings.finishLimitMs;
+    this.later(this.settings.finishLimitMs, () => this.maybeFinish());
     this.maybeFinish();
   }
 

@@ -108,11 +108,7 @@ impl BrowserSettings {
             ..crate::protocol::expiry::Bounds::default()
         };
         let ms = |d: std::time::Duration| d.as_millis() as u64;
-        let mut session = options.machine.to_json();
-        session["stall_timeout_ms"] = json!(ms(options.stall_timeout));
-        session["replay_buffer_ms"] = json!(ms(options.replay_buffer));
-        session["replay_speed"] = json!(options.replay_speed);
-        session["chunk_ms"] = json!(options.chunk_ms);
+        let mut session = crate::session::browser_rules(&options);
         session["expiry"] = json!({
             "min_ms": ms(bounds.min),
             "max_ms": ms(bounds.max),

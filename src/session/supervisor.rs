@@ -69,6 +69,30 @@ const MIN_PRIMING_SPEED: f64 = 1.05;
 /// default turn silence, longer than the gaps between words).
 const QUIET_AFTER_MS: u64 = 300;
 
+/// The supervisor's rules as `/config.json`'s `session` object gives them to the browser client
+/// (which has no defaults of its own): the machine's policy, and the stream's rules that are
+/// not machine inputs — the constants above and the configured stall, replay and chunk
+/// settings. One home for both clients.
+pub fn browser_rules(options: &SupervisorOptions) -> serde_json::Value {
+    let ms = |d: Duration| d.as_millis() as u64;
+    let mut session = options.machine.to_json();
+    let rules = serde_json::json!({
+        "stall_timeout_ms": ms(options.stall_timeout),
+        "replay_buffer_ms": ms(options.replay_buffer),
+        "replay_speed": options.replay_speed,
+        "chunk_ms": options.chunk_ms,
+        "quiet_after_ms": QUIET_AFTER_MS,
+        "voice_rms": VOICE_RMS,
+        "queue_ms": QUEUE_MS,
+        "stall_min_voice_ms": STALL_MIN_VOICE_MS,
+        "finish_limit_ms": ms(FINISH_LIMIT),
+    });
+    if let (Some(session), serde_json::Value::Object(rules)) = (session.as_object_mut(), rules) {
+        session.extend(rules);
+    }
+    session
+}
+
 /// Commands from the UI or the headless runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionCommand {

@@ -385,15 +385,19 @@ test("after a drop the new session is fed from the end of the last final word", 
 });
 
 test("no defaults of its own: a session policy missing a setting is refused", { skip }, async () => {
-  const clock = new VirtualClock();
-  tokenServer(clock, [{}]);
-  const session = { ...config.session };
-  delete session.rotation_lead_ms;
-  class TestClient extends AaiLiveClient {
-    async openAudio() {}
+  // The machine's policy and the stream's rules alike (src/session/supervisor.rs `browser_rules`).
+  for (const key of ["rotation_lead_ms", "quiet_after_ms", "voice_rms", "queue_ms", "stall_min_voice_ms", "finish_limit_ms"]) {
+    const clock = new VirtualClock();
+    tokenServer(clock, [{}]);
+    const session = { ...config.session };
+    assert.equal(typeof session[key], "number", `the generated config.json has session.${key}`);
+    delete session[key];
+    class TestClient extends AaiLiveClient {
+      async openAudio() {}
+    }
+    const c = new TestClient({ streamingUrl: "ws://127.0.0.1:9/v3/ws", closeCodes: table, session, clock });
+    await assert.rejects(() => c.start(), new RegExp(`session\\.${key} is missing`));
   }
-  const c = new TestClient({ streamingUrl: "ws://127.0.0.1:9/v3/ws", closeCodes: table, session, clock });
-  await assert.rejects(() => c.start(), /session\.rotation_lead_ms is missing/);
 });
 
 test("speakers and languages: a revision changes who said a final, pending is never a speaker", { skip }, async () => {
