@@ -1298,6 +1298,39 @@ mod tests {
     }
 
     #[test]
+    fn a_meeting_with_speakers_says_the_input_and_the_name_in_every_export() {
+        let names = BTreeMap::from([("them:a".to_owned(), "Ana".to_owned())]);
+        let run = Transcript::default().named(Names::new(&names));
+        let (mut you, mut them) = (
+            run.for_source(&"you".parse().expect("label")),
+            run.for_source(&"them".parse().expect("label")),
+        );
+        let spoken = |order, speaker: &str, text: &str, start| Turn {
+            speaker_label: Some(speaker.to_owned()),
+            words: vec![crate::protocol::messages::Word {
+                start,
+                end: start + 300,
+                text: text.to_owned(),
+                speaker: Some(speaker.to_owned()),
+                ..Default::default()
+            }],
+            ..turn(order, true, true, text)
+        };
+        you.apply(1, "s1", 0, &spoken(0, "A", "Hello.", 1000), None);
+        them.apply(2, "s2", 0, &spoken(0, "A", "Hi.", 2000), None);
+        them.apply(2, "s2", 0, &spoken(1, "B", "Hey.", 3000), None);
+        let all = Transcript::merged(vec![you, them]);
+        let text = all.to_text();
+        for line in ["You · A: Hello.", "Them · Ana: Hi.", "Them · B: Hey."] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let vtt = all.to_vtt();
+        assert!(vtt.contains("<v Them · Ana>Hi."), "{vtt}");
+        assert!(vtt.contains("<v You · A>Hello."), "{vtt}");
+        assert!(all.to_srt().contains("Them · Ana: Hi."), "{}", all.to_srt());
+    }
+
+    #[test]
     fn names_are_looked_up_without_case_per_input_first() {
         let names = Names::new(&BTreeMap::from([
             ("A".to_owned(), "Ana".to_owned()),

@@ -1021,6 +1021,43 @@ mod tests {
         );
     }
 
+    /// A label is what comes before the first `=` only when no `:` comes before it: a path
+    /// holding `=` stays a path.
+    #[test]
+    fn input_arguments_take_a_label_only_before_any_colon() {
+        let label = |s: &str| s.parse::<Label>().expect("label");
+        for (arg, expected) in [
+            ("you=mic", (Some(label("you")), InputSpec::Mic(None))),
+            (
+                "them=monitor:sink.monitor",
+                (
+                    Some(label("them")),
+                    InputSpec::Monitor(Some("sink.monitor".into())),
+                ),
+            ),
+            (
+                "file:/x/a=b.wav",
+                (None, InputSpec::File(PathBuf::from("/x/a=b.wav"))),
+            ),
+            (
+                "a=file:/x/b=c.wav",
+                (
+                    Some(label("a")),
+                    InputSpec::File(PathBuf::from("/x/b=c.wav")),
+                ),
+            ),
+            ("mic:hw=1", (None, InputSpec::Mic(Some("hw=1".into())))),
+            // Compared without case: kept in lower case.
+            ("You=mic", (Some(label("you")), InputSpec::Mic(None))),
+        ] {
+            assert_eq!(parse_input_arg(arg), Ok(expected), "{arg}");
+        }
+        // Not a label (empty, too long, a dot): the whole argument is read as a spec.
+        for bad in ["=mic", &format!("{}=mic", "a".repeat(33)), "a.b=mic"] {
+            assert!(parse_input_arg(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn input_spec() {
         assert_eq!(
