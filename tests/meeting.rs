@@ -234,6 +234,37 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
     check_archives(run_finished, &[("you", &you), ("them", &them)]);
 
     check_exports(&m);
+
+    // An archive transcribes again (`run --input file:ARCHIVE`): the same words as its input
+    // gave in the meeting.
+    let archive = run_finished["archive"]["you"].as_str().expect("archive");
+    let again = run(
+        &m,
+        &["--input", &format!("file:{archive}"), "--unpaced"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let words = |events: &[serde_json::Value], source: Option<&str>| -> String {
+        let finals = events
+            .iter()
+            .filter(|e| e["event"] == "final" && source.is_none_or(|s| e["source"] == s));
+        finals
+            .filter_map(|e| e["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let again = lines(&again.stdout);
+    assert_eq!(
+        again.last().expect("finished")["audio_captured_samples"],
+        you.len()
+    );
+    assert_eq!(words(&again, None), words(streams, Some("you")));
     m.emu.shutdown().await;
 }
 
