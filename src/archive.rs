@@ -448,6 +448,32 @@ mod tests {
         )
     }
 
+    fn mono16k() -> hound::WavSpec {
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        }
+    }
+
+    /// The archive finished, and its sidecar.
+    fn finished_sidecar(archive: Archive) -> serde_json::Value {
+        let done = archive.finish();
+        serde_json::from_str(&std::fs::read_to_string(done.with_extension("json")).expect("json"))
+            .expect("sidecar")
+    }
+
+    /// Samples left out of the file, all gaps together.
+    fn gap_samples(sidecar: &serde_json::Value) -> u64 {
+        sidecar["archive_gaps"]
+            .as_array()
+            .expect("gaps")
+            .iter()
+            .map(|g| g["samples"].as_u64().expect("n"))
+            .sum()
+    }
+
     fn read(path: &Path) -> Vec<i16> {
         hound::WavReader::open(path)
             .expect("a readable WAV")
@@ -542,12 +568,7 @@ mod tests {
             open: Arc::clone(&open),
             inner: std::io::Cursor::new(Vec::new()),
         };
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
+        let spec = mono16k();
         let writer = hound::WavWriter::new(gate, spec).expect("header");
         // The disk hangs; a queue of one chunk (10 s of 10 s chunks).
         *open.0.lock().expect("lock") = false;
@@ -562,19 +583,8 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         *open.0.lock().expect("lock") = true;
         open.1.notify_all();
-        let sidecar: serde_json::Value = {
-            let done = archive.finish();
-            serde_json::from_str(
-                &std::fs::read_to_string(done.with_extension("json")).expect("json"),
-            )
-            .expect("sidecar")
-        };
-        let gaps: u64 = sidecar["archive_gaps"]
-            .as_array()
-            .expect("gaps")
-            .iter()
-            .map(|g| g["samples"].as_u64().expect("n"))
-            .sum();
+        let sidecar = finished_sidecar(archive);
+        let gaps = gap_samples(&sidecar);
         // A few chunks got through (the one being written, the one or two queued as the thread
         // took its first); every other is a gap, and the stream's samples are all accounted
         // for.
@@ -621,12 +631,7 @@ mod tests {
     fn a_disk_that_fails_is_said_once_and_leaves_the_rest_out() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.wav");
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 16_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
+        let spec = mono16k();
         // Room for the header and a little more than two chunks.
         let full = Full {
             room: 44 + 2 * 1600 + 100,
@@ -643,23 +648,14 @@ mod tests {
             // The writer takes each chunk before the next (a failure is seen by then).
             archive.sync();
         }
-        let done = archive.finish();
-        let sidecar: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(done.with_extension("json")).expect("json"),
-        )
-        .expect("sidecar");
+        let sidecar = finished_sidecar(archive);
         assert_eq!(warnings.len(), 1, "said once: {warnings:?}");
         assert!(warnings[0].contains("the disk failed"), "{warnings:?}");
         assert!(
             warnings[0].contains("transcription goes on"),
             "{warnings:?}"
         );
-        let gaps: u64 = sidecar["archive_gaps"]
-            .as_array()
-            .expect("gaps")
-            .iter()
-            .map(|g| g["samples"].as_u64().expect("n"))
-            .sum();
+        let gaps = gap_samples(&sidecar);
         assert_eq!(
             sidecar["samples"].as_u64().expect("samples") + gaps,
             20 * 800,

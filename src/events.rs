@@ -258,6 +258,26 @@ pub enum SessionEvent {
 }
 
 impl SessionEvent {
+    /// A `speaker_revision` applied to the final it revises: its speaker, name and words, as
+    /// the event says (the final's words stay when the revision carries none).
+    pub fn revise(&self, turn: &mut FinalTurn) {
+        if let Self::SpeakerRevision {
+            speaker,
+            speaker_name,
+            speaker_uncertain,
+            words,
+            ..
+        } = self
+        {
+            turn.speaker.clone_from(speaker);
+            turn.speaker_name.clone_from(speaker_name);
+            turn.speaker_uncertain = *speaker_uncertain;
+            if !words.is_empty() {
+                turn.words.clone_from(words);
+            }
+        }
+    }
+
     /// One NDJSON line.
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

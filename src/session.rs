@@ -249,4 +249,52 @@ mod tests {
             );
         }
     }
+
+    /// `published_endpoint` against a real HTTP server: what it publishes under the token
+    /// URL's own path, or nothing when it publishes nothing usable.
+    #[tokio::test]
+    async fn the_streaming_url_is_read_beside_the_token_url_and_a_missing_one_is_no_error() {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let own = format!("ws://{addr}/v3/ws");
+        let published = serde_json::json!({ "streaming_url": own }).to_string();
+        let foreign =
+            serde_json::json!({ "streaming_url": "wss://evil.example/v3/ws" }).to_string();
+        let app = axum::Router::new()
+            .route("/prefix/config.json", get(move || async move { published }))
+            .route("/text/config.json", get(|| async { "not json" }))
+            .route("/foreign/config.json", get(move || async move { foreign }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let at = |path: &str| url::Url::parse(&format!("http://{addr}{path}")).expect("url");
+        let ask = |path: &str| {
+            let url = at(path);
+            async move { super::published_endpoint(&url, std::time::Duration::from_secs(5)).await }
+        };
+        // Behind a path prefix: config.json beside the token URL.
+        let found = ask("/prefix/token").await.expect("published");
+        assert_eq!(found.map(|u| u.to_string()), Some(own));
+        // No config.json (404), or one that is not JSON: the region default stays, no error.
+        assert!(
+            ask("/none/token")
+                .await
+                .expect("a 404 is no error")
+                .is_none()
+        );
+        assert!(
+            ask("/text/token")
+                .await
+                .expect("not JSON is no error")
+                .is_none()
+        );
+        // A foreign host is refused, naming it.
+        let refused = ask("/foreign/token")
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(refused.contains("wss://evil.example/v3/ws"), "{refused}");
+        server.abort();
+    }
 }

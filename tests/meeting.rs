@@ -235,36 +235,7 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
 
     check_exports(&m);
 
-    // An archive transcribes again (`run --input file:ARCHIVE`): the same words as its input
-    // gave in the meeting.
-    let archive = run_finished["archive"]["you"].as_str().expect("archive");
-    let again = run(
-        &m,
-        &["--input", &format!("file:{archive}"), "--unpaced"],
-        &[],
-    )
-    .await;
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let words = |events: &[serde_json::Value], source: Option<&str>| -> String {
-        let finals = events
-            .iter()
-            .filter(|e| e["event"] == "final" && source.is_none_or(|s| e["source"] == s));
-        finals
-            .filter_map(|e| e["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let again = lines(&again.stdout);
-    assert_eq!(
-        again.last().expect("finished")["audio_captured_samples"],
-        you.len()
-    );
-    assert_eq!(words(&again, None), words(streams, Some("you")));
+    transcribe_the_archive_again(&m, run_finished, streams, &you).await;
     m.emu.shutdown().await;
 }
 
@@ -397,6 +368,44 @@ fn check_staggered(streams: &[serde_json::Value]) {
             assert!((at - other).abs() >= 9_900, "{plans:?}");
         }
     }
+}
+
+/// An archive transcribes again (`run --input file:ARCHIVE`): the same words as its input gave
+/// in the meeting.
+async fn transcribe_the_archive_again(
+    m: &Meeting,
+    run_finished: &serde_json::Value,
+    streams: &[serde_json::Value],
+    you: &[i16],
+) {
+    let archive = run_finished["archive"]["you"].as_str().expect("archive");
+    let again = run(
+        m,
+        &["--input", &format!("file:{archive}"), "--unpaced"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let words = |events: &[serde_json::Value], source: Option<&str>| -> String {
+        let finals = events
+            .iter()
+            .filter(|e| e["event"] == "final" && source.is_none_or(|s| e["source"] == s));
+        finals
+            .filter_map(|e| e["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let again = lines(&again.stdout);
+    assert_eq!(
+        again.last().expect("finished")["audio_captured_samples"],
+        you.len()
+    );
+    assert_eq!(words(&again, None), words(streams, Some("you")));
 }
 
 /// Each input's archive is its audio, sample for sample, and nothing was lost.

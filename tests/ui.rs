@@ -884,3 +884,24 @@ fn speakers_and_languages() {
     }
     insta::assert_snapshot!("speakers_120x20", frame);
 }
+
+/// With `redact_pii`, the transcript pane says the text is redacted, and when the service
+/// withholds partials, that each turn shows only when it ends (not a stalled session).
+#[test]
+fn redaction_is_said_on_the_transcript_pane() {
+    for (withheld, expected) in [
+        (
+            true,
+            "transcript (personal information redacted: each turn shows when it ends)",
+        ),
+        (false, "transcript (personal information redacted)"),
+    ] {
+        let mut s = idle();
+        s.limits.redacting = true;
+        s.limits.partials_withheld = withheld;
+        let frame = screen(&s, 120, 20, at(1));
+        assert!(frame.contains(expected), "{expected}: {frame}");
+    }
+    let frame = screen(&idle(), 120, 20, at(1));
+    assert!(!frame.contains("redacted"), "{frame}");
+}

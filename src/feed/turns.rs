@@ -52,10 +52,7 @@ impl Turns {
             SessionEvent::SpeakerRevision {
                 generation,
                 turn_order,
-                speaker,
-                speaker_name,
-                speaker_uncertain,
-                words,
+                ..
             } => {
                 let Some((_, known)) = self
                     .finals
@@ -64,12 +61,7 @@ impl Turns {
                 else {
                     return Changed::No;
                 };
-                known.speaker.clone_from(speaker);
-                known.speaker_name.clone_from(speaker_name);
-                known.speaker_uncertain = *speaker_uncertain;
-                if !words.is_empty() {
-                    known.words.clone_from(words);
-                }
+                sourced.event.revise(known);
                 Changed::Revised
             }
             SessionEvent::SpeakerNamed { speaker, name } => {

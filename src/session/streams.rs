@@ -173,9 +173,8 @@ impl Streams {
     /// Mute or unmute the microphones (every input when none is one: a single file input
     /// mutes as before).
     pub fn set_muted(&self, muted: bool) {
-        let any_mic = self.mics.iter().any(|m| *m);
-        for (tx, mic) in self.commands.iter().zip(&self.mics) {
-            if *mic || !any_mic {
+        for (tx, mutes) in self.commands.iter().zip(muted_by_mute(&self.mics)) {
+            if mutes {
                 let _ = tx.send(SessionCommand::SetMuted(muted));
             }
         }
@@ -375,5 +374,30 @@ impl Finished {
             archive: self.archive(),
         };
         Some((event, sources))
+    }
+}
+
+/// Which inputs the mute key acts on, given which are microphones: the microphones (the far
+/// side of a meeting is not ours to mute), or every input when none is one (a single file input
+/// mutes as it always did).
+fn muted_by_mute(mics: &[bool]) -> Vec<bool> {
+    let any_mic = mics.iter().any(|m| *m);
+    mics.iter().map(|mic| *mic || !any_mic).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::muted_by_mute;
+
+    #[test]
+    fn mute_acts_on_the_microphones_only_or_on_everything_without_one() {
+        assert_eq!(
+            muted_by_mute(&[true, false]),
+            [true, false],
+            "you=mic, them=monitor"
+        );
+        assert_eq!(muted_by_mute(&[false, true, true]), [false, true, true]);
+        assert_eq!(muted_by_mute(&[false]), [true], "a single file input");
+        assert_eq!(muted_by_mute(&[false, false]), [true, true], "two files");
     }
 }
