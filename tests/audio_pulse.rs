@@ -12,17 +12,18 @@
 mod common;
 #[path = "support/pulse.rs"]
 mod pulse;
+#[path = "support/running.rs"]
+mod running;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aai_live::emulator::{EmulatorConfig, RunningEmulator};
 use common::KEY;
 use pulse::Pulse;
+use running::Running;
 
 const RATE: u32 = 16_000;
 
@@ -69,35 +70,7 @@ fn aai_live(emu: &RunningEmulator, home: &Path, pulse: Option<&Pulse>, args: &[&
     command
 }
 
-/// A run whose NDJSON lines arrive on a channel while it runs.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
 impl Running {
-    fn start(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("start aai-live");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
     /// Wait for the first event named `name` (with a deadline).
     fn wait_for(&mut self, name: &str, within: Duration) -> serde_json::Value {
         let deadline = Instant::now() + within;

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aai_live::emulator::EmulatorConfig;
@@ -54,71 +54,6 @@ async fn run(m: &Meeting, args: &[&str], env: &[(&str, &str)]) -> std::process::
         .await
         .expect("the run ends")
         .expect("run")
-}
-
-/// (stream offset in samples, recorded samples) per session of `source`.
-fn received(record: &Path, events: &[serde_json::Value], source: &str) -> Vec<(u64, Vec<i16>)> {
-    let mut ids: HashMap<u64, String> = HashMap::new();
-    let mut bases: HashMap<u64, u64> = HashMap::new();
-    for e in events.iter().filter(|e| e["source"] == source) {
-        let g = |k: &str| e[k].as_u64().unwrap_or_default();
-        match e["event"].as_str() {
-            Some("begin") => {
-                ids.insert(
-                    g("generation"),
-                    e["session_id"].as_str().expect("id").into(),
-                );
-                bases
-                    .entry(g("generation"))
-                    .or_insert(g("stream_offset_ms") * 16);
-            }
-            Some("rotation") => {
-                bases.insert(g("to"), g("stream_offset_ms") * 16);
-            }
-            Some("reconnected") => {
-                bases.insert(g("generation"), g("replay_from_ms") * 16);
-            }
-            _ => {}
-        }
-    }
-    let mut out: Vec<(u64, Vec<i16>)> = ids
-        .iter()
-        .filter_map(|(g, id)| {
-            let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
-            let samples: Vec<i16> = bytes
-                .chunks_exact(2)
-                .map(|p| i16::from_le_bytes([p[0], p[1]]))
-                .collect();
-            (!samples.is_empty()).then(|| (bases[g], samples))
-        })
-        .collect();
-    out.sort_by_key(|(b, _)| *b);
-    out
-}
-
-/// Every recorded sample equals the input at its offset, and together they cover the input
-/// from its first sample to its last.
-fn assert_lossless(source: &str, parts: &[(u64, Vec<i16>)], input: &[i16]) {
-    assert!(!parts.is_empty(), "{source}: no audio received");
-    let mut covered_to = 0u64;
-    for (base, samples) in parts {
-        let base = *base as usize;
-        assert!(
-            base as u64 <= covered_to,
-            "{source}: hole {covered_to}..{base} (samples) reached no session"
-        );
-        assert_eq!(
-            &input[base..base + samples.len()],
-            samples.as_slice(),
-            "{source}: audio at {base} differs from the input"
-        );
-        covered_to = covered_to.max((base + samples.len()) as u64);
-    }
-    assert_eq!(
-        covered_to as usize,
-        input.len(),
-        "{source}: the end reached the service"
-    );
 }
 
 fn transcript_files(m: &Meeting) -> HashMap<String, String> {
@@ -204,8 +139,8 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
     assert!(stderr.is_empty() || !stderr.contains("panic"), "{stderr}");
 
     // Each input's audio reached the service whole, to the sample, in its own sessions.
-    assert_lossless("you", &received(&m.record, &events, "you"), &you);
-    assert_lossless("them", &received(&m.record, &events, "them"), &them);
+    common::assert_lossless("you", &common::received(&m.record, &events, "you"), &you);
+    common::assert_lossless("them", &common::received(&m.record, &events, "them"), &them);
 
     // The run's finished: totals per input that add up, and to the run's.
     assert_eq!(run_finished["event"], "finished");

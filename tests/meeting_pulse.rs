@@ -13,22 +13,20 @@
 mod common;
 #[path = "support/pulse.rs"]
 mod pulse;
+#[path = "support/running.rs"]
+mod running;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aai_live::emulator::{EmulatorConfig, RunningEmulator};
 use common::KEY;
 use pulse::Pulse;
+use running::Running;
 
 const RATE: u32 = 16_000;
-/// Samples per millisecond of stream time.
-const PER_MS: u64 = RATE as u64 / 1000;
 const LABELS: [&str; 2] = ["you", "them"];
 
 /// The bundled recording's samples (16 kHz mono).
@@ -59,35 +57,7 @@ fn recording_after_silence(dir: &Path, lead: Duration) -> PathBuf {
     path
 }
 
-/// The run's NDJSON lines, arriving on a channel while it runs.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
 impl Running {
-    fn start(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("start aai-live");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
     /// Take the lines that arrived so far.
     fn drain(&mut self) {
         self.seen.extend(self.lines.try_iter());
@@ -139,78 +109,6 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
-}
-
-/// (stream offset in samples, recorded samples) per session of `label`, in stream order: the
-/// session ids from its `begin` events, each session's base from its `begin` (a first session
-/// or a reconnect), its `rotation` (a successor) or its `reconnected` (the replay's start).
-fn received(record: &Path, events: &[serde_json::Value], label: &str) -> Vec<(u64, Vec<i16>)> {
-    let mut ids: HashMap<u64, String> = HashMap::new();
-    let mut bases: HashMap<u64, u64> = HashMap::new();
-    for e in events.iter().filter(|e| e["source"] == label) {
-        let n = |k: &str| e[k].as_u64().unwrap_or_default();
-        match e["event"].as_str() {
-            Some("begin") => {
-                ids.insert(
-                    n("generation"),
-                    e["session_id"].as_str().expect("id").into(),
-                );
-                bases
-                    .entry(n("generation"))
-                    .or_insert(n("stream_offset_ms") * PER_MS);
-            }
-            Some("rotation") => {
-                bases.insert(n("to"), n("stream_offset_ms") * PER_MS);
-            }
-            Some("reconnected") => {
-                bases.insert(n("generation"), n("replay_from_ms") * PER_MS);
-            }
-            _ => {}
-        }
-    }
-    let mut out: Vec<(u64, Vec<i16>)> = ids
-        .iter()
-        .filter_map(|(g, id)| {
-            let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
-            let samples: Vec<i16> = bytes
-                .chunks_exact(2)
-                .map(|p| i16::from_le_bytes([p[0], p[1]]))
-                .collect();
-            (!samples.is_empty()).then(|| (bases[g], samples))
-        })
-        .collect();
-    out.sort_by_key(|(base, _)| *base);
-    out
-}
-
-/// Every recorded sample equals the archive at its offset, and together the sessions cover the
-/// archive from its first sample to its last.
-fn assert_recordings_are_the_archive(label: &str, parts: &[(u64, Vec<i16>)], archive: &[i16]) {
-    assert!(!parts.is_empty(), "{label}: no audio received");
-    let mut covered_to = 0usize;
-    for (base, samples) in parts {
-        let base = *base as usize;
-        assert!(
-            base <= covered_to,
-            "{label}: samples {covered_to}..{base} reached no session"
-        );
-        let end = base + samples.len();
-        assert!(
-            end <= archive.len(),
-            "{label}: a session received samples {base}..{end}, the archive has {}",
-            archive.len()
-        );
-        assert!(
-            archive[base..end] == samples[..],
-            "{label}: the audio received at {base}..{end} differs from the archive"
-        );
-        covered_to = covered_to.max(end);
-    }
-    assert_eq!(
-        covered_to,
-        archive.len(),
-        "{label}: the end of the archive reached the service"
-    );
 }
 
 fn read_archive(path: &Path) -> Vec<i16> {
@@ -421,8 +319,8 @@ fn check_ledgers(events: &[serde_json::Value], record: &Path) -> Vec<Option<usiz
             n("audio_captured_samples"),
             "{label}: the archive holds what the ledger captured"
         );
-        let parts = received(record, events, label);
-        assert_recordings_are_the_archive(label, &parts, &archive);
+        let parts = common::received(record, events, label);
+        common::assert_lossless(label, &parts, &archive);
         voice_at.push(archive.iter().position(|s| s.unsigned_abs() > 1000));
     }
     voice_at

@@ -453,3 +453,80 @@ pub async fn run_measured(mut cmd: tokio::process::Command, limit: Duration) -> 
 
 /// The most a hostile-input case may hold: 100 MiB (the binary alone is about a tenth of it).
 pub const PEAK_KIB_LIMIT: u64 = 100 * 1024;
+
+/// (stream offset in samples, recorded samples) per session of input `label` (16 kHz), in
+/// stream order, from the emulator's `--record` directory: the
+/// session ids from its `begin` events, each session's base from its `begin` (a first session
+/// or a reconnect), its `rotation` (a successor) or its `reconnected` (the replay's start).
+pub fn received(
+    record: &std::path::Path,
+    events: &[serde_json::Value],
+    label: &str,
+) -> Vec<(u64, Vec<i16>)> {
+    let mut ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut bases: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e["source"] == label) {
+        let n = |k: &str| e[k].as_u64().unwrap_or_default();
+        match e["event"].as_str() {
+            Some("begin") => {
+                ids.insert(
+                    n("generation"),
+                    e["session_id"].as_str().expect("id").into(),
+                );
+                bases
+                    .entry(n("generation"))
+                    .or_insert(n("stream_offset_ms") * 16);
+            }
+            Some("rotation") => {
+                bases.insert(n("to"), n("stream_offset_ms") * 16);
+            }
+            Some("reconnected") => {
+                bases.insert(n("generation"), n("replay_from_ms") * 16);
+            }
+            _ => {}
+        }
+    }
+    let mut out: Vec<(u64, Vec<i16>)> = ids
+        .iter()
+        .filter_map(|(g, id)| {
+            let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
+            let samples: Vec<i16> = bytes
+                .chunks_exact(2)
+                .map(|p| i16::from_le_bytes([p[0], p[1]]))
+                .collect();
+            (!samples.is_empty()).then(|| (bases[g], samples))
+        })
+        .collect();
+    out.sort_by_key(|(base, _)| *base);
+    out
+}
+
+/// Every recorded sample equals `archive` (the input, or its archive) at its offset, and
+/// together the sessions cover it from its first sample to its last.
+pub fn assert_lossless(label: &str, parts: &[(u64, Vec<i16>)], archive: &[i16]) {
+    assert!(!parts.is_empty(), "{label}: no audio received");
+    let mut covered_to = 0usize;
+    for (base, samples) in parts {
+        let base = *base as usize;
+        assert!(
+            base <= covered_to,
+            "{label}: samples {covered_to}..{base} reached no session"
+        );
+        let end = base + samples.len();
+        assert!(
+            end <= archive.len(),
+            "{label}: a session received samples {base}..{end}, the archive has {}",
+            archive.len()
+        );
+        assert!(
+            archive[base..end] == samples[..],
+            "{label}: the audio received at {base}..{end} differs from the archive"
+        );
+        covered_to = covered_to.max(end);
+    }
+    assert_eq!(
+        covered_to,
+        archive.len(),
+        "{label}: the end of the archive reached the service"
+    );
+}
