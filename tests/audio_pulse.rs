@@ -158,34 +158,6 @@ fn finished(events: &[serde_json::Value]) -> &serde_json::Value {
     last
 }
 
-/// The bundled recording's samples (16 kHz mono).
-fn recording() -> Vec<i16> {
-    let reader = hound::WavReader::new(aai_live::demo::WAV).expect("demo.wav");
-    assert_eq!(reader.spec().sample_rate, RATE);
-    reader
-        .into_samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect()
-}
-
-/// The recording after `lead` of silence, as a WAV file in `dir`.
-fn recording_after_silence(dir: &Path, lead: Duration) -> PathBuf {
-    let path = dir.join("played.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(&path, spec).expect("wav");
-    let silence = (lead.as_secs_f64() * f64::from(RATE)) as usize;
-    for s in std::iter::repeat_n(0, silence).chain(recording()) {
-        writer.write_sample(s).expect("write");
-    }
-    writer.finalize().expect("finalize");
-    path
-}
-
 /// The audio the emulator received, session by session (the longest first).
 fn received(record: &Path) -> Vec<Vec<i16>> {
     let mut sessions: Vec<Vec<i16>> = std::fs::read_dir(record)
@@ -297,7 +269,7 @@ async fn play_through(spec_args: &[&str], pulse: &Pulse) {
     let record = tempfile::tempdir().expect("record dir");
     let home = tempfile::tempdir().expect("home");
     let emu = emulator(record.path()).await;
-    let wav = recording_after_silence(&pulse.scratch(), Duration::from_secs(1));
+    let wav = pulse::recording_after_silence(&pulse.scratch(), Duration::from_secs(1));
     let mut args = spec_args.to_vec();
     args.extend(["--duration", "30s"]);
     let command = aai_live(&emu, home.path(), Some(pulse), &args);
@@ -333,7 +305,7 @@ async fn play_through(spec_args: &[&str], pulse: &Pulse) {
     assert_recording_words(&finals);
 
     let sessions = received(record.path());
-    let reference = recording();
+    let reference = pulse::recording();
     let (lag, similarity) = find(&reference, &sessions[0]);
     eprintln!("recording found at {lag} samples, correlation {similarity:.3}");
     assert!(
@@ -502,7 +474,7 @@ fn devices_lists_the_sources_and_marks_the_default_monitor() {
 /// The first `seconds` of the recording as raw s16le, in `dir`.
 fn raw_recording(dir: &Path, seconds: f64) -> PathBuf {
     let path = dir.join("recording.raw");
-    let samples = recording();
+    let samples = pulse::recording();
     let end = (seconds * f64::from(RATE)) as usize;
     let bytes: Vec<u8> = samples[..end]
         .iter()
@@ -548,7 +520,7 @@ async fn a_command_that_exits_0_ends_the_input_normally() {
     );
     // What the emulator received is the file, sample for sample.
     let sent = received(record.path());
-    let expected: Vec<i16> = recording()[..(8.9 * f64::from(RATE)) as usize].to_vec();
+    let expected: Vec<i16> = pulse::recording()[..(8.9 * f64::from(RATE)) as usize].to_vec();
     assert_eq!(sent.len(), 1);
     assert!(
         sent[0] == expected,

@@ -29,34 +29,6 @@ use running::Running;
 const RATE: u32 = 16_000;
 const LABELS: [&str; 2] = ["you", "them"];
 
-/// The bundled recording's samples (16 kHz mono).
-fn recording() -> Vec<i16> {
-    let reader = hound::WavReader::new(aai_live::demo::WAV).expect("demo.wav");
-    assert_eq!(reader.spec().sample_rate, RATE);
-    reader
-        .into_samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect()
-}
-
-/// The recording after `lead` of silence, as a WAV file in `dir`.
-fn recording_after_silence(dir: &Path, lead: Duration) -> PathBuf {
-    let path = dir.join("played.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(&path, spec).expect("wav");
-    let silence = (lead.as_secs_f64() * f64::from(RATE)) as usize;
-    for s in std::iter::repeat_n(0, silence).chain(recording()) {
-        writer.write_sample(s).expect("write");
-    }
-    writer.finalize().expect("finalize");
-    path
-}
-
 impl Running {
     /// Take the lines that arrived so far.
     fn drain(&mut self) {
@@ -359,7 +331,7 @@ async fn a_meeting_through_pulseaudio_keeps_two_ledgers_and_marks_the_microphone
     let record = tempfile::tempdir().expect("record dir");
     let home = tempfile::tempdir().expect("home");
     let emu = emulator(record.path()).await;
-    let played = recording_after_silence(&pulse.scratch(), Duration::from_secs(1));
+    let played = pulse::recording_after_silence(&pulse.scratch(), Duration::from_secs(1));
     let started = Instant::now();
     let mut run = Running::start(meeting_command(&emu, home.path(), &pulse));
     wait_until_both_stream(&mut run, &emu, &pulse).await;

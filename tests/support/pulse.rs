@@ -217,3 +217,31 @@ impl Drop for Pulse {
         let _ = self.server.wait();
     }
 }
+
+/// The bundled recording's samples (16 kHz mono): what the tests play into the sink.
+pub fn recording() -> Vec<i16> {
+    let reader = hound::WavReader::new(aai_live::demo::WAV).expect("demo.wav");
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    reader
+        .into_samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect()
+}
+
+/// The recording after `lead` of silence, as a WAV file in `dir`.
+pub fn recording_after_silence(dir: &Path, lead: Duration) -> PathBuf {
+    let path = dir.join("played.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec).expect("wav");
+    let silence = (lead.as_secs_f64() * 16_000.0) as usize;
+    for s in std::iter::repeat_n(0, silence).chain(recording()) {
+        writer.write_sample(s).expect("write");
+    }
+    writer.finalize().expect("finalize");
+    path
+}
