@@ -277,6 +277,82 @@ async fn bad_input_labels_are_usage_errors() {
     assert!(stderr.contains("inputs.bad+label"), "{stderr}");
 }
 
+/// The account refuses one stream's session (3009: too many new sessions): that stream backs
+/// off alone, then streams; the other is never held back; neither loses a sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_backs_off_only_its_own_stream() {
+    let m = meeting(EmulatorConfig {
+        // The first session asked for is refused, as the service refuses one over the rate.
+        faults: vec![
+            "close-before-begin:3009:Too many new sessions"
+                .parse()
+                .expect("fault"),
+        ],
+        ..common::config()
+    })
+    .await;
+    let you = utterances(4);
+    let mut them = vec![0i16; 17_600];
+    them.extend(utterances(4));
+    them.truncate(you.len());
+    write_wav(&m.home.path().join("you.wav"), &you);
+    write_wav(&m.home.path().join("them.wav"), &them);
+    let out = run(
+        &m,
+        &[
+            "--input",
+            "you=file:you.wav",
+            "--input",
+            "them=file:them.wav",
+        ],
+        &[("AAI_LIVE__SESSION__RATE_LIMIT_BACKOFF", "2s")],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = lines(&out.stdout);
+    let backoffs = |source: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["source"] == source && e["event"] == "state" && e["state"] == "backoff")
+            .collect()
+    };
+    let (refused, other) = if backoffs("you").is_empty() {
+        ("them", "you")
+    } else {
+        ("you", "them")
+    };
+    let waits = backoffs(refused);
+    assert_eq!(waits.len(), 1, "one refusal, one wait: {waits:?}");
+    assert_eq!(waits[0]["class"], "rate_limited", "{}", waits[0]);
+    assert!(
+        backoffs(other).is_empty(),
+        "{other} was held back too: {stderr}"
+    );
+    // The other stream began at once; the refused one only after its wait.
+    let began = |source: &str| {
+        events
+            .iter()
+            .find(|e| e["source"] == source && e["event"] == "begin")
+            .and_then(|e| e["ts_ms"].as_i64())
+            .expect("a begin")
+    };
+    let waited = waits[0]["retry_in_ms"].as_i64().expect("retry_in_ms");
+    assert!(waited >= 1_000, "{}", waits[0]);
+    assert!(
+        began(refused) - began(other) >= waited / 2,
+        "{refused} began {} ms after {other}, its wait was {waited} ms",
+        began(refused) - began(other)
+    );
+    // Both inputs reached the service whole, the refused one's wait included (its backlog).
+    for (source, input) in [("you", &you), ("them", &them)] {
+        common::assert_lossless(source, &common::received(&m.record, &events, source), input);
+    }
+    let finished = events.last().expect("finished");
+    assert_eq!(finished["audio_lost_samples"], 0, "{finished}");
+    m.emu.shutdown().await;
+}
+
 /// Both streams planned a rotation at 24 s; one of them moved 10 s earlier, and said so. Every
 /// plan keeps 10 s from the other input's plan made before it (a reconnect plans anew).
 fn check_staggered(streams: &[serde_json::Value]) {
