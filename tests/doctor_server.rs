@@ -20,6 +20,11 @@ const CREDENTIAL: &str = "doctor-credential-0123456789abcdef";
 const ORIGIN: &str = "https://app.example.com";
 
 async fn serve(emu: &RunningEmulator) -> RunningServer {
+    serve_with(emu, |_| {}).await
+}
+
+/// `serve` with `tune` applied to its configuration.
+async fn serve_with(emu: &RunningEmulator, tune: impl FnOnce(&mut ServerConfig)) -> RunningServer {
     let mut text = String::new();
     let _ = writeln!(text, "doctor:{}", hash_credential(CREDENTIAL));
     let credentials = Credentials::parse(&text, "test credentials").expect("credentials");
@@ -28,6 +33,7 @@ async fn serve(emu: &RunningEmulator) -> RunningServer {
         Auth::Bearer(credentials),
     );
     config.cors_origins = vec![ORIGIN.into()];
+    tune(&mut config);
     let upstream = Arc::new(
         ApiKeyProvider::new(
             ApiKey::new(KEY),
@@ -65,12 +71,19 @@ impl Run {
 }
 
 async fn doctor(emu: &RunningEmulator, url: &str, args: &[&str]) -> Run {
+    doctor_streaming_to(Some(&emu.ws_url()), url, args).await
+}
+
+/// `doctor --server url`, its sessions streaming to `streaming` (`None`: where the server says).
+async fn doctor_streaming_to(streaming: Option<&str>, url: &str, args: &[&str]) -> Run {
     let home = tempfile::tempdir().expect("tempdir");
     let mut cmd = common::aai_live(home.path());
     cmd.args(["doctor", "--json", "--keep-going", "--server", url])
         .args(args)
-        .env("DOCTOR_CREDENTIAL", CREDENTIAL)
-        .env("AAI_LIVE__STREAMING__URL", emu.ws_url());
+        .env("DOCTOR_CREDENTIAL", CREDENTIAL);
+    if let Some(streaming) = streaming {
+        cmd.env("AAI_LIVE__STREAMING__URL", streaming);
+    }
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .expect("doctor ends")
@@ -110,6 +123,30 @@ async fn serve_with_a_credential_passes_every_step_and_its_token_opens_a_session
         assert_eq!(run.status(step), "pass", "{step}: {}", run.stdout);
     }
     assert!(!run.stdout.contains(CREDENTIAL));
+    let sessions: Value = reqwest::get(format!("{}/emulator/sessions", emu.base_url()))
+        .await
+        .expect("sessions")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    server.shutdown().await;
+    emu.shutdown().await;
+}
+
+/// Without `[streaming] url`, the token's session opens where the server publishes
+/// (`/config.json`'s `streaming_url`: here the emulator), as `run` does with the remote provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_opens_where_the_server_publishes() {
+    let emu = common::start(common::config()).await;
+    let ws = emu.ws_url();
+    let server = serve_with(&emu, |config| {
+        config.browser.streaming_url = ws.parse().expect("url");
+    })
+    .await;
+    let url = format!("http://{}/token", server.addr);
+    let run = doctor_streaming_to(None, &url, &["--credential-env", "DOCTOR_CREDENTIAL"]).await;
+    assert_eq!(run.status("server-redeem"), "pass", "{}", run.stdout);
     let sessions: Value = reqwest::get(format!("{}/emulator/sessions", emu.base_url()))
         .await
         .expect("sessions")
