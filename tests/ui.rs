@@ -608,6 +608,47 @@ fn the_demo_says_what_you_are_seeing_while_it_streams() {
     }
 }
 
+/// At 140 columns the demo's transcript pane holds each of the recording's sentences on one
+/// line, as `MM:SS text` (the events pane open beside it, as the demo starts).
+#[test]
+fn the_demo_transcript_is_one_sentence_a_line_at_140_columns() {
+    let script: serde_json::Value = serde_json::from_str(aai_live::demo::SCRIPT).expect("json");
+    let sentences: Vec<String> = script["turns"]
+        .as_array()
+        .expect("turns")
+        .iter()
+        .map(|t| {
+            let words: Vec<&str> = t["words"]
+                .as_array()
+                .expect("words")
+                .iter()
+                .map(|w| w["text"].as_str().expect("text"))
+                .collect();
+            words.join(" ")
+        })
+        .collect();
+    let mut s = as_demo(streaming());
+    assert!(s.show_events, "the demo opens with the events pane");
+    for (i, sentence) in sentences.iter().enumerate() {
+        let order = 100 + i as u64;
+        session(
+            &mut s,
+            SessionEvent::Final(final_turn(1, order, sentence, 40_000 + i as u64 * 4000)),
+            at(40 + i as u64 * 4),
+        );
+    }
+    let frame = screen(&s, 140, 60, at(40 + sentences.len() as u64 * 4));
+    for (i, sentence) in sentences.iter().enumerate() {
+        let stamp = format!("{:02}:{:02} ", (40 + i * 4) / 60, (40 + i * 4) % 60);
+        assert!(
+            frame
+                .lines()
+                .any(|l| l.contains(&format!("{stamp}{sentence}"))),
+            "{stamp}{sentence} on one line:\n{frame}"
+        );
+    }
+}
+
 /// A server's close reason, error text and transcript can carry escape sequences and bidi
 /// overrides: nothing of them reaches the screen (the frame holds no control character). The
 /// model keeps them out (`untrusted`), and ratatui's buffer also drops control characters and
