@@ -3,6 +3,8 @@
 //! streaming starts by itself, the transcript is journaled and saved on quit, and that a missing
 //! provider becomes a panel rather than an error.
 
+#[path = "support/demo.rs"]
+mod demo_recording;
 use std::path::Path;
 use std::time::Duration;
 
@@ -184,25 +186,6 @@ fn journaled_finals(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The demo recording's sentences, as its script says them (lower case, no punctuation).
-fn recording_sentences() -> Vec<String> {
-    let script: serde_json::Value = serde_json::from_str(aai_live::demo::SCRIPT).expect("json");
-    script["turns"]
-        .as_array()
-        .expect("turns")
-        .iter()
-        .map(|t| {
-            let words: Vec<&str> = t["words"]
-                .as_array()
-                .expect("words")
-                .iter()
-                .map(|w| w["text"].as_str().expect("text"))
-                .collect();
-            words.join(" ")
-        })
-        .collect()
-}
-
 /// Stop, wait while the looping recording plays on, start again: the second run's stream
 /// starts at 0 while the recording is anywhere, and its finals must still be the recording's
 /// sentences word for word (the emulator learns where the input is, not where the run is).
@@ -279,7 +262,7 @@ async fn a_stop_and_a_restart_keep_the_demo_word_perfect() {
     .expect("no error");
     let _tx = driver.await.expect("driver");
     demo.shutdown().await;
-    let sentences = recording_sentences();
+    let sentences = demo_recording::recording_sentences();
     let mut journals: Vec<_> = report
         .saved
         .iter()

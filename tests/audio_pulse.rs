@@ -121,26 +121,6 @@ fn finals(events: &[serde_json::Value]) -> Vec<String> {
     out.into_iter().map(|(_, text)| text).collect()
 }
 
-fn words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// The recording's words, turn by turn.
-fn script_turns() -> Vec<Vec<String>> {
-    aai_live::demo::script()
-        .expect("script")
-        .turns
-        .iter()
-        .map(|t| t.words.iter().map(|w| w.text.to_lowercase()).collect())
-        .collect()
-}
-
 /// The `finished` event, its ledger checked: captured = sent + lost. Returns it.
 fn finished(events: &[serde_json::Value]) -> &serde_json::Value {
     let last = events.last().expect("events");
@@ -241,28 +221,6 @@ fn find(needle: &[i16], haystack: &[i16]) -> (i64, f64) {
     (fine, at(fine))
 }
 
-/// Every final's words come from the script, in its order (the recording is played once: the
-/// script is read once), and together they are most of it.
-fn assert_recording_words(finals: &[String]) {
-    let script: Vec<String> = script_turns().concat();
-    let mut at = 0;
-    let mut heard = 0;
-    for text in finals {
-        for word in words(text) {
-            let Some(found) = script[at..].iter().position(|w| *w == word) else {
-                panic!("{word:?} of {text:?} is not next in the script: {finals:?}");
-            };
-            at += found + 1;
-            heard += 1;
-        }
-    }
-    assert!(
-        heard * 10 >= script.len() * 8,
-        "{heard} of the recording's {} words: {finals:?}",
-        script.len()
-    );
-}
-
 /// Play the recording (after a second of silence) once the run says hello, and check what came
 /// back and what the emulator received.
 async fn play_through(spec_args: &[&str], pulse: &Pulse) {
@@ -302,7 +260,7 @@ async fn play_through(spec_args: &[&str], pulse: &Pulse) {
         finals.len() >= 4,
         "the recording's five sentences: {finals:?}"
     );
-    assert_recording_words(&finals);
+    pulse::assert_recording_words("monitor", &finals);
 
     let sessions = received(record.path());
     let reference = pulse::recording();

@@ -5,6 +5,8 @@
 //! Every wait polls the screen until the text appears, with a deadline; nothing sleeps to
 //! synchronise. Skipped when tmux is not installed, except under CI (`make deps` installs it).
 
+#[path = "support/demo.rs"]
+mod demo_recording;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -245,25 +247,6 @@ fn sigterm_quits_gracefully_and_restores_the_terminal() {
     tmux.wait_for("typed-42", Duration::from_secs(10));
 }
 
-/// The demo recording's sentences, as its script says them (lower case, no punctuation).
-fn recording_sentences() -> Vec<String> {
-    let script: serde_json::Value = serde_json::from_str(aai_live::demo::SCRIPT).expect("json");
-    script["turns"]
-        .as_array()
-        .expect("turns")
-        .iter()
-        .map(|t| {
-            let words: Vec<&str> = t["words"]
-                .as_array()
-                .expect("words")
-                .iter()
-                .map(|w| w["text"].as_str().expect("text"))
-                .collect();
-            words.join(" ")
-        })
-        .collect()
-}
-
 /// A journal's final texts, in order (JSON Lines, one final each).
 fn journal_texts(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -334,7 +317,7 @@ fn demo_stop_and_start_in_tmux_stays_word_perfect() {
     tmux.send(&["q"]);
     tmux.wait_for("SHELL-OK", long);
 
-    let sentences = recording_sentences();
+    let sentences = demo_recording::recording_sentences();
     let runs = journals();
     assert_eq!(runs.len(), 2, "one journal per run: {runs:?}");
     for (r, journal) in runs.iter().enumerate() {

@@ -56,6 +56,27 @@ async fn run(m: &Meeting, args: &[&str], env: &[(&str, &str)]) -> std::process::
         .expect("run")
 }
 
+/// The arguments of a meeting of the two files [`two_inputs`] writes.
+const TWO_INPUTS: [&str; 4] = [
+    "--input",
+    "you=file:you.wav",
+    "--input",
+    "them=file:them.wav",
+];
+
+/// `you.wav` and `them.wav` in the meeting's home: `utterances` of speech each, `them` shifted
+/// by half an utterance (so no turn is an echo) and cut to the same length. Returns their
+/// samples.
+fn two_inputs(m: &Meeting, utterances: usize) -> (Vec<i16>, Vec<i16>) {
+    let you = common::utterances(utterances);
+    let mut them = vec![0i16; 17_600];
+    them.extend(common::utterances(utterances));
+    them.truncate(you.len());
+    write_wav(&m.home.path().join("you.wav"), &you);
+    write_wav(&m.home.path().join("them.wav"), &them);
+    (you, them)
+}
+
 fn transcript_files(m: &Meeting) -> HashMap<String, String> {
     let dir = m.home.path().join("data/aai-live/transcripts");
     std::fs::read_dir(&dir)
@@ -85,22 +106,10 @@ async fn two_labelled_inputs_keep_their_own_ledgers_through_a_drop_and_rotations
         ..common::config()
     })
     .await;
-    // Different speech per input (shifted by half an utterance), so no turn is an echo.
-    let you = utterances(12);
-    let mut them = vec![0i16; 17_600];
-    them.extend(utterances(12));
-    them.truncate(you.len());
-    write_wav(&m.home.path().join("you.wav"), &you);
-    write_wav(&m.home.path().join("them.wav"), &them);
+    let (you, them) = two_inputs(&m, 12);
     let out = run(
         &m,
-        &[
-            "--input",
-            "you=file:you.wav",
-            "--input",
-            "them=file:them.wav",
-            "--archive",
-        ],
+        &[&TWO_INPUTS[..], &["--archive"]].concat(),
         &[("AAI_LIVE__SESSION__ROTATION_LEAD", "1")],
     )
     .await;
@@ -291,20 +300,10 @@ async fn a_refused_session_backs_off_only_its_own_stream() {
         ..common::config()
     })
     .await;
-    let you = utterances(4);
-    let mut them = vec![0i16; 17_600];
-    them.extend(utterances(4));
-    them.truncate(you.len());
-    write_wav(&m.home.path().join("you.wav"), &you);
-    write_wav(&m.home.path().join("them.wav"), &them);
+    let (you, them) = two_inputs(&m, 4);
     let out = run(
         &m,
-        &[
-            "--input",
-            "you=file:you.wav",
-            "--input",
-            "them=file:them.wav",
-        ],
+        &TWO_INPUTS,
         &[("AAI_LIVE__SESSION__RATE_LIMIT_BACKOFF", "2s")],
     )
     .await;

@@ -130,43 +130,6 @@ fn finals_of(events: &[serde_json::Value], label: &str) -> Vec<Final> {
     turns
 }
 
-fn words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// Every final's words come from the recording's script, in its order (it is played once), and
-/// together they are most of it.
-fn assert_recording_words(label: &str, finals: &[String]) {
-    let script: Vec<String> = aai_live::demo::script()
-        .expect("script")
-        .turns
-        .iter()
-        .flat_map(|t| t.words.iter().map(|w| w.text.to_lowercase()))
-        .collect();
-    let mut at = 0;
-    let mut heard = 0;
-    for text in finals {
-        for word in words(text) {
-            let Some(found) = script[at..].iter().position(|w| *w == word) else {
-                panic!("{label}: {word:?} of {text:?} is not next in the script: {finals:?}");
-            };
-            at += found + 1;
-            heard += 1;
-        }
-    }
-    assert!(
-        heard * 10 >= script.len() * 8,
-        "{label}: {heard} of the recording's {} words: {finals:?}",
-        script.len()
-    );
-}
-
 /// The emulator: the recording's script, every session's audio kept, the pacing check on.
 async fn emulator(record: &Path) -> RunningEmulator {
     common::start(EmulatorConfig {
@@ -364,7 +327,7 @@ async fn a_meeting_through_pulseaudio_keeps_two_ledgers_and_marks_the_microphone
             "{label}: the recording's five sentences: {finals:?}"
         );
         let texts: Vec<String> = finals.iter().map(|f| f.text.clone()).collect();
-        assert_recording_words(label, &texts);
+        pulse::assert_recording_words(label, &texts);
     }
     // The microphone heard the speakers: each of its finals repeats one of the monitor's, and
     // is marked; none of the monitor's is.

@@ -3,6 +3,8 @@
 //! panels, scrolling, tiny terminals, mono and ASCII. States are reached by feeding messages to
 //! `DashboardState::update`, as the running dashboard does.
 
+#[path = "support/demo.rs"]
+mod demo_recording;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aai_live::app::Msg;
@@ -612,21 +614,7 @@ fn the_demo_says_what_you_are_seeing_while_it_streams() {
 /// line, as `MM:SS text` (the events pane open beside it, as the demo starts).
 #[test]
 fn the_demo_transcript_is_one_sentence_a_line_at_140_columns() {
-    let script: serde_json::Value = serde_json::from_str(aai_live::demo::SCRIPT).expect("json");
-    let sentences: Vec<String> = script["turns"]
-        .as_array()
-        .expect("turns")
-        .iter()
-        .map(|t| {
-            let words: Vec<&str> = t["words"]
-                .as_array()
-                .expect("words")
-                .iter()
-                .map(|w| w["text"].as_str().expect("text"))
-                .collect();
-            words.join(" ")
-        })
-        .collect();
+    let sentences = demo_recording::recording_sentences();
     let mut s = as_demo(streaming());
     assert!(s.show_events, "the demo opens with the events pane");
     for (i, sentence) in sentences.iter().enumerate() {

@@ -245,3 +245,41 @@ pub fn recording_after_silence(dir: &Path, lead: Duration) -> PathBuf {
     writer.finalize().expect("finalize");
     path
 }
+
+/// A final's words, lower case, without punctuation.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Every final's words come from the recording's script, in its order (it is played once), and
+/// together they are most of it.
+pub fn assert_recording_words(label: &str, finals: &[String]) {
+    let script: Vec<String> = aai_live::demo::script()
+        .expect("script")
+        .turns
+        .iter()
+        .flat_map(|t| t.words.iter().map(|w| w.text.to_lowercase()))
+        .collect();
+    let mut at = 0;
+    let mut heard = 0;
+    for text in finals {
+        for word in words(text) {
+            let Some(found) = script[at..].iter().position(|w| *w == word) else {
+                panic!("{label}: {word:?} of {text:?} is not next in the script: {finals:?}");
+            };
+            at += found + 1;
+            heard += 1;
+        }
+    }
+    assert!(
+        heard * 10 >= script.len() * 8,
+        "{label}: {heard} of the recording's {} words: {finals:?}",
+        script.len()
+    );
+}
