@@ -14,7 +14,6 @@
 mod cdp;
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,47 +175,6 @@ async fn dom_finals(page: &Page<'_>) -> Vec<String> {
         .iter()
         .map(|t| t.as_str().expect("text").to_owned())
         .collect()
-}
-
-/// (stream offset in samples, recorded samples) per session: offsets from the page's events,
-/// audio from the emulator's recordings.
-fn received(record: &Path, events: &[Value]) -> Vec<(u64, u64, Vec<i16>)> {
-    let mut ids: HashMap<u64, String> = HashMap::new();
-    let mut bases: HashMap<u64, u64> = HashMap::new();
-    for e in events {
-        let g = |k: &str| e[k].as_u64().unwrap_or_default();
-        match e["event"].as_str() {
-            Some("begin") => {
-                ids.insert(
-                    g("generation"),
-                    e["session_id"].as_str().expect("id").to_owned(),
-                );
-                bases
-                    .entry(g("generation"))
-                    .or_insert(g("stream_offset_ms") * 16);
-            }
-            Some("rotation") => {
-                bases.insert(g("to"), g("stream_offset_ms") * 16);
-            }
-            Some("reconnected") => {
-                bases.insert(g("generation"), g("replay_from_ms") * 16);
-            }
-            _ => {}
-        }
-    }
-    let mut out: Vec<(u64, u64, Vec<i16>)> = ids
-        .iter()
-        .filter_map(|(g, id)| {
-            let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
-            let samples: Vec<i16> = bytes
-                .chunks_exact(2)
-                .map(|p| i16::from_le_bytes([p[0], p[1]]))
-                .collect();
-            (!samples.is_empty()).then(|| (*g, bases[g], samples))
-        })
-        .collect();
-    out.sort_by_key(|(_, base, _)| *base);
-    out
 }
 
 /// Across sessions, no stretch of the stream longer than one chunk reached no session, and
@@ -383,7 +341,7 @@ async fn the_page_streams_the_demo_across_rotations() {
     assert!(of_kind(&all, "lost").is_empty(), "{all:#?}");
     assert_ledger(&finished);
     let sent = finished["audio_sent_samples"].as_u64().unwrap_or_default();
-    let parts = received(&rig.record, &all);
+    let parts = common::sessions_received(&rig.record, &all, None);
     report(&parts, &rotations);
     assert_eq!(
         parts.len(),
@@ -491,7 +449,7 @@ async fn a_3008_close_and_a_tcp_drop_are_survived_without_a_gap() {
     let console = browser.console();
     let lost = of_kind(&all, "lost");
     let reconnected = of_kind(&all, "reconnected");
-    let parts = received(&rig.record, &all);
+    let parts = common::sessions_received(&rig.record, &all, None);
     report(&parts, &[lost.clone(), reconnected.clone()].concat());
     assert_eq!(dom_finals(&page).await, sentences, "events: {all:#?}");
     let classes: Vec<&str> = lost.iter().filter_map(|l| l["class"].as_str()).collect();

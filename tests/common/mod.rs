@@ -455,17 +455,34 @@ pub async fn run_measured(mut cmd: tokio::process::Command, limit: Duration) -> 
 pub const PEAK_KIB_LIMIT: u64 = 100 * 1024;
 
 /// (stream offset in samples, recorded samples) per session of input `label` (16 kHz), in
-/// stream order, from the emulator's `--record` directory: the
-/// session ids from its `begin` events, each session's base from its `begin` (a first session
-/// or a reconnect), its `rotation` (a successor) or its `reconnected` (the replay's start).
+/// stream order, from the emulator's `--record` directory (see [`sessions_received`]).
 pub fn received(
     record: &std::path::Path,
     events: &[serde_json::Value],
     label: &str,
 ) -> Vec<(u64, Vec<i16>)> {
+    sessions_received(record, events, Some(label))
+        .into_iter()
+        .map(|(_, base, samples)| (base, samples))
+        .collect()
+}
+
+/// (generation, stream offset in samples, recorded samples) per session of input `label`
+/// (`None`: events without inputs, such as the browser client's), in stream order: the session
+/// ids from the `begin` events, each session's base from its `begin` (a first session or a
+/// reconnect), its `rotation` (a successor) or its `reconnected` (the replay's start); the audio
+/// from the emulator's `--record` directory (16 kHz).
+pub fn sessions_received(
+    record: &std::path::Path,
+    events: &[serde_json::Value],
+    label: Option<&str>,
+) -> Vec<(u64, u64, Vec<i16>)> {
     let mut ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     let mut bases: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    for e in events.iter().filter(|e| e["source"] == label) {
+    for e in events
+        .iter()
+        .filter(|e| label.is_none_or(|l| e["source"] == l))
+    {
         let n = |k: &str| e[k].as_u64().unwrap_or_default();
         match e["event"].as_str() {
             Some("begin") => {
@@ -486,7 +503,7 @@ pub fn received(
             _ => {}
         }
     }
-    let mut out: Vec<(u64, Vec<i16>)> = ids
+    let mut out: Vec<(u64, u64, Vec<i16>)> = ids
         .iter()
         .filter_map(|(g, id)| {
             let bytes = std::fs::read(record.join(format!("{id}.pcm"))).ok()?;
@@ -494,10 +511,10 @@ pub fn received(
                 .chunks_exact(2)
                 .map(|p| i16::from_le_bytes([p[0], p[1]]))
                 .collect();
-            (!samples.is_empty()).then(|| (bases[g], samples))
+            (!samples.is_empty()).then(|| (*g, bases[g], samples))
         })
         .collect();
-    out.sort_by_key(|(base, _)| *base);
+    out.sort_by_key(|(_, base, _)| *base);
     out
 }
 
